@@ -1,0 +1,131 @@
+"""headstream's benchmark: headstream vs TFMA 0.52 vs a numpy floor, on the same Parquet shards.
+
+    .venv/bin/python bench/run.py [--sizes 2000000,10000000,20000000] [--tfma-rows 50000]
+                                  [--five-head-rows 2000000] [--runner DirectRunner] [--dask]
+
+For each size N: data in 8 Parquet shards (bench/datagen.py, cached under bench/out/data), then
+  1. headstream: the whole CLI process (`python -m pipeline evaluate`), one BinaryClassHead
+     (thresholds=[0.5], weight column w), slices Overall + country;
+  2. the numpy floor (bench/numpy_floor.py) on the same shards;
+then TFMA once on a smaller N (it is ~1000x slower), and the 5-head workload (binary, multi-class 10,
+multi-label 20, regression, Poisson, with head_weights). Prints examples/s, ratios and peak RSS (the
+whole process tree, sampled every 50 ms), and writes bench/out/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+OUT = os.path.join(HERE, 'out')
+sys.path.insert(0, HERE)
+import datagen  # noqa: E402
+
+BINARY_HEADS = [{'type': 'BinaryClassHead',
+                 'args': {'name': 'click', 'weight_column': 'w', 'thresholds': [0.5]},
+                 'logits': 'click_logit', 'labels': 'click_label'}]
+FIVE_HEADS = BINARY_HEADS + [
+    {'type': 'MultiClassHead', 'args': {'n_classes': 10, 'name': 'topic', 'weight_column': 'w'},
+     'logits': 'topic_logits', 'labels': 'topic_label'},
+    {'type': 'MultiLabelHead', 'args': {'n_classes': 20, 'name': 'tags', 'weight_column': 'w'},
+     'logits': 'tags_logits', 'labels': 'tags_labels'},
+    {'type': 'RegressionHead', 'args': {'name': 'watch', 'weight_column': 'w'},
+     'logits': 'watch_logit', 'labels': 'watch_label'},
+    {'type': 'PoissonRegressionHead', 'args': {'name': 'count', 'weight_column': 'w'},
+     'logits': 'count_logit', 'labels': 'count_label'},
+]
+
+
+def measure(cmd: list[str], env: dict | None = None) -> dict:
+    """Runs cmd; returns wall seconds, peak RSS of the process tree (MB) and its stdout."""
+    start = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
+    peak = 0
+    ps = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            tree = [ps] + ps.children(recursive=True)
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError('%s failed (%d):\n%s' % (' '.join(cmd), proc.returncode, err[-3000:]))
+    return {'seconds': time.time() - start, 'peak_rss_mb': peak / 2**20, 'stdout': out}
+
+
+def headstream(pattern: str, heads: list, out_dir: str, runner_args: list[str],
+               head_weights: list | None = None) -> dict:
+    config = {'input': {'pattern': pattern, 'format': 'parquet'}, 'heads': heads,
+              'slices': [[], ['country']], 'output': out_dir}
+    if head_weights:
+        config['head_weights'] = head_weights
+    path = out_dir.rstrip('/') + '.yaml'
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        yaml.safe_dump(config, f)
+    return measure([sys.executable, '-m', 'pipeline', 'evaluate', '--config', path] + runner_args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--sizes', default='2000000,10000000,20000000')
+    parser.add_argument('--tfma-rows', type=int, default=50_000)
+    parser.add_argument('--five-head-rows', type=int, default=2_000_000)
+    parser.add_argument('--runner-args', default='--runner DirectRunner')
+    parser.add_argument('--dask', action='store_true', help='also the DaskRunner, 2 workers')
+    args = parser.parse_args()
+    runner_args = args.runner_args.split()
+    results: dict = {'machine': {'cpus': os.cpu_count()}, 'runs': []}
+
+    def report(row: dict) -> None:
+        results['runs'].append(row)
+        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
+                          for k, v in row.items() if k != 'stdout'}), flush=True)
+
+    tfma_pattern = datagen.write_dataset(os.path.join(OUT, 'data', 'tfma_%d' % args.tfma_rows),
+                                         args.tfma_rows)
+    tfma = measure([sys.executable, os.path.join(HERE, 'tfma_baseline.py'), tfma_pattern,
+                    os.path.join(OUT, 'tfma_out')])
+    tfma_rate = args.tfma_rows / tfma['seconds']
+    report({'what': 'tfma', 'rows': args.tfma_rows, 'seconds': tfma['seconds'],
+            'examples_per_s': tfma_rate, 'peak_rss_mb': tfma['peak_rss_mb']})
+
+    for n in [int(s) for s in args.sizes.split(',')]:
+        pattern = datagen.write_dataset(os.path.join(OUT, 'data', 'binary_%d' % n), n)
+        floor = measure([sys.executable, os.path.join(HERE, 'numpy_floor.py'), pattern])
+        report({'what': 'numpy_floor', 'rows': n, 'seconds': floor['seconds'],
+                'examples_per_s': n / floor['seconds'], 'peak_rss_mb': floor['peak_rss_mb']})
+        hs = headstream(pattern, BINARY_HEADS, os.path.join(OUT, 'hs_binary_%d' % n), runner_args)
+        report({'what': 'headstream_binary', 'rows': n, 'seconds': hs['seconds'],
+                'examples_per_s': n / hs['seconds'], 'peak_rss_mb': hs['peak_rss_mb'],
+                'x_tfma': n / hs['seconds'] / tfma_rate,
+                'wall_vs_floor': hs['seconds'] / floor['seconds']})
+        if args.dask:
+            dk = headstream(pattern, BINARY_HEADS, os.path.join(OUT, 'hs_dask_%d' % n),
+                            ['--runner', 'DaskRunner', '--dask_n_workers', '2'])
+            report({'what': 'headstream_binary_dask', 'rows': n, 'seconds': dk['seconds'],
+                    'examples_per_s': n / dk['seconds'], 'peak_rss_mb': dk['peak_rss_mb']})
+
+    n = args.five_head_rows
+    pattern = datagen.write_dataset(os.path.join(OUT, 'data', 'five_%d' % n), n, five_heads=True)
+    hs = headstream(pattern, FIVE_HEADS, os.path.join(OUT, 'hs_five_%d' % n), runner_args,
+                    head_weights=[1.0, 0.5, 0.5, 0.2, 0.2])
+    report({'what': 'headstream_five_heads', 'rows': n, 'seconds': hs['seconds'],
+            'examples_per_s': n / hs['seconds'], 'peak_rss_mb': hs['peak_rss_mb']})
+    with open(os.path.join(OUT, 'results.json'), 'w') as f:
+        json.dump(results, f, indent=1, default=str)
+
+
+if __name__ == '__main__':
+    main()

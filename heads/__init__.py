@@ -1,0 +1,20 @@
+"""headstream heads: tf.estimator 2.15's Head family on current TensorFlow, and in numpy.
+
+`import heads` never imports TensorFlow; the TF face imports it on first use.
+"""
+from heads.base import (ClassificationOutput, EstimatorSpec, Head, PredictOutput,
+                        RegressionOutput)
+from heads.binary_class_head import BinaryClassHead
+from heads.keys import MetricKeys, ModeKeys, PredictionKeys, Reduction, ServingKeys
+from heads.multi_class_head import MultiClassHead, binary_or_multi_class_head
+from heads.multi_head import MultiHead
+from heads.multi_label_head import MultiLabelHead
+from heads.regression_head import (LogisticRegressionHead, PoissonRegressionHead,
+                                   RegressionHead)
+
+__all__ = [
+    'Head', 'BinaryClassHead', 'MultiClassHead', 'MultiLabelHead', 'RegressionHead',
+    'LogisticRegressionHead', 'PoissonRegressionHead', 'MultiHead', 'ModeKeys', 'EstimatorSpec',
+    'MetricKeys', 'PredictionKeys', 'ServingKeys', 'Reduction', 'ClassificationOutput',
+    'RegressionOutput', 'PredictOutput', 'binary_or_multi_class_head',
+]

@@ -1,0 +1,193 @@
+"""The abstract `Head`, shared constructor validation, `EstimatorSpec` and export outputs.
+
+A head has two faces, side by side in each head's module:
+
+* TF face — `loss`, `predictions`, `metrics`, `update_metrics`, `create_estimator_spec`: tf.Tensor in,
+  tf.Tensor / Keras-style metric objects out, usable inside `tf.function`. TensorFlow is imported on
+  first use only (through `heads._tf`), never by `import heads`.
+* Array face — `new_state`, `array_predictions`, `array_loss`, `invalid_rows`: numpy (or Arrow)
+  batches in, numpy out, and mergeable float64 metric state (`heads.states`). It never imports
+  TensorFlow, so Beam workers that only evaluate do not pay for it.
+
+Both faces give tf.estimator 2.15's numbers; the array face accumulates in float64 (sigmoid and AUC
+bucket assignment stay float32, as tf.estimator computed them).
+"""
+from __future__ import annotations
+
+import abc
+import inspect
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+from heads.keys import Reduction, summary_key
+
+_LOSS_FN_ALLOWED_ARGS = ('labels', 'logits', 'features', 'loss_reduction')
+
+
+# ---------------------------------------------------------------------------------------------
+# Constructor validation shared by the heads (pure Python: no TensorFlow, no numpy needed).
+# ---------------------------------------------------------------------------------------------
+
+def validate_loss_reduction(loss_reduction: Any) -> None:
+    """tf.estimator accepts every `tf.losses.Reduction` string except 'none'."""
+    if loss_reduction not in Reduction.all() or loss_reduction == Reduction.NONE:
+        raise ValueError(
+            'Invalid loss_reduction: {}. See `tf.losses.Reduction` for valid options.'.format(
+                loss_reduction))
+
+
+def fn_args(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """Names of the arguments `fn` can be called with by keyword (bound ones of a partial excluded)."""
+    params = inspect.signature(fn).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY,
+             inspect.Parameter.POSITIONAL_ONLY)
+    return tuple(p.name for p in params if p.kind in kinds)
+
+
+def validate_loss_fn_args(loss_fn: Callable[..., Any]) -> None:
+    """A custom loss_fn must take `labels` and `logits`, and may take `features`, `loss_reduction`."""
+    args = fn_args(loss_fn)
+    for required in ('labels', 'logits'):
+        if required not in args:
+            raise ValueError(
+                'loss_fn must contain argument: {}. Given arguments: {}'.format(required, args))
+    invalid = [a for a in args if a not in _LOSS_FN_ALLOWED_ARGS]
+    if invalid:
+        raise ValueError('loss_fn has unexpected args: {}'.format(invalid))
+
+
+def loss_fn_passes_features(loss_fn: Callable[..., Any]) -> bool:
+    """tf.estimator passes `features` to a loss_fn only when its signature names it."""
+    return 'features' in fn_args(loss_fn)
+
+
+def validate_vocabulary_type(label_vocabulary: Any) -> None:
+    if label_vocabulary is not None and not isinstance(label_vocabulary, (list, tuple)):
+        raise ValueError('label_vocabulary should be a list or a tuple. Given type: {}'.format(
+            type(label_vocabulary)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec containers (TF face). Plain Python containers: tf.estimator's classes are gone in TF 2.16+.
+# ---------------------------------------------------------------------------------------------
+
+class ClassificationOutput(NamedTuple):
+    """Export output of a classifier: `scores` [B, n] and `classes` [B, n] (every class name)."""
+    scores: Any = None
+    classes: Any = None
+
+
+class RegressionOutput(NamedTuple):
+    """Export output of a regressor: one float32 `value` tensor."""
+    value: Any
+
+
+class PredictOutput(NamedTuple):
+    """Export output carrying a dict of prediction tensors."""
+    outputs: Mapping[str, Any]
+
+
+class EstimatorSpec(NamedTuple):
+    """What `create_estimator_spec` returns, with tf.estimator.EstimatorSpec's fields."""
+    mode: str
+    predictions: Mapping[Any, Any] | None = None
+    loss: Any = None
+    train_op: Any = None
+    eval_metric_ops: Mapping[str, Any] | None = None
+    export_outputs: Mapping[str, Any] | None = None
+    training_chief_hooks: Sequence[Any] = ()
+    training_hooks: Sequence[Any] = ()
+    scaffold: Any = None
+    evaluation_hooks: Sequence[Any] = ()
+    prediction_hooks: Sequence[Any] = ()
+    summaries: Mapping[str, Any] | None = None  # TRAIN scalars tf.estimator wrote with tf.summary
+
+
+# ---------------------------------------------------------------------------------------------
+# The abstract head.
+# ---------------------------------------------------------------------------------------------
+
+class Head(abc.ABC):
+    """Interface for the head/top of a model: loss, predictions and metrics from logits.
+
+    Subclasses implement both faces; see the module docstring.
+    """
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def name(self) -> str | None:
+        """The name of this head, or None; a name suffixes every metric key (`auc/click`)."""
+
+    @property
+    @abc.abstractmethod
+    def logits_dimension(self) -> int:
+        """Size of the last dimension of the logits tensor."""
+
+    @property
+    @abc.abstractmethod
+    def loss_reduction(self) -> str:
+        """One of 'auto', 'sum', 'sum_over_batch_size'."""
+
+    def _summary_key(self, key: str) -> str:
+        return summary_key(key, self.name)
+
+    # -- TF face ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def loss(self, labels, logits, features=None, mode=None, regularization_losses=None):
+        """Returns the scalar (regularized) training loss as a tf.Tensor."""
+
+    @abc.abstractmethod
+    def predictions(self, logits, keys=None):
+        """Returns a dict of prediction tensors."""
+
+    @abc.abstractmethod
+    def metrics(self, regularization_losses=None):
+        """Returns a dict of fresh metric objects keyed by metric key."""
+
+    @abc.abstractmethod
+    def update_metrics(self, eval_metrics, features, logits, labels, mode=None,
+                       regularization_losses=None):
+        """Updates `eval_metrics` with one batch and returns it."""
+
+    def create_estimator_spec(self, features, mode, logits, labels=None, optimizer=None,
+                              trainable_variables=None, train_op_fn=None, update_ops=None,
+                              regularization_losses=None) -> EstimatorSpec:
+        """Returns an `EstimatorSpec` for TRAIN, EVAL or PREDICT, as tf.estimator built it."""
+        from heads import _tf  # TF FACE: lazy import keeps TensorFlow out of array-face users.
+        return _tf.create_estimator_spec(
+            self, features, mode, logits, labels=labels, optimizer=optimizer,
+            trainable_variables=trainable_variables, train_op_fn=train_op_fn,
+            update_ops=update_ops, regularization_losses=regularization_losses)
+
+    # -- array face ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def new_state(self):
+        """ARRAY FACE. An empty mergeable accumulator of this head's metrics.
+
+        Contract (`heads.states`):
+          state = state.update(labels, logits, features=None)  # one batch of numpy/Arrow arrays
+          state = state.merge(other)                           # `other` left unchanged
+          state.result() -> {metric key: float}  # update_metrics' keys (with the /name suffix) and
+                                                 # values over all data seen, as one batch
+          state.loss() -> float                  # self.loss over all data seen as one batch,
+                                                 # without regularization
+        """
+
+    @abc.abstractmethod
+    def array_predictions(self, logits, keys=None) -> dict:
+        """ARRAY FACE. predictions() in numpy: same keys, dtypes and shapes (strings as object arrays
+        of str)."""
+
+    @abc.abstractmethod
+    def array_loss(self, labels, logits, features=None):
+        """ARRAY FACE. Per-example weighted unreduced loss, shape [D0, ..., DN, k] (float64)."""
+
+    @abc.abstractmethod
+    def invalid_rows(self, labels, logits, features=None) -> list:
+        """ARRAY FACE. Rows the head cannot evaluate, without raising.
+
+        Returns a list of (role, reason, mask): role is 'logits', 'labels' or the weight column's
+        name; reason is a sentence (the message the TF face would raise); mask is a bool array over
+        the first dimension, True for the offending rows. Non-finite logits are reported here too
+        (the TF face would give NaN silently; the pipeline refuses them).
+        """

@@ -1,0 +1,104 @@
+"""The output tables' schemas: the contract between the pipeline, its writers, the report and users.
+
+Every table is long and flat (one row per value), carries its own columns in every file (no
+directory partitioning), and is read by DuckDB, pandas, BigQuery and `headstream report` alike.
+
+metrics/*.parquet — one row per (slice, head, metric[, window_start][, step]):
+  run_id, evaluated_at      which run wrote the row, and when (UTC)
+  slice                     "Overall", "country:US", "country_X_device:US_X_mobile" (TFMA's spelling)
+  slice_columns, slice_values  the same split for filtering: "" / "" for Overall,
+                            "country_X_device" / "US_X_mobile" for a cross
+  head                      the head's name (a MultiHead's merged `loss` under the MultiHead's name)
+  metric                    tf.estimator's key without the "/head" suffix ("auc",
+                            "accuracy/positive_threshold_0.5", "auc/class2", "loss")
+  value                     float64
+  lower_bound, upper_bound  for `auc` rows: an interval that provably contains the exact
+                            (unbucketed, ties = 1/2) weighted ROC AUC; null elsewhere
+  example_count             rows of the slice the head evaluated
+  weighted_example_count    Σ weights of those rows
+  window_start, window_end  (windowed runs only) timestamp[us, tz=UTC]
+  step                      (runs with `tensorboard.step`) int64
+
+plots/*.parquet — curves per (slice, head, sub_key): confusion matrices at thresholds and a
+calibration histogram, one row per threshold / bucket:
+  run_id, evaluated_at, slice, slice_columns, slice_values, head, [window_start, window_end], [step]
+  sub_key                   "" for the head's pooled curve, or a class tag ("class2", a vocabulary name)
+  curve                     "confusion" | "calibration"
+  threshold, tp, fp, tn, fn, precision, recall, false_positive_rate     (confusion rows)
+  bucket_lower, bucket_upper, weighted_examples, weighted_labels,
+  weighted_predictions                                                  (calibration rows)
+
+errors/*.parquet — one row per rejected input row (--bad_records=dead_letter):
+  run_id, file, row (0-based within the file), column, reason, values (the row as JSON)
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp('us', tz='UTC')
+
+_ID_FIELDS = [
+    pa.field('run_id', pa.string(), nullable=False),
+    pa.field('evaluated_at', TIMESTAMP, nullable=False),
+    pa.field('slice', pa.string(), nullable=False),
+    pa.field('slice_columns', pa.string(), nullable=False),
+    pa.field('slice_values', pa.string(), nullable=False),
+    pa.field('head', pa.string(), nullable=False),
+]
+WINDOW_FIELDS = [pa.field('window_start', TIMESTAMP), pa.field('window_end', TIMESTAMP)]
+STEP_FIELDS = [pa.field('step', pa.int64())]
+
+METRICS = pa.schema(_ID_FIELDS + [
+    pa.field('metric', pa.string(), nullable=False),
+    pa.field('value', pa.float64()),
+    pa.field('lower_bound', pa.float64()),
+    pa.field('upper_bound', pa.float64()),
+    pa.field('example_count', pa.int64()),
+    pa.field('weighted_example_count', pa.float64()),
+])
+
+PLOTS = pa.schema(_ID_FIELDS + [
+    pa.field('sub_key', pa.string(), nullable=False),
+    pa.field('curve', pa.string(), nullable=False),
+    pa.field('threshold', pa.float64()),
+    pa.field('tp', pa.float64()),
+    pa.field('fp', pa.float64()),
+    pa.field('tn', pa.float64()),
+    pa.field('fn', pa.float64()),
+    pa.field('precision', pa.float64()),
+    pa.field('recall', pa.float64()),
+    pa.field('false_positive_rate', pa.float64()),
+    pa.field('bucket_lower', pa.float64()),
+    pa.field('bucket_upper', pa.float64()),
+    pa.field('weighted_examples', pa.float64()),
+    pa.field('weighted_labels', pa.float64()),
+    pa.field('weighted_predictions', pa.float64()),
+])
+
+ERRORS = pa.schema([
+    pa.field('run_id', pa.string(), nullable=False),
+    pa.field('file', pa.string(), nullable=False),
+    pa.field('row', pa.int64(), nullable=False),
+    pa.field('column', pa.string(), nullable=False),
+    pa.field('reason', pa.string(), nullable=False),
+    pa.field('values', pa.string()),
+])
+
+OVERALL = 'Overall'
+
+
+def with_extras(schema: pa.Schema, windowed: bool = False, stepped: bool = False) -> pa.Schema:
+    """The schema plus the window and step columns a run carries."""
+    fields = list(schema)
+    if windowed:
+        fields += WINDOW_FIELDS
+    if stepped:
+        fields += STEP_FIELDS
+    return pa.schema(fields)
+
+
+def slice_name(columns: tuple[str, ...], values: tuple[object, ...]) -> str:
+    """TFMA's slice spelling: Overall, `country:US`, `country_X_device:US_X_mobile`."""
+    if not columns:
+        return OVERALL
+    return '%s:%s' % ('_X_'.join(columns), '_X_'.join(str(v) for v in values))
