@@ -1,0 +1,624 @@
+"""ApplyHeads: per record batch, every head's array face, bad-row handling and the key split.
+
+Per `SourceBatch`:
+
+1. Arrow columns → numpy: scalars to 1-D/2-D arrays, list columns to [rows, d] arrays (flatten and
+   reshape), multi-label id lists kept as an Arrow ListArray, CSV JSON-list strings parsed.
+2. Bad rows: nulls and ragged lists found here, then every head's `invalid_rows`. With
+   `bad_records='fail'` the first one raises `BadRecordError` naming file, row, column and reason;
+   with 'dead_letter' the row is dropped for every head and emitted on the `errors` output.
+3. Keys: per slice spec, vectorised slice codes (dictionary codes; crosses by compacting combined
+   codes), optionally crossed with window starts and step values; one stable argsort splits the
+   batch into per-key sub-batches.
+4. Each sub-batch updates that key's head state. States live for the bundle and are emitted in
+   `finish_bundle` (a pre-combine: only small states cross the shuffle, on every runner), so the
+   CombinePerKey downstream only merges; results cannot depend on bundling because merging is
+   associative and commutative.
+
+Keys are `(slice_columns, slice_values, head_index, window_start_us | None, step | None)`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Iterator, NamedTuple, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config import EvalConfig
+from pipeline.sources import SourceBatch
+
+BAD_RECORD = 'bad record'
+ERRORS_TAG = 'errors'
+STATS_TAG = 'stats'
+# A bundle holding more keys than this hands its states on early (bounded memory).
+MAX_BUNDLE_KEYS = 20000
+_log = logging.getLogger(__name__)
+
+
+class BadRecordError(RuntimeError):
+    """A row no head can evaluate, with bad_records='fail'. The message is one line:
+    `bad record: file F, row R, column C: reason`."""
+
+
+class Key(NamedTuple):
+    slice_columns: tuple[str, ...]
+    slice_values: tuple[Any, ...]
+    head: int
+    window_start: int | None  # microseconds since the epoch, UTC
+    step: int | None
+
+
+class HeadArrays(NamedTuple):
+    """One head's inputs for a batch (or sub-batch), as the array face takes them."""
+    labels: Any                     # np.ndarray, or pa.Array of per-row id lists
+    logits: np.ndarray
+    features: dict[str, np.ndarray]
+
+
+class BundleStats(NamedTuple):
+    """Rows a bundle read, and how many of them were rejected."""
+    rows: int
+    bad: int
+
+
+class SubBatch(NamedTuple):
+    """Un-combined input for one key (the variant without the pre-combine)."""
+    head: int
+    arrays: HeadArrays
+
+
+# -------------------------------------------------------------------------------------------------
+# Arrow → numpy.
+# -------------------------------------------------------------------------------------------------
+
+class _Problems:
+    """Collects (column, reason, row mask) in the order found; the first one names a row."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.items: list[tuple[str, str, np.ndarray]] = []
+
+    def add(self, column: str, reason: str, mask: np.ndarray) -> None:
+        mask = np.asarray(mask, bool).reshape(self.n, -1).any(axis=1) if self.n else np.zeros(0, bool)
+        if mask.any():
+            self.items.append((column, reason, mask))
+
+    def bad(self) -> np.ndarray:
+        out = np.zeros(self.n, bool)
+        for _, _, m in self.items:
+            out |= m
+        return out
+
+    def first_reason(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: index into `items` of the first problem (-1 for good rows)."""
+        which = np.full(self.n, -1, np.int64)
+        for k, (_, _, m) in enumerate(self.items):
+            which[(which < 0) & m] = k
+        return which
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _decode(arr: pa.Array) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return arr
+
+
+def _to_numpy(arr: pa.Array) -> np.ndarray:
+    """A non-null Arrow array as numpy (strings as an object array of str)."""
+    t = arr.type
+    if pa.types.is_boolean(t):
+        return arr.to_numpy(zero_copy_only=False).astype(np.float32)
+    if (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t) or pa.types.is_string_view(t)):
+        return np.asarray(arr.to_pylist(), dtype=object)
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def _fill_null(arr: pa.Array) -> pa.Array:
+    t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return arr.fill_null('')
+    if pa.types.is_boolean(t):
+        return arr.fill_null(False)
+    return arr.fill_null(pa.scalar(0, type=t))
+
+
+def scalar_column(arr: pa.Array, column: str, problems: _Problems) -> np.ndarray:
+    """One value per row, shape [rows]; lists must hold exactly one value (tf.Example scalars)."""
+    arr = _decode(arr)
+    if _is_list(arr.type):
+        lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)
+        problems.add(column, 'expected one value, got a list of another length', lengths != 1)
+        if (lengths != 1).any():
+            arr = pc.if_else(pa.array(lengths == 1), arr, pa.scalar([None], type=arr.type))
+        arr = _decode(pc.list_element(arr, 0))
+    if arr.null_count:
+        problems.add(column, 'null value', arr.is_null().to_numpy(zero_copy_only=False))
+        arr = _fill_null(arr)
+    return _to_numpy(arr)
+
+
+def _json_lists(arr: pa.Array, column: str, problems: _Problems) -> pa.Array:
+    """CSV cells holding JSON lists ("[0.1, -2]") as an Arrow list array (null where unparsable)."""
+    rows = []
+    bad = np.zeros(len(arr), bool)
+    for i, s in enumerate(arr.to_pylist()):
+        try:
+            v = json.loads(s) if s is not None else None
+        except ValueError:
+            v = None
+        if v is not None and not isinstance(v, list):
+            v = [v]
+        if v is None:
+            bad[i] = True
+        rows.append(v)
+    problems.add(column, 'not a JSON list of values', bad)
+    try:
+        return pa.array(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        problems.add(column, 'not a JSON list of values', np.ones(len(arr), bool))
+        return pa.array([None] * len(arr), pa.list_(pa.float64()))
+
+
+def matrix_column(arr: pa.Array, column: str, width: int, problems: _Problems) -> np.ndarray:
+    """[rows, width] values: from a list column (each row `width` long) or a scalar (width 1)."""
+    arr = _decode(arr)
+    n = len(arr)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = _json_lists(arr, column, problems)
+    if not _is_list(arr.type):
+        return scalar_column(arr, column, problems).reshape(n, 1) if width == 1 else (
+            _wrong_width(arr, column, width, problems))
+    lengths = pc.list_value_length(arr).fill_null(-1).to_numpy(zero_copy_only=False)
+    ok = lengths == width
+    if (lengths < 0).any():
+        problems.add(column, 'null value', lengths < 0)
+    if (~ok & (lengths >= 0)).any():
+        problems.add(column, 'expected a list of %d values' % width, ~ok & (lengths >= 0))
+    values = _decode(arr.filter(pa.array(ok)).flatten() if not ok.all() else arr.flatten())
+    if values.null_count:
+        parents = pc.list_parent_indices(arr.filter(pa.array(ok)) if not ok.all() else arr)
+        rows_with_null = np.unique(parents.filter(values.is_null()).to_numpy())
+        good_rows = np.flatnonzero(ok)
+        mask = np.zeros(n, bool)
+        mask[good_rows[rows_with_null]] = True
+        problems.add(column, 'null value in list', mask)
+        values = _fill_null(values)
+    flat = _to_numpy(values)
+    if ok.all():
+        return flat.reshape(n, width)
+    out = np.zeros((n, width), dtype=flat.dtype)
+    out[ok] = flat.reshape(-1, width)
+    return out
+
+
+def _wrong_width(arr: pa.Array, column: str, width: int, problems: _Problems) -> np.ndarray:
+    problems.add(column, 'expected a list of %d values, got one value' % width,
+                 np.ones(len(arr), bool))
+    return np.zeros((len(arr), width), np.float32)
+
+
+def id_lists(arr: pa.Array, column: str, problems: _Problems) -> pa.Array:
+    """Per-row lists of class ids or names, kept as an Arrow list array (nulls become [])."""
+    arr = _decode(arr)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = _json_lists(arr, column, problems)
+    if arr.null_count:
+        problems.add(column, 'null value', arr.is_null().to_numpy(zero_copy_only=False))
+        arr = pc.if_else(arr.is_null(), pa.scalar([], type=arr.type), arr)
+    values = arr.flatten()
+    if values.null_count:
+        problems.add(column, 'null value in list', np.isin(
+            np.arange(len(arr)), pc.list_parent_indices(arr).filter(values.is_null()).to_numpy()))
+    if pa.types.is_dictionary(arr.type.value_type):
+        arr = arr.cast(pa.list_(arr.type.value_type.value_type))
+    return arr
+
+
+def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
+    return batch.column(batch.schema.get_field_index(name))
+
+
+def head_arrays(batch: pa.RecordBatch, config: EvalConfig, heads: Sequence[Any],
+                problems: _Problems) -> list[HeadArrays]:
+    """Every head's (labels, logits, features) for a batch; conversion problems go to `problems`."""
+    out = []
+    cache: dict[tuple, Any] = {}
+
+    def cached(kind: str, col: str, fn):
+        if (kind, col) not in cache:
+            cache[(kind, col)] = fn()
+        return cache[(kind, col)]
+
+    for spec, head in zip(config.heads, heads):
+        d = head.logits_dimension
+        cols = spec.logits_columns
+        if len(cols) == 1:
+            logits = cached('m%d' % d, cols[0], lambda: matrix_column(
+                _column(batch, cols[0]), cols[0], d, problems))
+        else:
+            logits = np.stack([cached('s', c, lambda c=c: scalar_column(
+                _column(batch, c), c, problems)) for c in cols], axis=1)
+        lab = _column(batch, spec.labels)
+        if spec.type == 'MultiLabelHead':
+            if spec.label_format == 'ids':
+                labels = cached('ids', spec.labels, lambda: id_lists(lab, spec.labels, problems))
+            else:
+                labels = cached('m%d' % d, spec.labels, lambda: matrix_column(
+                    lab, spec.labels, d, problems))
+        elif _is_list(_decode(lab).type) and d > 1:
+            labels = cached('m%d' % d, spec.labels,
+                            lambda: matrix_column(lab, spec.labels, d, problems))
+        else:
+            labels = cached('s', spec.labels,
+                            lambda: scalar_column(lab, spec.labels, problems)).reshape(-1, 1)
+        features = {}
+        if spec.weight_column:
+            w = spec.weight_column
+            features[w] = cached('s', w, lambda: scalar_column(_column(batch, w), w, problems))
+        out.append(HeadArrays(labels, logits, features))
+    return out
+
+
+def _take(x: Any, idx: np.ndarray) -> Any:
+    if isinstance(x, (pa.Array, pa.ChunkedArray)):
+        return x.take(pa.array(idx))
+    return x[idx]
+
+
+def take_rows(arrays: HeadArrays, idx: np.ndarray | None) -> HeadArrays:
+    """The rows `idx` of a head's arrays (None: all rows, no copy)."""
+    if idx is None:
+        return arrays
+    return HeadArrays(_take(arrays.labels, idx), arrays.logits[idx],
+                      {k: v[idx] for k, v in arrays.features.items()})
+
+
+# -------------------------------------------------------------------------------------------------
+# Keys: slice codes, windows, steps.
+# -------------------------------------------------------------------------------------------------
+
+def _codes(values: np.ndarray | pa.Array, problems: _Problems | None = None
+           ) -> tuple[np.ndarray, list]:
+    """Dense int64 codes per row (-1 for null) and the value of each code."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        if not pa.types.is_dictionary(arr.type):
+            arr = arr.dictionary_encode()
+        idx = arr.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        dictionary = arr.dictionary.to_pylist()
+        used, inverse = np.unique(idx, return_inverse=True)
+        has_null = used.size and used[0] < 0
+        if has_null:
+            inverse = inverse - 1
+            used = used[1:]
+        return inverse.reshape(-1).astype(np.int64), [dictionary[u] for u in used]
+    used, inverse = np.unique(values, return_inverse=True)
+    return inverse.reshape(-1).astype(np.int64), used.tolist()
+
+
+def _slice_column(batch: pa.RecordBatch, col: str) -> pa.Array:
+    arr = _column(batch, col)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if _is_list(arr.type):  # tf.Example scalars: lists of one (others count as null)
+        lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)
+        arr = pc.if_else(pa.array(lengths == 1), arr, pa.scalar(None, type=arr.type))
+        arr = pc.list_element(arr, 0)
+    return arr
+
+
+def slice_codes(batch: pa.RecordBatch, columns: tuple[str, ...]) -> tuple[np.ndarray, list[tuple]]:
+    """Per row, a code into the returned list of value tuples; -1 where a slice value is null (the
+    row then belongs to no slice of this spec, as in TFMA)."""
+    n = batch.num_rows
+    if not columns:
+        return np.zeros(n, np.int64), [()]
+    codes, values = _codes(_slice_column(batch, columns[0]))
+    combos = [(v,) for v in values]
+    for col in columns[1:]:
+        c2, v2 = _codes(_slice_column(batch, col))
+        null = (codes < 0) | (c2 < 0)
+        combined = np.where(null, -1, codes * max(len(v2), 1) + c2)
+        used, inverse = np.unique(combined, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        offset = 1 if used.size and used[0] < 0 else 0
+        codes = inverse - offset
+        combos = [combos[u // max(len(v2), 1)] + (v2[u % max(len(v2), 1)],)
+                  for u in used[offset:]]
+    return codes.astype(np.int64), combos
+
+
+def epoch_micros(arr: pa.Array, column: str, problems: _Problems) -> np.ndarray:
+    """Event times as int64 microseconds since the epoch (naive timestamps are UTC; numbers are
+    epoch seconds)."""
+    arr = _slice_column(pa.record_batch([arr], names=[column]), column)
+    arr = _decode(arr)
+    t = arr.type
+    if arr.null_count:
+        problems.add(column, 'null timestamp', arr.is_null().to_numpy(zero_copy_only=False))
+        arr = _fill_null(arr)
+    if pa.types.is_timestamp(t):
+        return arr.cast(pa.timestamp('us', tz=t.tz)).cast(pa.int64()).to_numpy(
+            zero_copy_only=False)
+    if pa.types.is_date(t):
+        return arr.cast(pa.date32()).cast(pa.int32()).to_numpy(
+            zero_copy_only=False).astype(np.int64) * 86_400_000_000
+    seconds = arr.to_numpy(zero_copy_only=False)
+    if seconds.dtype.kind == 'f':
+        problems.add(column, 'non-finite timestamp', ~np.isfinite(seconds))
+        seconds = np.where(np.isfinite(seconds), seconds, 0.0)
+        return np.floor(seconds * 1e6).astype(np.int64)
+    return seconds.astype(np.int64) * 1_000_000
+
+
+def window_starts(micros: np.ndarray, size_us: int, period_us: int | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(row index, window start) pairs: every window [start, start + size) holding each row.
+
+    Fixed windows are aligned to the epoch; sliding windows start at multiples of the period.
+    """
+    n = micros.shape[0]
+    if period_us is None or period_us == size_us:
+        return np.arange(n), np.floor_divide(micros, size_us) * size_us
+    last = np.floor_divide(micros, period_us) * period_us
+    rows, starts = [], []
+    for j in range(-(-size_us // period_us)):
+        start = last - j * period_us
+        inside = start + size_us > micros
+        rows.append(np.flatnonzero(inside))
+        starts.append(start[inside])
+    return np.concatenate(rows), np.concatenate(starts)
+
+
+def group_rows(codes: np.ndarray) -> Iterator[tuple[int, np.ndarray | None]]:
+    """(code, row indices) per distinct non-negative code, one stable argsort for all; None as the
+    indices when every row has the same code (no copy needed)."""
+    valid = codes >= 0
+    if codes.size and valid.all() and (codes == codes[0]).all():
+        yield int(codes[0]), None
+        return
+    order = np.argsort(codes, kind='stable')
+    ordered = codes[order]
+    cuts = np.flatnonzero(np.diff(ordered)) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [ordered.size]])
+    for s, e in zip(starts, ends):
+        if e > s and ordered[s] >= 0:
+            yield int(ordered[s]), order[s:e]
+
+
+# -------------------------------------------------------------------------------------------------
+# The DoFn.
+# -------------------------------------------------------------------------------------------------
+
+def _error_message(path: str, row: int, column: str, reason: str) -> str:
+    return '%s: file %s, row %d, column %s: %s' % (BAD_RECORD, path, row, column, reason)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (bytes, bytearray)):
+        return v.decode('utf-8', 'replace')
+    return str(v)
+
+
+class ApplyHeads(beam.DoFn):
+    """SourceBatch → ((Key), state) partial states per bundle, plus `errors` and `stats` outputs.
+
+    Args:
+      config: the validated config.
+      run_id: stamped on error rows.
+      bad_records: 'fail' or 'dead_letter'.
+      precombine: True (default) keeps one state per key for the bundle and emits it in
+        finish_bundle; False emits a `SubBatch` per key and batch (the CombineFn updates).
+      predictions_dir: when set, each batch's predictions are written there as Parquet.
+    """
+
+    def __init__(self, config: EvalConfig, run_id: str, bad_records: str = 'fail',
+                 precombine: bool = True, predictions_dir: str | None = None):
+        if bad_records not in ('fail', 'dead_letter'):
+            raise ValueError('bad_records must be fail or dead_letter, got %r' % bad_records)
+        self._config = config
+        self._run_id = run_id
+        self._bad_records = bad_records
+        self._precombine = precombine
+        self._predictions_dir = predictions_dir
+        self._bad_counter = beam.metrics.Metrics.counter('headstream', 'bad_rows')
+
+    def setup(self) -> None:
+        self._heads = self._config.build_heads()
+        self._states: dict[Key, Any] = {}
+        self._rows = 0
+        self._bad = 0
+
+    def start_bundle(self) -> None:
+        self._states = {}
+        self._rows = 0
+        self._bad = 0
+
+    # -- per batch ----------------------------------------------------------------------------
+    def process(self, sb: SourceBatch) -> Iterator[Any]:
+        config = self._config
+        batch = sb.batch
+        n = batch.num_rows
+        self._rows += n
+        if n == 0:
+            return
+        problems = _Problems(n)
+        arrays = head_arrays(batch, config, self._heads, problems)
+        for spec, head, a in zip(config.heads, self._heads, arrays):
+            for role, reason, mask in head.invalid_rows(a.labels, a.logits, a.features):
+                column = {'logits': ','.join(spec.logits_columns),
+                          'labels': spec.labels}.get(role, role)
+                problems.add(column, reason, mask)
+        micros = None
+        if config.window:
+            micros = epoch_micros(_column(batch, config.window.column), config.window.column,
+                                  problems)
+        steps = None
+        if config.step_column:
+            steps = scalar_column(_column(batch, config.step_column), config.step_column,
+                                  problems).astype(np.int64)
+        keep: np.ndarray | None = None
+        if problems.items:
+            bad = problems.bad()
+            if self._bad_records == 'fail':
+                row = int(np.flatnonzero(bad)[0])
+                which = problems.first_reason()[row]
+                column, reason, _ = problems.items[which]
+                raise BadRecordError(_error_message(sb.path, sb.first_row + row, column, reason))
+            n_bad = int(bad.sum())
+            self._bad += n_bad
+            self._bad_counter.inc(n_bad)
+            yield beam.pvalue.TaggedOutput(ERRORS_TAG, self._error_rows(sb, problems, bad))
+            keep = np.flatnonzero(~bad)
+            if keep.size == 0:
+                return
+            arrays = [take_rows(a, keep) for a in arrays]
+            batch = batch.take(pa.array(keep))
+            micros = micros[keep] if micros is not None else None
+            steps = steps[keep] if steps is not None else None
+
+        if self._predictions_dir:
+            self._write_predictions(sb, batch, arrays, keep)
+        for key, idx in self._split(batch, micros, steps):
+            for h, a in enumerate(arrays):
+                sub = take_rows(a, idx)
+                full_key = Key(key[0], key[1], h, key[2], key[3])
+                if self._precombine:
+                    state = self._states.get(full_key)
+                    if state is None:
+                        state = self._states[full_key] = self._heads[h].new_state()
+                    state.update(sub.labels, sub.logits, sub.features or None)
+                else:
+                    yield tuple(full_key), SubBatch(h, sub)
+        if len(self._states) > MAX_BUNDLE_KEYS:
+            yield from self._flush()
+
+    def _split(self, batch: pa.RecordBatch, micros: np.ndarray | None, steps: np.ndarray | None
+               ) -> Iterator[tuple[tuple, np.ndarray | None]]:
+        """((slice columns, slice values, window start, step), row indices) per key of a batch."""
+        config = self._config
+        n = batch.num_rows
+        base_rows = None  # row index of each (row, window) pair; None: one pair per row
+        win: np.ndarray | None = None
+        if config.window:
+            size = int(round(config.window.size * 1e6))
+            period = (int(round(config.window.period * 1e6))
+                      if config.window.period is not None else None)
+            rows, win = window_starts(micros, size, period)
+            if not (rows.size == n and (rows == np.arange(n)).all()):
+                base_rows = rows
+        extra_codes = np.zeros(n if base_rows is None else base_rows.size, np.int64)
+        extra_values: list[tuple] = [(None, None)]
+        if win is not None or steps is not None:
+            parts = [win if win is not None else np.zeros_like(extra_codes),
+                     (steps if base_rows is None else steps[base_rows]) if steps is not None
+                     else np.zeros_like(extra_codes)]
+            stacked = np.stack(parts, axis=1)
+            used, inverse = np.unique(stacked, axis=0, return_inverse=True)
+            extra_codes = inverse.reshape(-1).astype(np.int64)
+            extra_values = [(int(u[0]) if win is not None else None,
+                             int(u[1]) if steps is not None else None) for u in used]
+        n_extra = len(extra_values)
+        for columns in config.slices:
+            codes, combos = slice_codes(batch, columns)
+            if base_rows is not None:
+                codes = codes[base_rows]
+            combined = np.where(codes < 0, -1, codes * n_extra + extra_codes)
+            for code, idx in group_rows(combined):
+                values = combos[code // n_extra]
+                w, s = extra_values[code % n_extra]
+                if base_rows is not None:
+                    idx = base_rows if idx is None else base_rows[idx]
+                yield (columns, values, w, s), idx
+
+    def _error_rows(self, sb: SourceBatch, problems: _Problems, bad: np.ndarray) -> pa.Table:
+        from pipeline.schema import ERRORS
+        rows = np.flatnonzero(bad)
+        which = problems.first_reason()[rows]
+        values = sb.batch.take(pa.array(rows)).to_pylist()
+        return pa.Table.from_pydict({
+            'run_id': [self._run_id] * rows.size,
+            'file': [sb.path] * rows.size,
+            'row': (rows + sb.first_row).astype(np.int64),
+            'column': [problems.items[k][0] for k in which],
+            'reason': [problems.items[k][1] for k in which],
+            'values': [json.dumps(v, default=_json_default) for v in values],
+        }, schema=ERRORS)
+
+    def _write_predictions(self, sb: SourceBatch, batch: pa.RecordBatch,
+                           arrays: list[HeadArrays], keep: np.ndarray | None) -> None:
+        from pipeline.writers.parquet import write_table
+        table = predictions_table(self._config, self._heads, batch, arrays,
+                                  rows=(np.arange(batch.num_rows) if keep is None else keep)
+                                  + sb.first_row)
+        stem = os.path.basename(sb.path).split('.')[0] or 'part'
+        tag = hashlib.sha1(sb.path.encode('utf-8')).hexdigest()[:8]
+        path = '%s/%s-%s-%012d.parquet' % (self._predictions_dir.rstrip('/'), stem, tag,
+                                           sb.first_row)
+        write_table(table, path)
+
+    # -- per bundle ---------------------------------------------------------------------------
+    def _flush(self) -> Iterator[Any]:
+        states, self._states = self._states, {}
+        for key, state in states.items():
+            # A plain tuple: Beam's deterministic key coder encodes it without a fallback.
+            yield tuple(key), state
+
+    def finish_bundle(self) -> Iterator[Any]:
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+        window = GlobalWindow()
+        ts = window.max_timestamp()
+        for kv in self._flush():
+            yield WindowedValue(kv, ts, [window])
+        if self._rows or self._bad:
+            yield beam.pvalue.TaggedOutput(
+                STATS_TAG, WindowedValue(BundleStats(self._rows, self._bad), ts, [window]))
+        self._rows = self._bad = 0
+
+
+def _prediction_column(values: Any) -> pa.Array:
+    values = np.asarray(values)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.dtype == object:
+        values = np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v,
+                              otypes=[object])(values) if values.size else values
+    if values.ndim == 1:
+        return pa.array(values.tolist() if values.dtype == object else values)
+    flat = pa.array(values.reshape(-1).tolist() if values.dtype == object
+                    else values.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+
+
+def predictions_table(config: EvalConfig, heads: Sequence[Any], batch: pa.RecordBatch,
+                      arrays: Sequence[HeadArrays], rows: np.ndarray) -> pa.Table:
+    """The input's non-logit columns, `_row` (0-based row in the file), and per head its
+    predictions and per-example `loss`, as `<head>/<key>` columns (bare keys for an unnamed head)."""
+    logit_cols = {c for spec in config.heads for c in spec.logits_columns}
+    cols: dict[str, pa.Array] = {'_row': pa.array(rows.astype(np.int64))}
+    for name, col in zip(batch.schema.names, batch.columns):
+        if name not in logit_cols:
+            cols[name] = col
+    for name, head, a in zip(config.head_names, heads, arrays):
+        prefix = name + '/' if name else ''
+        preds = head.array_predictions(a.logits)
+        for k, v in preds.items():
+            cols[prefix + str(k)] = _prediction_column(v)
+        loss = np.asarray(head.array_loss(a.labels, a.logits, a.features or None))
+        cols[prefix + 'loss'] = _prediction_column(loss.reshape(loss.shape[0], -1))
+    return pa.table(cols)

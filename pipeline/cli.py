@@ -1,0 +1,133 @@
+"""The `headstream` command line (also `python -m pipeline`).
+
+    headstream evaluate --config eval.yaml [--output DIR] [--bad_records fail|dead_letter]
+                        [--write_predictions[=true|false]] [--run_id ID] [Beam options...]
+    headstream report OUTPUT_DIR
+
+Options take `--flag value` or `--flag=value`. Options this command does not know pass through to
+Beam's PipelineOptions (`--runner DataflowRunner --project ... --region ... --temp_location ...`);
+the default runner is the DirectRunner. Exit codes: 0 success, 1 a failed run (a bad record names
+file, row and column), 2 an invalid config or command line.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_EVALUATE_EPILOG = """\
+Any other option is a Beam pipeline option and passes through, e.g.
+  --runner DirectRunner | DataflowRunner | DaskRunner   (default DirectRunner)
+  --project P --region R --temp_location gs://B/tmp     (Dataflow)
+  --direct_num_workers N --direct_running_mode multi_processing
+"""
+
+
+def _bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ('true', '1', 'yes', 'y', 'on'):
+        return True
+    if v in ('false', '0', 'no', 'n', 'off'):
+        return False
+    raise argparse.ArgumentTypeError('expected true or false, got %r' % value)
+
+
+def evaluate_parser(prog: str = 'headstream evaluate') -> argparse.ArgumentParser:
+    """The `evaluate` options (every one a Flex Template parameter maps to, as `--name`)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description='Evaluate heads over a dataset: metrics per slice and head.',
+        epilog=_EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False)
+    parser.add_argument('--config', required=True,
+                        help='the evaluation config: a YAML/JSON file (local or gs://), or the '
+                             'config itself as inline JSON')
+    parser.add_argument('--output', default=None,
+                        help="output directory (local or gs://); overrides the config's `output`")
+    parser.add_argument('--bad_records', choices=('fail', 'dead_letter'), default='fail',
+                        help='fail (default): the first bad row stops the run naming file, row '
+                             'and column; dead_letter: bad rows go to errors/ and the rest is '
+                             'evaluated')
+    parser.add_argument('--write_predictions', nargs='?', const=True, default=False, type=_bool,
+                        metavar='true|false',
+                        help='also write predictions/ (predictions and per-example loss per head)')
+    parser.add_argument('--run_id', default=None,
+                        help='id stamped on every output row (default: from the start time)')
+    return parser
+
+
+def _report(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog='headstream report',
+        description='Rebuild report.html from a run\'s Parquet outputs.')
+    parser.add_argument('output_dir', help='a run\'s output directory (local or gs://)')
+    args = parser.parse_args(list(argv))
+    try:
+        from pipeline import report
+    except ImportError as e:
+        if e.name not in ('pipeline.report',):
+            raise
+        print('headstream report: the report module (pipeline/report.py) is not installed',
+              file=sys.stderr)
+        return EXIT_FAILED
+    path = report.write_report(args.output_dir)
+    if path:
+        print(path)
+    return 0
+
+
+def _evaluate(argv: Sequence[str]) -> int:
+    from pipeline.apply import BadRecordError
+    from pipeline.config import ConfigError
+    from pipeline.run import evaluate
+    args, beam_args = evaluate_parser().parse_known_args(list(argv))
+    try:
+        summary = evaluate(args.config, beam_args, output=args.output,
+                           bad_records=args.bad_records,
+                           write_predictions=args.write_predictions, run_id=args.run_id)
+    except ConfigError as e:
+        print('headstream: config error: %s' % e, file=sys.stderr)
+        return EXIT_USAGE
+    except BadRecordError as e:
+        print('headstream: %s' % e, file=sys.stderr)
+        return EXIT_FAILED
+    print('headstream: run %s: %d rows read, %d bad; outputs in %s' % (
+        summary['run_id'], summary['rows_read'], summary['bad_rows'],
+        summary['config']['output']))
+    return 0
+
+
+class _DropBadRecordTraceback(logging.Filter):
+    """Beam logs a failing DoFn's traceback; for a bad record the one-line message is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pipeline.apply import BAD_RECORD
+        return not (record.name.startswith('apache_beam')
+                    and '%s: file ' % BAD_RECORD in record.getMessage())
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(levelname)s %(message)s')
+    logging.getLogger('pipeline').setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropBadRecordTraceback())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `headstream` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _configure_logging()
+    commands = {'evaluate': _evaluate, 'report': _report}
+    if not argv or argv[0] in ('-h', '--help') or argv[0] not in commands:
+        print('usage: headstream {evaluate,report} ...\n\n'
+              '  evaluate   evaluate heads over a dataset (headstream evaluate --help)\n'
+              '  report     rebuild report.html from a run\'s outputs', file=sys.stderr)
+        return 0 if argv and argv[0] in ('-h', '--help') else EXIT_USAGE
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Head states → rows of the metrics and plots tables (`pipeline.schema`).
+
+`state_result` turns one (key, state) into a small `KeyResult` (parallel, per key); `build_tables`
+gathers every key's results into the two tables, adds the MultiHead `loss` rows and sorts the rows
+(Overall first, then slices in config order and by value; heads in config order).
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline import schema
+from pipeline.apply import Key
+from pipeline.config import EvalConfig
+
+_PLOT_COLUMNS = [f.name for f in schema.PLOTS][len(schema._ID_FIELDS):]
+
+
+class KeyResult(NamedTuple):
+    """What one key's state says: metric rows and plot columns, without the run's id columns."""
+    key: Key
+    metrics: list[tuple[str, float, float | None, float | None]]  # metric, value, lower, upper
+    example_count: int
+    weighted_example_count: float
+    loss: float
+    plots: dict[str, np.ndarray]
+
+
+def strip_suffix(metric_key: str, head_name: str | None) -> str:
+    """tf.estimator's key without the head's '/name' suffix ('auc/click' → 'auc')."""
+    if head_name and metric_key.endswith('/' + head_name):
+        return metric_key[:-len(head_name) - 1]
+    return metric_key
+
+
+def state_result(key: tuple, state: Any, head_names: Sequence[str]) -> KeyResult:
+    """Reads a head state's metrics, loss, counts, bounds and plots."""
+    key = Key(*key)
+    name = head_names[key.head]
+    bounds = state.bounds() or {}
+    rows = []
+    for k, v in state.result().items():
+        lo, hi = bounds.get(k, (None, None))
+        rows.append((strip_suffix(k, name), float(v),
+                     None if lo is None else float(lo), None if hi is None else float(hi)))
+    loss = float(state.loss())
+    rows.append(('loss', loss, None, None))
+    count, weighted = state.counts()
+    plots = state.plots() or {}
+    return KeyResult(key, rows, int(count), float(weighted), loss,
+                     {k: np.asarray(v) for k, v in plots.items()})
+
+
+def _slice_order(config: EvalConfig, key: Key) -> tuple:
+    spec = config.slices.index(tuple(key.slice_columns))
+    values = tuple((0, v) if isinstance(v, (int, float)) else (1, str(v))
+                   for v in key.slice_values)
+    return (spec, values, key.window_start if key.window_start is not None else 0,
+            key.step if key.step is not None else 0)
+
+
+def _multi_head_results(config: EvalConfig, results: Sequence[KeyResult]) -> list[KeyResult]:
+    """The MultiHead `loss` per (slice, window, step): Σ head_weight · head loss (tf.estimator's
+    MultiHead.loss, each head reduced with its own reduction and weights)."""
+    if len(config.heads) < 2:
+        return []
+    weights = config.head_weights or tuple(1.0 for _ in config.heads)
+    groups: dict[tuple, dict[int, KeyResult]] = {}
+    for r in results:
+        k = r.key
+        groups.setdefault((k.slice_columns, k.slice_values, k.window_start, k.step), {})[k.head] = r
+    out = []
+    for (cols, vals, w, s), by_head in groups.items():
+        if len(by_head) != len(config.heads):
+            continue  # every head sees the same rows, so this only happens for empty groups
+        loss = float(sum(weights[h] * by_head[h].loss for h in range(len(config.heads))))
+        count = by_head[0].example_count
+        out.append(KeyResult(Key(cols, vals, len(config.heads), w, s),
+                             [('loss', loss, None, None)], count, float(count), loss, {}))
+    return out
+
+
+def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
+                 evaluated_at: datetime.datetime) -> tuple[pa.Table, pa.Table]:
+    """The metrics and plots tables of a run (schemas `with_extras` for window and step)."""
+    names = list(config.head_names)
+    if config.multi_head_name:
+        names.append(config.multi_head_name)
+    results = list(results) + _multi_head_results(config, results)
+    results.sort(key=lambda r: (_slice_order(config, r.key), r.key.head))
+    windowed, stepped = config.windowed, config.stepped
+    size_us = int(round(config.window.size * 1e6)) if windowed else 0
+    default_step = (config.tensorboard.step if stepped and not config.step_column else None)
+
+    m: dict[str, list] = {f.name: [] for f in schema.with_extras(schema.METRICS, windowed, stepped)}
+    p: dict[str, list] = {f.name: [] for f in schema.with_extras(schema.PLOTS, windowed, stepped)}
+
+    def ids(target: dict[str, list], r: KeyResult, n: int) -> None:
+        k = r.key
+        cols = tuple(k.slice_columns)
+        target['run_id'] += [run_id] * n
+        target['evaluated_at'] += [evaluated_at] * n
+        target['slice'] += [schema.slice_name(cols, tuple(k.slice_values))] * n
+        target['slice_columns'] += ['_X_'.join(cols)] * n
+        target['slice_values'] += ['_X_'.join(str(v) for v in k.slice_values)] * n
+        target['head'] += [names[k.head]] * n
+        if windowed:
+            target['window_start'] += [k.window_start] * n
+            target['window_end'] += [k.window_start + size_us] * n
+        if stepped:
+            target['step'] += [k.step if k.step is not None else default_step] * n
+
+    plot_parts = []
+    for r in results:
+        n = len(r.metrics)
+        ids(m, r, n)
+        for metric, value, lo, hi in r.metrics:
+            m['metric'].append(metric)
+            m['value'].append(value)
+            m['lower_bound'].append(lo)
+            m['upper_bound'].append(hi)
+        m['example_count'] += [r.example_count] * n
+        m['weighted_example_count'] += [r.weighted_example_count] * n
+        if r.plots:
+            rows = len(next(iter(r.plots.values())))
+            if rows:
+                ids(p, r, rows)
+                plot_parts.append(r.plots)
+    for col in _PLOT_COLUMNS:
+        p[col] = (np.concatenate([np.asarray(part[col]) for part in plot_parts])
+                  if plot_parts else [])
+    metrics = _table(m, schema.with_extras(schema.METRICS, windowed, stepped))
+    plots = _table(p, schema.with_extras(schema.PLOTS, windowed, stepped))
+    return metrics, plots
+
+
+def _table(columns: dict[str, Any], table_schema: pa.Schema) -> pa.Table:
+    arrays = []
+    for field in table_schema:
+        values = columns[field.name]
+        if pa.types.is_timestamp(field.type) and field.name in ('window_start', 'window_end'):
+            arrays.append(pa.array(np.asarray(values, dtype=np.int64), pa.int64()).cast(field.type))
+        elif isinstance(values, np.ndarray) and pa.types.is_floating(field.type):
+            # NaN marks "does not apply" in plots (a confusion row has no bucket): null in tables.
+            arrays.append(pa.array(values.astype(np.float64), field.type, from_pandas=True))
+        elif isinstance(values, np.ndarray):
+            arrays.append(pa.array(values.tolist(), field.type))
+        else:
+            arrays.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(arrays, schema=table_schema)

@@ -1,0 +1,284 @@
+"""Builds and runs the evaluation pipeline: config → source → ApplyHeads → CombinePerKey → writers.
+
+    evaluate(config, ['--runner=DirectRunner']) -> summary dict
+
+The graph (every transform is a Create, ParDo, GroupByKey or Flatten, so every runner, the
+DaskRunner included, can translate it):
+
+    Read (Create files → plan → Reshuffle → read)  →  ApplyHeads (partial states per bundle)
+      ├─ states → CombinePerKey(HeadStateCombineFn) → state_result ─┐
+      ├─ errors (dead_letter rows) ──────────────────────────────────┤→ Flatten → one group → WriteRun
+      ├─ stats (rows read / rejected per bundle) ────────────────────┤
+      └─ (a marker, so an empty input still writes empty tables) ────┘
+
+`WriteRun` runs inside the pipeline (a Dataflow launcher does not wait for the job): it writes
+metrics/, plots/, errors/ and summary.json, then the optional TFMA, TensorBoard and report writers.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib
+import logging
+import re
+import time
+import uuid
+from typing import Any, Iterable, Mapping, Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipeline import config as config_lib
+from pipeline import sources
+from pipeline.apply import BAD_RECORD, ERRORS_TAG, STATS_TAG, ApplyHeads, BadRecordError
+from pipeline.combine import CombineStates
+from pipeline.results import KeyResult, build_tables, state_result
+from pipeline.writers import parquet as parquet_writer
+
+DEFAULT_RUNNER = 'DirectRunner'
+_log = logging.getLogger(__name__)
+_BAD_RECORD_LINE = re.compile(re.escape(BAD_RECORD) + r': file .*?, row \d+, column [^\n]*')
+
+
+def pipeline_options(pipeline_args: Sequence[str]) -> PipelineOptions:
+    """The Beam options for a run: the pass-through args, with the DirectRunner by default.
+
+    This is the one place where the runner is chosen; callers that add runners (a Dask cluster, a
+    Flex Template launcher) wrap or replace this function. Args are Beam's own flags
+    (`--runner DataflowRunner --project ...`), in `--flag value` or `--flag=value` form.
+    """
+    options = PipelineOptions(list(pipeline_args))
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = DEFAULT_RUNNER
+    return options
+
+
+def make_runner(options: PipelineOptions):
+    """The runner object for `options`, or None to let Beam resolve `--runner` by name.
+
+    A batch DirectRunner run goes straight to Beam's FnApiRunner (what the DirectRunner itself
+    uses for batch pipelines): Beam 2.77's DirectRunner would first try to download and start the
+    Prism runner, which needs network access and moves every element between processes.
+    """
+    standard = options.view_as(StandardOptions)
+    runner = standard.runner
+    if isinstance(runner, str) and runner.split('.')[-1] in ('DirectRunner', 'direct') and (
+            not standard.streaming):
+        from apache_beam.portability.api import beam_provision_api_pb2
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+        from apache_beam.runners.portability.portable_runner import JobServiceHandle
+        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+    return None
+
+
+def new_run_id(now: datetime.datetime | None = None) -> str:
+    """A run id from the start time plus a short random tag: `20261123T083522Z-1a2b3c`."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return '%s-%s' % (now.strftime('%Y%m%dT%H%M%SZ'), uuid.uuid4().hex[:6])
+
+
+class WriteRun(beam.DoFn):
+    """Writes a run's outputs from the one group holding every piece of the run's results."""
+
+    def __init__(self, config: config_lib.EvalConfig, run_id: str,
+                 started_at: datetime.datetime, files: Sequence[str], bad_records: str,
+                 write_predictions: bool):
+        self._config = config
+        self._run_id = run_id
+        self._started_at = started_at
+        self._n_files = len(files)
+        self._bad_records = bad_records
+        self._write_predictions = write_predictions
+
+    def process(self, group: tuple[Any, Iterable[tuple[str, Any]]]) -> Iterable[dict]:
+        import pyarrow as pa
+        from pipeline.schema import ERRORS
+        config = self._config
+        results: list[KeyResult] = []
+        errors: list[pa.Table] = []
+        rows = bad = 0
+        for kind, piece in group[1]:
+            if kind == 'result':
+                results.append(piece)
+            elif kind == 'errors':
+                errors.append(piece)
+            elif kind == 'stats':
+                rows += piece[0]
+                bad += piece[1]
+        metrics, plots = build_tables(config, results, self._run_id, self._started_at)
+        error_table = None
+        if self._bad_records == 'dead_letter':
+            error_table = (pa.concat_tables(errors) if errors else ERRORS.empty_table())
+            error_table = error_table.sort_by([('file', 'ascending'), ('row', 'ascending')])
+        out = config.output
+        written = parquet_writer.write_outputs(out, metrics, plots, error_table)
+        finished = datetime.datetime.now(datetime.timezone.utc)
+        summary = {
+            'run_id': self._run_id,
+            'started_at': self._started_at.isoformat(),
+            'finished_at': finished.isoformat(),
+            'wall_time_s': round((finished - self._started_at).total_seconds(), 3),
+            'input': {'pattern': config.pattern, 'format': config.format,
+                      'files': self._n_files},
+            'rows_read': rows,
+            'bad_rows': bad,
+            'rows_evaluated': rows - bad,
+            'bad_records': self._bad_records,
+            'heads': config.head_names,
+            'multi_head': config.multi_head_name,
+            'head_weights': list(config.head_weights) if config.head_weights else None,
+            'slices': [list(s) for s in config.slices],
+            'window': config.to_dict().get('window'),
+            'tensorboard': config.to_dict().get('tensorboard'),
+            'metrics_rows': metrics.num_rows,
+            'plots_rows': plots.num_rows,
+            'outputs': [p[len(out.rstrip('/')) + 1:] for p in written],
+            'write_predictions': self._write_predictions,
+            'config': config.to_dict(),
+        }
+        parquet_writer.write_json(summary, parquet_writer.join(out, parquet_writer.SUMMARY_FILE))
+        names = list(config.head_names) + ([config.multi_head_name]
+                                           if config.multi_head_name else [])
+        _optional_writer('pipeline.writers.tfma', 'write_tfma', out, metrics, plots,
+                         [list(s) for s in config.slices], names)
+        if config.tensorboard is not None:
+            logdir = config.tensorboard.dir or parquet_writer.join(out, 'tensorboard')
+            _optional_writer('pipeline.writers.tensorboard', 'write_tensorboard', logdir,
+                             metrics, plots)
+        _optional_writer('pipeline.report', 'write_report', out)
+        _log.info('headstream: run %s wrote %d metric rows to %s (%d rows read, %d bad)',
+                  self._run_id, metrics.num_rows, out, rows, bad)
+        yield summary
+
+
+def _optional_writer(module: str, function: str, *args: Any) -> None:
+    """Calls module.function(*args); a missing module is skipped with a warning, any other error
+    (including an ImportError raised from inside the module) fails the run."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        if e.name != module:
+            raise
+        _log.warning('headstream: %s is not installed; skipping %s', module, function)
+        return
+    getattr(mod, function)(*args)
+
+
+def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Sequence[str],
+                   run_id: str, started_at: datetime.datetime, bad_records: str = 'fail',
+                   write_predictions: bool = False, dictionary_columns: Sequence[str] = (),
+                   precombine: bool = True) -> beam.PCollection:
+    """Adds the evaluation to `p`; returns the PCollection of the run summary (one dict)."""
+    columns = None if write_predictions else config.columns()
+    batches = p | 'Read' >> sources.ReadBatches(files, config.format, columns,
+                                                dictionary_columns=dictionary_columns)
+    predictions_dir = (parquet_writer.join(config.output, 'predictions')
+                       if write_predictions else None)
+    applied = batches | 'ApplyHeads' >> beam.ParDo(
+        ApplyHeads(config, run_id, bad_records, precombine=precombine,
+                   predictions_dir=predictions_dir)).with_outputs(ERRORS_TAG, STATS_TAG,
+                                                                  main='states')
+    head_names = list(config.head_names)
+    results = (applied.states
+               | 'Combine' >> CombineStates(config)
+               | 'Results' >> beam.Map(lambda kv: ('result', state_result(kv[0], kv[1],
+                                                                          head_names))))
+    errors = applied[ERRORS_TAG] | 'TagErrors' >> beam.Map(lambda t: ('errors', t))
+    stats = applied[STATS_TAG] | 'TagStats' >> beam.Map(lambda s: ('stats', tuple(s)))
+    marker = p | 'Marker' >> beam.Create([('marker', None)])
+    return ((results, errors, stats, marker)
+            | 'Pieces' >> beam.Flatten()
+            | 'OneKey' >> beam.Map(lambda piece: (0, piece))
+            | 'Gather' >> beam.GroupByKey()
+            | 'Write' >> beam.ParDo(WriteRun(config, run_id, started_at, files, bad_records,
+                                             write_predictions)))
+
+
+def prepare(config: config_lib.EvalConfig | str | Mapping[str, Any], output: str | None = None
+            ) -> tuple[config_lib.EvalConfig, list[str], list[str]]:
+    """Validates a config against its data before anything runs.
+
+    Returns:
+      (config, matched files, Parquet string slice columns worth reading dictionary-encoded).
+
+    Raises:
+      ConfigError: naming the key, column or pattern at fault.
+    """
+    if not isinstance(config, config_lib.EvalConfig):
+        config = config_lib.load_config(config, output=output)
+    else:
+        config = config.with_output(output)
+        if not config.output:
+            raise config_lib.ConfigError('output: missing; set `output:` or pass --output')
+    files = sources.match_files(config.pattern)
+    schema = sources.read_schema(files[0], config.format)
+    config_lib.check_columns(config, schema, files[0])
+    dictionary_columns = []
+    if config.format == 'parquet':
+        import pyarrow as pa
+        for cols in config.slices:
+            for c in cols:
+                t = schema.field(c).type
+                if pa.types.is_string(t) or pa.types.is_large_string(t):
+                    dictionary_columns.append(c)
+    return config, files, sorted(set(dictionary_columns))
+
+
+def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
+             pipeline_args: Sequence[str] = (), *, output: str | None = None,
+             bad_records: str = 'fail', write_predictions: bool = False,
+             run_id: str | None = None, wait: bool = True) -> dict:
+    """Evaluates a config's heads over its input; returns the run summary.
+
+    Args:
+      config: an `EvalConfig`, a config path (local or gs://), inline JSON, or a dict.
+      pipeline_args: Beam options (`--runner=DirectRunner`, `--project=...`, ...).
+      output: overrides the config's output directory.
+      bad_records: 'fail' (the first bad row stops the run) or 'dead_letter' (bad rows go to
+        errors/ and the rest is evaluated).
+      write_predictions: also write predictions/ (each head's predictions and per-example loss).
+      run_id: stamped on every output row; default from the start time.
+      wait: wait for the job (False: return once it is submitted, as a Flex Template launcher does).
+
+    Returns:
+      summary.json's content when waiting; else {'run_id', 'output', 'state': 'submitted'}.
+
+    Raises:
+      ConfigError: an invalid config (before anything runs).
+      BadRecordError: with bad_records='fail', naming file, row, column and reason.
+    """
+    if bad_records not in ('fail', 'dead_letter'):
+        raise config_lib.ConfigError('--bad_records: %r is not fail or dead_letter' % bad_records)
+    config, files, dictionary_columns = prepare(config, output)
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    run_id = run_id or new_run_id(started_at)
+    options = pipeline_options(pipeline_args)
+    _log.info('headstream: run %s: %d files, %s', run_id, len(files),
+              config_lib.config_summary(config))
+    start = time.monotonic()
+    p = beam.Pipeline(runner=make_runner(options), options=options)
+    build_pipeline(p, config, files, run_id, started_at, bad_records, write_predictions,
+                   dictionary_columns)
+    try:
+        result = p.run()
+        if not wait:
+            return {'run_id': run_id, 'output': config.output, 'state': 'submitted'}
+        result.wait_until_finish()
+    except Exception as e:  # noqa: BLE001 -- runners wrap DoFn errors; recover our one line
+        match = _BAD_RECORD_LINE.search(str(e))
+        if match:
+            line = re.sub(r" \[while running .*$", '', match.group(0))
+            raise BadRecordError(line) from None
+        raise
+    summary = _read_summary(config.output)
+    _log.info('headstream: run %s done in %.1f s', run_id, time.monotonic() - start)
+    return summary
+
+
+def _read_summary(output: str) -> dict:
+    import json
+    from apache_beam.io.filesystems import FileSystems
+    with FileSystems.open(parquet_writer.join(output, parquet_writer.SUMMARY_FILE)) as f:
+        return json.loads(f.read().decode('utf-8'))

@@ -1,0 +1,316 @@
+"""Sources: a file pattern in, Arrow record batches out, on every Beam runner.
+
+The file list is expanded with `FileSystems.match` when the pipeline is built (so a pattern that
+matches nothing fails before anything runs), then:
+
+    Create(files) → plan work items (Parquet: runs of row groups) → Reshuffle → read with pyarrow
+
+Every element downstream is a `SourceBatch`: one `pyarrow.RecordBatch` of consecutive rows of one
+file, with the file and the 0-based index of its first row, so any row can be named in an error.
+Nothing here is a splittable DoFn (the DaskRunner cannot translate those), and files are opened
+through Beam's `FileSystems`, so local paths and gs:// behave alike.
+
+Formats: Parquet (scalar, list and dictionary-encoded columns), TFRecord of tf.Example (decoded by
+tfx_bsl without importing TensorFlow; every feature is a list column), CSV (header row; row indices
+count data rows) and JSONL; CSV, JSONL and TFRecord may be gzipped (`.gz`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable, Iterator, NamedTuple, Sequence
+
+import apache_beam as beam
+import pyarrow as pa
+
+from pipeline.config import ConfigError
+
+# Rows per batch: large enough that per-batch overhead (Python, Beam) vanishes next to numpy work,
+# small enough that a few batches per worker fit comfortably in memory.
+TARGET_ROWS = 128 * 1024
+_TEXT_BLOCK_BYTES = 16 << 20
+_LOG_EVERY_S = 5.0
+_log = logging.getLogger(__name__)
+
+
+class WorkItem(NamedTuple):
+    """A unit of reading: a whole file, or a run of a Parquet file's row groups."""
+    path: str
+    format: str
+    row_groups: tuple[int, ...] | None  # Parquet row groups to read; None: the whole file
+    first_row: int                      # 0-based index within the file of the item's first row
+
+
+class SourceBatch(NamedTuple):
+    """Consecutive rows of one file: rows first_row .. first_row + batch.num_rows - 1."""
+    path: str
+    first_row: int
+    batch: pa.RecordBatch
+
+
+# -------------------------------------------------------------------------------------------------
+# Files.
+# -------------------------------------------------------------------------------------------------
+
+def match_files(pattern: str) -> list[str]:
+    """The files a pattern matches, sorted.
+
+    Raises:
+      ConfigError: naming the pattern when it matches no file.
+    """
+    from apache_beam.io.filesystems import FileSystems
+    try:
+        results = FileSystems.match([pattern])
+    except Exception as e:  # noqa: BLE001 -- Beam raises BeamIOError for a bad bucket, etc.
+        raise ConfigError('input.pattern: cannot list %r: %s' % (pattern, e)) from None
+    files = sorted(m.path for r in results for m in r.metadata_list
+                   if not m.path.endswith('/'))
+    if not files:
+        raise ConfigError('input.pattern: no file matches %r' % pattern)
+    return files
+
+
+def _open(path: str, seekable: bool = False):
+    """Opens `path` through Beam's FileSystems; `.gz` files are decompressed unless `seekable`."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if not seekable and path.lower().endswith('.gz'):
+        # pyarrow's own gzip stream: Beam's CompressedFile lacks parts of the file protocol
+        # pyarrow's readers need.
+        return pa.CompressedInputStream(pa.PythonFile(raw, mode='r'), 'gzip')
+    return raw
+
+
+def read_schema(path: str, fmt: str) -> pa.Schema:
+    """The Arrow schema the reader will produce for `path` (from its first block of rows)."""
+    if fmt == 'parquet':
+        import pyarrow.parquet as pq
+        with _open(path, seekable=True) as f:
+            return pq.ParquetFile(f).schema_arrow
+    for batch in _read_file(path, fmt, None, 4096):
+        return batch.schema
+    if fmt == 'csv':  # a header-only CSV still names its columns
+        import pyarrow.csv as pcsv
+        with _open(path) as f:
+            return pcsv.open_csv(f).schema
+    return pa.schema([])
+
+
+# -------------------------------------------------------------------------------------------------
+# Planning: Parquet files split by row groups.
+# -------------------------------------------------------------------------------------------------
+
+def plan_file(path: str, fmt: str, target_rows: int = TARGET_ROWS) -> list[WorkItem]:
+    """Splits one file into work items (Parquet: runs of row groups of about `target_rows`)."""
+    if fmt != 'parquet':
+        return [WorkItem(path, fmt, None, 0)]
+    import pyarrow.parquet as pq
+    with _open(path, seekable=True) as f:
+        meta = pq.ParquetFile(f).metadata
+    items: list[WorkItem] = []
+    group: list[int] = []
+    group_rows = 0
+    first = row = 0
+    for i in range(meta.num_row_groups):
+        n = meta.row_group(i).num_rows
+        if group and group_rows + n > target_rows:
+            items.append(WorkItem(path, fmt, tuple(group), first))
+            group, group_rows, first = [], 0, row
+        group.append(i)
+        group_rows += n
+        row += n
+    if group or not items:
+        items.append(WorkItem(path, fmt, tuple(group), first))
+    return items
+
+
+# -------------------------------------------------------------------------------------------------
+# Reading.
+# -------------------------------------------------------------------------------------------------
+
+def _project(batch: pa.RecordBatch, columns: Sequence[str] | None) -> pa.RecordBatch:
+    if columns is None:
+        return batch
+    names = [c for c in columns if c in batch.schema.names]
+    return batch.select(names)
+
+
+def _rechunk(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """Re-cuts a stream of batches into batches of `rows` rows (the last one shorter)."""
+    pending: list[pa.RecordBatch] = []
+    have = 0
+    for b in batches:
+        while b.num_rows:
+            take = min(rows - have, b.num_rows)
+            pending.append(b.slice(0, take))
+            have += take
+            b = b.slice(take)
+            if have == rows:
+                yield _concat(pending)
+                pending, have = [], 0
+    if have:
+        yield _concat(pending)
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+def _binary_to_string(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """tf.Example bytes features as strings when they are UTF-8 (they nearly always are)."""
+    arrays, fields = [], []
+    for field, arr in zip(batch.schema, batch.columns):
+        t = field.type
+        target = None
+        if pa.types.is_large_list(t) and pa.types.is_large_binary(t.value_type):
+            target = pa.large_list(pa.large_string())
+        elif pa.types.is_list(t) and pa.types.is_binary(t.value_type):
+            target = pa.list_(pa.string())
+        if target is not None:
+            try:
+                arr = arr.cast(target)
+                field = field.with_type(target)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+        arrays.append(arr)
+        fields.append(field)
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _tfrecord_records(f) -> Iterator[bytes]:
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+    while True:
+        record = _TFRecordUtil.read_record(f)
+        if record is None:
+            return
+        yield record
+
+
+def _read_file(path: str, fmt: str, columns: Sequence[str] | None,
+               rows: int) -> Iterator[pa.RecordBatch]:
+    """Batches of a whole CSV / JSONL / TFRecord file, in order."""
+    if fmt == 'csv':
+        import pyarrow.csv as pcsv
+        convert = pcsv.ConvertOptions(include_columns=list(columns)) if columns else None
+        with _open(path) as f:
+            reader = pcsv.open_csv(
+                f, read_options=pcsv.ReadOptions(block_size=_TEXT_BLOCK_BYTES),
+                convert_options=convert)
+            yield from _rechunk(reader, rows)
+    elif fmt == 'jsonl':
+        import pyarrow.json as pjson
+        with _open(path) as f:
+            reader = pjson.open_json(f, read_options=pjson.ReadOptions(
+                block_size=_TEXT_BLOCK_BYTES))
+            yield from _rechunk((_project(b, columns) for b in reader), rows)
+    elif fmt == 'tfrecord':
+        from tfx_bsl.coders import example_coder
+        decoder = example_coder.ExamplesToRecordBatchDecoder()
+        with _open(path) as f:
+            chunk: list[bytes] = []
+            for record in _tfrecord_records(f):
+                chunk.append(record)
+                if len(chunk) == rows:
+                    yield _binary_to_string(_project(decoder.DecodeBatch(chunk), columns))
+                    chunk = []
+            if chunk:
+                yield _binary_to_string(_project(decoder.DecodeBatch(chunk), columns))
+    else:
+        raise ValueError('unknown format %r' % fmt)
+
+
+def read_item(item: WorkItem, columns: Sequence[str] | None = None,
+              rows: int = TARGET_ROWS,
+              dictionary_columns: Sequence[str] = ()) -> Iterator[SourceBatch]:
+    """Reads one work item into `SourceBatch`es of at most `rows` rows.
+
+    Args:
+      item: what to read.
+      columns: the columns to read (None: all).
+      rows: rows per batch.
+      dictionary_columns: Parquet string columns to read dictionary-encoded (cheap slicing).
+    """
+    first = item.first_row
+    if item.format == 'parquet':
+        import pyarrow.parquet as pq
+        with _open(item.path, seekable=True) as f:
+            pf = pq.ParquetFile(f, read_dictionary=list(dictionary_columns) or None)
+            names = pf.schema_arrow.names
+            cols = None if columns is None else [c for c in columns if c in names]
+            groups = list(item.row_groups) if item.row_groups is not None else None
+            if groups == []:
+                return
+            for batch in pf.iter_batches(batch_size=rows, row_groups=groups, columns=cols):
+                yield SourceBatch(item.path, first, batch)
+                first += batch.num_rows
+        return
+    for batch in _read_file(item.path, item.format, columns, rows):
+        yield SourceBatch(item.path, first, batch)
+        first += batch.num_rows
+
+
+class _PlanFile(beam.DoFn):
+    def __init__(self, fmt: str, target_rows: int):
+        self._fmt = fmt
+        self._target_rows = target_rows
+
+    def process(self, path: str) -> Iterator[WorkItem]:
+        yield from plan_file(path, self._fmt, self._target_rows)
+
+
+class _ReadItem(beam.DoFn):
+    """Reads a work item; counts rows (Beam counter `rows_read`) and logs progress every ~5 s."""
+
+    def __init__(self, columns: Sequence[str] | None, rows: int,
+                 dictionary_columns: Sequence[str]):
+        self._columns = None if columns is None else list(columns)
+        self._rows = rows
+        self._dictionary_columns = list(dictionary_columns)
+        self._counter = beam.metrics.Metrics.counter('headstream', 'rows_read')
+
+    def setup(self) -> None:
+        self._read = 0
+        self._last_log = time.monotonic()
+
+    def process(self, item: WorkItem) -> Iterator[SourceBatch]:
+        for sb in read_item(item, self._columns, self._rows, self._dictionary_columns):
+            n = sb.batch.num_rows
+            self._counter.inc(n)
+            self._read += n
+            now = time.monotonic()
+            if now - self._last_log >= _LOG_EVERY_S:
+                self._last_log = now
+                _log.info('headstream: %d rows read so far by this worker', self._read)
+            yield sb
+
+
+class ReadBatches(beam.PTransform):
+    """Reads every file of `files` as `SourceBatch`es (see the module docstring).
+
+    Args:
+      files: the matched files (`match_files`).
+      fmt: the input format.
+      columns: the columns to read (None: all).
+      rows: rows per batch (default `TARGET_ROWS`).
+      dictionary_columns: Parquet string columns worth reading dictionary-encoded.
+    """
+
+    def __init__(self, files: Sequence[str], fmt: str, columns: Sequence[str] | None = None,
+                 rows: int | None = None, dictionary_columns: Sequence[str] = ()):
+        super().__init__()
+        self._files = list(files)
+        self._fmt = fmt
+        self._columns = columns
+        self._rows = rows or TARGET_ROWS
+        self._dictionary_columns = dictionary_columns
+
+    def expand(self, pbegin):
+        return (pbegin
+                | 'Files' >> beam.Create(self._files)
+                | 'Plan' >> beam.ParDo(_PlanFile(self._fmt, self._rows))
+                | 'Spread' >> beam.Reshuffle()
+                | 'Read' >> beam.ParDo(_ReadItem(self._columns, self._rows,
+                                                 self._dictionary_columns)))

@@ -1,0 +1,146 @@
+"""Sources: each format written in tmp_path and read back, with file and row indices intact."""
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import sources
+from pipeline.apply import _Problems, matrix_column, scalar_column, slice_codes
+
+
+def _read_all(path, fmt, columns=None, rows=4, target_rows=sources.TARGET_ROWS):
+    batches = []
+    for item in sources.plan_file(path, fmt, target_rows):
+        batches += list(sources.read_item(item, columns, rows))
+    return batches
+
+
+def _check_contiguous(batches):
+    """Row indices run 0, 1, 2, ... across a file's batches (what error messages rely on)."""
+    expected = 0
+    for sb in sorted(batches, key=lambda b: b.first_row):
+        assert sb.first_row == expected
+        expected += sb.batch.num_rows
+    return expected
+
+
+def test_parquet_row_groups_lists_and_dictionaries(tmp_path):
+    n = 10
+    table = pa.table({
+        'x': np.arange(n, dtype=np.float32),
+        'v': pa.array([[float(i), -float(i)] for i in range(n)], pa.list_(pa.float32())),
+        'c': pa.array(['US', 'JP'] * 5).dictionary_encode(),
+        'unused': np.zeros(n),
+    })
+    path = str(tmp_path / 'part-0.parquet')
+    pq.write_table(table, path, row_group_size=3)  # row groups of 3, 3, 3, 1
+    items = sources.plan_file(path, 'parquet', target_rows=4)
+    assert [(i.row_groups, i.first_row) for i in items] == [((0,), 0), ((1,), 3), ((2, 3), 6)]
+    batches = _read_all(path, 'parquet', ['x', 'v', 'c'], target_rows=4)
+    assert _check_contiguous(batches) == n
+    got = pa.Table.from_batches([b.batch for b in sorted(batches, key=lambda b: b.first_row)])
+    assert got.column_names == ['x', 'v', 'c']  # projected
+    assert got.column('x').to_pylist() == list(range(n))
+    assert got.column('v').to_pylist()[7] == [7.0, -7.0]
+    assert pa.types.is_dictionary(got.schema.field('c').type)
+    assert got.column('c').to_pylist() == ['US', 'JP'] * 5
+    assert all(sb.path == path for sb in batches)
+    # A plain string column can be read dictionary-encoded on request.
+    pq.write_table(pa.table({'s': ['a', 'b', 'a']}), str(tmp_path / 's.parquet'))
+    sb, = sources.read_item(sources.WorkItem(str(tmp_path / 's.parquet'), 'parquet', (0,), 0),
+                            dictionary_columns=['s'])
+    assert pa.types.is_dictionary(sb.batch.schema.field('s').type)
+
+
+def test_csv_with_json_list_logits(tmp_path):
+    path = tmp_path / 'eval.csv'
+    path.write_text('label,logits,country\n'
+                    '1,"[0.5, -1.0]",US\n'
+                    '0,"[2.0, 3.0]",JP\n'
+                    '1,"[1.0, 1.0]",US\n')
+    batches = _read_all(str(path), 'csv', rows=2)
+    assert [(b.first_row, b.batch.num_rows) for b in batches] == [(0, 2), (2, 1)]
+    schema = sources.read_schema(str(path), 'csv')
+    assert schema.field('logits').type == pa.string()
+    problems = _Problems(2)
+    logits = matrix_column(batches[0].batch.column(1), 'logits', 2, problems)
+    np.testing.assert_array_equal(logits, [[0.5, -1.0], [2.0, 3.0]])
+    assert not problems.items
+
+
+def test_jsonl_gzipped(tmp_path):
+    path = tmp_path / 'part.jsonl.gz'
+    rows = [{'y': i % 2, 'p': [0.1 * i, 1.0], 'c': 'abc'[i % 3]} for i in range(7)]
+    with gzip.open(path, 'wt') as f:
+        f.write('\n'.join(json.dumps(r) for r in rows) + '\n')
+    batches = _read_all(str(path), 'jsonl', columns=['y', 'p'], rows=3)
+    assert _check_contiguous(batches) == 7
+    got = pa.Table.from_batches([b.batch for b in batches])
+    assert got.column_names == ['y', 'p']
+    assert got.column('p').to_pylist()[5] == pytest.approx([0.5, 1.0])
+
+
+def test_tfrecord_of_tf_examples_without_tensorflow(tmp_path):
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+    from tfx_bsl.coders import example_coder
+    rb = pa.record_batch({
+        'logit': pa.array([[0.5], [-1.5], [2.0]], pa.large_list(pa.float32())),
+        'label': pa.array([[1], [0], [1]], pa.large_list(pa.int64())),
+        'country': pa.array([[b'US'], [b'JP'], [b'US']], pa.large_list(pa.large_binary())),
+        'tags': pa.array([[0, 2], [], [1]], pa.large_list(pa.int64())),
+    })
+    path = tmp_path / 'part-0.tfrecord.gz'
+    with gzip.open(path, 'wb') as f:
+        for record in example_coder.RecordBatchToExamplesEncoder().encode(rb):
+            _TFRecordUtil.write_record(f, record)
+    tf_loaded = 'tensorflow' in sys.modules
+    batches = _read_all(str(path), 'tfrecord', rows=2)
+    assert _check_contiguous(batches) == 3
+    got = pa.Table.from_batches([b.batch for b in batches])
+    assert got.column('country').to_pylist() == [['US'], ['JP'], ['US']]  # bytes → str
+    assert got.column('tags').to_pylist() == [[0, 2], [], [1]]
+    assert ('tensorflow' in sys.modules) == tf_loaded  # reading never imports TensorFlow
+    # Scalars arrive as lists of one; the pipeline reads them as one value per row.
+    batch = got.combine_chunks().to_batches()[0]
+    problems = _Problems(3)
+    np.testing.assert_array_equal(scalar_column(batch.column('logit'), 'logit', problems),
+                                  [0.5, -1.5, 2.0])
+    codes, values = slice_codes(batch, ('country',))
+    assert [values[c] for c in codes] == [('US',), ('JP',), ('US',)]
+    assert not problems.items
+
+
+def test_conversion_flags_nulls_and_ragged_lists():
+    problems = _Problems(4)
+    arr = pa.array([[1.0, 2.0], None, [1.0], [3.0, None]], pa.list_(pa.float64()))
+    out = matrix_column(arr, 'v', 2, problems)
+    assert out.shape == (4, 2)
+    np.testing.assert_array_equal(out[0], [1.0, 2.0])
+    reasons = {(c, r): np.flatnonzero(m).tolist() for c, r, m in problems.items}
+    assert reasons[('v', 'null value')] == [1]
+    assert reasons[('v', 'expected a list of 2 values')] == [2]
+    assert reasons[('v', 'null value in list')] == [3]
+    np.testing.assert_array_equal(problems.first_reason(), [-1, 0, 1, 2])
+
+
+def test_slice_codes_cross_and_nulls():
+    batch = pa.record_batch({'a': pa.array(['x', 'y', 'x', None, 'y']),
+                             'b': pa.array([1, 1, 2, 1, 1])})
+    codes, values = slice_codes(batch, ('a', 'b'))
+    assert codes[3] == -1  # a null slice value: the row is in no slice of this spec
+    assert [values[c] for c in codes[[0, 1, 2, 4]]] == [('x', 1), ('y', 1), ('x', 2), ('y', 1)]
+    codes, values = slice_codes(batch, ())
+    assert values == [()] and (codes == 0).all()
+
+
+def test_match_files_sorts_and_a_miss_names_the_pattern(tmp_path):
+    for name in ('b.csv', 'a.csv', 'c.txt'):
+        (tmp_path / name).write_text('x\n1\n')
+    assert [p.rsplit('/', 1)[1] for p in sources.match_files(str(tmp_path / '*.csv'))] == [
+        'a.csv', 'b.csv']
