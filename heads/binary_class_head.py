@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from heads import base
-from heads.keys import Reduction
+import numpy as np
+
+from heads import _np, base, states
+from heads.keys import MetricKeys, PredictionKeys, Reduction, threshold_key
 
 
 class BinaryClassHead(base.Head):
@@ -24,7 +26,8 @@ class BinaryClassHead(base.Head):
       label_vocabulary: list of two strings, the label values of class 0 and class 1.
       loss_reduction: 'sum_over_batch_size' (default), 'auto' or 'sum'.
       loss_fn: optional `loss_fn(labels, logits[, features])` returning the unreduced loss
-        `[D0, ..., DN, 1]`.
+        `[D0, ..., DN, 1]`. The TF face calls it with tensors; the array face calls it with numpy
+        arrays (float32 labels and logits) and converts its result with `np.asarray`.
       name: head name, appended to metric keys (`auc/name`).
     """
 
@@ -72,27 +75,198 @@ class BinaryClassHead(base.Head):
         return self._label_vocabulary
 
     # -- TF face ------------------------------------------------------------------------------
+    def _tf_processed_labels(self, logits, labels):
+        """Dense [..,1] labels → vocabulary ids if any → float32, range-checked to [0, 1]."""
+        import tensorflow as tf
+
+        from heads import _tf
+        labels = _tf.check_dense_labels_match_logits_and_reshape(labels, logits, 1)
+        if self._label_vocabulary is not None:
+            if labels.dtype != tf.string:
+                raise TypeError('Dtype of argument `keys` must be {}, received: {}'.format(
+                    tf.string, labels.dtype))
+            labels = _tf.lookup_vocabulary(labels, self._label_vocabulary)
+        labels = tf.cast(labels, tf.float32)
+        return _tf.check_label_range(labels, 2)
+
+    def _tf_unweighted_loss_and_weights(self, logits, labels, features):
+        """Unreduced loss [..,1] (sigmoid cross-entropy or loss_fn) and the example weights."""
+        import tensorflow as tf
+
+        from heads import _tf
+        if self._loss_fn is not None:
+            unweighted = _tf.call_loss_fn(self._loss_fn, labels, logits, features, 1)
+        else:
+            unweighted = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+        weights = _tf.get_weights_and_check_match_logits(features, self._weight_column, logits)
+        return unweighted, weights
+
     def loss(self, labels, logits, features=None, mode=None, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """Reduced (and regularized) sigmoid cross-entropy; `mode` is ignored."""
+        from heads import _tf
+        logits = _tf.check_logits_final_dim(logits, 1)
+        labels = self._tf_processed_labels(logits, labels)
+        unweighted, weights = self._tf_unweighted_loss_and_weights(logits, labels, features)
+        training_loss = _tf.compute_weighted_loss(unweighted, weights, self._loss_reduction)
+        return _tf.regularize(training_loss, regularization_losses)
 
     def predictions(self, logits, keys=None):
-        raise NotImplementedError  # TF FACE
+        """Dict of prediction tensors for `keys` (all seven when keys is falsy)."""
+        import tensorflow as tf
+
+        from heads import _tf
+        pk = PredictionKeys
+        valid_keys = [pk.LOGITS, pk.LOGISTIC, pk.PROBABILITIES, pk.CLASS_IDS, pk.CLASSES,
+                      pk.ALL_CLASS_IDS, pk.ALL_CLASSES]
+        if keys:
+            _tf.check_prediction_keys(keys, valid_keys)
+        else:
+            keys = valid_keys
+        logits = _tf.check_logits_final_dim(logits, 1)
+        predictions = {}
+        if pk.LOGITS in keys:
+            predictions[pk.LOGITS] = logits
+        if pk.LOGISTIC in keys:
+            predictions[pk.LOGISTIC] = tf.sigmoid(logits)
+        if pk.PROBABILITIES in keys:
+            two_class_logits = tf.concat([tf.zeros_like(logits), logits], axis=-1)
+            predictions[pk.PROBABILITIES] = tf.nn.softmax(two_class_logits)
+        # argmax([0, x]) with the first max winning: class 1 iff x > 0 (x = 0 and NaN give 0).
+        class_ids = tf.cast(logits > 0.0, tf.int64)
+        if pk.CLASS_IDS in keys:
+            predictions[pk.CLASS_IDS] = class_ids
+        if pk.CLASSES in keys:
+            predictions[pk.CLASSES] = _tf.class_strings(class_ids, self._label_vocabulary)
+        if pk.ALL_CLASS_IDS in keys:
+            predictions[pk.ALL_CLASS_IDS] = _tf.all_class_ids(logits, 2)
+        if pk.ALL_CLASSES in keys:
+            predictions[pk.ALL_CLASSES] = _tf.all_class_strings(logits, 2, self._label_vocabulary)
+        return predictions
 
     def metrics(self, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """Fresh metric objects keyed by (suffixed) metric key."""
+        from heads import _tf_metrics as tfm
+        mk = MetricKeys
+        key = self._summary_key
+        metrics = {
+            key(mk.LOSS_MEAN): tfm.Mean(key(mk.LOSS_MEAN)),
+            key(mk.ACCURACY): tfm.Accuracy(key(mk.ACCURACY)),
+            key(mk.PRECISION): tfm.Precision(key(mk.PRECISION)),
+            key(mk.RECALL): tfm.Recall(key(mk.RECALL)),
+            key(mk.PREDICTION_MEAN): tfm.Mean(key(mk.PREDICTION_MEAN)),
+            key(mk.LABEL_MEAN): tfm.Mean(key(mk.LABEL_MEAN)),
+            key(mk.ACCURACY_BASELINE): tfm.Mean(key(mk.ACCURACY_BASELINE)),
+            key(mk.AUC): tfm.AUC(key(mk.AUC), curve='ROC'),
+            key(mk.AUC_PR): tfm.AUC(key(mk.AUC_PR), curve='PR'),
+        }
+        if regularization_losses is not None:
+            metrics[key(mk.LOSS_REGULARIZATION)] = tfm.Mean(key(mk.LOSS_REGULARIZATION))
+        for threshold in self._thresholds:
+            for template, cls in ((mk.ACCURACY_AT_THRESHOLD, tfm.BinaryAccuracy),
+                                  (mk.PRECISION_AT_THRESHOLD, tfm.Precision),
+                                  (mk.RECALL_AT_THRESHOLD, tfm.Recall)):
+                name = key(threshold_key(template, threshold))
+                metrics[name] = (cls(name, threshold=threshold) if cls is tfm.BinaryAccuracy
+                                 else cls(name, thresholds=threshold))
+        return metrics
 
     def update_metrics(self, eval_metrics, features, logits, labels, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """Adds one batch to `eval_metrics` (from `metrics()`) and returns it."""
+        import tensorflow as tf
+
+        from heads import _tf
+        mk = MetricKeys
+        key = self._summary_key
+        logits = _tf.check_logits_final_dim(logits, 1)
+        labels = self._tf_processed_labels(logits, labels)
+        unweighted, weights = self._tf_unweighted_loss_and_weights(logits, labels, features)
+        predictions = self.predictions(logits, [PredictionKeys.LOGISTIC, PredictionKeys.CLASS_IDS])
+        logistic = predictions[PredictionKeys.LOGISTIC]
+        class_ids = predictions[PredictionKeys.CLASS_IDS]
+        eval_metrics[key(mk.LOSS_MEAN)].update_state(unweighted, sample_weight=weights)
+        eval_metrics[key(mk.ACCURACY)].update_state(labels, class_ids, sample_weight=weights)
+        eval_metrics[key(mk.PRECISION)].update_state(labels, class_ids, sample_weight=weights)
+        eval_metrics[key(mk.RECALL)].update_state(labels, class_ids, sample_weight=weights)
+        eval_metrics[key(mk.PREDICTION_MEAN)].update_state(logistic, sample_weight=weights)
+        label_mean = eval_metrics[key(mk.LABEL_MEAN)]
+        label_mean.update_state(labels, sample_weight=weights)
+        # accuracy_baseline = max(m, 1 - m) of the cumulative weighted label mean m: rewrite its
+        # state from label/mean's, as tf.estimator did.
+        baseline = eval_metrics[key(mk.ACCURACY_BASELINE)]
+        total, count = label_mean.total.read_value(), label_mean.count.read_value()
+        baseline.set_state(tf.maximum(total, count - total), count)
+        eval_metrics[key(mk.AUC)].update_state(labels, logistic, sample_weight=weights)
+        eval_metrics[key(mk.AUC_PR)].update_state(labels, logistic, sample_weight=weights)
+        if regularization_losses is not None:
+            eval_metrics[key(mk.LOSS_REGULARIZATION)].update_state(
+                _tf.regularization_loss(regularization_losses))
+        for threshold in self._thresholds:
+            for template in (mk.ACCURACY_AT_THRESHOLD, mk.PRECISION_AT_THRESHOLD,
+                             mk.RECALL_AT_THRESHOLD):
+                eval_metrics[key(threshold_key(template, threshold))].update_state(
+                    labels, logistic, sample_weight=weights)
+        return eval_metrics
 
     # -- array face ---------------------------------------------------------------------------
-    def new_state(self):
-        raise NotImplementedError  # ARRAY FACE
+    def new_state(self) -> states.BinaryClassState:
+        """An empty `heads.states.BinaryClassState` (metrics over all data it is updated with)."""
+        return states.BinaryClassState(self)
+
+    def _array_inputs(self, labels, logits, features):
+        """Validated (float32 labels [..,1], float32 logits [..,1], float64 weights) — the TF
+        face's checks and messages, in its order (logits, labels, vocabulary, range, weights)."""
+        logits = _np.check_logits(logits, 1)
+        labels = _np.dense_labels(labels, logits, 1)
+        if self._label_vocabulary is not None:
+            labels = _np.lookup_labels(labels, self._label_vocabulary)
+        labels = _np.numeric_labels(labels)
+        _np.check_label_range(labels, 2)
+        weights = _np.example_weights(features, self._weight_column, logits)
+        return labels, logits, weights
+
+    def _array_unweighted_loss(self, labels, logits, features) -> np.ndarray:
+        """Unreduced loss [..,1], float64: sigmoid cross-entropy, or the custom loss_fn called
+        with numpy arrays (float32 labels and logits, the features dict as given)."""
+        if self._loss_fn is not None:
+            return _np.call_loss_fn(self._loss_fn, labels, logits, features, 1)
+        return _np.log_sigmoid_cross_entropy(labels, logits)
 
     def array_predictions(self, logits, keys=None) -> dict:
-        raise NotImplementedError  # ARRAY FACE
+        """predictions() in numpy: float32 logits / logistic / probabilities, int64 class_ids,
+        int32 all_class_ids, and class names as object arrays of str."""
+        valid = (PredictionKeys.LOGITS, PredictionKeys.LOGISTIC, PredictionKeys.PROBABILITIES,
+                 PredictionKeys.CLASS_IDS, PredictionKeys.CLASSES, PredictionKeys.ALL_CLASS_IDS,
+                 PredictionKeys.ALL_CLASSES)
+        keys = tuple(keys) if keys else valid
+        for key in keys:
+            if key not in valid:
+                raise ValueError('Prediction key must be in PredictionKeys, given: {}.'
+                                 'Valid prediction keys include {}.'.format(key, list(valid)))
+        logits = _np.check_logits(logits, 1)
+        class_ids = (logits > 0).astype(np.int64)  # argmax([0, x]): ties and NaN → 0
+        names = (list(self._label_vocabulary) if self._label_vocabulary is not None
+                 else ['0', '1'])
+        n0 = logits.shape[0]
+        out = {
+            PredictionKeys.LOGITS: logits,
+            PredictionKeys.LOGISTIC: _np.sigmoid32(logits),
+            PredictionKeys.PROBABILITIES: _np.softmax32(
+                np.concatenate([np.zeros_like(logits), logits], axis=-1)),
+            PredictionKeys.CLASS_IDS: class_ids,
+            PredictionKeys.CLASSES: np.asarray(names[:2], dtype=object)[class_ids],
+            PredictionKeys.ALL_CLASS_IDS: np.tile(np.arange(2, dtype=np.int32), (n0, 1)),
+            PredictionKeys.ALL_CLASSES: np.tile(np.asarray(names, dtype=object), (n0, 1)),
+        }
+        return {k: out[k] for k in valid if k in keys}
 
-    def array_loss(self, labels, logits, features=None):
-        raise NotImplementedError  # ARRAY FACE
+    def array_loss(self, labels, logits, features=None) -> np.ndarray:
+        """Per-example weighted unreduced loss `U · w`, [D0, ..., DN, 1] float64."""
+        labels, logits, weights = self._array_inputs(labels, logits, features)
+        return _np.weighted_loss(self._array_unweighted_loss(labels, logits, features), weights)
 
     def invalid_rows(self, labels, logits, features=None) -> list:
-        raise NotImplementedError  # ARRAY FACE
+        """Rows failing the TF face's checks (shape errors mark every row), non-finite logits
+        and non-finite weights, as (role, reason, bool mask over the first dimension)."""
+        return _np.classifier_invalid_rows(labels, logits, features, logits_dimension=1,
+                                           n_classes=2, vocabulary=self._label_vocabulary,
+                                           weight_column=self._weight_column)

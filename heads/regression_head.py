@@ -9,8 +9,35 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from heads import base
-from heads.keys import Reduction
+import numpy as np
+
+from heads import _np, base, states
+from heads.keys import MetricKeys, PredictionKeys, Reduction
+
+_LOGISTIC_LABELS = 'Labels must be in range [0, 1]'
+_POISSON_LABELS = ('Labels must be >= 0 for the full Poisson loss (its Stirling term is NaN for '
+                   'negative labels)')
+
+
+def _check_unit_interval(labels: np.ndarray) -> None:
+    """LogisticRegressionHead's label check (tf.estimator's message)."""
+    with np.errstate(invalid='ignore'):
+        if not ((labels >= 0) & (labels <= 1)).all():
+            raise ValueError(_LOGISTIC_LABELS)
+
+
+def _log_poisson_loss(targets: np.ndarray, log_input: np.ndarray,
+                      compute_full_loss: bool) -> np.ndarray:
+    """tf.nn.log_poisson_loss in float64: `exp(x) − x·z`, plus with compute_full_loss the
+    Stirling term `z·ln z − z + ½·ln(2πz)` where z > 1 or z < 0 (NaN for negative z)."""
+    x = np.asarray(log_input, dtype=np.float64)
+    z = np.asarray(targets, dtype=np.float64)
+    with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
+        loss = np.exp(x) - x * z
+        if compute_full_loss:
+            stirling = z * np.log(z) - z + 0.5 * np.log(2.0 * np.pi * z)
+            loss = loss + np.where((z >= 0) & (z <= 1), 0.0, stirling)
+    return loss
 
 
 class RegressionHead(base.Head):
@@ -25,7 +52,9 @@ class RegressionHead(base.Head):
       weight_column: name of the feature holding example weights.
       loss_reduction: 'sum_over_batch_size' (default), 'auto' or 'sum'.
       loss_fn: optional `loss_fn(labels, logits[, features])` returning
-        `[D0, ..., DN, label_dimension]`.
+        `[D0, ..., DN, label_dimension]`. The TF face calls it with tensors; the array face calls
+        it with numpy arrays (float32 labels and logits) and converts its result with
+        `np.asarray` (likewise `inverse_link_fn`, whose array-face result is cast to float32).
       inverse_link_fn: optional function from logits to predictions (e.g. `tf.math.exp`); with it
         predictions also carry `logits`.
       name: head name, appended to metric keys.
@@ -71,31 +100,181 @@ class RegressionHead(base.Head):
         return self._inverse_link_fn is not None or self._glm is not None
 
     # -- TF face ------------------------------------------------------------------------------
+    def _tf_inverse_link(self, logits):
+        """Predictions from float32 logits: the GLM's link, the given inverse_link_fn, or None."""
+        import tensorflow as tf
+        if self._glm == 'logistic':
+            return tf.sigmoid(logits)
+        if self._glm == 'poisson':
+            return tf.exp(logits)
+        if self._inverse_link_fn is not None:
+            return self._inverse_link_fn(logits)
+        return None
+
+    def _tf_glm_loss(self, labels, logits):
+        """The GLM heads' fixed loss_fn, element-wise [..,d]."""
+        import tensorflow as tf
+
+        from heads import _tf
+        if self._glm == 'logistic':
+            labels = _tf.check_label_range(labels, 2, message='Labels must be in range [0, 1]')
+            return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+        return tf.nn.log_poisson_loss(targets=labels, log_input=logits,
+                                      compute_full_loss=self._compute_full_loss)
+
+    def _tf_unweighted_loss_and_weights(self, logits, labels, features):
+        """float32 labels checked against logits, then the unreduced loss [..,d] and weights."""
+        import tensorflow as tf
+
+        from heads import _tf
+        labels = _tf.check_dense_labels_match_logits_and_reshape(
+            labels, logits, self._label_dimension)
+        labels = tf.cast(labels, tf.float32)
+        if self._glm is not None:
+            unweighted = _tf.call_loss_fn(self._tf_glm_loss, labels, logits, features,
+                                          self._label_dimension)
+        elif self._loss_fn is not None:
+            unweighted = _tf.call_loss_fn(self._loss_fn, labels, logits, features,
+                                          self._label_dimension)
+        else:
+            unweighted = tf.math.squared_difference(labels, logits)
+        weights = _tf.get_weights_and_check_match_logits(
+            features, self._weight_column, logits, allow_per_logit=True)
+        return unweighted, weights
+
     def loss(self, labels, logits, features=None, mode=None, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """Reduced (and regularized) loss; sum_over_batch_size divides by B×label_dimension."""
+        from heads import _tf
+        logits = _tf.check_logits_final_dim(logits, self._label_dimension)
+        unweighted, weights = self._tf_unweighted_loss_and_weights(logits, labels, features)
+        training_loss = _tf.compute_weighted_loss(unweighted, weights, self._loss_reduction)
+        return _tf.regularize(training_loss, regularization_losses)
 
     def predictions(self, logits):
-        """No `keys` argument, as in tf.estimator (passing keys is a TypeError)."""
-        raise NotImplementedError  # TF FACE
+        """No `keys` argument, as in tf.estimator (passing keys is a TypeError).
+
+        Returns `{'predictions': logits}`, or with an inverse link
+        `{'predictions': inverse_link(logits), 'logits': logits}` (float32).
+        """
+        from heads import _tf
+        logits = _tf.check_logits_final_dim(logits, self._label_dimension)
+        predicted = self._tf_inverse_link(logits)
+        if predicted is None:
+            return {PredictionKeys.PREDICTIONS: logits}
+        return {PredictionKeys.PREDICTIONS: predicted, PredictionKeys.LOGITS: logits}
 
     def metrics(self, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """Fresh metric objects: average_loss, prediction/mean, label/mean (+ regularization)."""
+        from heads import _tf_metrics as tfm
+        mk = MetricKeys
+        key = self._summary_key
+        metrics = {key(k): tfm.Mean(key(k))
+                   for k in (mk.LOSS_MEAN, mk.PREDICTION_MEAN, mk.LABEL_MEAN)}
+        if regularization_losses is not None:
+            metrics[key(mk.LOSS_REGULARIZATION)] = tfm.Mean(key(mk.LOSS_REGULARIZATION))
+        return metrics
 
     def update_metrics(self, eval_metrics, features, logits, labels, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """Adds one batch to `eval_metrics` (from `metrics()`) and returns it.
+
+        label/mean averages the `labels` argument as given (not reshaped), as tf.estimator did.
+        """
+        from heads import _tf
+        mk = MetricKeys
+        key = self._summary_key
+        logits = _tf.check_logits_final_dim(logits, self._label_dimension)
+        unweighted, weights = self._tf_unweighted_loss_and_weights(logits, labels, features)
+        predicted = self.predictions(logits)[PredictionKeys.PREDICTIONS]
+        eval_metrics[key(mk.LOSS_MEAN)].update_state(unweighted, sample_weight=weights)
+        eval_metrics[key(mk.PREDICTION_MEAN)].update_state(predicted, sample_weight=weights)
+        eval_metrics[key(mk.LABEL_MEAN)].update_state(labels, sample_weight=weights)
+        if regularization_losses is not None:
+            eval_metrics[key(mk.LOSS_REGULARIZATION)].update_state(
+                _tf.regularization_loss(regularization_losses))
+        return eval_metrics
 
     # -- array face ---------------------------------------------------------------------------
-    def new_state(self):
-        raise NotImplementedError  # ARRAY FACE
+    def new_state(self) -> states.RegressionState:
+        """An empty `heads.states.RegressionState` (metrics over all data it is updated with)."""
+        return states.RegressionState(self)
+
+    def _array_inputs(self, labels, logits, features):
+        """Validated (float32 labels [..,d], float32 logits [..,d], float64 weights [..,1] or
+        per logit) — the TF face's checks and messages, in its order."""
+        logits = _np.check_logits(logits, self._label_dimension)
+        labels = _np.numeric_labels(_np.dense_labels(labels, logits, self._label_dimension))
+        if self._glm == 'logistic':
+            _check_unit_interval(labels)
+        weights = _np.example_weights(features, self._weight_column, logits, allow_per_logit=True)
+        return labels, logits, weights
+
+    def _array_unweighted_loss(self, labels, logits, features) -> np.ndarray:
+        """Unreduced loss [..,d], float64: squared error, the GLM's loss, or the custom loss_fn
+        called with numpy arrays (float32 labels and logits, the features dict as given)."""
+        if self._glm == 'logistic':
+            return _np.log_sigmoid_cross_entropy(labels, logits)
+        if self._glm == 'poisson':
+            return _log_poisson_loss(labels, logits, self._compute_full_loss)
+        if self._loss_fn is not None:
+            return _np.call_loss_fn(self._loss_fn, labels, logits, features, self._label_dimension)
+        diff = labels.astype(np.float64) - logits.astype(np.float64)
+        return diff * diff
+
+    def _array_link(self, logits: np.ndarray) -> np.ndarray:
+        """Predictions from float32 logits, float32: exp (Poisson), sigmoid (logistic), the
+        inverse_link_fn called with a numpy array (its result goes through np.asarray), or the
+        logits themselves."""
+        if self._glm == 'poisson':
+            with np.errstate(over='ignore'):
+                return np.exp(logits)
+        if self._glm == 'logistic':
+            return _np.sigmoid32(logits)
+        if self._inverse_link_fn is not None:
+            return np.asarray(self._inverse_link_fn(logits), dtype=np.float32)
+        return logits
 
     def array_predictions(self, logits, keys=None) -> dict:
-        raise NotImplementedError  # ARRAY FACE
+        """predictions() in numpy: `{'predictions'}`, plus `'logits'` with an inverse link
+        (float32). `keys` is accepted for a uniform array face and ignored (the TF face has no
+        such argument)."""
+        logits = _np.check_logits(logits, self._label_dimension)
+        if not self.has_inverse_link:
+            return {PredictionKeys.PREDICTIONS: logits}
+        return {PredictionKeys.PREDICTIONS: self._array_link(logits),
+                PredictionKeys.LOGITS: logits}
 
-    def array_loss(self, labels, logits, features=None):
-        raise NotImplementedError  # ARRAY FACE
+    def array_loss(self, labels, logits, features=None) -> np.ndarray:
+        """Per-example weighted unreduced loss `U · w`, [D0, ..., DN, d] float64."""
+        labels, logits, weights = self._array_inputs(labels, logits, features)
+        return _np.weighted_loss(self._array_unweighted_loss(labels, logits, features), weights)
 
     def invalid_rows(self, labels, logits, features=None) -> list:
-        raise NotImplementedError  # ARRAY FACE
+        """Rows failing the TF face's checks (shape errors mark every row), non-finite logits,
+        labels or weights, logistic labels outside [0, 1] and, with the full Poisson loss,
+        negative labels (their loss is NaN); as (role, reason, bool mask over rows)."""
+        x, problems = _np.logits_problems(logits, self._label_dimension)
+        if x is None:
+            return problems
+        n = x.shape[0]
+        try:
+            z = _np.numeric_labels(_np.dense_labels(labels, x, self._label_dimension))
+        except (ValueError, TypeError) as e:
+            return problems + [('labels', str(e), np.ones(n, dtype=bool))]
+        finite = np.isfinite(z)
+        bad = _np.rows_any(~finite, n)
+        if bad.any():
+            problems.append(('labels', _np.LABELS_NOT_FINITE, bad))
+        with np.errstate(invalid='ignore'):
+            if self._glm == 'logistic':
+                bad = _np.rows_any(finite & ((z < 0) | (z > 1)), n)
+                if bad.any():
+                    problems.append(('labels', _LOGISTIC_LABELS, bad))
+            elif self._glm == 'poisson' and self._compute_full_loss:
+                bad = _np.rows_any(finite & (z < 0), n)
+                if bad.any():
+                    problems.append(('labels', _POISSON_LABELS, bad))
+        return problems + _np.weight_problems(features, self._weight_column, x,
+                                              allow_per_logit=True)
 
 
 class LogisticRegressionHead(RegressionHead):

@@ -1,0 +1,795 @@
+"""Mergeable metric states: the accumulators behind every head's array face.
+
+Each class holds a few fixed-size float64 numpy arrays (or float64 scalars), so states pickle small
+and their size does not grow with the data. Every class has
+
+* `update(...) -> self` — adds one batch (mutating self, returned for chaining);
+* `merge(other) -> self` — adds another state of the same kind; `other` is left unchanged. Merging
+  only adds arrays elementwise, so it is associative and commutative up to float64 rounding;
+* a result method computing the metric from the accumulated sums, with Keras 2's conventions
+  (every ratio is `div_no_nan`: 0 when the denominator is 0).
+
+The update semantics are those of the Keras 2 metrics tf.estimator's heads used (`heads_spec.md`
+§2.5–2.6): `WeightedMean` is `tf.keras.metrics.Mean`, `Confusion` is Precision / Recall at
+thresholds, `KerasAUC` is `tf.keras.metrics.AUC(num_thresholds=200)` with interpolation for ROC and
+PR, and `LossSum` is `compute_weighted_loss`. `Histogram` is ours: a high-resolution score
+histogram giving an interval that provably contains the exact ROC AUC, and calibration sums.
+
+`HeadState` is the base of the per-head states: it merges its declared components, counts examples,
+and answers `counts()`, `bounds()` and `plots()` (see docs/design.md). This module never imports
+TensorFlow.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from heads import _np
+from heads.keys import MetricKeys, Reduction, summary_key, threshold_key
+
+__all__ = [
+    'WeightedMean', 'Confusion', 'KerasAUC', 'Histogram', 'LossSum', 'HeadState', 'div_no_nan',
+    'PLOT_COLUMNS', 'empty_plots', 'confusion_plot', 'calibration_plot', 'concat_plots',
+    'BinaryClassState', 'RegressionState',
+]
+
+
+def div_no_nan(num: Any, den: Any) -> Any:
+    """`num / den`, and 0 where `den` is 0 (tf.math.divide_no_nan); scalars give a float."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
+    np.divide(num, den, out=out, where=den != 0)
+    return float(out) if out.ndim == 0 else out
+
+
+def _keras_match_weights(values: np.ndarray, weights: Any) -> np.ndarray:
+    """Keras' `squeeze_or_expand_dimensions` for a weight against values: squeeze the weight's
+    last dim when it has one rank more, expand it when it has one rank less."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim == values.ndim + 1:
+        if w.shape[-1] != 1:
+            raise ValueError('Can not squeeze dim[{}], expected a dimension of 1, got {} '
+                             '(weights shape {}, values shape {}).'.format(
+                                 w.ndim - 1, w.shape[-1], w.shape, values.shape))
+        w = w[..., 0]
+    elif values.ndim == w.ndim + 1:
+        w = w[..., np.newaxis]
+    return w
+
+
+def _broadcast_weights(values: np.ndarray, weights: Any) -> np.ndarray:
+    """Weights squeezed / expanded as Keras does, then broadcast to the values' shape."""
+    w = _keras_match_weights(values, weights)
+    try:
+        return np.broadcast_to(w, values.shape)
+    except ValueError:
+        raise ValueError('weights of shape {} can not be broadcast to values of shape {}.'.format(
+            np.shape(weights), values.shape)) from None
+
+
+# -------------------------------------------------------------------------------------------------
+# Means and losses.
+# -------------------------------------------------------------------------------------------------
+
+class WeightedMean:
+    """Weighted mean with `tf.keras.metrics.Mean` semantics: (Σ v·w, Σ w broadcast)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0.0
+
+    def update(self, values: Any, weights: Any = None) -> 'WeightedMean':
+        """Adds `values` with optional `weights`.
+
+        Without weights every element counts 1. With weights, the weight's last dimension is
+        squeezed when it has one rank more than the values and expanded when it has one rank less,
+        then it is broadcast to the values; Σ v·w goes to `total` and Σ (broadcast w) to `count`,
+        so a `[B, 1]` weight counts once per element it covers. When the weight cannot be
+        broadcast, the values are averaged over their trailing axes down to the weight's rank
+        (Keras' fallback).
+        """
+        v = np.asarray(values, dtype=np.float64)
+        if weights is None:
+            self.total += float(np.sum(v))
+            self.count += float(v.size)
+            return self
+        w = _keras_match_weights(v, weights)
+        try:
+            wb = np.broadcast_to(w, v.shape)
+        except ValueError:
+            if w.ndim > v.ndim:
+                raise
+            v = v.mean(axis=tuple(range(w.ndim, v.ndim))) if w.ndim < v.ndim else v
+            wb = np.broadcast_to(w, v.shape)
+        self.total += float(np.sum(v * wb))
+        self.count += float(np.sum(wb))
+        return self
+
+    def merge(self, other: 'WeightedMean') -> 'WeightedMean':
+        self.total += other.total
+        self.count += other.count
+        return self
+
+    def result(self) -> float:
+        return div_no_nan(self.total, self.count)
+
+    def __repr__(self) -> str:
+        return 'WeightedMean(total={!r}, count={!r})'.format(self.total, self.count)
+
+
+class LossSum:
+    """Σ of the weighted unreduced loss and the number of its elements (Keras 2 reductions,
+    §2.5)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0.0
+
+    def update(self, weighted_loss: Any) -> 'LossSum':
+        """Adds a weighted unreduced loss tensor `U · w` (already broadcast)."""
+        wl = np.asarray(weighted_loss, dtype=np.float64)
+        self.total += float(np.sum(wl))
+        self.count += float(wl.size)
+        return self
+
+    def merge(self, other: 'LossSum') -> 'LossSum':
+        self.total += other.total
+        self.count += other.count
+        return self
+
+    def value(self, reduction: str) -> float:
+        """'sum' → Σ; 'sum_over_batch_size' / 'auto' → Σ / number of elements (0 when empty)."""
+        if reduction == Reduction.SUM:
+            return float(self.total)
+        if reduction in (Reduction.SUM_OVER_BATCH_SIZE, Reduction.AUTO):
+            return div_no_nan(self.total, self.count)
+        raise ValueError('Invalid loss_reduction: {}. See `tf.losses.Reduction` for valid '
+                         'options.'.format(reduction))
+
+    def __repr__(self) -> str:
+        return 'LossSum(total={!r}, count={!r})'.format(self.total, self.count)
+
+
+# -------------------------------------------------------------------------------------------------
+# Confusion matrices.
+# -------------------------------------------------------------------------------------------------
+
+def _flatten_inputs(positive: Any, scores: Any, weights: Any
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positive bool, float32 scores, float64 weights), flat, weights broadcast to the scores."""
+    s = np.asarray(scores, dtype=np.float32)
+    pos = np.asarray(positive)
+    if pos.dtype != np.bool_:
+        pos = pos != 0
+    if pos.shape != s.shape:
+        pos = np.broadcast_to(_keras_match_weights(s, pos).astype(bool), s.shape)
+    if weights is None:
+        w = np.ones(s.shape, dtype=np.float64)
+    else:
+        w = _broadcast_weights(s, weights)
+    return pos.reshape(-1), s.reshape(-1), np.asarray(w, dtype=np.float64).reshape(-1)
+
+
+class Confusion:
+    """Weighted confusion matrices at given thresholds (Keras Precision / Recall, `score > t`)."""
+
+    def __init__(self, thresholds: Sequence[float]) -> None:
+        self.thresholds = np.asarray(tuple(thresholds), dtype=np.float64)
+        n = self.thresholds.size
+        self.tp = np.zeros(n)
+        self.fp = np.zeros(n)
+        self.tn = np.zeros(n)
+        self.fn = np.zeros(n)
+
+    def update(self, positive: Any, scores: Any, weights: Any = None) -> 'Confusion':
+        """Adds one batch: an example is positive iff its label != 0 and predicted positive iff its
+        score > t, both compared in float32 (Keras casts the thresholds to the scores' float32);
+        NaN scores are predicted negative. Weights are broadcast to the scores."""
+        pos, s, w = _flatten_inputs(positive, scores, weights)
+        wp = np.where(pos, w, 0.0)
+        wn = np.where(pos, 0.0, w)
+        total_p, total_n = float(np.sum(wp)), float(np.sum(wn))
+        for i, t in enumerate(self.thresholds.astype(np.float32)):
+            pred = s > t
+            tp = float(np.sum(wp[pred]))
+            fp = float(np.sum(wn[pred]))
+            self.tp[i] += tp
+            self.fp[i] += fp
+            self.fn[i] += total_p - tp
+            self.tn[i] += total_n - fp
+        return self
+
+    def merge(self, other: 'Confusion') -> 'Confusion':
+        if not np.array_equal(self.thresholds, other.thresholds):
+            raise ValueError('Cannot merge confusion matrices at different thresholds: {} and {}.'
+                             .format(self.thresholds.tolist(), other.thresholds.tolist()))
+        self.tp += other.tp
+        self.fp += other.fp
+        self.tn += other.tn
+        self.fn += other.fn
+        return self
+
+    def precision(self) -> np.ndarray:
+        return np.asarray(div_no_nan(self.tp, self.tp + self.fp), dtype=np.float64)
+
+    def recall(self) -> np.ndarray:
+        return np.asarray(div_no_nan(self.tp, self.tp + self.fn), dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return 'Confusion(thresholds={})'.format(self.thresholds.tolist())
+
+
+class KerasAUC:
+    """`tf.keras.metrics.AUC(num_thresholds)` (Keras 2) as two bucket histograms.
+
+    Thresholds are `−1e-7, 1/(n−1), …, (n−2)/(n−1), 1 + 1e-7`; a score p (clipped to [0, 1])
+    falls in bucket `max(ceil(p·(n−1)) − 1, 0)` computed in float32, exactly as Keras' evenly
+    spaced fast path, and counts as predicted positive at every threshold up to its bucket.
+    NaN scores land in no bucket but count in the totals (predicted negative everywhere).
+    """
+
+    EPSILON = 1e-7
+
+    def __init__(self, num_thresholds: int = 200) -> None:
+        if num_thresholds <= 1:
+            raise ValueError('Argument `num_thresholds` must be an integer > 1. '
+                             'Received: num_thresholds={}'.format(num_thresholds))
+        self.num_thresholds = int(num_thresholds)
+        self.pos = np.zeros(self.num_thresholds)  # Σ w of positives per bucket
+        self.neg = np.zeros(self.num_thresholds)  # Σ w of negatives per bucket
+        self.pos_total = 0.0                      # including NaN-scored examples
+        self.neg_total = 0.0
+
+    def update(self, positive: Any, scores: Any, weights: Any = None) -> 'KerasAUC':
+        pos, s, w = _flatten_inputs(positive, scores, weights)
+        p = np.clip(s, np.float32(0.0), np.float32(1.0))
+        with np.errstate(invalid='ignore'):
+            bucket = np.ceil(p * np.float32(self.num_thresholds - 1)) - np.float32(1.0)
+            bucket = np.maximum(bucket, np.float32(0.0))
+        finite = ~np.isnan(bucket)
+        idx = bucket[finite].astype(np.int64)
+        wf = w[finite]
+        pf = pos[finite]
+        n = self.num_thresholds
+        self.pos += np.bincount(idx, weights=np.where(pf, wf, 0.0), minlength=n)[:n]
+        self.neg += np.bincount(idx, weights=np.where(pf, 0.0, wf), minlength=n)[:n]
+        self.pos_total += float(np.sum(np.where(pos, w, 0.0)))
+        self.neg_total += float(np.sum(np.where(pos, 0.0, w)))
+        return self
+
+    def merge(self, other: 'KerasAUC') -> 'KerasAUC':
+        if other.num_thresholds != self.num_thresholds:
+            raise ValueError('Cannot merge AUC states with {} and {} thresholds.'.format(
+                self.num_thresholds, other.num_thresholds))
+        self.pos += other.pos
+        self.neg += other.neg
+        self.pos_total += other.pos_total
+        self.neg_total += other.neg_total
+        return self
+
+    def thresholds(self) -> np.ndarray:
+        n = self.num_thresholds
+        inner = [(i + 1) * 1.0 / (n - 1) for i in range(n - 2)]
+        return np.asarray([0.0 - self.EPSILON] + inner + [1.0 + self.EPSILON], dtype=np.float64)
+
+    def confusion(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(thresholds, tp, fp, tn, fn), each of length num_thresholds."""
+        tp = np.cumsum(self.pos[::-1])[::-1]
+        fp = np.cumsum(self.neg[::-1])[::-1]
+        return self.thresholds(), tp, fp, self.neg_total - fp, self.pos_total - tp
+
+    def roc(self) -> float:
+        """Area under the ROC curve, trapezoids between thresholds (0 without positives or
+        negatives, as Keras)."""
+        _, tp, fp, tn, fn = self.confusion()
+        recall = div_no_nan(tp, tp + fn)
+        fpr = div_no_nan(fp, fp + tn)
+        return float(np.sum((fpr[:-1] - fpr[1:]) * (recall[:-1] + recall[1:]) / 2.0))
+
+    def pr(self) -> float:
+        """Area under the precision-recall curve with Davis & Goadrich interpolation (Keras)."""
+        _, tp, fp, _, fn = self.confusion()
+        p = tp + fp
+        dtp = tp[:-1] - tp[1:]
+        dp = p[:-1] - p[1:]
+        slope = div_no_nan(dtp, np.maximum(dp, 0.0))
+        intercept = tp[1:] - slope * p[1:]
+        both = (p[:-1] > 0) & (p[1:] > 0)
+        ratio = np.where(both, div_no_nan(p[:-1], np.maximum(p[1:], 0.0)), 1.0)
+        with np.errstate(divide='ignore', invalid='ignore'):
+            log_ratio = np.log(ratio)
+        increment = div_no_nan(slope * (dtp + intercept * log_ratio),
+                               np.maximum(tp[1:] + fn[1:], 0.0))
+        return float(np.sum(increment))
+
+    def __repr__(self) -> str:
+        return 'KerasAUC(num_thresholds={})'.format(self.num_thresholds)
+
+
+@functools.lru_cache(maxsize=8)
+def _histogram_cuts(n_buckets: int, logit_range: float) -> np.ndarray:
+    inner = np.linspace(-logit_range, logit_range, n_buckets - 1)
+    cuts = 1.0 / (1.0 + np.exp(-inner))
+    cuts.setflags(write=False)
+    return cuts
+
+
+class Histogram:
+    """High-resolution weighted histogram of probabilities, for exact-AUC bounds and calibration.
+
+    Layout of `pos` / `neg` (Σw of positives / negatives), n_buckets + 2 entries in increasing
+    score order: entry 0 holds scores exactly 0, entries 1..n_buckets the open interval (0, 1) cut
+    at the sigmoids of evenly spaced logits in [−logit_range, logit_range] (so the resolution
+    follows the scale on which models spread their scores), and the last entry scores exactly 1
+    (a float32 sigmoid saturates to 1 from logits of about 17, so such ties are common). With
+    c = `edges()` (the n_buckets − 1 cuts), entry 1 holds 0 < p < c[0], entry b holds
+    c[b−2] <= p < c[b−1], entry n_buckets holds c[-1] <= p < 1. Scores are clipped to [0, 1];
+    NaN scores are kept apart (`nan_pos`, `nan_neg`) and rank below every other score, as Keras'
+    AUC treats them (predicted negative at every threshold).
+
+    Calibration sums (Σw, Σw·label, Σw·p) are kept on `n_calibration` evenly spaced buckets of p.
+
+    Storage: the non-empty entries only (sorted indices and their sums) until a quarter of the
+    entries are in use, then dense arrays; a state of a small slice therefore stays small in
+    memory and in pickles, and the size never exceeds the dense arrays.
+    """
+
+    def __init__(self, n_buckets: int = 8192, logit_range: float = 16.0,
+                 n_calibration: int = 100) -> None:
+        if n_buckets < 2:
+            raise ValueError('n_buckets must be >= 2. Given: {}'.format(n_buckets))
+        self.n_buckets = int(n_buckets)
+        self.logit_range = float(logit_range)
+        self.n_calibration = int(n_calibration)
+        self._idx: np.ndarray | None = np.empty(0, dtype=np.int64)  # None once dense
+        self._pos = np.empty(0)
+        self._neg = np.empty(0)
+        self.nan_pos = 0.0
+        self.nan_neg = 0.0
+        self.negative_weights = 0.0  # Σ |w| of negative weights seen (bounds need w >= 0)
+        self.cal_examples = np.zeros(self.n_calibration)
+        self.cal_labels = np.zeros(self.n_calibration)
+        self.cal_predictions = np.zeros(self.n_calibration)
+
+    # -- storage ------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Number of entries of `pos` / `neg`."""
+        return self.n_buckets + 2
+
+    @property
+    def pos(self) -> np.ndarray:
+        """Σw of positives per entry (a dense copy when stored sparse)."""
+        return self._dense_view(self._pos)
+
+    @property
+    def neg(self) -> np.ndarray:
+        """Σw of negatives per entry (a dense copy when stored sparse)."""
+        return self._dense_view(self._neg)
+
+    def _dense_view(self, values: np.ndarray) -> np.ndarray:
+        if self._idx is None:
+            return values
+        dense = np.zeros(self.size)
+        dense[self._idx] = values
+        return dense
+
+    def _sparse(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indices, pos, neg) of the non-empty entries."""
+        if self._idx is not None:
+            return self._idx, self._pos, self._neg
+        idx = np.flatnonzero((self._pos != 0) | (self._neg != 0))
+        return idx, self._pos[idx], self._neg[idx]
+
+    def _add_entries(self, idx: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> None:
+        """Adds sums at unique entry indices `idx`."""
+        if self._idx is not None:
+            union = np.union1d(self._idx, idx)
+            if union.size * 4 <= self.size:
+                new_pos = np.zeros(union.size)
+                new_neg = np.zeros(union.size)
+                at_old = np.searchsorted(union, self._idx)
+                at_new = np.searchsorted(union, idx)
+                new_pos[at_old] += self._pos
+                new_neg[at_old] += self._neg
+                new_pos[at_new] += pos
+                new_neg[at_new] += neg
+                self._idx, self._pos, self._neg = union, new_pos, new_neg
+                return
+            self._pos, self._neg = self.pos, self.neg  # switch to dense storage
+            self._idx = None
+        self._pos[idx] += pos
+        self._neg[idx] += neg
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        idx, pos, neg = self._sparse()
+        if self._idx is None:  # dense in memory: pickle the non-empty entries only
+            state['_idx'], state['_pos'], state['_neg'] = idx, pos, neg
+            state['_dense'] = True
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        dense = state.pop('_dense', False)
+        self.__dict__.update(state)
+        if dense:
+            self._pos, self._neg = self.pos, self.neg
+            self._idx = None
+
+    def edges(self) -> np.ndarray:
+        """The n_buckets − 1 inner cut points of (0, 1), increasing (read-only)."""
+        return _histogram_cuts(self.n_buckets, self.logit_range)
+
+    def bucket_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lowest, highest) score each entry of `pos` / `neg` can hold (closed hull)."""
+        cuts = self.edges()
+        lower = np.concatenate([[0.0, 0.0], cuts, [1.0]])
+        upper = np.concatenate([[0.0], cuts, [1.0, 1.0]])
+        return lower, upper
+
+    def bucket_index(self, scores: Any) -> np.ndarray:
+        """Entry of `pos` / `neg` for each (non-NaN) score."""
+        p = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+        b = np.searchsorted(self.edges(), p, side='right') + 1
+        b = np.where(p <= 0.0, 0, b)
+        return np.where(p >= 1.0, self.n_buckets + 1, b)
+
+    def update(self, positive: Any, scores: Any, weights: Any = None,
+               labels: Any = None) -> 'Histogram':
+        """Adds one batch of (label != 0, probability) pairs; `labels` (default: the 0/1 positive
+        flags) are the label values summed for calibration (soft labels stay soft)."""
+        pos, s, w = _flatten_inputs(positive, scores, weights)
+        if labels is None:
+            z = pos.astype(np.float64)
+        else:
+            z = np.broadcast_to(np.asarray(labels, dtype=np.float64), np.shape(scores)).reshape(-1)
+        nan = np.isnan(s)
+        self.nan_pos += float(np.sum(w[nan & pos]))
+        self.nan_neg += float(np.sum(w[nan & ~pos]))
+        self.negative_weights += float(-np.sum(w[w < 0]))
+        keep = ~nan
+        p = np.clip(s[keep].astype(np.float64), 0.0, 1.0)
+        wk, pk, zk = w[keep], pos[keep], z[keep]
+        b = self.bucket_index(p)
+        n = self.size
+        batch_pos = np.bincount(b, weights=np.where(pk, wk, 0.0), minlength=n)[:n]
+        batch_neg = np.bincount(b, weights=np.where(pk, 0.0, wk), minlength=n)[:n]
+        used = np.flatnonzero(np.bincount(b, minlength=n)[:n])
+        self._add_entries(used, batch_pos[used], batch_neg[used])
+        c = np.clip((p * self.n_calibration).astype(np.int64), 0, self.n_calibration - 1)
+        m = self.n_calibration
+        self.cal_examples += np.bincount(c, weights=wk, minlength=m)[:m]
+        self.cal_labels += np.bincount(c, weights=wk * zk, minlength=m)[:m]
+        self.cal_predictions += np.bincount(c, weights=wk * p, minlength=m)[:m]
+        return self
+
+    def merge(self, other: 'Histogram') -> 'Histogram':
+        if (other.n_buckets, other.logit_range, other.n_calibration) != (
+                self.n_buckets, self.logit_range, self.n_calibration):
+            raise ValueError('Cannot merge histograms with different buckets.')
+        self._add_entries(*other._sparse())
+        self.nan_pos += other.nan_pos
+        self.nan_neg += other.nan_neg
+        self.negative_weights += other.negative_weights
+        self.cal_examples += other.cal_examples
+        self.cal_labels += other.cal_labels
+        self.cal_predictions += other.cal_predictions
+        return self
+
+    def auc_bounds(self) -> tuple[float, float]:
+        """(lower, upper) bounds of the exact weighted ROC AUC with ties counted 1/2.
+
+        AUC = Σ over (positive i, negative j) of w_i·w_j·[s_i > s_j] + ½·w_i·w_j·[s_i = s_j], over
+        Σw₊·Σw₋. Pairs in different entries are ordered exactly; pairs within a single-value entry
+        (0, 1, NaN) are ties (½ exactly); pairs sharing an interval entry contribute anywhere
+        between 0 and their weight product, which the interval spans. (0, 0) without positive or
+        negative weight (Keras' AUC is 0 there); (NaN, NaN) when some weight is negative (then no
+        such bound holds).
+        """
+        if self.negative_weights > 0:
+            return (float('nan'), float('nan'))
+        pos = np.concatenate([[self.nan_pos], self.pos])
+        neg = np.concatenate([[self.nan_neg], self.neg])
+        wp, wn = float(np.sum(pos)), float(np.sum(neg))
+        if wp <= 0 or wn <= 0:
+            return (0.0, 0.0)
+        below = np.cumsum(neg) - neg  # negative weight strictly below each entry
+        ordered = float(np.sum(pos * below))
+        same = pos * neg
+        point = np.zeros(same.size, dtype=bool)
+        point[[0, 1, same.size - 1]] = True  # NaN, exactly 0, exactly 1
+        ties = 0.5 * float(np.sum(same[point]))
+        spread = float(np.sum(same[~point]))
+        scale = wp * wn
+        # A relative 1e-12 of slack absorbs float64 rounding of the sums: the bound stays a bound.
+        lower = max(0.0, (ordered + ties) / scale - 1e-12)
+        upper = min(1.0, (ordered + ties + spread) / scale + 1e-12)
+        return (lower, upper)
+
+    def curve(self, thresholds: Sequence[float]
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(tp, fp, tn, fn) at `thresholds` (predicted positive iff p > t), counting an entry as
+        predicted positive iff its lowest possible score is above t: exact up to the examples of
+        the entry containing t."""
+        lower, _ = self.bucket_bounds()
+        t = np.asarray(thresholds, dtype=np.float64)
+        above = (lower[np.newaxis, :] > t[:, np.newaxis]).astype(np.float64)
+        above[:, -1] = 1.0 > t  # the entry of exactly 1
+        tp = above @ self.pos
+        fp = above @ self.neg
+        wp = float(np.sum(self.pos)) + self.nan_pos
+        wn = float(np.sum(self.neg)) + self.nan_neg
+        return tp, fp, wn - fp, wp - tp
+
+    def __repr__(self) -> str:
+        return 'Histogram(n_buckets={}, logit_range={})'.format(self.n_buckets, self.logit_range)
+
+
+# -------------------------------------------------------------------------------------------------
+# Plots (columns of pipeline.schema.PLOTS after the id columns).
+# -------------------------------------------------------------------------------------------------
+
+PLOT_COLUMNS = ('sub_key', 'curve', 'threshold', 'tp', 'fp', 'tn', 'fn', 'precision', 'recall',
+                'false_positive_rate', 'bucket_lower', 'bucket_upper', 'weighted_examples',
+                'weighted_labels', 'weighted_predictions')
+_TEXT_COLUMNS = ('sub_key', 'curve')
+
+
+def empty_plots() -> dict[str, np.ndarray]:
+    """Zero rows of every plot column (heads without curves)."""
+    return {c: (np.empty(0, dtype=object) if c in _TEXT_COLUMNS else np.empty(0, dtype=np.float64))
+            for c in PLOT_COLUMNS}
+
+
+def _plot_rows(n: int, sub_key: str, curve: str, **columns: np.ndarray) -> dict[str, np.ndarray]:
+    out = {c: np.full(n, np.nan) for c in PLOT_COLUMNS if c not in _TEXT_COLUMNS}
+    out['sub_key'] = np.full(n, sub_key, dtype=object)
+    out['curve'] = np.full(n, curve, dtype=object)
+    for k, v in columns.items():
+        out[k] = np.asarray(v, dtype=np.float64)
+    return {c: out[c] for c in PLOT_COLUMNS}
+
+
+def confusion_plot(sub_key: str, auc: KerasAUC) -> dict[str, np.ndarray]:
+    """Rows of curve 'confusion': the AUC's confusion matrices at its thresholds."""
+    t, tp, fp, tn, fn = auc.confusion()
+    return _plot_rows(t.size, sub_key, 'confusion', threshold=t, tp=tp, fp=fp, tn=tn, fn=fn,
+                      precision=div_no_nan(tp, tp + fp), recall=div_no_nan(tp, tp + fn),
+                      false_positive_rate=div_no_nan(fp, fp + tn))
+
+
+def calibration_plot(sub_key: str, hist: Histogram) -> dict[str, np.ndarray]:
+    """Rows of curve 'calibration': Σw, Σw·label, Σw·p per evenly spaced probability bucket."""
+    m = hist.n_calibration
+    lower = np.arange(m) / m
+    upper = np.arange(1, m + 1) / m
+    return _plot_rows(m, sub_key, 'calibration', bucket_lower=lower, bucket_upper=upper,
+                      weighted_examples=hist.cal_examples, weighted_labels=hist.cal_labels,
+                      weighted_predictions=hist.cal_predictions)
+
+
+def concat_plots(parts: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Plot row groups concatenated column by column (empty columns when there are none)."""
+    parts = [p for p in parts if p and len(p['curve'])]
+    if not parts:
+        return empty_plots()
+    return {c: np.concatenate([np.asarray(p[c]) for p in parts]) for c in PLOT_COLUMNS}
+
+
+# -------------------------------------------------------------------------------------------------
+# The base of the per-head states.
+# -------------------------------------------------------------------------------------------------
+
+def _merge_component(mine: Any, theirs: Any) -> None:
+    if isinstance(mine, (list, tuple)):
+        if len(mine) != len(theirs):
+            raise ValueError('Cannot merge states of different structure.')
+        for a, b in zip(mine, theirs):
+            _merge_component(a, b)
+    elif isinstance(mine, dict):
+        if mine.keys() != theirs.keys():
+            raise ValueError('Cannot merge states of different structure.')
+        for k in mine:
+            _merge_component(mine[k], theirs[k])
+    else:
+        mine.merge(theirs)
+
+
+class HeadState:
+    """Base of a head's mergeable state.
+
+    A subclass lists the attribute names of its mergeable components in `_components` (each a
+    state above, or a list / tuple / dict of them), implements `update`, `result` and `loss`, and
+    may override `bounds` and `plots`. `signature` (set by the subclass) identifies the head
+    configuration; states of different heads refuse to merge. A per-head state keeps a reference
+    to its head (which validates and processes each batch) and pickles with it: heads built from
+    plain values pickle with the standard library; a head holding a lambda (`loss_fn`,
+    `inverse_link_fn`) needs cloudpickle or dill.
+    """
+
+    _components: tuple[str, ...] = ()
+
+    def __init__(self, signature: Any = None) -> None:
+        self.signature = signature
+        self.example_count = 0.0
+        self.weighted_example_count = 0.0
+
+    def _add_counts(self, examples: int | float, weighted: float) -> None:
+        self.example_count += float(examples)
+        self.weighted_example_count += float(weighted)
+
+    def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+               ) -> 'HeadState':
+        raise NotImplementedError
+
+    def merge(self, other: 'HeadState') -> 'HeadState':
+        """Adds `other` (a state of the same head) into self; `other` is unchanged."""
+        if type(other) is not type(self) or other.signature != self.signature:
+            raise ValueError('Cannot merge a {} of {!r} into a {} of {!r}.'.format(
+                type(other).__name__, other.signature, type(self).__name__, self.signature))
+        for name in self._components:
+            _merge_component(getattr(self, name), getattr(other, name))
+        self.example_count += other.example_count
+        self.weighted_example_count += other.weighted_example_count
+        return self
+
+    def result(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def loss(self) -> float:
+        raise NotImplementedError
+
+    def counts(self) -> tuple[int, float]:
+        """(examples seen, Σ example weights — 1 per example without a weight column)."""
+        return int(round(self.example_count)), float(self.weighted_example_count)
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        return {}
+
+    def plots(self) -> dict[str, np.ndarray]:
+        return empty_plots()
+
+
+# -------------------------------------------------------------------------------------------------
+# Per-head states: BinaryClassHead and the regression heads.
+# -------------------------------------------------------------------------------------------------
+
+def _row_weight_sum(weights: np.ndarray | float, logits: np.ndarray) -> float:
+    """Σ of the example weights over all examples (a per-logit weight counts its mean)."""
+    batch = logits.shape[:-1]
+    if np.ndim(weights) == 0:
+        return float(weights) * float(np.prod(batch, dtype=np.float64))
+    w = np.asarray(weights, dtype=np.float64)
+    per_example = w.mean(axis=-1) if w.shape[-1] != 1 else w[..., 0]
+    return float(np.sum(np.broadcast_to(per_example, batch)))
+
+
+class BinaryClassState(HeadState):
+    """Mergeable metrics of a `BinaryClassHead`: the keys and values of its update_metrics.
+
+    Components: the loss sum, Keras means (average_loss, accuracy, prediction/mean, label/mean,
+    per-threshold accuracy), confusion matrices (precision / recall on class ids, and at each
+    threshold on probabilities), Keras' 200-threshold AUC, and a high-resolution histogram for
+    AUC bounds and calibration.
+    """
+
+    _components = ('loss_sum', 'average_loss', 'accuracy', 'class_confusion', 'prediction_mean',
+                   'label_mean', 'auc', 'histogram', 'threshold_accuracy', 'threshold_confusion')
+
+    def __init__(self, head: Any) -> None:
+        super().__init__(signature=('BinaryClassHead', head.name, head.thresholds,
+                                    head.loss_reduction))
+        self.head = head
+        self.loss_sum = LossSum()
+        self.average_loss = WeightedMean()
+        self.accuracy = WeightedMean()
+        self.class_confusion = Confusion([0.5])
+        self.prediction_mean = WeightedMean()
+        self.label_mean = WeightedMean()
+        self.auc = KerasAUC()
+        self.histogram = Histogram()
+        self.threshold_accuracy = [WeightedMean() for _ in head.thresholds]
+        self.threshold_confusion = Confusion(head.thresholds)
+
+    def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+               ) -> 'BinaryClassState':
+        """Adds one batch (validated exactly as the head's loss; errors leave self unchanged)."""
+        labels, logits, weights = self.head._array_inputs(labels, logits, features)
+        unweighted = self.head._array_unweighted_loss(labels, logits, features)
+        p = _np.sigmoid32(logits)
+        class_ids = (logits > 0).astype(np.float32)  # argmax([0, x]); NaN → 0
+        positive = labels != 0
+        self.loss_sum.update(unweighted * weights)
+        self.average_loss.update(unweighted, weights)
+        self.accuracy.update(labels == class_ids, weights)
+        self.class_confusion.update(positive, class_ids, weights)
+        self.prediction_mean.update(p, weights)
+        self.label_mean.update(labels, weights)
+        self.auc.update(positive, p, weights)
+        self.histogram.update(positive, p, weights, labels=labels)
+        for t, mean in zip(self.head.thresholds, self.threshold_accuracy):
+            # Keras BinaryAccuracy: match per element, mean over the last axis, weighted mean.
+            match = labels == (p > np.float32(t)).astype(np.float32)
+            mean.update(match.mean(axis=-1), weights)
+        self.threshold_confusion.update(positive, p, weights)
+        self._add_counts(_np.batch_size(logits), _row_weight_sum(weights, logits))
+        return self
+
+    def result(self) -> dict[str, float]:
+        K = MetricKeys
+        name = self.head.name
+        lm = self.label_mean
+        baseline = div_no_nan(max(lm.total, lm.count - lm.total), lm.count)
+        out = {
+            K.LOSS_MEAN: self.average_loss.result(),
+            K.ACCURACY: self.accuracy.result(),
+            K.PRECISION: float(self.class_confusion.precision()[0]),
+            K.RECALL: float(self.class_confusion.recall()[0]),
+            K.PREDICTION_MEAN: self.prediction_mean.result(),
+            K.LABEL_MEAN: lm.result(),
+            K.ACCURACY_BASELINE: baseline,
+            K.AUC: self.auc.roc(),
+            K.AUC_PR: self.auc.pr(),
+        }
+        precision = self.threshold_confusion.precision()
+        recall = self.threshold_confusion.recall()
+        for i, t in enumerate(self.head.thresholds):
+            out[threshold_key(K.ACCURACY_AT_THRESHOLD, t)] = self.threshold_accuracy[i].result()
+            out[threshold_key(K.PRECISION_AT_THRESHOLD, t)] = float(precision[i])
+            out[threshold_key(K.RECALL_AT_THRESHOLD, t)] = float(recall[i])
+        return {summary_key(k, name): float(v) for k, v in out.items()}
+
+    def loss(self) -> float:
+        return self.loss_sum.value(self.head.loss_reduction)
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        return {summary_key(MetricKeys.AUC, self.head.name): self.histogram.auc_bounds()}
+
+    def plots(self) -> dict[str, np.ndarray]:
+        return concat_plots([confusion_plot('', self.auc), calibration_plot('', self.histogram)])
+
+
+class RegressionState(HeadState):
+    """Mergeable metrics of a `RegressionHead` (and its GLM variants): average_loss,
+    prediction/mean, label/mean and the loss sum."""
+
+    _components = ('loss_sum', 'average_loss', 'prediction_mean', 'label_mean')
+
+    def __init__(self, head: Any) -> None:
+        super().__init__(signature=(type(head).__name__, head.name, head.logits_dimension,
+                                    head.loss_reduction))
+        self.head = head
+        self.loss_sum = LossSum()
+        self.average_loss = WeightedMean()
+        self.prediction_mean = WeightedMean()
+        self.label_mean = WeightedMean()
+
+    def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+               ) -> 'RegressionState':
+        """Adds one batch (validated exactly as the head's loss; errors leave self unchanged)."""
+        processed, logits, weights = self.head._array_inputs(labels, logits, features)
+        unweighted = self.head._array_unweighted_loss(processed, logits, features)
+        predictions = self.head._array_link(logits)
+        # label/mean reads the labels as given (tf.estimator does not reshape them for it).
+        raw = np.asarray(labels, dtype=np.float32).astype(np.float64)
+        label_mean = WeightedMean().update(raw, weights)
+        self.loss_sum.update(unweighted * weights)
+        self.average_loss.update(unweighted, weights)
+        self.prediction_mean.update(predictions, weights)
+        self.label_mean.merge(label_mean)
+        self._add_counts(_np.batch_size(logits), _row_weight_sum(weights, logits))
+        return self
+
+    def result(self) -> dict[str, float]:
+        K = MetricKeys
+        out = {K.LOSS_MEAN: self.average_loss.result(),
+               K.PREDICTION_MEAN: self.prediction_mean.result(),
+               K.LABEL_MEAN: self.label_mean.result()}
+        return {summary_key(k, self.head.name): float(v) for k, v in out.items()}
+
+    def loss(self) -> float:
+        return self.loss_sum.value(self.head.loss_reduction)
