@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from heads import base
-from heads.keys import Reduction
+from heads.keys import MetricKeys, PredictionKeys, Reduction
 
 
 class MultiClassHead(base.Head):
@@ -75,30 +75,130 @@ class MultiClassHead(base.Head):
         return self._label_vocabulary
 
     # -- TF face ------------------------------------------------------------------------------
+    def _processed_labels(self, logits, labels):
+        """Label ids `[D0, ..., DN, 1]` (int64 after a vocabulary lookup), range-checked (§5.2)."""
+        import tensorflow as tf
+        from heads import _tf
+        label_ids = _tf.check_dense_labels_match_logits_and_reshape(labels, logits, 1)
+        if self._label_vocabulary is None:
+            if not label_ids.dtype.is_integer:
+                raise ValueError('Labels dtype should be integer. Instead got {}.'.format(
+                    label_ids.dtype))
+        else:
+            if label_ids.dtype != tf.string:
+                raise ValueError('Labels dtype should be string if there is a vocabulary. '
+                                 'Instead got {}'.format(label_ids.dtype))
+            label_ids = vocabulary_ids(label_ids, self._label_vocabulary)
+        return _tf.check_label_range(label_ids, self._n_classes, None)
+
+    def _unweighted_loss_and_weights(self, logits, label_ids, features):
+        """Unreduced loss `[D0, ..., DN, 1]` and the example weights (1.0 without a column)."""
+        import tensorflow as tf
+        from heads import _tf
+        if self._loss_fn:
+            unweighted_loss = _tf.call_loss_fn(self._loss_fn, label_ids, logits, features, 1)
+        else:
+            unweighted_loss = tf.expand_dims(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.cast(tf.squeeze(label_ids, axis=-1), tf.int64), logits=logits), axis=-1)
+        weights = _tf.get_weights_and_check_match_logits(features, self._weight_column, logits)
+        return unweighted_loss, weights
+
     def loss(self, labels, logits, features=None, mode=None, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """Sparse softmax cross-entropy reduced by `loss_reduction`, plus regularization.
+
+        Args:
+          labels: class ids `[D0, ..., DN, 1]` or `[D0, ..., DN]` (integers), or vocabulary strings.
+          logits: `[D0, ..., DN, n_classes]`.
+          features: dict holding the weight column, if any.
+          mode: ignored (tf.estimator ignored it too).
+          regularization_losses: optional list of scalars added after the reduction.
+
+        Returns:
+          A float32 scalar tensor.
+        """
+        del mode  # The loss is the same in every mode.
+        from heads import _tf
+        logits = _tf.check_logits_final_dim(logits, self.logits_dimension)
+        label_ids = self._processed_labels(logits, labels)
+        unweighted_loss, weights = self._unweighted_loss_and_weights(logits, label_ids, features)
+        training_loss = _tf.compute_weighted_loss(unweighted_loss, weights, self._loss_reduction)
+        return _tf.regularize(training_loss, regularization_losses)
 
     def predictions(self, logits, keys=None):
-        raise NotImplementedError  # TF FACE
+        """Returns the requested prediction tensors (all six when `keys` is empty) (§5.4)."""
+        import tensorflow as tf
+        from heads import _tf
+        valid_keys = [PredictionKeys.LOGITS, PredictionKeys.PROBABILITIES, PredictionKeys.CLASS_IDS,
+                      PredictionKeys.CLASSES, PredictionKeys.ALL_CLASS_IDS,
+                      PredictionKeys.ALL_CLASSES]
+        if keys:
+            _tf.check_prediction_keys(keys, valid_keys)
+        else:
+            keys = valid_keys
+        logits = _tf.check_logits_final_dim(logits, self.logits_dimension)
+        predictions = {}
+        if PredictionKeys.LOGITS in keys:
+            predictions[PredictionKeys.LOGITS] = logits
+        if PredictionKeys.PROBABILITIES in keys:
+            predictions[PredictionKeys.PROBABILITIES] = tf.nn.softmax(logits)
+        if PredictionKeys.CLASS_IDS in keys or PredictionKeys.CLASSES in keys:
+            class_ids = tf.expand_dims(tf.math.argmax(logits, axis=-1), axis=-1)  # int64, first max
+            if PredictionKeys.CLASS_IDS in keys:
+                predictions[PredictionKeys.CLASS_IDS] = class_ids
+            if PredictionKeys.CLASSES in keys:
+                predictions[PredictionKeys.CLASSES] = _tf.class_strings(
+                    class_ids, self._label_vocabulary)
+        if PredictionKeys.ALL_CLASS_IDS in keys:
+            predictions[PredictionKeys.ALL_CLASS_IDS] = _tf.all_class_ids(logits, self._n_classes)
+        if PredictionKeys.ALL_CLASSES in keys:
+            predictions[PredictionKeys.ALL_CLASSES] = _tf.all_class_strings(
+                logits, self._n_classes, self._label_vocabulary)
+        return predictions
 
     def metrics(self, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """Fresh metric objects: average_loss, accuracy, and regularization_loss if requested."""
+        from heads import _tf_metrics
+        eval_metrics = {self._summary_key(MetricKeys.LOSS_MEAN):
+                        _tf_metrics.Mean(name=MetricKeys.LOSS_MEAN)}
+        if regularization_losses is not None:
+            eval_metrics[self._summary_key(MetricKeys.LOSS_REGULARIZATION)] = _tf_metrics.Mean(
+                name=MetricKeys.LOSS_REGULARIZATION)
+        eval_metrics[self._summary_key(MetricKeys.ACCURACY)] = _tf_metrics.Accuracy(
+            name=MetricKeys.ACCURACY)
+        return eval_metrics
 
     def update_metrics(self, eval_metrics, features, logits, labels, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """Updates `eval_metrics` (from `metrics()`) with one batch and returns it."""
+        from heads import _tf
+        class_ids = self.predictions(logits, [PredictionKeys.CLASS_IDS])[PredictionKeys.CLASS_IDS]
+        logits = _tf.check_logits_final_dim(logits, self.logits_dimension)
+        label_ids = self._processed_labels(logits, labels)
+        unweighted_loss, weights = self._unweighted_loss_and_weights(logits, label_ids, features)
+        eval_metrics[self._summary_key(MetricKeys.LOSS_MEAN)].update_state(
+            unweighted_loss, sample_weight=weights)
+        eval_metrics[self._summary_key(MetricKeys.ACCURACY)].update_state(
+            label_ids, class_ids, sample_weight=weights)
+        if regularization_losses is not None:
+            eval_metrics[self._summary_key(MetricKeys.LOSS_REGULARIZATION)].update_state(
+                _tf.regularization_loss(regularization_losses))
+        return eval_metrics
 
     # -- array face ---------------------------------------------------------------------------
     def new_state(self):
-        raise NotImplementedError  # ARRAY FACE
+        from heads import _np_multi
+        return _np_multi.MultiClassState(self)
 
     def array_predictions(self, logits, keys=None) -> dict:
-        raise NotImplementedError  # ARRAY FACE
+        from heads import _np_multi
+        return _np_multi.multi_class_predictions(self, logits, keys)
 
     def array_loss(self, labels, logits, features=None):
-        raise NotImplementedError  # ARRAY FACE
+        from heads import _np_multi
+        return _np_multi.multi_class_loss(self, labels, logits, features)
 
     def invalid_rows(self, labels, logits, features=None) -> list:
-        raise NotImplementedError  # ARRAY FACE
+        from heads import _np_multi
+        return _np_multi.multi_class_invalid_rows(self, labels, logits, features)
 
 
 def binary_or_multi_class_head(n_classes: int, weight_column: str | None = None,
@@ -111,3 +211,22 @@ def binary_or_multi_class_head(n_classes: int, weight_column: str | None = None,
                                loss_reduction=loss_reduction)
     return MultiClassHead(n_classes, weight_column=weight_column,
                           label_vocabulary=label_vocabulary, loss_reduction=loss_reduction)
+
+
+# -------------------------------------------------------------------------------------------------
+# TF face: vocabulary lookup shared with MultiLabelHead (TensorFlow imported on call).
+# -------------------------------------------------------------------------------------------------
+
+def vocabulary_ids(labels, vocabulary: Sequence[str]):
+    """String label tensor → int64 ids in `vocabulary`; unknown strings → −1.
+
+    −1 is what tf.estimator's `index_table_from_tensor` returned for out-of-vocabulary strings; the
+    range check that follows turns it into `Labels must be >= 0`. An equality test against the whole
+    vocabulary needs no lookup-table resource, so it runs eagerly and inside `tf.function` alike.
+    """
+    import tensorflow as tf
+    vocab = tf.constant([v.encode('utf-8') if isinstance(v, str) else v for v in vocabulary],
+                        dtype=tf.string)
+    matches = tf.equal(tf.expand_dims(labels, -1), vocab)
+    ids = tf.math.argmax(tf.cast(matches, tf.int32), axis=-1)
+    return tf.where(tf.reduce_any(matches, axis=-1), ids, tf.constant(-1, dtype=tf.int64))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from heads import base
+from heads.keys import MetricKeys, ModeKeys, ServingKeys
 
 
 class MultiHead(base.Head):
@@ -65,32 +66,215 @@ class MultiHead(base.Head):
         return self._head_weights
 
     # -- TF face ------------------------------------------------------------------------------
+    def _check_logits_and_labels(self, logits, labels=None) -> dict:
+        """Per-head logits (from a dict, or split from one tensor); checks labels is a full dict.
+
+        Raises:
+          ValueError: a head's logits or labels are missing, labels is not a dict, or one logits
+            tensor's last dimension is not the heads' total logits dimension.
+        """
+        names = [head.name for head in self._heads]
+        if isinstance(logits, dict):
+            missing = [name for name in names if name not in logits]
+            if missing:
+                raise ValueError('logits has missing values for head(s): {}'.format(missing))
+            logits_dict = logits
+        else:
+            logits_dict = self._split_logits(logits)
+        if labels is not None:
+            if not isinstance(labels, dict):
+                raise ValueError('labels must be a dict. Given: {}'.format(labels))
+            missing = [name for name in names if name not in labels]
+            if missing:
+                raise ValueError('labels has missing values for head(s): {}'.format(missing))
+        return logits_dict
+
+    def _split_logits(self, logits) -> dict:
+        """Splits one `[D0, ..., DN, Σ dims]` logits tensor along the last axis, in head order."""
+        import tensorflow as tf
+        logits = tf.convert_to_tensor(logits)
+        dims = [head.logits_dimension for head in self._heads]
+        total = sum(dims)
+        shape = logits.shape.as_list() if logits.shape.rank is not None else None
+        last = shape[-1] if shape else None
+        if last is not None and last != total:
+            # tf.estimator printed the actual size where it meant the expected one and vice versa;
+            # the text is kept, as callers match it.
+            raise ValueError(
+                'Could not split logits of shape %r among the heads with individual logits '
+                'dimensions: %r. The last dimension of the logits tensor should equal %d but is %d.'
+                % (shape, dims, last, total))
+        return dict(zip([head.name for head in self._heads], tf.split(logits, dims, axis=-1)))
+
+    def _loss_keys(self) -> list[str]:
+        return ['{}/{}'.format(MetricKeys.LOSS, head.name) for head in self._heads]
+
     def loss(self, labels, logits, features=None, mode=None, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """`Σ head_weight · head.loss` (each head reduced its own way), plus regularization.
+
+        Args:
+          labels: dict of each head's labels, keyed by head name.
+          logits: dict of each head's logits, or one tensor split along its last axis.
+          features: features dict (weight columns of the heads).
+          mode: passed to each head (which ignores it).
+          regularization_losses: optional list of scalars added once, after the weighted sum.
+
+        Returns:
+          A float32 scalar tensor.
+        """
+        import tensorflow as tf
+        from heads import _tf
+        logits_dict = self._check_logits_and_labels(logits, labels)
+        losses = [head.loss(labels[head.name], logits_dict[head.name], features, mode)
+                  for head in self._heads]
+        if self._head_weights:
+            losses = [tf.math.multiply(loss, weight)
+                      for loss, weight in zip(losses, self._head_weights)]
+        return _tf.regularize(tf.math.add_n(losses), regularization_losses)
 
     def predictions(self, logits, keys=None):
-        raise NotImplementedError  # TF FACE
+        """Every head's full predictions, keyed by `(head name, prediction key)`; `keys` ignored."""
+        del keys  # tf.estimator ignored it: every head returns all its predictions.
+        logits_dict = self._check_logits_and_labels(logits)
+        predictions = {}
+        for head in self._heads:
+            for key, value in head.predictions(logits_dict[head.name]).items():
+                predictions[(head.name, key)] = value
+        return predictions
 
     def metrics(self, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """`regularization_loss/<name>` (if requested) and a `loss/<head>` Mean per head.
+
+        The heads' own metrics are created afresh by every `update_metrics` call.
+        """
+        from heads import _tf_metrics
+        eval_metrics = {}
+        if regularization_losses is not None:
+            eval_metrics[self._summary_key(MetricKeys.LOSS_REGULARIZATION)] = _tf_metrics.Mean(
+                name=MetricKeys.LOSS_REGULARIZATION)
+        for loss_key in self._loss_keys():
+            eval_metrics[loss_key] = _tf_metrics.Mean(name=loss_key)
+        return eval_metrics
 
     def update_metrics(self, eval_metrics, features, logits, labels, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """Updates `eval_metrics` (from `metrics()`) with one batch and returns it.
+
+        Each `loss/<head>` Mean adds the head's reduced loss (one unweighted value per call). Each
+        head's metrics are fresh objects updated with this batch only and merged into the dict, as
+        tf.estimator did: called repeatedly, `loss/<head>` accumulates while the per-head metrics
+        describe the last batch.
+
+        Because every call creates metric variables, it runs eagerly or in a `tf.Graph` (where
+        tf.estimator called it once), not inside `tf.function`.
+        """
+        from heads import _tf
+        logits_dict = self._check_logits_and_labels(logits, labels)
+        if regularization_losses is not None:
+            eval_metrics[self._summary_key(MetricKeys.LOSS_REGULARIZATION)].update_state(
+                _tf.regularization_loss(regularization_losses))
+        for head, loss_key in zip(self._heads, self._loss_keys()):
+            head_logits, head_labels = logits_dict[head.name], labels[head.name]
+            eval_metrics[loss_key].update_state(head.loss(head_labels, head_logits, features))
+            eval_metrics.update(
+                head.update_metrics(head.metrics(), features, head_logits, head_labels) or {})
+        return eval_metrics
 
     def create_estimator_spec(self, features, mode, logits, labels=None, optimizer=None,
                               trainable_variables=None, train_op_fn=None, update_ops=None,
                               regularization_losses=None) -> base.EstimatorSpec:
-        raise NotImplementedError  # TF FACE
+        """Returns the merged `EstimatorSpec` for TRAIN, EVAL or PREDICT (§9.6).
+
+        Every head builds its own spec first (so each validates its inputs and, in TRAIN, reports
+        its `loss/<head>` summary); export outputs are merged under `<head>` / `<head>/<key>`, and
+        `predict` merges the heads' prediction outputs under `<head>/<prediction key>`.
+        """
+        import tensorflow as tf
+        from heads import _tf
+        with tf.name_scope(self.name):
+            logits_dict = self._check_logits_and_labels(logits, labels)
+            specs = [head.create_estimator_spec(
+                features, mode, logits_dict[head.name],
+                labels=labels[head.name] if labels else None, train_op_fn=_no_op_train_fn)
+                for head in self._heads]
+            predictions = self.predictions(logits)
+            if mode == ModeKeys.PREDICT:
+                return base.EstimatorSpec(mode=ModeKeys.PREDICT, predictions=predictions,
+                                          eval_metric_ops={},
+                                          export_outputs=self._merge_export_outputs(specs))
+            loss = self.loss(labels, logits, features, mode, regularization_losses)
+            if mode == ModeKeys.EVAL:
+                metrics = self.update_metrics(self.metrics(regularization_losses), features,
+                                              logits, labels,
+                                              regularization_losses=regularization_losses)
+                return base.EstimatorSpec(mode=ModeKeys.EVAL, predictions=predictions, loss=loss,
+                                          eval_metric_ops=_tf.eval_metric_ops(metrics))
+            if mode == ModeKeys.TRAIN:
+                train_op = _tf.create_train_op(
+                    loss, optimizer=optimizer, trainable_variables=trainable_variables,
+                    train_op_fn=train_op_fn, update_ops=update_ops,
+                    loss_reduction=self.loss_reduction)
+                summaries = {}
+                for spec in specs:
+                    summaries.update(spec.summaries or {})
+                # The merged loss is reported unsuffixed, next to each head's `loss/<head>`.
+                summaries.update(_tf.train_summaries(loss, regularization_losses, None))
+                return base.EstimatorSpec(mode=ModeKeys.TRAIN, predictions=predictions, loss=loss,
+                                          train_op=train_op, eval_metric_ops={},
+                                          summaries=summaries)
+            raise ValueError('mode={} unrecognized'.format(mode))
+
+    def _merge_export_outputs(self, specs: Sequence[base.EstimatorSpec]) -> dict:
+        """PREDICT export outputs: the first head's default, every head's under its name, and one
+        merged `predict` output."""
+        export_outputs = {
+            ServingKeys.DEFAULT_SERVING: _default_export_output(
+                specs[0].export_outputs, self._heads[0].name)}
+        merged_predict = {}
+        for head, spec in zip(self._heads, specs):
+            for key, value in spec.export_outputs.items():
+                name = head.name if key == ServingKeys.DEFAULT_SERVING else '{}/{}'.format(
+                    head.name, key)
+                export_outputs[name] = value
+                if key == ServingKeys.PREDICT and isinstance(value, base.PredictOutput):
+                    for pred_key, tensor in value.outputs.items():
+                        merged_predict['{}/{}'.format(head.name, pred_key)] = tensor
+        export_outputs[ServingKeys.PREDICT] = base.PredictOutput(outputs=merged_predict)
+        return export_outputs
 
     # -- array face ---------------------------------------------------------------------------
     def new_state(self):
-        raise NotImplementedError  # ARRAY FACE
+        from heads import _np_multi
+        return _np_multi.MultiHeadState(self)
 
     def array_predictions(self, logits, keys=None) -> dict:
-        raise NotImplementedError  # ARRAY FACE
+        from heads import _np_multi
+        return _np_multi.multi_head_predictions(self, logits, keys)
 
     def array_loss(self, labels, logits, features=None):
-        raise NotImplementedError  # ARRAY FACE
+        from heads import _np_multi
+        return _np_multi.multi_head_loss(self, labels, logits, features)
 
     def invalid_rows(self, labels, logits, features=None) -> list:
-        raise NotImplementedError  # ARRAY FACE
+        from heads import _np_multi
+        return _np_multi.multi_head_invalid_rows(self, labels, logits, features)
+
+
+def _no_op_train_fn(loss):
+    """The per-head train_op_fn of a MultiHead spec: the heads' specs need one, the MultiHead
+    trains on the merged loss instead."""
+    del loss
+    import tensorflow as tf
+    return tf.no_op()
+
+
+def _default_export_output(export_outputs: dict, head_name: str):
+    """A head's default export output: its only one, else its `serving_default`."""
+    if len(export_outputs) == 1:
+        return next(iter(export_outputs.values()))
+    try:
+        return export_outputs[ServingKeys.DEFAULT_SERVING]
+    except KeyError:
+        raise ValueError(
+            '{} did not specify default export_outputs. Given: {} Suggested fix: Use one of the '
+            'heads in tf.estimator, or include key {} in export_outputs.'.format(
+                head_name, export_outputs, ServingKeys.DEFAULT_SERVING)) from None

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from heads import base
-from heads.keys import Reduction
+from heads.keys import MetricKeys, PredictionKeys, Reduction, threshold_key
+from heads.multi_class_head import vocabulary_ids
 
 
 class MultiLabelHead(base.Head):
@@ -121,27 +122,206 @@ class MultiLabelHead(base.Head):
         return 'class%d' % class_id
 
     # -- TF face ------------------------------------------------------------------------------
+    def _metric_keys(self) -> dict[str, Any]:
+        """The suffixed metric keys, by role (lists follow thresholds / per-class classes)."""
+        tags = [self.class_tag(c) for c in self._classes_for_class_based_metrics]
+        return {
+            'loss_mean': self._summary_key(MetricKeys.LOSS_MEAN),
+            'auc': self._summary_key(MetricKeys.AUC),
+            'auc_pr': self._summary_key(MetricKeys.AUC_PR),
+            'regularization': self._summary_key(MetricKeys.LOSS_REGULARIZATION),
+            'accuracy': [self._summary_key(threshold_key(MetricKeys.ACCURACY_AT_THRESHOLD, t))
+                         for t in self._thresholds],
+            'precision': [self._summary_key(threshold_key(MetricKeys.PRECISION_AT_THRESHOLD, t))
+                          for t in self._thresholds],
+            'recall': [self._summary_key(threshold_key(MetricKeys.RECALL_AT_THRESHOLD, t))
+                       for t in self._thresholds],
+            'probability_mean': [self._summary_key(MetricKeys.PROBABILITY_MEAN_AT_NAME % t)
+                                 for t in tags],
+            'class_auc': [self._summary_key(MetricKeys.AUC_AT_NAME % t) for t in tags],
+            'class_auc_pr': [self._summary_key(MetricKeys.AUC_PR_AT_NAME % t) for t in tags],
+        }
+
+    def _processed_labels(self, logits, labels):
+        """Multi-hot labels `[D0, ..., DN, n_classes]` from any of the three accepted forms (§6.2).
+
+        Dense labels keep their dtype (soft float targets are used as given); sparse class ids and
+        sparse vocabulary strings become an int64 indicator (duplicate ids collapse to 1).
+        """
+        import tensorflow as tf
+        from heads import _tf
+        if labels is None:
+            raise ValueError(_tf.LABEL_NONE_ERR_MSG)
+        if isinstance(labels, tf.SparseTensor):
+            if labels.dtype == tf.string:
+                if self._label_vocabulary is None:
+                    raise ValueError('String labels need the head to have a label_vocabulary. '
+                                     'Given labels dtype: {}'.format(labels.dtype))
+                # Unknown strings become -1 and are not range-checked: tf.sparse.to_indicator then
+                # fails on them, as tf.estimator did.
+                ids = tf.SparseTensor(labels.indices,
+                                      vocabulary_ids(labels.values, self._label_vocabulary),
+                                      labels.dense_shape)
+                processed = tf.sparse.to_indicator(ids, self._n_classes)
+            else:
+                if not labels.dtype.is_integer:
+                    raise ValueError('Labels dtype should be integer. Instead got {}.'.format(
+                        labels.dtype))
+                checked = _tf.check_label_range(
+                    labels.values, self._n_classes,
+                    'labels must be an integer SparseTensor with values in [0, {})'.format(
+                        self._n_classes))
+                processed = tf.sparse.to_indicator(
+                    tf.SparseTensor(labels.indices, checked, labels.dense_shape), self._n_classes)
+            processed = tf.cast(processed, tf.int64)
+            # to_indicator drops the static batch dimensions inside tf.function; restoring them
+            # from dense_shape keeps the label shape checks static, as for dense labels.
+            processed.set_shape(labels.shape[:-1].concatenate([self._n_classes]))
+        else:
+            processed = tf.convert_to_tensor(labels)
+            if processed.dtype == tf.string:
+                # tf.estimator had no dense string form; its range check below could not compare
+                # strings either. Say what is accepted instead of failing inside TensorFlow.
+                raise ValueError('labels must be an integer indicator Tensor with values in [0, 1]; '
+                                 'string labels must be a SparseTensor of vocabulary names.')
+            processed = _tf.check_label_range(
+                processed, 2, 'labels must be an integer indicator Tensor with values in [0, 1]')
+        return _tf.check_dense_labels_match_logits_and_reshape(
+            processed, logits, self.logits_dimension)
+
+    def _unweighted_loss_and_weights(self, logits, processed_labels, features):
+        """Per-example loss `[D0, ..., DN, 1]` (class-averaged sigmoid CE) and example weights."""
+        import tensorflow as tf
+        from heads import _tf
+        if self._loss_fn:
+            unweighted_loss = _tf.call_loss_fn(self._loss_fn, processed_labels, logits, features, 1)
+        else:
+            unweighted_loss = tf.reduce_mean(
+                tf.nn.sigmoid_cross_entropy_with_logits(
+                    labels=tf.cast(processed_labels, tf.float32), logits=logits),
+                axis=-1, keepdims=True)
+        weights = _tf.get_weights_and_check_match_logits(features, self._weight_column, logits)
+        return unweighted_loss, weights
+
     def loss(self, labels, logits, features=None, mode=None, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """Class-averaged sigmoid cross-entropy reduced by `loss_reduction`, plus regularization.
+
+        Args:
+          labels: multi-hot `[D0, ..., DN, n_classes]`, or a `tf.SparseTensor` of class ids (or of
+            vocabulary strings).
+          logits: `[D0, ..., DN, n_classes]`.
+          features: dict holding the weight column, if any.
+          mode: ignored (tf.estimator ignored it too).
+          regularization_losses: optional list of scalars added after the reduction.
+
+        Returns:
+          A float32 scalar tensor.
+        """
+        del mode  # The loss is the same in every mode.
+        from heads import _tf
+        logits = _tf.check_logits_final_dim(logits, self.logits_dimension)
+        processed_labels = self._processed_labels(logits, labels)
+        unweighted_loss, weights = self._unweighted_loss_and_weights(
+            logits, processed_labels, features)
+        training_loss = _tf.compute_weighted_loss(unweighted_loss, weights, self._loss_reduction)
+        return _tf.regularize(training_loss, regularization_losses)
 
     def predictions(self, logits, keys=None):
-        raise NotImplementedError  # TF FACE
+        """logits, probabilities (sigmoid) and classes (every class name, not a prediction)."""
+        import tensorflow as tf
+        from heads import _tf
+        valid_keys = [PredictionKeys.LOGITS, PredictionKeys.PROBABILITIES, PredictionKeys.CLASSES]
+        if keys:
+            _tf.check_prediction_keys(keys, valid_keys)
+        else:
+            keys = valid_keys
+        logits = _tf.check_logits_final_dim(logits, self.logits_dimension)
+        predictions = {}
+        if PredictionKeys.LOGITS in keys:
+            predictions[PredictionKeys.LOGITS] = logits
+        if PredictionKeys.PROBABILITIES in keys:
+            predictions[PredictionKeys.PROBABILITIES] = tf.math.sigmoid(logits)
+        if PredictionKeys.CLASSES in keys:
+            predictions[PredictionKeys.CLASSES] = _tf.all_class_strings(
+                logits, self._n_classes, self._label_vocabulary)
+        return predictions
 
     def metrics(self, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """Fresh metric objects, in tf.estimator's order (§6.5)."""
+        from heads import _tf_metrics
+        keys = self._metric_keys()
+        eval_metrics = {
+            keys['loss_mean']: _tf_metrics.Mean(name=MetricKeys.LOSS_MEAN),
+            keys['auc']: _tf_metrics.AUC(name=MetricKeys.AUC),
+            keys['auc_pr']: _tf_metrics.AUC(name=MetricKeys.AUC_PR, curve='PR'),
+        }
+        if regularization_losses is not None:
+            eval_metrics[keys['regularization']] = _tf_metrics.Mean(
+                name=MetricKeys.LOSS_REGULARIZATION)
+        for i, threshold in enumerate(self._thresholds):
+            eval_metrics[keys['accuracy'][i]] = _tf_metrics.BinaryAccuracy(
+                name=keys['accuracy'][i], threshold=threshold)
+            eval_metrics[keys['precision'][i]] = _tf_metrics.Precision(
+                name=keys['precision'][i], thresholds=threshold)
+            eval_metrics[keys['recall'][i]] = _tf_metrics.Recall(
+                name=keys['recall'][i], thresholds=threshold)
+        for i in range(len(self._classes_for_class_based_metrics)):
+            eval_metrics[keys['probability_mean'][i]] = _tf_metrics.Mean(
+                name=keys['probability_mean'][i])
+            eval_metrics[keys['class_auc'][i]] = _tf_metrics.AUC(name=keys['class_auc'][i])
+            eval_metrics[keys['class_auc_pr'][i]] = _tf_metrics.AUC(
+                name=keys['class_auc_pr'][i], curve='PR')
+        return eval_metrics
 
     def update_metrics(self, eval_metrics, features, logits, labels, regularization_losses=None):
-        raise NotImplementedError  # TF FACE
+        """Updates `eval_metrics` (from `metrics()`) with one batch and returns it."""
+        import tensorflow as tf
+        from heads import _tf
+        keys = self._metric_keys()
+        logits = _tf.check_logits_final_dim(logits, self.logits_dimension)
+        processed_labels = self._processed_labels(logits, labels)
+        unweighted_loss, weights = self._unweighted_loss_and_weights(
+            logits, processed_labels, features)
+        probabilities = self.predictions(
+            logits, [PredictionKeys.PROBABILITIES])[PredictionKeys.PROBABILITIES]
+        eval_metrics[keys['loss_mean']].update_state(unweighted_loss, sample_weight=weights)
+        # One pool of B x n (label, probability) pairs, each weighted by its example's weight.
+        eval_metrics[keys['auc']].update_state(processed_labels, probabilities, sample_weight=weights)
+        eval_metrics[keys['auc_pr']].update_state(
+            processed_labels, probabilities, sample_weight=weights)
+        if regularization_losses is not None:
+            eval_metrics[keys['regularization']].update_state(
+                _tf.regularization_loss(regularization_losses))
+        for i in range(len(self._thresholds)):
+            for kind in ('accuracy', 'precision', 'recall'):
+                eval_metrics[keys[kind][i]].update_state(
+                    processed_labels, probabilities, sample_weight=weights)
+        for i, class_id in enumerate(self._classes_for_class_based_metrics):
+            class_probabilities = probabilities[..., class_id:class_id + 1]
+            class_labels = tf.cast(processed_labels[..., class_id:class_id + 1], tf.float32)
+            class_weights = tf.broadcast_to(tf.cast(weights, tf.float32),
+                                            tf.shape(class_probabilities))
+            eval_metrics[keys['probability_mean'][i]].update_state(
+                class_probabilities, sample_weight=class_weights)
+            eval_metrics[keys['class_auc'][i]].update_state(
+                class_labels, class_probabilities, sample_weight=class_weights)
+            eval_metrics[keys['class_auc_pr'][i]].update_state(
+                class_labels, class_probabilities, sample_weight=class_weights)
+        return eval_metrics
 
     # -- array face ---------------------------------------------------------------------------
     def new_state(self):
-        raise NotImplementedError  # ARRAY FACE
+        from heads import _np_multi
+        return _np_multi.MultiLabelState(self)
 
     def array_predictions(self, logits, keys=None) -> dict:
-        raise NotImplementedError  # ARRAY FACE
+        from heads import _np_multi
+        return _np_multi.multi_label_predictions(self, logits, keys)
 
     def array_loss(self, labels, logits, features=None):
-        raise NotImplementedError  # ARRAY FACE
+        from heads import _np_multi
+        return _np_multi.multi_label_loss(self, labels, logits, features)
 
     def invalid_rows(self, labels, logits, features=None) -> list:
-        raise NotImplementedError  # ARRAY FACE
+        from heads import _np_multi
+        return _np_multi.multi_label_invalid_rows(self, labels, logits, features)
