@@ -146,12 +146,16 @@ class MultiLabelHead(base.Head):
         """Multi-hot labels `[D0, ..., DN, n_classes]` from any of the three accepted forms (§6.2).
 
         Dense labels keep their dtype (soft float targets are used as given); sparse class ids and
-        sparse vocabulary strings become an int64 indicator (duplicate ids collapse to 1).
+        sparse vocabulary strings become an int64 indicator (duplicate ids collapse to 1). A
+        `tf.RaggedTensor` of per-row ids or names is read as its SparseTensor.
         """
         import tensorflow as tf
         from heads import _tf
         if labels is None:
             raise ValueError(_tf.LABEL_NONE_ERR_MSG)
+        if isinstance(labels, tf.RaggedTensor):
+            # Per-row lists of ids or names: the same content as the SparseTensor form.
+            labels = labels.to_sparse()
         if isinstance(labels, tf.SparseTensor):
             if labels.dtype == tf.string:
                 if self._label_vocabulary is None:
@@ -207,8 +211,8 @@ class MultiLabelHead(base.Head):
         """Class-averaged sigmoid cross-entropy reduced by `loss_reduction`, plus regularization.
 
         Args:
-          labels: multi-hot `[D0, ..., DN, n_classes]`, or a `tf.SparseTensor` of class ids (or of
-            vocabulary strings).
+          labels: multi-hot `[D0, ..., DN, n_classes]`, or a `tf.SparseTensor` (or
+            `tf.RaggedTensor`) of class ids or of vocabulary strings.
           logits: `[D0, ..., DN, n_classes]`.
           features: dict holding the weight column, if any.
           mode: ignored (tf.estimator ignored it too).
