@@ -1,0 +1,264 @@
+"""TensorBoard output: one run per slice, scalars per metric row, PR curves and probability
+histograms per head, written with the `tensorboard` package's protos (never TensorFlow).
+
+Layout under the log directory (see docs/tensorboard.md):
+
+    <logdir>/Overall/events.out.tfevents.headstream.<run_id>
+    <logdir>/country=US/...
+    <logdir>/country=US,device=mobile/...
+
+- Every metrics row becomes a scalar tagged `<head>/<metric>` (`click/auc`,
+  `click/accuracy/positive_threshold_0.5`, `click/loss`) at the row's step: a float32 tensor with
+  the scalars plugin's metadata (TensorBoard keeps scalars in float32; its data server ignores
+  scalar tensors of other dtypes), so it shows the row's value rounded to float32.
+- Every (head, sub_key) with confusion rows becomes a PR curve tagged `<head>/pr_curve` (or
+  `<head>/pr_curve/<sub_key>`) through the pr_curves plugin: its [6, n] float32 tensor holds the
+  rows' tp, fp, tn, fn, precision and recall as the tables have them (not recomputed), ordered by
+  increasing threshold. The plugin labels threshold i as i / (n - 1); the tables' thresholds need
+  not be evenly spaced, so the plot's precision/recall points are exact while its threshold
+  readout is the plugin's.
+- Every (head, sub_key) with calibration rows becomes a histogram of predicted probabilities
+  tagged `<head>/predictions` (or `<head>/predictions/<sub_key>`): buckets [bucket_lower,
+  bucket_upper) with the weighted example count Σw (histograms plugin, float64 [k, 3] tensor).
+
+Steps: the tables' `step` column when present; otherwise, for windowed runs, the window's end in
+whole seconds since the epoch (so TensorBoard's step axis is event time); otherwise 0. Wall time is
+the row's `evaluated_at`. A windowed run with a step column has several windows at one step; each
+tag then shows the latest window's value (curve) at that step.
+
+Run names: `Overall`, or `column=value` pairs joined by `,` in the slice's column order. Each
+column and value is percent-escaped (`urllib.parse.quote`, only letters, digits and `_.-~` kept),
+so `/`, `=`, `,`, `%`, spaces and the like cannot split or confuse the directory name:
+`path=/a b` → run `path=%2Fa%20b`.
+
+Paths: files are written through Beam's `FileSystems`, so `logdir` may be local or `gs://...`
+(then TensorBoard reads it with `tensorboard --logdir gs://...`). Each file is written under a
+temporary name without "tfevents" in it (TensorBoard ignores it) and then renamed. The file name
+carries the run id, so writing the same run again replaces its files rather than duplicating
+points, while runs with other ids (other checkpoints) add theirs next to them.
+"""
+from __future__ import annotations
+
+import datetime
+import urllib.parse
+import uuid
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.writers.tfma import tfrecord_bytes
+
+OVERALL = 'Overall'
+FILE_VERSION = 'brain.Event:2'
+_SEP = '_X_'
+
+
+def run_name(slice_name: str, slice_columns: str, slice_values: str) -> str:
+    """The run directory name of a slice: `Overall`, `country=US`, `country=US,device=mobile`.
+
+    Columns and values are percent-escaped. When the values do not split into one per column (a
+    value containing "_X_"), the run is named after the whole escaped slice name instead.
+    """
+    if not slice_columns:
+        return OVERALL
+    columns = slice_columns.split(_SEP)
+    values = slice_values.split(_SEP)
+    if len(columns) != len(values):
+        return _escape(slice_name)
+    return ','.join('%s=%s' % (_escape(c), _escape(v)) for c, v in zip(columns, values))
+
+
+def _escape(text: str) -> str:
+    return urllib.parse.quote(text, safe='')
+
+
+def _epoch_seconds(t: datetime.datetime | None) -> float:
+    return 0.0 if t is None else t.timestamp()
+
+
+def _steps(table: pa.Table) -> list[int]:
+    if 'step' in table.column_names:
+        return [0 if s is None else int(s) for s in table.column('step').to_pylist()]
+    if 'window_end' in table.column_names:
+        return [int(_epoch_seconds(t) // 1) for t in table.column('window_end').to_pylist()]
+    return [0] * len(table)
+
+
+def _scalar_value(tag: str, value: float):
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.scalar import metadata
+    from tensorboard.util import tensor_util
+    return summary_pb2.Summary.Value(
+        tag=tag, metadata=metadata.create_summary_metadata(display_name=tag, description=''),
+        # float32, as every TensorBoard scalar: TensorBoard's data server (its default loader)
+        # silently drops scalar tensors of any other dtype. Exact values are in the tables.
+        tensor=tensor_util.make_tensor_proto(np.float32(value)))
+
+
+def _pr_curve_value(tag: str, tp, fp, tn, fn, precision, recall):
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.pr_curve import metadata
+    from tensorboard.util import tensor_util
+    data = np.stack([tp, fp, tn, fn, precision, recall]).astype(np.float32)
+    return summary_pb2.Summary.Value(
+        tag=tag, metadata=metadata.create_summary_metadata(
+            display_name=tag, description='', num_thresholds=data.shape[1]),
+        tensor=tensor_util.make_tensor_proto(data))
+
+
+def _histogram_value(tag: str, lower, upper, counts):
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.histogram import metadata
+    from tensorboard.util import tensor_util
+    data = np.stack([lower, upper, counts], axis=1).astype(np.float64)
+    return summary_pb2.Summary.Value(
+        tag=tag, metadata=metadata.create_summary_metadata(display_name=tag, description=''),
+        tensor=tensor_util.make_tensor_proto(data))
+
+
+def _nan(values: Iterable[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _sub_tag(head: str, kind: str, sub_key: str) -> str:
+    return '%s/%s/%s' % (head, kind, sub_key) if sub_key else '%s/%s' % (head, kind)
+
+
+# A file's events: {(run dir, run_id): {step: (wall time, [Summary.Value])}}
+_Events = dict[tuple[str, str], dict[int, tuple[float, list]]]
+
+
+def _add(events: _Events, run: str, run_id: str, step: int, wall: float, value: Any) -> None:
+    by_step = events.setdefault((run, run_id), {})
+    old_wall, values = by_step.get(step, (wall, []))
+    values.append(value)
+    by_step[step] = (max(old_wall, wall), values)
+
+
+def _windows(table: pa.Table) -> list[float | None]:
+    if 'window_start' in table.column_names and 'step' in table.column_names:
+        return [None if t is None else t.timestamp()
+                for t in table.column('window_start').to_pylist()]
+    return [None] * len(table)  # without a step column, the window is the step
+
+
+def _metric_events(metrics: pa.Table, events: _Events) -> None:
+    cols = {c: metrics.column(c).to_pylist() for c in
+            ('run_id', 'evaluated_at', 'slice', 'slice_columns', 'slice_values', 'head', 'metric',
+             'value')}
+    steps = _steps(metrics)
+    windows = _windows(metrics)
+    chosen: dict[tuple, int] = {}
+    for i in range(len(metrics)):
+        run = run_name(cols['slice'][i], cols['slice_columns'][i], cols['slice_values'][i])
+        tag = '%s/%s' % (cols['head'][i], cols['metric'][i])
+        key = (run, cols['run_id'][i], tag, steps[i])
+        j = chosen.get(key)
+        if j is not None and windows[j] == windows[i]:
+            raise ValueError('tensorboard: metrics row %d: run %r tag %r step %d appears twice '
+                             '(one value per slice, head, metric and step)'
+                             % (i, run, tag, steps[i]))
+        # Windows at one step (a windowed run with a fixed step): the latest window's value.
+        if j is None or (windows[i] or 0.0) > (windows[j] or 0.0):
+            chosen[key] = i
+    for (run, run_id, tag, step), i in chosen.items():
+        value = cols['value'][i]
+        _add(events, run, run_id, step, _epoch_seconds(cols['evaluated_at'][i]),
+             _scalar_value(tag, np.nan if value is None else value))
+
+
+def _plot_events(plots: pa.Table, events: _Events) -> None:
+    names = ('run_id', 'evaluated_at', 'slice', 'slice_columns', 'slice_values', 'head',
+             'sub_key', 'curve', 'threshold', 'tp', 'fp', 'tn', 'fn', 'precision', 'recall',
+             'bucket_lower', 'bucket_upper', 'weighted_examples')
+    cols = {c: plots.column(c).to_pylist() for c in names}
+    steps = _steps(plots)
+    windows = _windows(plots)
+    by_window: dict[tuple, dict[float | None, list[int]]] = {}
+    for i in range(len(plots)):
+        run = run_name(cols['slice'][i], cols['slice_columns'][i], cols['slice_values'][i])
+        curve = cols['curve'][i]
+        if curve not in ('confusion', 'calibration'):
+            raise ValueError('tensorboard: plots row %d: curve %r is not confusion or calibration'
+                             % (i, curve))
+        key = (run, cols['run_id'][i], steps[i], cols['head'][i], cols['sub_key'][i], curve)
+        by_window.setdefault(key, {}).setdefault(windows[i], []).append(i)
+    # Windows at one step: the latest window's curve (never a mix of windows).
+    groups = {key: parts[max(parts, key=lambda w: w or 0.0)] for key, parts in by_window.items()}
+    for (run, run_id, step, head, sub_key, curve), rows in groups.items():
+        wall = max(_epoch_seconds(cols['evaluated_at'][i]) for i in rows)
+        if curve == 'confusion':
+            rows = sorted(rows, key=lambda i: cols['threshold'][i])
+            pick = {c: _nan(cols[c][i] for i in rows)
+                    for c in ('tp', 'fp', 'tn', 'fn', 'precision', 'recall')}
+            value = _pr_curve_value(_sub_tag(head, 'pr_curve', sub_key), **pick)
+        else:
+            rows = sorted(rows, key=lambda i: cols['bucket_lower'][i])
+            value = _histogram_value(_sub_tag(head, 'predictions', sub_key),
+                                     _nan(cols['bucket_lower'][i] for i in rows),
+                                     _nan(cols['bucket_upper'][i] for i in rows),
+                                     _nan(cols['weighted_examples'][i] for i in rows))
+        _add(events, run, run_id, step, wall, value)
+
+
+def _event_file(by_step: dict[int, tuple[float, list]]) -> bytes:
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    first_wall = min(w for w, _ in by_step.values()) if by_step else 0.0
+    records = [event_pb2.Event(wall_time=first_wall, file_version=FILE_VERSION)
+               .SerializeToString()]
+    for step in sorted(by_step):
+        wall, values = by_step[step]
+        records.append(event_pb2.Event(wall_time=wall, step=step,
+                                       summary=summary_pb2.Summary(value=values))
+                       .SerializeToString())
+    return tfrecord_bytes(records)
+
+
+def _write_file(directory: str, name: str, data: bytes) -> str:
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+    directory = directory.rstrip('/')
+    if '://' not in directory:  # object stores have no directories
+        try:
+            FileSystems.mkdirs(directory)
+        except IOError:
+            pass  # already there
+    path = FileSystems.join(directory, name)
+    # No "tfevents" in the temporary name: a TensorBoard watching the directory skips it.
+    tmp = FileSystems.join(directory, '.headstream-tmp-%s' % uuid.uuid4().hex[:12])
+    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+    return path
+
+
+def write_tensorboard(logdir: str, metrics: pa.Table, plots: pa.Table) -> list[str]:
+    """Writes one TensorBoard run per slice under `logdir` (see the module docstring).
+
+    Args:
+      logdir: the log directory, local or gs://.
+      metrics: the metrics table (`pipeline.schema.METRICS`, with window / step columns if any).
+      plots: the plots table (`pipeline.schema.PLOTS`, likewise).
+
+    Returns:
+      The event files written, one per (slice, run id).
+
+    Raises:
+      ValueError: naming the row, for a (slice, head, metric, step) that appears twice, or a
+        plots row whose curve is neither confusion nor calibration.
+    """
+    from apache_beam.io.filesystems import FileSystems
+    events: _Events = {}
+    _metric_events(metrics, events)
+    _plot_events(plots, events)
+    written = []
+    for (run, run_id), by_step in sorted(events.items()):
+        data = _event_file(by_step)
+        # Named after the run id alone (run ids start with their start time, so they sort in time
+        # order): rewriting a run, even at a later wall time, replaces its file.
+        name = 'events.out.tfevents.headstream.%s' % _escape(run_id)
+        written.append(_write_file(FileSystems.join(logdir.rstrip('/'), run), name, data))
+    return written

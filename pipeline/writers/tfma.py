@@ -1,0 +1,396 @@
+"""TFMA-compatible output: `<output>/tfma/`, read by `tensorflow_model_analysis.load_eval_result`.
+
+The files are those TFMA 0.52's default writers produce (`tfma.default_writers(...,
+output_file_format='tfrecord')`):
+
+    tfma/eval_config.json                    EvalRun as JSON (non-empty `version`)
+    tfma/metrics-00000-of-00001.tfrecord     one MetricsForSlice per slice
+    tfma/plots-00000-of-00001.tfrecord       one PlotsForSlice per slice (that has curves)
+
+so `load_eval_result(path)`, `load_metrics(path)` and `load_plots(path)` read them with their
+default arguments, and TFMA's notebook views render them.
+
+How the tables map onto TFMA's protos:
+
+- Slice: TFMA's slice key, a tuple of (column, value) pairs sorted by column; `()` for Overall.
+  The tables keep slice values as text; a value written as a plain decimal integer ("30", "-2",
+  not "030") becomes an `int64_value`, as TFMA's slicer writes integer features; any other value
+  is a `bytes_value` (its exact text).
+- Metric row → `MetricKeyAndValue`: `output_name` = the head's name, `example_weighted` = true
+  (a head's metrics always use its weight column; without one every weight is 1), `name` = the
+  metric key. Per-class keys follow TFMA's convention of one name with a `SubKey`:
+  `auc/class2` → name `auc`, `sub_key.class_id` = 2 (so TFMA shows it under sub key
+  "classId:2"); every other key (`accuracy/positive_threshold_0.5`, `loss`, ...) is the name as
+  is. A row with `lower_bound` and `upper_bound` carries them as the value's
+  `confidence_interval`: TFMA shows it as a bounded value. (For `auc` that interval is the
+  bucketing bound on the exact AUC, not a sampling interval.) A null value is written as NaN.
+- Per (slice, head), two more metrics as TFMA's own: `example_count` (example_weighted false) and
+  `weighted_example_count` (example_weighted true), from the rows' count columns.
+- Plots: per (slice, head, sub_key) one `PlotKeyAndValue` with an unnamed `PlotKey` (as TFMA's
+  writer leaves its default confusion-matrix and calibration plots, so both land in one
+  `PlotData`): `confusion_matrix_at_thresholds` from the confusion rows (threshold, tp, fp, tn,
+  fn, precision, recall, false_positive_rate; sorted by threshold) and
+  `calibration_histogram_buckets` from the calibration rows (sorted by bucket). A sub key
+  `classN` becomes `sub_key.class_id` = N; any other class tag (a vocabulary name) cannot be a
+  TFMA sub key, so that curve is filed under the output name `<head>/<tag>`.
+
+Windows and steps: TFMA has neither. When the tables hold several evaluations (several
+window_start or step values), each is written to its own loadable directory,
+`tfma/step=120000/`, `tfma/window=20261123T080000Z/` (or `tfma/step=...,window=.../`), the
+layout `tfma.load_eval_results([...])` takes for a time series; `tfma/` itself then holds the
+latest one (highest step, then latest window). With a single evaluation, only `tfma/`.
+
+TensorFlow and TFMA are imported inside `write_tfma` only: workers never import them.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import re
+import struct
+import uuid
+from typing import Any, Callable, Iterable, Sequence
+
+import pyarrow as pa
+
+TFMA_DIR = 'tfma'
+METRICS_FILE = 'metrics-00000-of-00001.tfrecord'
+PLOTS_FILE = 'plots-00000-of-00001.tfrecord'
+EVAL_CONFIG_FILE = 'eval_config.json'
+UNKNOWN = '<unknown>'
+
+_CLASS_KEY = re.compile(r'^(?P<name>.+)/class(?P<id>\d+)$')
+_CLASS_TAG = re.compile(r'^class(?P<id>\d+)$')
+_INT_VALUE = re.compile(r'^(0|-?[1-9][0-9]*)$')
+_INT64_MAX = 2 ** 63 - 1
+_SEP = '_X_'
+
+
+# -------------------------------------------------------------------------------------------------
+# TFRecord framing (TFMA's loaders read the files with TensorFlow's record reader, which checks
+# both CRCs).
+# -------------------------------------------------------------------------------------------------
+
+def _crc32c_function() -> Callable[[bytes], int]:
+    try:
+        import google_crc32c  # C implementation, installed with Beam's GCP extra
+        return google_crc32c.value
+    except ImportError:  # pragma: no cover -- the pure-Python fallback is slow but exact
+        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c
+        return crc32c
+
+
+def _masked_crc(crc32c: Callable[[bytes], int], data: bytes) -> int:
+    crc = crc32c(data) & 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord_bytes(records: Iterable[bytes]) -> bytes:
+    """Records in TFRecord framing: len (u64 LE), masked crc32c(len), data, masked crc32c(data)."""
+    crc32c = _crc32c_function()
+    out = []
+    for data in records:
+        header = struct.pack('<Q', len(data))
+        out += [header, struct.pack('<I', _masked_crc(crc32c, header)), data,
+                struct.pack('<I', _masked_crc(crc32c, data))]
+    return b''.join(out)
+
+
+def _join(directory: str, name: str) -> str:
+    from apache_beam.io.filesystems import FileSystems
+    return FileSystems.join(directory.rstrip('/'), name)
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """Writes `data` at `path` (local or gs://) under a temporary name, then renames it."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+    if '://' not in path:  # object stores have no directories
+        try:
+            FileSystems.mkdirs(path.rsplit('/', 1)[0])
+        except IOError:
+            pass  # already there
+    tmp = '%s.tmp-%s' % (path, uuid.uuid4().hex[:12])
+    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+# -------------------------------------------------------------------------------------------------
+# Keys.
+# -------------------------------------------------------------------------------------------------
+
+def slice_key(slice_columns: str, slice_values: str,
+              slices: Sequence[Sequence[str]]) -> tuple[tuple[str, Any], ...]:
+    """TFMA's slice key for a table row: ((column, value), ...) sorted by column; () for Overall.
+
+    Raises:
+      ValueError: the row's slice columns are not one of `slices`, or its values do not split
+        into one value per column.
+    """
+    if not slice_columns:
+        return ()
+    columns = None
+    for spec in slices:
+        if spec and _SEP.join(spec) == slice_columns:
+            columns = list(spec)
+            break
+    if columns is None:
+        raise ValueError('tfma: slice columns %r are not one of the configured slices %r'
+                         % (slice_columns, [list(s) for s in slices]))
+    values = slice_values.split(_SEP)
+    if len(values) != len(columns):
+        raise ValueError('tfma: slice %r: values %r do not split into one value per column %r '
+                         '(a value contains %r)' % (slice_columns, slice_values, columns, _SEP))
+    return tuple(sorted(((c, _slice_value(v)) for c, v in zip(columns, values)),
+                        key=lambda cv: cv[0]))
+
+
+def _slice_value(text: str) -> int | str:
+    if _INT_VALUE.match(text) and abs(int(text)) <= _INT64_MAX:
+        return int(text)
+    return text
+
+
+def metric_name_and_class(metric: str) -> tuple[str, int | None]:
+    """('auc', 2) for 'auc/class2'; (metric, None) for every other key."""
+    m = _CLASS_KEY.match(metric)
+    if m:
+        return m.group('name'), int(m.group('id'))
+    return metric, None
+
+
+def _evaluation_dir(window_start: datetime.datetime | None, step: int | None) -> str:
+    parts = []
+    if step is not None:
+        parts.append('step=%d' % step)
+    if window_start is not None:
+        t = window_start.astimezone(datetime.timezone.utc)
+        text = t.strftime('%Y%m%dT%H%M%S')
+        if t.microsecond:
+            text += '.%06d' % t.microsecond
+        parts.append('window=%sZ' % text)
+    return ','.join(parts)
+
+
+# -------------------------------------------------------------------------------------------------
+# The writer.
+# -------------------------------------------------------------------------------------------------
+
+def _column(table: pa.Table, name: str) -> list:
+    return table.column(name).to_pylist() if name in table.column_names else [None] * len(table)
+
+
+def _evaluation_keys(table: pa.Table) -> list[tuple[Any, Any]]:
+    return list(zip(_column(table, 'window_start'), _column(table, 'step')))
+
+
+def _rows_by_key(keys: list[tuple[Any, Any]]) -> dict[tuple[Any, Any], list[int]]:
+    out: dict[tuple[Any, Any], list[int]] = {}
+    for i, k in enumerate(keys):
+        out.setdefault(k, []).append(i)
+    return out
+
+
+def _check_head(head: str, head_names: Sequence[str], table: str, row: int) -> None:
+    if head not in head_names:
+        raise ValueError('tfma: %s row %d: head %r is not one of %r'
+                         % (table, row, head, list(head_names)))
+
+
+def _validate(metrics: pa.Table, plots: pa.Table, slices: Sequence[Sequence[str]],
+              head_names: Sequence[str]) -> None:
+    """Checks every row's slice, head and curve, and that no metric repeats, before TFMA loads."""
+    for table, name in ((metrics, 'metrics'), (plots, 'plots')):
+        cols = {c: table.column(c).to_pylist() for c in ('slice_columns', 'slice_values', 'head')}
+        for i in range(len(table)):
+            slice_key(cols['slice_columns'][i], cols['slice_values'][i], slices)
+            _check_head(cols['head'][i], head_names, name, i)
+    for i, curve in enumerate(plots.column('curve').to_pylist()):
+        if curve not in ('confusion', 'calibration'):
+            raise ValueError('tfma: plots row %d: curve %r is not confusion or calibration'
+                             % (i, curve))
+    seen: set[tuple] = set()
+    ids = zip(_evaluation_keys(metrics), *(metrics.column(c).to_pylist() for c in
+                                           ('slice', 'head', 'metric')))
+    for i, key in enumerate(ids):
+        if key in seen:
+            raise ValueError('tfma: metrics row %d: (slice %r, head %r, metric %r) appears twice '
+                             'in one evaluation' % (i, key[1], key[2], key[3]))
+        seen.add(key)
+
+
+def _metrics_records(metrics: pa.Table, rows: list[int], slices: Sequence[Sequence[str]],
+                     head_names: Sequence[str]) -> list[bytes]:
+    from google.protobuf import wrappers_pb2
+    from tensorflow_model_analysis.proto import metrics_for_slice_pb2 as mfs
+    from tensorflow_model_analysis.slicer import slicer_lib
+
+    cols = {name: metrics.column(name).to_pylist() for name in
+            ('slice_columns', 'slice_values', 'head', 'metric', 'value', 'lower_bound',
+             'upper_bound', 'example_count', 'weighted_example_count')}
+    order = {h: i for i, h in enumerate(head_names)}
+    by_slice: dict[tuple, list[int]] = {}
+    for i in rows:
+        key = slice_key(cols['slice_columns'][i], cols['slice_values'][i], slices)
+        _check_head(cols['head'][i], head_names, 'metrics', i)
+        by_slice.setdefault(key, []).append(i)
+    records = []
+    for key, slice_rows in by_slice.items():
+        out = mfs.MetricsForSlice(slice_key=slicer_lib.serialize_slice_key(key))
+        counts: dict[str, tuple[Any, Any]] = {}
+        names_by_head: dict[str, set[str]] = {}
+        for i in sorted(slice_rows, key=lambda i: order[cols['head'][i]]):
+            head, metric = cols['head'][i], cols['metric'][i]
+            name, class_id = metric_name_and_class(metric)
+            names_by_head.setdefault(head, set()).add(name)
+            kv = out.metric_keys_and_values.add()
+            kv.key.name = name
+            kv.key.output_name = head
+            kv.key.example_weighted.value = True
+            if class_id is not None:
+                kv.key.sub_key.class_id.value = class_id
+            value = cols['value'][i]
+            kv.value.double_value.value = math.nan if value is None else float(value)
+            lo, hi = cols['lower_bound'][i], cols['upper_bound'][i]
+            if lo is not None and hi is not None:
+                kv.confidence_interval.lower_bound.double_value.value = float(lo)
+                kv.confidence_interval.upper_bound.double_value.value = float(hi)
+            counts.setdefault(head, (cols['example_count'][i], cols['weighted_example_count'][i]))
+        for head in sorted(counts, key=order.get):
+            count, weighted = counts[head]
+            for name, value, weighted_flag in (('example_count', count, False),
+                                               ('weighted_example_count', weighted, True)):
+                if value is None or name in names_by_head[head]:
+                    continue  # a head's own metric of that name wins
+                kv = out.metric_keys_and_values.add()
+                kv.key.name = name
+                kv.key.output_name = head
+                kv.key.example_weighted.CopyFrom(wrappers_pb2.BoolValue(value=weighted_flag))
+                kv.value.double_value.value = float(value)
+        records.append(out.SerializeToString())
+    return records
+
+
+def _plots_records(plots: pa.Table, rows: list[int], slices: Sequence[Sequence[str]],
+                   head_names: Sequence[str]) -> list[bytes]:
+    from tensorflow_model_analysis.proto import metrics_for_slice_pb2 as mfs
+    from tensorflow_model_analysis.slicer import slicer_lib
+
+    names = ['slice_columns', 'slice_values', 'head', 'sub_key', 'curve', 'threshold', 'tp', 'fp',
+             'tn', 'fn', 'precision', 'recall', 'false_positive_rate', 'bucket_lower',
+             'bucket_upper', 'weighted_examples', 'weighted_labels', 'weighted_predictions']
+    cols = {name: plots.column(name).to_pylist() for name in names}
+    order = {h: i for i, h in enumerate(head_names)}
+    groups: dict[tuple, dict[tuple[str, str], list[int]]] = {}
+    for i in rows:
+        key = slice_key(cols['slice_columns'][i], cols['slice_values'][i], slices)
+        _check_head(cols['head'][i], head_names, 'plots', i)
+        if cols['curve'][i] not in ('confusion', 'calibration'):
+            raise ValueError('tfma: plots row %d: curve %r is not confusion or calibration'
+                             % (i, cols['curve'][i]))
+        groups.setdefault(key, {}).setdefault((cols['head'][i], cols['sub_key'][i]), []).append(i)
+
+    def num(name: str, i: int) -> float:
+        v = cols[name][i]
+        return math.nan if v is None else float(v)
+
+    records = []
+    for key, by_plot in groups.items():
+        out = mfs.PlotsForSlice(slice_key=slicer_lib.serialize_slice_key(key))
+        for (head, sub_key), plot_rows in sorted(by_plot.items(),
+                                                 key=lambda kv: (order[kv[0][0]], kv[0][1])):
+            kv = out.plot_keys_and_values.add()
+            kv.key.output_name = head
+            kv.key.example_weighted.value = True
+            m = _CLASS_TAG.match(sub_key)
+            if m:
+                kv.key.sub_key.class_id.value = int(m.group('id'))
+            elif sub_key:
+                kv.key.output_name = '%s/%s' % (head, sub_key)
+            confusion = sorted((i for i in plot_rows if cols['curve'][i] == 'confusion'),
+                               key=lambda i: num('threshold', i))
+            for i in confusion:
+                mat = kv.value.confusion_matrix_at_thresholds.matrices.add()
+                mat.threshold = num('threshold', i)
+                mat.true_positives = num('tp', i)
+                mat.false_positives = num('fp', i)
+                mat.true_negatives = num('tn', i)
+                mat.false_negatives = num('fn', i)
+                mat.precision = num('precision', i)
+                mat.recall = num('recall', i)
+                mat.false_positive_rate = num('false_positive_rate', i)
+            calibration = sorted((i for i in plot_rows if cols['curve'][i] == 'calibration'),
+                                 key=lambda i: num('bucket_lower', i))
+            for i in calibration:
+                b = kv.value.calibration_histogram_buckets.buckets.add()
+                b.lower_threshold_inclusive = num('bucket_lower', i)
+                b.upper_threshold_exclusive = num('bucket_upper', i)
+                b.num_weighted_examples.value = num('weighted_examples', i)
+                b.total_weighted_label.value = num('weighted_labels', i)
+                b.total_weighted_refined_prediction.value = num('weighted_predictions', i)
+        records.append(out.SerializeToString())
+    return records
+
+
+def _eval_run_json(slices: Sequence[Sequence[str]], head_names: Sequence[str]) -> bytes:
+    from google.protobuf import json_format
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.proto import config_pb2
+
+    eval_config = config_pb2.EvalConfig(
+        model_specs=[config_pb2.ModelSpec()],
+        slicing_specs=[config_pb2.SlicingSpec(feature_keys=list(s)) for s in slices],
+        metrics_specs=[config_pb2.MetricsSpec(output_names=list(head_names))])
+    run = config_pb2.EvalRun(eval_config=eval_config, version=tfma.__version__,
+                             data_location=UNKNOWN, file_format=UNKNOWN,
+                             model_locations={'': UNKNOWN})
+    return json_format.MessageToJson(run).encode('utf-8')
+
+
+def write_tfma(output_dir: str, metrics: pa.Table, plots: pa.Table, slices: list[list[str]],
+               head_names: list[str]) -> None:
+    """Writes `<output_dir>/tfma/` for TFMA's loaders (see the module docstring for the mapping).
+
+    Args:
+      output_dir: the run's output directory, local or gs://.
+      metrics: the metrics table (`pipeline.schema.METRICS`, with window / step columns if any).
+      plots: the plots table (`pipeline.schema.PLOTS`, likewise).
+      slices: the configured slices, each a list of columns (`[]` is Overall); they split the
+        tables' joined `slice_columns` back into columns.
+      head_names: every head name the tables may hold (the MultiHead's included), in output order.
+
+    Raises:
+      ValueError: naming the table, row and value, for a head or slice the arguments do not
+        declare, or a (slice, head, metric) that appears twice in one evaluation.
+    """
+    _validate(metrics, plots, slices, head_names)
+    base = _join(output_dir, TFMA_DIR)
+    metric_keys = _evaluation_keys(metrics)
+    plot_keys = _evaluation_keys(plots)
+    evaluations = sorted(set(metric_keys) | set(plot_keys),
+                         key=lambda ws: (ws[1] is not None, ws[1] or 0,
+                                         ws[0] is not None, ws[0] or 0))
+    if not evaluations:
+        evaluations = [(None, None)]  # empty tables: an empty but loadable result
+    config_json = _eval_run_json(slices, head_names)
+    metric_rows = _rows_by_key(metric_keys)
+    plot_rows = _rows_by_key(plot_keys)
+    for n, evaluation in enumerate(evaluations):
+        m_rows = metric_rows.get(evaluation, [])
+        p_rows = plot_rows.get(evaluation, [])
+        files = {
+            EVAL_CONFIG_FILE: config_json,
+            METRICS_FILE: tfrecord_bytes(_metrics_records(metrics, m_rows, slices, head_names)),
+            PLOTS_FILE: tfrecord_bytes(_plots_records(plots, p_rows, slices, head_names)),
+        }
+        targets = []
+        if len(evaluations) > 1:
+            targets.append(_join(base, _evaluation_dir(*evaluation)))
+        if n == len(evaluations) - 1:
+            targets.append(base)  # the latest evaluation is also tfma/ itself
+        for target in targets:
+            for name, data in files.items():
+                _write_file(_join(target, name), data)
