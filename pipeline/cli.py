@@ -12,6 +12,7 @@ file, row and column), 2 an invalid config or command line.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from typing import Sequence
@@ -66,14 +67,20 @@ def _report(argv: Sequence[str]) -> int:
     parser.add_argument('output_dir', help='a run\'s output directory (local or gs://)')
     args = parser.parse_args(list(argv))
     try:
-        from pipeline import report
+        # import_module reads sys.modules first, so a replaced or removed module is honoured even
+        # after `pipeline.report` became an attribute of the package.
+        report = importlib.import_module('pipeline.report')
     except ImportError as e:
         if e.name not in ('pipeline.report',):
             raise
         print('headstream report: the report module (pipeline/report.py) is not installed',
               file=sys.stderr)
         return EXIT_FAILED
-    path = report.write_report(args.output_dir)
+    try:
+        path = report.write_report(args.output_dir)
+    except (FileNotFoundError, ValueError) as e:
+        print('headstream report: %s' % e, file=sys.stderr)
+        return EXIT_FAILED
     if path:
         print(path)
     return 0

@@ -341,7 +341,7 @@ def test_setup_py_builds_an_sdist_with_both_packages(tmp_path):
     src.mkdir()
     for name in ('setup.py', 'README.md', 'requirements.txt', 'constraints.txt'):
         shutil.copy(ROOT / name, src / name)
-    for pkg in ('heads', 'pipeline'):
+    for pkg in ('heads', 'pipeline', 'templates'):
         shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns('__pycache__'))
     proc = subprocess.run([sys.executable, 'setup.py', '-q', 'sdist'], cwd=str(src),
                           capture_output=True, text=True, timeout=300)
@@ -351,5 +351,5 @@ def test_setup_py_builds_an_sdist_with_both_packages(tmp_path):
         names = {n.split('/', 1)[1] for n in tar.getnames() if '/' in n}
     for module in ('heads/__init__.py', 'pipeline/__init__.py', 'pipeline/run.py',
                    'pipeline/launcher.py', 'pipeline/dask_runner.py',
-                   'pipeline/writers/__init__.py'):
+                   'pipeline/writers/__init__.py', 'templates/report/report.html.j2'):
         assert module in names, module

@@ -1,0 +1,1 @@
+"""headstream's non-Python files (report page template, Flex Template), installed as `headstream_templates`."""
