@@ -85,7 +85,9 @@ class _Problems:
         self.items: list[tuple[str, str, np.ndarray]] = []
 
     def add(self, column: str, reason: str, mask: np.ndarray) -> None:
-        mask = np.asarray(mask, bool).reshape(self.n, -1).any(axis=1) if self.n else np.zeros(0, bool)
+        if not self.n:
+            return
+        mask = np.asarray(mask, bool).reshape(self.n, -1).any(axis=1)
         if mask.any():
             self.items.append((column, reason, mask))
 
@@ -150,8 +152,38 @@ def scalar_column(arr: pa.Array, column: str, problems: _Problems) -> np.ndarray
     return _to_numpy(arr)
 
 
+def _json_lists_fast(arr: pa.Array) -> pa.Array | None:
+    """Parses a whole column of JSON-list cells at once with Arrow's JSON reader (the cells become
+    the lines `{"v": <cell>}` of one JSON-lines buffer); None when any cell is null, not a list,
+    or not JSON, and the caller falls back to finding the bad cells one by one."""
+    import pyarrow.json as pjson
+    if arr.null_count or len(arr) == 0:
+        return None
+    lines = pc.binary_join_element_wise('{"v":', arr.cast(pa.string()), '}\n', '')
+    offsets = lines.buffers()[1]
+    first, last = (np.frombuffer(offsets, np.int32)[lines.offset + i] for i in (0, len(lines)))
+    document = lines.buffers()[2][first:last]
+    try:
+        table = pjson.read_json(pa.BufferReader(document), read_options=pjson.ReadOptions(
+            use_threads=False, block_size=max(1 << 20, 2 * (last - first))),
+            parse_options=pjson.ParseOptions(newlines_in_values=True))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if table.num_rows != len(arr) or table.column_names != ['v']:
+        return None
+    values = table.column('v').combine_chunks()
+    if not _is_list(values.type) or values.null_count:
+        return None
+    if pa.types.is_null(values.type.value_type):  # every list empty: no element type to infer
+        return None
+    return values
+
+
 def _json_lists(arr: pa.Array, column: str, problems: _Problems) -> pa.Array:
     """CSV cells holding JSON lists ("[0.1, -2]") as an Arrow list array (null where unparsable)."""
+    fast = _json_lists_fast(arr)
+    if fast is not None:
+        return fast
     rows = []
     bad = np.zeros(len(arr), bool)
     for i, s in enumerate(arr.to_pylist()):
@@ -258,7 +290,9 @@ def head_arrays(batch: pa.RecordBatch, config: EvalConfig, heads: Sequence[Any],
             else:
                 labels = cached('m%d' % d, spec.labels, lambda: matrix_column(
                     lab, spec.labels, d, problems))
-        elif _is_list(_decode(lab).type) and d > 1:
+        elif _is_list(_decode(lab).type) and d > 1 and spec.type != 'MultiClassHead':
+            # A regression head's label_dimension values per row. A MultiClassHead's label is one
+            # class per row even when stored as a list of one (tf.Example features).
             labels = cached('m%d' % d, spec.labels,
                             lambda: matrix_column(lab, spec.labels, d, problems))
         else:
@@ -562,7 +596,7 @@ class ApplyHeads(beam.DoFn):
     def _write_predictions(self, sb: SourceBatch, batch: pa.RecordBatch,
                            arrays: list[HeadArrays], keep: np.ndarray | None) -> None:
         from pipeline.writers.parquet import write_table
-        table = predictions_table(self._config, self._heads, batch, arrays,
+        table = predictions_table(self._config, self._heads, batch, arrays, sb.path,
                                   rows=(np.arange(batch.num_rows) if keep is None else keep)
                                   + sb.first_row)
         stem = os.path.basename(sb.path).split('.')[0] or 'part'
@@ -606,11 +640,13 @@ def _prediction_column(values: Any) -> pa.Array:
 
 
 def predictions_table(config: EvalConfig, heads: Sequence[Any], batch: pa.RecordBatch,
-                      arrays: Sequence[HeadArrays], rows: np.ndarray) -> pa.Table:
-    """The input's non-logit columns, `_row` (0-based row in the file), and per head its
-    predictions and per-example `loss`, as `<head>/<key>` columns (bare keys for an unnamed head)."""
+                      arrays: Sequence[HeadArrays], path: str, rows: np.ndarray) -> pa.Table:
+    """The input's non-logit columns, `_file` and `_row` (the row's file and 0-based row in it,
+    as errors/ names rows), and per head its predictions and per-example `loss`, as
+    `<head>/<key>` columns (bare keys for an unnamed head)."""
     logit_cols = {c for spec in config.heads for c in spec.logits_columns}
-    cols: dict[str, pa.Array] = {'_row': pa.array(rows.astype(np.int64))}
+    cols: dict[str, pa.Array] = {'_file': pa.array([path] * rows.size, pa.string()),
+                                 '_row': pa.array(rows.astype(np.int64))}
     for name, col in zip(batch.schema.names, batch.columns):
         if name not in logit_cols:
             cols[name] = col

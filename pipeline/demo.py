@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--output', default=os.path.join(ROOT, 'demo_out', 'example'))
     args, beam_args = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
+    # The TFMA writer imports TensorFlow; its start-up chatter would bury the demo's output.
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     from pipeline.run import evaluate
     summary = evaluate(_example_config(args.output), beam_args)
     out = args.output

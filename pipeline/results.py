@@ -7,7 +7,7 @@ gathers every key's results into the two tables, adds the MultiHead `loss` rows 
 from __future__ import annotations
 
 import datetime
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,7 @@ class KeyResult(NamedTuple):
     key: Key
     metrics: list[tuple[str, float, float | None, float | None]]  # metric, value, lower, upper
     example_count: int
-    weighted_example_count: float
+    weighted_example_count: float | None
     loss: float
     plots: dict[str, np.ndarray]
 
@@ -41,16 +41,19 @@ def state_result(key: tuple, state: Any, head_names: Sequence[str]) -> KeyResult
     key = Key(*key)
     name = head_names[key.head]
     bounds = state.bounds() or {}
-    rows = []
+    rows: dict[str, tuple[str, float, float | None, float | None]] = {}
     for k, v in state.result().items():
         lo, hi = bounds.get(k, (None, None))
-        rows.append((strip_suffix(k, name), float(v),
-                     None if lo is None else float(lo), None if hi is None else float(hi)))
+        metric = strip_suffix(k, name)
+        rows[metric] = (metric, float(v), None if lo is None else float(lo),
+                        None if hi is None else float(hi))
     loss = float(state.loss())
-    rows.append(('loss', loss, None, None))
+    # The `loss` row is head.loss over the slice; a state reporting a `loss` key of its own cannot
+    # make it appear twice.
+    rows['loss'] = ('loss', loss, None, None)
     count, weighted = state.counts()
     plots = state.plots() or {}
-    return KeyResult(key, rows, int(count), float(weighted), loss,
+    return KeyResult(key, list(rows.values()), int(count), float(weighted), loss,
                      {k: np.asarray(v) for k, v in plots.items()})
 
 
@@ -79,8 +82,19 @@ def _multi_head_results(config: EvalConfig, results: Sequence[KeyResult]) -> lis
         loss = float(sum(weights[h] * by_head[h].loss for h in range(len(config.heads))))
         count = by_head[0].example_count
         out.append(KeyResult(Key(cols, vals, len(config.heads), w, s),
-                             [('loss', loss, None, None)], count, float(count), loss, {}))
+                             [('loss', loss, None, None)], count,
+                             _common_weighted_count(by_head.values()), loss, {}))
     return out
+
+
+def _common_weighted_count(results: Iterable[KeyResult]) -> float | None:
+    """The heads' weighted example count when they agree (up to summation order), else None:
+    heads may weight rows differently, and then the MultiHead has no single weighted count."""
+    values = [r.weighted_example_count for r in results]
+    if any(v is None for v in values):
+        return None
+    lo, hi = min(values), max(values)
+    return values[0] if hi - lo <= 1e-12 * max(abs(hi), abs(lo), 1.0) else None
 
 
 def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,

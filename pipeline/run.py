@@ -148,6 +148,13 @@ class WriteRun(beam.DoFn):
             _optional_writer('pipeline.writers.tensorboard', 'write_tensorboard', logdir,
                              metrics, plots)
         _optional_writer('pipeline.report', 'write_report', out)
+        # The summary was written before the other writers (the report shows it); now that they
+        # are done too, record the run's whole wall time, keeping the tables' time apart.
+        finished = datetime.datetime.now(datetime.timezone.utc)
+        summary['tables_written_s'] = summary['wall_time_s']
+        summary['finished_at'] = finished.isoformat()
+        summary['wall_time_s'] = round((finished - self._started_at).total_seconds(), 3)
+        parquet_writer.write_json(summary, parquet_writer.join(out, parquet_writer.SUMMARY_FILE))
         _log.info('headstream: run %s wrote %d metric rows to %s (%d rows read, %d bad)',
                   self._run_id, metrics.num_rows, out, rows, bad)
         yield summary

@@ -144,3 +144,24 @@ def test_match_files_sorts_and_a_miss_names_the_pattern(tmp_path):
         (tmp_path / name).write_text('x\n1\n')
     assert [p.rsplit('/', 1)[1] for p in sources.match_files(str(tmp_path / '*.csv'))] == [
         'a.csv', 'b.csv']
+
+
+def test_json_list_cells_parse_at_once_and_bad_cells_are_named():
+    from pipeline.apply import _json_lists_fast, id_lists
+    # A sliced array (non-zero offset) parses to its own rows only.
+    cells = pa.array(['[9]', '[0.5, -1]', '[2, 3]', '[1.0,\n 4]']).slice(1)
+    fast = _json_lists_fast(cells)
+    assert fast.to_pylist() == [[0.5, -1.0], [2.0, 3.0], [1.0, 4.0]]
+    # Anything but a list per row leaves the per-cell path to find the culprits.
+    for bad in (['[1]', 'x'], ['[1]', '2'], ['[1]', None], ['[]', '[]']):
+        assert _json_lists_fast(pa.array(bad)) is None, bad
+    problems = _Problems(4)
+    out = matrix_column(pa.array(['[1, 2]', 'oops', None, '[3, 4]']), 'logits', 2, problems)
+    np.testing.assert_array_equal(out[[0, 3]], [[1.0, 2.0], [3.0, 4.0]])
+    column, reason, mask = problems.items[0]   # the reason reported for rows 1 and 2
+    assert (column, reason, np.flatnonzero(mask).tolist()) == (
+        'logits', 'not a JSON list of values', [1, 2])
+    np.testing.assert_array_equal(problems.first_reason(), [-1, 0, 0, -1])
+    problems = _Problems(3)
+    ids = id_lists(pa.array(['["a", "c"]', '[]', '["b"]']), 'tags', problems)
+    assert ids.to_pylist() == [['a', 'c'], [], ['b']] and not problems.items
