@@ -2,6 +2,9 @@
 
     headstream evaluate --config eval.yaml [--output DIR] [--bad_records fail|dead_letter]
                         [--write_predictions[=true|false]] [--run_id ID] [Beam options...]
+    headstream evaluate --streaming --config eval.yaml --runner DataflowRunner
+                        [--input_subscription S | --input_topic T] [Beam options...]
+    headstream watch --config eval.yaml [--output DIR] [--poll SECONDS] [--once]
     headstream report OUTPUT_DIR
 
 Options take `--flag value` or `--flag=value`. Options this command does not know pass through to
@@ -91,6 +94,8 @@ def _evaluate(argv: Sequence[str]) -> int:
     from pipeline.config import ConfigError
     from pipeline.run import evaluate
     args, beam_args = evaluate_parser().parse_known_args(list(argv))
+    if any(a == '--streaming' or a.startswith('--streaming=') for a in beam_args):
+        return _evaluate_streaming(args, beam_args, argv)
     try:
         summary = evaluate(args.config, beam_args, output=args.output,
                            bad_records=args.bad_records,
@@ -105,6 +110,28 @@ def _evaluate(argv: Sequence[str]) -> int:
         summary['run_id'], summary['rows_read'], summary['bad_rows'],
         summary['config']['output']))
     return 0
+
+
+def _evaluate_streaming(args: argparse.Namespace, beam_args: Sequence[str],
+                        argv: Sequence[str]) -> int:
+    """`evaluate --streaming`: pipeline/streaming.py (its own flags pass through in beam_args)."""
+    from pipeline.config import ConfigError
+    from pipeline.streaming import evaluate_streaming
+    explicit = any(a == '--bad_records' or a.startswith('--bad_records=') for a in argv)
+    try:
+        result = evaluate_streaming(args.config, beam_args, output=args.output,
+                                    bad_records=args.bad_records if explicit else None,
+                                    run_id=args.run_id)
+    except ConfigError as e:
+        print('headstream: config error: %s' % e, file=sys.stderr)
+        return EXIT_USAGE
+    print('headstream: streaming run %s %s; panes are written under %s' % (
+        result['run_id'], result['state'], result['output']))
+    return 0
+
+
+def _watch(argv: Sequence[str]) -> int:
+    return importlib.import_module('pipeline.watch').main(list(argv))
 
 
 class _DropBadRecordTraceback(logging.Filter):
@@ -127,10 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `headstream` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     _configure_logging()
-    commands = {'evaluate': _evaluate, 'report': _report}
+    commands = {'evaluate': _evaluate, 'report': _report, 'watch': _watch}
     if not argv or argv[0] in ('-h', '--help') or argv[0] not in commands:
-        print('usage: headstream {evaluate,report} ...\n\n'
-              '  evaluate   evaluate heads over a dataset (headstream evaluate --help)\n'
+        print('usage: headstream {evaluate,watch,report} ...\n\n'
+              '  evaluate   evaluate heads over a dataset (headstream evaluate --help;\n'
+              '             --streaming: per-window panes on Dataflow, docs/streaming.md)\n'
+              '  watch      evaluate shards as they arrive in a directory, per window\n'
               '  report     rebuild report.html from a run\'s outputs', file=sys.stderr)
         return 0 if argv and argv[0] in ('-h', '--help') else EXIT_USAGE
     return commands[argv[0]](argv[1:])
