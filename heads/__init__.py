@@ -18,3 +18,12 @@ __all__ = [
     'MetricKeys', 'PredictionKeys', 'ServingKeys', 'Reduction', 'ClassificationOutput',
     'RegressionOutput', 'PredictOutput', 'binary_or_multi_class_head',
 ]
+
+
+def __getattr__(name: str):
+    """`heads.HeadModel` and `heads.keras_adapter` import TensorFlow and Keras on first access."""
+    if name in ('HeadModel', 'keras_adapter'):
+        import importlib
+        module = importlib.import_module('heads.keras_adapter')
+        return module if name == 'keras_adapter' else module.HeadModel
+    raise AttributeError('module {!r} has no attribute {!r}'.format(__name__, name))
