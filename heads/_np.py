@@ -26,23 +26,75 @@ LABELS_NOT_FINITE = 'Labels must be finite'
 # Activations (float32, as TF computes them).
 # -------------------------------------------------------------------------------------------------
 
+# Elements per step of the elementwise kernels below: their temporaries stay in cache, which
+# matters for the pipeline's batches of 10^4–10^6 rows.
+CHUNK = 1 << 16
+
+
 def sigmoid32(x: Any) -> np.ndarray:
     """Logistic sigmoid in float32 without overflow warnings; NaN stays NaN, ±inf give 1 / 0."""
     x = np.asarray(x, dtype=np.float32)
+    out = np.empty(x.shape, dtype=np.float32)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
     with np.errstate(over='ignore', invalid='ignore'):
-        # exp(-|x|) never overflows; the two branches are the same function for x >= 0 and x < 0.
-        e = np.exp(-np.abs(x))
-        out = np.where(x >= 0, np.float32(1) / (np.float32(1) + e), e / (np.float32(1) + e))
-    return out.astype(np.float32, copy=False)
+        for start in range(0, flat_x.size, CHUNK):
+            part = flat_x[start:start + CHUNK]
+            # exp(-|x|) never overflows; 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0 are the
+            # same function (NaN takes the first and stays NaN).
+            e = np.abs(part)
+            np.negative(e, out=e)
+            np.exp(e, out=e)
+            d = e + np.float32(1)
+            r = np.float32(1) / d
+            q = e / d
+            # Select by arithmetic (r·(1 − m) + q·m is exactly r or q for m in {0, 1}, and both
+            # are finite unless x is NaN, where r is NaN too): masked division and np.where are
+            # several times slower when signs interleave.
+            m = (part < 0).view(np.int8).astype(np.float32)
+            r *= np.float32(1) - m
+            q *= m
+            r += q
+            flat_out[start:start + part.size] = r
+    return out
+
+
+def mean_last_axis(a: np.ndarray, keepdims: bool = False) -> np.ndarray:
+    """`np.mean(a, axis=-1)` of a float64 array, column by column when the axis is short.
+
+    numpy's reductions over a short last axis are slow; numpy sums fewer than 8 elements left to
+    right and then divides by the count, which is what the column loop does, so the values are
+    the same.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    n = a.shape[-1] if a.ndim else 0
+    if not 0 < n < 8 or a.size == 0:
+        return np.mean(a, axis=-1, keepdims=keepdims)
+    total = a[..., 0].copy()
+    for j in range(1, n):
+        total += a[..., j]
+    total /= n
+    return total[..., np.newaxis] if keepdims else total
 
 
 def softmax32(x: Any, axis: int = -1) -> np.ndarray:
-    """Softmax in float32 along `axis`, shifted by the max for stability (as TF does)."""
+    """Softmax in float32 along `axis`, shifted by the max for stability (as TF does).
+
+    Non-finite logits follow TF's CPU kernel (recorded on tf.estimator 2.15 and TF 2.21): in a
+    vector whose max is NaN or +inf, the NaN and +inf entries give NaN and every other entry 0
+    (softmax([0, NaN]) = softmax([0, +inf]) = [0, NaN]); −inf entries give 0 as usual, and an
+    all −inf vector gives NaN everywhere.
+    """
     x = np.asarray(x, dtype=np.float32)
     with np.errstate(over='ignore', invalid='ignore'):
-        shifted = x - np.max(x, axis=axis, keepdims=True)
+        top = np.max(x, axis=axis, keepdims=True)
+        shifted = x - top
         e = np.exp(shifted)
         out = e / np.sum(e, axis=axis, keepdims=True)
+        # NaN propagates through np.max, so `top` is NaN for any NaN entry and +inf for +inf.
+        wild = np.isnan(top) | (top == np.inf)
+        if wild.any():
+            blown = np.isnan(x) | (x == np.inf)
+            out = np.where(wild, np.where(blown, np.float32(np.nan), np.float32(0.0)), out)
     return out.astype(np.float32, copy=False)
 
 
@@ -51,10 +103,30 @@ def log_sigmoid_cross_entropy(labels: np.ndarray, logits: np.ndarray) -> np.ndar
 
     ±inf logits give NaN (inf − inf), as in TF.
     """
-    x = np.asarray(logits, dtype=np.float64)
-    z = np.asarray(labels, dtype=np.float64)
+    x = np.asarray(logits)
+    z = np.asarray(labels)
+    if x.shape != z.shape:  # broadcasting: the formula as written
+        x = x.astype(np.float64)
+        z = z.astype(np.float64)
+        with np.errstate(over='ignore', invalid='ignore'):
+            return np.maximum(x, 0.0) - x * z + np.log1p(np.exp(-np.abs(x)))
+    out = np.empty(x.shape, dtype=np.float64)
+    flat_x, flat_z, flat_out = x.reshape(-1), z.reshape(-1), out.reshape(-1)
     with np.errstate(over='ignore', invalid='ignore'):
-        return np.maximum(x, 0.0) - x * z + np.log1p(np.exp(-np.abs(x)))
+        for start in range(0, flat_x.size, CHUNK):
+            # The formula's operations in the same order, in cache-sized chunks.
+            xc = flat_x[start:start + CHUNK].astype(np.float64)
+            zc = flat_z[start:start + CHUNK].astype(np.float64)
+            soft = np.abs(xc)
+            np.negative(soft, out=soft)
+            np.exp(soft, out=soft)
+            np.log1p(soft, out=soft)
+            r = np.maximum(xc, 0.0)
+            zc *= xc
+            r -= zc
+            r += soft
+            flat_out[start:start + xc.size] = r
+    return out
 
 
 # -------------------------------------------------------------------------------------------------

@@ -49,12 +49,47 @@ def _is_integer(arr: np.ndarray) -> bool:
     return arr.dtype.kind in 'iu'
 
 
+# Below this many classes, per-row reductions run column by column (numpy sums fewer than 8
+# elements left to right, so sums keep their value).
+_FEW_CLASSES = 8
+
+
+def _by_row_chunks(fn: Any, logits: np.ndarray, *others: np.ndarray) -> np.ndarray:
+    """`fn` applied to cache-sized groups of rows of `[D0..DN, L]` arrays (rows are
+    independent), giving `[D0..DN, 1]`."""
+    lead = logits.shape[:-1]
+    rows = int(np.prod(lead, dtype=np.int64))
+    flat = [a.reshape(rows, a.shape[-1]) for a in (logits,) + others]
+    step = max(1, _np.CHUNK // max(1, logits.shape[-1]))
+    if rows <= step:
+        return fn(*flat).reshape(lead + (1,))
+    parts = [fn(*(a[i:i + step] for a in flat)) for i in range(0, rows, step)]
+    return np.concatenate(parts).reshape(lead + (1,))
+
+
 def class_ids_of(logits: np.ndarray) -> np.ndarray:
     """`argmax` over the last axis as `[D0..DN, 1]` int64, as tf.argmax computes it on CPU: the
     first maximum wins, NaN never wins (a row of NaN gives 0)."""
+    logits = np.asarray(logits)
+    if logits.ndim < 1 or logits.shape[-1] == 0 or logits.size == 0:
+        return np.zeros(logits.shape[:-1] + (1,), dtype=np.int64)
+    return _by_row_chunks(_class_ids_rows, logits)
+
+
+def _class_ids_rows(logits: np.ndarray) -> np.ndarray:
     lg = np.where(np.isnan(logits), -np.inf, logits)
     if lg.shape[-1] == 0 or lg.size == 0:
         return np.zeros(lg.shape[:-1] + (1,), dtype=np.int64)
+    if lg.shape[-1] < _FEW_CLASSES:
+        # Column by column: numpy's reductions over a short last axis are slow. A later column
+        # wins only when strictly greater, so the first maximum wins as in argmax.
+        best = lg[..., 0].copy()
+        ids = np.zeros(best.shape, dtype=np.int64)
+        for j in range(1, lg.shape[-1]):
+            column = lg[..., j]
+            ids += (column > best) * (j - ids)
+            np.maximum(best, column, out=best)
+        return ids[..., np.newaxis]
     return np.argmax(lg, axis=-1)[..., np.newaxis].astype(np.int64)
 
 
@@ -149,11 +184,30 @@ def multi_class_ids(head: Any, labels: Any, logits: np.ndarray) -> np.ndarray:
 
 def softmax_cross_entropy(ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """`logsumexp(logits) − logits[label]` per example, `[D0..DN, 1]` float64 (§5.3)."""
+    logits = np.asarray(logits)
+    ids = np.asarray(ids)
+    if logits.size == 0 or logits.shape[-1] == 0 or ids.shape != logits.shape[:-1] + (1,):
+        return _softmax_cross_entropy_rows(logits, ids)
+    return _by_row_chunks(_softmax_cross_entropy_rows, logits, ids)
+
+
+def _softmax_cross_entropy_rows(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     x = np.asarray(logits, dtype=np.float64)
     with np.errstate(over='ignore', invalid='ignore'):
-        top = np.max(x, axis=-1, keepdims=True)
-        # A row whose max is ±inf or NaN would give NaN through the shift anyway (TF does too).
-        lse = top + np.log(np.sum(np.exp(x - top), axis=-1, keepdims=True))
+        if 0 < x.shape[-1] < _FEW_CLASSES:
+            # Column by column (numpy's reductions over a short last axis are slow), in the
+            # order numpy sums fewer than 8 elements: left to right.
+            top = x[..., 0].copy()
+            for j in range(1, x.shape[-1]):
+                np.maximum(top, x[..., j], out=top)  # NaN propagates as in np.max
+            total = np.exp(x[..., 0] - top)
+            for j in range(1, x.shape[-1]):
+                total += np.exp(x[..., j] - top)
+            lse = (top + np.log(total))[..., np.newaxis]
+        else:
+            top = np.max(x, axis=-1, keepdims=True)
+            # A row whose max is ±inf or NaN would give NaN through the shift anyway (TF too).
+            lse = top + np.log(np.sum(np.exp(x - top), axis=-1, keepdims=True))
         picked = np.take_along_axis(x, np.clip(ids, 0, x.shape[-1] - 1), axis=-1)
     return lse - picked
 
@@ -364,7 +418,7 @@ def sigmoid_cross_entropy_mean(labels: np.ndarray, logits: np.ndarray) -> np.nda
     """Sigmoid cross-entropy averaged over the class axis, `[D0..DN, 1]` float64 (§6.3)."""
     z = np.asarray(labels, dtype=np.float32)  # TF casts the labels to the logits' float32
     ce = _np.log_sigmoid_cross_entropy(z, logits)
-    return np.mean(ce, axis=-1, keepdims=True)
+    return _np.mean_last_axis(ce, keepdims=True)
 
 
 def multi_label_unweighted_loss(head: Any, labels: np.ndarray, logits: np.ndarray,
@@ -462,7 +516,7 @@ class MultiLabelState(st.HeadState):
     """
 
     _components = ('average_loss', 'auc', 'histogram', 'accuracy_at', 'confusion', 'class_mean',
-                   'class_auc', 'class_histogram', 'loss_sum')
+                   'class_auc', 'class_histogram', 'class_confusion', 'loss_sum')
 
     def __init__(self, head: Any) -> None:
         super().__init__(_signature(head))
@@ -476,7 +530,15 @@ class MultiLabelState(st.HeadState):
         self.class_mean = [st.WeightedMean() for _ in classes]
         self.class_auc = [st.KerasAUC() for _ in classes]
         self.class_histogram = [st.Histogram() for _ in classes]
+        # Per-class confusion at the head's thresholds: only for plots (exact per-class rows).
+        self.class_confusion = [st.Confusion(head.thresholds) for _ in classes]
         self.loss_sum = st.LossSum()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if 'class_confusion' not in state:  # pickled before the per-class confusion existed
+            self.class_confusion = [st.Confusion(self.head.thresholds)
+                                    for _ in self.head.classes_for_class_based_metrics]
 
     def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
                ) -> 'MultiLabelState':
@@ -495,15 +557,19 @@ class MultiLabelState(st.HeadState):
         for t in head.thresholds:
             # BinaryAccuracy: exact match of the label with (p > t), averaged over the classes.
             match = (y32 == (probs > np.float32(t)).astype(np.float32)).astype(np.float64)
-            per_threshold.append(match.mean(axis=-1) if match.size else match[..., 0])
+            per_threshold.append(_np.mean_last_axis(match) if match.size else match[..., 0])
 
+        # The pooled metrics see every (example, class) pair: flatten (and broadcast the weights)
+        # once for all of them.
+        flat_pos, flat_p = positive.reshape(-1), probs.reshape(-1)
+        flat_w = np.ascontiguousarray(w_elem).reshape(-1)
         self.average_loss.update(u, weights)
-        self.auc.update(positive, probs, w_elem)
-        self.histogram.update(positive, probs, w_elem, labels=y32)
+        self.auc.update(flat_pos, flat_p, flat_w)
+        self.histogram.update(flat_pos, flat_p, flat_w, labels=y32.reshape(-1))
         for mean, values in zip(self.accuracy_at, per_threshold):
             mean.update(values, weights)
         if head.thresholds:
-            self.confusion.update(positive, probs, w_elem)
+            self.confusion.update(flat_pos, flat_p, flat_w)
         for i, c in enumerate(head.classes_for_class_based_metrics):
             p_c = probs[..., c:c + 1]
             pos_c = positive[..., c:c + 1]
@@ -511,6 +577,8 @@ class MultiLabelState(st.HeadState):
             self.class_mean[i].update(p_c, weights)
             self.class_auc[i].update(pos_c, p_c, w_c)
             self.class_histogram[i].update(pos_c, p_c, w_c, labels=y32[..., c:c + 1])
+            if head.thresholds:
+                self.class_confusion[i].update(pos_c, p_c, w_c)
         self.loss_sum.update(weighted)
         self._add_counts(_np.batch_size(lg), _batch_weight_sum(weights, lg))
         return self
@@ -557,11 +625,13 @@ class MultiLabelState(st.HeadState):
         return out
 
     def plots(self) -> dict[str, np.ndarray]:
-        """Confusion matrices and calibration, pooled (sub_key '') and per class ('classId:<c>')."""
-        parts = [st.confusion_plot('', self.auc), st.calibration_plot('', self.histogram)]
+        """Confusion matrices (the AUC's 200 thresholds and, exactly, the head's thresholds) and
+        calibration, pooled (sub_key '') and per class ('classId:<c>')."""
+        parts = [st.confusion_plot('', self.auc, self.confusion),
+                 st.calibration_plot('', self.histogram)]
         for i, c in enumerate(self.head.classes_for_class_based_metrics):
             sub_key = 'classId:%d' % c
-            parts += [st.confusion_plot(sub_key, self.class_auc[i]),
+            parts += [st.confusion_plot(sub_key, self.class_auc[i], self.class_confusion[i]),
                       st.calibration_plot(sub_key, self.class_histogram[i])]
         return st.concat_plots(parts)
 

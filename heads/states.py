@@ -173,6 +173,20 @@ def _flatten_inputs(positive: Any, scores: Any, weights: Any
     return pos.reshape(-1), s.reshape(-1), np.asarray(w, dtype=np.float64).reshape(-1)
 
 
+def _count_above(scores: np.ndarray, sorted_thresholds: np.ndarray) -> np.ndarray:
+    """For each float32 score, how many of the (increasing, float32) thresholds are strictly below
+    it, as intp; NaN scores count 0 (predicted negative everywhere)."""
+    if sorted_thresholds.size <= 8:
+        # A few comparisons beat a binary search, and NaN compares False by itself.
+        count = np.zeros(scores.shape, dtype=np.intp)
+        for t in sorted_thresholds:
+            count += scores > t
+        return count
+    count = np.searchsorted(sorted_thresholds, scores, side='left')
+    count[np.isnan(scores)] = 0
+    return count
+
+
 class Confusion:
     """Weighted confusion matrices at given thresholds (Keras Precision / Recall, `score > t`)."""
 
@@ -188,18 +202,25 @@ class Confusion:
         """Adds one batch: an example is positive iff its label != 0 and predicted positive iff its
         score > t, both compared in float32 (Keras casts the thresholds to the scores' float32);
         NaN scores are predicted negative. Weights are broadcast to the scores."""
+        if not self.thresholds.size:
+            return self
         pos, s, w = _flatten_inputs(positive, scores, weights)
-        wp = np.where(pos, w, 0.0)
-        wn = np.where(pos, 0.0, w)
-        total_p, total_n = float(np.sum(wp)), float(np.sum(wn))
-        for i, t in enumerate(self.thresholds.astype(np.float32)):
-            pred = s > t
-            tp = float(np.sum(wp[pred]))
-            fp = float(np.sum(wn[pred]))
-            self.tp[i] += tp
-            self.fp[i] += fp
-            self.fn[i] += total_p - tp
-            self.tn[i] += total_n - fp
+        t32 = self.thresholds.astype(np.float32)
+        order = np.argsort(t32, kind='stable')
+        above = _count_above(s, t32[order])
+        # One pass: Σw per (number of thresholds below the score, label) cell; an example is
+        # predicted positive at the j-th smallest threshold iff more than j thresholds are below.
+        n = t32.size + 1
+        cells = np.bincount(above * 2 + pos, weights=w, minlength=2 * n).reshape(n, 2)
+        at_least = np.cumsum(cells[::-1], axis=0)[::-1]
+        tp = np.empty(t32.size)
+        fp = np.empty(t32.size)
+        tp[order] = at_least[1:, 1]
+        fp[order] = at_least[1:, 0]
+        self.tp += tp
+        self.fp += fp
+        self.fn += at_least[0, 1] - tp
+        self.tn += at_least[0, 0] - fp
         return self
 
     def merge(self, other: 'Confusion') -> 'Confusion':
@@ -245,19 +266,27 @@ class KerasAUC:
 
     def update(self, positive: Any, scores: Any, weights: Any = None) -> 'KerasAUC':
         pos, s, w = _flatten_inputs(positive, scores, weights)
-        p = np.clip(s, np.float32(0.0), np.float32(1.0))
-        with np.errstate(invalid='ignore'):
-            bucket = np.ceil(p * np.float32(self.num_thresholds - 1)) - np.float32(1.0)
-            bucket = np.maximum(bucket, np.float32(0.0))
-        finite = ~np.isnan(bucket)
-        idx = bucket[finite].astype(np.int64)
-        wf = w[finite]
-        pf = pos[finite]
         n = self.num_thresholds
-        self.pos += np.bincount(idx, weights=np.where(pf, wf, 0.0), minlength=n)[:n]
-        self.neg += np.bincount(idx, weights=np.where(pf, 0.0, wf), minlength=n)[:n]
-        self.pos_total += float(np.sum(np.where(pos, w, 0.0)))
-        self.neg_total += float(np.sum(np.where(pos, 0.0, w)))
+        cell = np.empty(s.size, dtype=np.intp)
+        with np.errstate(invalid='ignore'):
+            for start in range(0, s.size, _np.CHUNK):  # cache-sized steps
+                p = np.clip(s[start:start + _np.CHUNK], np.float32(0.0), np.float32(1.0))
+                p *= np.float32(n - 1)
+                bucket = np.ceil(p, out=p)
+                bucket -= np.float32(1.0)
+                np.maximum(bucket, np.float32(0.0), out=bucket)
+                # NaN goes to an extra cell outside the buckets: counted in the totals only.
+                bucket[np.isnan(bucket)] = n
+                part = cell[start:start + bucket.size]
+                part[:] = bucket
+                part *= 2
+                part += pos[start:start + bucket.size]
+        # One pass: Σw per (bucket, label) cell.
+        cells = np.bincount(cell, weights=w, minlength=2 * (n + 1)).reshape(n + 1, 2)
+        self.pos += cells[:n, 1]
+        self.neg += cells[:n, 0]
+        self.pos_total += float(np.sum(cells[:, 1]))
+        self.neg_total += float(np.sum(cells[:, 0]))
         return self
 
     def merge(self, other: 'KerasAUC') -> 'KerasAUC':
@@ -315,6 +344,63 @@ def _histogram_cuts(n_buckets: int, logit_range: float) -> np.ndarray:
     cuts = 1.0 / (1.0 + np.exp(-inner))
     cuts.setflags(write=False)
     return cuts
+
+
+# Bit patterns of non-negative float32 values order like the values, so a float32 score's entry
+# can be read from a table indexed by its top bits (a "cell" of 2**_CELL_BITS consecutive float32
+# values). Scores of at least 0.5 are looked up by 1 − p, exact in float32 for such p, so that
+# both halves keep float32's fine resolution near their end and a cell never holds two cuts.
+_CELL_BITS = 12
+_FLOAT32_ONE_BITS = int(np.float32(1.0).view(np.int32))
+_FLOAT32_HALF_BITS = int(np.float32(0.5).view(np.int32))
+_NO_CUT = 2 ** 31 - 1  # above every float32 bit pattern in [0, 1]
+
+
+def _cell_table(sorted_bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(base, inner) per cell of [0, 0.5]: the number of patterns below the cell, and the one
+    pattern inside it (_NO_CUT when none); base is −1 where the cell holds several."""
+    starts = np.arange((_FLOAT32_HALF_BITS >> _CELL_BITS) + 1, dtype=np.int64) << _CELL_BITS
+    below = np.searchsorted(sorted_bits, starts, side='left')
+    upto = np.searchsorted(sorted_bits, starts + ((1 << _CELL_BITS) - 1), side='right')
+    inside = upto - below
+    inner = np.full(starts.size, _NO_CUT, dtype=np.int64)
+    one = inside == 1
+    inner[one] = sorted_bits[below[one]]
+    base = np.where(inside > 1, -1, below)
+    return base, inner
+
+
+@functools.lru_cache(maxsize=8)
+def _float32_cut_tables(n_buckets: int, logit_range: float) -> dict[str, np.ndarray]:
+    """Tables giving, for a float32 p in [0, 1], the number of float64 cuts <= p exactly.
+
+    For p < 0.5: `cut <= p` iff `ceil32(cut) <= p` (ceil32: the smallest float32 not below the
+    cut), a count of `low` patterns <= bits(p). For p >= 0.5, with q = 1 − p (exact): `cut <= p`
+    iff `q <= 1 − cut` iff `q <= floor32(1 − cut)`, so the count is the number of cuts minus the
+    `high` patterns below bits(q) (1 − cut is exact in float64 for cut >= 0.5; smaller cuts give
+    values above 0.5 >= q either way). Cells holding one pattern compare against it; cells holding
+    several (only for unusually fine buckets) fall back to a binary search.
+    """
+    cuts = _histogram_cuts(n_buckets, logit_range)
+    c32 = cuts.astype(np.float32)
+    under = c32.astype(np.float64) < cuts
+    c32[under] = np.nextafter(c32[under], np.float32(np.inf))
+    d = 1.0 - cuts[::-1]
+    d32 = d.astype(np.float32)
+    over = d32.astype(np.float64) > d
+    d32[over] = np.nextafter(d32[over], np.float32(-np.inf))
+    low = c32.view(np.int32).astype(np.int64)
+    high = d32.view(np.int32).astype(np.int64)
+    low_base, low_inner = _cell_table(low)
+    high_base, high_inner = _cell_table(high)
+    out = {'low': low, 'high': high,
+           # Both halves in one table, the upper half after the lower one.
+           'base': np.concatenate([low_base, high_base]).astype(np.int32),
+           'inner': np.concatenate([low_inner, high_inner]).astype(np.int32),
+           'cells': np.asarray(low_base.size)}
+    for a in out.values():
+        a.setflags(write=False)
+    return out
 
 
 class Histogram:
@@ -387,7 +473,8 @@ class Histogram:
     def _add_entries(self, idx: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> None:
         """Adds sums at unique entry indices `idx`."""
         if self._idx is not None:
-            union = np.union1d(self._idx, idx)
+            # Both index arrays are sorted and unique; an empty state (a fresh batch) takes idx.
+            union = idx.copy() if not self._idx.size else np.union1d(self._idx, idx)
             if union.size * 4 <= self.size:
                 new_pos = np.zeros(union.size)
                 new_neg = np.zeros(union.size)
@@ -433,10 +520,52 @@ class Histogram:
 
     def bucket_index(self, scores: Any) -> np.ndarray:
         """Entry of `pos` / `neg` for each (non-NaN) score."""
+        scores = np.asarray(scores)
+        if scores.dtype == np.float32:
+            return self._bucket_index32(np.clip(scores, np.float32(0.0), np.float32(1.0)))
         p = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
         b = np.searchsorted(self.edges(), p, side='right') + 1
         b = np.where(p <= 0.0, 0, b)
         return np.where(p >= 1.0, self.n_buckets + 1, b)
+
+    def _bucket_index32(self, p: np.ndarray) -> np.ndarray:
+        """`bucket_index` of float32 scores already clipped to [0, 1] (no NaN): table lookups on
+        the float32 bit patterns, the same entries as the float64 search. Works through the
+        scores in cache-sized chunks (the lookup takes a dozen elementwise steps)."""
+        t = _float32_cut_tables(self.n_buckets, self.logit_range)
+        p = np.ascontiguousarray(p, dtype=np.float32).reshape(-1)
+        out = np.empty(p.size, dtype=np.intp)
+        for start in range(0, p.size, _np.CHUNK):
+            part = p[start:start + _np.CHUNK]
+            out[start:start + part.size] = self._bucket_chunk(part, t)
+        return out
+
+    def _bucket_chunk(self, p: np.ndarray, t: dict[str, np.ndarray]) -> np.ndarray:
+        """Entries of one contiguous chunk of float32 scores in [0, 1] (`t`: the cut tables)."""
+        bits = np.maximum(p.view(np.int32), 0)  # −0.0 has the sign bit set; it is 0
+        upper = bits >= _FLOAT32_HALF_BITS
+        q_bits = np.maximum((np.float32(1.0) - p).view(np.int32), 0)
+        # Arithmetic rather than np.where or masked assignment, which are several times slower
+        # when the halves interleave at random.
+        up = upper.view(np.int8).astype(np.int32)
+        v = bits + up * (q_bits - bits)
+        cell = (v >> _CELL_BITS) + up * int(t['cells'])
+        base = t['base'][cell]
+        # Lower half counts patterns <= v, upper half patterns < v, i.e. <= v − 1.
+        count = base + (v - up >= t['inner'][cell])
+        several = base < 0
+        if several.any():
+            lo = several & ~upper
+            hi = several & upper
+            count[lo] = np.searchsorted(t['low'], v[lo], side='right')
+            count[hi] = np.searchsorted(t['high'], v[hi], side='left')
+        # Entry = count + 1 below 0.5; (n_buckets − 1 − count) + 1 from 0.5 on.
+        entry = count + 1 + up * (self.n_buckets - 1 - 2 * count)
+        ends = (bits == 0) | (bits >= _FLOAT32_ONE_BITS)
+        if ends.any():
+            entry[bits == 0] = 0
+            entry[bits >= _FLOAT32_ONE_BITS] = self.n_buckets + 1
+        return entry
 
     def update(self, positive: Any, scores: Any, weights: Any = None,
                labels: Any = None) -> 'Histogram':
@@ -447,24 +576,45 @@ class Histogram:
             z = pos.astype(np.float64)
         else:
             z = np.broadcast_to(np.asarray(labels, dtype=np.float64), np.shape(scores)).reshape(-1)
+        negative = w < 0
+        if negative.any():
+            self.negative_weights += float(-np.sum(w[negative]))
         nan = np.isnan(s)
-        self.nan_pos += float(np.sum(w[nan & pos]))
-        self.nan_neg += float(np.sum(w[nan & ~pos]))
-        self.negative_weights += float(-np.sum(w[w < 0]))
-        keep = ~nan
-        p = np.clip(s[keep].astype(np.float64), 0.0, 1.0)
-        wk, pk, zk = w[keep], pos[keep], z[keep]
-        b = self.bucket_index(p)
-        n = self.size
-        batch_pos = np.bincount(b, weights=np.where(pk, wk, 0.0), minlength=n)[:n]
-        batch_neg = np.bincount(b, weights=np.where(pk, 0.0, wk), minlength=n)[:n]
-        used = np.flatnonzero(np.bincount(b, minlength=n)[:n])
-        self._add_entries(used, batch_pos[used], batch_neg[used])
-        c = np.clip((p * self.n_calibration).astype(np.int64), 0, self.n_calibration - 1)
-        m = self.n_calibration
-        self.cal_examples += np.bincount(c, weights=wk, minlength=m)[:m]
-        self.cal_labels += np.bincount(c, weights=wk * zk, minlength=m)[:m]
-        self.cal_predictions += np.bincount(c, weights=wk * p, minlength=m)[:m]
+        if nan.any():
+            self.nan_pos += float(np.sum(w[nan & pos]))
+            self.nan_neg += float(np.sum(w[nan & ~pos]))
+            keep = ~nan
+            s, w, pos, z = s[keep], w[keep], pos[keep], z[keep]
+        n, m = self.size, self.n_calibration
+        t = _float32_cut_tables(self.n_buckets, self.logit_range)
+        # Per-example indices and products, in cache-sized steps; then one bincount each.
+        cell = np.empty(s.size, dtype=np.intp)   # 2 · entry + label
+        cal = np.empty(s.size, dtype=np.intp)    # calibration bucket
+        wz = np.empty(s.size)                    # w · label
+        wp = np.empty(s.size)                    # w · p
+        for start in range(0, s.size, _np.CHUNK):
+            stop = min(start + _np.CHUNK, s.size)
+            p32 = np.clip(s[start:stop], np.float32(0.0), np.float32(1.0))
+            entry = self._bucket_chunk(p32, t)
+            entry *= 2
+            entry += pos[start:stop]
+            cell[start:stop] = entry
+            p = p32.astype(np.float64)
+            c = cal[start:stop]
+            c[:] = p * m
+            np.clip(c, 0, m - 1, out=c)
+            np.multiply(w[start:stop], z[start:stop], out=wz[start:stop])
+            np.multiply(w[start:stop], p, out=wp[start:stop])
+        cells = np.bincount(cell, weights=w, minlength=2 * n).reshape(n, 2)
+        if self._idx is None:  # dense storage: adding the empty entries' zeros changes nothing
+            self._pos += cells[:, 1]
+            self._neg += cells[:, 0]
+        else:
+            used = np.flatnonzero(np.bincount(cell >> 1, minlength=n))
+            self._add_entries(used, cells[used, 1], cells[used, 0])
+        self.cal_examples += np.bincount(cal, weights=w, minlength=m)[:m]
+        self.cal_labels += np.bincount(cal, weights=wz, minlength=m)[:m]
+        self.cal_predictions += np.bincount(cal, weights=wp, minlength=m)[:m]
         return self
 
     def merge(self, other: 'Histogram') -> 'Histogram':
@@ -554,9 +704,28 @@ def _plot_rows(n: int, sub_key: str, curve: str, **columns: np.ndarray) -> dict[
     return {c: out[c] for c in PLOT_COLUMNS}
 
 
-def confusion_plot(sub_key: str, auc: KerasAUC) -> dict[str, np.ndarray]:
-    """Rows of curve 'confusion': the AUC's confusion matrices at its thresholds."""
+def confusion_plot(sub_key: str, auc: KerasAUC, exact: Confusion | None = None
+                   ) -> dict[str, np.ndarray]:
+    """Rows of curve 'confusion': the AUC's confusion matrices at its thresholds, plus the exact
+    matrices of `exact` (a head's own thresholds), in increasing threshold order.
+
+    The rows of `exact` count `p > t` example by example, so a report or dashboard showing the
+    confusion matrix at a head's threshold reads exact counts rather than the nearest of the 200
+    bucketed thresholds. Where a head threshold equals one of the AUC's, only the exact row is
+    kept (each threshold appears once per sub_key).
+    """
     t, tp, fp, tn, fn = auc.confusion()
+    if exact is not None and exact.thresholds.size:
+        # np.unique: a threshold listed twice by the head is one row (its counts are identical).
+        uniq, first = np.unique(exact.thresholds, return_index=True)
+        keep = ~np.isin(t, uniq)
+        t = np.concatenate([t[keep], uniq])
+        tp = np.concatenate([tp[keep], exact.tp[first]])
+        fp = np.concatenate([fp[keep], exact.fp[first]])
+        tn = np.concatenate([tn[keep], exact.tn[first]])
+        fn = np.concatenate([fn[keep], exact.fn[first]])
+        order = np.argsort(t, kind='stable')
+        t, tp, fp, tn, fn = t[order], tp[order], fp[order], tn[order], fn[order]
     return _plot_rows(t.size, sub_key, 'confusion', threshold=t, tp=tp, fp=fp, tn=tn, fn=fn,
                       precision=div_no_nan(tp, tp + fp), recall=div_no_nan(tp, tp + fn),
                       false_positive_rate=div_no_nan(fp, fp + tn))
@@ -714,7 +883,7 @@ class BinaryClassState(HeadState):
         for t, mean in zip(self.head.thresholds, self.threshold_accuracy):
             # Keras BinaryAccuracy: match per element, mean over the last axis, weighted mean.
             match = labels == (p > np.float32(t)).astype(np.float32)
-            mean.update(match.mean(axis=-1), weights)
+            mean.update(_np.mean_last_axis(match), weights)
         self.threshold_confusion.update(positive, p, weights)
         self._add_counts(_np.batch_size(logits), _row_weight_sum(weights, logits))
         return self
@@ -750,7 +919,10 @@ class BinaryClassState(HeadState):
         return {summary_key(MetricKeys.AUC, self.head.name): self.histogram.auc_bounds()}
 
     def plots(self) -> dict[str, np.ndarray]:
-        return concat_plots([confusion_plot('', self.auc), calibration_plot('', self.histogram)])
+        """Confusion rows (the AUC's 200 thresholds and, exactly, the head's thresholds) and the
+        calibration histogram, sub_key ''."""
+        return concat_plots([confusion_plot('', self.auc, self.threshold_confusion),
+                             calibration_plot('', self.histogram)])
 
 
 class RegressionState(HeadState):

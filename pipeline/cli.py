@@ -1,7 +1,8 @@
 """The `headstream` command line (also `python -m pipeline`).
 
     headstream evaluate --config eval.yaml [--output DIR] [--bad_records fail|dead_letter]
-                        [--write_predictions[=true|false]] [--run_id ID] [Beam options...]
+                        [--write_predictions[=true|false]] [--run_id ID]
+                        [--bigquery_table PROJECT:DATASET.TABLE] [Beam options...]
     headstream evaluate --streaming --config eval.yaml --runner DataflowRunner
                         [--input_subscription S | --input_topic T] [Beam options...]
     headstream watch --config eval.yaml [--output DIR] [--poll SECONDS] [--once]
@@ -9,7 +10,8 @@
 
 Options take `--flag value` or `--flag=value`. Options this command does not know pass through to
 Beam's PipelineOptions (`--runner DataflowRunner --project ... --region ... --temp_location ...`);
-the default runner is the DirectRunner. Exit codes: 0 success, 1 a failed run (a bad record names
+the default runner is the DirectRunner. While the run goes on, the rows read so far are logged
+every 30 s. Exit codes: 0 success, 1 a failed run (a bad record names
 file, row and column), 2 an invalid config or command line.
 """
 from __future__ import annotations
@@ -27,6 +29,8 @@ _EVALUATE_EPILOG = """\
 Any other option is a Beam pipeline option and passes through, e.g.
   --runner DirectRunner | DataflowRunner | DaskRunner   (default DirectRunner)
   --project P --region R --temp_location gs://B/tmp     (Dataflow)
+  --dask_client_address tcp://HOST:8786                 (Dask; without it, a local cluster of
+  --dask_local_workers N                                 N worker processes, default 2)
   --direct_num_workers N --direct_running_mode multi_processing
 """
 
@@ -60,6 +64,10 @@ def evaluate_parser(prog: str = 'headstream evaluate') -> argparse.ArgumentParse
                         help='also write predictions/ (predictions and per-example loss per head)')
     parser.add_argument('--run_id', default=None,
                         help='id stamped on every output row (default: from the start time)')
+    parser.add_argument('--bigquery_table', default=None, metavar='PROJECT:DATASET.TABLE',
+                        help='also append the metrics rows to this BigQuery table (created if '
+                             'needed; DATASET.TABLE takes the project from --project); needs a '
+                             'gs:// --temp_location, as on Dataflow')
     return parser
 
 
@@ -95,11 +103,16 @@ def _evaluate(argv: Sequence[str]) -> int:
     from pipeline.run import evaluate
     args, beam_args = evaluate_parser().parse_known_args(list(argv))
     if any(a == '--streaming' or a.startswith('--streaming=') for a in beam_args):
+        if args.bigquery_table:  # the sink writes a batch run's table once, at its end
+            print('headstream: config error: --bigquery_table: batch runs only, not with '
+                  '--streaming', file=sys.stderr)
+            return EXIT_USAGE
         return _evaluate_streaming(args, beam_args, argv)
     try:
         summary = evaluate(args.config, beam_args, output=args.output,
                            bad_records=args.bad_records,
-                           write_predictions=args.write_predictions, run_id=args.run_id)
+                           write_predictions=args.write_predictions, run_id=args.run_id,
+                           bigquery_table=args.bigquery_table)
     except ConfigError as e:
         print('headstream: config error: %s' % e, file=sys.stderr)
         return EXIT_USAGE

@@ -87,8 +87,11 @@ def launch(argv: Sequence[str]) -> dict:
     """
     from pipeline.run import evaluate
     args, beam_args = launch_args(argv)
-    return evaluate(args.config, beam_args, output=args.output, bad_records=args.bad_records,
-                    write_predictions=args.write_predictions, run_id=args.run_id, wait=False)
+    # Every other `headstream evaluate` option is a keyword of `evaluate` of the same name (the
+    # template's parameters are exactly those options), so none can be dropped on the way.
+    options = vars(args)
+    config = options.pop('config')
+    return evaluate(config, beam_args, wait=False, **options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,8 @@
 The graph (every transform is a Create, ParDo, GroupByKey or Flatten, so every runner, the
 DaskRunner included, can translate it):
 
-    Read (Create files → plan → Reshuffle → read)  →  ApplyHeads (partial states per bundle)
+    Read (Create files → plan → Reshuffle → read) → Progress (counts rows)
+      → ApplyHeads (partial states per bundle)
       ├─ states → CombinePerKey(HeadStateCombineFn) → state_result ─┐
       ├─ errors (dead_letter rows) ──────────────────────────────────┤→ Flatten → one group → WriteRun
       ├─ stats (rows read / rejected per bundle) ────────────────────┤
@@ -13,6 +14,11 @@ DaskRunner included, can translate it):
 
 `WriteRun` runs inside the pipeline (a Dataflow launcher does not wait for the job): it writes
 metrics/, plots/, errors/ and summary.json, then the optional TFMA, TensorBoard and report writers.
+With `bigquery_table`, it also emits the metrics rows, which `WriteToBigQuery` appends to that
+table (pipeline/writers/bigquery.py).
+
+While `evaluate` waits for the job, `Progress` logs the rows read so far every 30 s (the `Progress`
+step counts them for a local run; Dataflow's job reports its `headstream/rows_read` counter).
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import datetime
 import importlib
 import logging
 import re
+import threading
 import time
 import uuid
 from typing import Any, Iterable, Mapping, Sequence
@@ -36,6 +43,8 @@ from pipeline.writers import parquet as parquet_writer
 
 DEFAULT_RUNNER = 'DirectRunner'
 _log = logging.getLogger(__name__)
+BIGQUERY_TAG = 'bigquery_rows'
+PROGRESS_EVERY_S = 30.0
 _BAD_RECORD_LINE = re.compile(re.escape(BAD_RECORD) + r': file .*?, row \d+, column [^\n]*')
 
 
@@ -59,9 +68,16 @@ def make_runner(options: PipelineOptions):
     A batch DirectRunner run goes straight to Beam's FnApiRunner (what the DirectRunner itself
     uses for batch pipelines): Beam 2.77's DirectRunner would first try to download and start the
     Prism runner, which needs network access and moves every element between processes.
+    `--runner DaskRunner` is `pipeline.dask_runner.HeadstreamDaskRunner`, Beam's DaskRunner made
+    to run every sink and every output of a multi-output step.
     """
     standard = options.view_as(StandardOptions)
     runner = standard.runner
+    if isinstance(runner, str) and 'dask' in runner.lower():
+        from pipeline import dask_runner  # only here: other runs never import dask
+        if dask_runner.is_dask_runner(runner):
+            dask_runner.check_dask_supported(standard.streaming)
+            return dask_runner.HeadstreamDaskRunner()
     if isinstance(runner, str) and runner.split('.')[-1] in ('DirectRunner', 'direct') and (
             not standard.streaming):
         from apache_beam.portability.api import beam_provision_api_pb2
@@ -71,6 +87,116 @@ def make_runner(options: PipelineOptions):
         return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
             beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
     return None
+
+
+# -------------------------------------------------------------------------------------------------
+# Progress while a run runs.
+# -------------------------------------------------------------------------------------------------
+
+# Rows read per run id by workers in this process (the DirectRunner's): Beam's counters reach the
+# pipeline result only when a local run is over, so they cannot show its progress.
+_rows_read: dict[str, int] = {}
+_rows_read_lock = threading.Lock()
+
+
+def _note_rows_read(run_id: str, n: int) -> None:
+    with _rows_read_lock:
+        _rows_read[run_id] = _rows_read.get(run_id, 0) + n
+
+
+class CountRows(beam.DoFn):
+    """Passes batches through, adding their rows to this process's tally for the run's progress."""
+
+    def __init__(self, run_id: str):
+        self._run_id = run_id
+
+    def process(self, sb: sources.SourceBatch) -> Iterable[sources.SourceBatch]:
+        _note_rows_read(self._run_id, sb.batch.num_rows)
+        yield sb
+
+
+def _result_counters(result: Any) -> dict[str, int]:
+    """The `headstream` counters a running job's result reports so far (rows_read, bad_rows)."""
+    from apache_beam.metrics.metric import MetricsFilter
+    out: dict[str, int] = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace('headstream'))[
+            'counters']:
+        # Dataflow reports attempted values while the job runs; committed ones may lag or be None.
+        value = counter.attempted if counter.attempted is not None else counter.committed
+        name = counter.key.metric.name
+        out[name] = out.get(name, 0) + int(value or 0)
+    return out
+
+
+class Progress:
+    """Logs a run's rows read so far every `every_s` seconds while it runs, and once at the end.
+
+    The count comes from the job's own Beam counters (`headstream/rows_read`, `bad_rows`) once
+    the runner returned a result before the job finished (Dataflow, portable runners), else from
+    the rows that `CountRows` saw in this process (the DirectRunner, whose `run()` returns when
+    the job is done). Remote workers' rows reach only the first source.
+    """
+
+    def __init__(self, run_id: str, every_s: float | None, clock=time.monotonic):
+        self._run_id = run_id
+        self._every_s = every_s
+        self._clock = clock
+        self._started = clock()
+        self._result: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> 'Progress':
+        if self._every_s and self._every_s > 0:
+            self._thread = threading.Thread(target=self._loop, name='headstream-progress',
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def attach(self, result: Any) -> None:
+        """Reads the counts from `result` (a running job's PipelineResult) from now on."""
+        self._result = result
+
+    def counts(self) -> tuple[int | None, int | None]:
+        """(rows read, bad rows) so far; None where no source knows."""
+        if self._result is not None:
+            try:
+                counters = _result_counters(self._result)
+            except Exception as e:  # noqa: BLE001 -- progress must never fail the run
+                _log.debug('headstream: progress: cannot query the job\'s metrics: %s', e)
+            else:
+                if 'rows_read' in counters:
+                    return counters['rows_read'], counters.get('bad_rows', 0)
+        with _rows_read_lock:
+            read = _rows_read.get(self._run_id)
+        return read, None
+
+    def report(self, final: bool = False) -> str:
+        """Logs (and returns) one progress line."""
+        elapsed = self._clock() - self._started
+        read, bad = self.counts()
+        if read is None:
+            line = 'headstream: run %s: %s after %.0f s' % (
+                self._run_id, 'stopped' if final else 'running', elapsed)
+        else:
+            line = 'headstream: run %s: %d rows read%s%s in %.0f s (%.0f rows/s)' % (
+                self._run_id, read, '' if bad is None else ', %d bad' % bad,
+                '' if final else ' so far', elapsed, read / max(elapsed, 1e-9))
+        _log.info(line)
+        return line
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every_s):
+            self.report()
+
+    def stop(self) -> None:
+        """Stops the periodic lines; logs the final count; forgets the run's tally."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self.report(final=True)
+        with _rows_read_lock:
+            _rows_read.pop(self._run_id, None)
 
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
@@ -84,8 +210,9 @@ class WriteRun(beam.DoFn):
 
     def __init__(self, config: config_lib.EvalConfig, run_id: str,
                  started_at: datetime.datetime, files: Sequence[str], bad_records: str,
-                 write_predictions: bool):
+                 write_predictions: bool, bigquery_table: str | None = None):
         self._config = config
+        self._bigquery_table = bigquery_table
         self._run_id = run_id
         self._started_at = started_at
         self._n_files = len(files)
@@ -136,6 +263,7 @@ class WriteRun(beam.DoFn):
             'plots_rows': plots.num_rows,
             'outputs': [p[len(out.rstrip('/')) + 1:] for p in written],
             'write_predictions': self._write_predictions,
+            'bigquery_table': self._bigquery_table,
             'config': config.to_dict(),
         }
         parquet_writer.write_json(summary, parquet_writer.join(out, parquet_writer.SUMMARY_FILE))
@@ -157,6 +285,10 @@ class WriteRun(beam.DoFn):
         parquet_writer.write_json(summary, parquet_writer.join(out, parquet_writer.SUMMARY_FILE))
         _log.info('headstream: run %s wrote %d metric rows to %s (%d rows read, %d bad)',
                   self._run_id, metrics.num_rows, out, rows, bad)
+        if self._bigquery_table:
+            from pipeline.writers import bigquery
+            for row in bigquery.metric_rows(metrics):
+                yield beam.pvalue.TaggedOutput(BIGQUERY_TAG, row)
         yield summary
 
 
@@ -176,11 +308,18 @@ def _optional_writer(module: str, function: str, *args: Any) -> None:
 def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Sequence[str],
                    run_id: str, started_at: datetime.datetime, bad_records: str = 'fail',
                    write_predictions: bool = False, dictionary_columns: Sequence[str] = (),
-                   precombine: bool = True) -> beam.PCollection:
-    """Adds the evaluation to `p`; returns the PCollection of the run summary (one dict)."""
+                   precombine: bool = True, bigquery_table: str | None = None
+                   ) -> beam.PCollection:
+    """Adds the evaluation to `p`; returns the PCollection of the run summary (one dict).
+
+    With `bigquery_table` (`[PROJECT:]DATASET.TABLE`), the metrics rows are also appended to
+    that BigQuery table.
+    """
     columns = None if write_predictions else config.columns()
-    batches = p | 'Read' >> sources.ReadBatches(files, config.format, columns,
-                                                dictionary_columns=dictionary_columns)
+    batches = (p
+               | 'Read' >> sources.ReadBatches(files, config.format, columns,
+                                               dictionary_columns=dictionary_columns)
+               | 'Progress' >> beam.ParDo(CountRows(run_id)))
     predictions_dir = (parquet_writer.join(config.output, 'predictions')
                        if write_predictions else None)
     applied = batches | 'ApplyHeads' >> beam.ParDo(
@@ -195,12 +334,17 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
     errors = applied[ERRORS_TAG] | 'TagErrors' >> beam.Map(lambda t: ('errors', t))
     stats = applied[STATS_TAG] | 'TagStats' >> beam.Map(lambda s: ('stats', tuple(s)))
     marker = p | 'Marker' >> beam.Create([('marker', None)])
-    return ((results, errors, stats, marker)
-            | 'Pieces' >> beam.Flatten()
-            | 'OneKey' >> beam.Map(lambda piece: (0, piece))
-            | 'Gather' >> beam.GroupByKey()
-            | 'Write' >> beam.ParDo(WriteRun(config, run_id, started_at, files, bad_records,
-                                             write_predictions)))
+    written = ((results, errors, stats, marker)
+               | 'Pieces' >> beam.Flatten()
+               | 'OneKey' >> beam.Map(lambda piece: (0, piece))
+               | 'Gather' >> beam.GroupByKey()
+               | 'Write' >> beam.ParDo(WriteRun(config, run_id, started_at, files, bad_records,
+                                                write_predictions, bigquery_table)
+                                       ).with_outputs(BIGQUERY_TAG, main='summary'))
+    if bigquery_table:
+        from pipeline.writers import bigquery
+        _ = written[BIGQUERY_TAG] | 'BigQuery' >> bigquery.WriteMetrics(bigquery_table)
+    return written.summary
 
 
 def prepare(config: config_lib.EvalConfig | str | Mapping[str, Any], output: str | None = None
@@ -236,7 +380,9 @@ def prepare(config: config_lib.EvalConfig | str | Mapping[str, Any], output: str
 def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
              pipeline_args: Sequence[str] = (), *, output: str | None = None,
              bad_records: str = 'fail', write_predictions: bool = False,
-             run_id: str | None = None, wait: bool = True) -> dict:
+             run_id: str | None = None, wait: bool = True,
+             bigquery_table: str | None = None,
+             progress_every_s: float | None = PROGRESS_EVERY_S) -> dict:
     """Evaluates a config's heads over its input; returns the run summary.
 
     Args:
@@ -248,6 +394,10 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
       write_predictions: also write predictions/ (each head's predictions and per-example loss).
       run_id: stamped on every output row; default from the start time.
       wait: wait for the job (False: return once it is submitted, as a Flex Template launcher does).
+      bigquery_table: also append the metrics rows to this BigQuery table
+        (`[PROJECT:]DATASET.TABLE`; created if needed; needs a gs:// --temp_location).
+      progress_every_s: while waiting, log the rows read so far this often (seconds; None or 0:
+        never), see `Progress`.
 
     Returns:
       summary.json's content when waiting; else {'run_id', 'output', 'state': 'submitted'}.
@@ -258,6 +408,12 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
     """
     if bad_records not in ('fail', 'dead_letter'):
         raise config_lib.ConfigError('--bad_records: %r is not fail or dead_letter' % bad_records)
+    if bigquery_table:
+        from pipeline.writers import bigquery
+        try:
+            bigquery.check_table_spec(bigquery_table)
+        except ValueError as e:
+            raise config_lib.ConfigError(str(e)) from None
     config, files, dictionary_columns = prepare(config, output)
     started_at = datetime.datetime.now(datetime.timezone.utc)
     run_id = run_id or new_run_id(started_at)
@@ -267,11 +423,13 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
     start = time.monotonic()
     p = beam.Pipeline(runner=make_runner(options), options=options)
     build_pipeline(p, config, files, run_id, started_at, bad_records, write_predictions,
-                   dictionary_columns)
+                   dictionary_columns, bigquery_table=bigquery_table)
+    progress = Progress(run_id, progress_every_s if wait else None).start()
     try:
         result = p.run()
         if not wait:
             return {'run_id': run_id, 'output': config.output, 'state': 'submitted'}
+        progress.attach(result)
         result.wait_until_finish()
     except Exception as e:  # noqa: BLE001 -- runners wrap DoFn errors; recover our one line
         match = _BAD_RECORD_LINE.search(str(e))
@@ -279,6 +437,8 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
             line = re.sub(r" \[while running .*$", '', match.group(0))
             raise BadRecordError(line) from None
         raise
+    finally:
+        progress.stop()
     summary = _read_summary(config.output)
     _log.info('headstream: run %s done in %.1f s', run_id, time.monotonic() - start)
     return summary

@@ -576,6 +576,10 @@ def evaluate_streaming(config: config_lib.EvalConfig | str | Mapping[str, Any],
     standard = options.view_as(StandardOptions)
     standard.streaming = True
     runner_name = standard.runner if isinstance(standard.runner, str) else None
+    if runner_name and 'dask' in runner_name.lower():
+        from pipeline import dask_runner
+        if dask_runner.is_dask_runner(runner_name):
+            dask_runner.check_dask_supported(streaming=True)  # a ConfigError naming the way out
     if not standard.runner or (runner_name and runner_name.split('.')[-1] in _LOCAL_RUNNERS):
         raise config_lib.ConfigError(
             '--runner: streaming evaluation needs a streaming runner such as DataflowRunner '

@@ -27,8 +27,9 @@ from pipeline.cli import evaluate_parser
 ROOT = Path(__file__).resolve().parents[1]
 FLEX = ROOT / 'templates' / 'flex'
 # `--dry_run` keeps Beam's option validation off the network (no bucket lookups).
-DATAFLOW_ARGS = ['--runner', 'DataflowRunner', '--project', 'headstream-test', '--region', 'us-central1',
-                 '--temp_location', 'gs://headstream-test/tmp', '--dry_run', 'True']
+DATAFLOW_ARGS = ['--runner', 'DataflowRunner', '--project', 'headstream-test',
+                 '--region', 'us-central1', '--temp_location', 'gs://headstream-test/tmp',
+                 '--dry_run', 'True']
 
 # Values the template's form must accept / reject, per parameter.
 ACCEPT = {
@@ -39,6 +40,8 @@ ACCEPT = {
     'bad_records': ['fail', 'dead_letter'],
     'write_predictions': ['true', 'false'],
     'run_id': ['run-1', '20261123T083522Z-1a2b3c', 'a.b:c_d', 'x' * 128],
+    'bigquery_table': ['my-project:evals.metrics', 'evals.metrics', 'my-project.evals.metrics',
+                       'example.com:my-project:evals.metrics', 'evals_2.metrics_v1'],
 }
 REJECT = {
     'config': ['', 'eval.yaml', '/local/eval.yaml', 's3://b/eval.yaml', 'gs://',
@@ -47,6 +50,8 @@ REJECT = {
     'bad_records': ['', 'Fail', 'dead-letter', 'skip', 'fail '],
     'write_predictions': ['', 'yes', '1', 'maybe', 'true\n'],
     'run_id': ['', 'has space', 'a/b', 'x' * 129, 'run\n'],
+    'bigquery_table': ['', 'metrics', 'my project:evals.metrics', 'evals.metrics\n',
+                       'gs://b/evals.metrics', 'evals metrics.t'],
 }
 
 
@@ -82,7 +87,12 @@ def _requirement_pin(name: str) -> str:
 def test_metadata_is_complete():
     meta = _metadata()
     assert meta['name'] and meta['description']
-    assert meta['sdkInfo'] == {'language': 'PYTHON'}
+    # Only the keys Dataflow's template metadata has (the SDK language is the build's
+    # `--sdk-language PYTHON`, which the README's build command passes).
+    assert set(meta) <= {'name', 'description', 'streaming', 'supportsAtLeastOnce',
+                         'supportsExactlyOnce', 'defaultStreamingMode', 'parameters'}, set(meta)
+    assert meta.get('streaming') is False
+    assert '--sdk-language PYTHON' in (FLEX / 'README.md').read_text()
     names = [p['name'] for p in meta['parameters']]
     assert len(names) == len(set(names)), names
     for p in meta['parameters']:
@@ -176,7 +186,8 @@ def test_dockerfile_uses_beams_sdk_image_at_the_pinned_version():
 
 def test_dockerfile_copies_the_launcher_binary_and_points_at_launcher_py():
     text = _dockerfile()
-    assert re.search(r'COPY --from=template_launcher\s+/opt/google/dataflow/python_template_launcher'
+    assert re.search(r'COPY --from=template_launcher'
+                     r'\s+/opt/google/dataflow/python_template_launcher'
                      r'\s*\\?\s*/opt/google/dataflow/python_template_launcher', text)
     m = re.search(r'^ENV FLEX_TEMPLATE_PYTHON_PY_FILE="\$\{WORKDIR\}/(\S+)"', text, re.M)
     assert m and m.group(1) == 'pipeline/launcher.py'
@@ -219,7 +230,8 @@ def test_launcher_parses_template_parameters_as_flags(monkeypatch):
         '--run_id=r1', '--output=gs://b/out', '--project=headstream-test', '--region=us-central1'])
     assert (args.config, args.write_predictions, args.bad_records, args.run_id, args.output) == (
         'gs://b/eval.yaml', True, 'dead_letter', 'r1', 'gs://b/out')
-    assert beam_args == ['--runner=DataflowRunner', '--project=headstream-test', '--region=us-central1']
+    assert beam_args == ['--runner=DataflowRunner', '--project=headstream-test',
+                         '--region=us-central1']
     # A runner given by the launch is kept; false parses as False.
     args, beam_args = launcher.launch_args(['--config', 'gs://b/e.yaml', '--runner',
                                             'DirectRunner', '--write_predictions=false'])
@@ -314,9 +326,27 @@ def test_launcher_submits_and_does_not_wait(tmp_path, monkeypatch):
                            '--temp_location=gs://headstream-test/tmp', '--dry_run=True'])
     assert submitted == ['DataflowRunner']
     assert out == {'run_id': 'r7', 'output': str(tmp_path / 'o'), 'state': 'submitted'}
-    assert launcher.main(['--config=' + json.dumps(config), '--project=headstream-test', '--region=us-central1',
-                          '--temp_location=gs://headstream-test/tmp', '--dry_run=True']) == 0
+    assert launcher.main(['--config=' + json.dumps(config), '--project=headstream-test',
+                          '--region=us-central1', '--temp_location=gs://headstream-test/tmp',
+                          '--dry_run=True']) == 0
     assert submitted == ['DataflowRunner'] * 2
+
+
+def test_launcher_hands_every_parameter_to_evaluate(monkeypatch):
+    """Each template parameter reaches `pipeline.run.evaluate` as the keyword of its name."""
+    import pipeline.run
+    calls = []
+    monkeypatch.setattr(pipeline.run, 'evaluate',
+                        lambda config, args, **kwargs: calls.append((config, args, kwargs)))
+    monkeypatch.delenv(launcher.IMAGE_ENV, raising=False)
+    values = {name: samples[0] for name, samples in ACCEPT.items()}
+    launcher.launch(['--%s=%s' % kv for kv in values.items()] + ['--project=headstream-test'])
+    ((config, args, kwargs),) = calls
+    assert config == values.pop('config')
+    assert args == ['--runner=DataflowRunner', '--project=headstream-test']
+    assert kwargs.pop('wait') is False
+    assert kwargs.pop('write_predictions') is (values.pop('write_predictions') == 'true')
+    assert kwargs == values
 
 
 def test_launcher_script_reports_a_bad_config_before_submitting(tmp_path):
@@ -326,7 +356,8 @@ def test_launcher_script_reports_a_bad_config_before_submitting(tmp_path):
     env = dict(os.environ, PYTHONPATH='')
     proc = subprocess.run(
         [sys.executable, str(ROOT / 'pipeline' / 'launcher.py'), '--config=' + json.dumps(config),
-         '--project=headstream-test', '--region=us-central1', '--temp_location=gs://headstream-test/tmp', '--dry_run=True'],
+         '--project=headstream-test', '--region=us-central1',
+         '--temp_location=gs://headstream-test/tmp', '--dry_run=True'],
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert 'input.pattern' in proc.stderr and 'nothing-*.parquet' in proc.stderr

@@ -484,18 +484,7 @@ def test_array_face_errors(err):
     assert err['message'] in str(info.value)
 
 
-# The binary array face gives probabilities [nan, nan] for a NaN or +inf logit where TF's softmax
-# of [0, x] gives [0, nan]. The pipeline refuses non-finite logits (invalid_rows), so this never
-# reaches its outputs; strict, so that the mark goes once the values agree.
-_NONFINITE_PREDICTIONS_DIFFER = {'nonfinite/binary_nan', 'nonfinite/binary_inf'}
-
-
-@pytest.mark.parametrize('case', [
-    pytest.param(c, id=c['id'], marks=pytest.mark.xfail(
-        strict=True, reason='array face: probabilities of a NaN/+inf binary logit are [nan, nan], '
-                            'tf.estimator gives [0, nan]'))
-    if c['id'] in _NONFINITE_PREDICTIONS_DIFFER else pytest.param(c, id=c['id'])
-    for c in NONFINITE])
+@pytest.mark.parametrize('case', case_params(NONFINITE))
 def test_array_face_nonfinite_predictions(case):
     """Non-finite logits: the same predictions as tf.estimator (NaN equals NaN)."""
     _check_array_predictions(case)

@@ -258,20 +258,6 @@ def fake_heads(monkeypatch):
     monkeypatch.setattr(HeadSpec, 'build', lambda spec: FakeHead(**dict(spec.args)))
 
 
-@pytest.fixture
-def no_tensorboard(monkeypatch):
-    """Skips the TensorBoard writer: it keys scalars by (run, tag, step) only, so it refuses runs
-    with windows and a step column both; these tests are about the metrics table."""
-    from pipeline import run
-    original = run._optional_writer
-
-    def writer(module, function, *args):
-        if module != 'pipeline.writers.tensorboard':
-            original(module, function, *args)
-
-    monkeypatch.setattr(run, '_optional_writer', writer)
-
-
 def _fake_reference(x, y, w) -> dict:
     """The fake head's numbers over a slice, straight from the rows."""
     x, y, w = (np.asarray(v, np.float64) for v in (x, y, w))
@@ -506,7 +492,7 @@ def test_a_pattern_matching_no_file_is_an_error_naming_it(tmp_path, fake_heads):
     assert not os.path.exists(str(tmp_path / 'out'))
 
 
-def test_fake_head_sliding_windows_by_step(tmp_path, fake_heads, no_tensorboard):
+def test_fake_head_sliding_windows_by_step(tmp_path, fake_heads):
     table = _data(n=1500, seed=5)
     pattern = _write(table, tmp_path / 'in', 3)
     raw = _config(pattern, tmp_path / 'out', heads=[FAKE],
@@ -737,7 +723,7 @@ def test_a_bad_record_fails_the_run_naming_file_row_and_column(tmp_path, capsys)
 # -------------------------------------------------------------------------------------------------
 
 @needs_binary
-def test_sliding_windows_by_step_equal_separate_evaluations(tmp_path, no_tensorboard):
+def test_sliding_windows_by_step_equal_separate_evaluations(tmp_path):
     table = _data(n=1500, seed=5)
     pattern = _write(table, tmp_path / 'in', 3)
     raw = _config(pattern, tmp_path / 'out', window={'column': 'ts', 'size': 120, 'period': 60},

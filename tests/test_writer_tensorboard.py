@@ -207,9 +207,13 @@ def test_windowed_and_unstepped_steps(tmp_path):
     assert [(s, float(a)) for s, a in tensors['click/auc']] == [(1795420860, 0.5),
                                                                (1795420860 + 60, 0.25)]
 
-    # Windows and a fixed step (config `window:` plus `tensorboard: {step: 1000}`): at that step
-    # each tag shows the latest window, never a mix of windows.
-    both = metrics_table([r[:5] + (1000,) for r in rows], windows=[(w1, w2), (w0, w1)])
+    # Windows and steps (config `window:` plus `tensorboard.step`): one run per step under the
+    # slice's run, event time on the step axis; every (window, step) keeps its own point.
+    w3 = datetime.datetime(2026, 11, 23, 8, 3, tzinfo=UTC)
+    both = metrics_table([('', '', 'click', 'auc', 0.5, 1000), ('', '', 'click', 'auc', 0.25, 1000),
+                          ('', '', 'click', 'auc', 0.125, 2000),
+                          ('country', 'US', 'click', 'auc', 0.75, 1000)],
+                         windows=[(w1, w2), (w0, w1), (w1, w2), (w2, w3)])
     conf = plots_table().filter(pa.compute.equal(pa.compute.field('step'), 200))  # 2 rows
     conf = conf.drop(['step'])
     conf = pa.concat_tables([conf, conf.set_column(conf.schema.get_field_index('tp'), 'tp',
@@ -220,11 +224,25 @@ def test_windowed_and_unstepped_steps(tmp_path):
                      'step': pa.array([1000] * 4, pa.int64())},
                     schema=schema.with_extras(schema.PLOTS, windowed=True, stepped=True))
     logdir = str(tmp_path / 'ws')
-    tb_writer.write_tensorboard(logdir, both, conf)
-    tensors, _ = load_tensors(os.path.join(logdir, 'Overall'))
-    assert [(s, float(a)) for s, a in tensors['click/auc']] == [(1000, 0.5)]  # window w1
-    ((step, pr),) = tensors['click/pr_curve']
-    assert step == 1000 and pr[0].tolist() == [9.0, 9.0]  # the w1 rows' tp, alone
+    written = tb_writer.write_tensorboard(logdir, both, conf)
+    assert sorted(os.path.relpath(os.path.dirname(p), logdir) for p in written) == [
+        'Overall/step=1000', 'Overall/step=2000', 'country=US/step=1000']
+    tensors, _ = load_tensors(os.path.join(logdir, 'Overall', 'step=1000'))
+    # Window ends 08:01 and 08:02: 1795420860 and 1795420860 + 60, both kept.
+    assert [(s, float(a)) for s, a in tensors['click/auc']] == [(1795420860, 0.25),
+                                                               (1795420860 + 60, 0.5)]
+    assert [(s, a[0].tolist()) for s, a in tensors['click/pr_curve']] == [
+        (1795420860, [6.0, 0.0]), (1795420860 + 60, [9.0, 9.0])]  # each window's own tp
+    tensors, _ = load_tensors(os.path.join(logdir, 'Overall', 'step=2000'))
+    assert [(s, float(a)) for s, a in tensors['click/auc']] == [(1795420860 + 60, 0.125)]
+    assert 'click/pr_curve' not in tensors
+    tensors, _ = load_tensors(os.path.join(logdir, 'country=US', 'step=1000'))
+    assert [(s, float(a)) for s, a in tensors['click/auc']] == [(1795420860 + 120, 0.75)]
+    # The same (window, step) twice is still an error naming the row.
+    dup = metrics_table([('', '', 'click', 'auc', 0.5, 1000)] * 2, windows=[(w0, w1)] * 2)
+    with pytest.raises(ValueError, match="metrics row 1: run 'Overall/step=1000' tag 'click/auc' "
+                                         "step 1795420860 appears twice"):
+        tb_writer.write_tensorboard(str(tmp_path / 'dup'), dup, conf.slice(0, 0))
 
     plain = metrics_table(rows[:1], stepped=False)
     logdir = str(tmp_path / 'p')

@@ -321,14 +321,52 @@ def test_window_directory_names():
         'window=20261123T080000.500000Z')
 
 
-def test_module_import_leaves_tensorflow_out(tmp_path):
-    # Workers import the pipeline's modules; TFMA and TensorFlow load only inside write_tfma.
+def test_writing_leaves_tensorflow_and_tfma_unimported(tmp_path):
+    # A fresh interpreter (this one may hold TensorFlow already): writing every file of tfma/
+    # imports neither TensorFlow nor TFMA's package.
     import subprocess
     import sys
-    code = ('import sys\nimport pipeline.writers.tfma\n'
-            'assert "tensorflow" not in sys.modules and '
-            '"tensorflow_model_analysis" not in sys.modules')
+    code = '\n'.join([
+        'import sys',
+        'sys.path.insert(0, %r)' % os.path.dirname(os.path.abspath(__file__)),
+        'import test_writer_tfma as t',
+        't.tfma_writer.write_tfma(%r, t.metrics_table(), t.plots_table(), t.SLICES, t.HEADS)'
+        % str(tmp_path / 'run'),
+        'assert "tensorflow" not in sys.modules, "tensorflow"',
+        'assert "tensorflow_model_analysis" not in sys.modules, "tfma"'])
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / 'run' / 'tfma')) == [
+        'eval_config.json', 'metrics-00000-of-00001.tfrecord', 'plots-00000-of-00001.tfrecord']
+
+
+@pytest.mark.tf
+def test_slice_key_protos_and_framing_match_tfma_and_tensorflow(tmp_path):
+    import tensorflow as tf
+    from tensorflow_model_analysis.slicer import slicer_lib
+
+    for key in [(), (('country', 'US'),), (('age', 30), ('country', 'ü/x')), (('p', -2),),
+                (('f', 1.5),)]:
+        assert (tfma_writer.slice_key_proto(key).SerializeToString()
+                == slicer_lib.serialize_slice_key(key).SerializeToString()), key
+    with pytest.raises(TypeError, match="slice 'c'"):
+        tfma_writer.slice_key_proto((('c', None),))
+    # TensorFlow's own reader checks both CRCs of every record.
+    records = [b'', b'a', bytes(range(256)) * 3]
+    framed = tfma_writer.tfrecord_bytes(records)
+    assert len(framed) == sum(len(r) + 16 for r in records)  # 8 len + 4 + data + 4
+    path = str(tmp_path / 'framing.tfrecord')
+    with open(path, 'wb') as f:
+        f.write(framed)
+    assert [r.numpy() for r in tf.data.TFRecordDataset(path)] == records
+
+
+@pytest.mark.tf
+def test_tfma_module_is_tfmas_own_once_tfma_is_imported():
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.proto import metrics_for_slice_pb2
+
+    assert tfma_writer.tfma_module('proto.metrics_for_slice_pb2') is metrics_for_slice_pb2
+    assert tfma_writer.tfma_module('version').VERSION == tfma.__version__

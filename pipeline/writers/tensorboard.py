@@ -6,6 +6,7 @@ Layout under the log directory (see docs/tensorboard.md):
     <logdir>/Overall/events.out.tfevents.headstream.<run_id>
     <logdir>/country=US/...
     <logdir>/country=US,device=mobile/...
+    <logdir>/Overall/step=120000/...        (runs with windows and a step: one run per step)
 
 - Every metrics row becomes a scalar tagged `<head>/<metric>` (`click/auc`,
   `click/accuracy/positive_threshold_0.5`, `click/loss`) at the row's step: a float32 tensor with
@@ -21,10 +22,16 @@ Layout under the log directory (see docs/tensorboard.md):
   tagged `<head>/predictions` (or `<head>/predictions/<sub_key>`): buckets [bucket_lower,
   bucket_upper) with the weighted example count Σw (histograms plugin, float64 [k, 3] tensor).
 
-Steps: the tables' `step` column when present; otherwise, for windowed runs, the window's end in
-whole seconds since the epoch (so TensorBoard's step axis is event time); otherwise 0. Wall time is
-the row's `evaluated_at`. A windowed run with a step column has several windows at one step; each
-tag then shows the latest window's value (curve) at that step.
+Steps: for windowed runs, the window's end in whole seconds since the epoch (so TensorBoard's step
+axis is event time); otherwise the tables' `step` column when present; otherwise 0. Wall time is
+the row's `evaluated_at`.
+
+Windows and a step together (`window:` plus `tensorboard.step`, an int or a column): every window
+of every step is kept. The step axis is then event time (the window's end, as in any windowed run)
+and each step gets its own run nested under the slice's run, `<slice run>/step=<step>`
+(`Overall/step=120000`): one curve per checkpoint over event time, which the run selector can
+compare. TensorBoard keeps one value per (run, tag, step), so windows at one step of one run, or
+steps at one window end, would otherwise overwrite each other.
 
 Run names: `Overall`, or `column=value` pairs joined by `,` in the slice's column order. Each
 column and value is percent-escaped (`urllib.parse.quote`, only letters, digits and `_.-~` kept),
@@ -77,12 +84,28 @@ def _epoch_seconds(t: datetime.datetime | None) -> float:
     return 0.0 if t is None else t.timestamp()
 
 
+def _windowed_and_stepped(table: pa.Table) -> bool:
+    return 'window_end' in table.column_names and 'step' in table.column_names
+
+
 def _steps(table: pa.Table) -> list[int]:
-    if 'step' in table.column_names:
-        return [0 if s is None else int(s) for s in table.column('step').to_pylist()]
+    """Each row's TensorBoard step: the window end when windowed, else the `step` column, else 0."""
     if 'window_end' in table.column_names:
         return [int(_epoch_seconds(t) // 1) for t in table.column('window_end').to_pylist()]
+    if 'step' in table.column_names:
+        return [0 if s is None else int(s) for s in table.column('step').to_pylist()]
     return [0] * len(table)
+
+
+def _runs(table: pa.Table) -> list[str]:
+    """Each row's run: the slice's run, plus `/step=<step>` when the table has windows and steps."""
+    names = [run_name(*key) for key in zip(table.column('slice').to_pylist(),
+                                           table.column('slice_columns').to_pylist(),
+                                           table.column('slice_values').to_pylist())]
+    if not _windowed_and_stepped(table):
+        return names
+    return ['%s/step=%d' % (name, 0 if step is None else int(step))
+            for name, step in zip(names, table.column('step').to_pylist())]
 
 
 def _scalar_value(tag: str, value: float):
@@ -136,56 +159,40 @@ def _add(events: _Events, run: str, run_id: str, step: int, wall: float, value: 
     by_step[step] = (max(old_wall, wall), values)
 
 
-def _windows(table: pa.Table) -> list[float | None]:
-    if 'window_start' in table.column_names and 'step' in table.column_names:
-        return [None if t is None else t.timestamp()
-                for t in table.column('window_start').to_pylist()]
-    return [None] * len(table)  # without a step column, the window is the step
-
-
 def _metric_events(metrics: pa.Table, events: _Events) -> None:
     cols = {c: metrics.column(c).to_pylist() for c in
-            ('run_id', 'evaluated_at', 'slice', 'slice_columns', 'slice_values', 'head', 'metric',
-             'value')}
+            ('run_id', 'evaluated_at', 'head', 'metric', 'value')}
     steps = _steps(metrics)
-    windows = _windows(metrics)
-    chosen: dict[tuple, int] = {}
+    runs = _runs(metrics)
+    seen: set[tuple] = set()
     for i in range(len(metrics)):
-        run = run_name(cols['slice'][i], cols['slice_columns'][i], cols['slice_values'][i])
         tag = '%s/%s' % (cols['head'][i], cols['metric'][i])
-        key = (run, cols['run_id'][i], tag, steps[i])
-        j = chosen.get(key)
-        if j is not None and windows[j] == windows[i]:
+        key = (runs[i], cols['run_id'][i], tag, steps[i])
+        if key in seen:
             raise ValueError('tensorboard: metrics row %d: run %r tag %r step %d appears twice '
-                             '(one value per slice, head, metric and step)'
-                             % (i, run, tag, steps[i]))
-        # Windows at one step (a windowed run with a fixed step): the latest window's value.
-        if j is None or (windows[i] or 0.0) > (windows[j] or 0.0):
-            chosen[key] = i
-    for (run, run_id, tag, step), i in chosen.items():
+                             '(one value per slice, head, metric, window and step)'
+                             % (i, runs[i], tag, steps[i]))
+        seen.add(key)
         value = cols['value'][i]
-        _add(events, run, run_id, step, _epoch_seconds(cols['evaluated_at'][i]),
+        _add(events, runs[i], cols['run_id'][i], steps[i],
+             _epoch_seconds(cols['evaluated_at'][i]),
              _scalar_value(tag, np.nan if value is None else value))
 
 
 def _plot_events(plots: pa.Table, events: _Events) -> None:
-    names = ('run_id', 'evaluated_at', 'slice', 'slice_columns', 'slice_values', 'head',
-             'sub_key', 'curve', 'threshold', 'tp', 'fp', 'tn', 'fn', 'precision', 'recall',
-             'bucket_lower', 'bucket_upper', 'weighted_examples')
+    names = ('run_id', 'evaluated_at', 'head', 'sub_key', 'curve', 'threshold', 'tp', 'fp', 'tn',
+             'fn', 'precision', 'recall', 'bucket_lower', 'bucket_upper', 'weighted_examples')
     cols = {c: plots.column(c).to_pylist() for c in names}
     steps = _steps(plots)
-    windows = _windows(plots)
-    by_window: dict[tuple, dict[float | None, list[int]]] = {}
+    runs = _runs(plots)
+    groups: dict[tuple, list[int]] = {}
     for i in range(len(plots)):
-        run = run_name(cols['slice'][i], cols['slice_columns'][i], cols['slice_values'][i])
         curve = cols['curve'][i]
         if curve not in ('confusion', 'calibration'):
             raise ValueError('tensorboard: plots row %d: curve %r is not confusion or calibration'
                              % (i, curve))
-        key = (run, cols['run_id'][i], steps[i], cols['head'][i], cols['sub_key'][i], curve)
-        by_window.setdefault(key, {}).setdefault(windows[i], []).append(i)
-    # Windows at one step: the latest window's curve (never a mix of windows).
-    groups = {key: parts[max(parts, key=lambda w: w or 0.0)] for key, parts in by_window.items()}
+        key = (runs[i], cols['run_id'][i], steps[i], cols['head'][i], cols['sub_key'][i], curve)
+        groups.setdefault(key, []).append(i)
     for (run, run_id, step, head, sub_key, curve), rows in groups.items():
         wall = max(_epoch_seconds(cols['evaluated_at'][i]) for i in rows)
         if curve == 'confusion':
@@ -247,8 +254,8 @@ def write_tensorboard(logdir: str, metrics: pa.Table, plots: pa.Table) -> list[s
       The event files written, one per (slice, run id).
 
     Raises:
-      ValueError: naming the row, for a (slice, head, metric, step) that appears twice, or a
-        plots row whose curve is neither confusion nor calibration.
+      ValueError: naming the row, for a (slice, head, metric, window, step) that appears twice,
+        or a plots row whose curve is neither confusion nor calibration.
     """
     from apache_beam.io.filesystems import FileSystems
     events: _Events = {}

@@ -40,16 +40,28 @@ window_start or step values), each is written to its own loadable directory,
 layout `tfma.load_eval_results([...])` takes for a time series; `tfma/` itself then holds the
 latest one (highest step, then latest window). With a single evaluation, only `tfma/`.
 
-TensorFlow and TFMA are imported inside `write_tfma` only: workers never import them.
+Writing imports neither TensorFlow nor TFMA's package. TFMA's `__init__` imports TensorFlow
+(seconds of a run's end), while the writer needs only TFMA's generated proto modules and version,
+which depend on protobuf alone: `tfma_module` loads those files from TFMA's installed package
+directory under private module names, leaving `tensorflow_model_analysis` itself unimported. The
+message classes are protobuf's, one per descriptor, so a later `import tensorflow_model_analysis`
+in the same process works and shares them. Slice keys are serialized here as TFMA's
+`serialize_slice_key` does, and records are framed with Beam's TFRecord coder.
 """
 from __future__ import annotations
 
 import datetime
+import importlib
+import importlib.util
+import io
 import math
+import os
 import re
-import struct
+import sys
+import threading
+import types
 import uuid
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
 
@@ -67,33 +79,88 @@ _SEP = '_X_'
 
 
 # -------------------------------------------------------------------------------------------------
-# TFRecord framing (TFMA's loaders read the files with TensorFlow's record reader, which checks
-# both CRCs).
+# TFMA's modules without TFMA's package, and TFRecord framing.
 # -------------------------------------------------------------------------------------------------
 
-def _crc32c_function() -> Callable[[bytes], int]:
-    try:
-        import google_crc32c  # C implementation, installed with Beam's GCP extra
-        return google_crc32c.value
-    except ImportError:  # pragma: no cover -- the pure-Python fallback is slow but exact
-        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c
-        return crc32c
+_TFMA = 'tensorflow_model_analysis'
+_PRIVATE_PREFIX = '_headstream_tfma.'
+_loaded: dict[str, types.ModuleType] = {}
+_load_lock = threading.Lock()
 
 
-def _masked_crc(crc32c: Callable[[bytes], int], data: bytes) -> int:
-    crc = crc32c(data) & 0xFFFFFFFF
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+def tfma_module(name: str) -> types.ModuleType:
+    """TFMA's module `tensorflow_model_analysis.<name>` without running TFMA's package `__init__`.
+
+    For modules that import nothing of TFMA's or TensorFlow's (the generated `proto.*_pb2`, and
+    `version`). When TFMA is already imported, its own module is returned. Otherwise the module's
+    file is executed from TFMA's package directory under a private name (never registered as
+    `tensorflow_model_analysis.*`, so a later real import loads TFMA as usual). A proto module
+    registers its descriptors in protobuf's default pool; TFMA's own copy registers the identical
+    file again, which protobuf accepts, and both get the same message classes.
+
+    Args:
+      name: the dotted name below `tensorflow_model_analysis`, e.g. `proto.metrics_for_slice_pb2`.
+
+    Raises:
+      ImportError: TFMA is not installed (with `e.name` = 'tensorflow_model_analysis').
+    """
+    full = '%s.%s' % (_TFMA, name)
+    if full in sys.modules:
+        return sys.modules[full]
+    with _load_lock:
+        if name in _loaded:
+            return _loaded[name]
+        # find_spec of a top-level package locates it without executing it.
+        spec = importlib.util.find_spec(_TFMA)
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError('%s is not installed' % _TFMA, name=_TFMA)
+        relative = os.path.join(*name.split('.')) + '.py'
+        paths = [os.path.join(d, relative) for d in spec.submodule_search_locations]
+        path = next((p for p in paths if os.path.isfile(p)), None)
+        if path is None:
+            # Not a plain source file (a zipped or compiled install): import TFMA itself.
+            return importlib.import_module(full)
+        # The generated protos depend on protobuf's well-known types; the pool must hold them.
+        from google.protobuf import any_pb2, wrappers_pb2  # noqa: F401
+        file_spec = importlib.util.spec_from_file_location(_PRIVATE_PREFIX + name, path)
+        module = importlib.util.module_from_spec(file_spec)
+        file_spec.loader.exec_module(module)
+        _loaded[name] = module
+        return module
 
 
 def tfrecord_bytes(records: Iterable[bytes]) -> bytes:
-    """Records in TFRecord framing: len (u64 LE), masked crc32c(len), data, masked crc32c(data)."""
-    crc32c = _crc32c_function()
-    out = []
+    """Records in TFRecord framing: len (u64 LE), masked crc32c(len), data, masked crc32c(data).
+
+    Beam's TFRecord coder (what `WriteToTFRecord` uses) does the framing; TFMA's loaders read the
+    files with TensorFlow's record reader, which checks both CRCs.
+    """
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+    buffer = io.BytesIO()
     for data in records:
-        header = struct.pack('<Q', len(data))
-        out += [header, struct.pack('<I', _masked_crc(crc32c, header)), data,
-                struct.pack('<I', _masked_crc(crc32c, data))]
-    return b''.join(out)
+        _TFRecordUtil.write_record(buffer, data)
+    return buffer.getvalue()
+
+
+def slice_key_proto(key: tuple[tuple[str, Any], ...]):
+    """TFMA's `SliceKey` proto of a slice key, as `slicer_lib.serialize_slice_key` builds it:
+    text as UTF-8 `bytes_value`, integers as `int64_value`, floats as `float_value`."""
+    mfs = tfma_module('proto.metrics_for_slice_pb2')
+    out = mfs.SliceKey()
+    for column, value in key:
+        single = out.single_slice_keys.add()
+        single.column = column
+        if isinstance(value, bytes):
+            single.bytes_value = value
+        elif isinstance(value, str):
+            single.bytes_value = value.encode('utf-8')
+        elif isinstance(value, int):
+            single.int64_value = value
+        elif isinstance(value, float):
+            single.float_value = value
+        else:
+            raise TypeError('tfma: slice %r: value %r is not text or a number' % (column, value))
+    return out
 
 
 def _join(directory: str, name: str) -> str:
@@ -225,8 +292,7 @@ def _validate(metrics: pa.Table, plots: pa.Table, slices: Sequence[Sequence[str]
 def _metrics_records(metrics: pa.Table, rows: list[int], slices: Sequence[Sequence[str]],
                      head_names: Sequence[str]) -> list[bytes]:
     from google.protobuf import wrappers_pb2
-    from tensorflow_model_analysis.proto import metrics_for_slice_pb2 as mfs
-    from tensorflow_model_analysis.slicer import slicer_lib
+    mfs = tfma_module('proto.metrics_for_slice_pb2')
 
     cols = {name: metrics.column(name).to_pylist() for name in
             ('slice_columns', 'slice_values', 'head', 'metric', 'value', 'lower_bound',
@@ -239,7 +305,7 @@ def _metrics_records(metrics: pa.Table, rows: list[int], slices: Sequence[Sequen
         by_slice.setdefault(key, []).append(i)
     records = []
     for key, slice_rows in by_slice.items():
-        out = mfs.MetricsForSlice(slice_key=slicer_lib.serialize_slice_key(key))
+        out = mfs.MetricsForSlice(slice_key=slice_key_proto(key))
         counts: dict[str, tuple[Any, Any]] = {}
         names_by_head: dict[str, set[str]] = {}
         for i in sorted(slice_rows, key=lambda i: order[cols['head'][i]]):
@@ -276,8 +342,7 @@ def _metrics_records(metrics: pa.Table, rows: list[int], slices: Sequence[Sequen
 
 def _plots_records(plots: pa.Table, rows: list[int], slices: Sequence[Sequence[str]],
                    head_names: Sequence[str]) -> list[bytes]:
-    from tensorflow_model_analysis.proto import metrics_for_slice_pb2 as mfs
-    from tensorflow_model_analysis.slicer import slicer_lib
+    mfs = tfma_module('proto.metrics_for_slice_pb2')
 
     names = ['slice_columns', 'slice_values', 'head', 'sub_key', 'curve', 'threshold', 'tp', 'fp',
              'tn', 'fn', 'precision', 'recall', 'false_positive_rate', 'bucket_lower',
@@ -299,7 +364,7 @@ def _plots_records(plots: pa.Table, rows: list[int], slices: Sequence[Sequence[s
 
     records = []
     for key, by_plot in groups.items():
-        out = mfs.PlotsForSlice(slice_key=slicer_lib.serialize_slice_key(key))
+        out = mfs.PlotsForSlice(slice_key=slice_key_proto(key))
         for (head, sub_key), plot_rows in sorted(by_plot.items(),
                                                  key=lambda kv: (order[kv[0][0]], kv[0][1])):
             kv = out.plot_keys_and_values.add()
@@ -337,14 +402,13 @@ def _plots_records(plots: pa.Table, rows: list[int], slices: Sequence[Sequence[s
 
 def _eval_run_json(slices: Sequence[Sequence[str]], head_names: Sequence[str]) -> bytes:
     from google.protobuf import json_format
-    import tensorflow_model_analysis as tfma
-    from tensorflow_model_analysis.proto import config_pb2
+    config_pb2 = tfma_module('proto.config_pb2')
 
     eval_config = config_pb2.EvalConfig(
         model_specs=[config_pb2.ModelSpec()],
         slicing_specs=[config_pb2.SlicingSpec(feature_keys=list(s)) for s in slices],
         metrics_specs=[config_pb2.MetricsSpec(output_names=list(head_names))])
-    run = config_pb2.EvalRun(eval_config=eval_config, version=tfma.__version__,
+    run = config_pb2.EvalRun(eval_config=eval_config, version=tfma_module('version').VERSION,
                              data_location=UNKNOWN, file_format=UNKNOWN,
                              model_locations={'': UNKNOWN})
     return json_format.MessageToJson(run).encode('utf-8')

@@ -1,0 +1,408 @@
+"""headstream on Dask: `HeadstreamDaskRunner` (pipeline/dask_runner.py).
+
+Three groups:
+
+- No cluster: runner names, refusals of streaming and event-time windowing, and the translation
+  of a small pipeline computed with Dask's synchronous scheduler in this process.
+- One pipeline on a real local cluster of 2 worker processes (the runner starts and stops it):
+  Create → Reshuffle → multi-output ParDo (`finish_bundle` outputs too) → CombinePerKey, a side
+  input and two sinks; the expected values are sums written out by hand. The run must leave no
+  process behind and print no traceback.
+- The command line end to end (slow): `headstream evaluate --runner DaskRunner` on a 2-worker
+  cluster gives the DirectRunner's metrics and plots to 1e-9 relative, for every source format and
+  for a MultiHead with head_weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import apache_beam as beam
+import dask
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms import trigger, window
+
+from pipeline import dask_runner
+from pipeline.config import ConfigError
+from pipeline.dask_runner import (DASK_RUNNER, DaskUnsupportedError, HeadstreamDaskRunner,
+                                  check_dask_supported, is_dask_runner)
+
+# -------------------------------------------------------------------------------------------------
+# A small pipeline with every shape the evaluation graph has.
+# -------------------------------------------------------------------------------------------------
+
+N = 20
+THREES = [x for x in range(1, N + 1) if x % 3 == 0]  # 3, 6, ..., 18
+# Hand sums over 1..20 without the multiples of 3:
+EVENS = 2 + 4 + 8 + 10 + 14 + 16 + 20          # 74
+ODDS = 1 + 5 + 7 + 11 + 13 + 17 + 19           # 73
+THREES_TOTAL = 3 + 6 + 9 + 12 + 15 + 18        # 63
+
+
+class _Split(beam.DoFn):
+    """Main output (x % 2, x); multiples of 3 to the 'threes' tag; (bundles, 1) per bundle."""
+
+    def process(self, x: int):
+        if x % 3 == 0:
+            yield beam.pvalue.TaggedOutput('threes', x)
+        else:
+            yield x % 2, x
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+        yield WindowedValue(('bundles', 1), GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+
+class _WriteJson(beam.DoFn):
+    """A sink: writes the one group it receives to `<out>/<name>.json`."""
+
+    def __init__(self, out: str, name: str) -> None:
+        self._path = os.path.join(out, name + '.json')
+
+    def process(self, group):
+        with open(self._path, 'w') as f:
+            json.dump(sorted(group[1], key=str), f)
+        yield self._path
+
+
+def _small_pipeline(p: beam.Pipeline, out: str) -> None:
+    """Adds the small pipeline to `p`: sinks sums.json and threes.json under `out`."""
+    split = (p
+             | 'Numbers' >> beam.Create(list(range(1, N + 1)))
+             | 'Spread' >> beam.Reshuffle()
+             | 'Split' >> beam.ParDo(_Split()).with_outputs('threes', main='main'))
+    total = split.threes | 'Total' >> beam.CombineGlobally(sum)
+    (split.main
+     | 'Sum' >> beam.CombinePerKey(sum)
+     | 'WithTotal' >> beam.Map(lambda kv, t: [str(kv[0]), kv[1], t],
+                               beam.pvalue.AsSingleton(total))
+     | 'OneKey' >> beam.Map(lambda x: (0, x))
+     | 'Gather' >> beam.GroupByKey()
+     | 'WriteSums' >> beam.ParDo(_WriteJson(out, 'sums')))
+    # A second sink that is not the last transform translated.
+    (split.threes
+     | 'ThreesKey' >> beam.Map(lambda x: (0, x))
+     | 'GatherThrees' >> beam.GroupByKey()
+     | 'WriteThrees' >> beam.ParDo(_WriteJson(out, 'threes')))
+
+
+def _expected_sums(bundles: int) -> list:
+    return sorted([['0', EVENS, THREES_TOTAL], ['1', ODDS, THREES_TOTAL],
+                   ['bundles', bundles, THREES_TOTAL]], key=str)
+
+
+def _read(out, name: str):
+    with open(os.path.join(str(out), name + '.json')) as f:
+        return json.load(f)
+
+
+# -------------------------------------------------------------------------------------------------
+# No cluster.
+# -------------------------------------------------------------------------------------------------
+
+def test_runner_names():
+    for name in ('DaskRunner', 'daskrunner', 'dask', ' DaskRunner ', DASK_RUNNER,
+                 'apache_beam.runners.dask.dask_runner.DaskRunner'):
+        assert is_dask_runner(name), name
+    assert is_dask_runner(HeadstreamDaskRunner) and is_dask_runner(HeadstreamDaskRunner())
+    for name in (None, 'DirectRunner', 'DataflowRunner', 'BundleBasedDirectRunner'):
+        assert not is_dask_runner(name), name
+
+
+def test_streaming_is_refused_naming_the_runners_that_support_it():
+    with pytest.raises(DaskUnsupportedError, match=r'--streaming.*DataflowRunner'):
+        check_dask_supported(streaming=True)
+    check_dask_supported(streaming=False)
+    # The command line reports config errors in one line with exit status 2.
+    assert issubclass(DaskUnsupportedError, ConfigError)
+
+
+def _refused(tmp_path, build, args=()) -> str:
+    options = PipelineOptions(['--runner', DASK_RUNNER, '--dask_client_address',
+                               'tcp://127.0.0.1:1', *args])  # never contacted
+    p = beam.Pipeline(options=options)
+    build(p)
+    with pytest.raises(DaskUnsupportedError) as e:
+        p.run()
+    return str(e.value)
+
+
+def test_streaming_option_and_event_time_windows_are_refused_before_connecting(tmp_path):
+    def windowed(p):
+        (p | beam.Create([1, 2]) | 'Fixed' >> beam.WindowInto(window.FixedWindows(60))
+         | beam.Map(print))
+
+    def triggered(p):
+        (p | beam.Create([1, 2])
+         | 'Early' >> beam.WindowInto(window.GlobalWindows(),
+                                      trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+                                      accumulation_mode=trigger.AccumulationMode.ACCUMULATING)
+         | beam.Map(print))
+
+    assert 'Fixed' in _refused(tmp_path, windowed) and 'DataflowRunner' in _refused(
+        tmp_path, windowed)
+    assert 'Early' in _refused(tmp_path, triggered)
+    message = _refused(tmp_path, lambda p: p | beam.Create([1]) | beam.Map(print),
+                       ['--streaming'])
+    assert '--streaming' in message and 'DataflowRunner' in message
+
+
+def test_no_local_cluster_below_one_worker():
+    with pytest.raises(ConfigError, match='--dask_local_workers'):
+        with dask_runner.local_dask_cluster(0):
+            pass
+
+
+def _translate_and_compute(tmp_path, args=()) -> None:
+    options = PipelineOptions(['--runner', DASK_RUNNER, *args])
+    p = beam.Pipeline(runner=HeadstreamDaskRunner(), options=options)
+    _small_pipeline(p, str(tmp_path))
+    bag_kwargs = dask_runner.DaskOptions._extract_bag_kwargs(
+        options.view_as(dask_runner.DaskOptions).get_all_options(drop_default=True,
+                                                                 current_only=True))
+    leaves = dask_runner._translate(p, bag_kwargs)
+    assert len(leaves) == 2  # both sinks
+    with dask.config.set(scheduler='sync'):
+        dask.compute(*leaves)
+
+
+def test_translation_tags_finish_bundle_side_inputs_and_every_sink(tmp_path):
+    _translate_and_compute(tmp_path)
+    # One element per partition, so one bundle per number.
+    assert _read(tmp_path, 'sums') == _expected_sums(bundles=N)
+    assert sorted(_read(tmp_path, 'threes')) == THREES
+
+
+def test_partition_options_pass_through(tmp_path):
+    _translate_and_compute(tmp_path, ['--dask_npartitions', '4'])
+    assert _read(tmp_path, 'sums') == _expected_sums(bundles=4)
+    _translate_and_compute(tmp_path, ['--dask_partition_size', '7'])  # 7 + 7 + 6
+    assert _read(tmp_path, 'sums') == _expected_sums(bundles=3)
+
+
+# -------------------------------------------------------------------------------------------------
+# A real local cluster.
+# -------------------------------------------------------------------------------------------------
+
+def test_small_pipeline_on_a_private_local_cluster(tmp_path, capfd):
+    psutil = pytest.importorskip('psutil')
+    me = psutil.Process()
+    before = {c.pid for c in me.children(recursive=True)}
+    options = PipelineOptions(['--runner', 'DaskRunner', '--dask_local_workers', '2'])
+    p = beam.Pipeline(runner=HeadstreamDaskRunner(), options=options)
+    _small_pipeline(p, str(tmp_path))
+    result = p.run()
+    assert result.wait_until_finish() == 'DONE'
+    assert _read(tmp_path, 'sums') == _expected_sums(bundles=N)
+    assert sorted(_read(tmp_path, 'threes')) == THREES
+    # The cluster's workers and nannies are gone, and nothing was printed on the way down.
+    left = []
+    for child in me.children(recursive=True):
+        try:
+            if child.pid not in before and child.status() != psutil.STATUS_ZOMBIE:
+                left.append(' '.join(child.cmdline()))
+        except psutil.NoSuchProcess:
+            pass
+    # multiprocessing's resource tracker serves this process for its lifetime, whatever starts it.
+    assert not [c for c in left if 'resource_tracker' not in c], left
+    out, err = capfd.readouterr()
+    assert 'Traceback' not in out + err and 'ERROR' not in out + err, err
+
+
+# -------------------------------------------------------------------------------------------------
+# The command line end to end: the DaskRunner gives the DirectRunner's tables.
+# -------------------------------------------------------------------------------------------------
+
+ROWS, SHARDS = 1200, 3
+HEADS = [
+    {'type': 'BinaryClassHead',
+     'args': {'name': 'click', 'weight_column': 'w', 'thresholds': [0.3, 0.5]},
+     'logits': 'x', 'labels': 'y'},
+    {'type': 'RegressionHead', 'args': {'name': 'watch', 'weight_column': 'w'},
+     'logits': 'r', 'labels': 'ry'},
+    {'type': 'MultiClassHead', 'args': {'name': 'topic', 'n_classes': 3},
+     'logits': 'topic_logits', 'labels': 'topic'},
+]
+HEAD_WEIGHTS = [1.0, 0.5, 2.0]  # the MultiHead click_watch_topic
+KEYS = ('slice', 'head', 'metric', 'window_start', 'step', 'threshold', 'curve', 'bucket')
+
+
+def _rows() -> dict[str, list]:
+    import numpy as np
+    rng = np.random.default_rng(11)
+    x = rng.normal(0.0, 2.0, ROWS)
+    return {
+        'country': list(rng.choice(['US', 'JP', 'DE'], ROWS)),
+        'w': [float(v) for v in rng.uniform(0.5, 1.5, ROWS).astype(np.float32)],
+        'x': [float(v) for v in x.astype(np.float32)],
+        'y': [int(v) for v in rng.random(ROWS) < 1.0 / (1.0 + np.exp(-x))],
+        'r': [float(v) for v in rng.normal(1.0, 1.0, ROWS).astype(np.float32)],
+        'ry': [float(v) for v in rng.normal(1.0, 1.2, ROWS).astype(np.float32)],
+        'topic_logits': [[float(v) for v in row]
+                         for row in rng.normal(0.0, 1.0, (ROWS, 3)).astype(np.float32)],
+        'topic': [int(v) for v in rng.integers(0, 3, ROWS)],
+        'ts': [int(v) for v in rng.integers(0, 900, ROWS)],  # epoch seconds
+    }
+
+
+def _write_shards(fmt: str, directory) -> str:
+    """The rows of `_rows()` in SHARDS files of one format; returns their glob."""
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    data = _rows()
+    os.makedirs(str(directory), exist_ok=True)
+    bounds = [ROWS * i // SHARDS for i in range(SHARDS + 1)]
+    ext = {'parquet': 'parquet', 'tfrecord': 'tfrecord', 'csv': 'csv', 'jsonl': 'jsonl'}[fmt]
+    for part in range(SHARDS):
+        lo, hi = bounds[part], bounds[part + 1]
+        shard = {k: v[lo:hi] for k, v in data.items()}
+        path = os.path.join(str(directory), 'part-%d.%s' % (part, ext))
+        if fmt == 'parquet':
+            pq.write_table(pa.table(shard), path, row_group_size=150)  # several work items
+        elif fmt == 'jsonl':
+            with open(path, 'w') as f:
+                for i in range(hi - lo):
+                    f.write(json.dumps({k: v[i] for k, v in shard.items()}) + '\n')
+        elif fmt == 'csv':
+            with open(path, 'w', newline='') as f:
+                out = csv.writer(f)
+                out.writerow(list(shard))
+                for i in range(hi - lo):
+                    out.writerow([json.dumps(v[i]) if isinstance(v[i], list) else v[i]
+                                  for v in shard.values()])
+        else:
+            from apache_beam.io.tfrecordio import _TFRecordUtil
+            from tfx_bsl.coders import example_coder
+            types = {'country': pa.large_binary(), 'y': pa.int64(), 'topic': pa.int64(),
+                     'ts': pa.int64()}
+            batch = pa.record_batch({
+                k: pa.array([[c.encode()] if k == 'country' else
+                             (list(c) if isinstance(c, list) else [c]) for c in v],
+                            pa.large_list(types.get(k, pa.float32())))
+                for k, v in shard.items()})
+            with open(path, 'wb') as f:
+                for record in example_coder.RecordBatchToExamplesEncoder().encode(batch):
+                    _TFRecordUtil.write_record(f, record)
+    return os.path.join(str(directory), 'part-*.' + ext)
+
+
+def _dask_flag() -> str:
+    """`DaskRunner` once the command line selects this runner for it; its full name until then."""
+    from pipeline.run import make_runner
+    runner = make_runner(PipelineOptions(['--runner', 'DaskRunner']))
+    return 'DaskRunner' if isinstance(runner, HeadstreamDaskRunner) else DASK_RUNNER
+
+
+@pytest.mark.skipif(_dask_flag() != 'DaskRunner',
+                    reason='pipeline.run.make_runner does not select HeadstreamDaskRunner yet')
+def test_the_command_line_shorthand_selects_this_runner():
+    from pipeline.run import make_runner
+    for name in ('DaskRunner', 'apache_beam.runners.dask.dask_runner.DaskRunner'):
+        assert isinstance(make_runner(PipelineOptions(['--runner', name])), HeadstreamDaskRunner)
+
+
+def _table(out, name: str):
+    import pyarrow.parquet as pq
+    table = pq.read_table(os.path.join(str(out), name)).to_pandas()
+    keys = [k for k in KEYS if k in table.columns]
+    return table.sort_values(keys).reset_index(drop=True), keys
+
+
+def _assert_same_tables(direct, dask_out) -> None:
+    import numpy as np
+    for name in ('metrics', 'plots'):
+        want, keys = _table(direct, name)
+        got, got_keys = _table(dask_out, name)
+        assert got_keys == keys and len(got) == len(want) > 0, name
+        for column in want.columns:
+            if column in ('run_id', 'evaluated_at'):
+                continue
+            a, b = want[column].to_numpy(), got[column].to_numpy()
+            if a.dtype.kind == 'f':
+                np.testing.assert_allclose(b, a, rtol=1e-9, atol=0, equal_nan=True,
+                                           err_msg='%s.%s' % (name, column))
+            else:
+                assert [str(v) for v in b] == [str(v) for v in a], (name, column)
+    with open(os.path.join(str(direct), 'summary.json')) as f:
+        want_summary = json.load(f)
+    with open(os.path.join(str(dask_out), 'summary.json')) as f:
+        got_summary = json.load(f)
+    for key in ('rows_read', 'bad_rows', 'metrics_rows', 'plots_rows', 'multi_head'):
+        assert got_summary[key] == want_summary[key], key
+
+
+def _evaluate(config: dict, out, *args: str) -> None:
+    from pipeline import cli
+    assert cli.main(['evaluate', '--config', json.dumps(config), '--output', str(out),
+                     *args]) == 0
+
+
+@pytest.fixture(scope='module')
+def dask_address():
+    """One 2-worker local cluster shared by the command-line tests (starting one takes ~10 s)."""
+    with dask_runner.local_dask_cluster(2) as address:
+        yield address
+
+
+@pytest.mark.slow
+@pytest.mark.tf  # every run ends with the TFMA writer, which imports TensorFlow
+@pytest.mark.parametrize('fmt', ['parquet', 'tfrecord', 'csv', 'jsonl'])
+def test_cli_on_dask_equals_direct_runner(tmp_path, fmt, dask_address):
+    config = {'input': {'pattern': _write_shards(fmt, tmp_path / 'in'), 'format': fmt},
+              'heads': HEADS, 'head_weights': HEAD_WEIGHTS, 'slices': [[], ['country']]}
+    if fmt == 'parquet':
+        config['window'] = {'column': 'ts', 'size': 300}  # batch windows are keys: fine on Dask
+    _evaluate(config, tmp_path / 'direct', '--runner', 'DirectRunner')
+    _evaluate(config, tmp_path / 'dask', '--runner', _dask_flag(),
+              '--dask_client_address', dask_address)
+    _assert_same_tables(tmp_path / 'direct', tmp_path / 'dask')
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_cli_on_a_private_cluster_equals_direct_runner(tmp_path, capfd):
+    config = {'input': {'pattern': _write_shards('parquet', tmp_path / 'in')},
+              'heads': HEADS, 'head_weights': HEAD_WEIGHTS, 'slices': [[], ['country']]}
+    _evaluate(config, tmp_path / 'direct', '--runner', 'DirectRunner')
+    capfd.readouterr()
+    _evaluate(config, tmp_path / 'dask', '--runner', _dask_flag(), '--dask_local_workers', '2',
+              '--dask_npartitions', '2')
+    err = capfd.readouterr().err
+    assert 'Traceback' not in err and 'distributed.' not in err, err
+    _assert_same_tables(tmp_path / 'direct', tmp_path / 'dask')
+
+
+def test_cli_refuses_streaming_on_dask_in_one_line(tmp_path, capsys):
+    from pipeline import cli
+    config = {'input': {'pattern': _write_shards('jsonl', tmp_path / 'in')}, 'heads': HEADS[:1],
+              'window': {'column': 'ts', 'size': 60}, 'output': str(tmp_path / 'out')}
+    assert cli.main(['evaluate', '--config', json.dumps(config), '--runner', _dask_flag(),
+                     '--streaming', '--dask_client_address', 'tcp://127.0.0.1:1']) == 2
+    err = capsys.readouterr().err
+    assert '--streaming' in err and 'DataflowRunner' in err and 'Traceback' not in err, err
+    assert not os.path.exists(str(tmp_path / 'out' / 'metrics'))
+
+
+def test_cli_bad_record_on_dask_fails_in_one_line(tmp_path, capfd):
+    """A bad row stops the run as on the DirectRunner: exit 1, one line naming file, row, column."""
+    from pipeline import cli
+    pattern = _write_shards('jsonl', tmp_path / 'in')
+    bad_file = os.path.join(str(tmp_path / 'in'), 'part-1.jsonl')
+    with open(bad_file) as f:
+        lines = f.read().splitlines()
+    row = json.loads(lines[5])
+    row['x'] = None
+    lines[5] = json.dumps(row)
+    with open(bad_file, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    config = {'input': {'pattern': pattern}, 'heads': HEADS[:1], 'output': str(tmp_path / 'out')}
+    assert cli.main(['evaluate', '--config', json.dumps(config), '--runner', _dask_flag(),
+                     '--dask_local_workers', '1']) == 1  # one worker starts faster
+    err = capfd.readouterr().err
+    assert 'file %s, row 5, column x' % bad_file in err, err
+    assert 'Traceback' not in err and 'Compute Failed' not in err, err
+    assert not os.path.exists(str(tmp_path / 'out' / 'metrics'))
