@@ -101,6 +101,7 @@ def _evaluate(argv: Sequence[str]) -> int:
     from pipeline.apply import BadRecordError
     from pipeline.config import ConfigError
     from pipeline.run import evaluate
+    from pipeline.sources import UnreadableFileError
     args, beam_args = evaluate_parser().parse_known_args(list(argv))
     if any(a == '--streaming' or a.startswith('--streaming=') for a in beam_args):
         if args.bigquery_table:  # the sink writes a batch run's table once, at its end
@@ -118,6 +119,10 @@ def _evaluate(argv: Sequence[str]) -> int:
         return EXIT_USAGE
     except BadRecordError as e:
         print('headstream: %s' % e, file=sys.stderr)
+        return EXIT_FAILED
+    except UnreadableFileError as e:
+        # Beam appends where it ran ("[while running 'Read/Read']"); the file is what matters.
+        print('headstream: %s' % str(e).split(' [while running')[0], file=sys.stderr)
         return EXIT_FAILED
     print('headstream: run %s: %d rows read, %d bad; outputs in %s' % (
         summary['run_id'], summary['rows_read'], summary['bad_rows'],
@@ -148,12 +153,18 @@ def _watch(argv: Sequence[str]) -> int:
 
 
 class _DropBadRecordTraceback(logging.Filter):
-    """Beam logs a failing DoFn's traceback; for a bad record the one-line message is enough."""
+    """Beam logs a failing DoFn's traceback; for a bad record or an unreadable file the one-line
+    message the CLI prints is enough."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from pipeline.apply import BAD_RECORD
-        return not (record.name.startswith('apache_beam')
-                    and '%s: file ' % BAD_RECORD in record.getMessage())
+        if not record.name.startswith('apache_beam'):
+            return True
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            message += ' %s' % record.exc_info[1]
+        return not ('%s: file ' % BAD_RECORD in message or 'UnreadableFileError' in message
+                    or 'cannot read ' in message and ' file ' in message)
 
 
 def _configure_logging() -> None:

@@ -32,6 +32,20 @@ _TEXT_BLOCK_BYTES = 16 << 20
 _LOG_EVERY_S = 5.0
 _log = logging.getLogger(__name__)
 
+# What a damaged or unreadable file raises inside pyarrow, tfx_bsl or Beam's TFRecord reader.
+_READ_ERRORS = (pa.ArrowException, OSError, ValueError, RuntimeError, EOFError)
+
+
+class UnreadableFileError(RuntimeError):
+    """A file that cannot be read (corrupt, truncated, not of its format); names the file."""
+
+
+def _unreadable(path: str, fmt: str, e: BaseException, first_row: int | None = None
+                ) -> UnreadableFileError:
+    where = '' if first_row is None else ' (in the rows from %d on)' % first_row
+    return UnreadableFileError('cannot read %s file %s%s: %s: %s' % (
+        fmt, path, where, type(e).__name__, str(e).strip()))
+
 
 class WorkItem(NamedTuple):
     """A unit of reading: a whole file, or a run of a Parquet file's row groups."""
@@ -83,7 +97,22 @@ def _open(path: str, seekable: bool = False):
 
 
 def read_schema(path: str, fmt: str) -> pa.Schema:
-    """The Arrow schema the reader will produce for `path` (from its first block of rows)."""
+    """The Arrow schema the reader will produce for `path` (from its first block of rows).
+
+    Raises:
+      UnreadableFileError: naming the file, when it cannot be read as `fmt`.
+    """
+    try:
+        return _read_schema(path, fmt)
+    except FileNotFoundError:
+        raise
+    except UnreadableFileError:
+        raise
+    except _READ_ERRORS as e:
+        raise _unreadable(path, fmt, e) from e
+
+
+def _read_schema(path: str, fmt: str) -> pa.Schema:
     if fmt == 'parquet':
         import pyarrow.parquet as pq
         with _open(path, seekable=True) as f:
@@ -106,8 +135,13 @@ def plan_file(path: str, fmt: str, target_rows: int = TARGET_ROWS) -> list[WorkI
     if fmt != 'parquet':
         return [WorkItem(path, fmt, None, 0)]
     import pyarrow.parquet as pq
-    with _open(path, seekable=True) as f:
-        meta = pq.ParquetFile(f).metadata
+    try:
+        with _open(path, seekable=True) as f:
+            meta = pq.ParquetFile(f).metadata
+    except FileNotFoundError:
+        raise
+    except _READ_ERRORS as e:
+        raise _unreadable(path, fmt, e) from e
     items: list[WorkItem] = []
     group: list[int] = []
     group_rows = 0
@@ -227,12 +261,30 @@ def read_item(item: WorkItem, columns: Sequence[str] | None = None,
               dictionary_columns: Sequence[str] = ()) -> Iterator[SourceBatch]:
     """Reads one work item into `SourceBatch`es of at most `rows` rows.
 
+    A file that turns out damaged while it is read raises `UnreadableFileError` naming it (and
+    the row from which on its rows could not be read); batches before that were yielded already.
+
     Args:
       item: what to read.
       columns: the columns to read (None: all).
       rows: rows per batch.
       dictionary_columns: Parquet string columns to read dictionary-encoded (cheap slicing).
     """
+    first = item.first_row
+    try:
+        for sb in _read_item(item, columns, rows, dictionary_columns):
+            yield sb
+            first = sb.first_row + sb.batch.num_rows
+    except FileNotFoundError:
+        raise
+    except UnreadableFileError:
+        raise
+    except _READ_ERRORS as e:
+        raise _unreadable(item.path, item.format, e, first) from e
+
+
+def _read_item(item: WorkItem, columns: Sequence[str] | None, rows: int,
+               dictionary_columns: Sequence[str]) -> Iterator[SourceBatch]:
     first = item.first_row
     if item.format == 'parquet':
         import pyarrow.parquet as pq

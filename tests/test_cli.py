@@ -234,3 +234,24 @@ def test_progress_thread_logs_periodically_and_once_at_the_end(caplog):
     assert lines[0].startswith('headstream: run r10: 42 rows read so far in ')
     assert lines[-1].startswith('headstream: run r10: 42 rows read in ')  # the final line
     assert 'r10' not in run._rows_read
+
+
+def test_a_corrupt_shard_exits_1_with_one_line_naming_the_file(capsys, tmp_path):
+    import shutil
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    data = tmp_path / 'in'
+    shutil.copytree(root / 'examples' / 'data', data)
+    bad = sorted(data.glob('*.parquet'))[1]
+    bad.write_bytes(b'not a parquet file' * 50)
+    config = (root / 'examples' / 'eval.yaml').read_text().replace(
+        'examples/data/part-*.parquet', str(data / 'part-*.parquet')).replace(
+        'demo_out/example', str(tmp_path / 'out'))
+    (tmp_path / 'eval.yaml').write_text(config)
+    code = cli.main(['evaluate', '--config', str(tmp_path / 'eval.yaml'),
+                     '--runner=DirectRunner'])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert 'headstream: cannot read parquet file %s: ' % bad in err
+    assert 'Traceback' not in err
+    assert not (tmp_path / 'out' / 'metrics').exists()

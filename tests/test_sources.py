@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import sys
 
 import numpy as np
@@ -165,3 +166,16 @@ def test_json_list_cells_parse_at_once_and_bad_cells_are_named():
     problems = _Problems(3)
     ids = id_lists(pa.array(['["a", "c"]', '[]', '["b"]']), 'tags', problems)
     assert ids.to_pylist() == [['a', 'c'], [], ['b']] and not problems.items
+
+
+@pytest.mark.parametrize('fmt,name,content', [
+    ('csv', 'bad.csv.gz', b'not gzip at all'),
+    ('tfrecord', 'bad.tfrecord', b'\x01\x02\x03 short garbage that is not a record framing'),
+])
+def test_an_unreadable_file_is_an_error_naming_it(tmp_path, fmt, name, content):
+    path = str(tmp_path / name)
+    with open(path, 'wb') as f:
+        f.write(content)
+    with pytest.raises(sources.UnreadableFileError, match='cannot read %s file %s' % (
+            fmt, re.escape(path))):
+        list(sources.read_item(sources.WorkItem(path, fmt, None, 0)))
