@@ -17,10 +17,11 @@ file, row and column), 2 an invalid config or command line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -110,10 +111,11 @@ def _evaluate(argv: Sequence[str]) -> int:
             return EXIT_USAGE
         return _evaluate_streaming(args, beam_args, argv)
     try:
-        summary = evaluate(args.config, beam_args, output=args.output,
-                           bad_records=args.bad_records,
-                           write_predictions=args.write_predictions, run_id=args.run_id,
-                           bigquery_table=args.bigquery_table)
+        with _quiet_known_tracebacks():
+            summary = evaluate(args.config, beam_args, output=args.output,
+                               bad_records=args.bad_records,
+                               write_predictions=args.write_predictions, run_id=args.run_id,
+                               bigquery_table=args.bigquery_table)
     except ConfigError as e:
         print('headstream: config error: %s' % e, file=sys.stderr)
         return EXIT_USAGE
@@ -150,6 +152,40 @@ def _evaluate_streaming(args: argparse.Namespace, beam_args: Sequence[str],
 
 def _watch(argv: Sequence[str]) -> int:
     return importlib.import_module('pipeline.watch').main(list(argv))
+
+
+class _StderrWithoutKnownTracebacks:
+    """sys.stderr, minus the tracebacks Beam's multi-threaded workers print for errors the CLI
+    reports in one line (a bad record, an unreadable file)."""
+
+    _KNOWN = ('BadRecordError: ', 'UnreadableFileError: ')
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+        self._dropped = False
+
+    def write(self, text: str) -> int:
+        dropped, self._dropped = self._dropped, False
+        if text.startswith('Traceback (most recent call last)') and any(
+                k in text for k in self._KNOWN):
+            self._dropped = True
+            return len(text)
+        if dropped and text == '\n':  # the end of print()'s dropped line
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _quiet_known_tracebacks() -> Iterator[None]:
+    stream = sys.stderr
+    sys.stderr = _StderrWithoutKnownTracebacks(stream)
+    try:
+        yield
+    finally:
+        sys.stderr = stream
 
 
 class _DropBadRecordTraceback(logging.Filter):

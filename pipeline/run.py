@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import logging
+import os
 import re
 import threading
 import time
@@ -46,6 +47,8 @@ _log = logging.getLogger(__name__)
 BIGQUERY_TAG = 'bigquery_rows'
 PROGRESS_EVERY_S = 30.0
 _BAD_RECORD_LINE = re.compile(re.escape(BAD_RECORD) + r': file .*?, row \d+, column [^\n]*')
+# Multi-threaded local runs and remote runners re-raise a worker's error as text; recover ours.
+_UNREADABLE_LINE = re.compile(r'(?<=UnreadableFileError: )cannot read \w+ file [^\n]*')
 
 
 def pipeline_options(pipeline_args: Sequence[str]) -> PipelineOptions:
@@ -80,6 +83,7 @@ def make_runner(options: PipelineOptions):
             return dask_runner.HeadstreamDaskRunner()
     if isinstance(runner, str) and runner.split('.')[-1] in ('DirectRunner', 'direct') and (
             not standard.streaming):
+        _use_every_core(options)
         from apache_beam.portability.api import beam_provision_api_pb2
         from apache_beam.runners.portability.fn_api_runner import fn_runner
         from apache_beam.runners.portability.portable_runner import JobServiceHandle
@@ -87,6 +91,23 @@ def make_runner(options: PipelineOptions):
         return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
             beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
     return None
+
+
+def _use_every_core(options: PipelineOptions) -> None:
+    """Unless the user chose otherwise, a local run processes bundles on one thread per core.
+
+    The work per batch is numpy and pyarrow, which release the GIL for their large steps, so
+    threads overlap reading and evaluating (5 heads over 10M rows on 2 cores: 13.8 s on one
+    thread, 10.4 s on two). Threads, not processes: the FnApiRunner's multi-processing mode moves
+    every element through gRPC and was about 3x slower. Results do not depend on it (the states
+    merge in any order).
+    """
+    from apache_beam.options.pipeline_options import DirectOptions
+    chosen = options.get_all_options(drop_default=True)
+    direct = options.view_as(DirectOptions)
+    if 'direct_num_workers' not in chosen and 'direct_running_mode' not in chosen:
+        direct.direct_num_workers = max(1, min(os.cpu_count() or 1, 8))
+        direct.direct_running_mode = 'multi_threading'
 
 
 # -------------------------------------------------------------------------------------------------
@@ -436,6 +457,10 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
         if match:
             line = re.sub(r" \[while running .*$", '', match.group(0))
             raise BadRecordError(line) from None
+        match = _UNREADABLE_LINE.search(str(e))
+        if match:
+            line = re.sub(r" \[while running .*$", '', match.group(0))
+            raise sources.UnreadableFileError(line) from None
         raise
     finally:
         progress.stop()
