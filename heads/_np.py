@@ -229,14 +229,15 @@ def lookup_labels(labels: np.ndarray, vocabulary: Sequence[str]) -> np.ndarray:
     labels = as_label_array(labels)
     if labels.size and not is_string_array(labels):
         raise TypeError("Dtype of argument `keys` must be <dtype: 'string'>, received: "
-                        "<dtype: '{}'>".format(_tf_dtype_name(labels.dtype)))
+                        "<dtype: '{}'>".format(tf_dtype_name(labels.dtype)))
     index = {v: i for i, v in enumerate(vocabulary)}
     flat = labels.reshape(-1)
     ids = np.fromiter((index.get(v, -1) for v in flat), dtype=np.int64, count=flat.size)
     return ids.reshape(labels.shape)
 
 
-def _tf_dtype_name(dtype: np.dtype) -> str:
+def tf_dtype_name(dtype: np.dtype) -> str:
+    """The TF dtype name numpy data would convert to (`<dtype: 'int64'>`)."""
     if dtype == object or dtype.kind in 'US':
         return 'string'
     if dtype == np.bool_:

@@ -15,7 +15,7 @@ Label forms accepted on the array face:
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -34,15 +34,6 @@ LABELS_UNKNOWN_NAME = 'Indices are not valid (out of bounds): label not in label
 # No space after "given: {}." in tf.estimator's text.
 UNKNOWN_PREDICTION_KEY = 'Prediction key must be in PredictionKeys, given: {}.' \
                          'Valid prediction keys include {}.'
-
-
-def _dtype_name(dtype: np.dtype) -> str:
-    """The TF dtype name numpy data would convert to (`<dtype: 'int64'>`)."""
-    if dtype == object or dtype.kind in 'US':
-        return 'string'
-    if dtype == np.bool_:
-        return 'bool'
-    return np.dtype(dtype).name
 
 
 def _is_integer(arr: np.ndarray) -> bool:
@@ -151,6 +142,26 @@ def _logits_and_weight_problems(head: Any, logits: Any, features: Mapping[str, A
     return lg, out
 
 
+def _loss_terms(head: Any, labels: Any, logits: Any, features: Mapping[str, Any] | None,
+                labels_of: Callable[..., np.ndarray], unweighted_loss: Callable[..., np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | float, np.ndarray]:
+    """(checked logits, checked labels, example weights, unweighted per-example loss) of a batch.
+
+    `labels_of(head, labels, logits)` checks the labels and `unweighted_loss(head, labels, logits,
+    features)` gives the loss before weighting; the TF face's errors are raised, and nothing is
+    kept, so a rejected batch leaves no trace in a state.
+    """
+    lg = _np.check_logits(logits, head.logits_dimension)
+    y = labels_of(head, labels, lg)
+    weights = _np.example_weights(features, head.weight_column, lg)
+    return lg, y, weights, unweighted_loss(head, y, lg, features)
+
+
+def _weighted_per_example(u: np.ndarray, weights: np.ndarray | float) -> np.ndarray:
+    """The weighted loss as a fresh array of the unweighted loss's shape `[D0..DN, 1]`."""
+    return np.broadcast_to(_np.weighted_loss(u, weights), u.shape).copy()
+
+
 # -------------------------------------------------------------------------------------------------
 # MultiClassHead (§5).
 # -------------------------------------------------------------------------------------------------
@@ -165,13 +176,13 @@ def multi_class_raw_ids(head: Any, labels: Any, logits: np.ndarray) -> np.ndarra
     if head.label_vocabulary:
         if labels.size and not _np.is_string_array(labels):
             raise ValueError('Labels dtype should be string if there is a vocabulary. Instead got '
-                             "<dtype: '{}'>".format(_dtype_name(labels.dtype)))
+                             "<dtype: '{}'>".format(_np.tf_dtype_name(labels.dtype)))
         return _np.lookup_labels(labels, head.label_vocabulary)
     if labels.size == 0 and labels.dtype == object:
         return np.zeros(labels.shape, dtype=np.int64)
     if not _is_integer(labels):
         raise ValueError("Labels dtype should be integer. Instead got <dtype: '{}'>.".format(
-            _dtype_name(labels.dtype)))
+            _np.tf_dtype_name(labels.dtype)))
     return labels.astype(np.int64, copy=False)
 
 
@@ -248,11 +259,9 @@ def multi_class_predictions(head: Any, logits: Any, keys: Sequence[str] | None =
 def multi_class_loss(head: Any, labels: Any, logits: Any,
                      features: Mapping[str, Any] | None = None) -> np.ndarray:
     """Per-example weighted unreduced loss `[D0..DN, 1]` float64."""
-    lg = _np.check_logits(logits, head.logits_dimension)
-    ids = multi_class_ids(head, labels, lg)
-    weights = _np.example_weights(features, head.weight_column, lg)
-    u = multi_class_unweighted_loss(head, ids, lg, features)
-    return np.broadcast_to(_np.weighted_loss(u, weights), u.shape).copy()
+    _, _, weights, u = _loss_terms(head, labels, logits, features, multi_class_ids,
+                                   multi_class_unweighted_loss)
+    return _weighted_per_example(u, weights)
 
 
 def multi_class_invalid_rows(head: Any, labels: Any, logits: Any,
@@ -347,7 +356,7 @@ def _sparse_ids(head: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, int, bo
         return rows, _np.lookup_labels(vals.astype(object), head.label_vocabulary), n, True
     if vals.size and not _is_integer(vals):
         raise ValueError("Labels dtype should be integer. Instead got <dtype: '{}'>.".format(
-            _dtype_name(vals.dtype)))
+            _np.tf_dtype_name(vals.dtype)))
     return rows, vals.astype(np.int64), n, False
 
 
@@ -446,11 +455,9 @@ def multi_label_predictions(head: Any, logits: Any, keys: Sequence[str] | None =
 def multi_label_loss(head: Any, labels: Any, logits: Any,
                      features: Mapping[str, Any] | None = None) -> np.ndarray:
     """Per-example weighted unreduced loss `[D0..DN, 1]` float64."""
-    lg = _np.check_logits(logits, head.logits_dimension)
-    y = multi_label_labels(head, labels, lg)
-    weights = _np.example_weights(features, head.weight_column, lg)
-    u = multi_label_unweighted_loss(head, y, lg, features)
-    return np.broadcast_to(_np.weighted_loss(u, weights), u.shape).copy()
+    _, _, weights, u = _loss_terms(head, labels, logits, features, multi_label_labels,
+                                   multi_label_unweighted_loss)
+    return _weighted_per_example(u, weights)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -485,10 +492,8 @@ class MultiClassState(st.HeadState):
                ) -> 'MultiClassState':
         head = self.head
         # Everything is computed before any accumulator changes: a rejected batch leaves no trace.
-        lg = _np.check_logits(logits, head.logits_dimension)
-        ids = multi_class_ids(head, labels, lg)
-        weights = _np.example_weights(features, head.weight_column, lg)
-        u = multi_class_unweighted_loss(head, ids, lg, features)
+        lg, ids, weights, u = _loss_terms(head, labels, logits, features, multi_class_ids,
+                                          multi_class_unweighted_loss)
         weighted = _np.weighted_loss(u, weights)
         matches = (ids == class_ids_of(lg)).astype(np.float64)
         self.average_loss.update(u, weights)
@@ -543,10 +548,8 @@ class MultiLabelState(st.HeadState):
     def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
                ) -> 'MultiLabelState':
         head = self.head
-        lg = _np.check_logits(logits, head.logits_dimension)
-        y = multi_label_labels(head, labels, lg)
-        weights = _np.example_weights(features, head.weight_column, lg)
-        u = multi_label_unweighted_loss(head, y, lg, features)
+        lg, y, weights, u = _loss_terms(head, labels, logits, features, multi_label_labels,
+                                        multi_label_unweighted_loss)
         weighted = _np.weighted_loss(u, weights)
         probs = _np.sigmoid32(lg)
         y32 = np.asarray(y, dtype=np.float32)  # Keras casts y_true to the predictions' dtype

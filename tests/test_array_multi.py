@@ -20,6 +20,8 @@ from hypothesis import strategies as hst
 import heads
 from heads import _np_multi
 
+from _helpers import reference_keras_auc  # Keras AUC, one threshold at a time
+
 # -------------------------------------------------------------------------------------------------
 # Slow, obviously correct references.
 # -------------------------------------------------------------------------------------------------
@@ -33,39 +35,6 @@ def lse(*xs: float) -> float:
 def sce(x: float, z: float) -> float:
     """Sigmoid cross-entropy −z·log σ(x) − (1−z)·log(1−σ(x)), in a form that does not overflow."""
     return max(x, 0.0) - x * z + math.log1p(math.exp(-abs(x)))
-
-
-def ref_keras_auc(positive, scores, weights) -> tuple[float, float]:
-    """Keras 2 AUC(200) ROC and PR (interpolation) with explicit loops over the thresholds."""
-    n = 200
-    thresholds = [-1e-7] + [i / (n - 1) for i in range(1, n - 1)] + [1 + 1e-7]
-    tp, fp, fn, tn = [], [], [], []
-    for t in thresholds:
-        a = b = c = d = 0.0
-        for y, s, w in zip(positive, scores, weights):
-            s = min(max(float(s), 0.0), 1.0)
-            if s > t:
-                a, b = (a + w, b) if y else (a, b + w)
-            else:
-                c, d = (c + w, d) if y else (c, d + w)
-        tp.append(a), fp.append(b), fn.append(c), tn.append(d)
-
-    def dnn(x, y):
-        return x / y if y != 0 else 0.0
-    roc = 0.0
-    for i in range(n - 1):
-        r0, r1 = dnn(tp[i], tp[i] + fn[i]), dnn(tp[i + 1], tp[i + 1] + fn[i + 1])
-        f0, f1 = dnn(fp[i], fp[i] + tn[i]), dnn(fp[i + 1], fp[i + 1] + tn[i + 1])
-        roc += (f0 - f1) * (r0 + r1) / 2
-    pr = 0.0
-    for i in range(n - 1):
-        p0, p1 = tp[i] + fp[i], tp[i + 1] + fp[i + 1]
-        dtp, dp = tp[i] - tp[i + 1], p0 - p1
-        slope = dnn(dtp, max(dp, 0.0))
-        intercept = tp[i + 1] - slope * p1
-        ratio = p0 / p1 if (p0 > 0 and p1 > 0) else 1.0
-        pr += dnn(slope * (dtp + intercept * math.log(ratio)), max(tp[i + 1] + fn[i + 1], 0.0))
-    return roc, pr
 
 
 def sigmoid32(x):
@@ -442,7 +411,7 @@ def test_multi_label_random_data_against_reference():
          for lr, yr in zip(logits, labels)]
     expected = {'average_loss': np.dot(w, u) / w.sum()}
     flat_w = np.repeat(w, k)
-    expected['auc'], expected['auc_precision_recall'] = ref_keras_auc(
+    expected['auc'], expected['auc_precision_recall'] = reference_keras_auc(
         labels.reshape(-1), p.reshape(-1), flat_w)
     for t in (0.3, 0.7):
         pred = p > t
@@ -453,7 +422,7 @@ def test_multi_label_random_data_against_reference():
         expected['recall/positive_threshold_%g' % t] = tp / np.sum(flat_w * labels.reshape(-1))
     for c in (1, 3):
         expected['probability_mean/class%d' % c] = np.dot(w, p[:, c]) / w.sum()
-        expected['auc/class%d' % c], expected['auc_precision_recall/class%d' % c] = ref_keras_auc(
+        expected['auc/class%d' % c], expected['auc_precision_recall/class%d' % c] = reference_keras_auc(
             labels[:, c], p[:, c], w)
     assert_metrics(state.result(), expected, rtol=1e-6)
     assert state.loss() == pytest.approx(np.dot(w, u) / n, rel=1e-9)

@@ -12,6 +12,8 @@ import pytest
 
 import heads
 
+from _helpers import HEADS_WITH_REDUCTION  # every head, built with a loss_reduction
+
 
 def _loss_labels_logits(labels, logits):
     return labels
@@ -28,14 +30,7 @@ def test_x2_invalid_loss_reduction_is_named():
         heads.BinaryClassHead(loss_reduction='invalid_loss_reduction')
 
 
-@pytest.mark.parametrize('make', [
-    lambda r: heads.BinaryClassHead(loss_reduction=r),
-    lambda r: heads.MultiClassHead(3, loss_reduction=r),
-    lambda r: heads.MultiLabelHead(2, loss_reduction=r),
-    lambda r: heads.RegressionHead(loss_reduction=r),
-    lambda r: heads.PoissonRegressionHead(loss_reduction=r),
-    lambda r: heads.LogisticRegressionHead(loss_reduction=r),
-])
+@pytest.mark.parametrize('make', list(HEADS_WITH_REDUCTION.values()))
 def test_x3_reduction_none_is_refused_by_every_head(make):
     with pytest.raises(ValueError, match='Invalid loss_reduction: none'):
         make('none')

@@ -115,9 +115,36 @@ def _metrics(output) -> pa.Table:
     return pq.read_table(os.path.join(str(output), 'metrics', 'metrics.parquet'))
 
 
+def _plots(output) -> pa.Table:
+    return pq.read_table(os.path.join(str(output), 'plots', 'plots.parquet'))
+
+
 def _lookup(table: pa.Table) -> dict:
     return {(r['slice'], r['head'], r['metric']) + tuple(
         r[k] for k in ('window_start', 'step') if k in r): r for r in table.to_pylist()}
+
+
+def _metrics_and_rows(output) -> tuple[pa.Table, dict]:
+    """The unwindowed metrics table and its rows by (slice, head, metric), each key once."""
+    metrics = _metrics(output)
+    assert metrics.schema == METRICS
+    rows = _lookup(metrics)
+    assert len(rows) == metrics.num_rows  # each (slice, head, metric) once
+    return metrics, rows
+
+
+def _assert_same_metrics(output_a, output_b) -> None:
+    """The two runs' metrics tables hold the same rows with the same values and counts (up to
+    float rounding from a different summation order)."""
+    a_rows, b_rows = _lookup(_metrics(output_a)), _lookup(_metrics(output_b))
+    assert a_rows.keys() == b_rows.keys()
+    for key in a_rows:
+        for col in ('value', 'lower_bound', 'upper_bound', 'example_count',
+                    'weighted_example_count'):
+            a, b = a_rows[key][col], b_rows[key][col]
+            assert (a is None) == (b is None), (key, col)
+            if a is not None:
+                assert a == pytest.approx(b, rel=1e-9, abs=1e-12), (key, col)
 
 
 def _array_face(head_type: str, **args) -> bool:
@@ -310,10 +337,7 @@ def fake_runs(tmp_path_factory):
 def test_fake_heads_per_slice_and_multi_head_loss(fake_runs):
     d, runs = fake_runs
     summary, out = runs[4]
-    metrics = _metrics(out)
-    assert metrics.schema == METRICS
-    rows = _lookup(metrics)
-    assert len(rows) == metrics.num_rows  # each (slice, head, metric) once
+    metrics, rows = _metrics_and_rows(out)
     slices = _slices(d)
     assert {k[0] for k in rows} == set(slices)
     expected_keys = set()
@@ -345,7 +369,7 @@ def test_fake_heads_per_slice_and_multi_head_loss(fake_runs):
     # Rows come Overall first, then slices in config order.
     assert metrics.column('slice').to_pylist()[0] == 'Overall'
 
-    plots = pq.read_table(os.path.join(str(out), 'plots', 'plots.parquet'))
+    plots = _plots(out)
     assert plots.schema == PLOTS
     prow = {(r['slice'], r['head'], r['threshold']): r for r in plots.to_pylist()}
     assert len(prow) == plots.num_rows == 2 * 2 * len(slices)  # no plots for the MultiHead
@@ -372,20 +396,12 @@ def test_fake_heads_per_slice_and_multi_head_loss(fake_runs):
 
 def test_fake_heads_do_not_depend_on_sharding(fake_runs):
     _, runs = fake_runs
-    four, one = _lookup(_metrics(runs[4][1])), _lookup(_metrics(runs[1][1]))
-    assert four.keys() == one.keys()
-    for key in four:
-        for col in ('value', 'lower_bound', 'upper_bound', 'example_count',
-                    'weighted_example_count'):
-            a, b = four[key][col], one[key][col]
-            assert (a is None) == (b is None), (key, col)
-            if a is not None:
-                assert a == pytest.approx(b, rel=1e-9, abs=1e-12), (key, col)
+    _assert_same_metrics(runs[4][1], runs[1][1])
     m4, m1 = _metrics(runs[4][1]), _metrics(runs[1][1])
     ids = ['slice', 'head', 'metric']
     assert m4.select(ids).equals(m1.select(ids))  # same rows in the same order
-    p4 = pq.read_table(os.path.join(str(runs[4][1]), 'plots', 'plots.parquet'))
-    p1 = pq.read_table(os.path.join(str(runs[1][1]), 'plots', 'plots.parquet'))
+    p4 = _plots(runs[4][1])
+    p1 = _plots(runs[1][1])
     assert p4.select(ids[:2] + ['threshold']).equals(p1.select(ids[:2] + ['threshold']))
     np.testing.assert_allclose(p4.column('tp').to_numpy(), p1.column('tp').to_numpy(), rtol=1e-9)
 
@@ -481,7 +497,7 @@ def test_fake_head_empty_input_writes_empty_tables(tmp_path, fake_heads):
     assert (summary['rows_read'], summary['bad_rows'], summary['metrics_rows']) == (0, 0, 0)
     metrics = _metrics(tmp_path / 'out')
     assert metrics.num_rows == 0 and metrics.schema == METRICS
-    plots = pq.read_table(os.path.join(str(tmp_path / 'out'), 'plots', 'plots.parquet'))
+    plots = _plots(tmp_path / 'out')
     assert plots.num_rows == 0 and plots.schema == PLOTS
 
 
@@ -490,6 +506,18 @@ def test_a_pattern_matching_no_file_is_an_error_naming_it(tmp_path, fake_heads):
     with pytest.raises(ConfigError, match=re.escape(pattern)):
         prepare(_config(pattern, tmp_path / 'out', heads=[FAKE]))
     assert not os.path.exists(str(tmp_path / 'out'))
+
+
+def _window_step_slices(d: dict):
+    """(window start in s, step, slice name, row mask) of every non-empty selection of `_data(n)`
+    columns `d` by a 120 s window sliding by 60 s, a step (`gs`) and a slice (Overall, country)."""
+    for start in range(-60, 600, 60):
+        for step in (100, 200):
+            for name, mask in [('Overall', np.ones(len(d['x']), bool))] + [
+                    ('country:%s' % c, d['country'] == c) for c in COUNTRIES]:
+                sel = mask & (d['gs'] == step) & (d['ts'] >= start) & (d['ts'] < start + 120)
+                if sel.any():
+                    yield start, step, name, sel
 
 
 def test_fake_head_sliding_windows_by_step(tmp_path, fake_heads):
@@ -507,21 +535,15 @@ def test_fake_head_sliding_windows_by_step(tmp_path, fake_heads):
     assert len(rows) == metrics.num_rows  # each (slice, head, metric, window, step) once
     d = {k: np.asarray(v) for k, v in table.to_pydict().items()}
     expected = set()
-    for start in range(-60, 600, 60):                 # every window [start, start + 120)
-        for step in (100, 200):
-            for name, mask in [('Overall', np.ones(len(d['x']), bool))] + [
-                    ('country:%s' % c, d['country'] == c) for c in COUNTRIES]:
-                sel = mask & (d['gs'] == step) & (d['ts'] >= start) & (d['ts'] < start + 120)
-                if not sel.any():
-                    continue
-                ref = _fake_reference(d['x'][sel], d['y'][sel], d['w'][sel])
-                ws = datetime.datetime.fromtimestamp(start, datetime.timezone.utc)
-                for metric in ('loss', 'label/mean', 'prediction/mean'):
-                    r = rows[(name, 'click', metric, ws, step)]
-                    assert r['value'] == pytest.approx(ref[metric], rel=1e-9), (name, start, step)
-                    assert r['example_count'] == ref['_count']
-                    assert r['window_end'] - r['window_start'] == datetime.timedelta(seconds=120)
-                    expected.add((name, 'click', metric, ws, step))
+    for start, step, name, sel in _window_step_slices(d):  # [start, start + 120)
+        ref = _fake_reference(d['x'][sel], d['y'][sel], d['w'][sel])
+        ws = datetime.datetime.fromtimestamp(start, datetime.timezone.utc)
+        for metric in ('loss', 'label/mean', 'prediction/mean'):
+            r = rows[(name, 'click', metric, ws, step)]
+            assert r['value'] == pytest.approx(ref[metric], rel=1e-9), (name, start, step)
+            assert r['example_count'] == ref['_count']
+            assert r['window_end'] - r['window_start'] == datetime.timedelta(seconds=120)
+            expected.add((name, 'click', metric, ws, step))
     assert set(rows) == expected
 
 
@@ -585,10 +607,7 @@ def binary_runs(tmp_path_factory):
 def test_binary_head_matches_the_reference_per_slice(binary_runs):
     table, runs = binary_runs
     summary, out = runs[4]
-    metrics = _metrics(out)
-    assert metrics.schema == METRICS
-    rows = _lookup(metrics)
-    assert len(rows) == metrics.num_rows  # each (slice, head, metric) once
+    metrics, rows = _metrics_and_rows(out)
     d = table.to_pydict()
     x, y = np.asarray(d['x']), np.asarray(d['y'])
     w = np.asarray(d['w']).astype(np.float64)
@@ -617,7 +636,7 @@ def test_binary_head_matches_the_reference_per_slice(binary_runs):
     assert summary['input']['files'] == 4
     with open(os.path.join(str(out), 'summary.json')) as f:
         assert json.load(f)['run_id'] == 'run-4'
-    plots = pq.read_table(os.path.join(str(out), 'plots', 'plots.parquet'))
+    plots = _plots(out)
     assert plots.schema == PLOTS
     assert plots.num_rows > 0 and set(plots.column('slice').to_pylist()) == set(slices)
 
@@ -625,17 +644,9 @@ def test_binary_head_matches_the_reference_per_slice(binary_runs):
 @needs_binary
 def test_results_do_not_depend_on_sharding(binary_runs):
     _, runs = binary_runs
-    four, one = _lookup(_metrics(runs[4][1])), _lookup(_metrics(runs[1][1]))
-    assert four.keys() == one.keys()
-    for key in four:
-        for col in ('value', 'lower_bound', 'upper_bound', 'example_count',
-                    'weighted_example_count'):
-            a, b = four[key][col], one[key][col]
-            assert (a is None) == (b is None), (key, col)
-            if a is not None:
-                assert a == pytest.approx(b, rel=1e-9, abs=1e-12), (key, col)
-    p4 = pq.read_table(os.path.join(str(runs[4][1]), 'plots', 'plots.parquet'))
-    p1 = pq.read_table(os.path.join(str(runs[1][1]), 'plots', 'plots.parquet'))
+    _assert_same_metrics(runs[4][1], runs[1][1])
+    p4 = _plots(runs[4][1])
+    p1 = _plots(runs[1][1])
     ids = ['slice', 'slice_columns', 'slice_values', 'head', 'sub_key', 'curve']
     assert p4.select(ids).equals(p1.select(ids))  # same rows in the same order
     for col in p4.column_names:
@@ -737,25 +748,19 @@ def test_sliding_windows_by_step_equal_separate_evaluations(tmp_path):
     d = {k: np.asarray(v) for k, v in table.to_pydict().items()}
     head = heads.BinaryClassHead(name='click', weight_column='w', thresholds=[0.5])
     expected_keys = set()
-    for start in range(-60, 600, 60):                 # every window [start, start + 120)
-        for step in (100, 200):
-            for name, mask in [('Overall', np.ones(len(d['x']), bool))] + [
-                    ('country:%s' % c, d['country'] == c) for c in COUNTRIES]:
-                sel = mask & (d['gs'] == step) & (d['ts'] >= start) & (d['ts'] < start + 120)
-                if not sel.any():
-                    continue
-                state = head.new_state().update(d['y'][sel].reshape(-1, 1),
-                                                d['x'][sel].reshape(-1, 1), {'w': d['w'][sel]})
-                ws = np.datetime64(start * 1_000_000, 'us').astype(object)
-                for metric, value in [('loss', state.loss()), ('auc', state.result()['auc/click'])]:
-                    key = (name, 'click', metric)
-                    got = [r for k, r in rows.items() if k[:3] == key and k[4] == step
-                           and k[3].replace(tzinfo=None) == ws]
-                    assert len(got) == 1, (key, start, step)
-                    assert got[0]['value'] == pytest.approx(value, rel=1e-9, abs=1e-12)
-                    assert got[0]['example_count'] == sel.sum()
-                    assert (got[0]['window_end'] - got[0]['window_start']).total_seconds() == 120
-                expected_keys.add((name, start, step))
+    for start, step, name, sel in _window_step_slices(d):  # [start, start + 120)
+        state = head.new_state().update(d['y'][sel].reshape(-1, 1),
+                                        d['x'][sel].reshape(-1, 1), {'w': d['w'][sel]})
+        ws = np.datetime64(start * 1_000_000, 'us').astype(object)
+        for metric, value in [('loss', state.loss()), ('auc', state.result()['auc/click'])]:
+            key = (name, 'click', metric)
+            got = [r for k, r in rows.items() if k[:3] == key and k[4] == step
+                   and k[3].replace(tzinfo=None) == ws]
+            assert len(got) == 1, (key, start, step)
+            assert got[0]['value'] == pytest.approx(value, rel=1e-9, abs=1e-12)
+            assert got[0]['example_count'] == sel.sum()
+            assert (got[0]['window_end'] - got[0]['window_start']).total_seconds() == 120
+        expected_keys.add((name, start, step))
     got_keys = {(k[0], int(k[3].timestamp()), k[4]) for k in rows}
     assert got_keys == expected_keys
 
@@ -883,7 +888,7 @@ def test_multi_class_and_multi_label_heads_per_slice(tmp_path):
         assert multi['value'] == pytest.approx(multi_state.loss(), rel=1e-9)
         assert multi['example_count'] == idx.size
         assert multi['weighted_example_count'] == pytest.approx(np.sum(ww), rel=1e-9)
-    plots = pq.read_table(os.path.join(str(tmp_path / 'out'), 'plots', 'plots.parquet'))
+    plots = _plots(tmp_path / 'out')
     assert plots.schema == PLOTS
     assert {'tags', 'tagids', 'tagnames'} <= set(plots.column('head').to_pylist())
 
@@ -962,15 +967,41 @@ def test_demo_runs_the_bundled_example(tmp_path, capsys):
 # CSV input: list columns as JSON list strings.
 # -------------------------------------------------------------------------------------------------
 
+def _multi_and_click_data(n: int, seed: int, click_seed: int
+                          ) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The multi-head data's columns as Python lists, with a binary head's logits `x` (float32)
+    and labels `y` (int64) drawn from `click_seed`."""
+    d = _multi_data(n=n, seed=seed).to_pydict()
+    rng = np.random.default_rng(click_seed)
+    x = rng.normal(0.0, 2.0, n).astype(np.float32)
+    y = (rng.random(n) < 0.4).astype(np.int64)
+    return d, x, y
+
+
+def _assert_slice_is_one_batch(rows: dict, slice_name: str, specs: list, inputs: dict,
+                               weights: np.ndarray, n: int, rel_tol: float,
+                               abs_tol: float) -> None:
+    """Each head's metrics and loss of one slice equal its state updated with the slice's rows as
+    one batch (`inputs[head name]` = (labels, logits)), and the loss counts the slice's n rows."""
+    for spec in specs:
+        head_name = spec['args']['name']
+        head = getattr(heads, spec['type'])(**spec['args'])
+        state = head.new_state().update(*inputs[head_name], {'w': weights})
+        expected = {k[:-len(head_name) - 1]: v for k, v in state.result().items()}
+        expected['loss'] = state.loss()
+        got = {k[2]: r['value'] for k, r in rows.items() if k[:2] == (slice_name, head_name)}
+        assert got.keys() == expected.keys(), (slice_name, head_name)
+        for metric, value in expected.items():
+            assert got[metric] == pytest.approx(value, rel=rel_tol, abs=abs_tol), (
+                slice_name, head_name, metric)
+        assert rows[(slice_name, head_name, 'loss')]['example_count'] == n
+
+
 @needs_binary
 @needs_multi
 def test_csv_input_with_json_list_cells(tmp_path):
     import csv
-    table = _multi_data(n=400, seed=29)
-    d = table.to_pydict()
-    rng = np.random.default_rng(3)
-    x = rng.normal(0.0, 2.0, 400).astype(np.float32)
-    y = (rng.random(400) < 0.4).astype(np.int64)
+    d, x, y = _multi_and_click_data(400, seed=29, click_seed=3)
     os.makedirs(str(tmp_path / 'in'))
     for part, rows in enumerate((range(0, 150), range(150, 400))):
         with open(str(tmp_path / 'in' / ('part-%d.csv' % part)), 'w', newline='') as f:
@@ -993,17 +1024,9 @@ def test_csv_input_with_json_list_cells(tmp_path):
                   np.asarray(d['topic_logits'], np.float32)),
         'tagids': (d['tag_ids'], np.asarray(d['tag_logits'], np.float32)),
     }
-    for spec in specs:
-        name = spec['args']['name']
-        head = getattr(heads, spec['type'])(**spec['args'])
-        state = head.new_state().update(*inputs[name], {'w': w})   # all 400 rows as one batch
-        expected = {k[:-len(name) - 1]: v for k, v in state.result().items()}
-        expected['loss'] = state.loss()
-        got = {k[2]: r['value'] for k, r in rows.items() if k[:2] == ('Overall', name)}
-        assert got.keys() == expected.keys(), name
-        for metric, value in expected.items():
-            assert got[metric] == pytest.approx(value, rel=1e-6, abs=1e-9), (name, metric)
-        assert rows[('Overall', name, 'loss')]['example_count'] == 400
+    # All 400 rows as one batch.
+    _assert_slice_is_one_batch(rows, 'Overall', specs, inputs, w, 400, rel_tol=1e-6,
+                               abs_tol=1e-9)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -1049,11 +1072,7 @@ def test_event_times_from_timestamps_and_epoch_seconds():
 def test_tfrecord_input_of_tf_examples(tmp_path):
     from apache_beam.io.tfrecordio import _TFRecordUtil
     from tfx_bsl.coders import example_coder
-    table = _multi_data(n=300, seed=31)
-    d = table.to_pydict()
-    rng = np.random.default_rng(5)
-    x = rng.normal(0.0, 2.0, 300).astype(np.float32)
-    y = (rng.random(300) < 0.4).astype(np.int64)
+    d, x, y = _multi_and_click_data(300, seed=31, click_seed=5)
 
     def one(values, t):
         return pa.array([[v] for v in values], pa.large_list(t))
@@ -1089,18 +1108,8 @@ def test_tfrecord_input_of_tf_examples(tmp_path):
             'tagids': ([d['tag_ids'][i] for i in idx],
                        np.asarray(d['tag_logits'], np.float32)[idx]),
         }
-        for spec in specs:
-            head_name = spec['args']['name']
-            head = getattr(heads, spec['type'])(**spec['args'])
-            state = head.new_state().update(*inputs[head_name], {'w': w[idx]})  # one batch
-            expected = {k[:-len(head_name) - 1]: v for k, v in state.result().items()}
-            expected['loss'] = state.loss()
-            got = {k[2]: r['value'] for k, r in rows.items() if k[:2] == (name, head_name)}
-            assert got.keys() == expected.keys(), head_name
-            for metric, value in expected.items():
-                assert got[metric] == pytest.approx(value, rel=1e-9, abs=1e-12), (
-                    name, head_name, metric)
-            assert rows[(name, head_name, 'loss')]['example_count'] == idx.size
+        _assert_slice_is_one_batch(rows, name, specs, inputs, w[idx], idx.size, rel_tol=1e-9,
+                                   abs_tol=1e-12)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ import pytest
 import heads
 from heads.keys import MetricKeys, PredictionKeys, Reduction, ServingKeys
 
+from _helpers import HEADS_WITH_REDUCTION  # every head, built with a loss_reduction
+
 F32 = np.float32
 FACES = [pytest.param('array', id='array'), pytest.param('tf', id='tf', marks=pytest.mark.tf)]
 
@@ -130,14 +132,8 @@ def test_keys_1_1_colliding_thresholds_keep_the_later(face):
                            'precision/positive_threshold_0.123456': 0.0})
 
 
-@pytest.mark.parametrize('make', [
-    lambda r: heads.BinaryClassHead(loss_reduction=r),
-    lambda r: heads.MultiClassHead(3, loss_reduction=r),
-    lambda r: heads.MultiLabelHead(2, loss_reduction=r),
-    lambda r: heads.RegressionHead(loss_reduction=r),
-    lambda r: heads.PoissonRegressionHead(loss_reduction=r),
-    lambda r: heads.LogisticRegressionHead(loss_reduction=r),
-], ids=['binary', 'multi_class', 'multi_label', 'regression', 'poisson', 'logistic'])
+@pytest.mark.parametrize('make', list(HEADS_WITH_REDUCTION.values()),
+                         ids=list(HEADS_WITH_REDUCTION))
 def test_reductions_1_4_v1_values_rejected_auto_accepted(make):
     """v2 heads accept 'auto' / 'sum' / 'sum_over_batch_size' and refuse the v1 names (§1.4)."""
     assert set(Reduction.all()) == {'auto', 'none', 'sum', 'sum_over_batch_size'}

@@ -22,49 +22,12 @@ from heads.states import (PLOT_COLUMNS, Confusion, Histogram, KerasAUC, LossSum,
                           calibration_plot, concat_plots, confusion_plot, div_no_nan,
                           empty_plots)
 
+from _helpers import reference_keras_auc  # Keras AUC, one threshold at a time
+
 
 # -------------------------------------------------------------------------------------------------
 # Slow, obviously correct references.
 # -------------------------------------------------------------------------------------------------
-
-def reference_keras_auc(labels, scores, weights=None, n=200):
-    """Keras 2 AUC(num_thresholds=n) with interpolation, one threshold at a time, in plain Python.
-
-    TP[i] = Σ w over positives with clip(p, 0, 1) > τ_i (NaN never counts), τ as Keras builds them.
-    """
-    labels = [float(v) for v in np.ravel(labels)]
-    scores = [float(v) for v in np.ravel(scores)]
-    weights = [1.0] * len(scores) if weights is None else [float(v) for v in np.ravel(weights)]
-    taus = [-1e-7] + [(i + 1) / (n - 1) for i in range(n - 2)] + [1 + 1e-7]
-    tp, fp, tn, fn = [], [], [], []
-    for tau in taus:
-        a = b = c = d = 0.0
-        for z, s, w in zip(labels, scores, weights):
-            predicted = (not math.isnan(s)) and min(max(s, 0.0), 1.0) > tau
-            if z != 0:
-                a, d = (a + w, d) if predicted else (a, d + w)
-            else:
-                b, c = (b + w, c) if predicted else (b, c + w)
-        tp.append(a), fp.append(b), tn.append(c), fn.append(d)
-
-    def dnn(x, y):
-        return x / y if y != 0 else 0.0
-
-    roc = 0.0
-    for i in range(n - 1):
-        r0, r1 = dnn(tp[i], tp[i] + fn[i]), dnn(tp[i + 1], tp[i + 1] + fn[i + 1])
-        f0, f1 = dnn(fp[i], fp[i] + tn[i]), dnn(fp[i + 1], fp[i + 1] + tn[i + 1])
-        roc += (f0 - f1) * (r0 + r1) / 2
-    pr = 0.0
-    for i in range(n - 1):
-        p0, p1 = tp[i] + fp[i], tp[i + 1] + fp[i + 1]
-        dtp, dp = tp[i] - tp[i + 1], p0 - p1
-        slope = dnn(dtp, max(dp, 0.0))
-        intercept = tp[i + 1] - slope * p1
-        ratio = dnn(p0, max(p1, 0.0)) if (p0 > 0 and p1 > 0) else 1.0
-        pr += dnn(slope * (dtp + intercept * math.log(ratio)), max(tp[i + 1] + fn[i + 1], 0.0))
-    return roc, pr
-
 
 def reference_exact_auc(labels, scores, weights):
     """Exact weighted ROC AUC, O(n²): Σ w_i·w_j·([s_i > s_j] + ½[s_i = s_j]) / (Σw₊·Σw₋)."""

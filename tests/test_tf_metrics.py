@@ -1,9 +1,8 @@
 """The TF face's Keras-2-semantics metric classes (heads/_tf_metrics.py, heads_spec.md §2.6).
 
 Golden values are hand arithmetic, sklearn, recorded tf.estimator 2.15 values (heads_spec §12), or
-the slow reference loops below.
+the slow reference loops of tests/_helpers.py.
 """
-import math
 
 import numpy as np
 import pytest
@@ -11,6 +10,8 @@ import pytest
 tf = pytest.importorskip('tensorflow')
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
+from _helpers import (div_or_zero, keras_thresholds, reference_confusion,  # noqa: E402
+                      reference_pr, reference_roc)
 from heads import _tf_metrics as tfm  # noqa: E402
 
 pytestmark = pytest.mark.tf
@@ -18,55 +19,6 @@ pytestmark = pytest.mark.tf
 
 def _value(metric):
     return float(metric.result().numpy())
-
-
-# ---------------------------------------------------------------------------------------------
-# Slow references, written from the spec's definitions.
-# ---------------------------------------------------------------------------------------------
-
-def _ref_thresholds(n=200):
-    return [-1e-7] + [i / (n - 1) for i in range(1, n - 1)] + [1 + 1e-7]
-
-
-def _ref_confusion(labels, scores, weights, thresholds):
-    """Per threshold (tp, fp, tn, fn): positive = label != 0, predicted = score > t; a NaN score
-    is predicted negative everywhere."""
-    out = []
-    for t in thresholds:
-        tp = fp = tn = fn = 0.0
-        for y, s, w in zip(labels, scores, weights):
-            predicted = (not math.isnan(s)) and min(max(s, 0.0), 1.0) > t
-            if y != 0:
-                tp, fn = (tp + w, fn) if predicted else (tp, fn + w)
-            else:
-                fp, tn = (fp + w, tn) if predicted else (fp, tn + w)
-        out.append((tp, fp, tn, fn))
-    return out
-
-
-def _div(a, b):
-    return a / b if b != 0 else 0.0
-
-
-def _ref_roc(conf):
-    total = 0.0
-    for (tp0, fp0, tn0, fn0), (tp1, fp1, tn1, fn1) in zip(conf[:-1], conf[1:]):
-        r0, r1 = _div(tp0, tp0 + fn0), _div(tp1, tp1 + fn1)
-        f0, f1 = _div(fp0, fp0 + tn0), _div(fp1, fp1 + tn1)
-        total += (f0 - f1) * (r0 + r1) / 2
-    return total
-
-
-def _ref_pr(conf):
-    total = 0.0
-    for (tp0, fp0, _, _), (tp1, fp1, _, fn1) in zip(conf[:-1], conf[1:]):
-        p0, p1 = tp0 + fp0, tp1 + fp1
-        d_tp, d_p = tp0 - tp1, p0 - p1
-        slope = _div(d_tp, max(d_p, 0.0))
-        intercept = tp1 - slope * p1
-        ratio = p0 / p1 if (p0 > 0 and p1 > 0) else 1.0
-        total += _div(slope * (d_tp + intercept * math.log(ratio)), max(tp1 + fn1, 0.0))
-    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,10 +105,12 @@ def test_precision_recall_match_reference_on_random_data():
     for part in (slice(0, 120), slice(120, 300)):  # streaming over two batches
         p.update_state(labels[part], scores[part], weights[part])
         r.update_state(labels[part], scores[part], weights[part])
-    conf = _ref_confusion(labels, scores.astype(float), weights.astype(float), thresholds)
-    np.testing.assert_allclose(p.result().numpy(), [_div(tp, tp + fp) for tp, fp, _, _ in conf],
+    conf = reference_confusion(labels, scores.astype(float), weights.astype(float), thresholds)
+    np.testing.assert_allclose(p.result().numpy(),
+                               [div_or_zero(tp, tp + fp) for tp, fp, _, _ in conf],
                                rtol=1e-5)
-    np.testing.assert_allclose(r.result().numpy(), [_div(tp, tp + fn) for tp, _, _, fn in conf],
+    np.testing.assert_allclose(r.result().numpy(),
+                               [div_or_zero(tp, tp + fn) for tp, _, _, fn in conf],
                                rtol=1e-5)
 
 
@@ -193,8 +147,9 @@ def test_auc_matches_reference_loop_on_random_data(curve):
     auc.update_state(labels[:25], scores[:25], weights[:25])
     auc.update_state(labels[25:], scores[25:], weights[25:])
     flat_w = np.broadcast_to(weights, scores.shape).ravel().astype(float)
-    conf = _ref_confusion(labels.ravel(), scores.ravel().astype(float), flat_w, _ref_thresholds())
-    expected = _ref_roc(conf) if curve == 'ROC' else _ref_pr(conf)
+    conf = reference_confusion(labels.ravel(), scores.ravel().astype(float), flat_w,
+                               keras_thresholds())
+    expected = reference_roc(conf) if curve == 'ROC' else reference_pr(conf)
     assert _value(auc) == pytest.approx(expected, rel=1e-5)
 
 
