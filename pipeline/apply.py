@@ -268,6 +268,11 @@ def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
     return batch.column(batch.schema.get_field_index(name))
 
 
+def _is_vector_label(t: pa.DataType) -> bool:
+    """A column holding a vector label per row: a list, or text (JSON list strings, as CSV)."""
+    return _is_list(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
 def head_arrays(batch: pa.RecordBatch, config: EvalConfig, heads: Sequence[Any],
                 problems: _Problems) -> list[HeadArrays]:
     """Every head's (labels, logits, features) for a batch; conversion problems go to `problems`."""
@@ -295,9 +300,10 @@ def head_arrays(batch: pa.RecordBatch, config: EvalConfig, heads: Sequence[Any],
             else:
                 labels = cached('m%d' % d, spec.labels, lambda: matrix_column(
                     lab, spec.labels, d, problems))
-        elif _is_list(_decode(lab).type) and d > 1 and spec.type != 'MultiClassHead':
-            # A regression head's label_dimension values per row. A MultiClassHead's label is one
-            # class per row even when stored as a list of one (tf.Example features).
+        elif d > 1 and spec.type != 'MultiClassHead' and _is_vector_label(_decode(lab).type):
+            # A regression head's label_dimension values per row: a list column, or (in CSV) a
+            # JSON list string. A MultiClassHead's label is one class per row even when stored as
+            # a list of one (tf.Example features).
             labels = cached('m%d' % d, spec.labels,
                             lambda: matrix_column(lab, spec.labels, d, problems))
         else:

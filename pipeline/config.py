@@ -485,6 +485,15 @@ def _scalar(t: pa.DataType, fmt: str) -> pa.DataType | None:
     return _value_type(t)
 
 
+_REGRESSION_TYPES = ('RegressionHead', 'PoissonRegressionHead', 'LogisticRegressionHead')
+
+
+def _label_dimension(spec: HeadSpec) -> int:
+    """A regression head's label_dimension from its args (the heads' default, 1, when absent)."""
+    value = spec.args.get('label_dimension', 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+
 def check_columns(config: EvalConfig, schema: pa.Schema, source: str = '') -> None:
     """Checks that every column the config names exists in `schema` with a usable type.
 
@@ -533,10 +542,13 @@ def check_columns(config: EvalConfig, schema: pa.Schema, source: str = '') -> No
                                'a list per row (multi-hot numbers, or class ids/names)')
         else:
             st = _scalar(t, fmt)
-            is_reg_list = _is_list(t) and spec.type in (
-                'RegressionHead', 'PoissonRegressionHead', 'LogisticRegressionHead') and (
-                _is_numeric(t.value_type))
-            if is_reg_list:
+            regression = spec.type in _REGRESSION_TYPES
+            is_reg_list = regression and _is_list(t) and _is_numeric(t.value_type)
+            # A regression head with label_dimension > 1 has a vector label per row; CSV holds
+            # it as a JSON list string, as it holds a logits vector.
+            is_csv_vector = (regression and fmt == 'csv' and _is_text(t)
+                             and _label_dimension(spec) > 1)
+            if is_reg_list or is_csv_vector:
                 pass
             elif st is not None and _is_text(st):
                 if vocab is None:

@@ -747,8 +747,11 @@ def build_page(metrics: pa.Table | None, plots: pa.Table | None, summary: dict |
         fmt=fmt, fmt_count=fmt_count, generated=_time_label(now))
 
 
-def write_report(output_dir: str) -> str:
+def write_report(output_dir: str, source: str | None = None) -> str:
     """Builds `<output_dir>/report.html` from the run's Parquet outputs; returns its path.
+
+    `source` is the directory the page names as its origin (default `output_dir`): a run builds
+    its report in a staging directory that is then moved to `source`.
 
     Raises:
       FileNotFoundError: `output_dir` holds no metrics/*.parquet.
@@ -760,7 +763,7 @@ def write_report(output_dir: str) -> str:
     if metrics is None:
         raise FileNotFoundError('headstream report: no metrics/*.parquet under %s' % output_dir)
     plots = _read_tables(output_dir, 'plots')
-    page = build_page(metrics, plots, _read_summary(output_dir), source=output_dir)
+    page = build_page(metrics, plots, _read_summary(output_dir), source=source or output_dir)
     path = _join(output_dir, REPORT_FILE)
     # Written under a temporary name and renamed, so a reader never sees half a page.
     tmp = '%s.tmp-%s' % (path, uuid.uuid4().hex[:12])

@@ -17,6 +17,25 @@ metrics/, plots/, errors/ and summary.json, then the optional TFMA, TensorBoard 
 With `bigquery_table`, it also emits the metrics rows, which `WriteToBigQuery` appends to that
 table (pipeline/writers/bigquery.py).
 
+Outputs are published all at once. Every file of a run (predictions/ from `ApplyHeads`, then the
+tables, summary.json, tfma/, tensorboard/ and report.html from `WriteRun`) is written under
+`<output>/.staging-<run_id>/`. Only when all writers have succeeded does `WriteRun` publish
+(`parquet.publish`): it deletes the output directory's summary.json, then the earlier run's
+metrics/, plots/, errors/, predictions/, tfma/, tensorboard/ and report.html, then renames each
+staged file into place (through Beam `FileSystems`: local paths and gs:// alike, where a rename
+is a copy and a delete), summary.json last, and removes the staging directory. So:
+- summary.json is the completion marker: an output directory with one holds exactly one
+  finished run's files, and a rerun into the same directory never mixes in an earlier run's
+  files (more metrics shards, an errors/ directory the new run does not write);
+- a run failing anywhere, including in the TFMA, TensorBoard or report writers, publishes
+  nothing: the output directory keeps the earlier run's complete outputs, if any, and `evaluate`
+  deletes the staging directory (a run submitted without waiting leaves it behind: a hidden
+  directory without effect on the outputs, safe to delete);
+- a run interrupted while publishing leaves no summary.json, i.e. an output that does not look
+  complete.
+A TensorBoard `dir:` outside the output directory is written in place before publishing (its
+event files are named by run id, so runs there never overwrite each other).
+
 While `evaluate` waits for the job, `Progress` logs the rows read so far every 30 s (the `Progress`
 step counts them for a local run; Dataflow's job reports its `headstream/rows_read` counter).
 """
@@ -260,7 +279,9 @@ class WriteRun(beam.DoFn):
         if self._bad_records == 'dead_letter':
             error_table = (pa.concat_tables(errors) if errors else ERRORS.empty_table())
             error_table = error_table.sort_by([('file', 'ascending'), ('row', 'ascending')])
-        out = config.output
+        final_out = config.output
+        # Everything is written under the run's staging directory and published at the end.
+        out = parquet_writer.staging_dir(final_out, self._run_id)
         written = parquet_writer.write_outputs(out, metrics, plots, error_table)
         finished = datetime.datetime.now(datetime.timezone.utc)
         summary = {
@@ -293,10 +314,10 @@ class WriteRun(beam.DoFn):
         _optional_writer('pipeline.writers.tfma', 'write_tfma', out, metrics, plots,
                          [list(s) for s in config.slices], names)
         if config.tensorboard is not None:
-            logdir = config.tensorboard.dir or parquet_writer.join(out, 'tensorboard')
-            _optional_writer('pipeline.writers.tensorboard', 'write_tensorboard', logdir,
+            _optional_writer('pipeline.writers.tensorboard', 'write_tensorboard',
+                             _tensorboard_dir(config.tensorboard.dir, final_out, out),
                              metrics, plots)
-        _optional_writer('pipeline.report', 'write_report', out)
+        _optional_writer('pipeline.report', 'write_report', out, final_out)
         # The summary was written before the other writers (the report shows it); now that they
         # are done too, record the run's whole wall time, keeping the tables' time apart.
         finished = datetime.datetime.now(datetime.timezone.utc)
@@ -304,13 +325,26 @@ class WriteRun(beam.DoFn):
         summary['finished_at'] = finished.isoformat()
         summary['wall_time_s'] = round((finished - self._started_at).total_seconds(), 3)
         parquet_writer.write_json(summary, parquet_writer.join(out, parquet_writer.SUMMARY_FILE))
+        parquet_writer.publish(out, final_out)
         _log.info('headstream: run %s wrote %d metric rows to %s (%d rows read, %d bad)',
-                  self._run_id, metrics.num_rows, out, rows, bad)
+                  self._run_id, metrics.num_rows, final_out, rows, bad)
         if self._bigquery_table:
             from pipeline.writers import bigquery
             for row in bigquery.metric_rows(metrics):
                 yield beam.pvalue.TaggedOutput(BIGQUERY_TAG, row)
         yield summary
+
+
+def _tensorboard_dir(configured: str | None, output: str, staging: str) -> str:
+    """Where the TensorBoard writer writes: `tensorboard/` under the staging directory, or the
+    configured `dir` (staged at its place under the output directory when it lies there)."""
+    if not configured:
+        return parquet_writer.join(staging, 'tensorboard')
+    base = output.rstrip('/') + '/'
+    path = configured.rstrip('/')
+    if path.startswith(base):
+        return parquet_writer.join(staging, path[len(base):])
+    return configured
 
 
 def _optional_writer(module: str, function: str, *args: Any) -> None:
@@ -341,8 +375,8 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
                | 'Read' >> sources.ReadBatches(files, config.format, columns,
                                                dictionary_columns=dictionary_columns)
                | 'Progress' >> beam.ParDo(CountRows(run_id)))
-    predictions_dir = (parquet_writer.join(config.output, 'predictions')
-                       if write_predictions else None)
+    predictions_dir = (parquet_writer.join(parquet_writer.staging_dir(config.output, run_id),
+                                           'predictions') if write_predictions else None)
     applied = batches | 'ApplyHeads' >> beam.ParDo(
         ApplyHeads(config, run_id, bad_records, precombine=precombine,
                    predictions_dir=predictions_dir)).with_outputs(ERRORS_TAG, STATS_TAG,
@@ -447,26 +481,42 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
                    dictionary_columns, bigquery_table=bigquery_table)
     progress = Progress(run_id, progress_every_s if wait else None).start()
     try:
-        result = p.run()
-        if not wait:
-            return {'run_id': run_id, 'output': config.output, 'state': 'submitted'}
-        progress.attach(result)
-        result.wait_until_finish()
-    except Exception as e:  # noqa: BLE001 -- runners wrap DoFn errors; recover our one line
-        match = _BAD_RECORD_LINE.search(str(e))
-        if match:
-            line = re.sub(r" \[while running .*$", '', match.group(0))
-            raise BadRecordError(line) from None
-        match = _UNREADABLE_LINE.search(str(e))
-        if match:
-            line = re.sub(r" \[while running .*$", '', match.group(0))
-            raise sources.UnreadableFileError(line) from None
+        try:
+            result = p.run()
+            if not wait:
+                return {'run_id': run_id, 'output': config.output, 'state': 'submitted'}
+            progress.attach(result)
+            result.wait_until_finish()
+        except Exception as e:  # noqa: BLE001 -- runners wrap DoFn errors; recover our one line
+            match = _BAD_RECORD_LINE.search(str(e))
+            if match:
+                line = re.sub(r" \[while running .*$", '', match.group(0))
+                raise BadRecordError(line) from None
+            match = _UNREADABLE_LINE.search(str(e))
+            if match:
+                line = re.sub(r" \[while running .*$", '', match.group(0))
+                raise sources.UnreadableFileError(line) from None
+            raise
+    except BaseException:
+        # Nothing was published (publishing is the run's last step); the staging directory holds
+        # the failed run's partial files.
+        _discard_staging(config.output, run_id)
         raise
     finally:
         progress.stop()
     summary = _read_summary(config.output)
     _log.info('headstream: run %s done in %.1f s', run_id, time.monotonic() - start)
     return summary
+
+
+def _discard_staging(output: str, run_id: str) -> None:
+    """Deletes a failed run's staging directory; a failure to do so is logged, never raised (the
+    run's own error is the one to report)."""
+    staging = parquet_writer.staging_dir(output, run_id)
+    try:
+        parquet_writer.delete_tree(staging)
+    except Exception as e:  # noqa: BLE001
+        _log.warning('headstream: run %s: cannot delete %s: %s', run_id, staging, e)
 
 
 def _read_summary(output: str) -> dict:

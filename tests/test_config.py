@@ -177,3 +177,26 @@ def test_config_round_trips_through_to_dict():
     c = parse_config(_config(window={'column': 'ts', 'size': 60}, tensorboard={'step': 3}))
     assert parse_config(c.to_dict()) == c
     assert config_lib.FORMATS == ('parquet', 'tfrecord', 'csv', 'jsonl')
+
+
+def test_csv_vector_regression_labels_are_json_list_strings():
+    """In CSV a vector label (a regression head with label_dimension > 1) is a JSON list string,
+    as a logits vector is; a string label stays an error for a scalar regression label and in the
+    other formats."""
+    csv_schema = pa.schema([('rg_logits', pa.string()), ('rg_label', pa.string()),
+                            ('w', pa.float64())])
+
+    def cfg(fmt, dim, htype='RegressionHead'):
+        head = {'type': htype, 'args': {'name': 'rg', 'label_dimension': dim},
+                'logits': 'rg_logits', 'labels': 'rg_label'}
+        return parse_config(_config(input={'pattern': 'data/part-*.%s' % fmt, 'format': fmt},
+                                    heads=[head], slices=[[]]))
+
+    check_columns(cfg('csv', 2), csv_schema, 'part-0.csv')
+    check_columns(cfg('csv', 3, 'PoissonRegressionHead'), csv_schema, 'part-0.csv')
+    with pytest.raises(ConfigError, match=r"heads\[0\].labels: column 'rg_label' has type string"):
+        check_columns(cfg('csv', 1), csv_schema, 'part-0.csv')
+    with pytest.raises(ConfigError, match=r"heads\[0\].labels: column 'rg_label'"):
+        check_columns(cfg('parquet', 2), csv_schema.set(0, pa.field('rg_logits',
+                                                                     pa.list_(pa.float32()))),
+                      'part-0.parquet')

@@ -461,21 +461,11 @@ def _format_config(fmt: str, names: list[str], pattern: str, output) -> dict:
     return raw
 
 
-CSV_REGRESSION_LIST_BUG = (
-    'CSV: a RegressionHead with label_dimension 2 whose label column holds JSON list strings '
-    '("[1.5, 2.0]") is rejected by pipeline/config.py check_columns ("heads[0].labels: column '
-    "'rg_label' has type string ...; expected numbers (string labels need "
-    'args.label_vocabulary)"), though CSV list columns are JSON list strings everywhere else; '
-    'pipeline/apply.py head_arrays would also read it as a scalar (it only takes the '
-    'label_dimension path for Arrow list columns)')
-
 
 @pytest.mark.parametrize('fmt,names', [
     ('tfrecord', HEAD_NAMES),
     ('jsonl', HEAD_NAMES),
-    ('csv', [n for n in HEAD_NAMES if n != 'watch']),
-    pytest.param('csv', ['watch'], id='csv-regression-json-list-labels',
-                 marks=pytest.mark.xfail(strict=True, reason=CSV_REGRESSION_LIST_BUG)),
+    ('csv', HEAD_NAMES),
 ])
 def test_every_format_gives_the_parquet_numbers(fmt, names, data, main_run, tmp_path):
     pattern = WRITERS[fmt](data, tmp_path / 'in')
@@ -740,15 +730,6 @@ def test_config_errors_exit_2_naming_the_key(case, data, tmp_path, capsys):
 # A run that fails while writing its outputs does not look complete.
 # -------------------------------------------------------------------------------------------------
 
-WRITER_FAILURE_BUG = (
-    'pipeline/run.py WriteRun writes metrics/metrics.parquet, plots/plots.parquet and a complete '
-    'summary.json before calling the TFMA / TensorBoard / report writers; when one of those then '
-    'fails (here write_tfma raising OSError), the run fails but leaves metrics/, plots/ and a '
-    'summary.json with rows_read, metrics_rows and outputs, i.e. an output that looks like a '
-    'finished run (each file is renamed into place atomically, but the run as a whole is not)')
-
-
-@pytest.mark.xfail(strict=True, reason=WRITER_FAILURE_BUG)
 def test_a_run_failing_in_a_writer_leaves_no_complete_looking_output(data, tmp_path,
                                                                       monkeypatch):
     from pipeline.writers import tfma as tfma_writer

@@ -88,7 +88,7 @@ def div(a, b):
     return a / b if b else 0.0
 
 
-def plots_table():
+def plots_table(CONFUSION=CONFUSION, CALIBRATION=CALIBRATION):  # noqa: N803 -- the tables' names
     rows = CONFUSION + CALIBRATION
     cols = id_columns([r[:3] for r in rows])
     nc, nb = len(CONFUSION), len(CALIBRATION)
@@ -191,6 +191,42 @@ def test_event_files_read_back_exactly(tmp_path):
     ((step, hist),) = tensors['click/predictions']
     assert step == 100
     np.testing.assert_array_equal(hist, [[0.0, 0.5, 6.0], [0.5, 1.0, 6.5]])
+
+
+@pytest.mark.tf
+def test_pr_curves_use_the_evenly_spaced_auc_thresholds_only(tmp_path):
+    """A head's confusion rows: Keras's 200 AUC thresholds (0 − 1e-7, 1/199, ..., 198/199,
+    1 + 1e-7) with the head's own 0.3, 0.5 and 0.7 sorted among them. The plugin labels point i
+    as i / 199, so the curve holds the 200 grid rows, in order, and none of the head's rows."""
+    grid = [0.0 - 1e-7] + [i / 199 for i in range(1, 199)] + [1.0 + 1e-7]
+    # Grid row i: tp = 199 − i, fp = 2·(199 − i), tn = 2·i, fn = i (any distinct counts do).
+    rows = [('', '', 'click', '', 100, t, 199.0 - i, 2.0 * (199 - i), 2.0 * i, float(i))
+            for i, t in enumerate(grid)]
+    # The head's thresholds: counts that no grid row has, so a leaked row shows.
+    rows += [('', '', 'click', '', 100, t, 1000.0 + k, 0.0, 0.0, 0.0)
+             for k, t in enumerate((0.3, 0.5, 0.7))]
+    rows = rows[::-1]  # any order: the writer sorts
+    logdir = str(tmp_path / 'tb')
+    tb_writer.write_tensorboard(logdir, metrics_table([METRIC_ROWS[0]]),
+                                plots_table(rows, []))
+    tensors, _ = load_tensors(os.path.join(logdir, 'Overall'))
+    ((step, array),) = tensors['click/pr_curve']
+    assert step == 100 and array.shape == (6, 200)
+    i = np.arange(200, dtype=np.float64)
+    tp, fp, fn = 199.0 - i, 2.0 * (199 - i), i
+    want = np.array([tp, fp, 2.0 * i, fn,
+                     np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0),
+                     np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)], dtype=np.float32)
+    np.testing.assert_array_equal(array, want)
+    assert not np.any(array[0] >= 1000.0)
+
+    # Detection on its own: the grid among extra thresholds, a grid point shared with a head
+    # threshold (first row kept), and no grid (every row).
+    assert tb_writer.even_threshold_rows([0.0, 0.25, 0.3, 0.5, 0.75, 1.0]) == [0, 1, 3, 4, 5]
+    assert tb_writer.even_threshold_rows([0.0, 0.5, 0.5, 1.0]) == [0, 1, 3]
+    assert tb_writer.even_threshold_rows([0.2, 0.5, 0.7]) == [0, 1, 2]
+    assert tb_writer.even_threshold_rows([0.0, 0.3, 1.0]) == [0, 2]
+    assert tb_writer.even_threshold_rows([]) == []
 
 
 @pytest.mark.tf

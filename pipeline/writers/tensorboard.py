@@ -15,9 +15,13 @@ Layout under the log directory (see docs/tensorboard.md):
 - Every (head, sub_key) with confusion rows becomes a PR curve tagged `<head>/pr_curve` (or
   `<head>/pr_curve/<sub_key>`) through the pr_curves plugin: its [6, n] float32 tensor holds the
   rows' tp, fp, tn, fn, precision and recall as the tables have them (not recomputed), ordered by
-  increasing threshold. The plugin labels threshold i as i / (n - 1); the tables' thresholds need
-  not be evenly spaced, so the plot's precision/recall points are exact while its threshold
-  readout is the plugin's.
+  increasing threshold. The plugin labels point i with threshold i / (n - 1), so the curve is
+  built from the evenly spaced rows only: a head's confusion rows hold the AUC's n thresholds
+  (Keras's grid: 0 − ε, 1/(n−1), …, (n−2)/(n−1), 1 + ε) with the head's own thresholds (0.3,
+  0.5, ...) sorted among them, and the writer keeps the largest such grid found among a group's
+  thresholds (`even_threshold_rows`), dropping the others (they remain in the metrics scalars
+  and the plots table). A group without such a grid (tables written by other means) is plotted
+  whole, its threshold readout then being the plugin's.
 - Every (head, sub_key) with calibration rows becomes a histogram of predicted probabilities
   tagged `<head>/predictions` (or `<head>/predictions/<sub_key>`): buckets [bucket_lower,
   bucket_upper) with the weighted example count Σw (histograms plugin, float64 [k, 3] tensor).
@@ -49,7 +53,7 @@ from __future__ import annotations
 import datetime
 import urllib.parse
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -197,6 +201,7 @@ def _plot_events(plots: pa.Table, events: _Events) -> None:
         wall = max(_epoch_seconds(cols['evaluated_at'][i]) for i in rows)
         if curve == 'confusion':
             rows = sorted(rows, key=lambda i: cols['threshold'][i])
+            rows = [rows[j] for j in even_threshold_rows([cols['threshold'][i] for i in rows])]
             pick = {c: _nan(cols[c][i] for i in rows)
                     for c in ('tp', 'fp', 'tn', 'fn', 'precision', 'recall')}
             value = _pr_curve_value(_sub_tag(head, 'pr_curve', sub_key), **pick)
@@ -207,6 +212,36 @@ def _plot_events(plots: pa.Table, events: _Events) -> None:
                                      _nan(cols['bucket_upper'][i] for i in rows),
                                      _nan(cols['weighted_examples'][i] for i in rows))
         _add(events, run, run_id, step, wall, value)
+
+
+# Tolerances for recognising the AUC's threshold grid in stored float64 thresholds: its ends are
+# 0 − 1e-7 and 1 + 1e-7 (Keras's epsilon); its inner points are i / (n − 1) computed in float64.
+_GRID_END_TOL = 1e-6
+_GRID_POINT_TOL = 1e-9
+
+
+def even_threshold_rows(thresholds: Sequence[float]) -> list[int]:
+    """Positions, in `thresholds` (sorted ascending), of the rows forming an evenly spaced grid.
+
+    The grid is the largest n ≥ 2 whose points 0 (within 1e-6, or below), i / (n − 1) for
+    0 < i < n − 1 (within 1e-9) and 1 (within 1e-6, or above) are all present; each grid point
+    takes the first row at it. Without such a grid, every position (the group is plotted whole).
+    """
+    t = np.asarray(thresholds, dtype=np.float64)
+    m = t.size
+    every = list(range(m))
+    if m < 2 or not (t[0] <= _GRID_END_TOL and t[-1] >= 1.0 - _GRID_END_TOL):
+        return every
+    first = 0
+    last = int(np.flatnonzero(t >= 1.0 - _GRID_END_TOL)[0])
+    for n in range(m, 1, -1):
+        inner = np.arange(1, n - 1, dtype=np.float64) / (n - 1)
+        at = np.searchsorted(t, inner - _GRID_POINT_TOL)
+        if np.any(at >= m):
+            continue
+        if np.all(np.abs(t[np.minimum(at, m - 1)] - inner) <= _GRID_POINT_TOL):
+            return [first] + [int(j) for j in at] + [last]
+    return every
 
 
 def _event_file(by_step: dict[int, tuple[float, list]]) -> bytes:
