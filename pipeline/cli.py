@@ -126,6 +126,13 @@ def _evaluate(argv: Sequence[str]) -> int:
         # Beam appends where it ran ("[while running 'Read/Read']"); the file is what matters.
         print('headstream: %s' % str(e).split(' [while running')[0], file=sys.stderr)
         return EXIT_FAILED
+    except RuntimeError as e:
+        # A Dask cluster that lost a task's workers too often (pipeline.dask_runner) says so in
+        # one line; matched by class name so that runs on other runners never import dask.
+        if type(e).__name__ != 'DaskWorkerLostError':
+            raise
+        print('headstream: %s' % e, file=sys.stderr)
+        return EXIT_FAILED
     print('headstream: run %s: %d rows read, %d bad; outputs in %s' % (
         summary['run_id'], summary['rows_read'], summary['bad_rows'],
         summary['config']['output']))

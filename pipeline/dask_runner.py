@@ -24,6 +24,10 @@ Beam's own `--dask_*` options pass through (`--dask_client_address`, `--dask_sch
 each) for the run. The result's `wait_until_finish` closes the client, and the private cluster,
 whatever the outcome, keeping distributed's normal-shutdown chatter out of the output.
 
+A worker lost mid-run costs time, not correctness: the scheduler recomputes its tasks, whose
+results replace (never add to) the lost ones. A task lost more often than the scheduler's
+`distributed.scheduler.allowed-failures` fails the run with `DaskWorkerLostError`, in one line.
+
 The DaskRunner executes bounded pipelines in the global window only: `--streaming`, unbounded
 collections and event-time windowing or triggers are refused before anything runs
 (`DaskUnsupportedError`), naming the runners that do support them. A batch evaluation with
@@ -59,6 +63,7 @@ from pipeline.config import ConfigError
 __all__ = [
     'DASK_RUNNER',
     'DaskUnsupportedError',
+    'DaskWorkerLostError',
     'HeadstreamDaskOptions',
     'HeadstreamDaskRunner',
     'MAX_CREATE_PARTITIONS',
@@ -98,6 +103,17 @@ class DaskUnsupportedError(ConfigError):
     """The pipeline or its options need something the DaskRunner cannot do.
 
     A `ConfigError`, so the command line reports it in one line with exit status 2.
+    """
+
+
+class DaskWorkerLostError(RuntimeError):
+    """The run failed because worker processes kept dying while running one task.
+
+    Dask recomputes the tasks of a worker that dies (their results are deterministic, and a
+    recomputed result replaces the lost one, never adds to it), so a single lost worker costs time,
+    not correctness. A task whose workers died more often than the scheduler's
+    `distributed.scheduler.allowed-failures` (3 by default) fails the run with this error, in one
+    line naming the task and the last worker.
     """
 
 
@@ -228,6 +244,8 @@ class HeadstreamDaskResult(DaskRunnerResult):
     def wait_until_finish(self, duration: int | None = None) -> str:
         try:
             return super().wait_until_finish(duration)
+        except distributed.KilledWorker as e:
+            raise DaskWorkerLostError(_killed_worker_message(e)) from None
         finally:
             if self._state in (PipelineState.DONE, PipelineState.FAILED):
                 self._resources.close()
@@ -237,6 +255,22 @@ class HeadstreamDaskResult(DaskRunnerResult):
             return super().cancel()
         finally:
             self._resources.close()
+
+
+def _killed_worker_message(error: Any) -> str:
+    """One line for distributed's KilledWorker: the step, the task, the last worker, the limit."""
+    task = error.task
+    # Keys of bag partitions are (name, index, ...); the name carries the pipeline step.
+    if isinstance(task, tuple) and len(task) > 1:
+        index = task[1] if len(task) == 2 else ', '.join(map(str, task[1:]))
+        where = 'task %s, partition %s' % (task[0], index)
+    else:
+        where = 'task %s' % (task,)
+    worker = getattr(error.last_worker, 'address', error.last_worker)
+    return ('DaskRunner: the run failed: %s was lost with a dying worker %d time(s), last on %s; '
+            'the scheduler allows %d (distributed.scheduler.allowed-failures); outputs of this '
+            'run, if any, are incomplete'
+            % (where, error.allowed_failures + 1, worker, error.allowed_failures))
 
 
 # --- translation -----------------------------------------------------------------------------

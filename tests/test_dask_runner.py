@@ -11,9 +11,15 @@ Three groups:
 - The command line end to end (slow): `headstream evaluate --runner DaskRunner` on a 2-worker
   cluster gives the DirectRunner's metrics and plots to 1e-9 relative, for every source format and
   for a MultiHead with head_weights.
+- A worker process killed with SIGKILL mid-run, on a 2-worker cluster with nannies: the run
+  completes with the exact hand sums (small pipeline) and the DirectRunner's tables (command line,
+  slow), or, when the scheduler allows no failure, fails with a one-line `DaskWorkerLostError` and
+  writes nothing. No process outlives the cluster.
 """
 from __future__ import annotations
 
+import contextlib
+import re
 import json
 import os
 
@@ -147,6 +153,24 @@ def test_streaming_option_and_event_time_windows_are_refused_before_connecting(t
     message = _refused(tmp_path, lambda p: p | beam.Create([1]) | beam.Map(print),
                        ['--streaming'])
     assert '--streaming' in message and 'DataflowRunner' in message
+
+
+def test_killed_worker_message_is_one_line_naming_task_partition_and_worker():
+    import distributed
+
+    class LastWorker:
+        address = 'tcp://127.0.0.1:4242'
+
+    for key, where in [(('pardo-ApplyHeads-ab12', 8), 'task pardo-ApplyHeads-ab12, partition 8'),
+                       (('concat-shuffle-join-cd34', 0, (1,)),
+                        'task concat-shuffle-join-cd34, partition 0, (1,)'),
+                       ('finalize-ef56', 'task finalize-ef56')]:
+        message = dask_runner._killed_worker_message(
+            distributed.KilledWorker(key, LastWorker(), 3))
+        assert message == (
+            'DaskRunner: the run failed: %s was lost with a dying worker 4 time(s), last on '
+            'tcp://127.0.0.1:4242; the scheduler allows 3 (distributed.scheduler.allowed-failures);'
+            ' outputs of this run, if any, are incomplete' % where)
 
 
 def test_no_local_cluster_below_one_worker():
@@ -406,3 +430,215 @@ def test_cli_bad_record_on_dask_fails_in_one_line(tmp_path, capfd):
     assert 'file %s, row 5, column x' % bad_file in err, err
     assert 'Traceback' not in err and 'Compute Failed' not in err, err
     assert not os.path.exists(str(tmp_path / 'out' / 'metrics'))
+
+
+# -------------------------------------------------------------------------------------------------
+# A worker process killed mid-run.
+# -------------------------------------------------------------------------------------------------
+
+def _stop_first_bundle_plugin(sentinel: str) -> object:
+    """A worker plugin that freezes the first worker to finish a ParDo bundle, for the test to kill.
+
+    When a task whose key names a translated ParDo finishes executing on a worker (its result in
+    that worker's memory, the scheduler not yet told), the plugin writes the worker's pid to
+    `sentinel` (once per cluster: the file is created exclusively) and blocks the worker until the
+    test kills it, so the kill is certain to land while the run is in flight. Defined inside a
+    function so that cloudpickle ships the class by value (the workers cannot import the tests).
+    """
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class StopFirstBundle(WorkerPlugin):
+        name = 'headstream-test-stop-first-bundle'
+
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def transition(self, key, start, finish, **kwargs) -> None:
+            import os as os_
+            import time as time_
+            if not (start == 'executing' and finish == 'memory' and 'pardo' in str(key)):
+                return
+            try:
+                fd = os_.open(self.path, os_.O_CREAT | os_.O_EXCL | os_.O_WRONLY)
+            except FileExistsError:
+                return  # the worker that replaced the killed one runs normally
+            os_.write(fd, str(os_.getpid()).encode())
+            os_.close(fd)
+            time_.sleep(120)  # the test kills this process long before
+
+    return StopFirstBundle(sentinel)
+
+
+@pytest.fixture(scope='module')
+def kill_cluster():
+    """A 2-worker local cluster (nannies restart killed workers) and a client to it, for the tests
+    that kill workers; separate from `dask_address` so that no other test sees the kills."""
+    import distributed
+    psutil = pytest.importorskip('psutil')
+    me = psutil.Process()
+    before = {c.pid for c in me.children(recursive=True)}
+    with dask_runner.local_dask_cluster(2) as address:
+        with distributed.Client(address) as client:
+            yield address, client
+    # No worker, replacement worker or nanny outlives the cluster.
+    left = []
+    for child in me.children(recursive=True):
+        try:
+            if child.pid not in before and child.status() != psutil.STATUS_ZOMBIE:
+                left.append(' '.join(child.cmdline()))
+        except psutil.NoSuchProcess:
+            pass
+    assert not [c for c in left if 'resource_tracker' not in c], left
+
+
+class _Killer:
+    """Kills, with SIGKILL, the worker process the plugin froze, from a thread of the test."""
+
+    def __init__(self, client, sentinel: str) -> None:
+        import threading
+        self.addresses = {pid: address for address, pid in client.run(os.getpid).items()}
+        self.pids = set(self.addresses)  # taken before any worker is frozen
+        assert len(self.pids) == 2, self.pids
+        self.sentinel = sentinel
+        self.killed: int | None = None
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        import signal
+        import time
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with open(self.sentinel) as f:
+                    text = f.read()
+            except FileNotFoundError:
+                text = ''
+            if text:
+                pid = int(text)
+                if pid not in self.pids:
+                    self.error = 'frozen pid %d is not a worker of the cluster %s' % (
+                        pid, sorted(self.pids))
+                    return
+                os.kill(pid, signal.SIGKILL)
+                self.killed = pid
+                return
+            time.sleep(0.05)
+        self.error = 'no worker finished a bundle within 120 s'
+
+    def join(self) -> None:
+        self._thread.join(timeout=130)
+        assert self.error is None, self.error
+        assert self.killed is not None
+
+
+@contextlib.contextmanager
+def _kill_one_worker(client, tmp_path):
+    """Registers the freezing plugin, kills the frozen worker from a thread, and afterwards
+    unregisters the plugin and waits for the nanny's replacement worker."""
+    sentinel = str(tmp_path / 'frozen-worker.pid')
+    client.register_plugin(_stop_first_bundle_plugin(sentinel))
+    try:
+        killer = _Killer(client, sentinel)
+        yield killer
+        killer.join()
+    finally:
+        client.unregister_worker_plugin('headstream-test-stop-first-bundle')
+        client.wait_for_workers(2, timeout=60)
+
+
+def test_small_pipeline_survives_a_killed_worker(tmp_path, kill_cluster):
+    """The killed worker's bundle is recomputed once: every number and the bundle count (one per
+    element: a bundle counted twice or lost would change it) are the hand sums."""
+    address, client = kill_cluster
+    with _kill_one_worker(client, tmp_path) as killer:
+        options = PipelineOptions(['--runner', 'DaskRunner', '--dask_client_address', address])
+        p = beam.Pipeline(runner=HeadstreamDaskRunner(), options=options)
+        _small_pipeline(p, str(tmp_path))
+        assert p.run().wait_until_finish() == 'DONE'
+    assert killer.killed not in set(client.run(os.getpid).values())
+    assert _read(tmp_path, 'sums') == _expected_sums(bundles=N)
+    assert sorted(_read(tmp_path, 'threes')) == THREES
+
+
+def test_small_pipeline_fails_in_one_line_when_no_retry_is_allowed(tmp_path, kill_cluster):
+    """With the scheduler allowing no failure, the lost bundle fails the run: one line naming the
+    step's task and the killed worker, and no sink written."""
+    address, client = kill_cluster
+
+    def set_allowed_failures(n: int, dask_scheduler=None) -> int:
+        old, dask_scheduler.allowed_failures = dask_scheduler.allowed_failures, n
+        return old
+
+    old = client.run_on_scheduler(set_allowed_failures, 0)
+    try:
+        with _kill_one_worker(client, tmp_path) as killer:
+            options = PipelineOptions(['--runner', 'DaskRunner', '--dask_client_address', address])
+            p = beam.Pipeline(runner=HeadstreamDaskRunner(), options=options)
+            _small_pipeline(p, str(tmp_path))
+            result = p.run()
+            with pytest.raises(dask_runner.DaskWorkerLostError) as e:
+                result.wait_until_finish()
+            assert result.state == 'FAILED'
+    finally:
+        client.run_on_scheduler(set_allowed_failures, old)
+    message = str(e.value)
+    assert '\n' not in message, message
+    assert re.search(r'^DaskRunner: the run failed: task \S+, partition [^;]+ was lost', message), \
+        message
+    assert killer.addresses[killer.killed] in message, message
+    assert "allows 0 (distributed.scheduler.allowed-failures)" in message, message
+    assert not os.path.exists(str(tmp_path / 'sums.json'))
+    assert not os.path.exists(str(tmp_path / 'threes.json'))
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_cli_with_a_killed_worker_equals_direct_runner(tmp_path, kill_cluster):
+    """`headstream evaluate` on Dask, one worker killed after its first bundle: the run completes
+    and its tables are the DirectRunner's to 1e-9 relative (no bundle lost or counted twice)."""
+    address, client = kill_cluster
+    config = {'input': {'pattern': _write_shards('parquet', tmp_path / 'in')},
+              'heads': HEADS, 'head_weights': HEAD_WEIGHTS, 'slices': [[], ['country']]}
+    _evaluate(config, tmp_path / 'direct', '--runner', 'DirectRunner')
+    with _kill_one_worker(client, tmp_path):
+        _evaluate(config, tmp_path / 'dask', '--runner', _dask_flag(),
+                  '--dask_client_address', address)
+    _assert_same_tables(tmp_path / 'direct', tmp_path / 'dask')
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_cli_fails_clearly_when_no_retry_is_allowed(tmp_path, kill_cluster, capfd):
+    """With no failure allowed, `headstream evaluate` stops with the one-line DaskWorkerLostError
+    (raised, or printed with exit status 1 by a command line that reports it) and writes no
+    tables."""
+    from pipeline import cli
+    address, client = kill_cluster
+
+    def set_allowed_failures(n: int, dask_scheduler=None) -> int:
+        old, dask_scheduler.allowed_failures = dask_scheduler.allowed_failures, n
+        return old
+
+    config = {'input': {'pattern': _write_shards('parquet', tmp_path / 'in')},
+              'heads': HEADS[:1]}
+    out = tmp_path / 'dask'
+    old = client.run_on_scheduler(set_allowed_failures, 0)
+    try:
+        with _kill_one_worker(client, tmp_path) as killer:
+            try:
+                status = cli.main(['evaluate', '--config', json.dumps(config), '--output',
+                                   str(out), '--runner', _dask_flag(),
+                                   '--dask_client_address', address])
+                message = capfd.readouterr().err.strip().splitlines()[-1]
+                assert status == 1
+            except dask_runner.DaskWorkerLostError as e:
+                message = str(e)
+    finally:
+        client.run_on_scheduler(set_allowed_failures, old)
+    assert '\n' not in message and re.search(r'task \S+, partition [^;]+ was lost', message), \
+        message
+    assert killer.addresses[killer.killed] in message, message
+    for name in ('metrics', 'plots', 'summary.json'):
+        assert not os.path.exists(str(out / name)), name
