@@ -3,9 +3,10 @@
     python examples/make_example.py
 
 20,000 rows of a made-up ads model in 4 shards: a click head (one logit, 0/1 label, example
-weight `w`), a 3-class topic head (3 logits per row, label 0..2), slice columns `country` and
-`device`, and an event time `ts` (one day, 2026-11-01 UTC) for windowed evaluation. The labels are
-drawn from the logits, so AUC is about 0.8 and the model is well calibrated.
+weight `w`), a 3-class topic head (3 logits per row, label 0..2), a dwell-time regression head
+(predicted and actual minutes on the page), slice columns `country` and `device`, and an event
+time `ts` (one day, 2026-11-01 UTC) for windowed evaluation. The labels are drawn from the logits,
+so AUC is about 0.8 and the model is well calibrated.
 """
 from __future__ import annotations
 
@@ -33,16 +34,22 @@ def make_shard(seed: int, rows: int = ROWS_PER_SHARD) -> pa.Table:
     topic_logits = rng.normal(0.0, 1.5, (rows, 3)).astype(np.float32)
     topic_label = np.argmax(topic_logits + rng.gumbel(size=(rows, 3)), axis=1).astype(np.int64)
     seconds = np.sort(rng.integers(0, 86400, rows))
+    w = rng.uniform(0.5, 1.5, rows).round(2).astype(np.float32)
+    # Drawn last, so the other columns stay what they were before this head was added.
+    dwell_pred = rng.gamma(4.0, 0.75, rows).astype(np.float32)
+    dwell_label = np.maximum(dwell_pred + rng.normal(0.0, 1.0, rows), 0.0).astype(np.float32)
     return pa.table({
         'ts': pa.array(START + seconds.astype('timedelta64[s]'), pa.timestamp('us', tz='UTC')),
         'country': pa.array(country).dictionary_encode(),
         'device': pa.array(device).dictionary_encode(),
-        'w': rng.uniform(0.5, 1.5, rows).round(2).astype(np.float32),
+        'w': w,
         'click_logit': click_logit.round(3),
         'click_label': click_label,
         'topic_logits': pa.FixedSizeListArray.from_arrays(topic_logits.round(3).reshape(-1), 3)
                         .cast(pa.list_(pa.float32())),
         'topic_label': topic_label,
+        'dwell_pred': dwell_pred.round(2),
+        'dwell_label': dwell_label.round(2),
     })
 
 

@@ -33,12 +33,12 @@ def _print_table(metrics_path: str) -> None:
     heads = list(dict.fromkeys(r['head'] for r in table))
     wanted = ('loss', 'auc', 'accuracy', 'average_loss', 'auc_precision_recall')
     print('\nOverall metrics (all slices are in metrics/metrics.parquet):')
-    print('  %-12s %-22s %10s   %s' % ('head', 'metric', 'value', 'examples'))
+    print('  %-18s %-22s %10s   %s' % ('head', 'metric', 'value', 'examples'))
     for head in heads:
         for r in table:
             if r['slice'] == 'Overall' and r['head'] == head and r['metric'] in wanted:
-                print('  %-12s %-22s %10.4f   %d' % (head, r['metric'], r['value'],
-                                                     r['example_count']))
+                print('  %-18s %-22s %10.4f   %d' % (head, r['metric'], r['value'],
+                                                      r['example_count']))
     slices = sorted({r['slice'] for r in table})
     print('\n%d slices: %s%s' % (len(slices), ', '.join(slices[:6]),
                                  ', ...' if len(slices) > 6 else ''))

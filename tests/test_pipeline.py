@@ -943,6 +943,10 @@ def test_demo_runs_the_bundled_example(tmp_path, capsys):
     t = np.stack(d['topic_logits']).astype(np.float64)
     lse = np.log(np.sum(np.exp(t - t.max(axis=1, keepdims=True)), axis=1)) + t.max(axis=1)
     topic_loss = np.mean(lse - t[np.arange(len(t)), d['topic_label']])
+    # dwell: squared error Σ w·(y − ŷ)² / n; average_loss is its weighted mean.
+    r = d['dwell_label'].astype(np.float64) - d['dwell_pred'].astype(np.float64)
+    dwell_loss = np.sum(w * r * r) / len(r)
+    multi_loss = click_loss + 0.5 * topic_loss + 0.2 * dwell_loss  # head_weights [1, 0.5, 0.2]
     expected = {
         ('click', 'loss'): click_loss,
         ('click', 'average_loss'): np.sum(w * u) / np.sum(w),
@@ -950,7 +954,9 @@ def test_demo_runs_the_bundled_example(tmp_path, capsys):
         ('click', 'auc'): roc_auc_score(y, x, sample_weight=w),
         ('topic', 'loss'): topic_loss,
         ('topic', 'accuracy'): np.mean(np.argmax(t, axis=1) == d['topic_label']),
-        ('click_topic', 'loss'): click_loss + 0.5 * topic_loss,   # head_weights [1.0, 0.5]
+        ('dwell', 'loss'): dwell_loss,
+        ('dwell', 'average_loss'): np.sum(w * r * r) / np.sum(w),
+        ('click_topic_dwell', 'loss'): multi_loss,
     }
     for key, value in expected.items():
         # Printed to 4 places; the AUC is bucketed (200 thresholds), so it gets a looser check.
@@ -958,8 +964,8 @@ def test_demo_runs_the_bundled_example(tmp_path, capsys):
         assert headline[key] == pytest.approx(value, abs=tol), key
     rows = _lookup(_metrics(out))
     # The example's tensorboard.step (1000) is every row's `step`.
-    assert rows[('Overall', 'click_topic', 'loss', 1000)]['value'] == pytest.approx(
-        click_loss + 0.5 * topic_loss, rel=1e-6)
+    assert rows[('Overall', 'click_topic_dwell', 'loss', 1000)]['value'] == pytest.approx(
+        multi_loss, rel=1e-6)
     assert ('country_X_device:US_X_mobile', 'click', 'auc', 1000) in rows
 
 
