@@ -67,9 +67,11 @@ class HeadArrays(NamedTuple):
 
 
 class BundleStats(NamedTuple):
-    """Rows a bundle read, and how many of them were rejected."""
+    """Rows a bundle read, how many of them were rejected, and per slice spec how many evaluated
+    rows fell in none of its slices (a null slice value: counted, as TFMA does not)."""
     rows: int
     bad: int
+    unsliced: tuple[tuple[tuple[str, ...], int], ...] = ()
 
 
 class SubBatch(NamedTuple):
@@ -501,11 +503,13 @@ class ApplyHeads(beam.DoFn):
             self._precombine and self._derive_overall) else None
         self._rows = 0
         self._bad = 0
+        self._unsliced: dict[tuple[str, ...], int] = {}
 
     def start_bundle(self) -> None:
         self._states = {}
         self._rows = 0
         self._bad = 0
+        self._unsliced = {}
 
     # -- per batch ----------------------------------------------------------------------------
     def process(self, sb: SourceBatch) -> Iterator[Any]:
@@ -602,6 +606,10 @@ class ApplyHeads(beam.DoFn):
                 codes, combos = donor_split
             else:
                 codes, combos = slice_codes(batch, columns)
+            if columns:
+                outside = int(np.count_nonzero(codes < 0))
+                if outside:
+                    self._unsliced[columns] = self._unsliced.get(columns, 0) + outside
             if not columns and donor_split is not None:
                 codes = np.where(donor_split[0] < 0, 0, -1)
             if base_rows is not None:
@@ -657,9 +665,10 @@ class ApplyHeads(beam.DoFn):
         for kv in self._flush():
             yield WindowedValue(kv, ts, [window])
         if self._rows or self._bad:
-            yield beam.pvalue.TaggedOutput(
-                STATS_TAG, WindowedValue(BundleStats(self._rows, self._bad), ts, [window]))
+            stats = BundleStats(self._rows, self._bad, tuple(sorted(self._unsliced.items())))
+            yield beam.pvalue.TaggedOutput(STATS_TAG, WindowedValue(stats, ts, [window]))
         self._rows = self._bad = 0
+        self._unsliced = {}
 
 
 def overall_donor(slices: Sequence[tuple[str, ...]]) -> tuple[str, ...] | None:

@@ -266,6 +266,7 @@ class WriteRun(beam.DoFn):
         results: list[KeyResult] = []
         errors: list[pa.Table] = []
         rows = bad = 0
+        unsliced: dict[str, int] = {}
         for kind, piece in group[1]:
             if kind == 'result':
                 results.append(piece)
@@ -274,6 +275,12 @@ class WriteRun(beam.DoFn):
             elif kind == 'stats':
                 rows += piece[0]
                 bad += piece[1]
+                for columns, count in (piece[2] if len(piece) > 2 else ()):
+                    name = '_X_'.join(columns)
+                    unsliced[name] = unsliced.get(name, 0) + count
+        for name, count in sorted(unsliced.items()):
+            _log.warning('headstream: %d evaluated rows have a null %s: they are in Overall but '
+                         'in no %s slice', count, name, name)
         metrics, plots = build_tables(config, results, self._run_id, self._started_at)
         error_table = None
         if self._bad_records == 'dead_letter':
@@ -294,6 +301,8 @@ class WriteRun(beam.DoFn):
             'rows_read': rows,
             'bad_rows': bad,
             'rows_evaluated': rows - bad,
+            # Per slice spec, evaluated rows with a null slice value (in no slice of that spec).
+            'rows_outside_slices': dict(sorted(unsliced.items())),
             'bad_records': self._bad_records,
             'heads': config.head_names,
             'multi_head': config.multi_head_name,

@@ -1184,3 +1184,24 @@ def test_head_arrays_from_columns_lists_and_lists_of_one():
     assert b.features == {}
     assert [(c, r, m.tolist()) for c, r, m in problems.items] == [
         ('w', 'null value', [False, True])]
+
+
+# -------------------------------------------------------------------------------------------------
+# Rows with a null slice value: in Overall, in no slice of that spec, and counted.
+# -------------------------------------------------------------------------------------------------
+
+def test_null_slice_values_are_counted_not_dropped_silently(tmp_path, fake_heads):
+    table = _data(n=600, seed=11)
+    country = table.column('country').to_pylist()
+    for i in range(0, 600, 7):  # rows 0, 7, 14, ...: 86 rows without a country
+        country[i] = None
+    table = table.set_column(table.schema.get_field_index('country'), 'country',
+                             pa.array(country, pa.string()))
+    pattern = _write(table, tmp_path / 'in', 3, 50)
+    summary = evaluate(_config(pattern, tmp_path / 'out', heads=[FAKE]), RUNNER)
+    assert summary['rows_evaluated'] == 600
+    assert summary['rows_outside_slices'] == {'country': 86}
+    rows = _lookup(_metrics(tmp_path / 'out'))
+    counts = {k[0]: v['example_count'] for k, v in rows.items() if k[2] == 'loss'}
+    assert counts['Overall'] == 600
+    assert sum(c for s, c in counts.items() if s.startswith('country:')) == 600 - 86
