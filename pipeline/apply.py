@@ -267,7 +267,11 @@ def id_lists(arr: pa.Array, column: str, problems: _Problems) -> pa.Array:
 
 
 def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
-    return batch.column(batch.schema.get_field_index(name))
+    index = batch.schema.get_field_index(name)
+    if index < 0:  # get_field_index gives -1, and column(-1) would be the last column
+        raise KeyError('column %r is not in the batch (columns: %s)' % (
+            name, ', '.join(batch.schema.names)))
+    return batch.column(index)
 
 
 def _is_vector_label(t: pa.DataType) -> bool:
@@ -518,6 +522,20 @@ class ApplyHeads(beam.DoFn):
         n = batch.num_rows
         self._rows += n
         if n == 0:
+            return
+        missing = [c for c in config.columns() if batch.schema.get_field_index(c) < 0]
+        if missing:
+            # A shard without a column the config reads (the first shard's schema was checked):
+            # every row of it is bad, with that reason; never another column read in its place.
+            problems = _Problems(n)
+            problems.add(missing[0], 'column missing from this file', np.ones(n, bool))
+            if self._bad_records == 'fail':
+                raise BadRecordError(_error_message(sb.path, sb.first_row, missing[0],
+                                                    'column missing from this file'))
+            self._bad += n
+            self._bad_counter.inc(n)
+            yield beam.pvalue.TaggedOutput(
+                ERRORS_TAG, self._error_rows(sb, problems, np.ones(n, bool)))
             return
         problems = _Problems(n)
         arrays = head_arrays(batch, config, self._heads, problems)

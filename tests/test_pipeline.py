@@ -1205,3 +1205,25 @@ def test_null_slice_values_are_counted_not_dropped_silently(tmp_path, fake_heads
     counts = {k[0]: v['example_count'] for k, v in rows.items() if k[2] == 'loss'}
     assert counts['Overall'] == 600
     assert sum(c for s, c in counts.items() if s.startswith('country:')) == 600 - 86
+
+
+@pytest.mark.parametrize('mode', ['fail', 'dead_letter'])
+def test_a_shard_missing_a_column_is_named_never_read_from_another_column(tmp_path, fake_heads,
+                                                                         mode):
+    table = _data(n=300, seed=5)
+    pattern = _write(table, tmp_path / 'in', 3, 50)
+    # The last shard lacks the weight column `w` (the first shard's schema passes the check).
+    last = str(tmp_path / 'in' / 'part-002.parquet')
+    pq.write_table(pq.read_table(last).drop_columns(['w']), last)
+    raw = _config(pattern, tmp_path / 'out', heads=[FAKE])
+    if mode == 'fail':
+        with pytest.raises(apply.BadRecordError,
+                           match=r'part-002\.parquet, row 0, column w: column missing'):
+            evaluate(raw, RUNNER)
+        return
+    summary = evaluate(raw, RUNNER, bad_records='dead_letter')
+    assert (summary['rows_read'], summary['bad_rows']) == (300, 100)
+    errors = pq.read_table(os.path.join(str(tmp_path / 'out'), 'errors'))
+    assert set(errors.column('reason').to_pylist()) == {'column missing from this file'}
+    assert set(errors.column('file').to_pylist()) == {last}
+    assert _lookup(_metrics(tmp_path / 'out'))[('Overall', 'click', 'loss')]['example_count'] == 200
