@@ -68,7 +68,7 @@ CONFUSION = [
     ('', '', 'click', '', 0.5, 3.0, 1.0, 4.0, 2.0),
     ('', '', 'click', '', 0.0, 5.0, 5.0, 0.0, 0.0),   # out of order: the writer sorts
     ('', '', 'click', '', 1.0, 0.0, 0.0, 5.0, 5.0),
-    ('', '', 'buy', 'class2', 0.5, 1.0, 0.0, 8.0, 1.0),
+    ('', '', 'buy', 'classId:2', 0.5, 1.0, 0.0, 8.0, 1.0),
     ('country', 'US', 'click', '', 0.5, 2.0, 0.0, 2.0, 0.0),
 ]
 # Calibration rows: (..., head, sub_key, lower, upper, Σw, Σw·label, Σw·p)
@@ -228,7 +228,7 @@ def test_tfma_loads_every_value(tmp_path):
     assert sorted(plots[()]) == ['buy', 'click']
     for c, v, head, sub, *_ in CONFUSION:
         key = expected_slice_key(c, v)
-        tfma_sub = 'classId:2' if sub == 'class2' else ''
+        tfma_sub = 'classId:2' if sub == 'classId:2' else ''
         matrices = plots[key][head][tfma_sub]['confusionMatrixAtThresholds']['matrices']
         rows = sorted((r for r in CONFUSION if r[:4] == (c, v, head, sub)), key=lambda r: r[4])
         assert len(matrices) == len(rows)

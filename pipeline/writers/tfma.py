@@ -72,7 +72,7 @@ EVAL_CONFIG_FILE = 'eval_config.json'
 UNKNOWN = '<unknown>'
 
 _CLASS_KEY = re.compile(r'^(?P<name>.+)/class(?P<id>\d+)$')
-_CLASS_TAG = re.compile(r'^class(?P<id>\d+)$')
+_CLASS_TAG = re.compile(r'^class(?:Id:)?(?P<id>\d+)$')  # plots' `classId:2` (or `class2`)
 _INT_VALUE = re.compile(r'^(0|-?[1-9][0-9]*)$')
 _INT64_MAX = 2 ** 63 - 1
 _SEP = '_X_'
