@@ -161,11 +161,18 @@ def _watch(argv: Sequence[str]) -> int:
     return importlib.import_module('pipeline.watch').main(list(argv))
 
 
+def _reported_in_one_line(text: str) -> bool:
+    """Whether Beam's traceback text is of an error the CLI prints as one line (a bad record, an
+    unreadable file), so the traceback itself is noise."""
+    from pipeline.apply import BAD_RECORD
+    from pipeline.sources import UnreadableFileError
+    return any(k in text for k in ('BadRecordError: ', '%s: file ' % BAD_RECORD,
+                                   UnreadableFileError.__name__ + ': '))
+
+
 class _StderrWithoutKnownTracebacks:
     """sys.stderr, minus the tracebacks Beam's multi-threaded workers print for errors the CLI
-    reports in one line (a bad record, an unreadable file)."""
-
-    _KNOWN = ('BadRecordError: ', 'UnreadableFileError: ')
+    reports in one line."""
 
     def __init__(self, stream: Any):
         self._stream = stream
@@ -173,8 +180,7 @@ class _StderrWithoutKnownTracebacks:
 
     def write(self, text: str) -> int:
         dropped, self._dropped = self._dropped, False
-        if text.startswith('Traceback (most recent call last)') and any(
-                k in text for k in self._KNOWN):
+        if text.startswith('Traceback (most recent call last)') and _reported_in_one_line(text):
             self._dropped = True
             return len(text)
         if dropped and text == '\n':  # the end of print()'s dropped line
@@ -200,14 +206,13 @@ class _DropBadRecordTraceback(logging.Filter):
     message the CLI prints is enough."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from pipeline.apply import BAD_RECORD
         if not record.name.startswith('apache_beam'):
             return True
         message = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
-            message += ' %s' % record.exc_info[1]
-        return not ('%s: file ' % BAD_RECORD in message or 'UnreadableFileError' in message
-                    or 'cannot read ' in message and ' file ' in message)
+            # The exception's own type and text (Beam logs them apart from the message).
+            message += ' %s: %s' % (type(record.exc_info[1]).__name__, record.exc_info[1])
+        return not _reported_in_one_line(message)
 
 
 def _configure_logging() -> None:

@@ -65,9 +65,12 @@ DEFAULT_RUNNER = 'DirectRunner'
 _log = logging.getLogger(__name__)
 BIGQUERY_TAG = 'bigquery_rows'
 PROGRESS_EVERY_S = 30.0
-_BAD_RECORD_LINE = re.compile(re.escape(BAD_RECORD) + r': file .*?, row \d+, column [^\n]*')
-# Multi-threaded local runs and remote runners re-raise a worker's error as text; recover ours.
-_UNREADABLE_LINE = re.compile(r'(?<=UnreadableFileError: )cannot read \w+ file [^\n]*')
+# Runners re-raise a worker's error wrapped or as text; these are the one-line errors to recover.
+_ONE_LINE_ERRORS = (
+    (re.compile(re.escape(BAD_RECORD) + r': file .*?, row \d+, column [^\n]*'), BadRecordError),
+    (re.compile(r'(?<=UnreadableFileError: )cannot read \w+ file [^\n]*'),
+     sources.UnreadableFileError),
+)
 
 
 def pipeline_options(pipeline_args: Sequence[str]) -> PipelineOptions:
@@ -497,14 +500,10 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
             progress.attach(result)
             result.wait_until_finish()
         except Exception as e:  # noqa: BLE001 -- runners wrap DoFn errors; recover our one line
-            match = _BAD_RECORD_LINE.search(str(e))
-            if match:
-                line = re.sub(r" \[while running .*$", '', match.group(0))
-                raise BadRecordError(line) from None
-            match = _UNREADABLE_LINE.search(str(e))
-            if match:
-                line = re.sub(r" \[while running .*$", '', match.group(0))
-                raise sources.UnreadableFileError(line) from None
+            for pattern, error in _ONE_LINE_ERRORS:
+                match = pattern.search(str(e))
+                if match:
+                    raise error(re.sub(r" \[while running .*$", '', match.group(0))) from None
             raise
     except BaseException:
         # Nothing was published (publishing is the run's last step); the staging directory holds

@@ -25,6 +25,7 @@ import os
 
 import apache_beam as beam
 import dask
+import psutil  # a dependency of dask.distributed
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import trigger, window
@@ -72,6 +73,18 @@ class _WriteJson(beam.DoFn):
             json.dump(sorted(group[1], key=str), f)
         yield self._path
 
+
+
+def _new_children(me: 'psutil.Process', before: set[int]) -> list[str]:
+    """Command lines of `me`'s live descendants that were not there `before` (pids)."""
+    left = []
+    for child in me.children(recursive=True):
+        try:
+            if child.pid not in before and child.status() != psutil.STATUS_ZOMBIE:
+                left.append(' '.join(child.cmdline()))
+        except psutil.NoSuchProcess:
+            pass
+    return left
 
 def _small_pipeline(p: beam.Pipeline, out: str) -> None:
     """Adds the small pipeline to `p`: sinks sums.json and threes.json under `out`."""
@@ -211,7 +224,6 @@ def test_partition_options_pass_through(tmp_path):
 # -------------------------------------------------------------------------------------------------
 
 def test_small_pipeline_on_a_private_local_cluster(tmp_path, capfd):
-    psutil = pytest.importorskip('psutil')
     me = psutil.Process()
     before = {c.pid for c in me.children(recursive=True)}
     options = PipelineOptions(['--runner', 'DaskRunner', '--dask_local_workers', '2'])
@@ -222,13 +234,7 @@ def test_small_pipeline_on_a_private_local_cluster(tmp_path, capfd):
     assert _read(tmp_path, 'sums') == _expected_sums(bundles=N)
     assert sorted(_read(tmp_path, 'threes')) == THREES
     # The cluster's workers and nannies are gone, and nothing was printed on the way down.
-    left = []
-    for child in me.children(recursive=True):
-        try:
-            if child.pid not in before and child.status() != psutil.STATUS_ZOMBIE:
-                left.append(' '.join(child.cmdline()))
-        except psutil.NoSuchProcess:
-            pass
+    left = _new_children(me, before)
     # multiprocessing's resource tracker serves this process for its lifetime, whatever starts it.
     assert not [c for c in left if 'resource_tracker' not in c], left
     out, err = capfd.readouterr()
@@ -474,20 +480,13 @@ def kill_cluster():
     """A 2-worker local cluster (nannies restart killed workers) and a client to it, for the tests
     that kill workers; separate from `dask_address` so that no other test sees the kills."""
     import distributed
-    psutil = pytest.importorskip('psutil')
     me = psutil.Process()
     before = {c.pid for c in me.children(recursive=True)}
     with dask_runner.local_dask_cluster(2) as address:
         with distributed.Client(address) as client:
             yield address, client
     # No worker, replacement worker or nanny outlives the cluster.
-    left = []
-    for child in me.children(recursive=True):
-        try:
-            if child.pid not in before and child.status() != psutil.STATUS_ZOMBIE:
-                left.append(' '.join(child.cmdline()))
-        except psutil.NoSuchProcess:
-            pass
+    left = _new_children(me, before)
     assert not [c for c in left if 'resource_tracker' not in c], left
 
 
