@@ -502,6 +502,7 @@ class ApplyHeads(beam.DoFn):
 
     def setup(self) -> None:
         self._heads = self._config.build_heads()
+        self._columns = self._config.columns()
         self._states: dict[Key, Any] = {}
         self._donor = overall_donor(self._config.slices) if (
             self._precombine and self._derive_overall) else None
@@ -523,7 +524,7 @@ class ApplyHeads(beam.DoFn):
         self._rows += n
         if n == 0:
             return
-        missing = [c for c in config.columns() if batch.schema.get_field_index(c) < 0]
+        missing = [c for c in self._columns if batch.schema.get_field_index(c) < 0]
         if missing:
             # A shard without a column the config reads (the first shard's schema was checked):
             # every row of it is bad, with that reason; never another column read in its place.
@@ -612,11 +613,14 @@ class ApplyHeads(beam.DoFn):
             parts = [win if win is not None else np.zeros_like(extra_codes),
                      (steps if base_rows is None else steps[base_rows]) if steps is not None
                      else np.zeros_like(extra_codes)]
-            stacked = np.stack(parts, axis=1)
-            used, inverse = np.unique(stacked, axis=0, return_inverse=True)
+            # Codes of (window, step) pairs in (window, step) order: two 1-D uniques and one of
+            # their combined codes (np.unique over rows, axis=0, is ~20x slower).
+            (wu, wi), (su, si) = (np.unique(x, return_inverse=True) for x in parts)
+            used, inverse = np.unique(wi.reshape(-1) * su.size + si.reshape(-1),
+                                      return_inverse=True)
             extra_codes = inverse.reshape(-1).astype(np.int64)
-            extra_values = [(int(u[0]) if win is not None else None,
-                             int(u[1]) if steps is not None else None) for u in used]
+            extra_values = [(int(wu[u // su.size]) if win is not None else None,
+                             int(su[u % su.size]) if steps is not None else None) for u in used]
         n_extra = len(extra_values)
         donor_split = slice_codes(batch, donor) if donor is not None else None
         for columns in config.slices:

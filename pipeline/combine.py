@@ -62,9 +62,6 @@ class HeadStateCombineFn(beam.CombineFn):
                 merged = merged.merge(acc)
         return merged
 
-    def compact(self, accumulator: Any) -> Any:
-        return accumulator
-
     def extract_output(self, accumulator: Any) -> Any:
         return accumulator
 

@@ -278,7 +278,7 @@ class WriteRun(beam.DoFn):
             elif kind == 'stats':
                 rows += piece[0]
                 bad += piece[1]
-                for columns, count in (piece[2] if len(piece) > 2 else ()):
+                for columns, count in piece[2]:
                     name = '_X_'.join(columns)
                     unsliced[name] = unsliced.get(name, 0) + count
         for name, count in sorted(unsliced.items()):

@@ -110,12 +110,10 @@ class _Ignore:
 
 
 def _match(pattern: str) -> list[str]:
-    from apache_beam.io.filesystems import FileSystems
     try:
-        results = FileSystems.match([pattern])
-    except Exception:  # noqa: BLE001 -- an empty or missing directory is simply no file yet
+        return sources.match_files(pattern)
+    except config_lib.ConfigError:  # an empty or missing directory is simply no file yet
         return []
-    return sorted(m.path for r in results for m in r.metadata_list if not m.path.endswith('/'))
 
 
 def evaluate_file(config: config_lib.EvalConfig, apply: ApplyHeads, path: str
@@ -130,6 +128,7 @@ def evaluate_file(config: config_lib.EvalConfig, apply: ApplyHeads, path: str
     column = config.window.column
     max_us: int | None = None
     errors: list[pa.Table] = []
+    states: dict[tuple, Any] = {}
     apply.start_bundle()
     for item in sources.plan_file(path, config.format):
         for sb in sources.read_item(item, config.columns()):
@@ -140,16 +139,23 @@ def evaluate_file(config: config_lib.EvalConfig, apply: ApplyHeads, path: str
                     m = int(micros[~ignore.bad].max())
                     max_us = m if max_us is None else max(max_us, m)
             for out in apply.process(sb):
-                if getattr(out, 'tag', None) == ERRORS_TAG:
-                    errors.append(out.value)
-    states: dict[tuple, Any] = {}
+                _collect(out, states, errors)
     for out in apply.finish_bundle():
-        value = getattr(out, 'value', out)
-        if getattr(out, 'tag', None) == STATS_TAG or getattr(value, 'tag', None) == STATS_TAG:
-            continue
-        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], tuple):
-            states[value[0]] = value[1]
+        _collect(out, states, errors)
     return states, max_us, errors
+
+
+def _collect(out: Any, states: dict[tuple, Any], errors: list[pa.Table]) -> None:
+    """Files one output of ApplyHeads: error tables, or (key, state) pairs — from `process` too,
+    which flushes its states when a bundle holds too many keys — merged per key."""
+    tag = getattr(out, 'tag', None)
+    if tag == ERRORS_TAG:
+        errors.append(out.value)
+        return
+    if tag == STATS_TAG:
+        return
+    key, state = getattr(out, 'value', out)  # finish_bundle wraps its outputs in WindowedValues
+    states[key] = state if key not in states else states[key].merge(state)
 
 
 def _timing(state: WatchState, start: int, end: int, watermark: int | None) -> str:
@@ -169,7 +175,8 @@ def poll_once(config: config_lib.EvalConfig, state: WatchState, bad_records: str
               ) -> list[dict]:
     """Evaluates every new file and rewrites the affected windows; returns one summary per pane
     written (`streaming.write_pane`'s, plus 'files': the new files)."""
-    new = [f for f in _match(config.pattern) if f not in set(state.files)]
+    seen = set(state.files)
+    new = [f for f in _match(config.pattern) if f not in seen]
     size_us = int(round(config.window.size * 1e6))
     if new:
         apply = ApplyHeads(config, state.run_id, bad_records, precombine=True)

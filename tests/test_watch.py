@@ -237,3 +237,17 @@ def test_streaming_demo_runs_and_checks_its_windows(tmp_path, capsys):
     # How many shards each poll sees depends on timing; whatever it is, the first three windows
     # end on time (or late) and the last stays early (no row past its end ever arrives).
     assert ' on_time ' in out and ' early ' in out
+
+
+def test_states_flushed_mid_bundle_are_kept_and_merged(tmp_path, monkeypatch):
+    """ApplyHeads hands states back from `process` when a bundle holds too many keys; with the
+    limit at 1 key every batch flushes, and the windows still equal the array face."""
+    from pipeline import apply, sources
+    monkeypatch.setattr(apply, 'MAX_BUNDLE_KEYS', 1)
+    monkeypatch.setattr(sources, 'TARGET_ROWS', 7)   # several batches per shard
+    shards = Shards(tmp_path)
+    shards.write('a.parquet', [W0 + i for i in range(30)] + [W1 + i for i in range(25)])
+    config = _config(tmp_path)
+    _poll(config)
+    _check(config, shards, W0, 'on_time', 0)   # rows of W1 moved the watermark past W0
+    _check(config, shards, W1, 'early', 0)
