@@ -106,13 +106,6 @@ def _all_classes(logits: np.ndarray, n_classes: int,
     return np.tile(row, (logits.shape[0], 1))
 
 
-def _batch_weight_sum(weights: np.ndarray | float, logits: np.ndarray) -> float:
-    """Σ of the example weights over the batch dims (1 per example without a weight column)."""
-    if np.ndim(weights) == 0:
-        return float(weights) * _np.batch_size(logits)
-    return float(np.sum(np.broadcast_to(weights, logits.shape[:-1] + (1,))))
-
-
 def _row_problems(masks: list[tuple[str, str, np.ndarray]]) -> list[tuple[str, str, np.ndarray]]:
     """Drops the entries whose mask marks no row."""
     return [(role, reason, mask) for role, reason, mask in masks if mask.any()]
@@ -499,7 +492,7 @@ class MultiClassState(st.HeadState):
         self.average_loss.update(u, weights)
         self.accuracy.update(matches, weights)
         self.loss_sum.update(weighted)
-        self._add_counts(_np.batch_size(lg), _batch_weight_sum(weights, lg))
+        self._add_counts(_np.batch_size(lg), st.row_weight_sum(weights, lg))
         return self
 
     def result(self) -> dict[str, float]:
@@ -583,7 +576,7 @@ class MultiLabelState(st.HeadState):
             if head.thresholds:
                 self.class_confusion[i].update(pos_c, p_c, w_c)
         self.loss_sum.update(weighted)
-        self._add_counts(_np.batch_size(lg), _batch_weight_sum(weights, lg))
+        self._add_counts(_np.batch_size(lg), st.row_weight_sum(weights, lg))
         return self
 
     def _class_keys(self, c: int) -> tuple[str, str, str]:

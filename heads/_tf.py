@@ -21,7 +21,7 @@ from heads.keys import MetricKeys, ModeKeys, PredictionKeys, Reduction, ServingK
 __all__ = [
     'check_logits_final_dim', 'check_dense_labels_match_logits_and_reshape',
     'get_weights_and_check_match_logits', 'compute_weighted_loss', 'call_loss_fn',
-    'check_label_range', 'lookup_vocabulary', 'check_prediction_keys', 'classification_output',
+    'check_label_range', 'lookup_vocabulary', 'check_prediction_keys',
     'export_outputs', 'all_class_ids', 'all_class_strings', 'class_strings',
     'create_estimator_spec', 'create_train_op', 'regularization_loss', 'regularize',
     'eval_metric_ops', 'train_summaries', 'write_summaries', 'LABEL_NONE_ERR_MSG',
@@ -392,14 +392,6 @@ def class_strings(class_ids: tf.Tensor, label_vocabulary: Sequence[str] | None) 
     if label_vocabulary:
         return tf.gather(tf.constant(list(label_vocabulary), dtype=tf.string), class_ids)
     return tf.strings.as_string(class_ids)
-
-
-def classification_output(scores: tf.Tensor, n_classes: int,
-                          label_vocabulary: Sequence[str] | None = None
-                          ) -> base.ClassificationOutput:
-    """ClassificationOutput listing every class for every row: classes `[B, n]` strings."""
-    return base.ClassificationOutput(
-        scores=scores, classes=all_class_strings(scores, n_classes, label_vocabulary))
 
 
 def export_outputs(head: Any, predictions: Mapping[Any, Any]) -> dict[str, Any]:

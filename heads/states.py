@@ -827,7 +827,7 @@ class HeadState:
 # Per-head states: BinaryClassHead and the regression heads.
 # -------------------------------------------------------------------------------------------------
 
-def _row_weight_sum(weights: np.ndarray | float, logits: np.ndarray) -> float:
+def row_weight_sum(weights: np.ndarray | float, logits: np.ndarray) -> float:
     """Σ of the example weights over all examples (a per-logit weight counts its mean)."""
     batch = logits.shape[:-1]
     if np.ndim(weights) == 0:
@@ -885,7 +885,7 @@ class BinaryClassState(HeadState):
             match = labels == (p > np.float32(t)).astype(np.float32)
             mean.update(_np.mean_last_axis(match), weights)
         self.threshold_confusion.update(positive, p, weights)
-        self._add_counts(_np.batch_size(logits), _row_weight_sum(weights, logits))
+        self._add_counts(_np.batch_size(logits), row_weight_sum(weights, logits))
         return self
 
     def result(self) -> dict[str, float]:
@@ -953,7 +953,7 @@ class RegressionState(HeadState):
         self.average_loss.update(unweighted, weights)
         self.prediction_mean.update(predictions, weights)
         self.label_mean.merge(label_mean)
-        self._add_counts(_np.batch_size(logits), _row_weight_sum(weights, logits))
+        self._add_counts(_np.batch_size(logits), row_weight_sum(weights, logits))
         return self
 
     def result(self) -> dict[str, float]:
