@@ -32,7 +32,7 @@ from heads.keys import MetricKeys, Reduction, summary_key, threshold_key
 __all__ = [
     'WeightedMean', 'Confusion', 'KerasAUC', 'Histogram', 'LossSum', 'HeadState', 'div_no_nan',
     'PLOT_COLUMNS', 'empty_plots', 'confusion_plot', 'calibration_plot', 'concat_plots',
-    'BinaryClassState', 'RegressionState',
+    'BinaryClassState', 'RegressionState', 'Groups',
 ]
 
 
@@ -68,6 +68,70 @@ def _broadcast_weights(values: np.ndarray, weights: Any) -> np.ndarray:
     except ValueError:
         raise ValueError('weights of shape {} can not be broadcast to values of shape {}.'.format(
             np.shape(weights), values.shape)) from None
+
+
+# -------------------------------------------------------------------------------------------------
+# Rows of a batch spread over several states.
+# -------------------------------------------------------------------------------------------------
+
+class Groups:
+    """Which of `n` states each row of a batch adds to: `codes[i]` in [0, n), or negative for
+    none. Every per-state sum is then one `np.bincount` over the batch, so the states of many slices
+    update in a single pass over the rows (no sort, no per-slice copies) — the pipeline's path.
+
+    `Groups.one(rows)` (or codes all 0 with n = 1) is a single state taking every row; its sums are
+    `np.sum`, exactly as a plain `update` computes them.
+    """
+
+    def __init__(self, codes: np.ndarray | None, n: int, rows: int | None = None) -> None:
+        self.n = int(n)
+        if codes is None:
+            if self.n != 1 or rows is None:
+                raise ValueError('Groups without codes is one group of `rows` rows.')
+            self.rows = int(rows)
+            self._codes = None
+            return
+        codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+        self.rows = codes.size
+        if codes.size and codes.max(initial=-1) >= self.n:
+            raise ValueError('group code {} out of range for {} groups'.format(codes.max(), n))
+        if self.n == 1 and codes.size and codes.min() == 0:
+            self._codes = None  # every row in the one group
+        else:
+            # Rows of no group count in an extra, dropped group.
+            self._codes = np.where(codes < 0, self.n, codes) if codes.min(initial=0) < 0 else codes
+
+    @classmethod
+    def one(cls, rows: int) -> 'Groups':
+        return cls(None, 1, rows)
+
+    def subset(self, keep: np.ndarray) -> 'Groups':
+        """The same assignment restricted to the rows where the boolean `keep` is True."""
+        if self._codes is None:
+            return Groups(None, 1, int(np.count_nonzero(keep)))
+        codes = self._codes[keep]
+        return Groups(np.where(codes >= self.n, -1, codes), self.n)
+
+    def sum(self, values: np.ndarray | None = None) -> np.ndarray:
+        """Σ of the per-row `values` (None: the number of rows) per group, float64 [n]."""
+        if self._codes is None:
+            total = self.rows if values is None else np.sum(values, dtype=np.float64)
+            return np.array([float(total)])
+        out = np.bincount(self._codes, weights=values, minlength=self.n + 1)[:self.n]
+        return out.astype(np.float64, copy=False)
+
+    def cells(self, cell: np.ndarray, n_cells: int, weights: np.ndarray | None) -> np.ndarray:
+        """Σ `weights` per (group, cell) for per-row cell indices in [0, n_cells): float64
+        [n, n_cells]."""
+        if self._codes is None:
+            out = np.bincount(cell, weights=weights, minlength=n_cells)[np.newaxis, :]
+        else:
+            key = self._codes * n_cells
+            key += cell
+            out = np.bincount(key, weights=weights,
+                              minlength=(self.n + 1) * n_cells)[:self.n * n_cells]
+            out = out.reshape(self.n, n_cells)
+        return out.astype(np.float64, copy=False)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -108,6 +172,22 @@ class WeightedMean:
         self.count += float(np.sum(wb))
         return self
 
+    @staticmethod
+    def update_groups(means: Sequence['WeightedMean'], groups: Groups, values: np.ndarray,
+                      weights: np.ndarray, weight_sums: np.ndarray | None = None) -> None:
+        """Adds per-row `values` weighted by per-row `weights` (both flat, one entry per row) to
+        `means[g]` for the rows of group g; `weight_sums`: Σ weights per group, when known."""
+        WeightedMean.add_groups(means, groups.sum(values * weights),
+                                groups.sum(weights) if weight_sums is None else weight_sums)
+
+    @staticmethod
+    def add_groups(means: Sequence['WeightedMean'], totals: np.ndarray, counts: np.ndarray
+                   ) -> None:
+        """Adds Σ v·w = totals[g] and Σ w = counts[g] to means[g]."""
+        for mean, total, count in zip(means, totals, counts):
+            mean.total += float(total)
+            mean.count += float(count)
+
     def merge(self, other: 'WeightedMean') -> 'WeightedMean':
         self.total += other.total
         self.count += other.count
@@ -134,6 +214,13 @@ class LossSum:
         self.total += float(np.sum(wl))
         self.count += float(wl.size)
         return self
+
+    @staticmethod
+    def add_groups(sums: Sequence['LossSum'], totals: np.ndarray, counts: np.ndarray) -> None:
+        """Adds Σ weighted loss = totals[g] over counts[g] elements to sums[g]."""
+        for loss_sum, total, count in zip(sums, totals, counts):
+            loss_sum.total += float(total)
+            loss_sum.count += float(count)
 
     def merge(self, other: 'LossSum') -> 'LossSum':
         self.total += other.total
@@ -205,23 +292,35 @@ class Confusion:
         if not self.thresholds.size:
             return self
         pos, s, w = _flatten_inputs(positive, scores, weights)
-        t32 = self.thresholds.astype(np.float32)
+        Confusion.update_groups([self], Groups.one(s.size), pos, s, w)
+        return self
+
+    @staticmethod
+    def update_groups(matrices: Sequence['Confusion'], groups: Groups, positive: np.ndarray,
+                      scores: np.ndarray, weights: np.ndarray) -> None:
+        """Adds flat per-row (bool positive, float32 score, float64 weight) to `matrices[g]` for the
+        rows of group g (all matrices at the same thresholds)."""
+        if not matrices or not matrices[0].thresholds.size:
+            return
+        t32 = matrices[0].thresholds.astype(np.float32)
         order = np.argsort(t32, kind='stable')
-        above = _count_above(s, t32[order])
+        above = _count_above(scores, t32[order])
         # One pass: Σw per (number of thresholds below the score, label) cell; an example is
         # predicted positive at the j-th smallest threshold iff more than j thresholds are below.
         n = t32.size + 1
-        cells = np.bincount(above * 2 + pos, weights=w, minlength=2 * n).reshape(n, 2)
-        at_least = np.cumsum(cells[::-1], axis=0)[::-1]
-        tp = np.empty(t32.size)
-        fp = np.empty(t32.size)
-        tp[order] = at_least[1:, 1]
-        fp[order] = at_least[1:, 0]
-        self.tp += tp
-        self.fp += fp
-        self.fn += at_least[0, 1] - tp
-        self.tn += at_least[0, 0] - fp
-        return self
+        above *= 2
+        above += positive
+        cells = groups.cells(above, 2 * n, weights).reshape(groups.n, n, 2)
+        at_least = np.cumsum(cells[:, ::-1], axis=1)[:, ::-1]
+        for m, al in zip(matrices, at_least):
+            tp = np.empty(t32.size)
+            fp = np.empty(t32.size)
+            tp[order] = al[1:, 1]
+            fp[order] = al[1:, 0]
+            m.tp += tp
+            m.fp += fp
+            m.fn += al[0, 1] - tp
+            m.tn += al[0, 0] - fp
 
     def merge(self, other: 'Confusion') -> 'Confusion':
         if not np.array_equal(self.thresholds, other.thresholds):
@@ -266,7 +365,18 @@ class KerasAUC:
 
     def update(self, positive: Any, scores: Any, weights: Any = None) -> 'KerasAUC':
         pos, s, w = _flatten_inputs(positive, scores, weights)
-        n = self.num_thresholds
+        KerasAUC.update_groups([self], Groups.one(s.size), pos, s, w)
+        return self
+
+    @staticmethod
+    def update_groups(aucs: Sequence['KerasAUC'], groups: Groups, positive: np.ndarray,
+                      scores: np.ndarray, weights: np.ndarray) -> None:
+        """Adds flat per-row (bool positive, float32 score, float64 weight) to `aucs[g]` for the
+        rows of group g (all with the same number of thresholds)."""
+        if not aucs:
+            return
+        n = aucs[0].num_thresholds
+        s = scores
         cell = np.empty(s.size, dtype=np.intp)
         with np.errstate(invalid='ignore'):
             for start in range(0, s.size, _np.CHUNK):  # cache-sized steps
@@ -280,14 +390,14 @@ class KerasAUC:
                 part = cell[start:start + bucket.size]
                 part[:] = bucket
                 part *= 2
-                part += pos[start:start + bucket.size]
-        # One pass: Σw per (bucket, label) cell.
-        cells = np.bincount(cell, weights=w, minlength=2 * (n + 1)).reshape(n + 1, 2)
-        self.pos += cells[:n, 1]
-        self.neg += cells[:n, 0]
-        self.pos_total += float(np.sum(cells[:, 1]))
-        self.neg_total += float(np.sum(cells[:, 0]))
-        return self
+                part += positive[start:start + bucket.size]
+        # One pass: Σw per (group, bucket, label) cell.
+        cells = groups.cells(cell, 2 * (n + 1), weights).reshape(groups.n, n + 1, 2)
+        for auc, c in zip(aucs, cells):
+            auc.pos += c[:n, 1]
+            auc.neg += c[:n, 0]
+            auc.pos_total += float(np.sum(c[:, 1]))
+            auc.neg_total += float(np.sum(c[:, 0]))
 
     def merge(self, other: 'KerasAUC') -> 'KerasAUC':
         if other.num_thresholds != self.num_thresholds:
@@ -576,17 +686,37 @@ class Histogram:
             z = pos.astype(np.float64)
         else:
             z = np.broadcast_to(np.asarray(labels, dtype=np.float64), np.shape(scores)).reshape(-1)
+        Histogram.update_groups([self], Groups.one(s.size), pos, s, w, z)
+        return self
+
+    @staticmethod
+    def update_groups(hists: Sequence['Histogram'], groups: Groups, positive: np.ndarray,
+                      scores: np.ndarray, weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Adds flat per-row (bool positive, float32 score, float64 weight, float64 label value)
+        to `hists[g]` for the rows of group g (all with the same buckets).
+
+        Returns per group the (Σw, Σw·label, Σw·p) of the rows it binned (all but NaN scores):
+        the totals of the calibration sums, which a caller can reuse for means."""
+        if not hists:
+            return np.zeros((3, 0))
+        first = hists[0]
+        pos, s, w, z = positive, scores, weights, labels
         negative = w < 0
         if negative.any():
-            self.negative_weights += float(-np.sum(w[negative]))
+            for h, v in zip(hists, groups.sum(np.where(negative, -w, 0.0))):
+                h.negative_weights += float(v)
         nan = np.isnan(s)
         if nan.any():
-            self.nan_pos += float(np.sum(w[nan & pos]))
-            self.nan_neg += float(np.sum(w[nan & ~pos]))
+            nan_pos = groups.sum(np.where(nan & pos, w, 0.0))
+            nan_neg = groups.sum(np.where(nan & ~pos, w, 0.0))
+            for h, vp, vn in zip(hists, nan_pos, nan_neg):
+                h.nan_pos += float(vp)
+                h.nan_neg += float(vn)
             keep = ~nan
             s, w, pos, z = s[keep], w[keep], pos[keep], z[keep]
-        n, m = self.size, self.n_calibration
-        t = _float32_cut_tables(self.n_buckets, self.logit_range)
+            groups = groups.subset(keep)
+        n, m = first.size, first.n_calibration
+        t = _float32_cut_tables(first.n_buckets, first.logit_range)
         # Per-example indices and products, in cache-sized steps; then one bincount each.
         cell = np.empty(s.size, dtype=np.intp)   # 2 · entry + label
         cal = np.empty(s.size, dtype=np.intp)    # calibration bucket
@@ -595,7 +725,7 @@ class Histogram:
         for start in range(0, s.size, _np.CHUNK):
             stop = min(start + _np.CHUNK, s.size)
             p32 = np.clip(s[start:stop], np.float32(0.0), np.float32(1.0))
-            entry = self._bucket_chunk(p32, t)
+            entry = first._bucket_chunk(p32, t)
             entry *= 2
             entry += pos[start:stop]
             cell[start:stop] = entry
@@ -605,17 +735,22 @@ class Histogram:
             np.clip(c, 0, m - 1, out=c)
             np.multiply(w[start:stop], z[start:stop], out=wz[start:stop])
             np.multiply(w[start:stop], p, out=wp[start:stop])
-        cells = np.bincount(cell, weights=w, minlength=2 * n).reshape(n, 2)
-        if self._idx is None:  # dense storage: adding the empty entries' zeros changes nothing
-            self._pos += cells[:, 1]
-            self._neg += cells[:, 0]
-        else:
-            used = np.flatnonzero(np.bincount(cell >> 1, minlength=n))
-            self._add_entries(used, cells[used, 1], cells[used, 0])
-        self.cal_examples += np.bincount(cal, weights=w, minlength=m)[:m]
-        self.cal_labels += np.bincount(cal, weights=wz, minlength=m)[:m]
-        self.cal_predictions += np.bincount(cal, weights=wp, minlength=m)[:m]
-        return self
+        cells = groups.cells(cell, 2 * n, w).reshape(groups.n, n, 2)
+        cal_examples = groups.cells(cal, m, w)
+        cal_labels = groups.cells(cal, m, wz)
+        cal_predictions = groups.cells(cal, m, wp)
+        for g, h in enumerate(hists):
+            if h._idx is None:  # dense storage: adding the empty entries' zeros changes nothing
+                h._pos += cells[g, :, 1]
+                h._neg += cells[g, :, 0]
+            else:
+                used = np.flatnonzero((cells[g, :, 1] != 0) | (cells[g, :, 0] != 0))
+                h._add_entries(used, cells[g, used, 1], cells[g, used, 0])
+            h.cal_examples += cal_examples[g]
+            h.cal_labels += cal_labels[g]
+            h.cal_predictions += cal_predictions[g]
+        return np.stack([cal_examples.sum(axis=1), cal_labels.sum(axis=1),
+                         cal_predictions.sum(axis=1)])
 
     def merge(self, other: 'Histogram') -> 'Histogram':
         if (other.n_buckets, other.logit_range, other.n_calibration) != (
@@ -795,6 +930,14 @@ class HeadState:
                ) -> 'HeadState':
         raise NotImplementedError
 
+    @staticmethod
+    def update_groups(states: Sequence['HeadState'], codes: np.ndarray | None, labels: Any,
+                      logits: Any, features: Mapping[str, Any] | None = None) -> bool:
+        """Adds row i of one batch to `states[codes[i]]` in one pass, when the head's state
+        supports it (see `BinaryClassState.update_groups`). Returns False, changing nothing, when
+        it does not: the caller then updates each state with its own rows."""
+        return False
+
     def merge(self, other: 'HeadState') -> 'HeadState':
         """Adds `other` (a state of the same head) into self; `other` is unchanged."""
         if type(other) is not type(self) or other.signature != self.signature:
@@ -848,6 +991,7 @@ class BinaryClassState(HeadState):
 
     _components = ('loss_sum', 'average_loss', 'accuracy', 'class_confusion', 'prediction_mean',
                    'label_mean', 'auc', 'histogram', 'threshold_accuracy', 'threshold_confusion')
+    MAX_GROUPS = 128  # states per grouped update: 128 × 2 × 8194 float64 histogram sums = 16 MB
 
     def __init__(self, head: Any) -> None:
         super().__init__(signature=('BinaryClassHead', head.name, head.thresholds,
@@ -867,26 +1011,64 @@ class BinaryClassState(HeadState):
     def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
                ) -> 'BinaryClassState':
         """Adds one batch (validated exactly as the head's loss; errors leave self unchanged)."""
-        labels, logits, weights = self.head._array_inputs(labels, logits, features)
-        unweighted = self.head._array_unweighted_loss(labels, logits, features)
-        p = _np.sigmoid32(logits)
-        class_ids = (logits > 0).astype(np.float32)  # argmax([0, x]); NaN → 0
-        positive = labels != 0
-        self.loss_sum.update(unweighted * weights)
-        self.average_loss.update(unweighted, weights)
-        self.accuracy.update(labels == class_ids, weights)
-        self.class_confusion.update(positive, class_ids, weights)
-        self.prediction_mean.update(p, weights)
-        self.label_mean.update(labels, weights)
-        self.auc.update(positive, p, weights)
-        self.histogram.update(positive, p, weights, labels=labels)
-        for t, mean in zip(self.head.thresholds, self.threshold_accuracy):
-            # Keras BinaryAccuracy: match per element, mean over the last axis, weighted mean.
-            match = labels == (p > np.float32(t)).astype(np.float32)
-            mean.update(_np.mean_last_axis(match), weights)
-        self.threshold_confusion.update(positive, p, weights)
-        self._add_counts(_np.batch_size(logits), row_weight_sum(weights, logits))
+        BinaryClassState.update_groups([self], None, labels, logits, features)
         return self
+
+    @staticmethod
+    def update_groups(states: Sequence['BinaryClassState'], codes: np.ndarray | None,
+                      labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+                      ) -> bool:
+        """Adds row i of one batch to `states[codes[i]]` (rows with a negative code to none), in one
+        pass over the rows; `codes` None: every row to the single state. The batch is validated as
+        a whole first (errors leave every state unchanged). Returns False, changing nothing, for more
+        than `MAX_GROUPS` states (their histograms' sums would take too much memory at once).
+        """
+        if not states:
+            return True
+        if len(states) > BinaryClassState.MAX_GROUPS:
+            return False
+        head = states[0].head
+        labels, logits, weights = head._array_inputs(labels, logits, features)
+        unweighted = head._array_unweighted_loss(labels, logits, features)
+        # Logits, labels and weights are all [D0..DN, 1]: one value per example, flattened.
+        rows = _np.batch_size(logits)
+        groups = Groups(codes, len(states), rows) if codes is not None else Groups.one(rows)
+        if groups.rows != rows:
+            raise ValueError('{} group codes for a batch of {} examples.'.format(groups.rows, rows))
+        x = logits.reshape(-1)
+        y = labels.reshape(-1)
+        w = np.broadcast_to(np.asarray(weights, dtype=np.float64), logits.shape).reshape(-1)
+        u = unweighted.reshape(-1)
+        p = _np.sigmoid32(x)
+        class_ids = (x > 0).astype(np.float32)  # argmax([0, x]); NaN → 0
+        positive = y != 0
+        # Each per-group sum is a pass over the batch: every sum is taken once and shared.
+        n_rows = groups.sum()
+        # The histogram's calibration totals are Σw, Σw·label and Σw·p over the scored rows.
+        cal = Histogram.update_groups([st.histogram for st in states], groups, positive, p, w,
+                                      y.astype(np.float64))
+        if np.isnan(p).any():  # NaN scores are outside the histogram: sum directly
+            cal = np.stack([groups.sum(w), groups.sum(y * w), groups.sum(p * w)])
+        w_sum, wy_sum, wp_sum = cal
+        wu_sum = groups.sum(u * w)
+        LossSum.add_groups([st.loss_sum for st in states], wu_sum, n_rows)
+        WeightedMean.add_groups([st.average_loss for st in states], wu_sum, w_sum)
+        WeightedMean.update_groups([st.accuracy for st in states], groups, y == class_ids, w,
+                                   w_sum)
+        Confusion.update_groups([st.class_confusion for st in states], groups, positive,
+                                class_ids, w)
+        WeightedMean.add_groups([st.prediction_mean for st in states], wp_sum, w_sum)
+        WeightedMean.add_groups([st.label_mean for st in states], wy_sum, w_sum)
+        KerasAUC.update_groups([st.auc for st in states], groups, positive, p, w)
+        for i, t in enumerate(head.thresholds):
+            # Keras BinaryAccuracy: match per element, mean over the (length-1) last axis, weighted.
+            match = y == (p > np.float32(t)).astype(np.float32)
+            WeightedMean.update_groups([st.threshold_accuracy[i] for st in states], groups,
+                                       match, w, w_sum)
+        Confusion.update_groups([st.threshold_confusion for st in states], groups, positive, p, w)
+        for st, examples, weighted in zip(states, n_rows, w_sum):
+            st._add_counts(examples, weighted)
+        return True
 
     def result(self) -> dict[str, float]:
         K = MetricKeys

@@ -575,17 +575,15 @@ class ApplyHeads(beam.DoFn):
 
         if self._predictions_dir:
             self._write_predictions(sb, batch, arrays, keep)
-        for key, idx in self._split(batch, micros, steps, self._donor):
-            for h, a in enumerate(arrays):
-                sub = take_rows(a, idx)
-                full_key = Key(key[0], key[1], h, key[2], key[3])
-                if self._precombine:
-                    state = self._states.get(full_key)
-                    if state is None:
-                        state = self._states[full_key] = self._heads[h].new_state()
-                    state.update(sub.labels, sub.logits, sub.features or None)
-                else:
-                    yield tuple(full_key), SubBatch(h, sub)
+        if self._precombine:
+            for keys, codes, base_rows in self._key_codes(batch, micros, steps, self._donor):
+                for h, a in enumerate(arrays):
+                    self._update_states(h, keys, codes, take_rows(a, base_rows))
+        else:
+            for key, idx in self._split(batch, micros, steps):
+                for h, a in enumerate(arrays):
+                    yield (tuple(Key(key[0], key[1], h, key[2], key[3])),
+                           SubBatch(h, take_rows(a, idx)))
         if len(self._states) > MAX_BUNDLE_KEYS:
             yield from self._flush()
 
@@ -593,6 +591,22 @@ class ApplyHeads(beam.DoFn):
                donor: tuple[str, ...] | None = None
                ) -> Iterator[tuple[tuple, np.ndarray | None]]:
         """((slice columns, slice values, window start, step), row indices) per key of a batch.
+
+        With a `donor` spec, the Overall keys get only the rows where the donor's value is null
+        (the rest of Overall is merged from the donor's states in `_flush`)."""
+        for keys, codes, base_rows in self._key_codes(batch, micros, steps, donor):
+            for code, idx in group_rows(codes):
+                if base_rows is not None:
+                    idx = base_rows if idx is None else base_rows[idx]
+                yield keys[code], idx
+
+    def _key_codes(self, batch: pa.RecordBatch, micros: np.ndarray | None,
+                   steps: np.ndarray | None, donor: tuple[str, ...] | None = None
+                   ) -> Iterator[tuple[list[tuple], np.ndarray, np.ndarray | None]]:
+        """Per slice spec: (keys, codes, base_rows). Row j of the (row, window) pairs — batch row
+        `base_rows[j]`, or row j when base_rows is None (one window or none per row) — belongs to
+        `keys[codes[j]]` ((slice columns, slice values, window start, step)), or to no key when
+        codes[j] < 0. Only keys holding rows are listed, in code order.
 
         With a `donor` spec, the Overall keys get only the rows where the donor's value is null
         (the rest of Overall is merged from the donor's states in `_flush`)."""
@@ -636,13 +650,56 @@ class ApplyHeads(beam.DoFn):
                 codes = np.where(donor_split[0] < 0, 0, -1)
             if base_rows is not None:
                 codes = codes[base_rows]
+            if n_extra == 1:
+                # slice_codes are dense over the values present; only a derived Overall (rows
+                # with a null donor value) may hold no row.
+                if not combos or (not columns and donor_split is not None
+                                  and not (codes >= 0).any()):
+                    continue
+                yield [(columns, v) + extra_values[0] for v in combos], codes, base_rows
+                continue
             combined = np.where(codes < 0, -1, codes * n_extra + extra_codes)
-            for code, idx in group_rows(combined):
-                values = combos[code // n_extra]
+            # Dense codes over the (slice value, window, step) combinations holding rows: by
+            # counting (linear), unless the combinations far outnumber the rows.
+            n_combined = len(combos) * n_extra
+            if n_combined <= 4 * combined.size + 1024:
+                present = np.bincount(combined + 1, minlength=n_combined + 1)[1:]
+                used = np.flatnonzero(present)
+                if used.size < n_combined:
+                    remap = np.full(n_combined + 1, -1, np.int64)
+                    remap[used + 1] = np.arange(used.size)
+                    combined = remap[combined + 1]
+            else:
+                used, inverse = np.unique(combined, return_inverse=True)
+                inverse = inverse.reshape(-1).astype(np.int64)
+                if used.size and used[0] < 0:
+                    used, inverse = used[1:], inverse - 1
+                combined = inverse
+            if not used.size:
+                continue
+            keys = []
+            for code in used:
                 w, s = extra_values[code % n_extra]
-                if base_rows is not None:
-                    idx = base_rows if idx is None else base_rows[idx]
-                yield (columns, values, w, s), idx
+                keys.append((columns, combos[code // n_extra], w, s))
+            yield keys, combined, base_rows
+
+    def _update_states(self, h: int, keys: list[tuple], codes: np.ndarray, a: HeadArrays) -> None:
+        """Adds row j of head h's arrays to the bundle state of `keys[codes[j]]`: all keys in one
+        pass when the head's state has a grouped update, else per key on its own rows."""
+        states = []
+        for columns, values, w, s in keys:
+            full_key = Key(columns, values, h, w, s)
+            state = self._states.get(full_key)
+            if state is None:
+                state = self._states[full_key] = self._heads[h].new_state()
+            states.append(state)
+        features = a.features or None
+        grouped = getattr(type(states[0]), 'update_groups', None)  # optional in the interface
+        if grouped is not None and grouped(states, codes, a.labels, a.logits, features):
+            return
+        for code, idx in group_rows(codes):
+            sub = take_rows(a, idx)
+            states[code].update(sub.labels, sub.logits, sub.features or None)
 
     def _error_rows(self, sb: SourceBatch, problems: _Problems, bad: np.ndarray) -> pa.Table:
         from pipeline.schema import ERRORS

@@ -1,0 +1,221 @@
+"""Grouped state updates: the states of many slices updated in one pass over a batch must equal
+each state updated alone with its own rows (and per-group sums must equal a plain loop)."""
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from heads import BinaryClassHead
+from heads.states import BinaryClassState, Groups
+from pipeline.apply import ApplyHeads
+from pipeline.config import parse_config
+from pipeline.sources import SourceBatch
+
+
+# -- Groups ---------------------------------------------------------------------------------------
+
+def test_groups_sums_and_cells_equal_a_loop():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(-1, 4, 1000)
+    values = rng.normal(size=1000)
+    cell = rng.integers(0, 7, 1000)
+    groups = Groups(codes, 4)
+    want_sum = [sum(v for c, v in zip(codes, values) if c == g) for g in range(4)]
+    want_rows = [int(np.count_nonzero(codes == g)) for g in range(4)]
+    want_cells = np.zeros((4, 7))
+    for c, k, v in zip(codes, cell, values):
+        if c >= 0:
+            want_cells[c, k] += v
+    np.testing.assert_allclose(groups.sum(values), want_sum, rtol=1e-12)
+    assert groups.sum().tolist() == want_rows
+    np.testing.assert_allclose(groups.cells(cell, 7, values), want_cells, rtol=1e-12, atol=1e-12)
+    assert groups.cells(cell, 7, None).sum() == np.count_nonzero(codes >= 0)
+
+
+def test_groups_of_one_state_and_subsets():
+    values = np.array([1.0, 2.0, 4.0])
+    one = Groups.one(3)
+    assert one.sum(values).tolist() == [7.0] and one.sum().tolist() == [3.0]
+    assert Groups(np.zeros(3, np.int64), 1).sum(values).tolist() == [7.0]  # all rows in group 0
+    assert Groups(np.array([0, -1, 0]), 1).sum(values).tolist() == [5.0]
+    keep = np.array([True, False, True])
+    assert one.subset(keep).sum().tolist() == [2.0]
+    sub = Groups(np.array([1, -1, 0]), 2).subset(np.array([False, True, True]))
+    assert sub.sum(np.array([2.0, 4.0])).tolist() == [4.0, 0.0]  # the kept -1 row counts nowhere
+    with pytest.raises(ValueError, match='out of range'):
+        Groups(np.array([0, 2]), 2)
+
+
+# -- BinaryClassState.update_groups ----------------------------------------------------------------
+
+def _batch(n: int, seed: int, weights: str, soft: bool = False, nan: bool = False,
+           negative: bool = False):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 3.0, (n, 1)).astype(np.float32)
+    logits[rng.random(n) < 0.05, 0] = 0.0  # ties at the class threshold
+    if nan:
+        logits[rng.random(n) < 0.05, 0] = np.nan
+    labels = (rng.random((n, 1)) < 0.4).astype(np.float32)
+    if soft:
+        labels = np.round(rng.random((n, 1)), 2).astype(np.float32)
+    features = None
+    if weights != 'none':
+        w = rng.uniform(0.0, 2.0, n)
+        w[rng.random(n) < 0.05] = 0.0
+        if negative:
+            w[rng.random(n) < 0.05] = -0.5
+        features = {'w': w if weights == '[B]' else w[:, None]}
+    return labels, logits, features
+
+
+def _rows(features, idx):
+    return None if features is None else {k: v[idx] for k, v in features.items()}
+
+
+def _assert_same_state(got: BinaryClassState, want: BinaryClassState) -> None:
+    assert got.counts()[0] == want.counts()[0]
+    assert got.counts()[1] == pytest.approx(want.counts()[1], rel=1e-12, abs=1e-12)
+    assert got.loss() == pytest.approx(want.loss(), rel=1e-12, abs=1e-12, nan_ok=True)
+    w_result = want.result()
+    for key, value in got.result().items():
+        assert value == pytest.approx(w_result[key], rel=1e-9, abs=1e-12, nan_ok=True), key
+    for key, (lo, hi) in got.bounds().items():
+        np.testing.assert_allclose([lo, hi], want.bounds()[key], rtol=1e-9, atol=1e-12,
+                                   equal_nan=True)
+    g_plots, w_plots = got.plots(), want.plots()
+    assert g_plots.keys() == w_plots.keys()
+    for col, values in g_plots.items():
+        if values.dtype.kind in 'fc':
+            np.testing.assert_allclose(values, w_plots[col], rtol=1e-9, atol=1e-9, err_msg=col)
+        else:
+            assert values.tolist() == w_plots[col].tolist(), col
+    np.testing.assert_allclose(got.histogram.pos, want.histogram.pos, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got.histogram.neg, want.histogram.neg, rtol=1e-12, atol=1e-12)
+    assert got.histogram.negative_weights == pytest.approx(want.histogram.negative_weights)
+    assert got.histogram.nan_pos == pytest.approx(want.histogram.nan_pos)
+
+
+CASES = [
+    dict(weights='[B,1]'),
+    dict(weights='[B]'),
+    dict(weights='none'),
+    dict(weights='[B,1]', soft=True),
+    dict(weights='[B,1]', nan=True),
+    dict(weights='[B,1]', negative=True),
+]
+
+
+@pytest.mark.parametrize('case', CASES, ids=lambda c: '-'.join('%s' % v for v in c.values()))
+def test_grouped_update_equals_each_state_updated_with_its_rows(case):
+    head = BinaryClassHead(weight_column=None if case['weights'] == 'none' else 'w',
+                           thresholds=[0.3, 0.5, 0.9])
+    labels, logits, features = _batch(3000, 7, **case)
+    rng = np.random.default_rng(1)
+    codes = rng.integers(-1, 5, labels.shape[0])
+    codes[codes == 3] = 2  # group 3 holds no row
+    grouped = [head.new_state() for _ in range(5)]
+    # Two batches into the same states: the second adds to what the first left.
+    half = labels.shape[0] // 2
+    for part in (slice(0, half), slice(half, None)):
+        assert BinaryClassState.update_groups(
+            grouped, codes[part], labels[part], logits[part], _rows(features, part)) is True
+    for g in range(5):
+        alone = head.new_state()
+        for part in (slice(0, half), slice(half, None)):
+            idx = np.flatnonzero(codes[part] == g) + part.indices(labels.shape[0])[0]
+            alone.update(labels[idx], logits[idx], _rows(features, idx))
+        _assert_same_state(grouped[g], alone)
+    assert grouped[3].counts() == (0, 0.0)
+
+
+def test_grouped_update_against_plain_numpy_per_group():
+    # Independent of the state classes: example counts, weighted label mean, accuracy and mean
+    # loss per group, from masks and textbook formulas.
+    head = BinaryClassHead(weight_column='w')
+    labels, logits, features = _batch(2000, 3, weights='[B]')
+    codes = np.random.default_rng(4).integers(-1, 3, 2000)
+    states = [head.new_state() for _ in range(3)]
+    BinaryClassState.update_groups(states, codes, labels, logits, features)
+    y, x = labels[:, 0].astype(np.float64), logits[:, 0].astype(np.float64)
+    w = features['w'].astype(np.float32).astype(np.float64)  # weights are float32, as in TF
+    loss = np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
+    for g, state in enumerate(states):
+        m = codes == g
+        result = state.result()
+        assert state.counts()[0] == m.sum()
+        assert result['label/mean'] == pytest.approx(np.sum(w[m] * y[m]) / np.sum(w[m]), rel=1e-9)
+        assert result['accuracy'] == pytest.approx(
+            np.sum(w[m] * (y[m] == (x[m] > 0))) / np.sum(w[m]), rel=1e-9)
+        assert result['average_loss'] == pytest.approx(
+            np.sum(w[m] * loss[m]) / np.sum(w[m]), rel=1e-5)
+
+
+def test_grouped_update_declines_too_many_groups_and_keeps_states_on_errors():
+    head = BinaryClassHead(weight_column='w')
+    labels, logits, features = _batch(500, 5, weights='[B,1]')
+    many = [head.new_state() for _ in range(BinaryClassState.MAX_GROUPS + 1)]
+    codes = np.arange(500) % len(many)
+    assert BinaryClassState.update_groups(many, codes, labels, logits, features) is False
+    assert all(s.counts() == (0, 0.0) for s in many)
+    states = [head.new_state() for _ in range(2)]
+    bad = labels.copy()
+    bad[10, 0] = 2.0  # out of range for a binary head: the whole batch is refused
+    with pytest.raises(Exception, match='Labels must be <= 2 - 1'):
+        BinaryClassState.update_groups(states, np.arange(500) % 2, bad, logits, features)
+    assert all(s.counts() == (0, 0.0) for s in states)
+    with pytest.raises(ValueError, match='group codes'):
+        BinaryClassState.update_groups(states, np.zeros(3, np.int64), labels, logits, features)
+
+
+# -- ApplyHeads: keys of a batch and their states ----------------------------------------------
+
+def _config(window: bool):
+    raw = {'input': {'pattern': 'x.parquet', 'format': 'parquet'}, 'output': 'o',
+           'heads': [{'type': 'BinaryClassHead', 'args': {'name': 'click', 'weight_column': 'w'},
+                      'logits': 'x', 'labels': 'y'}],
+           'slices': [[], ['user']]}
+    if window:
+        raw['window'] = {'column': 'ts', 'size': 10}
+    return parse_config(raw)
+
+
+@pytest.mark.parametrize('window', [False, True])
+def test_apply_heads_states_equal_per_key_updates_with_many_keys(window):
+    # 600 rows, ~300 users and (windowed) ~500 windows: far more (user, window) combinations than
+    # rows, and more keys than one grouped update takes.
+    n = 600
+    rng = np.random.default_rng(11)
+    x = rng.normal(0.0, 2.0, n).astype(np.float32)
+    user = rng.integers(0, 300, n).astype(str).astype(object)
+    user[rng.random(n) < 0.1] = None
+    table = pa.table({'user': pa.array(user.tolist(), pa.string()),
+                      'w': rng.uniform(0.5, 1.5, n), 'x': x,
+                      'y': (rng.random(n) < 0.5).astype(np.int64),
+                      'ts': rng.integers(0, 5000, n)})
+    config = _config(window)
+    dofn = ApplyHeads(config, 'run')
+    dofn.setup()
+    dofn.start_bundle()
+    assert list(dofn.process(SourceBatch('f', 0, table.to_batches()[0]))) == []
+    got = {}
+    for wv in dofn.finish_bundle():
+        if not isinstance(wv, beam.pvalue.TaggedOutput):
+            got[wv.value[0]] = wv.value[1]
+    # The reference: the rows of each key found by a loop, each key's state updated alone.
+    rows: dict[tuple, list[int]] = {}
+    for i in range(n):
+        start = (int(table['ts'][i].as_py()) // 10 * 10 * 1_000_000) if window else None
+        rows.setdefault(((), (), 0, start, None), []).append(i)
+        if user[i] is not None:
+            rows.setdefault((('user',), (user[i],), 0, start, None), []).append(i)
+    assert set(got) == set(rows)
+    assert len(rows) > BinaryClassState.MAX_GROUPS
+    head = dofn._heads[0]
+    for key, idx in rows.items():
+        idx = np.array(idx)
+        want = head.new_state().update(
+            np.asarray(table['y'])[idx][:, None], x[idx][:, None],
+            {'w': np.asarray(table['w'])[idx]})
+        _assert_same_state(got[key], want)
