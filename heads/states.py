@@ -302,19 +302,33 @@ class Confusion:
         rows of group g (all matrices at the same thresholds)."""
         if not matrices or not matrices[0].thresholds.size:
             return
-        t32 = matrices[0].thresholds.astype(np.float32)
-        order = np.argsort(t32, kind='stable')
-        above = _count_above(scores, t32[order])
-        # One pass: Σw per (number of thresholds below the score, label) cell; an example is
-        # predicted positive at the j-th smallest threshold iff more than j thresholds are below.
-        n = t32.size + 1
+        _, above = Confusion.ranks(matrices[0].thresholds, scores)
+        # One pass: Σw per (number of thresholds below the score, label) cell.
+        n = matrices[0].thresholds.size + 1
         above *= 2
         above += positive
-        cells = groups.cells(above, 2 * n, weights).reshape(groups.n, n, 2)
+        Confusion.add_groups(matrices, groups.cells(above, 2 * n, weights).reshape(groups.n, n, 2))
+
+    @staticmethod
+    def ranks(thresholds: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(order, above): the thresholds' stable sort order in float32, and per score how many of
+        them are strictly below it (NaN: 0). A score is predicted positive at the j-th smallest
+        threshold iff above > j."""
+        t32 = np.asarray(thresholds, dtype=np.float64).astype(np.float32)
+        order = np.argsort(t32, kind='stable')
+        return order, _count_above(scores, t32[order])
+
+    @staticmethod
+    def add_groups(matrices: Sequence['Confusion'], cells: np.ndarray) -> None:
+        """Adds `cells[g]` to `matrices[g]`: Σw per (number of thresholds below the score, label
+        0/1), shape [thresholds + 1, 2] per group (see `ranks`)."""
+        if not matrices or not matrices[0].thresholds.size:
+            return
+        order = np.argsort(matrices[0].thresholds.astype(np.float32), kind='stable')
         at_least = np.cumsum(cells[:, ::-1], axis=1)[:, ::-1]
         for m, al in zip(matrices, at_least):
-            tp = np.empty(t32.size)
-            fp = np.empty(t32.size)
+            tp = np.empty(order.size)
+            fp = np.empty(order.size)
             tp[order] = al[1:, 1]
             fp[order] = al[1:, 0]
             m.tp += tp
@@ -1040,7 +1054,8 @@ class BinaryClassState(HeadState):
         w = np.broadcast_to(np.asarray(weights, dtype=np.float64), logits.shape).reshape(-1)
         u = unweighted.reshape(-1)
         p = _np.sigmoid32(x)
-        class_ids = (x > 0).astype(np.float32)  # argmax([0, x]); NaN → 0
+        predicted = x > 0  # class id 1: argmax([0, x]); NaN → 0
+        class_ids = predicted.astype(np.float32)
         positive = y != 0
         # Each per-group sum is a pass over the batch: every sum is taken once and shared.
         n_rows = groups.sum()
@@ -1053,19 +1068,37 @@ class BinaryClassState(HeadState):
         wu_sum = groups.sum(u * w)
         LossSum.add_groups([st.loss_sum for st in states], wu_sum, n_rows)
         WeightedMean.add_groups([st.average_loss for st in states], wu_sum, w_sum)
-        WeightedMean.update_groups([st.accuracy for st in states], groups, y == class_ids, w,
-                                   w_sum)
-        Confusion.update_groups([st.class_confusion for st in states], groups, positive,
-                                class_ids, w)
         WeightedMean.add_groups([st.prediction_mean for st in states], wp_sum, w_sum)
         WeightedMean.add_groups([st.label_mean for st in states], wy_sum, w_sum)
         KerasAUC.update_groups([st.auc for st in states], groups, positive, p, w)
+        # Both confusion matrices from one pass: Σw per (class id, number of thresholds below p,
+        # label != 0). The class id is `class_ids > 0.5` (a Confusion at 0.5 on the class ids).
+        order, above = Confusion.ranks(head.thresholds, p)
+        n_t = len(head.thresholds) + 1
+        key = predicted * (2 * n_t)
+        key += above * 2
+        key += positive
+        joint = groups.cells(key, 4 * n_t, w).reshape(groups.n, 2, n_t, 2)
+        by_threshold = joint.sum(axis=1)
+        Confusion.add_groups([st.class_confusion for st in states], joint.sum(axis=2))
+        Confusion.add_groups([st.threshold_confusion for st in states], by_threshold)
+        # Keras accuracies count label == prediction; with labels all 0 or 1 that is a cell of the
+        # matrices above (label != 0 iff label == 1), otherwise one pass each.
+        hard = np.count_nonzero(y == 1) == np.count_nonzero(positive)
+        if hard:
+            correct = joint[:, 1, :, 1].sum(axis=1) + joint[:, 0, :, 0].sum(axis=1)
+        else:
+            correct = groups.sum((y == class_ids) * w)
+        WeightedMean.add_groups([st.accuracy for st in states], correct, w_sum)
         for i, t in enumerate(head.thresholds):
             # Keras BinaryAccuracy: match per element, mean over the (length-1) last axis, weighted.
-            match = y == (p > np.float32(t)).astype(np.float32)
-            WeightedMean.update_groups([st.threshold_accuracy[i] for st in states], groups,
-                                       match, w, w_sum)
-        Confusion.update_groups([st.threshold_confusion for st in states], groups, positive, p, w)
+            if hard:
+                rank = int(np.flatnonzero(order == i)[0])  # predicted positive iff above > rank
+                correct = (by_threshold[:, rank + 1:, 1].sum(axis=1)
+                           + by_threshold[:, :rank + 1, 0].sum(axis=1))
+            else:
+                correct = groups.sum((y == (p > np.float32(t)).astype(np.float32)) * w)
+            WeightedMean.add_groups([st.threshold_accuracy[i] for st in states], correct, w_sum)
         for st, examples, weighted in zip(states, n_rows, w_sum):
             st._add_counts(examples, weighted)
         return True

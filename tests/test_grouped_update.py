@@ -130,26 +130,45 @@ def test_grouped_update_equals_each_state_updated_with_its_rows(case):
     assert grouped[3].counts() == (0, 0.0)
 
 
-def test_grouped_update_against_plain_numpy_per_group():
-    # Independent of the state classes: example counts, weighted label mean, accuracy and mean
-    # loss per group, from masks and textbook formulas.
-    head = BinaryClassHead(weight_column='w')
-    labels, logits, features = _batch(2000, 3, weights='[B]')
+@pytest.mark.parametrize('soft', [False, True])
+def test_grouped_update_against_plain_numpy_per_group(soft):
+    # Independent of the state classes: counts, means, accuracies, precision and recall per group
+    # (thresholds unsorted), from masks and textbook formulas; soft labels count as positive when
+    # != 0 and as correct only when equal to the 0/1 prediction (Keras' accuracy).
+    thresholds = [0.9, 0.3, 0.7]
+    head = BinaryClassHead(weight_column='w', thresholds=thresholds)
+    labels, logits, features = _batch(2000, 3, weights='[B]', soft=soft)
     codes = np.random.default_rng(4).integers(-1, 3, 2000)
     states = [head.new_state() for _ in range(3)]
     BinaryClassState.update_groups(states, codes, labels, logits, features)
     y, x = labels[:, 0].astype(np.float64), logits[:, 0].astype(np.float64)
     w = features['w'].astype(np.float32).astype(np.float64)  # weights are float32, as in TF
+    p = 1.0 / (1.0 + np.exp(-x))
     loss = np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
     for g, state in enumerate(states):
         m = codes == g
+        wm, ym, pos = w[m], y[m], y[m] != 0
         result = state.result()
         assert state.counts()[0] == m.sum()
-        assert result['label/mean'] == pytest.approx(np.sum(w[m] * y[m]) / np.sum(w[m]), rel=1e-9)
+        assert result['label/mean'] == pytest.approx(np.sum(wm * ym) / np.sum(wm), rel=1e-9)
+        assert result['prediction/mean'] == pytest.approx(np.sum(wm * p[m]) / np.sum(wm),
+                                                          rel=1e-6)
+        assert result['average_loss'] == pytest.approx(np.sum(wm * loss[m]) / np.sum(wm), rel=1e-5)
+        predicted = x[m] > 0
         assert result['accuracy'] == pytest.approx(
-            np.sum(w[m] * (y[m] == (x[m] > 0))) / np.sum(w[m]), rel=1e-9)
-        assert result['average_loss'] == pytest.approx(
-            np.sum(w[m] * loss[m]) / np.sum(w[m]), rel=1e-5)
+            np.sum(wm * (ym == predicted)) / np.sum(wm), rel=1e-9)
+        assert result['precision'] == pytest.approx(
+            np.sum(wm * (pos & predicted)) / np.sum(wm * predicted), rel=1e-9)
+        assert result['recall'] == pytest.approx(
+            np.sum(wm * (pos & predicted)) / np.sum(wm * pos), rel=1e-9)
+        for t in thresholds:  # no score is within float32 rounding of a threshold here
+            above = p[m] > t
+            assert result['accuracy/positive_threshold_%g' % t] == pytest.approx(
+                np.sum(wm * (ym == above)) / np.sum(wm), rel=1e-9)
+            assert result['precision/positive_threshold_%g' % t] == pytest.approx(
+                np.sum(wm * (pos & above)) / np.sum(wm * above), rel=1e-9)
+            assert result['recall/positive_threshold_%g' % t] == pytest.approx(
+                np.sum(wm * (pos & above)) / np.sum(wm * pos), rel=1e-9)
 
 
 def test_grouped_update_declines_too_many_groups_and_keeps_states_on_errors():
