@@ -483,17 +483,31 @@ class MultiClassState(st.HeadState):
 
     def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
                ) -> 'MultiClassState':
-        head = self.head
-        # Everything is computed before any accumulator changes: a rejected batch leaves no trace.
+        MultiClassState.update_groups([self], None, labels, logits, features)
+        return self
+
+    @staticmethod
+    def update_groups(states: Sequence['MultiClassState'], codes: np.ndarray | None,
+                      labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+                      ) -> bool:
+        """Adds row i to `states[codes[i]]` in one pass (see `BinaryClassState.update_groups`);
+        the batch is validated as a whole first (a rejected batch leaves no trace)."""
+        if not states:
+            return True
+        head = states[0].head
         lg, ids, weights, u = _loss_terms(head, labels, logits, features, multi_class_ids,
                                           multi_class_unweighted_loss)
-        weighted = _np.weighted_loss(u, weights)
-        matches = (ids == class_ids_of(lg)).astype(np.float64)
-        self.average_loss.update(u, weights)
-        self.accuracy.update(matches, weights)
-        self.loss_sum.update(weighted)
-        self._add_counts(_np.batch_size(lg), st.row_weight_sum(weights, lg))
-        return self
+        groups = st.Groups.of(codes, len(states), _np.batch_size(lg))
+        # The loss, the matches and the weights are all [D0..DN, 1]: one value per example.
+        w = st.flat_weights(weights, u.shape)
+        w_sum = groups.sum(w)
+        wu_sum = groups.sum(np.asarray(u, dtype=np.float64).reshape(-1) * w)
+        matches = (ids == class_ids_of(lg)).reshape(-1)
+        st.LossSum.add_groups([s.loss_sum for s in states], wu_sum, groups.sum())
+        st.WeightedMean.add_groups([s.average_loss for s in states], wu_sum, w_sum)
+        st.WeightedMean.update_groups([s.accuracy for s in states], groups, matches, w, w_sum)
+        st.add_counts_groups(states, groups.sum(), w_sum)
+        return True
 
     def result(self) -> dict[str, float]:
         name = self.head.name
@@ -502,6 +516,9 @@ class MultiClassState(st.HeadState):
 
     def loss(self) -> float:
         return self.loss_sum.value(self.head.loss_reduction)
+
+
+_POOLED_PAIRS_PER_STEP = 1 << 19
 
 
 class MultiLabelState(st.HeadState):
@@ -515,6 +532,7 @@ class MultiLabelState(st.HeadState):
 
     _components = ('average_loss', 'auc', 'histogram', 'accuracy_at', 'confusion', 'class_mean',
                    'class_auc', 'class_histogram', 'class_confusion', 'loss_sum')
+    MAX_GROUPS = 128  # states per grouped update (histogram sums: see BinaryClassState)
 
     def __init__(self, head: Any) -> None:
         super().__init__(_signature(head))
@@ -540,44 +558,70 @@ class MultiLabelState(st.HeadState):
 
     def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
                ) -> 'MultiLabelState':
-        head = self.head
+        MultiLabelState.update_groups([self], None, labels, logits, features)
+        return self
+
+    @staticmethod
+    def update_groups(states: Sequence['MultiLabelState'], codes: np.ndarray | None,
+                      labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+                      ) -> bool:
+        """Adds row i to `states[codes[i]]` in one pass (see `BinaryClassState.update_groups`);
+        the batch is validated as a whole first (a rejected batch leaves no trace). Returns
+        False, changing nothing, for more than `MAX_GROUPS` states."""
+        if not states:
+            return True
+        if len(states) > MultiLabelState.MAX_GROUPS:
+            return False
+        head = states[0].head
         lg, y, weights, u = _loss_terms(head, labels, logits, features, multi_label_labels,
                                         multi_label_unweighted_loss)
-        weighted = _np.weighted_loss(u, weights)
+        n_classes = lg.shape[-1]
+        rows = st.Groups.of(codes, len(states), _np.batch_size(lg))
+        # The pooled metrics see every (example, class) pair, each with its example's weight.
+        pairs = rows.repeat(n_classes)
         probs = _np.sigmoid32(lg)
         y32 = np.asarray(y, dtype=np.float32)  # Keras casts y_true to the predictions' dtype
         positive = y32 != 0
-        # Example weights [..., 1] broadcast over the classes: one weight per (example, class).
-        w_elem = np.broadcast_to(np.asarray(weights, dtype=np.float64), lg.shape)
-        per_threshold = []
-        for t in head.thresholds:
+        w_row = st.flat_weights(weights, lg.shape[:-1] + (1,))
+        w_sum = rows.sum(w_row)
+        flat_pos, flat_p = positive.reshape(-1), probs.reshape(-1)
+        flat_w = np.repeat(w_row, n_classes)
+        wu_sum = rows.sum(np.asarray(u, dtype=np.float64).reshape(-1) * w_row)
+        st.LossSum.add_groups([s.loss_sum for s in states], wu_sum, rows.sum())
+        st.WeightedMean.add_groups([s.average_loss for s in states], wu_sum, w_sum)
+        flat_y = y32.reshape(-1).astype(np.float64)
+        # The pooled pairs in blocks of rows, so that each block's per-pair temporaries stay in
+        # cache (a batch of 10^5 rows with 20 classes has millions of pairs).
+        step = max(1, _POOLED_PAIRS_PER_STEP // max(n_classes, 1))
+        for r0 in range(0, rows.rows, step):
+            block = rows.block(r0, r0 + step).repeat(n_classes)
+            e = slice(r0 * n_classes, (r0 + step) * n_classes)
+            st.KerasAUC.update_groups([s.auc for s in states], block, flat_pos[e], flat_p[e],
+                                      flat_w[e])
+            st.Histogram.update_groups([s.histogram for s in states], block, flat_pos[e],
+                                       flat_p[e], flat_w[e], flat_y[e])
+        for i, t in enumerate(head.thresholds):
             # BinaryAccuracy: exact match of the label with (p > t), averaged over the classes.
             match = (y32 == (probs > np.float32(t)).astype(np.float32)).astype(np.float64)
-            per_threshold.append(_np.mean_last_axis(match) if match.size else match[..., 0])
-
-        # The pooled metrics see every (example, class) pair: flatten (and broadcast the weights)
-        # once for all of them.
-        flat_pos, flat_p = positive.reshape(-1), probs.reshape(-1)
-        flat_w = np.ascontiguousarray(w_elem).reshape(-1)
-        self.average_loss.update(u, weights)
-        self.auc.update(flat_pos, flat_p, flat_w)
-        self.histogram.update(flat_pos, flat_p, flat_w, labels=y32.reshape(-1))
-        for mean, values in zip(self.accuracy_at, per_threshold):
-            mean.update(values, weights)
+            per_row = _np.mean_last_axis(match) if match.size else match[..., 0]
+            st.WeightedMean.update_groups([s.accuracy_at[i] for s in states], rows,
+                                          per_row.reshape(-1), w_row, w_sum)
         if head.thresholds:
-            self.confusion.update(flat_pos, flat_p, flat_w)
+            st.Confusion.update_groups([s.confusion for s in states], pairs, flat_pos, flat_p,
+                                       flat_w)
         for i, c in enumerate(head.classes_for_class_based_metrics):
-            p_c = probs[..., c:c + 1]
-            pos_c = positive[..., c:c + 1]
-            w_c = w_elem[..., c:c + 1]
-            self.class_mean[i].update(p_c, weights)
-            self.class_auc[i].update(pos_c, p_c, w_c)
-            self.class_histogram[i].update(pos_c, p_c, w_c, labels=y32[..., c:c + 1])
+            p_c = probs[..., c].reshape(-1)
+            pos_c = positive[..., c].reshape(-1)
+            st.WeightedMean.update_groups([s.class_mean[i] for s in states], rows, p_c, w_row,
+                                          w_sum)
+            st.KerasAUC.update_groups([s.class_auc[i] for s in states], rows, pos_c, p_c, w_row)
+            st.Histogram.update_groups([s.class_histogram[i] for s in states], rows, pos_c, p_c,
+                                       w_row, y32[..., c].reshape(-1).astype(np.float64))
             if head.thresholds:
-                self.class_confusion[i].update(pos_c, p_c, w_c)
-        self.loss_sum.update(weighted)
-        self._add_counts(_np.batch_size(lg), st.row_weight_sum(weights, lg))
-        return self
+                st.Confusion.update_groups([s.class_confusion[i] for s in states], rows, pos_c,
+                                           p_c, w_row)
+        st.add_counts_groups(states, rows.sum(), w_sum)
+        return True
 
     def _class_keys(self, c: int) -> tuple[str, str, str]:
         name = self.head.name

@@ -32,7 +32,7 @@ from heads.keys import MetricKeys, Reduction, summary_key, threshold_key
 __all__ = [
     'WeightedMean', 'Confusion', 'KerasAUC', 'Histogram', 'LossSum', 'HeadState', 'div_no_nan',
     'PLOT_COLUMNS', 'empty_plots', 'confusion_plot', 'calibration_plot', 'concat_plots',
-    'BinaryClassState', 'RegressionState', 'Groups',
+    'BinaryClassState', 'RegressionState', 'Groups', 'flat_weights', 'add_counts_groups',
 ]
 
 
@@ -79,12 +79,14 @@ class Groups:
     none. Every per-state sum is then one `np.bincount` over the batch, so the states of many slices
     update in a single pass over the rows (no sort, no per-slice copies) — the pipeline's path.
 
-    `Groups.one(rows)` (or codes all 0 with n = 1) is a single state taking every row; its sums are
-    `np.sum`, exactly as a plain `update` computes them.
+    Sums run over entries: the rows themselves, or after `repeat(k)` the k values of each row
+    (row-major), all in their row's group. `Groups.one(rows)` (or codes all 0 with n = 1) is a
+    single state taking every row; its sums are `np.sum`, exactly as a plain `update` computes them.
     """
 
     def __init__(self, codes: np.ndarray | None, n: int, rows: int | None = None) -> None:
         self.n = int(n)
+        self.per_row = 1
         if codes is None:
             if self.n != 1 or rows is None:
                 raise ValueError('Groups without codes is one group of `rows` rows.')
@@ -105,33 +107,97 @@ class Groups:
     def one(cls, rows: int) -> 'Groups':
         return cls(None, 1, rows)
 
+    @classmethod
+    def of(cls, codes: np.ndarray | None, n: int, rows: int) -> 'Groups':
+        """`codes` (None: one group) for a batch of `rows` examples, its length checked."""
+        if codes is None:
+            return cls.one(rows)
+        groups = cls(codes, n)
+        if groups.rows != rows:
+            raise ValueError('{} group codes for a batch of {} examples.'.format(groups.rows, rows))
+        return groups
+
+    @property
+    def size(self) -> int:
+        """Number of entries: rows × values per row."""
+        return self.rows * self.per_row
+
+    def repeat(self, k: int) -> 'Groups':
+        """The groups of the k values of each entry (flattened row-major), without a copy."""
+        out = object.__new__(Groups)
+        out.__dict__.update(self.__dict__)
+        out.per_row = self.per_row * int(k)
+        return out
+
+    def block(self, start: int, stop: int) -> 'Groups':
+        """The groups of rows [start, stop) (with their values per row)."""
+        if self._codes is None:
+            out = Groups.one(min(stop, self.rows) - start)
+        else:
+            codes = self._codes[start:stop]
+            out = Groups(np.where(codes >= self.n, -1, codes), self.n)
+        return out.repeat(self.per_row)
+
+    def codes(self, start: int = 0, stop: int | None = None) -> np.ndarray | None:
+        """Group of each entry in [start, stop) (n for none); None for a single group."""
+        if self._codes is None:
+            return None
+        stop = self.size if stop is None else stop
+        k = self.per_row
+        if k == 1:
+            return self._codes[start:stop]
+        first = start // k
+        return np.repeat(self._codes[first:-(-stop // k)], k)[start - first * k:stop - first * k]
+
     def subset(self, keep: np.ndarray) -> 'Groups':
-        """The same assignment restricted to the rows where the boolean `keep` is True."""
+        """The same assignment restricted to the entries where the boolean `keep` is True."""
         if self._codes is None:
             return Groups(None, 1, int(np.count_nonzero(keep)))
-        codes = self._codes[keep]
+        codes = self.codes()[keep]
         return Groups(np.where(codes >= self.n, -1, codes), self.n)
 
     def sum(self, values: np.ndarray | None = None) -> np.ndarray:
-        """Σ of the per-row `values` (None: the number of rows) per group, float64 [n]."""
+        """Σ of the per-entry `values` (None: the number of entries) per group, float64 [n]."""
         if self._codes is None:
-            total = self.rows if values is None else np.sum(values, dtype=np.float64)
+            total = self.size if values is None else np.sum(values, dtype=np.float64)
             return np.array([float(total)])
-        out = np.bincount(self._codes, weights=values, minlength=self.n + 1)[:self.n]
+        if values is None:
+            out = np.bincount(self._codes, minlength=self.n + 1)[:self.n] * self.per_row
+        else:
+            if self.per_row != 1:  # a row's entries share its group: add them up first
+                values = np.asarray(values, dtype=np.float64).reshape(self.rows, self.per_row)
+                values = values.sum(axis=1)
+            out = np.bincount(self._codes, weights=values, minlength=self.n + 1)[:self.n]
+        return out.astype(np.float64, copy=False)
+
+    def offsets(self, start: int, stop: int, n_cells: int) -> np.ndarray | int:
+        """`group · n_cells` of the entries in [start, stop): added to cell indices in [0, n_cells),
+        keys for `cells_of_keys` (0 for a single group)."""
+        codes = self.codes(start, stop)
+        return 0 if codes is None else codes * n_cells
+
+    def cells_of_keys(self, keys: np.ndarray, n_cells: int, weights: np.ndarray | None
+                      ) -> np.ndarray:
+        """Σ `weights` per (group, cell) from per-entry keys `group · n_cells + cell` (see
+        `offsets`): float64 [n, n_cells]."""
+        if self._codes is None:
+            out = np.bincount(keys, weights=weights, minlength=n_cells)[np.newaxis, :]
+        else:
+            out = np.bincount(keys, weights=weights, minlength=(self.n + 1) * n_cells)
+            out = out[:self.n * n_cells].reshape(self.n, n_cells)
         return out.astype(np.float64, copy=False)
 
     def cells(self, cell: np.ndarray, n_cells: int, weights: np.ndarray | None) -> np.ndarray:
-        """Σ `weights` per (group, cell) for per-row cell indices in [0, n_cells): float64
+        """Σ `weights` per (group, cell) for per-entry cell indices in [0, n_cells): float64
         [n, n_cells]."""
         if self._codes is None:
-            out = np.bincount(cell, weights=weights, minlength=n_cells)[np.newaxis, :]
-        else:
-            key = self._codes * n_cells
-            key += cell
-            out = np.bincount(key, weights=weights,
-                              minlength=(self.n + 1) * n_cells)[:self.n * n_cells]
-            out = out.reshape(self.n, n_cells)
-        return out.astype(np.float64, copy=False)
+            return self.cells_of_keys(cell, n_cells, weights)
+        keys = np.empty(self.size, dtype=np.intp)
+        for start in range(0, self.size, _np.CHUNK):  # cache-sized steps
+            stop = min(start + _np.CHUNK, self.size)
+            np.multiply(self.codes(start, stop), n_cells, out=keys[start:stop])
+            keys[start:stop] += cell[start:stop]
+        return self.cells_of_keys(keys, n_cells, weights)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -401,12 +467,14 @@ class KerasAUC:
                 np.maximum(bucket, np.float32(0.0), out=bucket)
                 # NaN goes to an extra cell outside the buckets: counted in the totals only.
                 bucket[np.isnan(bucket)] = n
-                part = cell[start:start + bucket.size]
+                stop = start + bucket.size
+                part = cell[start:stop]
                 part[:] = bucket
                 part *= 2
-                part += positive[start:start + bucket.size]
+                part += positive[start:stop]
+                part += groups.offsets(start, stop, 2 * (n + 1))
         # One pass: Σw per (group, bucket, label) cell.
-        cells = groups.cells(cell, 2 * (n + 1), weights).reshape(groups.n, n + 1, 2)
+        cells = groups.cells_of_keys(cell, 2 * (n + 1), weights).reshape(groups.n, n + 1, 2)
         for auc, c in zip(aucs, cells):
             auc.pos += c[:n, 1]
             auc.neg += c[:n, 0]
@@ -742,17 +810,19 @@ class Histogram:
             entry = first._bucket_chunk(p32, t)
             entry *= 2
             entry += pos[start:stop]
+            entry += groups.offsets(start, stop, 2 * n)
             cell[start:stop] = entry
             p = p32.astype(np.float64)
             c = cal[start:stop]
             c[:] = p * m
             np.clip(c, 0, m - 1, out=c)
+            c += groups.offsets(start, stop, m)
             np.multiply(w[start:stop], z[start:stop], out=wz[start:stop])
             np.multiply(w[start:stop], p, out=wp[start:stop])
-        cells = groups.cells(cell, 2 * n, w).reshape(groups.n, n, 2)
-        cal_examples = groups.cells(cal, m, w)
-        cal_labels = groups.cells(cal, m, wz)
-        cal_predictions = groups.cells(cal, m, wp)
+        cells = groups.cells_of_keys(cell, 2 * n, w).reshape(groups.n, n, 2)
+        cal_examples = groups.cells_of_keys(cal, m, w)
+        cal_labels = groups.cells_of_keys(cal, m, wz)
+        cal_predictions = groups.cells_of_keys(cal, m, wp)
         for g, h in enumerate(hists):
             if h._idx is None:  # dense storage: adding the empty entries' zeros changes nothing
                 h._pos += cells[g, :, 1]
@@ -984,6 +1054,18 @@ class HeadState:
 # Per-head states: BinaryClassHead and the regression heads.
 # -------------------------------------------------------------------------------------------------
 
+def flat_weights(weights: np.ndarray | float, shape: tuple[int, ...]) -> np.ndarray:
+    """Example weights (`[D0..DN, 1]` or a scalar) broadcast to `shape` and flattened, float64."""
+    return np.broadcast_to(np.asarray(weights, dtype=np.float64), shape).reshape(-1)
+
+
+def add_counts_groups(states: Sequence['HeadState'], n_rows: np.ndarray, w_sum: np.ndarray
+                      ) -> None:
+    """Adds n_rows[g] examples of total weight w_sum[g] to states[g]."""
+    for state, examples, weighted in zip(states, n_rows, w_sum):
+        state._add_counts(examples, weighted)
+
+
 def row_weight_sum(weights: np.ndarray | float, logits: np.ndarray) -> float:
     """Σ of the example weights over all examples (a per-logit weight counts its mean)."""
     batch = logits.shape[:-1]
@@ -1045,13 +1127,10 @@ class BinaryClassState(HeadState):
         labels, logits, weights = head._array_inputs(labels, logits, features)
         unweighted = head._array_unweighted_loss(labels, logits, features)
         # Logits, labels and weights are all [D0..DN, 1]: one value per example, flattened.
-        rows = _np.batch_size(logits)
-        groups = Groups(codes, len(states), rows) if codes is not None else Groups.one(rows)
-        if groups.rows != rows:
-            raise ValueError('{} group codes for a batch of {} examples.'.format(groups.rows, rows))
+        groups = Groups.of(codes, len(states), _np.batch_size(logits))
         x = logits.reshape(-1)
         y = labels.reshape(-1)
-        w = np.broadcast_to(np.asarray(weights, dtype=np.float64), logits.shape).reshape(-1)
+        w = flat_weights(weights, logits.shape)
         u = unweighted.reshape(-1)
         p = _np.sigmoid32(x)
         predicted = x > 0  # class id 1: argmax([0, x]); NaN → 0
@@ -1099,8 +1178,7 @@ class BinaryClassState(HeadState):
             else:
                 correct = groups.sum((y == (p > np.float32(t)).astype(np.float32)) * w)
             WeightedMean.add_groups([st.threshold_accuracy[i] for st in states], correct, w_sum)
-        for st, examples, weighted in zip(states, n_rows, w_sum):
-            st._add_counts(examples, weighted)
+        add_counts_groups(states, n_rows, w_sum)
         return True
 
     def result(self) -> dict[str, float]:
@@ -1158,6 +1236,8 @@ class RegressionState(HeadState):
     def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
                ) -> 'RegressionState':
         """Adds one batch (validated exactly as the head's loss; errors leave self unchanged)."""
+        if RegressionState.update_groups([self], None, labels, logits, features):
+            return self
         processed, logits, weights = self.head._array_inputs(labels, logits, features)
         unweighted = self.head._array_unweighted_loss(processed, logits, features)
         predictions = self.head._array_link(logits)
@@ -1170,6 +1250,38 @@ class RegressionState(HeadState):
         self.label_mean.merge(label_mean)
         self._add_counts(_np.batch_size(logits), row_weight_sum(weights, logits))
         return self
+
+    @staticmethod
+    def update_groups(states: Sequence['RegressionState'], codes: np.ndarray | None,
+                      labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+                      ) -> bool:
+        """Adds row i to `states[codes[i]]` in one pass (see `BinaryClassState.update_groups`).
+        Returns False, changing nothing, when the labels as given do not hold one value per
+        logit (label/mean reads them as given; `update` then takes Keras' general path)."""
+        if not states:
+            return True
+        head = states[0].head
+        processed, lg, weights = head._array_inputs(labels, logits, features)
+        raw = np.asarray(labels, dtype=np.float32)
+        if raw.size != lg.size or np.ndim(weights) not in (0, lg.ndim) or (
+                np.ndim(weights) and np.shape(weights)[-1] != 1):
+            return False
+        unweighted = head._array_unweighted_loss(processed, lg, features)
+        predictions = head._array_link(lg)
+        rows = Groups.of(codes, len(states), _np.batch_size(lg))
+        # Every metric is a Keras mean over the (example, logit) elements, weights broadcast.
+        elements = rows.repeat(lg.shape[-1]) if lg.shape[-1] != 1 else rows
+        w = flat_weights(weights, lg.shape)
+        w_sum = elements.sum(w)
+        wu_sum = elements.sum(unweighted.reshape(-1) * w)
+        LossSum.add_groups([st.loss_sum for st in states], wu_sum, elements.sum())
+        WeightedMean.add_groups([st.average_loss for st in states], wu_sum, w_sum)
+        WeightedMean.update_groups([st.prediction_mean for st in states], elements,
+                                   predictions.reshape(-1), w, w_sum)
+        WeightedMean.update_groups([st.label_mean for st in states], elements,
+                                   raw.reshape(-1).astype(np.float64), w, w_sum)
+        add_counts_groups(states, rows.sum(), rows.sum(flat_weights(weights, lg.shape[:-1] + (1,))))
+        return True
 
     def result(self) -> dict[str, float]:
         K = MetricKeys

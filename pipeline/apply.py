@@ -577,8 +577,9 @@ class ApplyHeads(beam.DoFn):
             self._write_predictions(sb, batch, arrays, keep)
         if self._precombine:
             for keys, codes, base_rows in self._key_codes(batch, micros, steps, self._donor):
+                split: list = []  # the rows of each code, found once for all heads that need them
                 for h, a in enumerate(arrays):
-                    self._update_states(h, keys, codes, take_rows(a, base_rows))
+                    self._update_states(h, keys, codes, take_rows(a, base_rows), split)
         else:
             for key, idx in self._split(batch, micros, steps):
                 for h, a in enumerate(arrays):
@@ -683,9 +684,11 @@ class ApplyHeads(beam.DoFn):
                 keys.append((columns, combos[code // n_extra], w, s))
             yield keys, combined, base_rows
 
-    def _update_states(self, h: int, keys: list[tuple], codes: np.ndarray, a: HeadArrays) -> None:
+    def _update_states(self, h: int, keys: list[tuple], codes: np.ndarray, a: HeadArrays,
+                       split: list) -> None:
         """Adds row j of head h's arrays to the bundle state of `keys[codes[j]]`: all keys in one
-        pass when the head's state has a grouped update, else per key on its own rows."""
+        pass when the head's state has a grouped update, else per key on its own rows (`split`:
+        the (code, rows) pairs of `codes`, filled by the first head that needs them)."""
         states = []
         for columns, values, w, s in keys:
             full_key = Key(columns, values, h, w, s)
@@ -697,7 +700,9 @@ class ApplyHeads(beam.DoFn):
         grouped = getattr(type(states[0]), 'update_groups', None)  # optional in the interface
         if grouped is not None and grouped(states, codes, a.labels, a.logits, features):
             return
-        for code, idx in group_rows(codes):
+        if not split:
+            split.extend(group_rows(codes))
+        for code, idx in split:
             sub = take_rows(a, idx)
             states[code].update(sub.labels, sub.logits, sub.features or None)
 

@@ -7,7 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from heads import BinaryClassHead
+from heads import (BinaryClassHead, MultiClassHead, MultiLabelHead, PoissonRegressionHead,
+                   RegressionHead)
 from heads.states import BinaryClassState, Groups
 from pipeline.apply import ApplyHeads
 from pipeline.config import parse_config
@@ -32,6 +33,30 @@ def test_groups_sums_and_cells_equal_a_loop():
     assert groups.sum().tolist() == want_rows
     np.testing.assert_allclose(groups.cells(cell, 7, values), want_cells, rtol=1e-12, atol=1e-12)
     assert groups.cells(cell, 7, None).sum() == np.count_nonzero(codes >= 0)
+
+
+def test_groups_of_the_values_of_each_row():
+    # repeat(k): the k values of each row (row-major) all go to the row's group.
+    rng = np.random.default_rng(2)
+    codes = rng.integers(-1, 3, 70_000)  # more entries than one cache-sized step
+    values = rng.normal(size=(70_000, 3))
+    cell = rng.integers(0, 5, (70_000, 3))
+    pairs = Groups(codes, 3).repeat(3)
+    assert pairs.size == 210_000
+    element_codes = np.repeat(codes, 3)
+    want = [values.reshape(-1)[element_codes == g].sum() for g in range(3)]
+    np.testing.assert_allclose(pairs.sum(values.reshape(-1)), want, rtol=1e-10)
+    assert pairs.sum().tolist() == [3.0 * np.count_nonzero(codes == g) for g in range(3)]
+    got = pairs.cells(cell.reshape(-1), 5, values.reshape(-1))
+    for g in range(3):
+        m = element_codes == g
+        np.testing.assert_allclose(
+            got[g], np.bincount(cell.reshape(-1)[m], values.reshape(-1)[m], 5), rtol=1e-10)
+    assert pairs.codes(4, 11).tolist() == [3 if c < 0 else c for c in element_codes[4:11]]
+    keep = rng.random(210_000) < 0.5
+    np.testing.assert_allclose(
+        pairs.subset(keep).sum(values.reshape(-1)[keep]),
+        [values.reshape(-1)[keep & (element_codes == g)].sum() for g in range(3)], rtol=1e-10)
 
 
 def test_groups_of_one_state_and_subsets():
@@ -171,6 +196,61 @@ def test_grouped_update_against_plain_numpy_per_group(soft):
                 np.sum(wm * (pos & above)) / np.sum(wm * pos), rel=1e-9)
 
 
+def _head_batch(kind: str, n: int, rng: np.random.Generator):
+    """(head, labels, logits, features) of one head kind, weighted, with [n] weights."""
+    features = {'w': rng.uniform(0.0, 2.0, n)}
+    if kind == 'multi_class':
+        head = MultiClassHead(n_classes=4, weight_column='w')
+        return head, rng.integers(0, 4, (n, 1)), rng.normal(size=(n, 4)).astype(np.float32), \
+            features
+    if kind == 'multi_label':
+        head = MultiLabelHead(n_classes=5, weight_column='w', thresholds=[0.2, 0.6],
+                              classes_for_class_based_metrics=[1, 3])
+        return head, (rng.random((n, 5)) < 0.3).astype(np.int64), \
+            rng.normal(0.0, 2.0, (n, 5)).astype(np.float32), features
+    if kind == 'regression_3':
+        head = RegressionHead(label_dimension=3, weight_column='w')
+        return head, rng.normal(size=(n, 3)), rng.normal(size=(n, 3)).astype(np.float32), features
+    if kind == 'poisson':
+        head = PoissonRegressionHead(weight_column='w')
+        return head, rng.poisson(2.0, (n, 1)).astype(np.float64), \
+            rng.normal(size=(n, 1)).astype(np.float32), features
+    head = RegressionHead(weight_column='w')
+    return head, rng.normal(size=n), rng.normal(size=(n, 1)).astype(np.float32), features
+
+
+@pytest.mark.parametrize('kind', ['multi_class', 'multi_label', 'regression', 'regression_3',
+                                  'poisson'])
+def test_grouped_update_of_every_head_equals_per_group_updates(kind):
+    rng = np.random.default_rng(21)
+    head, labels, logits, features = _head_batch(kind, 1500, rng)
+    codes = rng.integers(-1, 4, 1500)
+    grouped = [head.new_state() for _ in range(4)]
+    assert type(grouped[0]).update_groups(grouped, codes, labels, logits, features) is True
+    for g, state in enumerate(grouped):
+        idx = np.flatnonzero(codes == g)
+        alone = head.new_state().update(labels[idx], logits[idx], _rows(features, idx))
+        assert state.counts()[0] == alone.counts()[0] == idx.size
+        assert state.counts()[1] == pytest.approx(alone.counts()[1], rel=1e-12)
+        assert state.loss() == pytest.approx(alone.loss(), rel=1e-12)
+        want = alone.result()
+        for key, value in state.result().items():
+            assert value == pytest.approx(want[key], rel=1e-9, abs=1e-12), key
+        for key, bound in state.bounds().items():
+            np.testing.assert_allclose(bound, alone.bounds()[key], rtol=1e-9, atol=1e-12)
+        for col, values in state.plots().items():
+            if values.dtype.kind == 'f':
+                np.testing.assert_allclose(values, alone.plots()[col], rtol=1e-9, atol=1e-9)
+    # Independently: the weighted label mean of a regression head from the rows' own values.
+    if kind == 'regression':
+        w = features['w'].astype(np.float32).astype(np.float64)
+        y = labels.astype(np.float32).astype(np.float64)
+        for g, state in enumerate(grouped):
+            m = codes == g
+            assert state.result()['label/mean'] == pytest.approx(
+                np.sum(w[m] * y[m]) / np.sum(w[m]), rel=1e-9)
+
+
 def test_grouped_update_declines_too_many_groups_and_keeps_states_on_errors():
     head = BinaryClassHead(weight_column='w')
     labels, logits, features = _batch(500, 5, weights='[B,1]')
@@ -238,3 +318,20 @@ def test_apply_heads_states_equal_per_key_updates_with_many_keys(window):
             np.asarray(table['y'])[idx][:, None], x[idx][:, None],
             {'w': np.asarray(table['w'])[idx]})
         _assert_same_state(got[key], want)
+
+
+def test_regression_with_per_logit_weights_takes_the_general_path():
+    # Weights [n, 3] (one per logit): no grouped update; `update` still computes Keras' means.
+    rng = np.random.default_rng(5)
+    head = RegressionHead(label_dimension=3, weight_column='w')
+    labels = rng.normal(size=(40, 3))
+    logits = rng.normal(size=(40, 3)).astype(np.float32)
+    features = {'w': rng.uniform(0.5, 1.5, (40, 3))}
+    states = [head.new_state() for _ in range(2)]
+    assert type(states[0]).update_groups(states, np.arange(40) % 2, labels, logits,
+                                         features) is False
+    assert all(s.counts() == (0, 0.0) for s in states)
+    state = head.new_state().update(labels, logits, features)
+    w = features['w'].astype(np.float32).astype(np.float64)
+    err = (labels.astype(np.float32).astype(np.float64) - logits.astype(np.float64)) ** 2
+    assert state.result()['average_loss'] == pytest.approx(np.sum(w * err) / np.sum(w), rel=1e-6)
