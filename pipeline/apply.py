@@ -8,9 +8,12 @@ Per `SourceBatch`:
    `bad_records='fail'` the first one raises `BadRecordError` naming file, row, column and reason;
    with 'dead_letter' the row is dropped for every head and emitted on the `errors` output.
 3. Keys: per slice spec, vectorised slice codes (dictionary codes; crosses by compacting combined
-   codes), optionally crossed with window starts and step values; one stable argsort splits the
-   batch into per-key sub-batches.
-4. Each sub-batch updates that key's head state. States live for the bundle and are emitted in
+   codes), optionally crossed with window starts and step values: each row gets the code of its
+   key.
+4. Each head updates the states of all the spec's keys in one pass over the batch (its state's
+   `update_groups`: per-key sums by bincount, no sort, no copies); a state without it, or more
+   keys than it takes at once, gets per-key sub-batches from one stable argsort instead. States
+   live for the bundle and are emitted in
    `finish_bundle` (a pre-combine: only small states cross the shuffle, on every runner), so the
    CombinePerKey downstream only merges; results cannot depend on bundling because merging is
    associative and commutative.
@@ -350,8 +353,15 @@ def _codes(values: np.ndarray | pa.Array, problems: _Problems | None = None
         arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
         if not pa.types.is_dictionary(arr.type):
             arr = arr.dictionary_encode()
-        idx = arr.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         dictionary = arr.dictionary.to_pylist()
+        indices = arr.indices
+        if not indices.null_count:
+            idx = indices.to_numpy().astype(np.int64)
+            used = np.flatnonzero(np.bincount(idx, minlength=len(dictionary)))
+            if used.size == len(dictionary):  # every entry in use: the indices are the codes
+                return idx, dictionary
+        else:
+            idx = indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         # Dense codes for the dictionary entries in use, in dictionary order, by counting (linear
         # time; a np.unique here would sort every row of every batch).
         shifted = idx + 1  # null (-1) → 0

@@ -59,6 +59,18 @@ def test_slice_codes_of_a_dictionary_column_with_nulls_and_unused_entries():
         assert {plain[r] for r in rows} == {values[code][0]}
 
 
+@pytest.mark.parametrize('dictionary', [['JP', 'US', 'FR'], ['JP', 'US', 'DE', 'FR']])
+def test_slice_codes_of_a_dictionary_column_without_nulls(dictionary):
+    # Every entry used (codes are the indices) or one unused ('DE': codes compacted past it).
+    names = ['US', 'JP', 'FR', 'US', 'JP']
+    arr = pa.DictionaryArray.from_arrays(pa.array([dictionary.index(v) for v in names],
+                                                  pa.int32()), pa.array(dictionary))
+    codes, values = slice_codes(pa.record_batch([arr], names=['country']), ('country',))
+    assert values == [('JP',), ('US',), ('FR',)]
+    assert [values[c][0] for c in codes] == names
+    assert codes.dtype == np.int64
+
+
 def test_slice_codes_of_a_plain_string_column_and_a_cross():
     country = pa.array(['US', 'JP', None, 'US', 'JP', 'US'])
     device = pa.array([1, 2, 1, 1, None, 2], pa.int64())
