@@ -1,14 +1,18 @@
 """Where a headstream run's time goes: `python -m pipeline evaluate` in-process, timed by phase.
 
     .venv/bin/python bench/profile_run.py CONFIG.yaml [--no-tfma-writer] [--no-report]
-                                          [--cprofile OUT.prof] [--top 25]
+                                          [--plain-imports] [--cprofile OUT.prof] [--top 25]
 
-Phases: start-up (importing the pipeline and Beam), prepare (matching files, reading the schema),
-pipeline construction, the Beam run (read + apply + combine + writers, split by the profile when
-`--cprofile` is given) and exit. `--no-tfma-writer` / `--no-report` skip those optional writers
-(as if they were not installed), to see what they cost. With `--cprofile` the run is profiled and
-the top functions by cumulative and internal time are printed; the profile is saved for snakeviz
-or pstats.
+Phases: start-up (importing the pipeline and Beam, as the `headstream` command does: skipping
+the modules no command uses and, for a local run, Google Cloud's clients, see
+`pipeline.cli.skip_unused_imports`; `--plain-imports` imports everything Beam finds installed,
+as a program importing `pipeline.run` does), prepare (matching files, reading the schema), the
+pipeline's construction and its Beam run (read + apply + combine + writers, split by the profile
+when `--cprofile` is given). The interpreter's exit is not measured here: time the whole process
+for it. `--no-tfma-writer` / `--no-report` skip those
+optional writers (as if they were not installed), to see what they cost. With `--cprofile` the
+run is profiled and the top functions by cumulative and internal time are printed; the profile is
+saved for snakeviz or pstats.
 """
 from __future__ import annotations
 
@@ -60,14 +64,21 @@ def main() -> None:
     parser.add_argument('--cprofile', default=None, help='save the profile here')
     parser.add_argument('--top', type=int, default=25)
     parser.add_argument('--runner-args', default='--runner DirectRunner')
+    parser.add_argument('--plain-imports', action='store_true',
+                        help="import what Beam finds installed (no skipping, no gc.freeze)")
     args = parser.parse_args()
     if args.no_tfma_writer:
         sys.modules['pipeline.writers.tfma'] = None  # type: ignore[assignment]
     if args.no_report:
         sys.modules['pipeline.report'] = None  # type: ignore[assignment]
 
-    t = time.perf_counter()
-    from pipeline import run as run_lib  # noqa: E402 -- the import is what is timed
+    from pipeline import cli  # noqa: E402 -- the imports are what is timed
+    runner_args = args.runner_args.split()
+    if not args.plain_imports:  # as the command does at its start
+        cli.skip_unused_imports(
+            cloud=not cli.needs_google_cloud(['--config', args.config] + runner_args))
+        cli.settle_imports()
+    from pipeline import run as run_lib  # noqa: E402
     timings = {'start-up (python + imports)': time.perf_counter() - T0}
     t = time.perf_counter()
     config, files, dictionary_columns = run_lib.prepare(args.config)
@@ -77,7 +88,7 @@ def main() -> None:
     t = time.perf_counter()
     if profiler:
         profiler.enable()
-    summary = run_lib.evaluate(config, args.runner_args.split())
+    summary = run_lib.evaluate(config, runner_args)
     if profiler:
         profiler.disable()
     timings['evaluate (build + run)'] = time.perf_counter() - t
