@@ -1,7 +1,8 @@
 """headstream's benchmark: headstream vs TFMA 0.52 vs a numpy floor, on the same Parquet shards.
 
     .venv/bin/python bench/run.py [--sizes 2000000,10000000,20000000] [--tfma-rows 50000]
-                                  [--five-head-rows 2000000] [--runner-args '--runner DirectRunner'] [--dask]
+                                  [--five-head-rows 2000000] [--runner-args '--runner DirectRunner']
+                                  [--dask] [--repeat 3]
 
 For each size N: data in 8 Parquet shards (bench/datagen.py, cached under bench/out/data), then
   1. headstream: the whole CLI process (`python -m pipeline evaluate`), one BinaryClassHead
@@ -11,7 +12,8 @@ then TFMA once on a smaller N (it is ~1000x slower; `--tfma-rows 0` skips it), a
 workload (binary, multi-class 10, multi-label 20, regression, Poisson, with head_weights). Prints
 examples/s, ratios, peak RSS (the whole process tree, sampled every 50 ms) and the 1-minute load
 average at the start of each measurement (the machine may be shared), then the targets met or not,
-and writes bench/out/results.json. Every rate is rows / wall seconds of the whole process (start-up
+and writes bench/out/results.json. headstream and the floor run `--repeat` times per measurement
+(each after a 2 s pause) and report the median (every run's seconds in `all_seconds`). Every rate is rows / wall seconds of the whole process (start-up
 included), except `tfma_pipeline_examples_per_s`, TFMA's rate inside its Beam pipeline (imports
 excluded): headstream's `x_tfma` is against that, the higher of TFMA's two rates.
 """
@@ -24,12 +26,15 @@ import subprocess
 import sys
 import time
 
+from typing import Any
+
 import psutil
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 OUT = os.path.join(HERE, 'out')
+PAUSE_S = 2.0  # before each measurement
 sys.path.insert(0, HERE)
 import datagen  # noqa: E402
 
@@ -70,6 +75,20 @@ def measure(cmd: list[str], env: dict | None = None) -> dict:
             'load_1min': load}
 
 
+def median_of(repeat: int, run: Any) -> dict:
+    """Calls `run()` `repeat` times, a short pause before each (so that one measurement's
+    teardown, e.g. a Dask cluster's, does not load the next); returns the run with the median
+    wall time, with every run's seconds under `all_seconds`."""
+    rows = []
+    for _ in range(max(1, repeat)):
+        time.sleep(PAUSE_S)
+        rows.append(run())
+    rows.sort(key=lambda r: r['seconds'])
+    best = dict(rows[len(rows) // 2])
+    best['all_seconds'] = [round(r['seconds'], 3) for r in rows]
+    return best
+
+
 def headstream(pattern: str, heads: list, out_dir: str, runner_args: list[str],
                head_weights: list | None = None) -> dict:
     config = {'input': {'pattern': pattern, 'format': 'parquet'}, 'heads': heads,
@@ -91,6 +110,8 @@ def main() -> None:
     parser.add_argument('--runner-args', default='--runner DirectRunner')
     parser.add_argument('--dask', action='store_true',
                         help='also the DaskRunner, on a private local cluster of 2 workers')
+    parser.add_argument('--repeat', type=int, default=3,
+                        help='runs per measurement of headstream and the floor (median reported)')
     args = parser.parse_args()
     runner_args = args.runner_args.split()
     results: dict = {'machine': {'cpus': os.cpu_count()}, 'runs': []}
@@ -115,12 +136,16 @@ def main() -> None:
 
     for n in [int(s) for s in args.sizes.split(',')]:
         pattern = datagen.write_dataset(os.path.join(OUT, 'data', 'binary_%d' % n), n)
-        floor = measure([sys.executable, os.path.join(HERE, 'numpy_floor.py'), pattern])
+        floor = median_of(args.repeat, lambda: measure(
+            [sys.executable, os.path.join(HERE, 'numpy_floor.py'), pattern]))
         report({'what': 'numpy_floor', 'rows': n, 'seconds': floor['seconds'],
+                'all_seconds': floor['all_seconds'],
                 'examples_per_s': n / floor['seconds'], 'peak_rss_mb': floor['peak_rss_mb'],
                 'load_1min': floor['load_1min']})
-        hs = headstream(pattern, BINARY_HEADS, os.path.join(OUT, 'hs_binary_%d' % n), runner_args)
+        hs = median_of(args.repeat, lambda: headstream(
+            pattern, BINARY_HEADS, os.path.join(OUT, 'hs_binary_%d' % n), runner_args))
         report({'what': 'headstream_binary', 'rows': n, 'seconds': hs['seconds'],
+                'all_seconds': hs['all_seconds'],
                 'examples_per_s': n / hs['seconds'], 'peak_rss_mb': hs['peak_rss_mb'],
                 'load_1min': hs['load_1min'],
                 'x_tfma': n / hs['seconds'] / tfma_rate if tfma_rate else None,
@@ -136,9 +161,11 @@ def main() -> None:
     if n:
         pattern = datagen.write_dataset(os.path.join(OUT, 'data', 'five_%d' % n), n,
                                         five_heads=True)
-        hs = headstream(pattern, FIVE_HEADS, os.path.join(OUT, 'hs_five_%d' % n), runner_args,
-                        head_weights=[1.0, 0.5, 0.5, 0.2, 0.2])
+        hs = median_of(args.repeat, lambda: headstream(
+            pattern, FIVE_HEADS, os.path.join(OUT, 'hs_five_%d' % n), runner_args,
+            head_weights=[1.0, 0.5, 0.5, 0.2, 0.2]))
         report({'what': 'headstream_five_heads', 'rows': n, 'seconds': hs['seconds'],
+                'all_seconds': hs['all_seconds'],
                 'examples_per_s': n / hs['seconds'], 'peak_rss_mb': hs['peak_rss_mb'],
                 'load_1min': hs['load_1min']})
     results['targets'] = targets(results['runs'])

@@ -589,7 +589,9 @@ class MultiLabelState(st.HeadState):
         wu_sum = rows.sum(np.asarray(u, dtype=np.float64).reshape(-1) * w_row)
         st.LossSum.add_groups([s.loss_sum for s in states], wu_sum, rows.sum())
         st.WeightedMean.add_groups([s.average_loss for s in states], wu_sum, w_sum)
-        flat_y = y32.reshape(-1).astype(np.float64)
+        # Indicator labels (all 0 or 1) are the positive flags: the histograms need no label values.
+        hard = np.count_nonzero(y32 == 1) == np.count_nonzero(positive)
+        flat_y = None if hard else y32.reshape(-1).astype(np.float64)
         # The pooled pairs in blocks of rows, so that each block's per-pair temporaries stay in
         # cache (a batch of 10^5 rows with 20 classes has millions of pairs).
         step = max(1, _POOLED_PAIRS_PER_STEP // max(n_classes, 1))
@@ -599,7 +601,7 @@ class MultiLabelState(st.HeadState):
             st.KerasAUC.update_groups([s.auc for s in states], block, flat_pos[e], flat_p[e],
                                       flat_w[e])
             st.Histogram.update_groups([s.histogram for s in states], block, flat_pos[e],
-                                       flat_p[e], flat_w[e], flat_y[e])
+                                       flat_p[e], flat_w[e], None if hard else flat_y[e])
         for i, t in enumerate(head.thresholds):
             # BinaryAccuracy: exact match of the label with (p > t), averaged over the classes.
             match = (y32 == (probs > np.float32(t)).astype(np.float32)).astype(np.float64)
@@ -616,7 +618,8 @@ class MultiLabelState(st.HeadState):
                                           w_sum)
             st.KerasAUC.update_groups([s.class_auc[i] for s in states], rows, pos_c, p_c, w_row)
             st.Histogram.update_groups([s.class_histogram[i] for s in states], rows, pos_c, p_c,
-                                       w_row, y32[..., c].reshape(-1).astype(np.float64))
+                                       w_row, None if hard else
+                                       y32[..., c].reshape(-1).astype(np.float64))
             if head.thresholds:
                 st.Confusion.update_groups([s.class_confusion[i] for s in states], rows, pos_c,
                                            p_c, w_row)

@@ -764,18 +764,18 @@ class Histogram:
         """Adds one batch of (label != 0, probability) pairs; `labels` (default: the 0/1 positive
         flags) are the label values summed for calibration (soft labels stay soft)."""
         pos, s, w = _flatten_inputs(positive, scores, weights)
-        if labels is None:
-            z = pos.astype(np.float64)
-        else:
-            z = np.broadcast_to(np.asarray(labels, dtype=np.float64), np.shape(scores)).reshape(-1)
+        z = None if labels is None else np.broadcast_to(
+            np.asarray(labels, dtype=np.float64), np.shape(scores)).reshape(-1)
         Histogram.update_groups([self], Groups.one(s.size), pos, s, w, z)
         return self
 
     @staticmethod
     def update_groups(hists: Sequence['Histogram'], groups: Groups, positive: np.ndarray,
-                      scores: np.ndarray, weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
+                      scores: np.ndarray, weights: np.ndarray, labels: np.ndarray | None
+                      ) -> np.ndarray:
         """Adds flat per-row (bool positive, float32 score, float64 weight, float64 label value)
-        to `hists[g]` for the rows of group g (all with the same buckets).
+        to `hists[g]` for the rows of group g (all with the same buckets); `labels` None: the
+        label values are the 0/1 positive flags (then one pass less).
 
         Returns per group the (Σw, Σw·label, Σw·p) of the rows it binned (all but NaN scores):
         the totals of the calibration sums, which a caller can reuse for means."""
@@ -795,14 +795,15 @@ class Histogram:
                 h.nan_pos += float(vp)
                 h.nan_neg += float(vn)
             keep = ~nan
-            s, w, pos, z = s[keep], w[keep], pos[keep], z[keep]
+            s, w, pos = s[keep], w[keep], pos[keep]
+            z = None if z is None else z[keep]
             groups = groups.subset(keep)
         n, m = first.size, first.n_calibration
         t = _float32_cut_tables(first.n_buckets, first.logit_range)
         # Per-example indices and products, in cache-sized steps; then one bincount each.
         cell = np.empty(s.size, dtype=np.intp)   # 2 · entry + label
-        cal = np.empty(s.size, dtype=np.intp)    # calibration bucket
-        wz = np.empty(s.size)                    # w · label
+        cal = np.empty(s.size, dtype=np.intp)    # calibration bucket (· 2 + label for 0/1 labels)
+        wz = np.empty(s.size) if z is not None else None  # w · label
         wp = np.empty(s.size)                    # w · p
         for start in range(0, s.size, _np.CHUNK):
             stop = min(start + _np.CHUNK, s.size)
@@ -816,12 +817,23 @@ class Histogram:
             c = cal[start:stop]
             c[:] = p * m
             np.clip(c, 0, m - 1, out=c)
-            c += groups.offsets(start, stop, m)
-            np.multiply(w[start:stop], z[start:stop], out=wz[start:stop])
+            if z is None:  # with 0/1 labels, Σw·label is the positives' part of Σw
+                c *= 2
+                c += pos[start:stop]
+                c += groups.offsets(start, stop, 2 * m)
+            else:
+                c += groups.offsets(start, stop, m)
+                np.multiply(w[start:stop], z[start:stop], out=wz[start:stop])
             np.multiply(w[start:stop], p, out=wp[start:stop])
         cells = groups.cells_of_keys(cell, 2 * n, w).reshape(groups.n, n, 2)
-        cal_examples = groups.cells_of_keys(cal, m, w)
-        cal_labels = groups.cells_of_keys(cal, m, wz)
+        if z is None:
+            by_label = groups.cells_of_keys(cal, 2 * m, w).reshape(groups.n, m, 2)
+            cal_examples = by_label.sum(axis=2)
+            cal_labels = by_label[:, :, 1]
+            np.right_shift(cal, 1, out=cal)  # the buckets alone (group offsets kept) for Σw·p
+        else:
+            cal_examples = groups.cells_of_keys(cal, m, w)
+            cal_labels = groups.cells_of_keys(cal, m, wz)
         cal_predictions = groups.cells_of_keys(cal, m, wp)
         for g, h in enumerate(hists):
             if h._idx is None:  # dense storage: adding the empty entries' zeros changes nothing
@@ -1138,9 +1150,11 @@ class BinaryClassState(HeadState):
         positive = y != 0
         # Each per-group sum is a pass over the batch: every sum is taken once and shared.
         n_rows = groups.sum()
+        # Labels all 0 or 1 (label != 0 iff label == 1) let several sums come from one pass.
+        hard = np.count_nonzero(y == 1) == np.count_nonzero(positive)
         # The histogram's calibration totals are Σw, Σw·label and Σw·p over the scored rows.
         cal = Histogram.update_groups([st.histogram for st in states], groups, positive, p, w,
-                                      y.astype(np.float64))
+                                      None if hard else y.astype(np.float64))
         if np.isnan(p).any():  # NaN scores are outside the histogram: sum directly
             cal = np.stack([groups.sum(w), groups.sum(y * w), groups.sum(p * w)])
         w_sum, wy_sum, wp_sum = cal
@@ -1162,8 +1176,7 @@ class BinaryClassState(HeadState):
         Confusion.add_groups([st.class_confusion for st in states], joint.sum(axis=2))
         Confusion.add_groups([st.threshold_confusion for st in states], by_threshold)
         # Keras accuracies count label == prediction; with labels all 0 or 1 that is a cell of the
-        # matrices above (label != 0 iff label == 1), otherwise one pass each.
-        hard = np.count_nonzero(y == 1) == np.count_nonzero(positive)
+        # matrices above, otherwise one pass each.
         if hard:
             correct = joint[:, 1, :, 1].sum(axis=1) + joint[:, 0, :, 0].sum(axis=1)
         else:

@@ -335,3 +335,31 @@ def test_regression_with_per_logit_weights_takes_the_general_path():
     w = features['w'].astype(np.float32).astype(np.float64)
     err = (labels.astype(np.float32).astype(np.float64) - logits.astype(np.float64)) ** 2
     assert state.result()['average_loss'] == pytest.approx(np.sum(w * err) / np.sum(w), rel=1e-6)
+
+
+@pytest.mark.parametrize('soft', [False, True])
+def test_histogram_calibration_sums_per_group_against_numpy(soft):
+    # Calibration buckets [k/100, (k+1)/100) of the float32 score (1.0 in the last): Σw, Σw·label
+    # and Σw·p per group, with 0/1 labels (label values not passed) and with soft labels.
+    from heads.states import Histogram
+    rng = np.random.default_rng(8)
+    n = 5000
+    p = rng.random(n).astype(np.float32)
+    p[:5] = [0.0, 1.0, 0.5, 0.01, 0.99]
+    labels = np.round(rng.random(n), 1) if soft else (rng.random(n) < 0.4).astype(np.float64)
+    positive = labels != 0
+    w = rng.uniform(0.0, 2.0, n)
+    codes = rng.integers(-1, 3, n)
+    hists = [Histogram() for _ in range(3)]
+    Histogram.update_groups(hists, Groups(codes, 3), positive, p, w, labels if soft else None)
+    bucket = np.minimum((p.astype(np.float64) * 100).astype(np.int64), 99)
+    for g, h in enumerate(hists):
+        m = codes == g
+        np.testing.assert_allclose(h.cal_examples, np.bincount(bucket[m], w[m], 100), rtol=1e-12)
+        np.testing.assert_allclose(h.cal_labels, np.bincount(bucket[m], w[m] * labels[m], 100),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(h.cal_predictions,
+                                   np.bincount(bucket[m], w[m] * p[m].astype(np.float64), 100),
+                                   rtol=1e-12)
+        assert h.pos.sum() == pytest.approx(np.sum(w[m & positive]), rel=1e-12)
+        assert h.neg.sum() == pytest.approx(np.sum(w[m & ~positive]), rel=1e-12)
