@@ -1269,10 +1269,37 @@ class RegressionState(HeadState):
                       labels: Any, logits: Any, features: Mapping[str, Any] | None = None
                       ) -> bool:
         """Adds row i to `states[codes[i]]` in one pass (see `BinaryClassState.update_groups`).
-        Returns False, changing nothing, when the labels as given do not hold one value per
-        logit (label/mean reads them as given; `update` then takes Keras' general path)."""
+        Returns False, changing nothing, unless the labels as given, the loss and the predictions
+        hold one value per logit and the weights one per example (then `update` takes Keras'
+        general path, which broadcasts them)."""
         if not states:
             return True
+        head = states[0].head
+        processed, lg, weights = head._array_inputs(labels, logits, features)
+        raw = np.asarray(labels, dtype=np.float32)
+        if raw.size != lg.size or np.ndim(weights) not in (0, lg.ndim) or (
+                np.ndim(weights) and np.shape(weights)[-1] != 1):
+            return False
+        unweighted = head._array_unweighted_loss(processed, lg, features)
+        predictions = np.asarray(head._array_link(lg))
+        if unweighted.size != lg.size or predictions.size != lg.size:
+            return False  # e.g. an inverse_link_fn of another shape
+        rows = Groups.of(codes, len(states), _np.batch_size(lg))
+        # Every metric is a Keras mean over the (example, logit) elements, weights broadcast.
+        elements = rows.repeat(lg.shape[-1]) if lg.shape[-1] != 1 else rows
+        w = flat_weights(weights, lg.shape)
+        # All sums first: nothing changes unless every one of them could be taken.
+        w_sum = elements.sum(w)
+        wu_sum = elements.sum(np.asarray(unweighted, dtype=np.float64).reshape(-1) * w)
+        wp_sum = elements.sum(predictions.reshape(-1).astype(np.float64) * w)
+        wy_sum = elements.sum(raw.reshape(-1).astype(np.float64) * w)
+        row_w_sum = rows.sum(flat_weights(weights, lg.shape[:-1] + (1,)))
+        LossSum.add_groups([st.loss_sum for st in states], wu_sum, elements.sum())
+        WeightedMean.add_groups([st.average_loss for st in states], wu_sum, w_sum)
+        WeightedMean.add_groups([st.prediction_mean for st in states], wp_sum, w_sum)
+        WeightedMean.add_groups([st.label_mean for st in states], wy_sum, w_sum)
+        add_counts_groups(states, rows.sum(), row_w_sum)
+        return True
         head = states[0].head
         processed, lg, weights = head._array_inputs(labels, logits, features)
         raw = np.asarray(labels, dtype=np.float32)

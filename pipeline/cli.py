@@ -22,6 +22,7 @@ import gc
 import importlib
 import importlib.abc
 import logging
+import os
 import sys
 from typing import Any, Iterator, Sequence
 
@@ -98,9 +99,11 @@ def needs_google_cloud(argv: Sequence[str]) -> bool:
     """Whether a command (`evaluate ...`, `watch ...`, `report DIR`) may use Google Cloud.
 
     It may unless all of these hold: no argument names a gs:// path; the config, when given, is
-    inline or a local file, and names no gs:// path either; no `--bigquery_table`, no
-    `--streaming`; the runner, when given, is the DirectRunner or the DaskRunner. Anything else
-    (a config on another file system, another runner) counts as needing it.
+    inline or a regular local file, and no string in it names a gs:// path (read as YAML, which
+    JSON is, so escaped slashes count too); no `--bigquery_table`, no `--streaming`; the runner,
+    when given, is the DirectRunner or the DaskRunner. Anything else (a config on another file
+    system or through a pipe, which must not be read twice, a config that does not parse,
+    another runner) counts as needing it.
     """
     if any('gs://' in a for a in argv):
         return True
@@ -113,13 +116,37 @@ def needs_google_cloud(argv: Sequence[str]) -> bool:
     for config in _flag_values(argv, '--config'):
         text = config.strip()
         if not (text.startswith('{') or '\n' in text):  # a path, not the config itself
+            if not os.path.isfile(text):
+                return True  # not a regular local file: let the run read it as usual
             try:
                 with open(text, encoding='utf-8') as f:
                     text = f.read()
             except (OSError, ValueError):
-                return True  # not a local file (or unreadable): let the run read it as usual
-        if 'gs://' in text:
+                return True
+        if 'gs://' in text or _names_gcs(text):
             return True
+    return False
+
+
+def _names_gcs(text: str) -> bool:
+    """Whether a config's text (YAML or JSON) holds a string naming a gs:// path; True when it
+    does not parse (the run will say why)."""
+    import yaml
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return True
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if 'gs://' in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
     return False
 
 

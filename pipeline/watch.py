@@ -260,7 +260,7 @@ def watch(config: config_lib.EvalConfig, poll: float = DEFAULT_POLL_S, once: boo
 def parser() -> argparse.ArgumentParser:
     """`headstream watch` flags."""
     p = argparse.ArgumentParser(
-        prog='headstream watch',
+        prog='headstream watch', allow_abbrev=False,  # flags as the start-up reads them
         description='Evaluate shards as they arrive under input.pattern, per event-time window.')
     p.add_argument('--config', required=True, help='the evaluation config (YAML/JSON path)')
     p.add_argument('--output', default=None, help='overrides the config\'s output')

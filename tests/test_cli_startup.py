@@ -216,16 +216,32 @@ def test_a_run_through_the_command_line_entry_skips_them_and_writes_the_same(tmp
     (['--config', 'LOCAL', '--runner', 'DataflowRunner'], True),
     (['--config', 'LOCAL', '--runner=PortableRunner'], True),
     (['--config', 'LOCAL', '--temp_location', 'gs://b/tmp'], True),
+    (['--config', 'ESCAPED'], True),  # JSON naming a gs:// path with escaped slashes
+    (['--config', 'BROKEN'], True),   # does not parse: the run will say why
+    (['--config', 'DIRECTORY'], True),  # not a regular file (a pipe is not read twice either)
+    (['--config', '/dev/stdin'], True),
 ])
 def test_needs_google_cloud(argv, expected, tmp_path):
     (tmp_path / 'local.yaml').write_text('input: {pattern: /data/*.parquet}\noutput: /tmp/o\n')
     (tmp_path / 'cloudy.yaml').write_text('input: {pattern: /data/*.parquet}\n'
                                           'output: gs://bucket/out\n')
+    (tmp_path / 'escaped.json').write_text('{"input": {"pattern": "/data/*.parquet"}, '
+                                           '"output": "gs:\\/\\/bucket\\/out"}')
+    (tmp_path / 'broken.yaml').write_text('input: [unclosed\n')
     paths = {'LOCAL': str(tmp_path / 'local.yaml'), 'CLOUDY': str(tmp_path / 'cloudy.yaml'),
-             'MISSING': str(tmp_path / 'missing.yaml')}
+             'MISSING': str(tmp_path / 'missing.yaml'), 'ESCAPED': str(tmp_path / 'escaped.json'),
+             'BROKEN': str(tmp_path / 'broken.yaml'), 'DIRECTORY': str(tmp_path)}
     def fill(arg: str) -> str:
         for name, path in paths.items():
             arg = arg.replace(name, path)
         return arg
 
     assert cli.needs_google_cloud([fill(a) for a in argv]) is expected
+
+
+def test_watch_takes_no_abbreviated_flags():
+    # The start-up reads `--config` to decide on Google Cloud; an abbreviation would slip past it.
+    from pipeline import watch
+    with pytest.raises(SystemExit):
+        watch.parser().parse_args(['--conf', 'eval.yaml'])
+    assert watch.parser().parse_args(['--config', 'eval.yaml']).config == 'eval.yaml'

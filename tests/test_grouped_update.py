@@ -363,3 +363,24 @@ def test_histogram_calibration_sums_per_group_against_numpy(soft):
                                    rtol=1e-12)
         assert h.pos.sum() == pytest.approx(np.sum(w[m & positive]), rel=1e-12)
         assert h.neg.sum() == pytest.approx(np.sum(w[m & ~positive]), rel=1e-12)
+
+
+def test_regression_with_a_link_of_another_shape_takes_the_general_path():
+    # An inverse link giving one prediction per example for 3 logits: no grouped update (and no
+    # state touched); `update` still computes Keras' means, weights broadcast to each shape.
+    rng = np.random.default_rng(0)
+    head = RegressionHead(label_dimension=3, weight_column='w',
+                          inverse_link_fn=lambda z: np.sum(z, axis=-1, keepdims=True))
+    labels = rng.normal(size=(8, 3))
+    logits = rng.normal(size=(8, 3)).astype(np.float32)
+    features = {'w': rng.uniform(0.5, 1.5, 8)}
+    states = [head.new_state() for _ in range(2)]
+    assert type(states[0]).update_groups(states, np.arange(8) % 2, labels, logits,
+                                         features) is False
+    assert all(s.counts() == (0, 0.0) and s.loss_sum.count == 0 for s in states)
+    state = head.new_state().update(labels, logits, features)
+    w = features['w'].astype(np.float32).astype(np.float64)
+    prediction = logits.astype(np.float64).sum(axis=1)
+    assert state.result()['prediction/mean'] == pytest.approx(
+        np.sum(w * prediction) / np.sum(w), rel=1e-6)
+    assert state.counts() == (8, pytest.approx(np.sum(w)))
