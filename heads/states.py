@@ -585,11 +585,28 @@ def _float32_cut_tables(n_buckets: int, logit_range: float) -> dict[str, np.ndar
     high = d32.view(np.int32).astype(np.int64)
     low_base, low_inner = _cell_table(low)
     high_base, high_inner = _cell_table(high)
+    # Per cell, the entry of a score whose pattern v is below the cell's one cut pattern, and
+    # that pattern: the entry is `entry[cell] + (v >= thr[cell])` below 0.5 (entry = count + 1)
+    # and `entry[cell] + (v < thr[cell])` from 0.5 on (entry = n_buckets − count, counting the
+    # patterns < v, i.e. v >= pattern + 1). −1 marks a cell holding several cuts.
+    n = int(n_buckets)
+    low_entry = np.where(low_base < 0, -1, low_base + 1)
+    high_entry = np.where(high_base < 0, -1, n - high_base - 1)
+    high_thr = np.where(high_inner == _NO_CUT, _NO_CUT, high_inner + 1)
+    # The ends: v = 0 in the lower half is p = 0 (entry 0), in the upper half p = 1 (entry
+    # n_buckets + 1); any other pattern of those cells is a tiny p (entry 1) or, as q = 1 − p is
+    # 0 or at least 2^-24, none. Cells 0 hold no cut unless the buckets reach denormal scores.
+    for entry, thr, base, inner, at_zero in ((low_entry, low_inner, low_base, low_inner, 0),
+                                             (high_entry, high_thr, high_base, high_inner, n)):
+        if base[0] == 0 and inner[0] == _NO_CUT:
+            entry[0], thr[0] = at_zero, 1
+        else:
+            entry[0] = -1
     out = {'low': low, 'high': high,
            # Both halves in one table, the upper half after the lower one.
-           'base': np.concatenate([low_base, high_base]).astype(np.int32),
-           'inner': np.concatenate([low_inner, high_inner]).astype(np.int32),
-           'cells': np.asarray(low_base.size)}
+           'entry': np.concatenate([low_entry, high_entry]).astype(np.int32),
+           'thr': np.concatenate([low_inner, high_thr]).astype(np.int32),
+           'cells': np.asarray(low_base.size, dtype=np.int32)}
     for a in out.values():
         a.setflags(write=False)
     return out
@@ -734,29 +751,27 @@ class Histogram:
 
     def _bucket_chunk(self, p: np.ndarray, t: dict[str, np.ndarray]) -> np.ndarray:
         """Entries of one contiguous chunk of float32 scores in [0, 1] (`t`: the cut tables)."""
-        bits = np.maximum(p.view(np.int32), 0)  # −0.0 has the sign bit set; it is 0
-        upper = bits >= _FLOAT32_HALF_BITS
-        q_bits = np.maximum((np.float32(1.0) - p).view(np.int32), 0)
-        # Arithmetic rather than np.where or masked assignment, which are several times slower
-        # when the halves interleave at random.
-        up = upper.view(np.int8).astype(np.int32)
-        v = bits + up * (q_bits - bits)
-        cell = (v >> _CELL_BITS) + up * int(t['cells'])
-        base = t['base'][cell]
-        # Lower half counts patterns <= v, upper half patterns < v, i.e. <= v − 1.
-        count = base + (v - up >= t['inner'][cell])
+        q = np.float32(1.0) - p
+        np.minimum(q, p, out=q)  # p below 0.5, else 1 − p (exact in float32 from 0.5 on)
+        v = q.view(np.int32)
+        np.maximum(v, 0, out=v)  # −0.0 has the sign bit set; it is 0
+        up = p >= np.float32(0.5)
+        # Both halves' cells in one table; arithmetic rather than np.where or masked assignment,
+        # which are several times slower when the halves interleave at random.
+        cell = v >> _CELL_BITS
+        cell += up * t['cells']
+        base = t['entry'][cell]
+        step = v >= t['thr'][cell]
+        step ^= up  # at or above the cut below 0.5; below it from 0.5 on
+        entry = base + step
         several = base < 0
         if several.any():
-            lo = several & ~upper
-            hi = several & upper
-            count[lo] = np.searchsorted(t['low'], v[lo], side='right')
-            count[hi] = np.searchsorted(t['high'], v[hi], side='left')
-        # Entry = count + 1 below 0.5; (n_buckets − 1 − count) + 1 from 0.5 on.
-        entry = count + 1 + up * (self.n_buckets - 1 - 2 * count)
-        ends = (bits == 0) | (bits >= _FLOAT32_ONE_BITS)
-        if ends.any():
-            entry[bits == 0] = 0
-            entry[bits >= _FLOAT32_ONE_BITS] = self.n_buckets + 1
+            lo = several & ~up
+            hi = several & up
+            entry[lo] = np.searchsorted(t['low'], v[lo], side='right') + 1
+            entry[hi] = self.n_buckets - np.searchsorted(t['high'], v[hi], side='left')
+            entry[lo & (v == 0)] = 0
+            entry[hi & (v == 0)] = self.n_buckets + 1
         return entry
 
     def update(self, positive: Any, scores: Any, weights: Any = None,
