@@ -530,8 +530,9 @@ def _reference_entry(p32: np.ndarray, cuts: np.ndarray) -> np.ndarray:
     return entry
 
 
+# The last case puts cuts among denormal scores (the first cell holds several).
 @pytest.mark.parametrize('n_buckets,logit_range', [(8192, 16.0), (2 ** 17, 16.0), (50, 4.0),
-                                                   (2, 16.0), (1000, 200.0)])  # last: cuts among denormals
+                                                   (2, 16.0), (1000, 200.0)])
 def test_histogram_float32_lookup_equals_float64_definition(n_buckets, logit_range):
     h = heads.states.Histogram(n_buckets=n_buckets, logit_range=logit_range)
     cuts = h.edges()
