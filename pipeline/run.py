@@ -174,14 +174,23 @@ def _end_bundles_promptly() -> None:
     each worker: 20M rows, binary benchmark, the run took 1.38 s with 200 ms and 1.23 s with
     10 ms (medians of 3, load 0.7). Waking more often costs nothing measurable: the thread reads
     a clock and adds to a counter under its own lock, without the GIL. No pipeline option sets
-    the period; it is the default argument of Beam's `StateSampler`, changed here, once, in a
-    process that runs a local batch pipeline (a worker elsewhere keeps Beam's), and only if it
-    is still Beam's own default.
+    the period; it is the default argument of Beam's `StateSampler`, changed here for a local
+    batch run (a worker elsewhere keeps Beam's), only if it is still Beam's own default, and
+    given back when the run is over (`_restore_sampling_period`).
     """
     from apache_beam.runners.worker import statesampler
     init = statesampler.StateSampler.__init__
     if init.__defaults__ == (statesampler.DEFAULT_SAMPLING_PERIOD_MS,):
         init.__defaults__ = (STATE_SAMPLING_PERIOD_MS,)
+
+
+def _restore_sampling_period() -> None:
+    """Gives Beam's `StateSampler` its own default period back after a local run, so that a later
+    pipeline in the same process (a caller's own) samples as Beam does."""
+    from apache_beam.runners.worker import statesampler
+    init = statesampler.StateSampler.__init__
+    if init.__defaults__ == (STATE_SAMPLING_PERIOD_MS,):
+        init.__defaults__ = (statesampler.DEFAULT_SAMPLING_PERIOD_MS,)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -566,6 +575,8 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
         raise
     finally:
         progress.stop()
+        if wait:
+            _restore_sampling_period()
     summary = _read_summary(config.output)
     _log.info('headstream: run %s done in %.1f s', run_id, time.monotonic() - start)
     return summary

@@ -55,7 +55,10 @@ def test_only_beams_in_memory_workers_warning_is_filtered():
     assert run._not_the_in_memory_workers_warning(record('Some other warning')) is True
 
 
-def test_a_run_on_two_in_memory_workers_logs_no_warning_and_counts_every_row(tmp_path, caplog):
+def test_a_run_on_two_in_memory_workers_logs_no_warning_and_counts_every_row(tmp_path, caplog,
+                                                                            monkeypatch):
+    from apache_beam.runners.worker import statesampler
+    monkeypatch.setattr(statesampler.StateSampler.__init__, '__defaults__', (200,))  # Beam's
     os.makedirs(tmp_path / 'in')
     # Two files, so the runner's two workers each get a part of the plans.
     for i, (x, y) in enumerate((([0.5, 1.5], [1.0, 1.0]), ([2.0, 4.0], [0.0, 3.0]))):
@@ -74,6 +77,8 @@ def test_a_run_on_two_in_memory_workers_logs_no_warning_and_counts_every_row(tmp
                for r in pq.read_table(str(tmp_path / 'out' / 'metrics')).to_pylist()}
     # (0.5 - 1)^2 + (1.5 - 1)^2 + (2 - 0)^2 + (4 - 3)^2 = 0.25 + 0.25 + 4 + 1, over 4 rows.
     assert metrics['average_loss'] == pytest.approx((0.25 + 0.25 + 4.0 + 1.0) / 4)
+    # The run sampled every 10 ms; afterwards the process samples as Beam does again.
+    assert _sampling_period_ms() == 200
 
 
 def _sampling_period_ms() -> int:
