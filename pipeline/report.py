@@ -24,6 +24,7 @@ import math
 import os
 import re
 import sys
+import threading
 import uuid
 from typing import Any, Iterable, Sequence
 
@@ -694,10 +695,49 @@ def _time_axis(rows: list[dict]) -> str | None:
     return None
 
 
+_template: Any = None
+_template_lock = threading.Lock()
+
+
+def page_template() -> Any:
+    """The page's Jinja template, compiled once per process.
+
+    Raises:
+      FileNotFoundError: the template file is missing (a broken install).
+    """
+    global _template
+    with _template_lock:
+        if _template is None:
+            import jinja2
+            env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+                                     autoescape=jinja2.select_autoescape(['html', 'j2']),
+                                     undefined=jinja2.StrictUndefined)
+            try:
+                _template = env.get_template(TEMPLATE_NAME)
+            except jinja2.TemplateNotFound as e:
+                raise FileNotFoundError('headstream report: page template %s not found'
+                                        % os.path.join(TEMPLATE_DIR, TEMPLATE_NAME)) from e
+        return _template
+
+
+def prepare_in_background() -> threading.Thread:
+    """Compiles the page template (and imports Jinja) on a background thread, while a local run
+    evaluates, so the report costs less at the run's end. Errors are left for the report writer
+    to raise."""
+    def compile_quietly() -> None:
+        try:
+            page_template()
+        except Exception:  # noqa: BLE001 -- write_report raises it where it belongs
+            pass
+    thread = threading.Thread(target=compile_quietly, name='headstream-report-template',
+                              daemon=True)
+    thread.start()
+    return thread
+
+
 def build_page(metrics: pa.Table | None, plots: pa.Table | None, summary: dict | None,
                source: str = '') -> str:
     """The report page's HTML from the metrics and plots tables (`pipeline.schema` layout)."""
-    import jinja2
     import markupsafe
     if metrics is not None:
         _require(metrics, _REQUIRED['metrics'], 'metrics table')
@@ -726,14 +766,7 @@ def build_page(metrics: pa.Table | None, plots: pa.Table | None, summary: dict |
         if pattern:
             facts.append(('input', str(pattern)))
     n_slices = len({r['slice'] for r in metric_rows})
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
-                             autoescape=jinja2.select_autoescape(['html', 'j2']),
-                             undefined=jinja2.StrictUndefined)
-    try:
-        template = env.get_template(TEMPLATE_NAME)
-    except jinja2.TemplateNotFound as e:
-        raise FileNotFoundError('headstream report: page template %s not found'
-                                % os.path.join(TEMPLATE_DIR, TEMPLATE_NAME)) from e
+    template = page_template()
     safe = markupsafe.Markup
     for v in views:
         v.comparison = safe(v.comparison)

@@ -551,9 +551,15 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
     _log.info('headstream: run %s: %d files, %s', run_id, len(files),
               config_lib.config_summary(config))
     start = time.monotonic()
-    p = beam.Pipeline(runner=make_runner(options), options=options)
+    runner = make_runner(options)
+    p = beam.Pipeline(runner=runner, options=options)
     build_pipeline(p, config, files, run_id, started_at, bad_records, write_predictions,
                    dictionary_columns, bigquery_table=bigquery_table)
+    if type(runner).__name__ == 'FnApiRunner':
+        # A local batch run writes its report in this process: compile the page template
+        # meanwhile (on a core the evaluation leaves idle at times).
+        from pipeline import report
+        report.prepare_in_background()
     progress = Progress(run_id, progress_every_s if wait else None).start()
     try:
         try:

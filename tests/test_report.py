@@ -646,3 +646,16 @@ def test_several_steps_chart_over_steps(tmp_path):
     pts = _points(overall[0][1])
     _assert_affine(pts[:, 0], [1000, 2000], increasing=True)
     _assert_affine(pts[:, 1], [0.7, 0.75], increasing=False)
+
+
+def test_the_page_template_is_compiled_once_and_can_be_prepared_in_the_background(monkeypatch):
+    monkeypatch.setattr(report, '_template', None)
+    report.prepare_in_background().join(timeout=30)
+    compiled = report._template
+    assert compiled is not None and report.page_template() is compiled
+    # A broken install: the writer names the missing file; the background step stays quiet.
+    monkeypatch.setattr(report, '_template', None)
+    monkeypatch.setattr(report, 'TEMPLATE_DIR', '/nonexistent/templates')
+    report.prepare_in_background().join(timeout=30)
+    with pytest.raises(FileNotFoundError, match='/nonexistent/templates/report.html.j2'):
+        report.page_template()
