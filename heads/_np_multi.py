@@ -481,11 +481,6 @@ class MultiClassState(st.HeadState):
         self.accuracy = st.WeightedMean()
         self.loss_sum = st.LossSum()
 
-    def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
-               ) -> 'MultiClassState':
-        MultiClassState.update_groups([self], None, labels, logits, features)
-        return self
-
     @staticmethod
     def update_groups(states: Sequence['MultiClassState'], codes: np.ndarray | None,
                       labels: Any, logits: Any, features: Mapping[str, Any] | None = None
@@ -555,11 +550,6 @@ class MultiLabelState(st.HeadState):
         if 'class_confusion' not in state:  # pickled before the per-class confusion existed
             self.class_confusion = [st.Confusion(self.head.thresholds)
                                     for _ in self.head.classes_for_class_based_metrics]
-
-    def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
-               ) -> 'MultiLabelState':
-        MultiLabelState.update_groups([self], None, labels, logits, features)
-        return self
 
     @staticmethod
     def update_groups(states: Sequence['MultiLabelState'], codes: np.ndarray | None,

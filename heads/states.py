@@ -823,10 +823,11 @@ class Histogram:
         for start in range(0, s.size, _np.CHUNK):
             stop = min(start + _np.CHUNK, s.size)
             p32 = np.clip(s[start:stop], np.float32(0.0), np.float32(1.0))
+            group = groups.offsets(start, stop, 1)  # each score's group (0: a single group)
             entry = first._bucket_chunk(p32, t)
             entry *= 2
             entry += pos[start:stop]
-            entry += groups.offsets(start, stop, 2 * n)
+            entry += group * (2 * n)
             cell[start:stop] = entry
             p = p32.astype(np.float64)
             c = cal[start:stop]
@@ -835,9 +836,9 @@ class Histogram:
             if z is None:  # with 0/1 labels, Σw·label is the positives' part of Σw
                 c *= 2
                 c += pos[start:stop]
-                c += groups.offsets(start, stop, 2 * m)
+                c += group * (2 * m)
             else:
-                c += groups.offsets(start, stop, m)
+                c += group * m
                 np.multiply(w[start:stop], z[start:stop], out=wz[start:stop])
             np.multiply(w[start:stop], p, out=wp[start:stop])
         cells = groups.cells_of_keys(cell, 2 * n, w).reshape(groups.n, n, 2)
@@ -1039,7 +1040,12 @@ class HeadState:
 
     def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
                ) -> 'HeadState':
-        raise NotImplementedError
+        """Adds one batch: the state's grouped update with itself as the only group (validated
+        exactly as the head's loss; errors leave self unchanged)."""
+        if not type(self).update_groups([self], None, labels, logits, features):
+            raise NotImplementedError('{} has no update for this batch.'.format(
+                type(self).__name__))
+        return self
 
     @staticmethod
     def update_groups(states: Sequence['HeadState'], codes: np.ndarray | None, labels: Any,
@@ -1130,12 +1136,6 @@ class BinaryClassState(HeadState):
         self.histogram = Histogram()
         self.threshold_accuracy = [WeightedMean() for _ in head.thresholds]
         self.threshold_confusion = Confusion(head.thresholds)
-
-    def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
-               ) -> 'BinaryClassState':
-        """Adds one batch (validated exactly as the head's loss; errors leave self unchanged)."""
-        BinaryClassState.update_groups([self], None, labels, logits, features)
-        return self
 
     @staticmethod
     def update_groups(states: Sequence['BinaryClassState'], codes: np.ndarray | None,
@@ -1314,28 +1314,6 @@ class RegressionState(HeadState):
         WeightedMean.add_groups([st.prediction_mean for st in states], wp_sum, w_sum)
         WeightedMean.add_groups([st.label_mean for st in states], wy_sum, w_sum)
         add_counts_groups(states, rows.sum(), row_w_sum)
-        return True
-        head = states[0].head
-        processed, lg, weights = head._array_inputs(labels, logits, features)
-        raw = np.asarray(labels, dtype=np.float32)
-        if raw.size != lg.size or np.ndim(weights) not in (0, lg.ndim) or (
-                np.ndim(weights) and np.shape(weights)[-1] != 1):
-            return False
-        unweighted = head._array_unweighted_loss(processed, lg, features)
-        predictions = head._array_link(lg)
-        rows = Groups.of(codes, len(states), _np.batch_size(lg))
-        # Every metric is a Keras mean over the (example, logit) elements, weights broadcast.
-        elements = rows.repeat(lg.shape[-1]) if lg.shape[-1] != 1 else rows
-        w = flat_weights(weights, lg.shape)
-        w_sum = elements.sum(w)
-        wu_sum = elements.sum(unweighted.reshape(-1) * w)
-        LossSum.add_groups([st.loss_sum for st in states], wu_sum, elements.sum())
-        WeightedMean.add_groups([st.average_loss for st in states], wu_sum, w_sum)
-        WeightedMean.update_groups([st.prediction_mean for st in states], elements,
-                                   predictions.reshape(-1), w, w_sum)
-        WeightedMean.update_groups([st.label_mean for st in states], elements,
-                                   raw.reshape(-1).astype(np.float64), w, w_sum)
-        add_counts_groups(states, rows.sum(), rows.sum(flat_weights(weights, lg.shape[:-1] + (1,))))
         return True
 
     def result(self) -> dict[str, float]:
