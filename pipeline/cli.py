@@ -1,7 +1,7 @@
 """The `headstream` command line (also `python -m pipeline`).
 
     headstream evaluate --config eval.yaml [--output DIR] [--bad_records fail|dead_letter]
-                        [--write_predictions[=true|false]] [--run_id ID]
+                        [--write_predictions[=true|false]] [--run_id ID] [--overwrite]
                         [--bigquery_table PROJECT:DATASET.TABLE] [Beam options...]
     headstream evaluate --streaming --config eval.yaml --runner DataflowRunner
                         [--input_subscription S | --input_topic T] [Beam options...]
@@ -12,7 +12,10 @@ Options take `--flag value` or `--flag=value`. Options this command does not kno
 Beam's PipelineOptions (`--runner DataflowRunner --project ... --region ... --temp_location ...`);
 the default runner is the DirectRunner. While the run goes on, the rows read so far are logged
 every 30 s. Exit codes: 0 success, 1 a failed run (a bad record names
-file, row and column), 2 an invalid config or command line.
+file, row and column), 2 an invalid config or command line, or an output directory that cannot
+take the run (another run holds its lock; it holds files no headstream run wrote and
+`--overwrite` is not given), 130 interrupted (Ctrl-C: nothing is published, the run's staging
+files are deleted).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from typing import Any, Iterator, Sequence
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a process killed by Ctrl-C
 
 _EVALUATE_EPILOG = """\
 Any other option is a Beam pipeline option and passes through, e.g.
@@ -230,6 +234,11 @@ def evaluate_parser(prog: str = 'headstream evaluate') -> argparse.ArgumentParse
                         help='also write predictions/ (predictions and per-example loss per head)')
     parser.add_argument('--run_id', default=None,
                         help='id stamped on every output row (default: from the start time)')
+    parser.add_argument('--overwrite', nargs='?', const=True, default=False, type=_bool,
+                        metavar='true|false',
+                        help='publish into an output directory that holds files no headstream '
+                             'run wrote (they are kept: only an earlier run\'s files are '
+                             'replaced); without it such a directory is refused')
     parser.add_argument('--bigquery_table', default=None, metavar='PROJECT:DATASET.TABLE',
                         help='also append the metrics rows to this BigQuery table (created if '
                              'needed; DATASET.TABLE takes the project from --project); needs a '
@@ -253,7 +262,9 @@ def _report(argv: Sequence[str]) -> int:
         print('headstream report: the report module (pipeline/report.py) is not installed',
               file=sys.stderr)
         return EXIT_FAILED
+    from pipeline.writers.publish import check_complete
     try:
+        check_complete(args.output_dir)
         path = report.write_report(args.output_dir)
     except (FileNotFoundError, ValueError) as e:
         print('headstream report: %s' % e, file=sys.stderr)
@@ -265,10 +276,17 @@ def _report(argv: Sequence[str]) -> int:
 
 def _evaluate(argv: Sequence[str]) -> int:
     from pipeline.apply import BadRecordError
-    from pipeline.config import ConfigError
+    from pipeline.config import ConfigError, check_run_id
     from pipeline.run import evaluate
     from pipeline.sources import UnreadableFileError
+    from pipeline.writers.publish import OutputError
     args, beam_args = evaluate_parser().parse_known_args(list(argv))
+    if args.run_id is not None:
+        try:
+            check_run_id(args.run_id)
+        except ConfigError as e:
+            print('headstream: config error: %s' % e, file=sys.stderr)
+            return EXIT_USAGE
     if any(a == '--streaming' or a.startswith('--streaming=') for a in beam_args):
         if args.bigquery_table:  # the sink writes a batch run's table once, at its end
             print('headstream: config error: --bigquery_table: batch runs only, not with '
@@ -280,7 +298,13 @@ def _evaluate(argv: Sequence[str]) -> int:
             summary = evaluate(args.config, beam_args, output=args.output,
                                bad_records=args.bad_records,
                                write_predictions=args.write_predictions, run_id=args.run_id,
-                               bigquery_table=args.bigquery_table)
+                               bigquery_table=args.bigquery_table, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        print('headstream: interrupted; nothing published', file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OutputError as e:
+        print('headstream: %s' % e, file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as e:
         print('headstream: config error: %s' % e, file=sys.stderr)
         return EXIT_USAGE
@@ -331,8 +355,10 @@ def _reported_in_one_line(text: str) -> bool:
     unreadable file), so the traceback itself is noise."""
     from pipeline.apply import BAD_RECORD
     from pipeline.sources import UnreadableFileError
+    from pipeline.writers.parquet import DiscardedError
     return any(k in text for k in ('BadRecordError: ', '%s: file ' % BAD_RECORD,
-                                   UnreadableFileError.__name__ + ': '))
+                                   UnreadableFileError.__name__ + ': ',
+                                   DiscardedError.__name__ + ': '))
 
 
 class _StderrWithoutKnownTracebacks:

@@ -195,6 +195,26 @@ class EvalConfig:
 # Loading and parsing.
 # -------------------------------------------------------------------------------------------------
 
+# A run id names the run's staging and backup directories under the output directory, so it must
+# be one safe path component: letters, digits, `_ . : -`, at most 128, not starting with a dot
+# (no '.', '..', nor a hidden name like our own `.staging-*`). The Flex Template's `run_id`
+# parameter (templates/flex/metadata.json) carries the same regex; a test keeps them equal.
+RUN_ID_PATTERN = r'^[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,127}$'
+_RUN_ID = re.compile(RUN_ID_PATTERN)
+
+
+def check_run_id(run_id: str) -> str:
+    """Returns `run_id` when it is a valid run id (`RUN_ID_PATTERN`).
+
+    Raises:
+      ConfigError: naming the run id and the rule.
+    """
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise ConfigError('--run_id: %r is not a run id (letters, digits and _ . : - only, at '
+                          'most 128, not starting with a dot)' % (run_id,))
+    return run_id
+
+
 def load_config(source: str | Mapping[str, Any], output: str | None = None) -> EvalConfig:
     """Reads a config from a path (local or gs://), inline JSON/YAML text, or a dict.
 

@@ -3,7 +3,10 @@
     headstream report OUTPUT_DIR        (also `python -m pipeline.report OUTPUT_DIR`)
 
 Reads `metrics/*.parquet`, `plots/*.parquet` and `summary.json` (when present) under OUTPUT_DIR
-(local or gs://, through Beam's FileSystems) and writes `OUTPUT_DIR/report.html`. Every chart is
+(local or gs://, through Beam's FileSystems) and writes `OUTPUT_DIR/report.html`. The command
+refuses a directory without a complete run (a batch output needs a summary.json of ours whose
+every listed file is there; see pipeline/writers/publish.py); `write_report` itself does not
+check. Every chart is
 an inline SVG drawn here in Python, so the page needs no network and renders without JavaScript;
 a few lines of inline JavaScript only add table sorting and a slice filter.
 
@@ -811,13 +814,16 @@ def write_report(output_dir: str, source: str | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`headstream report OUTPUT_DIR`: prints the written page's path; 1 on failure."""
+    """`headstream report OUTPUT_DIR`: prints the written page's path; 1 on failure, also for a
+    directory without a complete run (`publish.check_complete`)."""
     parser = argparse.ArgumentParser(
         prog='headstream report',
         description="Rebuild report.html from a run's Parquet outputs.")
     parser.add_argument('output_dir', help="a run's output directory (local or gs://)")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    from pipeline.writers.publish import check_complete
     try:
+        check_complete(args.output_dir)
         path = write_report(args.output_dir)
     except (FileNotFoundError, ValueError) as e:
         print(str(e), file=sys.stderr)

@@ -60,6 +60,7 @@ from pipeline.apply import BAD_RECORD, ERRORS_TAG, STATS_TAG, ApplyHeads, BadRec
 from pipeline.combine import CombineStates
 from pipeline.results import KeyResult, build_tables, state_result
 from pipeline.writers import parquet as parquet_writer
+from pipeline.writers import publish as publish_lib
 
 DEFAULT_RUNNER = 'DirectRunner'
 _log = logging.getLogger(__name__)
@@ -314,8 +315,10 @@ class WriteRun(beam.DoFn):
 
     def __init__(self, config: config_lib.EvalConfig, run_id: str,
                  started_at: datetime.datetime, files: Sequence[str], bad_records: str,
-                 write_predictions: bool, bigquery_table: str | None = None):
+                 write_predictions: bool, bigquery_table: str | None = None,
+                 overwrite: bool = False):
         self._config = config
+        self._overwrite = overwrite
         self._bigquery_table = bigquery_table
         self._run_id = run_id
         self._started_at = started_at
@@ -397,8 +400,11 @@ class WriteRun(beam.DoFn):
         summary['tables_written_s'] = summary['wall_time_s']
         summary['finished_at'] = finished.isoformat()
         summary['wall_time_s'] = round((finished - self._started_at).total_seconds(), 3)
+        # Every file of the run: what a later run may replace (publish_lib.our_files).
+        summary['files'] = [rel for rel in parquet_writer.list_files(out)
+                            if rel not in (parquet_writer.SUMMARY_FILE, publish_lib.OWNER_FILE)]
         parquet_writer.write_json(summary, parquet_writer.join(out, parquet_writer.SUMMARY_FILE))
-        parquet_writer.publish(out, final_out)
+        publish_locked(out, final_out, self._run_id, self._overwrite)
         _log.info('headstream: run %s wrote %d metric rows to %s (%d rows read, %d bad)',
                   self._run_id, metrics.num_rows, final_out, rows, bad)
         if self._bigquery_table:
@@ -406,6 +412,18 @@ class WriteRun(beam.DoFn):
             for row in bigquery.metric_rows(metrics):
                 yield beam.pvalue.TaggedOutput(BIGQUERY_TAG, row)
         yield summary
+
+
+def publish_locked(staging: str, output: str, run_id: str, overwrite: bool) -> None:
+    """Publishes the staged run holding the output's lock (taken here unless `evaluate` holds it
+    for this run already), after checking again that the output takes it."""
+    took = publish_lib.acquire_lock(output, run_id)
+    try:
+        publish_lib.check_output(output, overwrite)
+        publish_lib.publish(staging, output, run_id)
+    finally:
+        if took:
+            publish_lib.release_lock(output, run_id)
 
 
 def _tensorboard_dir(configured: str | None, output: str, staging: str) -> str:
@@ -436,8 +454,8 @@ def _optional_writer(module: str, function: str, *args: Any) -> None:
 def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Sequence[str],
                    run_id: str, started_at: datetime.datetime, bad_records: str = 'fail',
                    write_predictions: bool = False, dictionary_columns: Sequence[str] = (),
-                   precombine: bool = True, bigquery_table: str | None = None
-                   ) -> beam.PCollection:
+                   precombine: bool = True, bigquery_table: str | None = None,
+                   overwrite: bool = False) -> beam.PCollection:
     """Adds the evaluation to `p`; returns the PCollection of the run summary (one dict).
 
     With `bigquery_table` (`[PROJECT:]DATASET.TABLE`), the metrics rows are also appended to
@@ -469,7 +487,7 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
                | 'Pieces' >> beam.Flatten()
                | 'Gather' >> beam.GroupByKey()
                | 'Write' >> beam.ParDo(WriteRun(config, run_id, started_at, files, bad_records,
-                                                write_predictions, bigquery_table)
+                                                write_predictions, bigquery_table, overwrite)
                                        ).with_outputs(BIGQUERY_TAG, main='summary'))
     if bigquery_table:
         from pipeline.writers import bigquery
@@ -512,7 +530,7 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
              bad_records: str = 'fail', write_predictions: bool = False,
              run_id: str | None = None, wait: bool = True,
              bigquery_table: str | None = None,
-             progress_every_s: float | None = PROGRESS_EVERY_S) -> dict:
+             progress_every_s: float | None = PROGRESS_EVERY_S, overwrite: bool = False) -> dict:
     """Evaluates a config's heads over its input; returns the run summary.
 
     Args:
@@ -528,12 +546,16 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
         (`[PROJECT:]DATASET.TABLE`; created if needed; needs a gs:// --temp_location).
       progress_every_s: while waiting, log the rows read so far this often (seconds; None or 0:
         never), see `Progress`.
+      overwrite: publish into an output directory that holds files no headstream run wrote
+        (they are kept; only files of an earlier run are replaced).
 
     Returns:
       summary.json's content when waiting; else {'run_id', 'output', 'state': 'submitted'}.
 
     Raises:
-      ConfigError: an invalid config (before anything runs).
+      ConfigError: an invalid config or run id (before anything runs); its subclasses
+        `publish.OutputBusyError` (another run holds the output's lock) and
+        `publish.ForeignFilesError` (the output holds files not ours).
       BadRecordError: with bad_records='fail', naming file, row, column and reason.
     """
     if bad_records not in ('fail', 'dead_letter'):
@@ -544,9 +566,44 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
             bigquery.check_table_spec(bigquery_table)
         except ValueError as e:
             raise config_lib.ConfigError(str(e)) from None
+    if run_id is not None:
+        config_lib.check_run_id(run_id)
     config, files, dictionary_columns = prepare(config, output)
     started_at = datetime.datetime.now(datetime.timezone.utc)
     run_id = run_id or new_run_id(started_at)
+    locked = _claim_output(config.output, run_id, overwrite, wait)
+    try:
+        return _run(config, files, dictionary_columns, pipeline_args, run_id, started_at,
+                    bad_records, write_predictions, wait, bigquery_table, progress_every_s,
+                    overwrite)
+    finally:
+        if locked:
+            publish_lib.release_lock(config.output, run_id)
+
+
+def _claim_output(output: str, run_id: str, overwrite: bool, wait: bool) -> bool:
+    """Before a run: takes the output's lock (when waiting for the job: a job submitted without
+    waiting takes it when it publishes), recovers what dead runs left, checks that the output
+    takes the run and claims its staging directory. Returns whether the lock was taken."""
+    if not wait:
+        publish_lib.check_output(output, overwrite)
+        return False
+    publish_lib.acquire_lock(output, run_id)
+    try:
+        publish_lib.recover(output)
+        publish_lib.check_output(output, overwrite)
+        publish_lib.claim_staging(output, run_id)
+    except BaseException:
+        publish_lib.release_lock(output, run_id)
+        raise
+    return True
+
+
+def _run(config: config_lib.EvalConfig, files: Sequence[str], dictionary_columns: Sequence[str],
+         pipeline_args: Sequence[str], run_id: str, started_at: datetime.datetime,
+         bad_records: str, write_predictions: bool, wait: bool, bigquery_table: str | None,
+         progress_every_s: float | None, overwrite: bool) -> dict:
+    """Builds and runs the pipeline (`evaluate` holds the output's lock)."""
     options = pipeline_options(pipeline_args)
     _log.info('headstream: run %s: %d files, %s', run_id, len(files),
               config_lib.config_summary(config))
@@ -554,7 +611,7 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
     runner = make_runner(options)
     p = beam.Pipeline(runner=runner, options=options)
     build_pipeline(p, config, files, run_id, started_at, bad_records, write_predictions,
-                   dictionary_columns, bigquery_table=bigquery_table)
+                   dictionary_columns, bigquery_table=bigquery_table, overwrite=overwrite)
     if type(runner).__name__ == 'FnApiRunner':
         # A local batch run writes its report in this process: compile the page template
         # meanwhile (on a core the evaluation leaves idle at times).
@@ -574,10 +631,15 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
                 if match:
                     raise error(re.sub(r" \[while running .*$", '', match.group(0))) from None
             raise
-    except BaseException:
-        # Nothing was published (publishing is the run's last step); the staging directory holds
-        # the failed run's partial files.
+    except BaseException as e:
+        # Nothing was published (publishing is the run's last step, and rolls back when it
+        # fails); the staging directory holds the failed run's partial files.
         _discard_staging(config.output, run_id)
+        if isinstance(e, KeyboardInterrupt):
+            # The runner's worker threads may still be in a bundle: once they stopped, whatever
+            # they wrote goes too (writes under a discarded staging directory already fail).
+            _wait_for_worker_threads()
+            _discard_staging(config.output, run_id)
         raise
     finally:
         progress.stop()
@@ -588,12 +650,27 @@ def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
     return summary
 
 
+# How long an interrupted run waits for the runner's worker threads to stop.
+STOP_WAIT_S = 30.0
+
+
+def _wait_for_worker_threads(timeout_s: float = STOP_WAIT_S) -> None:
+    """Waits (at most `timeout_s` in all) for this process's other non-daemon threads: a local
+    runner's workers, which a KeyboardInterrupt in the main thread does not stop."""
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
 def _discard_staging(output: str, run_id: str) -> None:
-    """Deletes a failed run's staging directory; a failure to do so is logged, never raised (the
-    run's own error is the one to report)."""
+    """Deletes a failed run's staging directory (and refuses later writes into it in this
+    process); a failure to do so is logged, never raised (the run's own error is the one to
+    report)."""
     staging = parquet_writer.staging_dir(output, run_id)
     try:
-        parquet_writer.delete_tree(staging)
+        parquet_writer.discard(staging)
     except Exception as e:  # noqa: BLE001
         _log.warning('headstream: run %s: cannot delete %s: %s', run_id, staging, e)
 

@@ -39,6 +39,7 @@ ACCEPT = {
     'output': ['gs://b/out', 'gs://my-bucket/eval/runs/2026-11-23'],
     'bad_records': ['fail', 'dead_letter'],
     'write_predictions': ['true', 'false'],
+    'overwrite': ['false', 'true'],
     'run_id': ['run-1', '20261123T083522Z-1a2b3c', 'a.b:c_d', 'x' * 128],
     'bigquery_table': ['my-project:evals.metrics', 'evals.metrics', 'my-project.evals.metrics',
                        'example.com:my-project:evals.metrics', 'evals_2.metrics_v1'],
@@ -49,7 +50,9 @@ REJECT = {
     'output': ['', 'out/run1', '/tmp/out', 'gs://', 's3://b/out', 'gs://b/out\n'],
     'bad_records': ['', 'Fail', 'dead-letter', 'skip', 'fail '],
     'write_predictions': ['', 'yes', '1', 'maybe', 'true\n'],
-    'run_id': ['', 'has space', 'a/b', 'x' * 129, 'run\n'],
+    'overwrite': ['', 'yes', 'True', 'true\n'],
+    'run_id': ['', 'has space', 'a/b', 'x' * 129, 'run\n', '.', '..', '.staging-x',
+               'x/../../victim'],
     'bigquery_table': ['', 'metrics', 'my project:evals.metrics', 'evals.metrics\n',
                        'gs://b/evals.metrics', 'evals metrics.t'],
 }
@@ -147,7 +150,7 @@ def test_values_the_form_accepts_parse_as_the_cli_expects(name):
     for value in ACCEPT[name]:
         args = evaluate_parser().parse_args(base + ['--%s=%s' % (name, value)])
         parsed = getattr(args, name)
-        if name == 'write_predictions':
+        if name in ('write_predictions', 'overwrite'):
             assert parsed is (value == 'true')
         else:
             assert parsed == value
@@ -346,7 +349,20 @@ def test_launcher_hands_every_parameter_to_evaluate(monkeypatch):
     assert args == ['--runner=DataflowRunner', '--project=headstream-test']
     assert kwargs.pop('wait') is False
     assert kwargs.pop('write_predictions') is (values.pop('write_predictions') == 'true')
+    assert kwargs.pop('overwrite') is (values.pop('overwrite') == 'true')
     assert kwargs == values
+
+
+def test_run_id_rule_is_the_cli_rule():
+    """The form's run_id regex is the one `headstream evaluate --run_id` checks
+    (`pipeline.config.check_run_id`), so a value passes both or neither."""
+    from pipeline.config import RUN_ID_PATTERN, ConfigError, check_run_id
+    assert _parameters()['run_id']['regexes'] == [RUN_ID_PATTERN]
+    for value in ACCEPT['run_id']:
+        assert check_run_id(value) == value
+    for value in REJECT['run_id']:
+        with pytest.raises(ConfigError, match='run id'):
+            check_run_id(value)
 
 
 def test_launcher_script_reports_a_bad_config_before_submitting(tmp_path):

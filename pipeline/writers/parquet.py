@@ -2,7 +2,9 @@
 
 Each table is written to a temporary name and then renamed, so a reader never sees half a file.
 A whole run's outputs are written under a staging directory and published together
-(`staging_dir`, `publish`, `delete_tree`; the protocol is described in pipeline/run.py).
+(`staging_dir`, `list_files`, `delete_tree` here; the protocol is in pipeline/writers/publish.py).
+A discarded staging directory (`discard`: an interrupted or failed run) takes no more files: a
+worker thread still writing into it fails instead of recreating it.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import json
 import os
 import shutil
 import uuid
-from typing import Any, Sequence
+import threading
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,9 +40,39 @@ def _mkdirs(path: str) -> None:
             pass  # already there
 
 
+class DiscardedError(RuntimeError):
+    """A write into a staging directory that was discarded (its run was interrupted or failed)."""
+
+
+# Staging directories discarded in this process (`discard`), and the lock guarding the set.
+_discarded: set[str] = set()
+_discarded_lock = threading.Lock()
+
+
+def _discarded_root(path: str) -> str | None:
+    """The discarded staging directory `path` lies under, if any."""
+    with _discarded_lock:
+        return next((d for d in _discarded if path.startswith(d + '/')), None)
+
+
+def discard(staging: str) -> None:
+    """Deletes a staging directory and refuses every later write under it in this process."""
+    with _discarded_lock:
+        _discarded.add(staging.rstrip('/'))
+    delete_tree(staging)
+
+
+def reclaim(staging: str) -> None:
+    """Lets a new run of the same id write under `staging` again (after `discard`)."""
+    with _discarded_lock:
+        _discarded.discard(staging.rstrip('/'))
+
+
 def _write_bytes_atomically(path: str, write) -> None:
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
+    if _discarded_root(path):
+        raise DiscardedError('%s: its run was discarded' % path)
     _mkdirs(path)
     tmp = '%s.tmp-%s' % (path, uuid.uuid4().hex[:12])
     with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
@@ -47,6 +80,10 @@ def _write_bytes_atomically(path: str, write) -> None:
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([tmp], [path])
+    root = _discarded_root(path)
+    if root:  # discarded while this file was written: take back what was recreated
+        delete_tree(root)
+        raise DiscardedError('%s: its run was discarded' % path)
 
 
 def write_table(table: pa.Table, path: str) -> None:
@@ -83,11 +120,6 @@ def write_outputs(output_dir: str, metrics: pa.Table, plots: pa.Table,
     return written
 
 
-# Everything a run may write at the top of its output directory. A run replaces all of them, so
-# a rerun into the same directory never keeps an earlier run's pieces (more metrics shards, an
-# errors/ or predictions/ directory the new run does not write).
-RUN_OUTPUTS = ('metrics', 'plots', 'errors', 'predictions', 'tfma', 'tensorboard', 'report.html',
-               SUMMARY_FILE)
 STAGING_PREFIX = '.staging-'
 
 
@@ -134,31 +166,3 @@ def delete_tree(path: str) -> None:
         doomed.append(path)
     if doomed:
         FileSystems.delete(doomed)
-
-
-def publish(staging: str, output_dir: str, replace: Sequence[str] = RUN_OUTPUTS,
-            last: str = SUMMARY_FILE) -> list[str]:
-    """Moves a finished run's files from `staging` into `output_dir`, `last` at the very end.
-
-    First `last` (the completion marker) and then every other name in `replace` are deleted from
-    `output_dir`, so that from the first change on the directory has no marker until the new run
-    is wholly in place, and no file of an earlier run survives beside the new one. Then every
-    staged file is renamed to the same relative path (on object stores a rename is a copy and a
-    delete, so this is file by file), `last` after all others; the empty staging directory is
-    removed.
-
-    Returns:
-      The relative paths moved, in order.
-    """
-    from apache_beam.io.filesystems import FileSystems
-    delete_tree(join(output_dir, last))
-    for name in replace:
-        delete_tree(join(output_dir, name))
-    files = list_files(staging)
-    order = [f for f in files if f != last] + [f for f in files if f == last]
-    for rel in order:
-        target = join(output_dir, rel)
-        _mkdirs(target)
-        FileSystems.rename([join(staging, rel)], [target])
-    delete_tree(staging)
-    return order
