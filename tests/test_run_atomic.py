@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.writers import parquet as parquet_writer
+from pipeline.writers import publish
 
 # Every run ends with the TFMA writer, which imports TensorFlow.
 RUNNER = ['--runner=DirectRunner', '--direct_num_workers=1']
@@ -41,24 +46,56 @@ def _put(path, data: bytes = b'x') -> None:
 
 
 # -------------------------------------------------------------------------------------------------
-# publish on its own.
+# publish on its own (pipeline/writers/publish.py).
 # -------------------------------------------------------------------------------------------------
 
-def test_publish_replaces_the_earlier_run_and_moves_the_summary_last(tmp_path, monkeypatch):
+OLD_FILES = ('metrics/metrics.parquet', 'metrics/metrics-00001.parquet', 'errors/errors.parquet',
+             'report.html')
+NEW_FILES = ('metrics/metrics.parquet', 'plots/plots.parquet', 'tfma/a/b', 'report.html')
+
+
+def _old_run(out) -> None:
+    """A published run 'old' (each file holds its run id and path) beside a user's notes.txt."""
+    for rel in OLD_FILES:
+        _put(out / rel, b'old:' + rel.encode())
+    _put(out / 'summary.json', json.dumps({'run_id': 'old', 'files': list(OLD_FILES)}).encode())
+    _put(out / 'notes.txt', b'mine')
+
+
+def _stage_new(out) -> str:
+    staging = parquet_writer.staging_dir(str(out), 'new')
+    for rel in NEW_FILES:
+        _put(os.path.join(staging, rel), b'new:' + rel.encode())
+    _put(os.path.join(staging, 'summary.json'),
+         json.dumps({'run_id': 'new', 'files': list(NEW_FILES)}).encode())
+    return staging
+
+
+def _complete_run(run: str) -> dict[str, bytes]:
+    """The whole tree of the output when exactly run `run` is published (plus notes.txt)."""
+    files = OLD_FILES if run == 'old' else NEW_FILES
+    tree = {rel: ('%s:%s' % (run, rel)).encode() for rel in files}
+    tree['summary.json'] = json.dumps({'run_id': run, 'files': list(files)}).encode()
+    tree['notes.txt'] = b'mine'
+    return tree
+
+
+def _summary_is_consistent(out) -> bool:
+    """When summary.json exists: every file it lists is there and of its run."""
+    tree = _tree(out)
+    if 'summary.json' not in tree:
+        return True
+    summary = json.loads(tree['summary.json'])
+    return all(tree.get(rel, b'').startswith(summary['run_id'].encode() + b':')
+               for rel in summary['files'])
+
+
+def test_publish_replaces_only_the_earlier_runs_files_and_moves_the_summary_last(
+        tmp_path, monkeypatch):
     from apache_beam.io.filesystems import FileSystems
     out = tmp_path / 'out'
-    # An earlier run with more shards, errors/ and predictions/; a file of the user's own.
-    for rel in ('metrics/metrics.parquet', 'metrics/metrics-00001.parquet', 'plots/plots.parquet',
-                'errors/errors.parquet', 'predictions/p-0.parquet', 'tfma/x/metrics',
-                'report.html', 'summary.json', 'notes.txt'):
-        _put(out / rel, b'old ' + rel.encode())
-    staging = parquet_writer.staging_dir(str(out), 'run-2')
-    assert staging == str(out / '.staging-run-2')
-    new = {'metrics/metrics.parquet': b'm', 'plots/plots.parquet': b'p', 'summary.json': b's',
-           'tensorboard/Overall/events': b'e'}
-    for rel, data in new.items():
-        _put(os.path.join(staging, rel), data)
-
+    _old_run(out)
+    staging = _stage_new(out)
     moved = []
     rename = FileSystems.rename
 
@@ -67,51 +104,156 @@ def test_publish_replaces_the_earlier_run_and_moves_the_summary_last(tmp_path, m
         return rename(sources, targets)
 
     monkeypatch.setattr(FileSystems, 'rename', staticmethod(recording_rename))
-    order = parquet_writer.publish(staging, str(out))
-    assert order == moved and moved[-1] == 'summary.json' and sorted(moved) == sorted(new)
-    assert _tree(out) == {**new, 'notes.txt': b'old notes.txt'}
-    assert not os.path.exists(staging)
+    order = publish.publish(staging, str(out), 'new')
+    assert order[-1] == 'summary.json' and sorted(order) == sorted(NEW_FILES + ('summary.json',))
+    assert moved[-1] == 'summary.json'
+    # The old summary leaves first (after the journal), before any file of either run moves.
+    assert moved[1] == os.path.join('.previous-new', 'summary.json')
+    assert _tree(out) == _complete_run('new')  # the old errors/ and second shard went
+    assert not os.path.exists(str(out / 'errors'))  # emptied directories of ours go too
 
 
 def test_publish_file_by_file_as_on_object_stores(tmp_path, monkeypatch):
-    """The gs:// code path (listing by a `**` match, deleting and renaming object by object), run
-    on local files: the same files end up in the same places."""
+    """The gs:// code path of listing and deleting (a `**` match, object by object), run on local
+    files: the same files end up in the same places."""
     monkeypatch.setattr(parquet_writer, '_is_local', lambda path: False)
     out = tmp_path / 'out'
-    for rel in ('metrics/metrics-00001.parquet', 'errors/errors.parquet', 'summary.json',
-                'notes.txt'):
-        _put(out / rel, b'old')
-    staging = parquet_writer.staging_dir(str(out), 'run-2')
-    new = {'metrics/metrics.parquet': b'm', 'tfma/a/b': b't', 'summary.json': b's'}
-    for rel, data in new.items():
-        _put(os.path.join(staging, rel), data)
-    assert parquet_writer.list_files(staging) == sorted(new)
-    assert parquet_writer.publish(staging, str(out))[-1] == 'summary.json'
+    _old_run(out)
+    staging = _stage_new(out)
+    assert parquet_writer.list_files(staging) == sorted(NEW_FILES + ('summary.json',))
+    assert publish.publish(staging, str(out), 'new')[-1] == 'summary.json'
     # Object stores have no directories: only files are compared.
-    assert _tree(out) == {**new, 'notes.txt': b'old'}
+    assert _tree(out) == _complete_run('new')
 
 
-def test_a_failure_while_publishing_leaves_no_summary(tmp_path, monkeypatch):
+def test_publish_never_replaces_a_file_not_ours(tmp_path):
+    out = tmp_path / 'out'
+    _old_run(out)
+    _put(out / 'plots' / 'plots.parquet', b'mine too')  # where the new run would write
+    staging = _stage_new(out)
+    before = _tree(out)
+    with pytest.raises(publish.ForeignFilesError, match=r'plots/plots\.parquet'):
+        publish.publish(staging, str(out), 'new')
+    assert _tree(out) == before
+
+
+def _count_renames(tmp_path) -> int:
+    from apache_beam.io.filesystems import FileSystems
+    out = tmp_path / 'count'
+    _old_run(out)
+    calls = []
+    rename = FileSystems.rename
+    FileSystems.rename = staticmethod(lambda s, t: calls.append(t) or rename(s, t))
+    try:
+        publish.publish(_stage_new(out), str(out), 'new')
+    finally:
+        FileSystems.rename = staticmethod(rename)
+    return len(calls)
+
+
+# The journal, the old summary, 4 old files, 4 new files, the new summary.
+N_RENAMES = 1 + 1 + len(OLD_FILES) + len(NEW_FILES) + 1
+
+
+def test_the_number_of_renames(tmp_path):
+    assert _count_renames(tmp_path) == N_RENAMES
+
+
+@pytest.mark.parametrize('step', range(1, N_RENAMES + 1))
+def test_a_failure_at_any_rename_keeps_the_old_run(tmp_path, monkeypatch, step):
     from apache_beam.io.filesystems import FileSystems
     out = tmp_path / 'out'
-    for rel in ('metrics/metrics.parquet', 'summary.json'):
-        _put(out / rel, b'old')
-    staging = parquet_writer.staging_dir(str(out), 'run-2')
-    for rel in ('metrics/metrics.parquet', 'plots/plots.parquet', 'summary.json'):
-        _put(os.path.join(staging, rel), b'new')
+    _old_run(out)
+    staging = _stage_new(out)
     calls = []
     rename = FileSystems.rename
 
-    def failing_second_rename(sources, targets):
+    def failing_rename(sources, targets):
         calls.append(targets)
-        if len(calls) == 2:
+        if len(calls) == step:
+            assert _summary_is_consistent(out)
             raise OSError('connection reset')
         return rename(sources, targets)
 
-    monkeypatch.setattr(FileSystems, 'rename', staticmethod(failing_second_rename))
+    monkeypatch.setattr(FileSystems, 'rename', staticmethod(failing_rename))
     with pytest.raises(OSError, match='connection reset'):
-        parquet_writer.publish(staging, str(out))
-    assert not os.path.exists(str(out / 'summary.json'))
+        publish.publish(staging, str(out), 'new')
+    monkeypatch.undo()
+    # Rolled back at once, the backup gone (the staging directory is the caller's to discard).
+    tree = {rel: data for rel, data in _tree(out).items() if not rel.startswith('.staging-')}
+    assert tree == _complete_run('old')
+
+
+_KILLED_PUBLISH = r'''
+import os, sys
+from apache_beam.io.filesystems import FileSystems
+from pipeline.writers import parquet, publish
+out, what, step = sys.argv[1], sys.argv[2], int(sys.argv[3])
+publish.claim_staging(out, 'new')  # this process owns the staging directory
+calls = []
+def dying(original):
+    def f(*args):
+        calls.append(args)
+        if len(calls) == step:
+            os._exit(9)  # killed: no clean-up, no roll-back
+        return original(*args)
+    return staticmethod(f) if what == 'rename' else f
+if what == 'rename':
+    FileSystems.rename = dying(FileSystems.rename)
+else:
+    publish.parquet.delete_tree = dying(parquet.delete_tree)
+publish.publish(parquet.staging_dir(out, 'new'), out, 'new')
+'''
+
+# Kills at each rename, and at each deletion of the clean-up (journal, backup, staging).
+_KILLS = [('rename', k) for k in range(1, N_RENAMES + 1)] + [('delete', k) for k in (1, 2, 3)]
+
+
+@pytest.mark.parametrize('what, step', _KILLS)
+def test_a_kill_at_any_step_leaves_the_old_or_the_new_complete_run(tmp_path, what, step):
+    out = tmp_path / 'out'
+    _old_run(out)
+    _stage_new(out)
+    proc = subprocess.run([sys.executable, '-c', _KILLED_PUBLISH, str(out), what, str(step)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    # At the instant of the kill: a visible summary.json lists only files of its own run.
+    assert _summary_is_consistent(out)
+    # The next run (the killer is dead) finishes or rolls back its publish.
+    publish.recover(str(out))
+    tree = _tree(out)
+    assert tree in (_complete_run('old'), _complete_run('new')), sorted(tree)
+    # A kill comes before its step: killed before the new summary.json's rename, the old run
+    # comes back; killed in the clean-up (the new summary.json was in place), the new run stays.
+    assert tree == _complete_run('new' if what == 'delete' else 'old')
+
+
+def test_stale_staging_is_deleted_only_when_its_owner_is_gone(tmp_path):
+    out = tmp_path / 'out'
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                          capture_output=True, text=True, check=True)
+    publish.claim_staging(str(out), 'dead-run', pid=int(dead.stdout))
+    _put(out / '.staging-dead-run' / 'metrics' / 'm.parquet')
+    publish.claim_staging(str(out), 'live-run')  # this process: alive
+    _put(out / '.staging-legacy' / 'x')  # no owner file: nobody can tell; kept
+    publish.recover(str(out))
+    assert sorted(os.listdir(str(out))) == ['.staging-legacy', '.staging-live-run']
+
+
+def test_report_refuses_a_directory_without_a_complete_run(tmp_path, capsys):
+    from pipeline import cli
+    out = tmp_path / 'out'
+    _old_run(out)
+    os.remove(str(out / 'summary.json'))  # as a kill in the middle of the old protocol left it
+    assert cli.main(['report', str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'no complete run' in err[0] and str(out) in err[0]
+    _put(out / 'summary.json', json.dumps({'run_id': 'old', 'files': list(OLD_FILES) + [
+        'plots/plots.parquet']}).encode())
+    assert cli.main(['report', str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'plots/plots.parquet' in err[0] and 'incomplete' in err[0]
+    assert _tree(out)['report.html'] == b'old:report.html'  # not rebuilt
 
 
 def test_delete_tree_and_list_files(tmp_path):

@@ -283,8 +283,8 @@ def publish(staging: str, output: str, run_id: str) -> list[str]:
     backup = backup_dir(output, run_id)
     journal = {'owner': owner_record(run_id), 'old': old, 'new': new,
                'staging': staging, 'had_summary': our_files(output) is not None}
-    parquet.write_json(journal, parquet.join(backup, JOURNAL_FILE))
     try:
+        parquet.write_json(journal, parquet.join(backup, JOURNAL_FILE))
         for rel in ([parquet.SUMMARY_FILE] if journal['had_summary'] else []) + old:
             _move(parquet.join(output, rel), parquet.join(backup, rel))
         for rel in new + [parquet.SUMMARY_FILE]:
