@@ -356,9 +356,10 @@ def _reported_in_one_line(text: str) -> bool:
     from pipeline.apply import BAD_RECORD
     from pipeline.sources import UnreadableFileError
     from pipeline.writers.parquet import DiscardedError
-    return any(k in text for k in ('BadRecordError: ', '%s: file ' % BAD_RECORD,
-                                   UnreadableFileError.__name__ + ': ',
-                                   DiscardedError.__name__ + ': '))
+    from pipeline.writers.publish import ForeignFilesError, OutputBusyError
+    return any(k in text for k in ('BadRecordError: ', '%s: file ' % BAD_RECORD) + tuple(
+        e.__name__ + ': ' for e in (UnreadableFileError, DiscardedError, ForeignFilesError,
+                                    OutputBusyError)))
 
 
 class _StderrWithoutKnownTracebacks:

@@ -71,6 +71,8 @@ _ONE_LINE_ERRORS = (
     (re.compile(re.escape(BAD_RECORD) + r': file .*?, row \d+, column [^\n]*'), BadRecordError),
     (re.compile(r'(?<=UnreadableFileError: )cannot read \w+ file [^\n]*'),
      sources.UnreadableFileError),
+    (re.compile(r'(?<=ForeignFilesError: )[^\n]*'), publish_lib.ForeignFilesError),
+    (re.compile(r'(?<=OutputBusyError: )[^\n]*'), publish_lib.OutputBusyError),
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -297,29 +298,27 @@ def test_reruns_replace_and_failed_runs_keep_the_earlier_output(tmp_path, monkey
     from pipeline.apply import BadRecordError
     from pipeline.run import evaluate
     out = tmp_path / 'out'
-    # An earlier run's files that this run does not write.
-    stale = ('metrics/metrics-00001.parquet', 'errors/errors.parquet', 'predictions/p.parquet')
-    for rel in stale:
-        _put(out / rel, b'stale')
     _put(out / '.staging-some-other-run' / 'x', b'another run')  # not this run's to touch
     config = _config(_data(tmp_path), out)
 
-    summary = evaluate(config, RUNNER, run_id='run-1', progress_every_s=None)
-    done = _tree(out)
-    assert not any(rel in done for rel in stale)
-    assert not any(rel.startswith('.staging-run-1') for rel in done)
-    assert done['.staging-some-other-run/x'] == b'another run'
-    published = {rel for rel in done if not rel.startswith('.staging-')}
-    # Exactly the run's own files: its tables, the summary, the report, TFMA and TensorBoard.
-    assert set(summary['outputs']) == {'metrics/metrics.parquet', 'plots/plots.parquet'}
-    assert published >= {'metrics/metrics.parquet', 'plots/plots.parquet', 'summary.json',
-                         'report.html'}
-    assert all(rel.split('/')[0] in parquet_writer.RUN_OUTPUTS for rel in published)
+    summary = evaluate(config, RUNNER, run_id='run-1', progress_every_s=None,
+                       write_predictions=True)
+    first = _tree(out)
+    assert first['.staging-some-other-run/x'] == b'another run'
+    published = {rel for rel in first if not rel.startswith('.')}
+    # Exactly the run's own files, every one listed in its summary.
+    assert set(summary['files']) | {'summary.json'} == published
+    assert any(rel.startswith('predictions/') for rel in published)
     assert any(rel.startswith('tfma/') for rel in published)
     assert any(rel.startswith('tensorboard/Overall/') for rel in published)
-    assert json.loads(done['summary.json'])['run_id'] == 'run-1'
+    assert json.loads(first['summary.json'])['run_id'] == 'run-1'
+
+    # A rerun without predictions: the first run's predictions/ go (they were ours).
+    evaluate(config, RUNNER, run_id='run-2', progress_every_s=None)
+    done = _tree(out)
+    assert not any(rel.startswith('predictions/') for rel in done)
     assert pq.read_table(str(out / 'metrics' / 'metrics.parquet')).column(
-        'run_id').to_pylist()[0] == 'run-1'
+        'run_id').to_pylist()[0] == 'run-2'
 
     # A run failing in its last writer publishes nothing: the earlier run stays, byte for byte.
     def broken_report(output_dir, source=None):
@@ -328,14 +327,168 @@ def test_reruns_replace_and_failed_runs_keep_the_earlier_output(tmp_path, monkey
     with monkeypatch.context() as m:
         m.setattr(report, 'write_report', broken_report)
         with pytest.raises(Exception, match='no space left on device'):
-            evaluate(config, RUNNER, run_id='run-2', progress_every_s=None)
+            evaluate(config, RUNNER, run_id='run-3', progress_every_s=None)
     assert _tree(out) == done
 
     # A run failing in the pipeline (a bad row), with predictions staged: the same.
     bad = _config(_data(tmp_path, bad_row=True), out)
     with pytest.raises(BadRecordError, match='label'):
-        evaluate(bad, RUNNER, run_id='run-3', write_predictions=True, progress_every_s=None)
+        evaluate(bad, RUNNER, run_id='run-4', write_predictions=True, progress_every_s=None)
     assert _tree(out) == done
+
+
+# -------------------------------------------------------------------------------------------------
+# The command line, end to end (issue 20, items 1, 2, 4 and 5).
+# -------------------------------------------------------------------------------------------------
+
+def _cli(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-m', 'pipeline', 'evaluate', *argv],
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+_INFO_LOG = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO ')
+
+
+def _one_line(stderr: str) -> str:
+    """The one line of stderr besides the INFO log lines every run writes (progress)."""
+    lines = [line for line in stderr.splitlines() if line.strip() and not _INFO_LOG.match(line)]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.tf
+def test_an_output_holding_the_users_files_is_refused(tmp_path):
+    """Item 1: the user's metrics/, predictions/ (the input itself), tensorboard/ and
+    report.html survive; the run is refused in one line, exit 2, unless --overwrite, which
+    still touches none of them."""
+    proj = tmp_path / 'proj'
+    pattern = _data(proj / 'predictions')  # the input: proj/predictions/in/part-0.parquet
+    for rel in ('metrics/mine.txt', 'tensorboard/mine/events', 'report.html'):
+        _put(proj / rel, b'mine')
+    config = json.dumps({**_config(pattern, proj), 'tensorboard': None})
+    before = _tree(proj)
+    proc = _cli('--config', config, '--run_id', 'r1', '--runner=DirectRunner')
+    assert proc.returncode == 2, proc.stderr
+    line = _one_line(proc.stderr)
+    assert str(proj) in line and 'metrics/mine.txt' in line and '--overwrite' in line
+    assert _tree(proj) == before
+    # --overwrite: the run's report.html would replace the user's: still refused, nothing moved.
+    proc = _cli('--config', config, '--run_id', 'r1', '--overwrite', '--runner=DirectRunner')
+    assert proc.returncode == 2 and 'report.html' in _one_line(proc.stderr), proc.stderr
+    assert {k: v for k, v in _tree(proj).items() if not k.startswith('.')} == before
+    # Without that clash, --overwrite publishes beside the user's files, touching none.
+    os.remove(str(proj / 'report.html'))
+    del before['report.html']
+    proc = _cli('--config', config, '--run_id', 'r2', '--overwrite', '--runner=DirectRunner',
+                '--write_predictions')
+    assert proc.returncode == 0, proc.stderr
+    after = _tree(proj)
+    assert {rel: after.get(rel) for rel in before} == before
+    assert json.loads(after['summary.json'])['run_id'] == 'r2'
+
+
+_HELD_RUN = r'''
+import os, sys, time
+from pipeline import cli, run
+go = sys.argv[1]
+publish_locked = run.publish_locked
+def waiting(*args):
+    deadline = time.monotonic() + 120
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return publish_locked(*args)
+run.publish_locked = waiting
+sys.exit(cli.main(sys.argv[2:]))
+'''
+
+
+@pytest.mark.tf
+def test_two_runs_into_one_output(tmp_path):
+    """Item 2: while run a holds the output, run b fails at once in one line naming the lock and
+    a's pid; a's summary then lists only files that exist, of its own run."""
+    out = tmp_path / 'out'
+    config = json.dumps({**_config(_data(tmp_path), out), 'tensorboard': None})
+    go = tmp_path / 'go'
+    a = subprocess.Popen([sys.executable, '-c', _HELD_RUN, str(go), 'evaluate', '--config',
+                          config, '--run_id', 'a', '--runner=DirectRunner'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(str(out / '.headstream.lock')):
+            assert a.poll() is None and time.monotonic() < deadline, a.communicate()
+            time.sleep(0.05)
+        b = _cli('--config', config, '--run_id', 'b', '--runner=DirectRunner')
+        assert b.returncode == 2, b.stderr
+        line = _one_line(b.stderr)
+        assert '.headstream.lock' in line and 'pid %d' % a.pid in line and 'run a' in line
+    finally:
+        _put(go)
+        _, a_err = a.communicate(timeout=300)
+    assert a.returncode == 0, a_err
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['run_id'] == 'a'
+    for rel in summary['files']:
+        if rel.endswith('.parquet'):
+            assert set(pq.read_table(str(out / rel)).column('run_id').to_pylist()) == {'a'}
+        assert (out / rel).exists(), rel
+    assert not (out / '.headstream.lock').exists()
+    assert _cli('--config', config, '--run_id', 'b', '--runner=DirectRunner').returncode == 0
+
+
+_SLOW_RUN = r'''
+import sys, time
+from pipeline import cli
+from pipeline.writers import parquet
+marker = sys.argv[1]
+write_table = parquet.write_table
+def slow(table, path):
+    if '/predictions/' in path:
+        open(marker, 'a').write(path + '\n')
+        time.sleep(0.2)
+    return write_table(table, path)
+parquet.write_table = slow
+sys.exit(cli.main(sys.argv[2:]))
+'''
+
+
+@pytest.mark.tf
+def test_ctrl_c_prints_one_line_exits_130_and_leaves_nothing(tmp_path):
+    """Item 4: SIGINT while workers write predictions into the staging directory."""
+    rng = np.random.default_rng(3)
+    os.makedirs(str(tmp_path / 'in'))
+    for i in range(8):
+        pq.write_table(pa.table({'logit': rng.normal(size=2000).astype(np.float32),
+                                 'label': (np.arange(2000) % 2).astype(np.float64)}),
+                       str(tmp_path / 'in' / ('part-%d.parquet' % i)), row_group_size=250)
+    out = tmp_path / 'out'
+    config = json.dumps({**_config(str(tmp_path / 'in' / '*.parquet'), out), 'tensorboard': None})
+    marker = tmp_path / 'writing'
+    proc = subprocess.Popen([sys.executable, '-c', _SLOW_RUN, str(marker), 'evaluate', '--config',
+                             config, '--run_id', 'r1', '--write_predictions',
+                             '--runner=DirectRunner'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert _one_line(err) == 'headstream: interrupted; nothing published'
+    time.sleep(0.5)  # nothing may still be writing
+    assert _tree(out) == {}
+
+
+def test_a_run_id_escaping_the_output_is_refused(tmp_path):
+    """Item 5: `x/../../victim` would have named <output>/../victim as the staging directory."""
+    out = tmp_path / 'out'
+    _put(tmp_path / 'victim' / 'metrics' / 'precious.parquet', b'precious')
+    config = json.dumps(_config(_data(tmp_path), out))
+    proc = _cli('--config', config, '--run_id', 'x/../../victim')
+    assert proc.returncode == 2
+    assert 'x/../../victim' in _one_line(proc.stderr)
+    assert _tree(tmp_path / 'victim') == {'metrics/precious.parquet': b'precious'}
+    assert not out.exists()
 
 
 def test_tensorboard_dir_is_staged_when_under_the_output():

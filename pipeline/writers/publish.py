@@ -42,6 +42,9 @@ BACKUP_PREFIX = '.previous-'
 JOURNAL_FILE = 'publish.json'
 OWNER_FILE = '.owner.json'
 REPORT_FILE = 'report.html'
+# Files every batch run publishes (the others, under tfma/, tensorboard/, predictions/, errors/,
+# are checked once the run is staged): checked before a run with `overwrite`.
+FIXED_FILES = (parquet.METRICS_FILE, parquet.PLOTS_FILE, parquet.SUMMARY_FILE, REPORT_FILE)
 _SHOWN = 5  # offending entries named in a one-line error
 _log = logging.getLogger(__name__)
 
@@ -226,6 +229,7 @@ def check_output(output: str, overwrite: bool = False) -> None:
       ForeignFilesError: naming the directory and the first offending files.
     """
     if overwrite:
+        _check_collisions(output, FIXED_FILES)
         return
     foreign = foreign_files(output)
     if foreign:
@@ -235,7 +239,7 @@ def check_output(output: str, overwrite: bool = False) -> None:
             % (output, _named(foreign)))
 
 
-def _check_collisions(output: str, new: Sequence[str], old: Sequence[str]) -> None:
+def _check_collisions(output: str, new: Sequence[str]) -> None:
     """Refuses new files whose path (or a parent of it) is a file not ours."""
     foreign = set(foreign_files(output))
     taken = sorted(rel for rel in new
@@ -279,7 +283,7 @@ def publish(staging: str, output: str, run_id: str) -> list[str]:
     new = [rel for rel in parquet.list_files(staging)
            if rel not in (parquet.SUMMARY_FILE, OWNER_FILE)]
     old = [rel for rel in (our_files(output) or []) if _exists(parquet.join(output, rel))]
-    _check_collisions(output, new, old)
+    _check_collisions(output, new)
     backup = backup_dir(output, run_id)
     journal = {'owner': owner_record(run_id), 'old': old, 'new': new,
                'staging': staging, 'had_summary': our_files(output) is not None}
