@@ -821,10 +821,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Rebuild report.html from a run's Parquet outputs.")
     parser.add_argument('output_dir', help="a run's output directory (local or gs://)")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    from pipeline.writers.publish import check_complete
+    from pipeline.writers.publish import IncompleteRunError, check_complete
     try:
         check_complete(args.output_dir)
         path = write_report(args.output_dir)
+    except IncompleteRunError as e:
+        print('headstream report: %s' % e, file=sys.stderr)
+        return 1
     except (FileNotFoundError, ValueError) as e:
         print(str(e), file=sys.stderr)
         return 1

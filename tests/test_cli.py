@@ -32,7 +32,7 @@ def test_flag_value_and_flag_equals_value_are_the_same():
                         '--run_id=r1', '--runner=DirectRunner', '--project=p'])
     assert vars(a) == vars(b) == {'config': 'c.yaml', 'output': 'o',
                                   'bad_records': 'dead_letter', 'write_predictions': False,
-                                  'run_id': 'r1', 'bigquery_table': None}
+                                  'run_id': 'r1', 'bigquery_table': None, 'overwrite': False}
     # Unknown flags are Beam's: they pass through untouched.
     assert beam_a == ['--runner', 'DirectRunner', '--project', 'p']
     assert beam_b == ['--runner=DirectRunner', '--project=p']
@@ -77,6 +77,11 @@ def test_report_subcommand_calls_write_report(monkeypatch, capsys, tmp_path):
     fake = types.ModuleType('pipeline.report')
     fake.write_report = lambda output_dir: calls.append(output_dir) or output_dir + '/report.html'
     monkeypatch.setitem(sys.modules, 'pipeline.report', fake)
+    # A complete run: its summary.json lists the files it wrote, and they are there.
+    (tmp_path / 'metrics').mkdir()
+    (tmp_path / 'metrics' / 'metrics.parquet').write_bytes(b'm')
+    (tmp_path / 'summary.json').write_text(json.dumps(
+        {'run_id': 'r1', 'files': ['metrics/metrics.parquet']}))
     assert cli.main(['report', str(tmp_path)]) == 0
     assert calls == [str(tmp_path)]
     assert capsys.readouterr().out.strip() == str(tmp_path) + '/report.html'

@@ -355,9 +355,17 @@ def test_degenerate_tables(tmp_path):
 def test_missing_outputs_and_cli(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match='no metrics/'):
         report.write_report(str(tmp_path / 'nothing'))
-    assert report.main([str(tmp_path / 'nothing')]) == 1
-    assert 'no metrics/*.parquet under' in capsys.readouterr().err
+    assert report.main([str(tmp_path / 'nothing')]) == 1  # the command wants a complete run
+    assert 'nothing holds no complete run' in capsys.readouterr().err
     _write(str(tmp_path / 'ok'), _metric_rows('click', CLICK), [])
+    # The command refuses a directory without a complete run (no summary.json of ours) ...
+    assert report.main([str(tmp_path / 'ok')]) == 1
+    assert 'no complete run' in capsys.readouterr().err
+    # ... and accepts it once a summary lists the files written.
+    written = sorted(os.path.relpath(os.path.join(r, f), str(tmp_path / 'ok'))
+                     for r, _, fs in os.walk(str(tmp_path / 'ok')) for f in fs)
+    with open(str(tmp_path / 'ok' / 'summary.json'), 'w') as f:
+        json.dump({'run_id': RUN, 'files': written}, f)
     assert report.main([str(tmp_path / 'ok')]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / 'ok' / 'report.html')
     # Sharded tables: every metrics/*.parquet file is read.
