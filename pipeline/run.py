@@ -19,20 +19,22 @@ table (pipeline/writers/bigquery.py).
 
 Outputs are published all at once. Every file of a run (predictions/ from `ApplyHeads`, then the
 tables, summary.json, tfma/, tensorboard/ and report.html from `WriteRun`) is written under
-`<output>/.staging-<run_id>/`. Only when all writers have succeeded does `WriteRun` publish
-(`parquet.publish`): it deletes the output directory's summary.json, then the earlier run's
-metrics/, plots/, errors/, predictions/, tfma/, tensorboard/ and report.html, then renames each
-staged file into place (through Beam `FileSystems`: local paths and gs:// alike, where a rename
-is a copy and a delete), summary.json last, and removes the staging directory. So:
-- summary.json is the completion marker: an output directory with one holds exactly one
-  finished run's files, and a rerun into the same directory never mixes in an earlier run's
-  files (more metrics shards, an errors/ directory the new run does not write);
-- a run failing anywhere, including in the TFMA, TensorBoard or report writers, publishes
-  nothing: the output directory keeps the earlier run's complete outputs, if any, and `evaluate`
-  deletes the staging directory (a run submitted without waiting leaves it behind: a hidden
-  directory without effect on the outputs, safe to delete);
-- a run interrupted while publishing leaves no summary.json, i.e. an output that does not look
-  complete.
+`<output>/.staging-<run_id>/`. Before the pipeline runs, `evaluate` takes the output's lock
+(`<output>/.headstream.lock`), recovers what dead runs left, refuses an output holding files no
+headstream run wrote (unless `overwrite`) and claims its staging directory. Only when all
+writers have succeeded does `WriteRun` publish (`publish_locked`, pipeline/writers/publish.py):
+the old run's summary.json and then its files (those its summary lists: nothing else is ever
+deleted) move into a journaled backup `<output>/.previous-<run_id>/`, the staged files move in,
+summary.json last, and the backup and staging directory are deleted. So:
+- summary.json is the completion marker: whenever one is visible, every file it lists is there
+  and of its run, and a rerun never mixes in an earlier run's files;
+- a run failing anywhere, including in the TFMA, TensorBoard or report writers or while
+  publishing (rolled back at once), publishes nothing: the output keeps the earlier complete
+  run, and `evaluate` discards the staging directory (later writes into it fail);
+- a run killed while publishing leaves its backup and journal: the next run rolls it back (or
+  forward, when the new summary.json was in place) once the owner pid is dead;
+- Ctrl-C (KeyboardInterrupt): the staging directory is discarded, again once the local workers
+  stopped; the CLI prints one line and exits 130.
 A TensorBoard `dir:` outside the output directory is written in place before publishing (its
 event files are named by run id, so runs there never overwrite each other).
 
