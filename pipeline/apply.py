@@ -384,16 +384,45 @@ def _slice_column(batch: pa.RecordBatch, col: str) -> pa.Array:
     return arr
 
 
+_INT64_LIMIT = 2.0 ** 63
+
+
+def _number_value(v: Any) -> Any:
+    """A slice value with an integral float as an int (0.0 and -0.0 → 0, 3.0 → 3; within int64);
+    any other value as it is."""
+    if isinstance(v, float) and v.is_integer() and -_INT64_LIMIT <= v < _INT64_LIMIT:
+        return int(v)
+    return v
+
+
+def _slice_value_codes(batch: pa.RecordBatch, col: str) -> tuple[np.ndarray, list]:
+    """`_codes` of a slice column, numbers unified whatever their Arrow type: int64 0, int32 0 and
+    float64 0.0 are the value 0, so a slice does not depend on how its rows' shards were typed.
+    Only the (few) dictionary entries of a floating column are looked at; entries that become
+    equal share a code."""
+    arr = _slice_column(batch, col)
+    codes, values = _codes(arr)
+    if not pa.types.is_floating(arr.type):
+        return codes, values
+    unified = [_number_value(v) for v in values]
+    merged: dict[Any, int] = {}
+    remap = np.array([merged.setdefault(v, len(merged)) for v in unified] + [-1], np.int64)
+    if len(merged) == len(unified):
+        return codes, unified
+    return remap[codes], list(merged)  # code -1 (null) → remap[-1] = -1
+
+
 def slice_codes(batch: pa.RecordBatch, columns: tuple[str, ...]) -> tuple[np.ndarray, list[tuple]]:
     """Per row, a code into the returned list of value tuples; -1 where a slice value is null (the
-    row then belongs to no slice of this spec, as in TFMA)."""
+    row then belongs to no slice of this spec, as in TFMA). Numbers are unified
+    (`_slice_value_codes`)."""
     n = batch.num_rows
     if not columns:
         return np.zeros(n, np.int64), [()]
-    codes, values = _codes(_slice_column(batch, columns[0]))
+    codes, values = _slice_value_codes(batch, columns[0])
     combos = [(v,) for v in values]
     for col in columns[1:]:
-        c2, v2 = _codes(_slice_column(batch, col))
+        c2, v2 = _slice_value_codes(batch, col)
         null = (codes < 0) | (c2 < 0)
         combined = np.where(null, -1, codes * max(len(v2), 1) + c2)
         used, inverse = np.unique(combined, return_inverse=True)

@@ -58,7 +58,7 @@ from pipeline import config as config_lib
 from pipeline import sources
 from pipeline.apply import BAD_RECORD, ERRORS_TAG, STATS_TAG, ApplyHeads, BadRecordError
 from pipeline.combine import CombineStates
-from pipeline.results import KeyResult, build_tables, state_result
+from pipeline.results import KeyResult, build_tables, state_result, typed_slice_values
 from pipeline.writers import parquet as parquet_writer
 
 DEFAULT_RUNNER = 'DirectRunner'
@@ -385,7 +385,7 @@ class WriteRun(beam.DoFn):
         names = list(config.head_names) + ([config.multi_head_name]
                                            if config.multi_head_name else [])
         _optional_writer('pipeline.writers.tfma', 'write_tfma', out, metrics, plots,
-                         [list(s) for s in config.slices], names)
+                         [list(s) for s in config.slices], names, typed_slice_values(results))
         if config.tensorboard is not None:
             _optional_writer('pipeline.writers.tensorboard', 'write_tensorboard',
                              _tensorboard_dir(config.tensorboard.dir, final_out, out),
