@@ -31,14 +31,14 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.config import EvalConfig
+from pipeline.config import EvalConfig, check_slice_kinds
 from pipeline.sources import SourceBatch
 
 BAD_RECORD = 'bad record'
@@ -524,11 +524,15 @@ class ApplyHeads(beam.DoFn):
       predictions_dir: when set, each batch's predictions are written there as Parquet.
       derive_overall: with the pre-combine, build the Overall slice's states by merging another
         spec's (see the module docstring); False updates them with every row.
+      slice_kinds: (reference file, its slice columns' `config.slice_kind`s): every batch's slice
+        columns must hold the same kinds (formats without a footer to check beforehand); a batch
+        that does not raises `ConfigError` naming its file and the column.
     """
 
     def __init__(self, config: EvalConfig, run_id: str, bad_records: str = 'fail',
                  precombine: bool = True, predictions_dir: str | None = None,
-                 derive_overall: bool = True):
+                 derive_overall: bool = True,
+                 slice_kinds: tuple[str, Mapping[str, str]] | None = None):
         if bad_records not in ('fail', 'dead_letter'):
             raise ValueError('bad_records must be fail or dead_letter, got %r' % bad_records)
         self._config = config
@@ -537,6 +541,7 @@ class ApplyHeads(beam.DoFn):
         self._precombine = precombine
         self._predictions_dir = predictions_dir
         self._derive_overall = derive_overall
+        self._slice_kinds = slice_kinds
         self._bad_counter = beam.metrics.Metrics.counter('headstream', 'bad_rows')
 
     def setup(self) -> None:
@@ -577,6 +582,9 @@ class ApplyHeads(beam.DoFn):
             yield beam.pvalue.TaggedOutput(
                 ERRORS_TAG, self._error_rows(sb, problems, np.ones(n, bool)))
             return
+        if self._slice_kinds is not None:
+            reference, kinds = self._slice_kinds
+            check_slice_kinds(kinds, batch.schema, config.format, sb.path, reference)
         problems = _Problems(n)
         arrays = head_arrays(batch, config, self._heads, problems)
         for spec, head, a in zip(config.heads, self._heads, arrays):

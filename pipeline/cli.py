@@ -331,7 +331,7 @@ def _reported_in_one_line(text: str) -> bool:
     unreadable file), so the traceback itself is noise."""
     from pipeline.apply import BAD_RECORD
     from pipeline.sources import UnreadableFileError
-    return any(k in text for k in ('BadRecordError: ', '%s: file ' % BAD_RECORD,
+    return any(k in text for k in ('BadRecordError: ', 'ConfigError: ', '%s: file ' % BAD_RECORD,
                                    UnreadableFileError.__name__ + ': '))
 
 

@@ -433,6 +433,17 @@ def _optional_writer(module: str, function: str, *args: Any) -> None:
     getattr(mod, function)(*args)
 
 
+def _batch_slice_kinds(config: config_lib.EvalConfig, files: Sequence[str]
+                       ) -> tuple[str, dict[str, str]] | None:
+    """(first file, its slice columns' kinds) for ApplyHeads to check every batch against, for
+    formats without a footer (CSV, JSONL, TFRecord: a type is only known once rows are read);
+    None for Parquet, whose footers `prepare` checked."""
+    if config.format == 'parquet' or not files:
+        return None
+    kinds = config_lib.slice_kinds(config, sources.read_schema(files[0], config.format))
+    return (files[0], kinds) if kinds else None
+
+
 def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Sequence[str],
                    run_id: str, started_at: datetime.datetime, bad_records: str = 'fail',
                    write_predictions: bool = False, dictionary_columns: Sequence[str] = (),
@@ -452,7 +463,8 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
                                            'predictions') if write_predictions else None)
     applied = batches | 'ApplyHeads' >> beam.ParDo(
         ApplyHeads(config, run_id, bad_records, precombine=precombine,
-                   predictions_dir=predictions_dir)).with_outputs(ERRORS_TAG, STATS_TAG,
+                   predictions_dir=predictions_dir,
+                   slice_kinds=_batch_slice_kinds(config, files))).with_outputs(ERRORS_TAG, STATS_TAG,
                                                                   main='states')
     head_names = list(config.head_names)
     # Every piece of the results is tagged with its kind and keyed by the one key (0) of the group
@@ -496,6 +508,8 @@ def prepare(config: config_lib.EvalConfig | str | Mapping[str, Any], output: str
     files = sources.match_files(config.pattern)
     schema = sources.read_schema(files[0], config.format)
     config_lib.check_columns(config, schema, files[0])
+    if config.format == 'parquet':
+        check_shard_slice_types(config, files, schema)
     dictionary_columns = []
     if config.format == 'parquet':
         import pyarrow as pa
@@ -505,6 +519,27 @@ def prepare(config: config_lib.EvalConfig | str | Mapping[str, Any], output: str
                 if pa.types.is_string(t) or pa.types.is_large_string(t):
                     dictionary_columns.append(c)
     return config, files, sorted(set(dictionary_columns))
+
+
+FOOTER_READERS = 16  # Parquet footers read at once (object stores: one request each)
+
+
+def check_shard_slice_types(config: config_lib.EvalConfig, files: Sequence[str],
+                            schema: Any) -> None:
+    """Checks every Parquet shard's footer (its schema only, no data) against the first
+    shard's `schema` for the configured slice columns (`config_lib.check_slice_kinds`).
+
+    Raises:
+      ConfigError: naming the first file (in `files` order) and column at fault.
+    """
+    import concurrent.futures
+    kinds = config_lib.slice_kinds(config, schema)
+    if not kinds or len(files) < 2:
+        return
+    with concurrent.futures.ThreadPoolExecutor(FOOTER_READERS) as pool:
+        schemas = pool.map(lambda f: sources.read_schema(f, 'parquet'), files[1:])
+        for path, other in zip(files[1:], schemas):
+            config_lib.check_slice_kinds(kinds, other, config.format, path, files[0])
 
 
 def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],
