@@ -263,6 +263,12 @@ def _report(argv: Sequence[str]) -> int:
     return 0
 
 
+def _without_step(e: BaseException) -> str:
+    """An error's message without what Beam appends to an error raised in a step ("[while
+    running 'Read/Read']"): the file named in the message is what matters."""
+    return str(e).split(' [while running')[0]
+
+
 def _evaluate(argv: Sequence[str]) -> int:
     from pipeline.apply import BadRecordError
     from pipeline.config import ConfigError
@@ -281,15 +287,14 @@ def _evaluate(argv: Sequence[str]) -> int:
                                bad_records=args.bad_records,
                                write_predictions=args.write_predictions, run_id=args.run_id,
                                bigquery_table=args.bigquery_table)
-    except ConfigError as e:
-        print('headstream: config error: %s' % e, file=sys.stderr)
+    except ConfigError as e:  # also a shard's slice column type, found while reading it
+        print('headstream: config error: %s' % _without_step(e), file=sys.stderr)
         return EXIT_USAGE
     except BadRecordError as e:
         print('headstream: %s' % e, file=sys.stderr)
         return EXIT_FAILED
     except UnreadableFileError as e:
-        # Beam appends where it ran ("[while running 'Read/Read']"); the file is what matters.
-        print('headstream: %s' % str(e).split(' [while running')[0], file=sys.stderr)
+        print('headstream: %s' % _without_step(e), file=sys.stderr)
         return EXIT_FAILED
     except RuntimeError as e:
         # A Dask cluster that lost a task's workers too often (pipeline.dask_runner) says so in
@@ -328,11 +333,11 @@ def _watch(argv: Sequence[str]) -> int:
 
 def _reported_in_one_line(text: str) -> bool:
     """Whether Beam's traceback text is of an error the CLI prints as one line (a bad record, an
-    unreadable file), so the traceback itself is noise."""
+    unreadable file, a shard's slice column type), so the traceback itself is noise."""
     from pipeline.apply import BAD_RECORD
     from pipeline.sources import UnreadableFileError
-    return any(k in text for k in ('BadRecordError: ', 'ConfigError: ', '%s: file ' % BAD_RECORD,
-                                   UnreadableFileError.__name__ + ': '))
+    return any(k in text for k in ('BadRecordError: ', 'ConfigError: ',
+                                   '%s: file ' % BAD_RECORD, UnreadableFileError.__name__ + ': '))
 
 
 class _StderrWithoutKnownTracebacks:

@@ -206,4 +206,5 @@ def test_numbers_and_text_in_one_slice_column_exit_2_naming_file_and_column(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert "'country'" in err and str(directory / ('part-1.' + fmt)) in err
+    assert err.startswith('headstream: config error: ') and 'while running' not in err
     assert not os.path.exists(tmp_path / 'out' / 'metrics')

@@ -224,6 +224,13 @@ def slice_key(slice_columns: str, slice_values: str, slices: Sequence[Sequence[s
     return tuple(sorted(zip(columns, values), key=lambda cv: cv[0]))
 
 
+def _slice_value(text: str) -> int | str:
+    """A value's type from its text alone: a plain decimal integer is an int, the rest text."""
+    if _INT_VALUE.match(text) and abs(int(text)) <= _INT64_MAX:
+        return int(text)
+    return text
+
+
 def metric_name_and_class(metric: str) -> tuple[str, int | None]:
     """('auc', 2) for 'auc/class2'; (metric, None) for every other key."""
     m = _CLASS_KEY.match(metric)
