@@ -17,7 +17,9 @@ here, and every error is a `ConfigError` whose message names the offending key o
     tensorboard: {dir: tb, step: global_step}
     output: out/run1
 
-`check_columns` then checks the columns against the first input file's Arrow schema.
+`check_columns` then checks the columns against the first input file's Arrow schema, and
+`check_slice_kinds` another file's (or batch's) slice columns against the first file's kinds
+(numbers, text, booleans).
 """
 from __future__ import annotations
 

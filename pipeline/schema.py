@@ -7,7 +7,9 @@ metrics/*.parquet — one row per (slice, head, metric[, window_start][, step]):
   run_id, evaluated_at      which run wrote the row, and when (UTC)
   slice                     "Overall", "country:US", "country_X_device:US_X_mobile" (TFMA's spelling)
   slice_columns, slice_values  the same split for filtering: "" / "" for Overall,
-                            "country_X_device" / "US_X_mobile" for a cross
+                            "country_X_device" / "US_X_mobile" for a cross; each column and
+                            value escaped (`escape_slice_part`: `%`→%25, `_X`→_%58, in columns
+                            `:`→%3A), `split_slice_parts` gives them back
   head                      the head's name (a MultiHead's merged `loss` under the MultiHead's name)
   metric                    tf.estimator's key without the "/head" suffix ("auc",
                             "accuracy/positive_threshold_0.5", "auc/class2", "loss")
