@@ -461,11 +461,11 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
                | 'Progress' >> beam.ParDo(CountRows(run_id)))
     predictions_dir = (parquet_writer.join(parquet_writer.staging_dir(config.output, run_id),
                                            'predictions') if write_predictions else None)
-    applied = batches | 'ApplyHeads' >> beam.ParDo(
-        ApplyHeads(config, run_id, bad_records, precombine=precombine,
-                   predictions_dir=predictions_dir,
-                   slice_kinds=_batch_slice_kinds(config, files))).with_outputs(ERRORS_TAG, STATS_TAG,
-                                                                  main='states')
+    apply_heads = ApplyHeads(config, run_id, bad_records, precombine=precombine,
+                             predictions_dir=predictions_dir,
+                             slice_kinds=_batch_slice_kinds(config, files))
+    applied = batches | 'ApplyHeads' >> beam.ParDo(apply_heads).with_outputs(
+        ERRORS_TAG, STATS_TAG, main='states')
     head_names = list(config.head_names)
     # Every piece of the results is tagged with its kind and keyed by the one key (0) of the group
     # that gathers them all, in the same step (each step costs the pipeline's construction and
