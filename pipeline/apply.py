@@ -31,14 +31,14 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.config import EvalConfig
+from pipeline.config import EvalConfig, check_slice_kinds
 from pipeline.sources import SourceBatch
 
 BAD_RECORD = 'bad record'
@@ -384,16 +384,45 @@ def _slice_column(batch: pa.RecordBatch, col: str) -> pa.Array:
     return arr
 
 
+_INT64_LIMIT = 2.0 ** 63
+
+
+def _number_value(v: Any) -> Any:
+    """A slice value with an integral float as an int (0.0 and -0.0 → 0, 3.0 → 3; within int64);
+    any other value as it is."""
+    if isinstance(v, float) and v.is_integer() and -_INT64_LIMIT <= v < _INT64_LIMIT:
+        return int(v)
+    return v
+
+
+def _slice_value_codes(batch: pa.RecordBatch, col: str) -> tuple[np.ndarray, list]:
+    """`_codes` of a slice column, numbers unified whatever their Arrow type: int64 0, int32 0 and
+    float64 0.0 are the value 0, so a slice does not depend on how its rows' shards were typed.
+    Only the (few) dictionary entries of a floating column are looked at; entries that become
+    equal share a code."""
+    arr = _slice_column(batch, col)
+    codes, values = _codes(arr)
+    if not pa.types.is_floating(arr.type):
+        return codes, values
+    unified = [_number_value(v) for v in values]
+    merged: dict[Any, int] = {}
+    remap = np.array([merged.setdefault(v, len(merged)) for v in unified] + [-1], np.int64)
+    if len(merged) == len(unified):
+        return codes, unified
+    return remap[codes], list(merged)  # code -1 (null) → remap[-1] = -1
+
+
 def slice_codes(batch: pa.RecordBatch, columns: tuple[str, ...]) -> tuple[np.ndarray, list[tuple]]:
     """Per row, a code into the returned list of value tuples; -1 where a slice value is null (the
-    row then belongs to no slice of this spec, as in TFMA)."""
+    row then belongs to no slice of this spec, as in TFMA). Numbers are unified
+    (`_slice_value_codes`)."""
     n = batch.num_rows
     if not columns:
         return np.zeros(n, np.int64), [()]
-    codes, values = _codes(_slice_column(batch, columns[0]))
+    codes, values = _slice_value_codes(batch, columns[0])
     combos = [(v,) for v in values]
     for col in columns[1:]:
-        c2, v2 = _codes(_slice_column(batch, col))
+        c2, v2 = _slice_value_codes(batch, col)
         null = (codes < 0) | (c2 < 0)
         combined = np.where(null, -1, codes * max(len(v2), 1) + c2)
         used, inverse = np.unique(combined, return_inverse=True)
@@ -495,11 +524,15 @@ class ApplyHeads(beam.DoFn):
       predictions_dir: when set, each batch's predictions are written there as Parquet.
       derive_overall: with the pre-combine, build the Overall slice's states by merging another
         spec's (see the module docstring); False updates them with every row.
+      slice_kinds: (reference file, its slice columns' `config.slice_kind`s): every batch's slice
+        columns must hold the same kinds (formats without a footer to check beforehand); a batch
+        that does not raises `ConfigError` naming its file and the column.
     """
 
     def __init__(self, config: EvalConfig, run_id: str, bad_records: str = 'fail',
                  precombine: bool = True, predictions_dir: str | None = None,
-                 derive_overall: bool = True):
+                 derive_overall: bool = True,
+                 slice_kinds: tuple[str, Mapping[str, str]] | None = None):
         if bad_records not in ('fail', 'dead_letter'):
             raise ValueError('bad_records must be fail or dead_letter, got %r' % bad_records)
         self._config = config
@@ -508,6 +541,7 @@ class ApplyHeads(beam.DoFn):
         self._precombine = precombine
         self._predictions_dir = predictions_dir
         self._derive_overall = derive_overall
+        self._slice_kinds = slice_kinds
         self._bad_counter = beam.metrics.Metrics.counter('headstream', 'bad_rows')
 
     def setup(self) -> None:
@@ -548,6 +582,9 @@ class ApplyHeads(beam.DoFn):
             yield beam.pvalue.TaggedOutput(
                 ERRORS_TAG, self._error_rows(sb, problems, np.ones(n, bool)))
             return
+        if self._slice_kinds is not None:
+            reference, kinds = self._slice_kinds
+            check_slice_kinds(kinds, batch.schema, config.format, sb.path, reference)
         problems = _Problems(n)
         arrays = head_arrays(batch, config, self._heads, problems)
         for spec, head, a in zip(config.heads, self._heads, arrays):

@@ -274,6 +274,12 @@ def _report(argv: Sequence[str]) -> int:
     return 0
 
 
+def _without_step(e: BaseException) -> str:
+    """An error's message without what Beam appends to an error raised in a step ("[while
+    running 'Read/Read']"): the file named in the message is what matters."""
+    return str(e).split(' [while running')[0]
+
+
 def _evaluate(argv: Sequence[str]) -> int:
     from pipeline.apply import BadRecordError
     from pipeline.config import ConfigError, check_run_id
@@ -305,15 +311,14 @@ def _evaluate(argv: Sequence[str]) -> int:
     except OutputError as e:
         print('headstream: %s' % e, file=sys.stderr)
         return EXIT_USAGE
-    except ConfigError as e:
-        print('headstream: config error: %s' % e, file=sys.stderr)
+    except ConfigError as e:  # also a shard's slice column type, found while reading it
+        print('headstream: config error: %s' % _without_step(e), file=sys.stderr)
         return EXIT_USAGE
     except BadRecordError as e:
         print('headstream: %s' % e, file=sys.stderr)
         return EXIT_FAILED
     except UnreadableFileError as e:
-        # Beam appends where it ran ("[while running 'Read/Read']"); the file is what matters.
-        print('headstream: %s' % str(e).split(' [while running')[0], file=sys.stderr)
+        print('headstream: %s' % _without_step(e), file=sys.stderr)
         return EXIT_FAILED
     except RuntimeError as e:
         # A Dask cluster that lost a task's workers too often (pipeline.dask_runner) says so in
@@ -352,14 +357,14 @@ def _watch(argv: Sequence[str]) -> int:
 
 def _reported_in_one_line(text: str) -> bool:
     """Whether Beam's traceback text is of an error the CLI prints as one line (a bad record, an
-    unreadable file), so the traceback itself is noise."""
+    unreadable file, a shard's slice column type), so the traceback itself is noise."""
     from pipeline.apply import BAD_RECORD
     from pipeline.sources import UnreadableFileError
     from pipeline.writers.parquet import DiscardedError
     from pipeline.writers.publish import ForeignFilesError, OutputBusyError
-    return any(k in text for k in ('BadRecordError: ', '%s: file ' % BAD_RECORD) + tuple(
-        e.__name__ + ': ' for e in (UnreadableFileError, DiscardedError, ForeignFilesError,
-                                    OutputBusyError)))
+    return any(k in text for k in ('BadRecordError: ', 'ConfigError: ', '%s: file ' % BAD_RECORD)
+               + tuple(e.__name__ + ': ' for e in (UnreadableFileError, DiscardedError,
+                                                   ForeignFilesError, OutputBusyError)))
 
 
 class _StderrWithoutKnownTracebacks:

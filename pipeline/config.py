@@ -17,7 +17,9 @@ here, and every error is a `ConfigError` whose message names the offending key o
     tensorboard: {dir: tb, step: global_step}
     output: out/run1
 
-`check_columns` then checks the columns against the first input file's Arrow schema.
+`check_columns` then checks the columns against the first input file's Arrow schema, and
+`check_slice_kinds` another file's (or batch's) slice columns against the first file's kinds
+(numbers, text, booleans).
 """
 from __future__ import annotations
 
@@ -602,6 +604,46 @@ def check_columns(config: EvalConfig, schema: pa.Schema, source: str = '') -> No
         st = _scalar(t, fmt)
         if st is None or not pa.types.is_integer(st):
             raise mistyped('tensorboard.step', col, t, 'an integer per row')
+
+
+def slice_kind(t: pa.DataType, fmt: str) -> str | None:
+    """How a slice column's values compare: 'numbers' (integers, floats: 0 and 0.0 are one slice
+    value), 'booleans', 'text', or None for a type that holds no value to compare (all null)."""
+    st = _scalar(t, fmt)
+    if st is None or pa.types.is_null(st):
+        return None
+    if pa.types.is_boolean(st):
+        return 'booleans'
+    return 'numbers' if _is_numeric(st) else 'text' if _is_text(st) else str(st)
+
+
+def slice_kinds(config: EvalConfig, schema: pa.Schema) -> dict[str, str]:
+    """Every configured slice column's `slice_kind` in `schema` (a checked schema: the first
+    input file's), columns holding no value left out."""
+    kinds = {}
+    for col in sorted({c for s in config.slices for c in s}):
+        kind = slice_kind(schema.field(col).type, config.format)
+        if kind is not None:
+            kinds[col] = kind
+    return kinds
+
+
+def check_slice_kinds(kinds: Mapping[str, str], schema: pa.Schema, fmt: str, source: str,
+                      reference: str) -> None:
+    """Checks that the slice columns of another file's `schema` (or a batch's) hold the same kind
+    of value as in the reference file: a column of numbers in one file and text in another has no
+    one spelling of its slices.
+
+    Raises:
+      ConfigError: naming the file and column.
+    """
+    for col, kind in kinds.items():
+        i = schema.get_field_index(col)
+        other = slice_kind(schema.field(i).type, fmt) if i >= 0 else None
+        if other is not None and other != kind:
+            raise ConfigError('slices: column %r holds %s in %s but %s (%s) in %s; give it one '
+                              'type in every file' % (col, kind, reference, other,
+                                                      schema.field(i).type, source))
 
 
 def config_summary(config: EvalConfig) -> str:

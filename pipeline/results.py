@@ -57,6 +57,14 @@ def state_result(key: tuple, state: Any, head_names: Sequence[str]) -> KeyResult
                      {k: np.asarray(v) for k, v in plots.items()})
 
 
+def typed_slice_values(results: Iterable[KeyResult]) -> dict[tuple[str, str], tuple]:
+    """(slice_columns, slice_values) cells → the slice's values as the pipeline sliced them (int,
+    float, str), for the TFMA writer's typed slice keys."""
+    return {(schema.join_slice_parts(r.key.slice_columns, columns=True),
+             schema.join_slice_parts(r.key.slice_values)): tuple(r.key.slice_values)
+            for r in results}
+
+
 def _slice_order(config: EvalConfig, key: Key) -> tuple:
     spec = config.slices.index(tuple(key.slice_columns))
     values = tuple((0, v) if isinstance(v, (int, float)) else (1, str(v))
@@ -118,8 +126,8 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
         target['run_id'] += [run_id] * n
         target['evaluated_at'] += [evaluated_at] * n
         target['slice'] += [schema.slice_name(cols, tuple(k.slice_values))] * n
-        target['slice_columns'] += ['_X_'.join(cols)] * n
-        target['slice_values'] += ['_X_'.join(str(v) for v in k.slice_values)] * n
+        target['slice_columns'] += [schema.join_slice_parts(cols, columns=True)] * n
+        target['slice_values'] += [schema.join_slice_parts(k.slice_values)] * n
         target['head'] += [names[k.head]] * n
         if windowed:
             target['window_start'] += [k.window_start] * n

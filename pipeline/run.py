@@ -60,7 +60,7 @@ from pipeline import config as config_lib
 from pipeline import sources
 from pipeline.apply import BAD_RECORD, ERRORS_TAG, STATS_TAG, ApplyHeads, BadRecordError
 from pipeline.combine import CombineStates
-from pipeline.results import KeyResult, build_tables, state_result
+from pipeline.results import KeyResult, build_tables, state_result, typed_slice_values
 from pipeline.writers import parquet as parquet_writer
 from pipeline.writers import publish as publish_lib
 
@@ -392,7 +392,7 @@ class WriteRun(beam.DoFn):
         names = list(config.head_names) + ([config.multi_head_name]
                                            if config.multi_head_name else [])
         _optional_writer('pipeline.writers.tfma', 'write_tfma', out, metrics, plots,
-                         [list(s) for s in config.slices], names)
+                         [list(s) for s in config.slices], names, typed_slice_values(results))
         if config.tensorboard is not None:
             _optional_writer('pipeline.writers.tensorboard', 'write_tensorboard',
                              _tensorboard_dir(config.tensorboard.dir, final_out, out),
@@ -455,6 +455,17 @@ def _optional_writer(module: str, function: str, *args: Any) -> None:
     getattr(mod, function)(*args)
 
 
+def _batch_slice_kinds(config: config_lib.EvalConfig, files: Sequence[str]
+                       ) -> tuple[str, dict[str, str]] | None:
+    """(first file, its slice columns' kinds) for ApplyHeads to check every batch against, for
+    formats without a footer (CSV, JSONL, TFRecord: a type is only known once rows are read);
+    None for Parquet, whose footers `prepare` checked."""
+    if config.format == 'parquet' or not files:
+        return None
+    kinds = config_lib.slice_kinds(config, sources.read_schema(files[0], config.format))
+    return (files[0], kinds) if kinds else None
+
+
 def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Sequence[str],
                    run_id: str, started_at: datetime.datetime, bad_records: str = 'fail',
                    write_predictions: bool = False, dictionary_columns: Sequence[str] = (),
@@ -472,10 +483,11 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
                | 'Progress' >> beam.ParDo(CountRows(run_id)))
     predictions_dir = (parquet_writer.join(parquet_writer.staging_dir(config.output, run_id),
                                            'predictions') if write_predictions else None)
-    applied = batches | 'ApplyHeads' >> beam.ParDo(
-        ApplyHeads(config, run_id, bad_records, precombine=precombine,
-                   predictions_dir=predictions_dir)).with_outputs(ERRORS_TAG, STATS_TAG,
-                                                                  main='states')
+    apply_heads = ApplyHeads(config, run_id, bad_records, precombine=precombine,
+                             predictions_dir=predictions_dir,
+                             slice_kinds=_batch_slice_kinds(config, files))
+    applied = batches | 'ApplyHeads' >> beam.ParDo(apply_heads).with_outputs(
+        ERRORS_TAG, STATS_TAG, main='states')
     head_names = list(config.head_names)
     # Every piece of the results is tagged with its kind and keyed by the one key (0) of the group
     # that gathers them all, in the same step (each step costs the pipeline's construction and
@@ -518,6 +530,8 @@ def prepare(config: config_lib.EvalConfig | str | Mapping[str, Any], output: str
     files = sources.match_files(config.pattern)
     schema = sources.read_schema(files[0], config.format)
     config_lib.check_columns(config, schema, files[0])
+    if config.format == 'parquet':
+        check_shard_slice_types(config, files, schema)
     dictionary_columns = []
     if config.format == 'parquet':
         import pyarrow as pa
@@ -527,6 +541,27 @@ def prepare(config: config_lib.EvalConfig | str | Mapping[str, Any], output: str
                 if pa.types.is_string(t) or pa.types.is_large_string(t):
                     dictionary_columns.append(c)
     return config, files, sorted(set(dictionary_columns))
+
+
+FOOTER_READERS = 16  # Parquet footers read at once (object stores: one request each)
+
+
+def check_shard_slice_types(config: config_lib.EvalConfig, files: Sequence[str],
+                            schema: Any) -> None:
+    """Checks every Parquet shard's footer (its schema only, no data) against the first
+    shard's `schema` for the configured slice columns (`config_lib.check_slice_kinds`).
+
+    Raises:
+      ConfigError: naming the first file (in `files` order) and column at fault.
+    """
+    import concurrent.futures
+    kinds = config_lib.slice_kinds(config, schema)
+    if not kinds or len(files) < 2:
+        return
+    with concurrent.futures.ThreadPoolExecutor(FOOTER_READERS) as pool:
+        schemas = pool.map(lambda f: sources.read_schema(f, 'parquet'), files[1:])
+        for path, other in zip(files[1:], schemas):
+            config_lib.check_slice_kinds(kinds, other, config.format, path, files[0])
 
 
 def evaluate(config: config_lib.EvalConfig | str | Mapping[str, Any],

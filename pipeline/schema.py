@@ -7,7 +7,9 @@ metrics/*.parquet — one row per (slice, head, metric[, window_start][, step]):
   run_id, evaluated_at      which run wrote the row, and when (UTC)
   slice                     "Overall", "country:US", "country_X_device:US_X_mobile" (TFMA's spelling)
   slice_columns, slice_values  the same split for filtering: "" / "" for Overall,
-                            "country_X_device" / "US_X_mobile" for a cross
+                            "country_X_device" / "US_X_mobile" for a cross; each column and
+                            value escaped (`escape_slice_part`: `%`→%25, `_X`→_%58, in columns
+                            `:`→%3A), `split_slice_parts` gives them back
   head                      the head's name (a MultiHead's merged `loss` under the MultiHead's name)
   metric                    tf.estimator's key without the "/head" suffix ("auc",
                             "accuracy/positive_threshold_0.5", "auc/class2", "loss")
@@ -32,6 +34,10 @@ errors/*.parquet — one row per rejected input row (--bad_records=dead_letter):
   run_id, file, row (0-based within the file), column, reason, values (the row as JSON)
 """
 from __future__ import annotations
+
+import re
+import urllib.parse
+from typing import Sequence
 
 import pyarrow as pa
 
@@ -97,8 +103,46 @@ def with_extras(schema: pa.Schema, windowed: bool = False, stepped: bool = False
     return pa.schema(fields)
 
 
-def slice_name(columns: tuple[str, ...], values: tuple[object, ...]) -> str:
-    """TFMA's slice spelling: Overall, `country:US`, `country_X_device:US_X_mobile`."""
+SLICE_SEP = '_X_'
+_ESCAPED = re.compile(r'%|(?<=_)X')
+_ESCAPED_COLUMN = re.compile(r'%|(?<=_)X|:')
+
+
+def _escape_char(m: re.Match) -> str:
+    return '%%%02X' % ord(m.group(0))
+
+
+def slice_text(value: object) -> str:
+    """A slice value as text: str(value) for text, integers and floats (the pipeline gives an
+    integral number as an int, so int64 0 and float64 0.0 both read `0`)."""
+    return value if isinstance(value, str) else str(value)
+
+
+def escape_slice_part(text: str, column: bool = False) -> str:
+    """One column or value as it appears in `slice`, `slice_columns` and `slice_values`: `%` and
+    an `X` right after `_` are percent-encoded (`%25`, `%58`), and in a column also `:` (`%3A`),
+    so no part contains the separator `_X_` and the first `:` of `slice` ends its columns.
+    Ordinary values are unchanged (`US`, `mobile`, `30`, `12:30`)."""
+    return (_ESCAPED_COLUMN if column else _ESCAPED).sub(_escape_char, text)
+
+
+def join_slice_parts(parts: Sequence[object], columns: bool = False) -> str:
+    """`slice_columns` (columns=True) / `slice_values` of a slice: its escaped parts joined by
+    `_X_`."""
+    return SLICE_SEP.join(escape_slice_part(slice_text(p), columns) for p in parts)
+
+
+def split_slice_parts(joined: str) -> list[str]:
+    """The exact inverse of `join_slice_parts` (for text parts): the columns or values of a
+    `slice_columns` / `slice_values` cell; `[]` for Overall's ``."""
+    if not joined:
+        return []
+    return [urllib.parse.unquote(p) for p in joined.split(SLICE_SEP)]
+
+
+def slice_name(columns: Sequence[str], values: Sequence[object]) -> str:
+    """TFMA's slice spelling: Overall, `country:US`, `country_X_device:US_X_mobile` (columns and
+    values escaped by `escape_slice_part`)."""
     if not columns:
         return OVERALL
-    return '%s:%s' % ('_X_'.join(columns), '_X_'.join(str(v) for v in values))
+    return '%s:%s' % (join_slice_parts(columns, True), join_slice_parts(values))

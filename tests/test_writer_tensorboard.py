@@ -108,14 +108,34 @@ def plots_table(CONFUSION=CONFUSION, CALIBRATION=CALIBRATION):  # noqa: N803 -- 
 
 
 def test_run_names():
-    assert tb_writer.run_name('Overall', '', '') == 'Overall'
-    assert tb_writer.run_name('country:US', 'country', 'US') == 'country=US'
-    assert tb_writer.run_name('country_X_device:US_X_mobile', 'country_X_device',
-                              'US_X_mobile') == 'country=US,device=mobile'
-    assert tb_writer.run_name('p:../x', 'p', '../x') == 'p=..%2Fx'
-    assert tb_writer.run_name('p:50%', 'p', '50%') == 'p=50%25'
-    # A value holding the separator cannot be split: the whole slice name, escaped.
-    assert tb_writer.run_name('a_X_b:1_X_2_X_3', 'a_X_b', '1_X_2_X_3') == 'a_X_b%3A1_X_2_X_3'
+    assert tb_writer.run_name('', '') == 'Overall'
+    assert tb_writer.run_name('country', 'US') == 'country=US'
+    assert tb_writer.run_name('country_X_device', 'US_X_mobile') == 'country=US,device=mobile'
+    assert tb_writer.run_name('p', '../x') == 'p=..%2Fx'
+    # The cells are escaped (`schema.escape_slice_part`): `50%` is `50%25` there.
+    assert tb_writer.run_name('p', '50%25') == 'p=50%25'
+    # A value holding the separator: escaped in the cell, one value again in the run name.
+    assert tb_writer.run_name('a_X_b', '1_%58_2_X_3') == 'a=1_X_2,b=3'
+
+
+def test_long_slice_values_are_cut_and_hashed(tmp_path):
+    """29 CJK characters escape to 261 bytes, more than a file name may hold (255): the run name
+    is cut to 200 bytes and ends with a hash, distinct for two values sharing their start."""
+    long_a, long_b = '中' * 29 + 'a', '中' * 29 + 'b'
+    rows = [('', '', 'click', 'auc', 0.75, 100),
+            ('city', long_a, 'click', 'auc', 0.5, 100),
+            ('city', long_b, 'click', 'auc', 0.25, 100)]
+    logdir = str(tmp_path / 'tb')
+    written = tb_writer.write_tensorboard(logdir, metrics_table(rows), plots_table().slice(0, 0))
+    runs = sorted(os.path.relpath(os.path.dirname(p), logdir) for p in written)
+    assert len(runs) == 3 and runs[0] == 'Overall'
+    escaped = 'city=' + '%E4%B8%AD' * 29  # 5 + 261 bytes
+    for run in runs[1:]:
+        assert len(run.encode('utf-8')) <= 200
+        head, digest = run.split('~')
+        assert escaped.startswith(head) and len(head) >= 150 and len(digest) == 16
+        assert len(head) % 9 == 5  # 'city=' then whole 9-byte escapes only
+    assert runs[1] != runs[2]
 
 
 def test_duplicate_rows_and_empty_tables(tmp_path):

@@ -126,6 +126,13 @@ def test_slice_key_spelling():
         tfma_writer.slice_key('region', 'EU', SLICES)
     with pytest.raises(ValueError, match='US_X_a_X_b'):
         tfma_writer.slice_key('country_X_device', 'US_X_a_X_b', SLICES)
+    # Escaped cells (docs/tables.md): a value holding `_X_` or `%` is one value.
+    assert tfma_writer.slice_key('country_X_device', 'US_X_a_%58_b%25', SLICES) == (
+        ('country', 'US'), ('device', 'a_X_b%'))
+    # The run's own values, typed as TFMA's slicer types features.
+    typed = {('age', '30'): ('30',), ('age', '1.5'): (1.5,)}
+    assert tfma_writer.slice_key('age', '30', SLICES, typed) == (('age', '30'),)
+    assert tfma_writer.slice_key('age', '1.5', SLICES, typed) == (('age', 1.5),)
 
 
 def test_metric_name_and_class():

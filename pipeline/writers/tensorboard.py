@@ -40,7 +40,13 @@ steps at one window end, would otherwise overwrite each other.
 Run names: `Overall`, or `column=value` pairs joined by `,` in the slice's column order. Each
 column and value is percent-escaped (`urllib.parse.quote`, only letters, digits and `_.-~` kept),
 so `/`, `=`, `,`, `%`, spaces and the like cannot split or confuse the directory name:
-`path=/a b` → run `path=%2Fa%20b`.
+`path=/a b` → run `path=%2Fa%20b`. Columns and values are taken from `slice_columns` and
+`slice_values` (unescaped by `schema.split_slice_parts`), never by splitting `slice`. A name
+longer than 200 bytes (`MAX_RUN_BYTES`; file systems allow 255, and 29 CJK characters escape to
+261) is cut after at most 183 bytes, between two characters (never inside one's `%XX` escapes),
+followed by `~` and the first
+16 hex digits of the SHA-256 of the slice (`slice_columns:slice_values`), so two long values
+never share a run.
 
 Paths: files are written through Beam's `FileSystems`, so `logdir` may be local or `gs://...`
 (then TensorBoard reads it with `tensorboard --logdir gs://...`). Each file is written under a
@@ -51,6 +57,7 @@ points, while runs with other ids (other checkpoints) add theirs next to them.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import urllib.parse
 import uuid
 from typing import Any, Iterable, Sequence
@@ -58,26 +65,50 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
+from pipeline import schema
 from pipeline.writers.tfma import tfrecord_bytes
 
 OVERALL = 'Overall'
 FILE_VERSION = 'brain.Event:2'
-_SEP = '_X_'
+MAX_RUN_BYTES = 200  # a run's directory name; file systems allow 255 bytes
 
 
-def run_name(slice_name: str, slice_columns: str, slice_values: str) -> str:
+def run_name(slice_columns: str, slice_values: str) -> str:
     """The run directory name of a slice: `Overall`, `country=US`, `country=US,device=mobile`.
 
-    Columns and values are percent-escaped. When the values do not split into one per column (a
-    value containing "_X_"), the run is named after the whole escaped slice name instead.
+    Columns and values come from the `slice_columns` and `slice_values` cells
+    (`schema.split_slice_parts`) and are percent-escaped; a name longer than `MAX_RUN_BYTES` is
+    cut (`_shorten`).
     """
-    if not slice_columns:
+    columns = schema.split_slice_parts(slice_columns)
+    if not columns:
         return OVERALL
-    columns = slice_columns.split(_SEP)
-    values = slice_values.split(_SEP)
-    if len(columns) != len(values):
-        return _escape(slice_name)
-    return ','.join('%s=%s' % (_escape(c), _escape(v)) for c, v in zip(columns, values))
+    values = schema.split_slice_parts(slice_values)
+    pieces = []  # the name as escaped characters, to cut it between two of them
+    for c, v in zip(columns, values):
+        pieces += ([','] if pieces else []) + _escaped_chars(c) + ['='] + _escaped_chars(v)
+    return _shorten(pieces, '%s:%s' % (slice_columns, slice_values))
+
+
+def _escaped_chars(text: str) -> list[str]:
+    return [_escape(ch) for ch in text]
+
+
+def _shorten(pieces: list[str], whole: str) -> str:
+    """The joined `pieces` when at most `MAX_RUN_BYTES` long, else the longest run of whole
+    pieces (characters, never a part of one's escape) that leaves room for `~` + 16 hex digits
+    of the SHA-256 of `whole` (the slice), so two long slices sharing their start keep apart."""
+    name = ''.join(pieces)
+    if len(name) <= MAX_RUN_BYTES:  # escaped: ASCII, one byte per character
+        return name
+    digest = hashlib.sha256(whole.encode('utf-8')).hexdigest()[:16]
+    room = MAX_RUN_BYTES - len(digest) - 1
+    kept = 0
+    for n, piece in enumerate(pieces):
+        if kept + len(piece) > room:
+            return '%s~%s' % (''.join(pieces[:n]), digest)
+        kept += len(piece)
+    return name  # not reached: the whole name is longer than room
 
 
 def _escape(text: str) -> str:
@@ -103,8 +134,7 @@ def _steps(table: pa.Table) -> list[int]:
 
 def _runs(table: pa.Table) -> list[str]:
     """Each row's run: the slice's run, plus `/step=<step>` when the table has windows and steps."""
-    names = [run_name(*key) for key in zip(table.column('slice').to_pylist(),
-                                           table.column('slice_columns').to_pylist(),
+    names = [run_name(*key) for key in zip(table.column('slice_columns').to_pylist(),
                                            table.column('slice_values').to_pylist())]
     if not _windowed_and_stepped(table):
         return names

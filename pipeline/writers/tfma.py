@@ -13,9 +13,12 @@ default arguments, and TFMA's notebook views render them.
 How the tables map onto TFMA's protos:
 
 - Slice: TFMA's slice key, a tuple of (column, value) pairs sorted by column; `()` for Overall.
-  The tables keep slice values as text; a value written as a plain decimal integer ("30", "-2",
-  not "030") becomes an `int64_value`, as TFMA's slicer writes integer features; any other value
-  is a `bytes_value` (its exact text).
+  Columns and values come from the rows' `slice_columns` and `slice_values` (unescaped by
+  `schema.split_slice_parts`), never from the display string `slice`. A run passes the values as
+  it sliced them (`typed`): integers (and integral floats, which the pipeline makes integers)
+  become `int64_value`, other floats `float_value`, text `bytes_value` (UTF-8), as TFMA's slicer
+  writes features. Without them (tables read back), a value written as a plain decimal integer
+  ("30", "-2", not "030") becomes an `int64_value` and any other value a `bytes_value`.
 - Metric row → `MetricKeyAndValue`: `output_name` = the head's name, `example_weighted` = true
   (a head's metrics always use its weight column; without one every weight is 1), `name` = the
   metric key. Per-class keys follow TFMA's convention of one name with a `SubKey`:
@@ -61,9 +64,11 @@ import sys
 import threading
 import types
 import uuid
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
+
+from pipeline import schema
 
 TFMA_DIR = 'tfma'
 METRICS_FILE = 'metrics-00000-of-00001.tfrecord'
@@ -75,7 +80,6 @@ _CLASS_KEY = re.compile(r'^(?P<name>.+)/class(?P<id>\d+)$')
 _CLASS_TAG = re.compile(r'^class(?:Id:)?(?P<id>\d+)$')  # plots' `classId:2` (or `class2`)
 _INT_VALUE = re.compile(r'^(0|-?[1-9][0-9]*)$')
 _INT64_MAX = 2 ** 63 - 1
-_SEP = '_X_'
 
 
 # -------------------------------------------------------------------------------------------------
@@ -189,33 +193,39 @@ def _write_file(path: str, data: bytes) -> None:
 # Keys.
 # -------------------------------------------------------------------------------------------------
 
-def slice_key(slice_columns: str, slice_values: str,
-              slices: Sequence[Sequence[str]]) -> tuple[tuple[str, Any], ...]:
+TypedValues = Mapping[tuple[str, str], Sequence[Any]]
+
+
+def slice_key(slice_columns: str, slice_values: str, slices: Sequence[Sequence[str]],
+              typed: TypedValues | None = None) -> tuple[tuple[str, Any], ...]:
     """TFMA's slice key for a table row: ((column, value), ...) sorted by column; () for Overall.
 
+    The columns and values come from the row's `slice_columns` and `slice_values` cells
+    (`schema.split_slice_parts`, the exact inverse of their escaping), never from `slice`.
+    `typed` maps a row's (slice_columns, slice_values) to the values as the pipeline sliced them
+    (int, float or str); a row it does not cover falls back to the text rule (`_slice_value`).
+
     Raises:
-      ValueError: the row's slice columns are not one of `slices`, or its values do not split
-        into one value per column.
+      ValueError: the row's slice columns are not one of `slices`, or its values are not one per
+        column.
     """
-    if not slice_columns:
+    columns = schema.split_slice_parts(slice_columns)
+    if not columns:
         return ()
-    columns = None
-    for spec in slices:
-        if spec and _SEP.join(spec) == slice_columns:
-            columns = list(spec)
-            break
-    if columns is None:
+    if not any(list(spec) == columns for spec in slices):
         raise ValueError('tfma: slice columns %r are not one of the configured slices %r'
                          % (slice_columns, [list(s) for s in slices]))
-    values = slice_values.split(_SEP)
+    values = (typed or {}).get((slice_columns, slice_values))
+    if values is None:
+        values = [_slice_value(v) for v in schema.split_slice_parts(slice_values)]
     if len(values) != len(columns):
-        raise ValueError('tfma: slice %r: values %r do not split into one value per column %r '
-                         '(a value contains %r)' % (slice_columns, slice_values, columns, _SEP))
-    return tuple(sorted(((c, _slice_value(v)) for c, v in zip(columns, values)),
-                        key=lambda cv: cv[0]))
+        raise ValueError('tfma: slice %r: values %r are not one value per column %r'
+                         % (slice_columns, slice_values, columns))
+    return tuple(sorted(zip(columns, values), key=lambda cv: cv[0]))
 
 
 def _slice_value(text: str) -> int | str:
+    """A value's type from its text alone: a plain decimal integer is an int, the rest text."""
     if _INT_VALUE.match(text) and abs(int(text)) <= _INT64_MAX:
         return int(text)
     return text
@@ -268,12 +278,12 @@ def _check_head(head: str, head_names: Sequence[str], table: str, row: int) -> N
 
 
 def _validate(metrics: pa.Table, plots: pa.Table, slices: Sequence[Sequence[str]],
-              head_names: Sequence[str]) -> None:
+              head_names: Sequence[str], typed: TypedValues | None) -> None:
     """Checks every row's slice, head and curve, and that no metric repeats, before TFMA loads."""
     for table, name in ((metrics, 'metrics'), (plots, 'plots')):
         cols = {c: table.column(c).to_pylist() for c in ('slice_columns', 'slice_values', 'head')}
         for i in range(len(table)):
-            slice_key(cols['slice_columns'][i], cols['slice_values'][i], slices)
+            slice_key(cols['slice_columns'][i], cols['slice_values'][i], slices, typed)
             _check_head(cols['head'][i], head_names, name, i)
     for i, curve in enumerate(plots.column('curve').to_pylist()):
         if curve not in ('confusion', 'calibration'):
@@ -290,7 +300,7 @@ def _validate(metrics: pa.Table, plots: pa.Table, slices: Sequence[Sequence[str]
 
 
 def _metrics_records(metrics: pa.Table, rows: list[int], slices: Sequence[Sequence[str]],
-                     head_names: Sequence[str]) -> list[bytes]:
+                     head_names: Sequence[str], typed: TypedValues | None) -> list[bytes]:
     from google.protobuf import wrappers_pb2
     mfs = tfma_module('proto.metrics_for_slice_pb2')
 
@@ -300,7 +310,7 @@ def _metrics_records(metrics: pa.Table, rows: list[int], slices: Sequence[Sequen
     order = {h: i for i, h in enumerate(head_names)}
     by_slice: dict[tuple, list[int]] = {}
     for i in rows:
-        key = slice_key(cols['slice_columns'][i], cols['slice_values'][i], slices)
+        key = slice_key(cols['slice_columns'][i], cols['slice_values'][i], slices, typed)
         _check_head(cols['head'][i], head_names, 'metrics', i)
         by_slice.setdefault(key, []).append(i)
     records = []
@@ -341,7 +351,7 @@ def _metrics_records(metrics: pa.Table, rows: list[int], slices: Sequence[Sequen
 
 
 def _plots_records(plots: pa.Table, rows: list[int], slices: Sequence[Sequence[str]],
-                   head_names: Sequence[str]) -> list[bytes]:
+                   head_names: Sequence[str], typed: TypedValues | None) -> list[bytes]:
     mfs = tfma_module('proto.metrics_for_slice_pb2')
 
     names = ['slice_columns', 'slice_values', 'head', 'sub_key', 'curve', 'threshold', 'tp', 'fp',
@@ -351,7 +361,7 @@ def _plots_records(plots: pa.Table, rows: list[int], slices: Sequence[Sequence[s
     order = {h: i for i, h in enumerate(head_names)}
     groups: dict[tuple, dict[tuple[str, str], list[int]]] = {}
     for i in rows:
-        key = slice_key(cols['slice_columns'][i], cols['slice_values'][i], slices)
+        key = slice_key(cols['slice_columns'][i], cols['slice_values'][i], slices, typed)
         _check_head(cols['head'][i], head_names, 'plots', i)
         if cols['curve'][i] not in ('confusion', 'calibration'):
             raise ValueError('tfma: plots row %d: curve %r is not confusion or calibration'
@@ -415,22 +425,25 @@ def _eval_run_json(slices: Sequence[Sequence[str]], head_names: Sequence[str]) -
 
 
 def write_tfma(output_dir: str, metrics: pa.Table, plots: pa.Table, slices: list[list[str]],
-               head_names: list[str]) -> None:
+               head_names: list[str], typed: TypedValues | None = None) -> None:
     """Writes `<output_dir>/tfma/` for TFMA's loaders (see the module docstring for the mapping).
 
     Args:
       output_dir: the run's output directory, local or gs://.
       metrics: the metrics table (`pipeline.schema.METRICS`, with window / step columns if any).
       plots: the plots table (`pipeline.schema.PLOTS`, likewise).
-      slices: the configured slices, each a list of columns (`[]` is Overall); they split the
-        tables' joined `slice_columns` back into columns.
+      slices: the configured slices, each a list of columns (`[]` is Overall): every row's
+        `slice_columns` must be one of them.
       head_names: every head name the tables may hold (the MultiHead's included), in output order.
+      typed: (slice_columns, slice_values) → the slice's values as the pipeline sliced them (int,
+        float, str), for typed slice keys (`typed_slice_values`); rows it does not cover are typed
+        from their text.
 
     Raises:
       ValueError: naming the table, row and value, for a head or slice the arguments do not
         declare, or a (slice, head, metric) that appears twice in one evaluation.
     """
-    _validate(metrics, plots, slices, head_names)
+    _validate(metrics, plots, slices, head_names, typed)
     base = _join(output_dir, TFMA_DIR)
     metric_keys = _evaluation_keys(metrics)
     plot_keys = _evaluation_keys(plots)
@@ -447,8 +460,9 @@ def write_tfma(output_dir: str, metrics: pa.Table, plots: pa.Table, slices: list
         p_rows = plot_rows.get(evaluation, [])
         files = {
             EVAL_CONFIG_FILE: config_json,
-            METRICS_FILE: tfrecord_bytes(_metrics_records(metrics, m_rows, slices, head_names)),
-            PLOTS_FILE: tfrecord_bytes(_plots_records(plots, p_rows, slices, head_names)),
+            METRICS_FILE: tfrecord_bytes(_metrics_records(metrics, m_rows, slices, head_names,
+                                                          typed)),
+            PLOTS_FILE: tfrecord_bytes(_plots_records(plots, p_rows, slices, head_names, typed)),
         }
         targets = []
         if len(evaluations) > 1:
