@@ -33,6 +33,7 @@ SELECT s.head, s.slice, s.value AS auc, s.example_count, s.value - o.value AS vs
 FROM metrics AS s
 JOIN metrics AS o ON o.head = s.head AND o.metric = s.metric AND o.slice = 'Overall'
 WHERE s.metric = 'auc' AND s.slice <> 'Overall'
+  AND s.weighted_example_count > 0   -- not a slice of weight 0 (its metrics are 0/0)
 QUALIFY row_number() OVER (PARTITION BY s.head ORDER BY s.value ASC NULLS LAST, s.slice) <= 10
 ORDER BY s.head, s.value ASC NULLS LAST, s.slice;
 
@@ -41,6 +42,7 @@ ORDER BY s.head, s.value ASC NULLS LAST, s.slice;
 SELECT head, slice, value AS auc, example_count
 FROM metrics
 WHERE metric = 'auc' AND slice <> 'Overall' AND example_count >= 1000
+  AND weighted_example_count > 0
 ORDER BY head, value ASC NULLS LAST, slice;
 
 -- name: auc_over_windows
@@ -55,7 +57,7 @@ ORDER BY head, slice, window_start;
 -- (windowed) The slices with the lowest auc in the latest window.
 SELECT head, slice, window_start, value AS auc, example_count
 FROM metrics
-WHERE metric = 'auc' AND slice <> 'Overall'
+WHERE metric = 'auc' AND slice <> 'Overall' AND weighted_example_count > 0
   AND window_start = (SELECT max(window_start) FROM metrics)
 ORDER BY head, value ASC NULLS LAST, slice;
 

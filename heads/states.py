@@ -883,17 +883,21 @@ class Histogram:
         AUC = Σ over (positive i, negative j) of w_i·w_j·[s_i > s_j] + ½·w_i·w_j·[s_i = s_j], over
         Σw₊·Σw₋. Pairs in different entries are ordered exactly; pairs within a single-value entry
         (0, 1, NaN) are ties (½ exactly); pairs sharing an interval entry contribute anywhere
-        between 0 and their weight product, which the interval spans. (0, 0) without positive or
-        negative weight (Keras' AUC is 0 there); (NaN, NaN) when some weight is negative (then no
-        such bound holds).
+        between 0 and their weight product, which the interval spans.
+
+        (NaN, NaN) — no interval — when the exact AUC is undefined: without positive or without
+        negative weight (a 0/0: all weights zero, an empty state, one class only; Keras' AUC, the
+        head's `auc` value, is 0 there), or when some weight is negative (a weighted AUC is not a
+        probability then and no such bound holds; the pipeline rejects negative weights).
         """
+        undefined = (float('nan'), float('nan'))
         if self.negative_weights > 0:
-            return (float('nan'), float('nan'))
+            return undefined
         pos = np.concatenate([[self.nan_pos], self.pos])
         neg = np.concatenate([[self.nan_neg], self.neg])
         wp, wn = float(np.sum(pos)), float(np.sum(neg))
         if wp <= 0 or wn <= 0:
-            return (0.0, 0.0)
+            return undefined
         below = np.cumsum(neg) - neg  # negative weight strictly below each entry
         ordered = float(np.sum(pos * below))
         same = pos * neg

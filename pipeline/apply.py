@@ -4,9 +4,10 @@ Per `SourceBatch`:
 
 1. Arrow columns → numpy: scalars to 1-D/2-D arrays, list columns to [rows, d] arrays (flatten and
    reshape), multi-label id lists kept as an Arrow ListArray, CSV JSON-list strings parsed.
-2. Bad rows: nulls and ragged lists found here, then every head's `invalid_rows`. With
-   `bad_records='fail'` the first one raises `BadRecordError` naming file, row, column and reason;
-   with 'dead_letter' the row is dropped for every head and emitted on the `errors` output.
+2. Bad rows: nulls and ragged lists found here, then every head's `invalid_rows`, then negative
+   weights (`negative_weights`: the heads take them as tf.estimator did; the pipeline does not).
+   With `bad_records='fail'` the first one raises `BadRecordError` naming file, row, column and
+   reason; with 'dead_letter' the row is dropped for every head and emitted on the `errors` output.
 3. Keys: per slice spec, vectorised slice codes (dictionary codes; crosses by compacting combined
    codes), optionally crossed with window starts and step values: each row gets the code of its
    key.
@@ -326,6 +327,27 @@ def head_arrays(batch: pa.RecordBatch, config: EvalConfig, heads: Sequence[Any],
     return out
 
 
+NEGATIVE_WEIGHT = 'negative weight (a weighted metric needs weights >= 0)'
+
+
+def negative_weights(config: EvalConfig, arrays: Sequence[HeadArrays],
+                     problems: _Problems) -> None:
+    """Adds the rows with a negative weight (per weight column, once) to `problems`.
+
+    tf.estimator's heads take negative weights silently (their loss subtracts), so the heads'
+    `invalid_rows` keep them; but a weighted metric, its AUC bounds and the weighted counts mean
+    nothing then, so the pipeline rejects such a row as a bad record. NaN weights are the heads'
+    (non-finite); -inf is reported as non-finite first."""
+    seen = set()
+    for spec, a in zip(config.heads, arrays):
+        w = spec.weight_column
+        if w and w not in seen:
+            seen.add(w)
+            x = np.asarray(a.features[w])
+            if x.dtype.kind in 'iuf':  # other kinds are the heads' to reject (not numbers)
+                problems.add(w, NEGATIVE_WEIGHT, x < 0)
+
+
 def _take(x: Any, idx: np.ndarray) -> Any:
     if isinstance(x, (pa.Array, pa.ChunkedArray)):
         return x.take(pa.array(idx))
@@ -592,6 +614,7 @@ class ApplyHeads(beam.DoFn):
                 column = {'logits': ','.join(spec.logits_columns),
                           'labels': spec.labels}.get(role, role)
                 problems.add(column, reason, mask)
+        negative_weights(config, arrays, problems)
         micros = None
         if config.window:
             micros = epoch_micros(_column(batch, config.window.column), config.window.column,

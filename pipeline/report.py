@@ -202,6 +202,45 @@ def head_thresholds(metric_keys: Iterable[str]) -> list[float]:
     return sorted(found)
 
 
+def not_ranked_reason(row: dict | None) -> str | None:
+    """Why a metrics-table row's value says nothing about its slice (it is a 0/0 the head reports
+    as tf.estimator does, 0), or None: the slice has no weight (`weighted_example_count` 0), or it
+    is an auc row of 0 without bounds (its exact AUC is undefined: one class only; a table
+    written by other means may have no bounds at all, and its auc rows are ranked)."""
+    if row is None:
+        return None
+    if row.get('weighted_example_count') == 0:
+        return 'no weight'
+    if (row['metric'].split('/')[0] == 'auc' and row.get('lower_bound') is None
+            and row.get('value') == 0):
+        return 'auc undefined: one class only'
+    return None
+
+
+def rank_slices(slices: Sequence[str], cell: dict[tuple[str, str], dict], metric: str
+                ) -> tuple[list[str], list[tuple[str, str]]]:
+    """The slices other than Overall ranked worst first by `metric` (slices without a finite
+    value last), and the (slice, reason) of those left out of the ranking: their value is a 0/0
+    (`not_ranked_reason`) and would otherwise pass for the worst."""
+    worse_high = lower_is_better(metric)
+    ranked, left_out = [], []
+    for s in slices:
+        if s == schema.OVERALL:
+            continue
+        reason = not_ranked_reason(cell.get((s, metric)))
+        if reason is None:
+            ranked.append(s)
+        else:
+            left_out.append((s, reason))
+
+    def key(s: str) -> tuple:
+        v = cell.get((s, metric), {}).get('value')
+        if not _finite(v):
+            return (1, 0.0, s)
+        return (0, -v if worse_high else v, s)
+    return sorted(ranked, key=key), left_out
+
+
 def _slug(text: str) -> str:
     return re.sub(r'[^A-Za-z0-9_-]+', '-', text).strip('-') or 'x'
 
@@ -555,6 +594,7 @@ class _HeadView:
     rows: list[dict]             # per slice: label, cells, example_count, weighted_example_count
     primary: str | None
     comparison: str              # SVG
+    not_ranked: list[str]        # 'slice (reason)' of the slices left out of the comparison
     slices: list[dict]           # per slice: label, anchor, charts, matrices
     over_time: list[str]         # SVGs shown
     over_time_more: list[str]    # SVGs folded away
@@ -594,30 +634,26 @@ def _head_view(head: str, metric_rows: list[dict], plot_rows: list[dict], time_a
                                      if _finite(lo) and _finite(hi) else '')})
         c = counts[s]
         rows.append({'label': s, 'cells': cells,
+                     'note': 'no weight' if c.get('weighted_example_count') == 0 else '',
                      'example_count': c.get('example_count'),
                      'example_count_text': fmt(c.get('example_count')),
                      'weighted': c.get('weighted_example_count'),
                      'weighted_text': fmt_count(c.get('weighted_example_count'))})
 
     primary = next((m for m in _PRIMARY_METRICS if m in metrics), metrics[0] if metrics else None)
-    comparison = ''
+    comparison, not_ranked = '', []
     if primary is not None:
         worse_high = lower_is_better(primary)
-        others = [s for s in slices if s != schema.OVERALL]
-
-        def rank(s: str) -> tuple:
-            v = cell.get((s, primary), {}).get('value')
-            if not _finite(v):
-                return (1, 0.0, s)  # slices without a value go last
-            return (0, -v if worse_high else v, s)
-        ordered = sorted(others, key=rank) or slices
+        ranked, left_out = rank_slices(slices, cell, primary)
+        not_ranked = ['%s (%s)' % pair for pair in left_out]
+        ordered = ranked or [s for s in slices if s == schema.OVERALL]
         ref = cell.get((schema.OVERALL, primary), {}).get('value')
         comparison = bar_chart(
             ordered, [cell.get((s, primary), {}).get('value') for s in ordered],
             [counts[s].get('example_count') for s in ordered],
             title='%s by slice, worst first (%s is better; dashed line: Overall)'
                   % (primary, 'lower' if worse_high else 'higher'),
-            reference=ref if others else None,
+            reference=ref if ranked else None,
             bounds=[(cell.get((s, primary), {}).get('lower_bound'),
                      cell.get((s, primary), {}).get('upper_bound')) for s in ordered])
 
@@ -645,7 +681,7 @@ def _head_view(head: str, metric_rows: list[dict], plot_rows: list[dict], time_a
     elif latest != (None, None):
         note = _period_label(latest).capitalize() + '.'
     return _HeadView(head, 'head-%d-%s' % (index, _slug(head)), metrics, rows, primary,
-                     comparison, slice_views, over_time, more, note, thresholds)
+                     comparison, not_ranked, slice_views, over_time, more, note, thresholds)
 
 
 def _over_time(head: str, metric_rows: list[dict], metrics: list[str], slices: list[str],
@@ -671,11 +707,8 @@ def _over_time(head: str, metric_rows: list[dict], metrics: list[str], slices: l
     colors.update({s: _PALETTE[1 + i % (len(_PALETTE) - 1)] for i, s in enumerate(others_all)})
     charts = []
     for m in metrics:
-        worse_high = lower_is_better(m)
-        others = [s for s in slices if s != schema.OVERALL and _finite(
-            current.get((s, m), {}).get('value'))]
-        others.sort(key=lambda s: (-current[(s, m)]['value'] if worse_high
-                                   else current[(s, m)]['value'], s))
+        others = [s for s in rank_slices(slices, current, m)[0]
+                  if _finite(current.get((s, m), {}).get('value'))]
         chosen = ([schema.OVERALL] if schema.OVERALL in slices else []) + \
             others[:_OVER_TIME_SLICES]
         series = []

@@ -7,6 +7,7 @@ gathers every key's results into the two tables, adds the MultiHead `loss` rows 
 from __future__ import annotations
 
 import datetime
+import math
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
@@ -36,6 +37,12 @@ def strip_suffix(metric_key: str, head_name: str | None) -> str:
     return metric_key
 
 
+def _bound(b: float | None) -> float | None:
+    """A bound as the metrics table holds it: null where the state has none (NaN: the exact AUC
+    is undefined, e.g. a slice whose weights are all 0 or that holds one class only)."""
+    return None if b is None or not math.isfinite(b) else float(b)
+
+
 def state_result(key: tuple, state: Any, head_names: Sequence[str]) -> KeyResult:
     """Reads a head state's metrics, loss, counts, bounds and plots."""
     key = Key(*key)
@@ -43,10 +50,9 @@ def state_result(key: tuple, state: Any, head_names: Sequence[str]) -> KeyResult
     bounds = state.bounds() or {}
     rows: dict[str, tuple[str, float, float | None, float | None]] = {}
     for k, v in state.result().items():
-        lo, hi = bounds.get(k, (None, None))
+        lo, hi = (_bound(b) for b in bounds.get(k, (None, None)))
         metric = strip_suffix(k, name)
-        rows[metric] = (metric, float(v), None if lo is None else float(lo),
-                        None if hi is None else float(hi))
+        rows[metric] = (metric, float(v), lo, hi)
     loss = float(state.loss())
     # The `loss` row is head.loss over the slice; a state reporting a `loss` key of its own cannot
     # make it appear twice.

@@ -15,7 +15,8 @@ metrics/*.parquet — one row per (slice, head, metric[, window_start][, step]):
                             "accuracy/positive_threshold_0.5", "auc/class2", "loss")
   value                     float64
   lower_bound, upper_bound  for `auc` rows: an interval that provably contains the exact
-                            (unbucketed, ties = 1/2) weighted ROC AUC; null elsewhere
+                            (unbucketed, ties = 1/2) weighted ROC AUC; null elsewhere, and where
+                            that AUC is undefined (weighted_example_count 0, or one class only)
   example_count             rows of the slice the head evaluated
   weighted_example_count    Σ weights of those rows
   window_start, window_end  (windowed runs only) timestamp[us, tz=UTC]

@@ -13,12 +13,18 @@ through Beam's `FileSystems`, so local paths and gs:// behave alike.
 Formats: Parquet (scalar, list and dictionary-encoded columns), TFRecord of tf.Example (decoded by
 tfx_bsl without importing TensorFlow; every feature is a list column), CSV (header row; row indices
 count data rows) and JSONL; CSV, JSONL and TFRecord may be gzipped (`.gz`).
+
+Row numbers, everywhere (SourceBatch, bad-record messages, errors/, unreadable-file messages): the
+0-based index of the record within its file, whatever the block, row-group or batch size — a
+Parquet row, a TFRecord record, a JSONL line, a CSV data row after the header. Blank lines of CSV
+and JSONL are not records (the readers skip them), so text messages also give the 1-based line.
 """
 from __future__ import annotations
 
 import logging
+import re
 import time
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
@@ -30,6 +36,7 @@ from pipeline.config import ConfigError
 TARGET_ROWS = 128 * 1024
 _TEXT_BLOCK_BYTES = 16 << 20
 _LOG_EVERY_S = 5.0
+_MAX_DETAIL = 300  # characters of a reader's own message kept in ours (one line)
 _log = logging.getLogger(__name__)
 
 # What a damaged or unreadable file raises inside pyarrow, tfx_bsl or Beam's TFRecord reader.
@@ -40,11 +47,20 @@ class UnreadableFileError(RuntimeError):
     """A file that cannot be read (corrupt, truncated, not of its format); names the file."""
 
 
-def _unreadable(path: str, fmt: str, e: BaseException, first_row: int | None = None
-                ) -> UnreadableFileError:
-    where = '' if first_row is None else ' (in the rows from %d on)' % first_row
+def _unreadable(path: str, fmt: str, e: BaseException, row: int | None = None,
+                line: int | None = None, exact: bool = True) -> UnreadableFileError:
+    """The one-line error for a file that cannot be read, naming it and, when known, the row:
+    `row` is the 0-based index of the record within the file (as in errors/ and bad-record
+    messages), `line` its 1-based line; `exact=False` when only "from this row on" is known."""
+    where = ''
+    if row is not None:
+        where = (' at row %d' if exact else ' from row %d on') % row
+        where += ' (line %d)' % line if line is not None else ''
+    detail = ' '.join(str(e).split())
+    if len(detail) > _MAX_DETAIL:
+        detail = detail[:_MAX_DETAIL] + ' ...'
     return UnreadableFileError('cannot read %s file %s%s: %s: %s' % (
-        fmt, path, where, type(e).__name__, str(e).strip()))
+        fmt, path, where, type(e).__name__, detail))
 
 
 class WorkItem(NamedTuple):
@@ -214,46 +230,165 @@ def _binary_to_string(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _tfrecord_records(f) -> Iterator[bytes]:
-    from apache_beam.io.tfrecordio import _TFRecordUtil
-    while True:
-        record = _TFRecordUtil.read_record(f)
-        if record is None:
-            return
-        yield record
-
-
 def _read_file(path: str, fmt: str, columns: Sequence[str] | None,
                rows: int) -> Iterator[pa.RecordBatch]:
-    """Batches of a whole CSV / JSONL / TFRecord file, in order."""
+    """Batches of a whole CSV / JSONL / TFRecord file, in order. A read error names the row (and
+    for text, the line) it happened at (`UnreadableFileError`)."""
     if fmt == 'csv':
         import pyarrow.csv as pcsv
         convert = pcsv.ConvertOptions(include_columns=list(columns)) if columns else None
-        with _open(path) as f:
-            reader = pcsv.open_csv(
-                f, read_options=pcsv.ReadOptions(block_size=_TEXT_BLOCK_BYTES),
-                convert_options=convert)
-            yield from _rechunk(reader, rows)
+        yield from _rechunk(_text_batches(path, fmt, lambda f: pcsv.open_csv(
+            f, read_options=pcsv.ReadOptions(block_size=_TEXT_BLOCK_BYTES),
+            convert_options=convert)), rows)
     elif fmt == 'jsonl':
         import pyarrow.json as pjson
-        with _open(path) as f:
-            reader = pjson.open_json(f, read_options=pjson.ReadOptions(
-                block_size=_TEXT_BLOCK_BYTES))
-            yield from _rechunk((_project(b, columns) for b in reader), rows)
+        yield from _rechunk((_project(b, columns) for b in _text_batches(
+            path, fmt, lambda f: pjson.open_json(f, read_options=pjson.ReadOptions(
+                block_size=_TEXT_BLOCK_BYTES)))), rows)
     elif fmt == 'tfrecord':
-        from tfx_bsl.coders import example_coder
-        decoder = example_coder.ExamplesToRecordBatchDecoder()
-        with _open(path) as f:
-            chunk: list[bytes] = []
-            for record in _tfrecord_records(f):
-                chunk.append(record)
-                if len(chunk) == rows:
-                    yield _binary_to_string(_project(decoder.DecodeBatch(chunk), columns))
-                    chunk = []
-            if chunk:
-                yield _binary_to_string(_project(decoder.DecodeBatch(chunk), columns))
+        yield from _tfrecord_batches(path, columns, rows)
     else:
         raise ValueError('unknown format %r' % fmt)
+
+
+# -- Text formats: rows are records (CSV: data rows after the header); blank lines are not rows.
+
+def _text_batches(path: str, fmt: str, open_reader: Callable[[Any], Iterable[pa.RecordBatch]]
+                  ) -> Iterator[pa.RecordBatch]:
+    """A streaming CSV / JSONL reader's batches (one per block), counting their rows so that a
+    read error can be placed in the file, not in the block that failed."""
+    done = 0  # rows of the blocks read: the failing block's first row
+    try:
+        with _open(path) as f:
+            for batch in open_reader(f):
+                yield batch
+                done += batch.num_rows
+    except FileNotFoundError:
+        raise
+    except _READ_ERRORS as e:
+        raise _text_error(path, fmt, e, done) from e
+
+
+def _text_error(path: str, fmt: str, e: BaseException, block_row: int) -> UnreadableFileError:
+    """The error for a text block that failed, at the exact row and line when the reader's message
+    says which (else "from the block's first row on")."""
+    try:
+        found = _locate_text_row(path, fmt, str(e), block_row)
+    except _READ_ERRORS:
+        found = None
+    if found is None:
+        return _unreadable(path, fmt, e, block_row, exact=False)
+    return _unreadable(path, fmt, e, *found)
+
+
+def _locate_text_row(path: str, fmt: str, message: str, block_row: int
+                     ) -> tuple[int, int] | None:
+    """(row, 1-based line) of the record a CSV / JSONL read error is about, or None.
+
+    JSONL: Arrow names the row within the block ("... in row N"). CSV: Arrow names no row, but the
+    expected field count ("Expected N columns, got M") or the column and value that did not
+    convert ("In CSV column #k: ... invalid value 'v'"); the first record of the block on that
+    fits is it. Runs on the error path only (a scan of the file's lines up to that record)."""
+    if fmt == 'jsonl':
+        m = re.search(r' in row (\d+)$', message)
+        if m is None:
+            return None
+        target = block_row + int(m.group(1))
+        return _scan_records(path, fmt, target, lambda fields: True)
+    m = re.search(r'Expected (\d+) columns, got \d+', message)
+    if m is not None:
+        width = int(m.group(1))
+        return _scan_records(path, fmt, block_row, lambda fields: len(fields) != width)
+    m = re.search(r"In CSV column #(\d+): CSV conversion error to .*: invalid value '(.*)'$",
+                  message, re.S)
+    if m is not None:
+        k, value = int(m.group(1)), m.group(2)
+        return _scan_records(path, fmt, block_row,
+                             lambda fields: len(fields) > k and fields[k] == value)
+    return None
+
+
+def _scan_records(path: str, fmt: str, start: int, is_it: Callable[[list[str]], bool]
+                  ) -> tuple[int, int] | None:
+    """(row, line) of the first record from row `start` on for which `is_it(fields)` (CSV: the
+    record's cells; JSONL: [the line]), or None."""
+    import csv
+    row = -1 if fmt == 'csv' else 0  # a CSV's first record is its header
+    for line, raw in enumerate(_lines(path), 1):
+        text = raw.decode('utf-8', 'replace').rstrip('\r')
+        if not text.strip():
+            continue
+        if row >= start:
+            fields = next(csv.reader([text])) if fmt == 'csv' else [text]
+            if is_it(fields):
+                return row, line
+        row += 1
+    return None
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    """The file's lines (without their '\n'), decompressed."""
+    with _open(path) as f:
+        rest = b''
+        while True:
+            chunk = f.read(_TEXT_BLOCK_BYTES)
+            if not chunk:
+                break
+            lines = (rest + chunk).split(b'\n')
+            rest = lines.pop()
+            yield from lines
+        if rest:
+            yield rest
+
+
+# -- TFRecord: rows are records.
+
+def _tfrecord_batches(path: str, columns: Sequence[str] | None,
+                      rows: int) -> Iterator[pa.RecordBatch]:
+    from tfx_bsl.coders import example_coder
+    decoder = example_coder.ExamplesToRecordBatchDecoder()
+    first = 0
+    chunk: list[bytes] = []
+    with _open(path) as f:
+        for record in _tfrecord_records(path, f):
+            chunk.append(record)
+            if len(chunk) == rows:
+                yield _binary_to_string(_project(_decode(decoder, chunk, path, first), columns))
+                first += len(chunk)
+                chunk = []
+    if chunk:
+        yield _binary_to_string(_project(_decode(decoder, chunk, path, first), columns))
+
+
+def _tfrecord_records(path: str, f) -> Iterator[bytes]:
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+    row = 0
+    while True:
+        try:
+            record = _TFRecordUtil.read_record(f)
+        except _READ_ERRORS as e:
+            raise _unreadable(path, 'tfrecord', e, row) from e
+        if record is None:
+            return
+        yield record
+        row += 1
+
+
+def _decode(decoder: Any, records: list[bytes], path: str, first: int) -> pa.RecordBatch:
+    """tf.Examples `records` (rows first ...) as a batch; an error names the first record that
+    cannot be decoded with the ones before it (a binary search over prefixes: error path only)."""
+    try:
+        return decoder.DecodeBatch(records)
+    except _READ_ERRORS as e:
+        ok, bad = 0, len(records)  # records[:ok] decode, records[:bad] do not
+        while bad - ok > 1:
+            mid = (ok + bad) // 2
+            try:
+                decoder.DecodeBatch(records[:mid])
+                ok = mid
+            except _READ_ERRORS:
+                bad = mid
+        raise _unreadable(path, 'tfrecord', e, first + bad - 1) from e
 
 
 def read_item(item: WorkItem, columns: Sequence[str] | None = None,
@@ -261,8 +396,10 @@ def read_item(item: WorkItem, columns: Sequence[str] | None = None,
               dictionary_columns: Sequence[str] = ()) -> Iterator[SourceBatch]:
     """Reads one work item into `SourceBatch`es of at most `rows` rows.
 
-    A file that turns out damaged while it is read raises `UnreadableFileError` naming it (and
-    the row from which on its rows could not be read); batches before that were yielded already.
+    A file that turns out damaged while it is read raises `UnreadableFileError` naming it and the
+    row (0-based, within the file: as errors/ counts rows) it failed at — CSV and JSONL also the
+    1-based line — or, where the reader cannot tell (Parquet), the row from which on its rows could
+    not be read; batches before that were yielded already.
 
     Args:
       item: what to read.
@@ -280,7 +417,9 @@ def read_item(item: WorkItem, columns: Sequence[str] | None = None,
     except UnreadableFileError:
         raise
     except _READ_ERRORS as e:
-        raise _unreadable(item.path, item.format, e, first) from e
+        # Parquet (text and TFRecord readers place their own errors): the rows from the first one
+        # not yielded on could not be read; the reader does not say which one failed.
+        raise _unreadable(item.path, item.format, e, first, exact=False) from e
 
 
 def _read_item(item: WorkItem, columns: Sequence[str] | None, rows: int,

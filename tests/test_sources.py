@@ -179,3 +179,139 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path, fmt, name, content):
     with pytest.raises(sources.UnreadableFileError, match='cannot read %s file %s' % (
             fmt, re.escape(path))):
         list(sources.read_item(sources.WorkItem(path, fmt, None, 0)))
+
+
+# -- Issue 20 item 9: an unreadable record is named by its row within the file, not its block. ----
+
+_BAD_ROW = 3210  # 0-based record index where each test puts the bad record
+
+
+def _read_error(path, fmt, monkeypatch, rows=1000):
+    """The message of reading `path` in small blocks (so the bad record is in a later block than
+    the first) and batches of `rows`."""
+    monkeypatch.setattr(sources, '_TEXT_BLOCK_BYTES', 4096)
+    with pytest.raises(sources.UnreadableFileError) as info:
+        _read_all(path, fmt, rows=rows)
+    return str(info.value)
+
+
+@pytest.mark.parametrize('gz', [False, True])
+def test_a_bad_jsonl_line_is_named_by_its_row_and_line_in_the_file(tmp_path, monkeypatch, gz):
+    lines = ['{"y": %d, "p": 0.5}' % (i % 2) for i in range(5000)]
+    lines[_BAD_ROW] = '{"y": 1, "p": '          # truncated record
+    lines.insert(100, '')                       # a blank line: not a row, but a line
+    path = str(tmp_path / ('part.jsonl' + ('.gz' if gz else '')))
+    data = ('\n'.join(lines) + '\n').encode()
+    with (gzip.open if gz else open)(path, 'wb') as f:
+        f.write(data)
+    message = _read_error(path, 'jsonl', monkeypatch)
+    # Row 3210 is on line 3212: 1-based, plus the blank line before it.
+    assert 'cannot read jsonl file %s at row %d (line %d): ArrowInvalid' % (
+        path, _BAD_ROW, _BAD_ROW + 2) in message, message
+    assert '\n' not in message
+
+
+@pytest.mark.parametrize('bad,why', [('1,0.5,7', 'Expected 2 columns'),
+                                     ('1,oops', 'invalid value')])
+def test_a_bad_csv_record_is_named_by_its_row_and_line_in_the_file(tmp_path, monkeypatch,
+                                                                    bad, why):
+    rows = ['%d,0.5' % (i % 2) for i in range(5000)]
+    rows[_BAD_ROW] = bad
+    path = tmp_path / 'part.csv'
+    path.write_text('y,p\n' + '\n'.join(rows) + '\n')
+    message = _read_error(str(path), 'csv', monkeypatch)
+    # Data row 3210 is line 3212: after the header, 1-based.
+    assert 'cannot read csv file %s at row %d (line %d): ArrowInvalid' % (
+        path, _BAD_ROW, _BAD_ROW + 2) in message, message
+    assert why in message
+
+
+def _tfrecords(n):
+    from tfx_bsl.coders import example_coder
+    rb = pa.record_batch({'y': pa.array([[i % 2] for i in range(n)], pa.large_list(pa.int64()))})
+    return list(example_coder.RecordBatchToExamplesEncoder().encode(rb))
+
+
+@pytest.mark.parametrize('damage', ['framing', 'proto'])
+def test_a_corrupt_tfrecord_record_is_named_by_its_index_in_the_file(tmp_path, monkeypatch,
+                                                                      damage):
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+    records = _tfrecords(5000)
+    if damage == 'proto':
+        records[_BAD_ROW] = b'\xff\xff\xff not a tf.Example'
+    path = str(tmp_path / 'part.tfrecord')
+    with open(path, 'wb') as f:
+        for i, record in enumerate(records):
+            if damage == 'framing' and i == _BAD_ROW:
+                f.write(b'\x00' * 16)   # a length whose checksum does not match
+                break
+            _TFRecordUtil.write_record(f, record)
+    message = _read_error(path, 'tfrecord', monkeypatch)
+    assert 'cannot read tfrecord file %s at row %d: ' % (path, _BAD_ROW) in message, message
+
+
+def test_a_damaged_parquet_row_group_names_the_rows_from_which_on_in_the_file(tmp_path):
+    path = str(tmp_path / 'part.parquet')
+    pq.write_table(pa.table({'x': np.arange(300, dtype=np.float64)}), path,
+                   row_group_size=100, compression='none')
+    column = pq.ParquetFile(path).metadata.row_group(2).column(0)
+    with open(path, 'r+b') as f:  # garble the third row group's page (rows 200..299)
+        f.seek(column.dictionary_page_offset or column.data_page_offset)
+        f.write(b'\xff' * 16)  # its first page header
+    with pytest.raises(sources.UnreadableFileError) as info:
+        _read_all(path, 'parquet', rows=30, target_rows=100)
+    assert 'cannot read parquet file %s from row 200 on: ' % path in str(info.value)
+
+
+def _write_format(tmp_path, fmt, y, x):
+    """y (labels) and x (logits) as one file of `fmt`."""
+    path = str(tmp_path / ('part.' + fmt))
+    if fmt == 'parquet':
+        pq.write_table(pa.table({'y': y, 'x': x}), path, row_group_size=100)
+    elif fmt == 'csv':
+        with open(path, 'w') as f:
+            f.write('y,x\n' + ''.join('%d,%r\n' % r for r in zip(y.tolist(), x.tolist())))
+    elif fmt == 'jsonl':
+        with open(path, 'w') as f:
+            f.write(''.join(json.dumps({'y': a, 'x': b}) + '\n'
+                            for a, b in zip(y.tolist(), x.tolist())))
+    else:
+        from apache_beam.io.tfrecordio import _TFRecordUtil
+        from tfx_bsl.coders import example_coder
+        rb = pa.record_batch({'y': pa.array([[v] for v in y.tolist()], pa.large_list(pa.int64())),
+                              'x': pa.array([[v] for v in x.tolist()],
+                                            pa.large_list(pa.float32()))})
+        with open(path, 'wb') as f:
+            for record in example_coder.RecordBatchToExamplesEncoder().encode(rb):
+                _TFRecordUtil.write_record(f, record)
+    return path
+
+
+@pytest.mark.parametrize('fmt', ['parquet', 'csv', 'jsonl', 'tfrecord'])
+def test_bad_rows_are_named_by_their_row_in_the_file_whatever_the_batching(tmp_path, fmt):
+    import apache_beam as beam
+    from pipeline.apply import ERRORS_TAG, ApplyHeads, BadRecordError
+    from pipeline.config import parse_config
+    n, bad_rows = 1000, [137, 500, 999]
+    y = np.arange(n) % 2
+    y[bad_rows] = 2                                     # a binary label 2: a bad record
+    path = _write_format(tmp_path, fmt, y, np.linspace(-2, 2, n).astype(np.float32))
+    config = parse_config({'input': {'pattern': path, 'format': fmt}, 'output': 'o', 'heads': [
+        {'type': 'BinaryClassHead', 'args': {'name': 'c'}, 'logits': 'x', 'labels': 'y'}]})
+    batches = _read_all(path, fmt, rows=64, target_rows=250)   # batches cut across row groups
+    assert _check_contiguous(batches) == n
+
+    def run(mode):
+        dofn = ApplyHeads(config, 'run', bad_records=mode)
+        dofn.setup()
+        dofn.start_bundle()
+        return [out.value for sb in batches for out in dofn.process(sb)
+                if isinstance(out, beam.pvalue.TaggedOutput) and out.tag == ERRORS_TAG]
+
+    errors = pa.concat_tables(run('dead_letter'))
+    assert sorted(errors.column('row').to_pylist()) == bad_rows
+    assert set(errors.column('column').to_pylist()) == {'y'}
+    assert [json.loads(v)['y'] in (2, [2]) for v in errors.column('values').to_pylist()] == [
+        True] * 3
+    with pytest.raises(BadRecordError, match=r'file %s, row 137, column y: ' % re.escape(path)):
+        run('fail')
