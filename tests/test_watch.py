@@ -112,7 +112,7 @@ def _check(config, shards: Shards, start: int, timing: str, index: int) -> None:
 
 
 def _poll(config) -> list[tuple[int, str, int]]:
-    (panes,) = list(watch.watch(config, once=True))
+    (panes,) = list(watch.watch(config, once=True, settle=0))
     return [(p['window_start'] // 1_000_000, p['pane'], p['pane_index']) for p in panes]
 
 
@@ -153,17 +153,17 @@ def test_main_resumes_from_saved_state_without_counting_a_file_twice(tmp_path, c
     config = _config(tmp_path)
     shards = Shards(tmp_path, seed=1)
     shards.write('part-1.parquet', [W0 + 1, W0 + 2, W0 + 3])
-    args = ['--config', str(tmp_path / 'eval.json'), '--once']
+    args = ['--config', str(tmp_path / 'eval.json'), '--once', '--settle', '0']
     (tmp_path / 'eval.json').write_text(__import__('json').dumps(config.to_dict()))
     assert watch.main(args) == 0
     assert 'pane 0 early' in capsys.readouterr().out
     shards.write('part-2.parquet', [W0 + 4, W1 + 1])
-    assert watch.main(args) == 0                     # a new process: state from _watch/state.pkl
+    assert watch.main(args) == 0                     # a new process: state from _watch/state.npz
     out = capsys.readouterr().out
     assert 'pane 1 on_time' in out and 'pane 0 early' in out
     _check(config, shards, W0, 'on_time', 1)          # 4 rows, not 3 + 3 + 1
     assert _metrics(_latest(config, W0), 'Overall')['example_count'] == 4
-    state = watch.load_state(config.output)
+    state = watch.load_state(config)
     assert [os.path.basename(f) for f in state.files] == ['part-1.parquet', 'part-2.parquet']
 
 
@@ -172,11 +172,11 @@ def test_bad_rows_fail_naming_file_row_and_column_or_go_to_errors(tmp_path, caps
     shards = Shards(tmp_path, seed=2)
     shards.write('part-1.parquet', [W0 + 1, W0 + 2, W0 + 3], labels=[1, None, 0])
     (tmp_path / 'eval.json').write_text(__import__('json').dumps(config.to_dict()))
-    assert watch.main(['--config', str(tmp_path / 'eval.json'), '--once']) == 2
+    assert watch.main(['--config', str(tmp_path / 'eval.json'), '--once', '--settle', '0']) == 2
     message = capsys.readouterr().out
     assert 'part-1.parquet' in message and 'row 1' in message and 'column label' in message
     assert not os.path.exists(os.path.join(config.output, 'metrics'))
-    assert watch.main(['--config', str(tmp_path / 'eval.json'), '--once',
+    assert watch.main(['--config', str(tmp_path / 'eval.json'), '--once', '--settle', '0',
                        '--bad_records', 'dead_letter']) == 0
     _check(config, shards, W0, 'early', 0)           # the two good rows only
     (errors,) = glob.glob(os.path.join(config.output, 'errors', '*.parquet'))
