@@ -375,7 +375,7 @@ def test_a_file_never_readable_is_reported_after_the_last_attempt_not_a_tracebac
     bad.write_bytes(b'PAR1 not a parquet file')
     (tmp_path / 'in' / 'part-1.parquet').write_bytes(_file_bytes('parquet', [W0 + 1, W0 + 2]))
     (tmp_path / 'eval.json').write_text(__import__('json').dumps(config.to_dict()))
-    args = ['--config', str(tmp_path / 'eval.json'), '--settle', '0']
+    args = ['--config', str(tmp_path / 'eval.json')]    # the default --settle, on the fake clock
     with caplog.at_level(logging.WARNING, logger='pipeline.watch'):
         assert watch.main(args + ['--once']) == 0        # the good file is counted all the same
         assert _count(config) == 2
@@ -464,8 +464,9 @@ def test_a_pickle_in_the_state_file_is_never_run(tmp_path, capsys, name):
     with open(os.path.join(config.output, '_watch', name), 'wb') as f:
         f.write(pickle.dumps(_Exploit(str(marker))))
     (tmp_path / 'eval.json').write_text(json.dumps(config.to_dict()))
-    assert watch.main(['--config', str(tmp_path / 'eval.json'), '--once', '--settle', '0']) == 2
-    assert not marker.exists()
+    code = watch.main(['--config', str(tmp_path / 'eval.json'), '--once'])
+    assert not marker.exists()                           # the pickle's code did not run
+    assert code == 2
     (line,) = capsys.readouterr().out.splitlines()       # one line naming the file
     assert os.path.join(config.output, '_watch', name) in line
     assert not os.path.exists(os.path.join(config.output, 'metrics'))
