@@ -353,7 +353,8 @@ def test_an_unreadable_file_is_retried_with_a_warning_until_it_is_complete(tmp_p
         for attempt in (1, 2):
             clock.sleep(10)
             assert watch.poll_once(config, state) == []  # stable, unreadable: no traceback
-            (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+            (record,) = [r for r in caplog.records if r.name == 'pipeline.watch'
+                         and r.levelno == logging.WARNING]
             assert str(path) in record.getMessage()
             assert 'attempt %d of %d' % (attempt, watch.MAX_READ_ATTEMPTS) in record.getMessage()
             assert '\n' not in record.getMessage()
@@ -410,7 +411,7 @@ def test_a_file_rewritten_after_it_was_read_is_an_error_not_counted_twice_or_sil
         for _ in range(3):
             clock.sleep(10)
             assert watch.poll_once(config, state) == []
-    (record,) = [r for r in caplog.records]              # reported once per change
+    (record,) = [r for r in caplog.records if r.name == 'pipeline.watch']  # once per change
     assert record.levelno == logging.ERROR
     assert str(path) in record.getMessage() and 'changed after it was read' in record.getMessage()
     assert _count(config) == 3                           # neither 3 + 5 nor 5
