@@ -352,8 +352,8 @@ def _report_changed(state: WatchState, listing: dict[str, FileStat]) -> None:
     """An error line for each file read before whose size or time has changed since (once per
     change); its new content is not counted."""
     for path, stat in listing.items():
-        was = state.stats.get(path)
-        if was is None or stat == was or state.changed.get(path, Trouble(was, '')).stat == stat:
+        was, reported = state.stats.get(path), state.changed.get(path)
+        if was is None or stat == was or (reported is not None and reported.stat == stat):
             continue
         reason = _describe_change(was, stat)
         state.changed[path] = Trouble(stat, reason)
@@ -393,8 +393,9 @@ def complete_files(state: WatchState, listing: dict[str, FileStat], now: float,
     fresh = sight(state, listing, now)
     ready = [p for p, s in state.waiting.items()
              if p not in fresh and now - s.since >= settle]
-    for path in sorted(set(state.waiting) - set(ready)):
-        _log.info('headstream watch: waiting for %s to stop changing', path)
+    for path in sorted(fresh):
+        _log.info('headstream watch: %s is new or changed: read once unchanged for %g s',
+                  path, settle)
     return sorted(ready)
 
 
