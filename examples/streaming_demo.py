@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                                 args=(os.path.join(workdir, 'incoming'), parts, args.every, done))
     producer.start()
     poll = max(args.every / 2, 0.05)
-    for panes in watch.watch(config, poll=poll):
+    for panes in watch.watch(config, poll=poll, settle=poll):  # shards are moved in whole
         for s in panes:
             rows = pq.read_table(s['paths']['metrics']).to_pylist()
             auc = next(r['value'] for r in rows if r['slice'] == 'Overall'
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             print('     window %s  pane %d %-7s  click auc %.4f over %5d rows' % (
                 streaming.window_tag(s['window_start']), s['pane_index'], s['pane'], auc, n),
                 flush=True)
-        if done.is_set() and not panes and len(watch.load_state(config.output).files) == len(
+        if done.is_set() and not panes and len(watch.load_state(config).files) == len(
                 parts):
             break
     print('\nchecked %d windows: each equals the array face over exactly its rows'

@@ -5,7 +5,7 @@
                         [--bigquery_table PROJECT:DATASET.TABLE] [Beam options...]
     headstream evaluate --streaming --config eval.yaml --runner DataflowRunner
                         [--input_subscription S | --input_topic T] [Beam options...]
-    headstream watch --config eval.yaml [--output DIR] [--poll SECONDS] [--once]
+    headstream watch --config eval.yaml [--output DIR] [--poll SECONDS] [--settle SECONDS] [--once]
     headstream report OUTPUT_DIR
 
 Options take `--flag value` or `--flag=value`. Options this command does not know pass through to

@@ -82,19 +82,29 @@ class SourceBatch(NamedTuple):
 # Files.
 # -------------------------------------------------------------------------------------------------
 
-def match_files(pattern: str) -> list[str]:
-    """The files a pattern matches, sorted.
+def match_metadata(pattern: str) -> list:
+    """Beam's `FileMetadata` (path, size_in_bytes, last_updated_in_seconds) of the files a
+    pattern matches, sorted by path; empty when it matches none.
 
     Raises:
-      ConfigError: naming the pattern when it matches no file.
+      ConfigError: naming the pattern when it cannot be listed.
     """
     from apache_beam.io.filesystems import FileSystems
     try:
         results = FileSystems.match([pattern])
     except Exception as e:  # noqa: BLE001 -- Beam raises BeamIOError for a bad bucket, etc.
         raise ConfigError('input.pattern: cannot list %r: %s' % (pattern, e)) from None
-    files = sorted(m.path for r in results for m in r.metadata_list
-                   if not m.path.endswith('/'))
+    return sorted((m for r in results for m in r.metadata_list if not m.path.endswith('/')),
+                  key=lambda m: m.path)
+
+
+def match_files(pattern: str) -> list[str]:
+    """The files a pattern matches, sorted.
+
+    Raises:
+      ConfigError: naming the pattern when it matches no file.
+    """
+    files = [m.path for m in match_metadata(pattern)]
     if not files:
         raise ConfigError('input.pattern: no file matches %r' % pattern)
     return files

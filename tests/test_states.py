@@ -506,3 +506,26 @@ def test_histogram_sparse_and_dense_storage_agree():
         np.testing.assert_allclose(merged.neg, whole.neg, rtol=1e-12)
         assert merged.auc_bounds() == pytest.approx(whole.auc_bounds(), rel=1e-12, nan_ok=True)
     assert pickle.loads(pickle.dumps(big))._idx is None
+
+
+def test_state_arrays_round_trip_without_pickle():
+    """`state_arrays` / `load_state_arrays` (the watch state file's form): a fresh state filled
+    with another's arrays answers exactly as it; sparse and dense histograms alike."""
+    import numpy as np
+    from heads import states as st
+    rng = np.random.default_rng(7)
+    for n in (6, 200_000):  # few rows: sparse histogram storage; many: dense
+        hist = st.Histogram().update(rng.integers(0, 2, n) > 0,
+                                     1 / (1 + np.exp(-4 * rng.normal(size=n))))
+        back = st.load_state_arrays(st.Histogram(), st.state_arrays(hist))
+        assert (back._idx is None) == (hist._idx is None) == (n > 6)
+        assert np.array_equal(back.pos, hist.pos) and back.auc_bounds() == hist.auc_bounds()
+    mean = st.WeightedMean().update(np.array([1.0, 3.0]))
+    arrays = st.state_arrays(mean)
+    assert set(arrays) == {'total', 'count'}
+    assert st.load_state_arrays(st.WeightedMean(), arrays).result() == 2.0
+    import pytest
+    with pytest.raises(ValueError, match='unknown state entries: evil'):
+        st.load_state_arrays(st.WeightedMean(), dict(arrays, evil=np.zeros(1)))
+    with pytest.raises(ValueError, match='total'):
+        st.load_state_arrays(st.WeightedMean(), dict(arrays, total=np.zeros(3)))
