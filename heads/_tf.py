@@ -401,7 +401,8 @@ def export_outputs(head: Any, predictions: Mapping[Any, Any]) -> dict[str, Any]:
     heads (a `predictions` key) export RegressionOutput as default and `regression`; classifiers
     export ClassificationOutput(probabilities, every class) as default and `classification`, and
     the binary head (a `logistic` key) adds RegressionOutput(logistic) as `regression`. Every head
-    adds `predict` = PredictOutput(all predictions).
+    adds `predict` = PredictOutput(all predictions), also the default of a (user's) head with
+    neither a `predictions` nor a `probabilities` key.
     """
     own = getattr(head, '_tf_export_outputs', None)
     if own is not None:
@@ -412,7 +413,7 @@ def export_outputs(head: Any, predictions: Mapping[Any, Any]) -> dict[str, Any]:
         regression = base.RegressionOutput(value=predictions[keys.PREDICTIONS])
         outputs[ServingKeys.DEFAULT_SERVING] = regression
         outputs[ServingKeys.REGRESS] = regression
-    else:
+    elif keys.PROBABILITIES in predictions:
         classes = predictions.get(keys.ALL_CLASSES, predictions.get(keys.CLASSES))
         classification = base.ClassificationOutput(
             scores=predictions[keys.PROBABILITIES], classes=classes)
@@ -420,7 +421,10 @@ def export_outputs(head: Any, predictions: Mapping[Any, Any]) -> dict[str, Any]:
         outputs[ServingKeys.CLASSIFY] = classification
         if keys.LOGISTIC in predictions:
             outputs[ServingKeys.REGRESS] = base.RegressionOutput(value=predictions[keys.LOGISTIC])
-    outputs[ServingKeys.PREDICT] = base.PredictOutput(outputs=dict(predictions))
+    predict = base.PredictOutput(outputs=dict(predictions))
+    # A user's head with other prediction keys serves all its predictions by default.
+    outputs.setdefault(ServingKeys.DEFAULT_SERVING, predict)
+    outputs[ServingKeys.PREDICT] = predict
     return outputs
 
 
