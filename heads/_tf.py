@@ -4,9 +4,11 @@ Logit/label/weight checks with tf.estimator 2.15's exact error texts, loss reduc
 loss_fn calls, label range checks, export outputs, train ops and `create_estimator_spec`.
 
 Imported only when a TF-face method runs, so `import heads` stays free of TensorFlow. Eager calls
-raise `ValueError` with tf.estimator's eager messages; inside `tf.function` shape facts that are
-unknown at trace time are checked at run time (`InvalidArgumentError`) as tf.estimator's graph mode
-did.
+raise `ValueError` with tf.estimator's eager messages. In a graph (a TF1 `tf.compat.v1.Graph` or
+`tf.function`) the checks are tf.estimator's graph-mode ones: ranks and a wrong last dimension fail
+while building, full label/weight/loss_fn shapes are asserted when the graph runs
+(`InvalidArgumentError`), label ranges through `tf.debugging` asserts (which fail while building
+on constant labels), and the loss ops' own static shape messages come first where they apply.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ __all__ = [
     'get_weights_and_check_match_logits', 'compute_weighted_loss', 'call_loss_fn',
     'check_label_range', 'lookup_vocabulary', 'check_prediction_keys',
     'export_outputs', 'all_class_ids', 'all_class_strings', 'class_strings',
-    'create_estimator_spec', 'create_train_op', 'regularization_loss', 'regularize',
+    'create_estimator_spec', 'create_train_op', 'sigmoid_cross_entropy',
+    'sparse_softmax_cross_entropy', 'regularization_loss', 'regularize',
     'eval_metric_ops', 'train_summaries', 'write_summaries', 'LABEL_NONE_ERR_MSG',
 ]
 
@@ -114,6 +117,11 @@ def check_dense_labels_match_logits_and_reshape(labels: Any, logits: tf.Tensor,
                                                 dim: int) -> tf.Tensor:
     """Checks dense labels are `[D0, ..., DN, dim]` (or `[D0, ..., DN]`, then expanded).
 
+    Eagerly every shape fact is checked at once (ValueError, tf.estimator's eager texts). In a
+    graph (TF1 or `tf.function`) only a known rank below 2 and a known wrong last dimension fail
+    while building; the full shape is checked when the graph runs (InvalidArgumentError), and only
+    after the rank check, as tf.estimator's graph mode did.
+
     Args:
       labels: labels tensor (any dtype).
       logits: checked logits `[D0, ..., DN, L]`.
@@ -134,34 +142,48 @@ def check_dense_labels_match_logits_and_reshape(labels: Any, logits: tf.Tensor,
     labels_rank, logits_rank = labels.shape.rank, logits.shape.rank
     if labels_rank is not None and logits_rank is not None and labels_rank == logits_rank - 1:
         labels = tf.expand_dims(labels, -1)
-        labels_rank += 1
-    static_known = labels.shape.is_fully_defined() and logits.shape.is_fully_defined()
-    if static_known:
-        labels_shape = _shape_tuple(labels)
-        if labels_rank < 2:
-            raise ValueError('labels must have rank at least 2.  Received rank {}, shape {}'.format(
-                labels_rank, labels_shape))
-        if labels_shape[-1] != dim:
-            raise ValueError(MISMATCHED_LABEL_DIM_ERR_MSG.format(dim, labels_shape[-1]))
-        expected = _shape_tuple(logits)[:-1] + (dim,)
-        if expected != labels_shape:
-            raise ValueError('{}, expected_labels_shape: {}. labels_shape: {}.'.format(
-                LABEL_SHAPE_ERR_MSG.format(dim), expected, labels_shape))
-        return labels
-    # Partly unknown shapes (tf.function with relaxed signatures): static last-dim check, the
-    # rest at run time with tf.estimator's graph-mode message.
-    if labels_rank is not None and labels.shape[-1] is not None and labels.shape[-1] != dim:
-        raise ValueError(MISMATCHED_LABEL_DIM_ERR_MSG.format(dim, labels.shape[-1]))
-    expected = tf.concat([tf.shape(logits)[:-1], [dim]], axis=0)
-    actual = tf.shape(labels)
-    checks = [
-        tf.debugging.assert_rank_at_least(labels, 2, message=LABEL_SHAPE_ERR_MSG.format(dim)),
-        tf.debugging.Assert(_same_shape(expected, actual),
-                            [LABEL_SHAPE_ERR_MSG.format(dim), 'expected_labels_shape: ', expected,
-                             'labels_shape: ', actual]),
-    ]
-    with tf.control_dependencies(checks):
+    if tf.executing_eagerly():
+        return _check_eager_labels_shape(labels, logits, dim)
+    return _check_graph_labels_shape(labels, logits, dim)
+
+
+def _check_eager_labels_shape(labels: tf.Tensor, logits: tf.Tensor, dim: int) -> tf.Tensor:
+    """Eager label shape checks, in tf.estimator's order: rank, last dimension, full shape."""
+    labels_shape = _shape_tuple(labels)
+    if len(labels_shape) < 2:
+        raise ValueError('labels must have rank at least 2.  Received rank {}, shape {}'.format(
+            len(labels_shape), labels_shape))
+    if labels_shape[-1] != dim:
+        raise ValueError(MISMATCHED_LABEL_DIM_ERR_MSG.format(dim, labels_shape[-1]))
+    expected = _shape_tuple(logits)[:-1] + (dim,)
+    if expected != labels_shape:
+        raise ValueError('{}, expected_labels_shape: {}. labels_shape: {}.'.format(
+            LABEL_SHAPE_ERR_MSG.format(dim), expected, labels_shape))
+    return labels
+
+
+def _check_graph_labels_shape(labels: tf.Tensor, logits: tf.Tensor, dim: int) -> tf.Tensor:
+    """Graph label shape checks: the rank check, then (depending on it) the full shape check."""
+    message = LABEL_SHAPE_ERR_MSG.format(dim)
+    # A known rank fails here while building (ValueError); an unknown one when the graph runs.
+    rank_check = tf.debugging.assert_rank_at_least(labels, 2, message=message)
+    with tf.control_dependencies(_ops(rank_check)):
+        if labels.shape.rank is not None and labels.shape[-1] is not None \
+                and labels.shape[-1] != dim:
+            raise ValueError(MISMATCHED_LABEL_DIM_ERR_MSG.format(dim, labels.shape[-1]))
+        expected = tf.concat([tf.shape(logits)[:-1], [dim]], axis=0)
+        actual = tf.shape(labels)
+        shape_check = tf.debugging.Assert(
+            _same_shape(expected, actual),
+            [message, 'expected_labels_shape: ', expected, 'labels_shape: ', actual])
+    with tf.control_dependencies([shape_check]):
         return tf.identity(labels)
+
+
+def _ops(*maybe_ops: Any) -> list[Any]:
+    """The given ops without the Nones (assert functions return None when nothing is left to
+    check)."""
+    return [op for op in maybe_ops if op is not None]
 
 
 def _numeric_column_type() -> type:
@@ -220,7 +242,7 @@ def get_weights_and_check_match_logits(features: Mapping[str, Any] | None, weigh
         err_msg = 'weights shape must be [D0, D1, ... DN] or [D0, D1, ... DN, 1]'
     logits = tf.convert_to_tensor(logits)
     w_rank, l_rank = weights.shape.rank, logits.shape.rank
-    if weights.shape.is_fully_defined() and logits.shape.is_fully_defined():
+    if tf.executing_eagerly():
         w_shape, l_shape = _shape_tuple(weights), _shape_tuple(logits)
         if w_rank == l_rank - 1:
             if l_shape[:-1] != w_shape:
@@ -232,6 +254,7 @@ def get_weights_and_check_match_logits(features: Mapping[str, Any] | None, weigh
             raise ValueError('{}, logits_shape: {}. weights_shape: {}.'.format(
                 err_msg, l_shape, w_shape))
         return weights
+    # Graph (TF1 or tf.function): checked when the graph runs, as tf.estimator's graph mode did.
     w_dyn, l_dyn = tf.shape(weights), tf.shape(logits)
     if w_rank is not None and l_rank is not None and w_rank == l_rank - 1:
         check = tf.debugging.Assert(_same_shape(l_dyn[:-1], w_dyn),
@@ -261,24 +284,22 @@ def lookup_vocabulary(labels: tf.Tensor, vocabulary: Sequence[str]) -> tf.Tensor
 def check_label_range(labels: tf.Tensor, n: int, message: str | None = None) -> tf.Tensor:
     """Requires `0 <= labels <= n - 1` element-wise (upper bound checked first).
 
-    Eagerly a ValueError (`Labels must be <= {n} - 1` / `Labels must be >= 0`); inside
-    `tf.function` an InvalidArgumentError at run time (`Labels must be <= n_classes - 1`).
+    Eagerly a ValueError (`Labels must be <= {n} - 1` / `Labels must be >= 0`); in a graph (TF1
+    or `tf.function`) tf.debugging's asserts with `Labels must be <= n_classes - 1`: they raise
+    InvalidArgumentError while building when the labels are constants, else when the graph runs.
     """
     labels = tf.convert_to_tensor(labels)
     upper = tf.cast(n - 1, labels.dtype)
-    zero = tf.zeros([], labels.dtype)
     if tf.executing_eagerly():
         if not bool(tf.reduce_all(tf.less_equal(labels, upper))):
             raise ValueError(message or 'Labels must be <= {} - 1'.format(n))
-        if not bool(tf.reduce_all(tf.greater_equal(labels, zero))):
+        if not bool(tf.reduce_all(tf.greater_equal(labels, tf.zeros([], labels.dtype)))):
             raise ValueError(message or 'Labels must be >= 0')
         return labels
-    checks = [
-        tf.debugging.Assert(tf.reduce_all(tf.less_equal(labels, upper)),
-                            [message or 'Labels must be <= n_classes - 1']),
-        tf.debugging.Assert(tf.reduce_all(tf.greater_equal(labels, zero)),
-                            [message or 'Labels must be >= 0']),
-    ]
+    checks = _ops(
+        tf.compat.v1.debugging.assert_less_equal(
+            labels, upper, message=message or 'Labels must be <= n_classes - 1'),
+        tf.compat.v1.debugging.assert_non_negative(labels, message=message or 'Labels must be >= 0'))
     with tf.control_dependencies(checks):
         return tf.identity(labels)
 
@@ -314,15 +335,13 @@ def call_loss_fn(loss_fn: Callable[..., Any], labels: tf.Tensor, logits: tf.Tens
         expected_static = tuple(expected_shape)
         k = expected_static[-1]
     head_msg = 'loss_fn must return Tensor of shape [D0, D1, ... DN, {}]. '.format(k)
-    if (expected_static is not None and loss.shape.is_fully_defined()
-            and None not in expected_static):
+    if tf.executing_eagerly():
         loss_shape = _shape_tuple(loss)
         if loss_shape != expected_static:
             raise ValueError(head_msg, 'logits_shape: ', _shape_tuple(logits),
                              'loss_shape: ', loss_shape)
         return loss
-    if tf.executing_eagerly():
-        return loss
+    # Graph (TF1 or tf.function): checked when the graph runs, as tf.estimator's graph mode did.
     l_dyn = tf.shape(logits)
     expected = tf.concat([l_dyn[:-1], [k]], axis=0)
     actual = tf.shape(loss)
@@ -330,6 +349,26 @@ def call_loss_fn(loss_fn: Callable[..., Any], labels: tf.Tensor, logits: tf.Tens
                                 [head_msg, 'logits_shape: ', l_dyn, 'loss_shape: ', actual])
     with tf.control_dependencies([check]):
         return tf.identity(loss)
+
+
+def sigmoid_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """`tf.nn.sigmoid_cross_entropy_with_logits`, with TF 2.15's message for statically
+    incompatible shapes (`logits and labels must have the same shape ((2, 1) vs (3, 1))`)."""
+    labels = tf.convert_to_tensor(labels)
+    if not labels.shape.is_compatible_with(logits.shape):
+        raise ValueError('logits and labels must have the same shape ({} vs {})'.format(
+            logits.shape, labels.shape))
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def sparse_softmax_cross_entropy(label_ids: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Softmax cross-entropy of int label ids `[D0, ..., DN]` against logits `[D0, ..., DN, n]`,
+    with TF 2.15's message for statically incompatible shapes."""
+    if not label_ids.shape.is_compatible_with(logits.shape[:-1]):
+        raise ValueError('Shape mismatch: The shape of labels (received {}) should equal the shape '
+                         'of logits except for the last dimension (received {}).'.format(
+                             label_ids.shape, logits.shape))
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=label_ids, logits=logits)
 
 
 def compute_weighted_loss(unreduced: tf.Tensor, weights: Any, reduction: str) -> tf.Tensor:

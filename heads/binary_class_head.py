@@ -97,7 +97,7 @@ class BinaryClassHead(base.Head):
         if self._loss_fn is not None:
             unweighted = _tf.call_loss_fn(self._loss_fn, labels, logits, features, 1)
         else:
-            unweighted = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+            unweighted = _tf.sigmoid_cross_entropy(labels, logits)
         weights = _tf.get_weights_and_check_match_logits(features, self._weight_column, logits)
         return unweighted, weights
 

@@ -81,3 +81,87 @@ def test_graph_eval_metrics_equal_eager_ones():
     assert sorted(values) == sorted(eager)
     for key, metric in eager.items():
         assert values[key] == pytest.approx(float(metric.result()), abs=1e-6), key
+
+
+# ---------------------------------------------------------------------------------------------
+# Error types and texts in graphs (TF1 and tf.function); eager keeps ValueError.
+# ---------------------------------------------------------------------------------------------
+
+def _squeezing_loss(labels, logits):
+    return tf.squeeze(logits, -1)  # [2] where [2, 1] is expected
+
+
+LOSS_FN_MSG = (r'\[loss_fn must return Tensor of shape \[D0, D1, \.\.\. DN, 1\]\. \] '
+               r'\[logits_shape: \] \[2 1\] \[loss_shape: \] \[2\]')
+WEIGHTS_MSG = r'\[logits_shape: \] \[2 2 1\] \[weights_shape: \] \[2 1\]'
+
+
+def test_wrong_loss_fn_shape_is_invalid_argument_in_graphs_value_error_eagerly():
+    head = heads.BinaryClassHead(loss_fn=_squeezing_loss)
+    labels, logits = np.array([[1.], [0.]], np.float32), np.array([[1.], [2.]], np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=LOSS_FN_MSG):
+        run_in_graph(lambda: head.loss(tf.constant(labels), tf.constant(logits), {}))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=LOSS_FN_MSG):
+        tf.function(lambda lb, lg: head.loss(lb, lg, {}))(labels, logits)
+    with pytest.raises(ValueError, match='loss_shape'):
+        head.loss(labels, logits, {})
+
+
+def test_weights_with_wrong_inner_dimension_in_graphs_and_eagerly():
+    head = heads.BinaryClassHead(weight_column='w')
+    ones, weights = np.ones([2, 2, 1], np.float32), np.ones([2, 1], np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=WEIGHTS_MSG):
+        run_in_graph(lambda: head.loss(tf.constant(ones), tf.constant(ones),
+                                       {'w': tf.constant(weights)}))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=WEIGHTS_MSG):
+        tf.function(lambda lb, lg, w: head.loss(lb, lg, {'w': w}))(ones, ones, weights)
+    with pytest.raises(ValueError, match=r'weights_shape: \(2, 1\)\.$'):
+        head.loss(ones, ones, {'w': weights})
+
+
+def test_constant_label_above_one_fails_while_building_the_graph():
+    head = heads.BinaryClassHead()
+    graph = tf.compat.v1.Graph()
+    with graph.as_default():  # no Session is ever run: the assert is evaluated statically
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r'^Labels must be <= n_classes - 1'):
+            head.loss(tf.constant([[1.2], [0.4]]), tf.constant([[1.], [2.]]), {})
+    with pytest.raises(ValueError, match=r'^Labels must be <= 2 - 1$'):
+        head.loss(np.array([[1.2], [0.4]], np.float32), np.array([[1.], [2.]], np.float32), {})
+
+
+RANK_MSG = (r'labels shape must be \[D0, D1, \.\.\. DN, 2\]\..*'
+            r'\[Received shape: \] \[2\]')
+
+
+def test_multi_label_wrong_rank_gives_the_rank_message_every_time():
+    head = heads.MultiLabelHead(2)
+    logits = np.array([[1., 2.], [3., 4.]], np.float32)
+    for _ in range(60):
+        graph = tf.compat.v1.Graph()
+        with graph.as_default():
+            labels = tf.compat.v1.placeholder(tf.int64, shape=None)  # rank unknown when built
+            loss = head.loss(labels, tf.constant(logits), {})
+            with tf.compat.v1.Session(graph=graph) as session:
+                with pytest.raises(tf.errors.InvalidArgumentError, match=RANK_MSG):
+                    session.run(loss, {labels: np.array([1, 1])})
+    unknown_rank = tf.function(lambda lb: head.loss(lb, logits, {}),
+                               input_signature=[tf.TensorSpec(None, tf.int64)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=RANK_MSG):
+        unknown_rank(tf.constant([1, 1], tf.int64))
+
+
+@pytest.mark.parametrize('head,labels,logits,message', [
+    (heads.BinaryClassHead(), np.ones([3, 1], np.float32), np.ones([2, 1], np.float32),
+     r'logits and labels must have the same shape \(\(2, 1\) vs \(3, 1\)\)'),
+    (heads.MultiClassHead(3), np.ones([3, 1], np.int32), np.ones([2, 3], np.float32),
+     r'shape.*\(3,\).*\(2, 3\)'),
+])
+def test_static_label_shape_messages_in_graphs(head, labels, logits, message):
+    with pytest.raises(ValueError, match=message):
+        run_in_graph(lambda: head.loss(tf.constant(labels), tf.constant(logits), {}))
+    with pytest.raises(ValueError, match=message):
+        tf.function(lambda lb, lg: head.loss(lb, lg, {}))(labels, logits)
+    with pytest.raises(ValueError, match=r'expected_labels_shape: \(2, [13]\)\. '
+                                         r'labels_shape: \(3, 1\)\.$'):
+        head.loss(labels, logits, {})
