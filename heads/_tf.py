@@ -27,7 +27,7 @@ __all__ = [
     'export_outputs', 'all_class_ids', 'all_class_strings', 'class_strings',
     'create_estimator_spec', 'create_train_op', 'sigmoid_cross_entropy',
     'sparse_softmax_cross_entropy', 'regularization_loss', 'regularize',
-    'eval_metric_ops', 'train_summaries', 'write_summaries', 'LABEL_NONE_ERR_MSG',
+    'eval_metric_ops', 'estimator_spec', 'train_summaries', 'write_summaries', 'LABEL_NONE_ERR_MSG',
 ]
 
 LABEL_NONE_ERR_MSG = (
@@ -553,6 +553,14 @@ def write_summaries(summaries: Mapping[str, Any]) -> None:
         tf.summary.scalar(key, value)
 
 
+def estimator_spec(**fields: Any) -> base.EstimatorSpec:
+    """An EstimatorSpec; built in a graph (TF1 or tf.function) it carries a
+    `tf.compat.v1.train.Scaffold`, as tf.estimator's did (hooks read `spec.scaffold.summary_op`)."""
+    if not tf.executing_eagerly():
+        fields.setdefault('scaffold', tf.compat.v1.train.Scaffold())
+    return base.EstimatorSpec(**fields)
+
+
 def create_estimator_spec(head: Any, features: Mapping[str, Any] | None, mode: str,
                           logits: Any, labels: Any = None, optimizer: Any = None,
                           trainable_variables: Any = None,
@@ -569,14 +577,14 @@ def create_estimator_spec(head: Any, features: Mapping[str, Any] | None, mode: s
     with tf.name_scope(head.name or 'head'):
         predictions = head.predictions(logits)
         if mode == ModeKeys.PREDICT:
-            return base.EstimatorSpec(mode=ModeKeys.PREDICT, predictions=predictions,
+            return estimator_spec(mode=ModeKeys.PREDICT, predictions=predictions,
                                       eval_metric_ops={},
                                       export_outputs=export_outputs(head, predictions))
         loss = head.loss(labels, logits, features, mode, regularization_losses)
         if mode == ModeKeys.EVAL:
             metrics = head.update_metrics(head.metrics(regularization_losses), features, logits,
                                           labels, regularization_losses=regularization_losses)
-            return base.EstimatorSpec(mode=ModeKeys.EVAL, predictions=predictions, loss=loss,
+            return estimator_spec(mode=ModeKeys.EVAL, predictions=predictions, loss=loss,
                                       eval_metric_ops=eval_metric_ops(metrics))
         train_op = create_train_op(loss, optimizer=optimizer,
                                    trainable_variables=trainable_variables,
@@ -585,5 +593,5 @@ def create_estimator_spec(head: Any, features: Mapping[str, Any] | None, mode: s
         summaries = train_summaries(loss, regularization_losses, head.name)
     # Outside the head's name scope, so the tags are the bare keys (`loss/name`).
     write_summaries(summaries)
-    return base.EstimatorSpec(mode=ModeKeys.TRAIN, predictions=predictions, loss=loss,
+    return estimator_spec(mode=ModeKeys.TRAIN, predictions=predictions, loss=loss,
                               train_op=train_op, eval_metric_ops={}, summaries=summaries)

@@ -165,3 +165,32 @@ def test_static_label_shape_messages_in_graphs(head, labels, logits, message):
     with pytest.raises(ValueError, match=r'expected_labels_shape: \(2, [13]\)\. '
                                          r'labels_shape: \(3, 1\)\.$'):
         head.loss(labels, logits, {})
+
+
+# ---------------------------------------------------------------------------------------------
+# EstimatorSpec.scaffold: a Scaffold in graphs, as tf.estimator's specs carried.
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('mode', [heads.ModeKeys.EVAL, heads.ModeKeys.PREDICT,
+                                  heads.ModeKeys.TRAIN])
+def test_graph_specs_carry_a_scaffold_eager_ones_none(mode):
+    logits, labels = np.array([[1.], [-1.]], np.float32), np.array([[1], [0]], np.int32)
+    multi = heads.MultiHead([heads.BinaryClassHead(name='a'), heads.RegressionHead(name='b')])
+
+    def specs():
+        single = heads.BinaryClassHead().create_estimator_spec(
+            {}, mode, tf.constant(logits), tf.constant(labels), train_op_fn=lambda _: tf.no_op())
+        both = multi.create_estimator_spec(
+            {}, mode, {'a': tf.constant(logits), 'b': tf.constant(logits)},
+            {'a': tf.constant(labels), 'b': tf.constant(logits)}, train_op_fn=lambda _: tf.no_op())
+        return single, both
+
+    with tf.compat.v1.Graph().as_default():
+        for spec in specs():
+            assert isinstance(spec.scaffold, tf.compat.v1.train.Scaffold)
+            assert spec.scaffold.summary_op is None  # set when a session finalizes it
+    if mode != heads.ModeKeys.EVAL:  # EVAL creates metric variables: not inside tf.function
+        in_function = []
+        tf.function(lambda: in_function.extend(specs()))()
+        assert all(isinstance(s.scaffold, tf.compat.v1.train.Scaffold) for s in in_function)
+    assert [s.scaffold for s in specs()] == [None, None]
