@@ -479,6 +479,18 @@ def _is_keras_optimizer(optimizer: Any) -> bool:
     return isinstance(optimizer, tuple(classes))
 
 
+def _why_not_keras_optimizer(optimizer: Any) -> str:
+    """Why an optimizer tf.estimator 2.15 took cannot run here (docs/migration.md), or ''."""
+    if isinstance(optimizer, tf.compat.v1.train.Optimizer):
+        return ('. TF 1.x optimizers (tf.compat.v1.train.*) were not accepted by tf.estimator 2.x '
+                'heads either: pass a tf.keras.optimizers.Optimizer or train_op_fn.')
+    if hasattr(optimizer, 'get_updates'):
+        return ('. It looks like a Keras 2 optimizer (it has get_updates): TF 2.21 ships Keras 3, '
+                'which has no get_updates; pass a Keras 3 tf.keras.optimizers.Optimizer or '
+                'train_op_fn (see docs/migration.md).')
+    return ''
+
+
 def create_train_op(loss: tf.Tensor, optimizer: Any = None, trainable_variables: Any = None,
                     train_op_fn: Callable[[tf.Tensor], Any] | None = None,
                     update_ops: Any = None,
@@ -497,7 +509,8 @@ def create_train_op(loss: tf.Tensor, optimizer: Any = None, trainable_variables:
             raise ValueError('train_op_fn and optimizer cannot both be set.')
         if not _is_keras_optimizer(optimizer):
             raise ValueError('The given optimizer is not a tf.keras.optimizers.Optimizer instance. '
-                             'Received optimizer of type {}'.format(type(optimizer)))
+                             'Received optimizer of type {}{}'.format(
+                                 type(optimizer), _why_not_keras_optimizer(optimizer)))
         if trainable_variables is None:
             raise ValueError('trainable_variables cannot be None. Given {}'.format(
                 trainable_variables))
