@@ -5,6 +5,7 @@
 from heads.base import (ClassificationOutput, EstimatorSpec, Head, PredictOutput,
                         RegressionOutput)
 from heads.binary_class_head import BinaryClassHead
+from heads.contrib import logistic_regression_head
 from heads.keys import MetricKeys, ModeKeys, PredictionKeys, Reduction, ServingKeys
 from heads.multi_class_head import MultiClassHead, binary_or_multi_class_head
 from heads.multi_head import MultiHead
@@ -16,7 +17,7 @@ __all__ = [
     'Head', 'BinaryClassHead', 'MultiClassHead', 'MultiLabelHead', 'RegressionHead',
     'LogisticRegressionHead', 'PoissonRegressionHead', 'MultiHead', 'ModeKeys', 'EstimatorSpec',
     'MetricKeys', 'PredictionKeys', 'ServingKeys', 'Reduction', 'ClassificationOutput',
-    'RegressionOutput', 'PredictOutput', 'binary_or_multi_class_head',
+    'RegressionOutput', 'PredictOutput', 'binary_or_multi_class_head', 'logistic_regression_head',
 ]
 
 

@@ -4,9 +4,11 @@ Logit/label/weight checks with tf.estimator 2.15's exact error texts, loss reduc
 loss_fn calls, label range checks, export outputs, train ops and `create_estimator_spec`.
 
 Imported only when a TF-face method runs, so `import heads` stays free of TensorFlow. Eager calls
-raise `ValueError` with tf.estimator's eager messages; inside `tf.function` shape facts that are
-unknown at trace time are checked at run time (`InvalidArgumentError`) as tf.estimator's graph mode
-did.
+raise `ValueError` with tf.estimator's eager messages. In a graph (a TF1 `tf.compat.v1.Graph` or
+`tf.function`) the checks are tf.estimator's graph-mode ones: ranks and a wrong last dimension fail
+while building, full label/weight/loss_fn shapes are asserted when the graph runs
+(`InvalidArgumentError`), label ranges through `tf.debugging` asserts (which fail while building
+on constant labels), and the loss ops' own static shape messages come first where they apply.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ __all__ = [
     'get_weights_and_check_match_logits', 'compute_weighted_loss', 'call_loss_fn',
     'check_label_range', 'lookup_vocabulary', 'check_prediction_keys',
     'export_outputs', 'all_class_ids', 'all_class_strings', 'class_strings',
-    'create_estimator_spec', 'create_train_op', 'regularization_loss', 'regularize',
-    'eval_metric_ops', 'train_summaries', 'write_summaries', 'LABEL_NONE_ERR_MSG',
+    'create_estimator_spec', 'create_train_op', 'sigmoid_cross_entropy',
+    'sparse_softmax_cross_entropy', 'regularization_loss', 'regularize',
+    'eval_metric_ops', 'estimator_spec', 'train_summaries', 'write_summaries', 'LABEL_NONE_ERR_MSG',
 ]
 
 LABEL_NONE_ERR_MSG = (
@@ -114,6 +117,11 @@ def check_dense_labels_match_logits_and_reshape(labels: Any, logits: tf.Tensor,
                                                 dim: int) -> tf.Tensor:
     """Checks dense labels are `[D0, ..., DN, dim]` (or `[D0, ..., DN]`, then expanded).
 
+    Eagerly every shape fact is checked at once (ValueError, tf.estimator's eager texts). In a
+    graph (TF1 or `tf.function`) only a known rank below 2 and a known wrong last dimension fail
+    while building; the full shape is checked when the graph runs (InvalidArgumentError), and only
+    after the rank check, as tf.estimator's graph mode did.
+
     Args:
       labels: labels tensor (any dtype).
       logits: checked logits `[D0, ..., DN, L]`.
@@ -134,34 +142,48 @@ def check_dense_labels_match_logits_and_reshape(labels: Any, logits: tf.Tensor,
     labels_rank, logits_rank = labels.shape.rank, logits.shape.rank
     if labels_rank is not None and logits_rank is not None and labels_rank == logits_rank - 1:
         labels = tf.expand_dims(labels, -1)
-        labels_rank += 1
-    static_known = labels.shape.is_fully_defined() and logits.shape.is_fully_defined()
-    if static_known:
-        labels_shape = _shape_tuple(labels)
-        if labels_rank < 2:
-            raise ValueError('labels must have rank at least 2.  Received rank {}, shape {}'.format(
-                labels_rank, labels_shape))
-        if labels_shape[-1] != dim:
-            raise ValueError(MISMATCHED_LABEL_DIM_ERR_MSG.format(dim, labels_shape[-1]))
-        expected = _shape_tuple(logits)[:-1] + (dim,)
-        if expected != labels_shape:
-            raise ValueError('{}, expected_labels_shape: {}. labels_shape: {}.'.format(
-                LABEL_SHAPE_ERR_MSG.format(dim), expected, labels_shape))
-        return labels
-    # Partly unknown shapes (tf.function with relaxed signatures): static last-dim check, the
-    # rest at run time with tf.estimator's graph-mode message.
-    if labels_rank is not None and labels.shape[-1] is not None and labels.shape[-1] != dim:
-        raise ValueError(MISMATCHED_LABEL_DIM_ERR_MSG.format(dim, labels.shape[-1]))
-    expected = tf.concat([tf.shape(logits)[:-1], [dim]], axis=0)
-    actual = tf.shape(labels)
-    checks = [
-        tf.debugging.assert_rank_at_least(labels, 2, message=LABEL_SHAPE_ERR_MSG.format(dim)),
-        tf.debugging.Assert(_same_shape(expected, actual),
-                            [LABEL_SHAPE_ERR_MSG.format(dim), 'expected_labels_shape: ', expected,
-                             'labels_shape: ', actual]),
-    ]
-    with tf.control_dependencies(checks):
+    if tf.executing_eagerly():
+        return _check_eager_labels_shape(labels, logits, dim)
+    return _check_graph_labels_shape(labels, logits, dim)
+
+
+def _check_eager_labels_shape(labels: tf.Tensor, logits: tf.Tensor, dim: int) -> tf.Tensor:
+    """Eager label shape checks, in tf.estimator's order: rank, last dimension, full shape."""
+    labels_shape = _shape_tuple(labels)
+    if len(labels_shape) < 2:
+        raise ValueError('labels must have rank at least 2.  Received rank {}, shape {}'.format(
+            len(labels_shape), labels_shape))
+    if labels_shape[-1] != dim:
+        raise ValueError(MISMATCHED_LABEL_DIM_ERR_MSG.format(dim, labels_shape[-1]))
+    expected = _shape_tuple(logits)[:-1] + (dim,)
+    if expected != labels_shape:
+        raise ValueError('{}, expected_labels_shape: {}. labels_shape: {}.'.format(
+            LABEL_SHAPE_ERR_MSG.format(dim), expected, labels_shape))
+    return labels
+
+
+def _check_graph_labels_shape(labels: tf.Tensor, logits: tf.Tensor, dim: int) -> tf.Tensor:
+    """Graph label shape checks: the rank check, then (depending on it) the full shape check."""
+    message = LABEL_SHAPE_ERR_MSG.format(dim)
+    # A known rank fails here while building (ValueError); an unknown one when the graph runs.
+    rank_check = tf.debugging.assert_rank_at_least(labels, 2, message=message)
+    with tf.control_dependencies(_ops(rank_check)):
+        if labels.shape.rank is not None and labels.shape[-1] is not None \
+                and labels.shape[-1] != dim:
+            raise ValueError(MISMATCHED_LABEL_DIM_ERR_MSG.format(dim, labels.shape[-1]))
+        expected = tf.concat([tf.shape(logits)[:-1], [dim]], axis=0)
+        actual = tf.shape(labels)
+        shape_check = tf.debugging.Assert(
+            _same_shape(expected, actual),
+            [message, 'expected_labels_shape: ', expected, 'labels_shape: ', actual])
+    with tf.control_dependencies([shape_check]):
         return tf.identity(labels)
+
+
+def _ops(*maybe_ops: Any) -> list[Any]:
+    """The given ops without the Nones (assert functions return None when nothing is left to
+    check)."""
+    return [op for op in maybe_ops if op is not None]
 
 
 def _numeric_column_type() -> type:
@@ -220,7 +242,7 @@ def get_weights_and_check_match_logits(features: Mapping[str, Any] | None, weigh
         err_msg = 'weights shape must be [D0, D1, ... DN] or [D0, D1, ... DN, 1]'
     logits = tf.convert_to_tensor(logits)
     w_rank, l_rank = weights.shape.rank, logits.shape.rank
-    if weights.shape.is_fully_defined() and logits.shape.is_fully_defined():
+    if tf.executing_eagerly():
         w_shape, l_shape = _shape_tuple(weights), _shape_tuple(logits)
         if w_rank == l_rank - 1:
             if l_shape[:-1] != w_shape:
@@ -232,6 +254,7 @@ def get_weights_and_check_match_logits(features: Mapping[str, Any] | None, weigh
             raise ValueError('{}, logits_shape: {}. weights_shape: {}.'.format(
                 err_msg, l_shape, w_shape))
         return weights
+    # Graph (TF1 or tf.function): checked when the graph runs, as tf.estimator's graph mode did.
     w_dyn, l_dyn = tf.shape(weights), tf.shape(logits)
     if w_rank is not None and l_rank is not None and w_rank == l_rank - 1:
         check = tf.debugging.Assert(_same_shape(l_dyn[:-1], w_dyn),
@@ -261,24 +284,22 @@ def lookup_vocabulary(labels: tf.Tensor, vocabulary: Sequence[str]) -> tf.Tensor
 def check_label_range(labels: tf.Tensor, n: int, message: str | None = None) -> tf.Tensor:
     """Requires `0 <= labels <= n - 1` element-wise (upper bound checked first).
 
-    Eagerly a ValueError (`Labels must be <= {n} - 1` / `Labels must be >= 0`); inside
-    `tf.function` an InvalidArgumentError at run time (`Labels must be <= n_classes - 1`).
+    Eagerly a ValueError (`Labels must be <= {n} - 1` / `Labels must be >= 0`); in a graph (TF1
+    or `tf.function`) tf.debugging's asserts with `Labels must be <= n_classes - 1`: they raise
+    InvalidArgumentError while building when the labels are constants, else when the graph runs.
     """
     labels = tf.convert_to_tensor(labels)
     upper = tf.cast(n - 1, labels.dtype)
-    zero = tf.zeros([], labels.dtype)
     if tf.executing_eagerly():
         if not bool(tf.reduce_all(tf.less_equal(labels, upper))):
             raise ValueError(message or 'Labels must be <= {} - 1'.format(n))
-        if not bool(tf.reduce_all(tf.greater_equal(labels, zero))):
+        if not bool(tf.reduce_all(tf.greater_equal(labels, tf.zeros([], labels.dtype)))):
             raise ValueError(message or 'Labels must be >= 0')
         return labels
-    checks = [
-        tf.debugging.Assert(tf.reduce_all(tf.less_equal(labels, upper)),
-                            [message or 'Labels must be <= n_classes - 1']),
-        tf.debugging.Assert(tf.reduce_all(tf.greater_equal(labels, zero)),
-                            [message or 'Labels must be >= 0']),
-    ]
+    checks = _ops(
+        tf.compat.v1.debugging.assert_less_equal(
+            labels, upper, message=message or 'Labels must be <= n_classes - 1'),
+        tf.compat.v1.debugging.assert_non_negative(labels, message=message or 'Labels must be >= 0'))
     with tf.control_dependencies(checks):
         return tf.identity(labels)
 
@@ -314,15 +335,13 @@ def call_loss_fn(loss_fn: Callable[..., Any], labels: tf.Tensor, logits: tf.Tens
         expected_static = tuple(expected_shape)
         k = expected_static[-1]
     head_msg = 'loss_fn must return Tensor of shape [D0, D1, ... DN, {}]. '.format(k)
-    if (expected_static is not None and loss.shape.is_fully_defined()
-            and None not in expected_static):
+    if tf.executing_eagerly():
         loss_shape = _shape_tuple(loss)
         if loss_shape != expected_static:
             raise ValueError(head_msg, 'logits_shape: ', _shape_tuple(logits),
                              'loss_shape: ', loss_shape)
         return loss
-    if tf.executing_eagerly():
-        return loss
+    # Graph (TF1 or tf.function): checked when the graph runs, as tf.estimator's graph mode did.
     l_dyn = tf.shape(logits)
     expected = tf.concat([l_dyn[:-1], [k]], axis=0)
     actual = tf.shape(loss)
@@ -330,6 +349,26 @@ def call_loss_fn(loss_fn: Callable[..., Any], labels: tf.Tensor, logits: tf.Tens
                                 [head_msg, 'logits_shape: ', l_dyn, 'loss_shape: ', actual])
     with tf.control_dependencies([check]):
         return tf.identity(loss)
+
+
+def sigmoid_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """`tf.nn.sigmoid_cross_entropy_with_logits`, with TF 2.15's message for statically
+    incompatible shapes (`logits and labels must have the same shape ((2, 1) vs (3, 1))`)."""
+    labels = tf.convert_to_tensor(labels)
+    if not labels.shape.is_compatible_with(logits.shape):
+        raise ValueError('logits and labels must have the same shape ({} vs {})'.format(
+            logits.shape, labels.shape))
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def sparse_softmax_cross_entropy(label_ids: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Softmax cross-entropy of int label ids `[D0, ..., DN]` against logits `[D0, ..., DN, n]`,
+    with TF 2.15's message for statically incompatible shapes."""
+    if not label_ids.shape.is_compatible_with(logits.shape[:-1]):
+        raise ValueError('Shape mismatch: The shape of labels (received {}) should equal the shape '
+                         'of logits except for the last dimension (received {}).'.format(
+                             label_ids.shape, logits.shape))
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=label_ids, logits=logits)
 
 
 def compute_weighted_loss(unreduced: tf.Tensor, weights: Any, reduction: str) -> tf.Tensor:
@@ -401,7 +440,8 @@ def export_outputs(head: Any, predictions: Mapping[Any, Any]) -> dict[str, Any]:
     heads (a `predictions` key) export RegressionOutput as default and `regression`; classifiers
     export ClassificationOutput(probabilities, every class) as default and `classification`, and
     the binary head (a `logistic` key) adds RegressionOutput(logistic) as `regression`. Every head
-    adds `predict` = PredictOutput(all predictions).
+    adds `predict` = PredictOutput(all predictions), also the default of a (user's) head with
+    neither a `predictions` nor a `probabilities` key.
     """
     own = getattr(head, '_tf_export_outputs', None)
     if own is not None:
@@ -412,7 +452,7 @@ def export_outputs(head: Any, predictions: Mapping[Any, Any]) -> dict[str, Any]:
         regression = base.RegressionOutput(value=predictions[keys.PREDICTIONS])
         outputs[ServingKeys.DEFAULT_SERVING] = regression
         outputs[ServingKeys.REGRESS] = regression
-    else:
+    elif keys.PROBABILITIES in predictions:
         classes = predictions.get(keys.ALL_CLASSES, predictions.get(keys.CLASSES))
         classification = base.ClassificationOutput(
             scores=predictions[keys.PROBABILITIES], classes=classes)
@@ -420,7 +460,10 @@ def export_outputs(head: Any, predictions: Mapping[Any, Any]) -> dict[str, Any]:
         outputs[ServingKeys.CLASSIFY] = classification
         if keys.LOGISTIC in predictions:
             outputs[ServingKeys.REGRESS] = base.RegressionOutput(value=predictions[keys.LOGISTIC])
-    outputs[ServingKeys.PREDICT] = base.PredictOutput(outputs=dict(predictions))
+    predict = base.PredictOutput(outputs=dict(predictions))
+    # A user's head with other prediction keys serves all its predictions by default.
+    outputs.setdefault(ServingKeys.DEFAULT_SERVING, predict)
+    outputs[ServingKeys.PREDICT] = predict
     return outputs
 
 
@@ -434,6 +477,18 @@ def _is_keras_optimizer(optimizer: Any) -> bool:
     if legacy is not None and hasattr(legacy, 'Optimizer'):
         classes.append(legacy.Optimizer)
     return isinstance(optimizer, tuple(classes))
+
+
+def _why_not_keras_optimizer(optimizer: Any) -> str:
+    """Why an optimizer tf.estimator 2.15 took cannot run here (docs/migration.md), or ''."""
+    if isinstance(optimizer, tf.compat.v1.train.Optimizer):
+        return ('. TF 1.x optimizers (tf.compat.v1.train.*) were not accepted by tf.estimator 2.x '
+                'heads either: pass a tf.keras.optimizers.Optimizer or train_op_fn.')
+    if hasattr(optimizer, 'get_updates'):
+        return ('. It looks like a Keras 2 optimizer (it has get_updates): TF 2.21 ships Keras 3, '
+                'which has no get_updates; pass a Keras 3 tf.keras.optimizers.Optimizer or '
+                'train_op_fn (see docs/migration.md).')
+    return ''
 
 
 def create_train_op(loss: tf.Tensor, optimizer: Any = None, trainable_variables: Any = None,
@@ -454,7 +509,8 @@ def create_train_op(loss: tf.Tensor, optimizer: Any = None, trainable_variables:
             raise ValueError('train_op_fn and optimizer cannot both be set.')
         if not _is_keras_optimizer(optimizer):
             raise ValueError('The given optimizer is not a tf.keras.optimizers.Optimizer instance. '
-                             'Received optimizer of type {}'.format(type(optimizer)))
+                             'Received optimizer of type {}{}'.format(
+                                 type(optimizer), _why_not_keras_optimizer(optimizer)))
         if trainable_variables is None:
             raise ValueError('trainable_variables cannot be None. Given {}'.format(
                 trainable_variables))
@@ -510,6 +566,14 @@ def write_summaries(summaries: Mapping[str, Any]) -> None:
         tf.summary.scalar(key, value)
 
 
+def estimator_spec(**fields: Any) -> base.EstimatorSpec:
+    """An EstimatorSpec; built in a graph (TF1 or tf.function) it carries a
+    `tf.compat.v1.train.Scaffold`, as tf.estimator's did (hooks read `spec.scaffold.summary_op`)."""
+    if not tf.executing_eagerly():
+        fields.setdefault('scaffold', tf.compat.v1.train.Scaffold())
+    return base.EstimatorSpec(**fields)
+
+
 def create_estimator_spec(head: Any, features: Mapping[str, Any] | None, mode: str,
                           logits: Any, labels: Any = None, optimizer: Any = None,
                           trainable_variables: Any = None,
@@ -526,14 +590,14 @@ def create_estimator_spec(head: Any, features: Mapping[str, Any] | None, mode: s
     with tf.name_scope(head.name or 'head'):
         predictions = head.predictions(logits)
         if mode == ModeKeys.PREDICT:
-            return base.EstimatorSpec(mode=ModeKeys.PREDICT, predictions=predictions,
+            return estimator_spec(mode=ModeKeys.PREDICT, predictions=predictions,
                                       eval_metric_ops={},
                                       export_outputs=export_outputs(head, predictions))
         loss = head.loss(labels, logits, features, mode, regularization_losses)
         if mode == ModeKeys.EVAL:
             metrics = head.update_metrics(head.metrics(regularization_losses), features, logits,
                                           labels, regularization_losses=regularization_losses)
-            return base.EstimatorSpec(mode=ModeKeys.EVAL, predictions=predictions, loss=loss,
+            return estimator_spec(mode=ModeKeys.EVAL, predictions=predictions, loss=loss,
                                       eval_metric_ops=eval_metric_ops(metrics))
         train_op = create_train_op(loss, optimizer=optimizer,
                                    trainable_variables=trainable_variables,
@@ -542,5 +606,5 @@ def create_estimator_spec(head: Any, features: Mapping[str, Any] | None, mode: s
         summaries = train_summaries(loss, regularization_losses, head.name)
     # Outside the head's name scope, so the tags are the bare keys (`loss/name`).
     write_summaries(summaries)
-    return base.EstimatorSpec(mode=ModeKeys.TRAIN, predictions=predictions, loss=loss,
+    return estimator_spec(mode=ModeKeys.TRAIN, predictions=predictions, loss=loss,
                               train_op=train_op, eval_metric_ops={}, summaries=summaries)

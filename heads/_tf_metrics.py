@@ -127,6 +127,16 @@ class Mean(Metric):
     def result(self) -> tf.Tensor:
         return tf.math.divide_no_nan(self.total.read_value(), self.count.read_value())
 
+    def state_after_update(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """(total, count) as read after this metric's last update.
+
+        In a TF1 graph the reads depend on the last update op, so a session running several update
+        ops together sees the updated state; eagerly and inside `tf.function` ops run in order.
+        """
+        after = [] if self.last_update_op is None else [self.last_update_op]
+        with tf.control_dependencies(after):
+            return self.total.read_value(), self.count.read_value()
+
     def set_state(self, total: Any, count: Any) -> Any:
         """Overwrites (total, count); derived means such as accuracy_baseline are kept this way."""
         return self._done(self.total.assign(tf.cast(total, tf.float32)),

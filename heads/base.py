@@ -109,7 +109,11 @@ class EstimatorSpec(NamedTuple):
 class Head(abc.ABC):
     """Interface for the head/top of a model: loss, predictions and metrics from logits.
 
-    Subclasses implement both faces; see the module docstring.
+    headstream's heads implement both faces (see the module docstring). A user's subclass may
+    implement tf.estimator's interface only — `name`, `logits_dimension`, `loss_reduction`, `loss`,
+    `predictions`, `metrics`, `update_metrics` (and optionally `create_estimator_spec`): it then
+    works on the TF face, and its array-face methods raise `NotImplementedError` naming the method
+    and the class.
     """
 
     # -- properties ---------------------------------------------------------------------------
@@ -160,7 +164,8 @@ class Head(abc.ABC):
             update_ops=update_ops, regularization_losses=regularization_losses)
 
     # -- array face ---------------------------------------------------------------------------
-    @abc.abstractmethod
+    # Not abstract: a head written for tf.estimator's interface only (the TF face) constructs and
+    # works; its array face says what is missing when called (see `missing_array_face`).
     def new_state(self):
         """ARRAY FACE. An empty mergeable accumulator of this head's metrics.
 
@@ -172,17 +177,17 @@ class Head(abc.ABC):
           state.loss() -> float                  # self.loss over all data seen as one batch,
                                                  # without regularization
         """
+        raise array_face_not_implemented(self, 'new_state')
 
-    @abc.abstractmethod
     def array_predictions(self, logits, keys=None) -> dict:
         """ARRAY FACE. predictions() in numpy: same keys, dtypes and shapes (strings as object arrays
         of str)."""
+        raise array_face_not_implemented(self, 'array_predictions')
 
-    @abc.abstractmethod
     def array_loss(self, labels, logits, features=None):
         """ARRAY FACE. Per-example weighted unreduced loss, shape [D0, ..., DN, k] (float64)."""
+        raise array_face_not_implemented(self, 'array_loss')
 
-    @abc.abstractmethod
     def invalid_rows(self, labels, logits, features=None) -> list:
         """ARRAY FACE. Rows the head cannot evaluate, without raising.
 
@@ -191,3 +196,21 @@ class Head(abc.ABC):
         the first dimension, True for the offending rows. Non-finite logits are reported here too
         (the TF face would give NaN silently; the pipeline refuses them).
         """
+        raise array_face_not_implemented(self, 'invalid_rows')
+
+
+ARRAY_FACE_METHODS = ('new_state', 'array_predictions', 'array_loss', 'invalid_rows')
+
+
+def array_face_not_implemented(head: Head, method: str) -> NotImplementedError:
+    """The error a head without an array face raises from `method`, naming both."""
+    return NotImplementedError(
+        '{}.{}() is not implemented: {} implements only the TF face (tf.estimator\'s Head '
+        'interface). The array face ({}) is what the pipeline evaluates with; implement it to use '
+        'this head there.'.format(type(head).__name__, method, type(head).__name__,
+                                  ', '.join(ARRAY_FACE_METHODS)))
+
+
+def missing_array_face(head_type: type) -> list[str]:
+    """The array-face methods `head_type` (a Head subclass) leaves to `Head`, which raise."""
+    return [m for m in ARRAY_FACE_METHODS if getattr(head_type, m, None) is getattr(Head, m)]

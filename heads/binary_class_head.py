@@ -97,7 +97,7 @@ class BinaryClassHead(base.Head):
         if self._loss_fn is not None:
             unweighted = _tf.call_loss_fn(self._loss_fn, labels, logits, features, 1)
         else:
-            unweighted = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+            unweighted = _tf.sigmoid_cross_entropy(labels, logits)
         weights = _tf.get_weights_and_check_match_logits(features, self._weight_column, logits)
         return unweighted, weights
 
@@ -193,7 +193,7 @@ class BinaryClassHead(base.Head):
         # accuracy_baseline = max(m, 1 - m) of the cumulative weighted label mean m: rewrite its
         # state from label/mean's, as tf.estimator did.
         baseline = eval_metrics[key(mk.ACCURACY_BASELINE)]
-        total, count = label_mean.total.read_value(), label_mean.count.read_value()
+        total, count = label_mean.state_after_update()
         baseline.set_state(tf.maximum(total, count - total), count)
         eval_metrics[key(mk.AUC)].update_state(labels, logistic, sample_weight=weights)
         eval_metrics[key(mk.AUC_PR)].update_state(labels, logistic, sample_weight=weights)

@@ -98,8 +98,8 @@ class MultiClassHead(base.Head):
         if self._loss_fn:
             unweighted_loss = _tf.call_loss_fn(self._loss_fn, label_ids, logits, features, 1)
         else:
-            unweighted_loss = tf.expand_dims(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.cast(tf.squeeze(label_ids, axis=-1), tf.int64), logits=logits), axis=-1)
+            unweighted_loss = tf.expand_dims(_tf.sparse_softmax_cross_entropy(
+                tf.cast(tf.squeeze(label_ids, axis=-1), tf.int64), logits), axis=-1)
         weights = _tf.get_weights_and_check_match_logits(features, self._weight_column, logits)
         return unweighted_loss, weights
 

@@ -198,7 +198,7 @@ class MultiHead(base.Head):
                 for head in self._heads]
             predictions = self.predictions(logits)
             if mode == ModeKeys.PREDICT:
-                return base.EstimatorSpec(mode=ModeKeys.PREDICT, predictions=predictions,
+                return _tf.estimator_spec(mode=ModeKeys.PREDICT, predictions=predictions,
                                           eval_metric_ops={},
                                           export_outputs=self._merge_export_outputs(specs))
             loss = self.loss(labels, logits, features, mode, regularization_losses)
@@ -206,7 +206,7 @@ class MultiHead(base.Head):
                 metrics = self.update_metrics(self.metrics(regularization_losses), features,
                                               logits, labels,
                                               regularization_losses=regularization_losses)
-                return base.EstimatorSpec(mode=ModeKeys.EVAL, predictions=predictions, loss=loss,
+                return _tf.estimator_spec(mode=ModeKeys.EVAL, predictions=predictions, loss=loss,
                                           eval_metric_ops=_tf.eval_metric_ops(metrics))
             if mode == ModeKeys.TRAIN:
                 train_op = _tf.create_train_op(
@@ -218,7 +218,7 @@ class MultiHead(base.Head):
                     summaries.update(spec.summaries or {})
                 # The merged loss is reported unsuffixed, next to each head's `loss/<head>`.
                 summaries.update(_tf.train_summaries(loss, regularization_losses, None))
-                return base.EstimatorSpec(mode=ModeKeys.TRAIN, predictions=predictions, loss=loss,
+                return _tf.estimator_spec(mode=ModeKeys.TRAIN, predictions=predictions, loss=loss,
                                           train_op=train_op, eval_metric_ops={},
                                           summaries=summaries)
             raise ValueError('mode={} unrecognized'.format(mode))

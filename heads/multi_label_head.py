@@ -201,8 +201,7 @@ class MultiLabelHead(base.Head):
             unweighted_loss = _tf.call_loss_fn(self._loss_fn, processed_labels, logits, features, 1)
         else:
             unweighted_loss = tf.reduce_mean(
-                tf.nn.sigmoid_cross_entropy_with_logits(
-                    labels=tf.cast(processed_labels, tf.float32), logits=logits),
+                _tf.sigmoid_cross_entropy(tf.cast(processed_labels, tf.float32), logits),
                 axis=-1, keepdims=True)
         weights = _tf.get_weights_and_check_match_logits(features, self._weight_column, logits)
         return unweighted_loss, weights

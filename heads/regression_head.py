@@ -118,7 +118,7 @@ class RegressionHead(base.Head):
         from heads import _tf
         if self._glm == 'logistic':
             labels = _tf.check_label_range(labels, 2, message='Labels must be in range [0, 1]')
-            return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+            return _tf.sigmoid_cross_entropy(labels, logits)
         return tf.nn.log_poisson_loss(targets=labels, log_input=logits,
                                       compute_full_loss=self._compute_full_loss)
 

@@ -372,9 +372,7 @@ def parse_config(raw: Any) -> EvalConfig:
 def _parse_head(raw: Any, where: str) -> HeadSpec:
     raw = _check_keys(raw, _HEAD_KEYS, where)
     htype = raw.get('type')
-    if htype not in _HEAD_TYPES:
-        raise ConfigError('%s.type: unknown head type %r (one of %s)' % (
-            where, htype, ', '.join(_HEAD_TYPES)))
+    _check_head_type(htype, where)
     args = raw.get('args') or {}
     if not isinstance(args, Mapping):
         raise ConfigError('%s.args: expected a mapping of the head\'s arguments, got %r' % (
@@ -403,6 +401,25 @@ def _parse_head(raw: Any, where: str) -> HeadSpec:
         raise ConfigError('%s.args.weight_column: expected a column name, got %r' % (where, weight))
     return HeadSpec(type=htype, args=dict(args), logits=logits, labels=labels,
                     label_format=label_format)
+
+
+def _check_head_type(htype: Any, where: str) -> None:
+    """A head entry's `type:` must name one of headstream's single heads, which has an array face.
+
+    The pipeline evaluates every head through its array face (numpy, no TensorFlow); a user's
+    `Head` subclass written for tf.estimator's interface only has none, so a config cannot name
+    one (not by class name, nor by import path).
+    """
+    import heads
+    from heads.base import ARRAY_FACE_METHODS, missing_array_face
+    if htype not in _HEAD_TYPES:
+        raise ConfigError('%s.type: unknown head type %r (one of %s; a user\'s own Head subclass '
+                          'cannot be evaluated: the pipeline needs the array face, %s)' % (
+                              where, htype, ', '.join(_HEAD_TYPES), ', '.join(ARRAY_FACE_METHODS)))
+    missing = missing_array_face(getattr(heads, htype))
+    if missing:
+        raise ConfigError('%s.type: %s does not implement the array face the pipeline evaluates '
+                          'with (%s)' % (where, htype, ', '.join(missing)))
 
 
 def _build_head(spec: HeadSpec, where: str):
