@@ -515,11 +515,12 @@ def test_state_arrays_round_trip_without_pickle():
     from heads import states as st
     rng = np.random.default_rng(7)
     for n in (6, 200_000):  # few rows: sparse histogram storage; many: dense
-        hist = st.Histogram().update(rng.integers(0, 2, n) > 0,
-                                     1 / (1 + np.exp(-4 * rng.normal(size=n))))
+        labels = np.arange(n) % 2 == 0  # both classes: the AUC bounds are numbers
+        hist = st.Histogram().update(labels, 1 / (1 + np.exp(-4 * rng.normal(size=n))))
         back = st.load_state_arrays(st.Histogram(), st.state_arrays(hist))
         assert (back._idx is None) == (hist._idx is None) == (n > 6)
         assert np.array_equal(back.pos, hist.pos) and back.auc_bounds() == hist.auc_bounds()
+        assert not np.isnan(hist.auc_bounds()).any()
     mean = st.WeightedMean().update(np.array([1.0, 3.0]))
     arrays = st.state_arrays(mean)
     assert set(arrays) == {'total', 'count'}
