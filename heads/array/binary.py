@@ -136,10 +136,10 @@ class BinaryClassState(HeadState):
     def update_groups(states: Sequence['BinaryClassState'], codes: np.ndarray | None,
                       labels: Any, logits: Any, features: Mapping[str, Any] | None = None
                       ) -> bool:
-        """Adds row i of one batch to `states[codes[i]]` (rows with a negative code to none), in one
-        pass over the rows; `codes` None: every row to the single state. The batch is validated as
-        a whole first (errors leave every state unchanged). Returns False, changing nothing, for more
-        than `MAX_GROUPS` states (their histograms' sums would take too much memory at once).
+        """Adds row i of one batch to `states[codes[i]]` (rows with a negative code to none), in
+        one pass over the rows; `codes` None: every row to the single state. The batch is validated
+        as a whole first (errors leave every state unchanged). Returns False, changing nothing, for
+        more than `MAX_GROUPS` states (their histograms' sums would take too much memory at once).
         """
         if not states:
             return True

@@ -37,8 +37,8 @@ class MultiHeadFace:
         return MultiHeadState(self)
 
     def split_logits(self, logits: Any) -> dict[str, Any]:
-        """Logits per head name: from a dict (every head present) or one array split on the last axis
-        in head order. Raises the TF face's errors."""
+        """Logits per head name: from a dict (every head present) or one array split on the last
+        axis in head order. Raises the TF face's errors."""
         heads = self.heads
         if isinstance(logits, Mapping):
             missing = [h.name for h in heads if h.name not in logits]
@@ -52,8 +52,8 @@ class MultiHeadFace:
             # tf.estimator prints the actual size where it means the expected one, and vice versa.
             raise ValueError(
                 'Could not split logits of shape {} among the heads with individual logits '
-                'dimensions: {}. The last dimension of the logits tensor should equal {} but is {}.'.format(
-                    list(lg.shape), dims, lg.shape[-1] if lg.ndim else None, expected))
+                'dimensions: {}. The last dimension of the logits tensor should equal {} but is {}.'
+                .format(list(lg.shape), dims, lg.shape[-1] if lg.ndim else None, expected))
         cuts = np.cumsum(dims)[:-1]
         return {h.name: part for h, part in zip(heads, np.split(lg, cuts, axis=-1))}
 
@@ -76,10 +76,10 @@ class MultiHeadFace:
                 out[(head.name, k)] = v
         return out
 
-    def loss(self, labels: Any, logits: Any,
-                 features: Mapping[str, Any] | None = None) -> np.ndarray:
-        """Per-example loss `[D0..DN, 1]`: Σ_h head_weight_h · (head h's per-example loss reduced over
-        its last axis: summed for 'sum', averaged otherwise). Reducing it with the heads' common
+    def loss(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+             ) -> np.ndarray:
+        """Per-example loss `[D0..DN, 1]`: Σ_h head_weight_h · (head h's per-example loss reduced
+        over its last axis: summed for 'sum', averaged otherwise). Reducing it with the heads' common
         reduction gives `MultiHead.loss` (each head divides by its own element count otherwise)."""
         parts = self.split_logits(logits)
         labels = self.split_labels(labels)
@@ -92,12 +92,13 @@ class MultiHeadFace:
             total = weight * per if total is None else total + weight * per
         return total
 
-    def invalid_rows(self, labels: Any, logits: Any,
-                         features: Mapping[str, Any] | None = None) -> list:
-        """Every head's invalid rows (roles and reasons as the head gives them); a logits array that
-        cannot be split or labels that are not a dict of every head mark every row."""
+    def invalid_rows(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+                     ) -> list:
+        """Every head's invalid rows (roles and reasons as the head gives them); a logits array
+        that cannot be split or labels that are not a dict of every head mark every row."""
         try:
-            n_rows = len(next(iter(logits.values()))) if isinstance(logits, Mapping) else len(logits)
+            n_rows = (len(next(iter(logits.values()))) if isinstance(logits, Mapping)
+                      else len(logits))
         except TypeError:
             n_rows = 1
         everything = np.ones(n_rows, dtype=bool)

@@ -93,7 +93,8 @@ def _id_lists_flat(labels: Any) -> tuple[np.ndarray, np.ndarray, int]:
     return np.asarray(parents, dtype=np.int64), vals, len(rows)
 
 
-def _sparse_ids(labels: Any, label_vocabulary: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray, int, bool]:
+def _sparse_ids(labels: Any, label_vocabulary: Sequence[str] | None
+                ) -> tuple[np.ndarray, np.ndarray, int, bool]:
     """(rows, ids, number of rows, names?) of id-list labels; unknown names get id −1.
 
     Raises:

@@ -1,22 +1,22 @@
 """Mergeable metric states: the primitives behind every head's array face, one module each.
 
-| module | owns |
-|---|---|
-| `common` | `div_no_nan`, Keras' weight broadcasting, `CHUNK`, and `cumulative_from_top`: the one reverse cumulative sum every curve is read from |
-| `groups` | `Groups` (rows of a batch spread over several states: one bincount per sum), `flat_weights` |
-| `means` | `WeightedMean` (`tf.keras.metrics.Mean`), `LossSum` (Keras 2 loss reductions) |
-| `confusion` | `Confusion`: weighted confusion matrices at thresholds (Keras Precision / Recall) |
-| `keras_auc` | `KerasAUC`: `tf.keras.metrics.AUC(num_thresholds=200)`, ROC and PR |
-| `histogram` | `Histogram`: high-resolution score histogram (exact-AUC bounds, calibration, curves) |
-| `histogram_cuts` | the histogram's cuts and its float32 lookup tables |
-| `plots` | plot rows (`PLOT_COLUMNS`) from the curve states |
+* `common` — `div_no_nan`, Keras' weight broadcasting, `CHUNK`, and `cumulative_from_top`: the one
+  reverse cumulative sum every curve is read from;
+* `groups` — `Groups` (rows of a batch spread over several states: one bincount per sum),
+  `flat_weights`;
+* `means` — `WeightedMean` (`tf.keras.metrics.Mean`), `LossSum` (Keras 2 loss reductions);
+* `confusion` — `Confusion`: weighted confusion matrices at thresholds (Keras Precision / Recall);
+* `keras_auc` — `KerasAUC`: `tf.keras.metrics.AUC(num_thresholds=200)`, ROC and PR;
+* `histogram` — `Histogram`: high-resolution score histogram (exact-AUC bounds, calibration,
+  curves); `histogram_cuts` — its cuts and float32 lookup tables;
+* `plots` — plot rows (`PLOT_COLUMNS`) from the curve states.
 
 Each state holds a few fixed-size float64 numpy arrays (or float64 scalars), so states pickle small
 and their size does not grow with the data. Every state has
 
-* `update(...) -> self` — adds one batch (mutating self, returned for chaining), and a static
-  `update_groups(states, groups, ...)` adding row i to `states[code i]` (`update` is the grouped
-  update with one group, so both give the same numbers);
+* `update(...) -> self` — adds one batch (mutating self, returned for chaining); the grouped path
+  is a static `update_groups(states, groups, ...)` (or `add_groups` of per-group sums) adding each
+  row of a batch to its group's state in one pass;
 * `merge(other) -> self` — adds another state of the same kind; `other` is left unchanged. Merging
   only adds arrays elementwise, so it is associative and commutative up to float64 rounding;
 * a result method computing the metric from the accumulated sums, with Keras 2's conventions
