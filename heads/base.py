@@ -6,7 +6,7 @@ A head has two faces, side by side in each head's module:
   tf.Tensor / Keras-style metric objects out, usable inside `tf.function`. TensorFlow is imported on
   first use only (through `heads._tf`), never by `import heads`.
 * Array face — `new_state`, `array_predictions`, `array_loss`, `invalid_rows`: numpy (or Arrow)
-  batches in, numpy out, and mergeable float64 metric state (`heads.states`). It never imports
+  batches in, numpy out, and mergeable float64 metric state (`heads.state`, `heads.metrics`). It never imports
   TensorFlow, so Beam workers that only evaluate do not pay for it.
 
 Both faces give tf.estimator 2.15's numbers; the array face accumulates in float64 (sigmoid and AUC
@@ -169,7 +169,7 @@ class Head(abc.ABC):
     def new_state(self):
         """ARRAY FACE. An empty mergeable accumulator of this head's metrics.
 
-        Contract (`heads.states`):
+        Contract (`heads.state.HeadState`):
           state = state.update(labels, logits, features=None)  # one batch of numpy/Arrow arrays
           state = state.merge(other)                           # `other` left unchanged
           state.result() -> {metric key: float}  # update_metrics' keys (with the /name suffix) and

@@ -1,7 +1,7 @@
 """`BinaryClassHead`: sigmoid cross-entropy over one logit per example.
 
-TF face and array face side by side. Numbers, keys and messages follow tf.estimator 2.15
-(`heads_spec.md` §4).
+The TF face is implemented here; the array face is delegated to `heads.array.binary` (see
+docs/design.md). Numbers, keys and messages follow tf.estimator 2.15's `BinaryClassHead`.
 """
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from heads import _np, base, states
+from heads import base
+from heads.array import binary as array_binary
 from heads.keys import MetricKeys, PredictionKeys, Reduction, threshold_key
 
 
@@ -207,66 +208,23 @@ class BinaryClassHead(base.Head):
                     labels, logistic, sample_weight=weights)
         return eval_metrics
 
-    # -- array face ---------------------------------------------------------------------------
-    def new_state(self) -> states.BinaryClassState:
-        """An empty `heads.states.BinaryClassState` (metrics over all data it is updated with)."""
-        return states.BinaryClassState(self)
+    # -- array face: delegated to heads.array.binary -----------------------------------------------
+    def _array_face(self) -> array_binary.BinaryClassFace:
+        """This head's array face (numpy; never imports TensorFlow)."""
+        return array_binary.BinaryClassFace(
+            name=self._name, thresholds=self._thresholds,
+            label_vocabulary=self._label_vocabulary, weight_column=self._weight_column,
+            loss_reduction=self._loss_reduction, loss_fn=self._loss_fn)
 
-    def _array_inputs(self, labels, logits, features):
-        """Validated (float32 labels [..,1], float32 logits [..,1], float64 weights) — the TF
-        face's checks and messages, in its order (logits, labels, vocabulary, range, weights)."""
-        logits = _np.check_logits(logits, 1)
-        labels = _np.dense_labels(labels, logits, 1)
-        if self._label_vocabulary is not None:
-            labels = _np.lookup_labels(labels, self._label_vocabulary)
-        labels = _np.numeric_labels(labels)
-        _np.check_label_range(labels, 2)
-        weights = _np.example_weights(features, self._weight_column, logits)
-        return labels, logits, weights
-
-    def _array_unweighted_loss(self, labels, logits, features) -> np.ndarray:
-        """Unreduced loss [..,1], float64: sigmoid cross-entropy, or the custom loss_fn called
-        with numpy arrays (float32 labels and logits, the features dict as given)."""
-        if self._loss_fn is not None:
-            return _np.call_loss_fn(self._loss_fn, labels, logits, features, 1)
-        return _np.log_sigmoid_cross_entropy(labels, logits)
+    def new_state(self) -> array_binary.BinaryClassState:
+        """An empty mergeable `BinaryClassState` (metrics over all data it is updated with)."""
+        return self._array_face().new_state()
 
     def array_predictions(self, logits, keys=None) -> dict:
-        """predictions() in numpy: float32 logits / logistic / probabilities, int64 class_ids,
-        int32 all_class_ids, and class names as object arrays of str."""
-        valid = (PredictionKeys.LOGITS, PredictionKeys.LOGISTIC, PredictionKeys.PROBABILITIES,
-                 PredictionKeys.CLASS_IDS, PredictionKeys.CLASSES, PredictionKeys.ALL_CLASS_IDS,
-                 PredictionKeys.ALL_CLASSES)
-        keys = tuple(keys) if keys else valid
-        for key in keys:
-            if key not in valid:
-                raise ValueError('Prediction key must be in PredictionKeys, given: {}.'
-                                 'Valid prediction keys include {}.'.format(key, list(valid)))
-        logits = _np.check_logits(logits, 1)
-        class_ids = (logits > 0).astype(np.int64)  # argmax([0, x]): ties and NaN → 0
-        names = (list(self._label_vocabulary) if self._label_vocabulary is not None
-                 else ['0', '1'])
-        n0 = logits.shape[0]
-        out = {
-            PredictionKeys.LOGITS: logits,
-            PredictionKeys.LOGISTIC: _np.sigmoid32(logits),
-            PredictionKeys.PROBABILITIES: _np.softmax32(
-                np.concatenate([np.zeros_like(logits), logits], axis=-1)),
-            PredictionKeys.CLASS_IDS: class_ids,
-            PredictionKeys.CLASSES: np.asarray(names[:2], dtype=object)[class_ids],
-            PredictionKeys.ALL_CLASS_IDS: np.tile(np.arange(2, dtype=np.int32), (n0, 1)),
-            PredictionKeys.ALL_CLASSES: np.tile(np.asarray(names, dtype=object), (n0, 1)),
-        }
-        return {k: out[k] for k in valid if k in keys}
+        return self._array_face().predictions(logits, keys)
 
     def array_loss(self, labels, logits, features=None) -> np.ndarray:
-        """Per-example weighted unreduced loss `U · w`, [D0, ..., DN, 1] float64."""
-        labels, logits, weights = self._array_inputs(labels, logits, features)
-        return _np.weighted_loss(self._array_unweighted_loss(labels, logits, features), weights)
+        return self._array_face().loss(labels, logits, features)
 
     def invalid_rows(self, labels, logits, features=None) -> list:
-        """Rows failing the TF face's checks (shape errors mark every row), non-finite logits
-        and non-finite weights, as (role, reason, bool mask over the first dimension)."""
-        return _np.classifier_invalid_rows(labels, logits, features, logits_dimension=1,
-                                           n_classes=2, vocabulary=self._label_vocabulary,
-                                           weight_column=self._weight_column)
+        return self._array_face().invalid_rows(labels, logits, features)

@@ -1,12 +1,16 @@
 """`MultiClassHead`: softmax cross-entropy over `n_classes` logits, integer or vocabulary labels.
 
-TF face and array face side by side (`heads_spec.md` §5). Metrics: average_loss and accuracy only.
+The TF face is implemented here; the array face is delegated to `heads.array.multi_class` (see
+docs/design.md). Metrics: average_loss and accuracy only, as tf.estimator 2.15's MultiClassHead.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from heads import base
+from heads.array import multi_class as array_multi_class
 from heads.keys import MetricKeys, PredictionKeys, Reduction
 
 
@@ -183,22 +187,26 @@ class MultiClassHead(base.Head):
                 _tf.regularization_loss(regularization_losses))
         return eval_metrics
 
-    # -- array face ---------------------------------------------------------------------------
-    def new_state(self):
-        from heads import _np_multi
-        return _np_multi.MultiClassState(self)
+    # -- array face: delegated to heads.array.multi_class ------------------------------------------
+    def _array_face(self) -> array_multi_class.MultiClassFace:
+        """This head's array face (numpy; never imports TensorFlow)."""
+        return array_multi_class.MultiClassFace(
+            name=self._name, n_classes=self._n_classes, weight_column=self._weight_column,
+            label_vocabulary=self._label_vocabulary, loss_reduction=self._loss_reduction,
+            loss_fn=self._loss_fn)
+
+    def new_state(self) -> array_multi_class.MultiClassState:
+        """An empty mergeable `MultiClassState` (metrics over all data it is updated with)."""
+        return self._array_face().new_state()
 
     def array_predictions(self, logits, keys=None) -> dict:
-        from heads import _np_multi
-        return _np_multi.multi_class_predictions(self, logits, keys)
+        return self._array_face().predictions(logits, keys)
 
-    def array_loss(self, labels, logits, features=None):
-        from heads import _np_multi
-        return _np_multi.multi_class_loss(self, labels, logits, features)
+    def array_loss(self, labels, logits, features=None) -> np.ndarray:
+        return self._array_face().loss(labels, logits, features)
 
     def invalid_rows(self, labels, logits, features=None) -> list:
-        from heads import _np_multi
-        return _np_multi.multi_class_invalid_rows(self, labels, logits, features)
+        return self._array_face().invalid_rows(labels, logits, features)
 
 
 def binary_or_multi_class_head(n_classes: int, weight_column: str | None = None,

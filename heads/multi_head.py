@@ -1,12 +1,16 @@
 """`MultiHead`: several named heads on one model; losses added with optional head weights.
 
-TF face and array face side by side (`heads_spec.md` §9).
+The TF face is implemented here; the array face is delegated to `heads.array.multi` (see
+docs/design.md). Keys, numbers and messages follow tf.estimator 2.15's MultiHead.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from heads import base
+from heads.array import multi as array_multi
 from heads.keys import MetricKeys, ModeKeys, ServingKeys
 
 
@@ -241,22 +245,23 @@ class MultiHead(base.Head):
         export_outputs[ServingKeys.PREDICT] = base.PredictOutput(outputs=merged_predict)
         return export_outputs
 
-    # -- array face ---------------------------------------------------------------------------
-    def new_state(self):
-        from heads import _np_multi
-        return _np_multi.MultiHeadState(self)
+    # -- array face: delegated to heads.array.multi ------------------------------------------------
+    def _array_face(self) -> array_multi.MultiHeadFace:
+        """This head's array face (numpy; never imports TensorFlow)."""
+        return array_multi.MultiHeadFace(heads=self._heads, head_weights=self._head_weights)
+
+    def new_state(self) -> array_multi.MultiHeadState:
+        """An empty mergeable `MultiHeadState` (metrics over all data it is updated with)."""
+        return self._array_face().new_state()
 
     def array_predictions(self, logits, keys=None) -> dict:
-        from heads import _np_multi
-        return _np_multi.multi_head_predictions(self, logits, keys)
+        return self._array_face().predictions(logits, keys)
 
-    def array_loss(self, labels, logits, features=None):
-        from heads import _np_multi
-        return _np_multi.multi_head_loss(self, labels, logits, features)
+    def array_loss(self, labels, logits, features=None) -> np.ndarray:
+        return self._array_face().loss(labels, logits, features)
 
     def invalid_rows(self, labels, logits, features=None) -> list:
-        from heads import _np_multi
-        return _np_multi.multi_head_invalid_rows(self, labels, logits, features)
+        return self._array_face().invalid_rows(labels, logits, features)
 
 
 def _no_op_train_fn(loss):

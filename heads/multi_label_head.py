@@ -1,12 +1,16 @@
 """`MultiLabelHead`: independent sigmoid cross-entropy per class, averaged over the classes.
 
-TF face and array face side by side (`heads_spec.md` §6).
+The TF face is implemented here; the array face is delegated to `heads.array.multi_label` (see
+docs/design.md). Keys, numbers and messages follow tf.estimator 2.15's MultiLabelHead.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from heads import base
+from heads.array import multi_label as array_multi_label
 from heads.keys import MetricKeys, PredictionKeys, Reduction, threshold_key
 from heads.multi_class_head import vocabulary_ids
 
@@ -312,19 +316,24 @@ class MultiLabelHead(base.Head):
                 class_labels, class_probabilities, sample_weight=class_weights)
         return eval_metrics
 
-    # -- array face ---------------------------------------------------------------------------
-    def new_state(self):
-        from heads import _np_multi
-        return _np_multi.MultiLabelState(self)
+    # -- array face: delegated to heads.array.multi_label ------------------------------------------
+    def _array_face(self) -> array_multi_label.MultiLabelFace:
+        """This head's array face (numpy; never imports TensorFlow)."""
+        return array_multi_label.MultiLabelFace(
+            name=self._name, n_classes=self._n_classes, weight_column=self._weight_column,
+            thresholds=self._thresholds, label_vocabulary=self._label_vocabulary,
+            loss_reduction=self._loss_reduction, loss_fn=self._loss_fn,
+            classes_for_class_based_metrics=self._classes_for_class_based_metrics)
+
+    def new_state(self) -> array_multi_label.MultiLabelState:
+        """An empty mergeable `MultiLabelState` (metrics over all data it is updated with)."""
+        return self._array_face().new_state()
 
     def array_predictions(self, logits, keys=None) -> dict:
-        from heads import _np_multi
-        return _np_multi.multi_label_predictions(self, logits, keys)
+        return self._array_face().predictions(logits, keys)
 
-    def array_loss(self, labels, logits, features=None):
-        from heads import _np_multi
-        return _np_multi.multi_label_loss(self, labels, logits, features)
+    def array_loss(self, labels, logits, features=None) -> np.ndarray:
+        return self._array_face().loss(labels, logits, features)
 
     def invalid_rows(self, labels, logits, features=None) -> list:
-        from heads import _np_multi
-        return _np_multi.multi_label_invalid_rows(self, labels, logits, features)
+        return self._array_face().invalid_rows(labels, logits, features)

@@ -1,9 +1,9 @@
 """`RegressionHead` and its GLM variants `LogisticRegressionHead` and `PoissonRegressionHead`.
 
-TF face and array face side by side (`heads_spec.md` §7-8). The GLM heads are regression heads with
-a fixed loss and inverse link: they say which through `_glm` ('logistic' or 'poisson'), so both faces
-can pick their own implementation of the same formula (a TF one and a numpy one) without TensorFlow
-being imported to build the head.
+The TF face is implemented here; the array face is delegated to `heads.array.regression` (see
+docs/design.md). The GLM heads are regression heads with a fixed loss and inverse link: they say
+which through `_glm` ('logistic' or 'poisson'), so both faces can pick their own implementation of
+the same formula (a TF one and a numpy one) without TensorFlow being imported to build the head.
 """
 from __future__ import annotations
 
@@ -11,34 +11,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from heads import _np, base, states
+from heads import base
+from heads.array import regression as array_regression
 from heads.keys import MetricKeys, PredictionKeys, Reduction
-
-_LOGISTIC_LABELS = 'Labels must be in range [0, 1]'
-_POISSON_LABELS = ('Labels must be >= 0 for the full Poisson loss (its Stirling term is NaN for '
-                   'negative labels)')
-
-
-def _check_unit_interval(labels: np.ndarray) -> None:
-    """LogisticRegressionHead's label check (tf.estimator's message)."""
-    with np.errstate(invalid='ignore'):
-        if not ((labels >= 0) & (labels <= 1)).all():
-            raise ValueError(_LOGISTIC_LABELS)
-
-
-def _log_poisson_loss(targets: np.ndarray, log_input: np.ndarray,
-                      compute_full_loss: bool) -> np.ndarray:
-    """tf.nn.log_poisson_loss in float64: `exp(x) − x·z`, plus with compute_full_loss the
-    Stirling term `z·ln z − z + ½·ln(2πz)` where z > 1 or z < 0 (NaN for negative z)."""
-    x = np.asarray(log_input, dtype=np.float64)
-    z = np.asarray(targets, dtype=np.float64)
-    with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
-        loss = np.exp(x) - x * z
-        if compute_full_loss:
-            stirling = z * np.log(z) - z + 0.5 * np.log(2.0 * np.pi * z)
-            loss = loss + np.where((z >= 0) & (z <= 1), 0.0, stirling)
-    return loss
-
 
 class RegressionHead(base.Head):
     """Creates a `Head` for regression using the `mean_squared_error` loss.
@@ -193,88 +168,28 @@ class RegressionHead(base.Head):
                 _tf.regularization_loss(regularization_losses))
         return eval_metrics
 
-    # -- array face ---------------------------------------------------------------------------
-    def new_state(self) -> states.RegressionState:
-        """An empty `heads.states.RegressionState` (metrics over all data it is updated with)."""
-        return states.RegressionState(self)
+    # -- array face: delegated to heads.array.regression -------------------------------------------
+    def _array_face(self) -> array_regression.RegressionFace:
+        """This head's array face (numpy; never imports TensorFlow)."""
+        return array_regression.RegressionFace(
+            head_type=type(self).__name__, name=self._name,
+            label_dimension=self._label_dimension, weight_column=self._weight_column,
+            loss_reduction=self._loss_reduction, loss_fn=self._loss_fn,
+            inverse_link_fn=self._inverse_link_fn, glm=self._glm,
+            compute_full_loss=getattr(self, '_compute_full_loss', True))
 
-    def _array_inputs(self, labels, logits, features):
-        """Validated (float32 labels [..,d], float32 logits [..,d], float64 weights [..,1] or
-        per logit) — the TF face's checks and messages, in its order."""
-        logits = _np.check_logits(logits, self._label_dimension)
-        labels = _np.numeric_labels(_np.dense_labels(labels, logits, self._label_dimension))
-        if self._glm == 'logistic':
-            _check_unit_interval(labels)
-        weights = _np.example_weights(features, self._weight_column, logits, allow_per_logit=True)
-        return labels, logits, weights
-
-    def _array_unweighted_loss(self, labels, logits, features) -> np.ndarray:
-        """Unreduced loss [..,d], float64: squared error, the GLM's loss, or the custom loss_fn
-        called with numpy arrays (float32 labels and logits, the features dict as given)."""
-        if self._glm == 'logistic':
-            return _np.log_sigmoid_cross_entropy(labels, logits)
-        if self._glm == 'poisson':
-            return _log_poisson_loss(labels, logits, self._compute_full_loss)
-        if self._loss_fn is not None:
-            return _np.call_loss_fn(self._loss_fn, labels, logits, features, self._label_dimension)
-        diff = labels.astype(np.float64) - logits.astype(np.float64)
-        return diff * diff
-
-    def _array_link(self, logits: np.ndarray) -> np.ndarray:
-        """Predictions from float32 logits, float32: exp (Poisson), sigmoid (logistic), the
-        inverse_link_fn called with a numpy array (its result goes through np.asarray), or the
-        logits themselves."""
-        if self._glm == 'poisson':
-            with np.errstate(over='ignore'):
-                return np.exp(logits)
-        if self._glm == 'logistic':
-            return _np.sigmoid32(logits)
-        if self._inverse_link_fn is not None:
-            return np.asarray(self._inverse_link_fn(logits), dtype=np.float32)
-        return logits
+    def new_state(self) -> array_regression.RegressionState:
+        """An empty mergeable `RegressionState` (metrics over all data it is updated with)."""
+        return self._array_face().new_state()
 
     def array_predictions(self, logits, keys=None) -> dict:
-        """predictions() in numpy: `{'predictions'}`, plus `'logits'` with an inverse link
-        (float32). `keys` is accepted for a uniform array face and ignored (the TF face has no
-        such argument)."""
-        logits = _np.check_logits(logits, self._label_dimension)
-        if not self.has_inverse_link:
-            return {PredictionKeys.PREDICTIONS: logits}
-        return {PredictionKeys.PREDICTIONS: self._array_link(logits),
-                PredictionKeys.LOGITS: logits}
+        return self._array_face().predictions(logits, keys)
 
     def array_loss(self, labels, logits, features=None) -> np.ndarray:
-        """Per-example weighted unreduced loss `U · w`, [D0, ..., DN, d] float64."""
-        labels, logits, weights = self._array_inputs(labels, logits, features)
-        return _np.weighted_loss(self._array_unweighted_loss(labels, logits, features), weights)
+        return self._array_face().loss(labels, logits, features)
 
     def invalid_rows(self, labels, logits, features=None) -> list:
-        """Rows failing the TF face's checks (shape errors mark every row), non-finite logits,
-        labels or weights, logistic labels outside [0, 1] and, with the full Poisson loss,
-        negative labels (their loss is NaN); as (role, reason, bool mask over rows)."""
-        x, problems = _np.logits_problems(logits, self._label_dimension)
-        if x is None:
-            return problems
-        n = x.shape[0]
-        try:
-            z = _np.numeric_labels(_np.dense_labels(labels, x, self._label_dimension))
-        except (ValueError, TypeError) as e:
-            return problems + [('labels', str(e), np.ones(n, dtype=bool))]
-        finite = np.isfinite(z)
-        bad = _np.rows_any(~finite, n)
-        if bad.any():
-            problems.append(('labels', _np.LABELS_NOT_FINITE, bad))
-        with np.errstate(invalid='ignore'):
-            if self._glm == 'logistic':
-                bad = _np.rows_any(finite & ((z < 0) | (z > 1)), n)
-                if bad.any():
-                    problems.append(('labels', _LOGISTIC_LABELS, bad))
-            elif self._glm == 'poisson' and self._compute_full_loss:
-                bad = _np.rows_any(finite & (z < 0), n)
-                if bad.any():
-                    problems.append(('labels', _POISSON_LABELS, bad))
-        return problems + _np.weight_problems(features, self._weight_column, x,
-                                              allow_per_logit=True)
+        return self._array_face().invalid_rows(labels, logits, features)
 
 
 class LogisticRegressionHead(RegressionHead):

@@ -39,7 +39,7 @@ The state file is data only, never a pickle (whoever can write the output direct
 able to run code in the watcher): an `.npz` (numpy's zip of arrays, read with
 `allow_pickle=False`) holding `meta` (UTF-8 JSON: the files read with their size and time, files
 waiting or unreadable or changed, the watermark, pane counters and each state's key and head) and
-each state's numbers (`heads.states.state_arrays`). States are rebuilt from the config's heads,
+each state's numbers (`heads.state.state_arrays`). States are rebuilt from the config's heads,
 so no class is named by the file. An older `_watch/state.pkl` is refused, never loaded.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 import pyarrow as pa
 
-from heads import states as head_states
+from heads import state as head_states
 from pipeline import config as config_lib
 from pipeline import sources
 from pipeline import streaming

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hst
 
 import heads
-from heads import _np_multi
+from heads.array import multi_label
 
 from _helpers import reference_keras_auc  # Keras AUC, one threshold at a time
 
@@ -380,7 +380,7 @@ def test_multi_label_label_errors_and_invalid_rows():
 
     rows = head.invalid_rows(np.array([[2, 0], [1, 1], [np.nan, 0]]), lg)
     assert [(r, m, k.tolist()) for r, m, k in rows] == [
-        ('labels', _np_multi.LABELS_NOT_INDICATOR, [True, False, True])]
+        ('labels', multi_label.LABELS_NOT_INDICATOR, [True, False, True])]
     rows = head.invalid_rows(pa.array([[0], [5, 1], [-1]]), lg)
     assert [(r, m, k.tolist()) for r, m, k in rows] == [
         ('labels', 'labels must be an integer SparseTensor with values in [0, 2)',
@@ -388,7 +388,7 @@ def test_multi_label_label_errors_and_invalid_rows():
     vocab = heads.MultiLabelHead(2, label_vocabulary=['a', 'b'])
     rows = vocab.invalid_rows([['a'], ['b', 'zz'], []], lg)
     assert [(r, m, k.tolist()) for r, m, k in rows] == [
-        ('labels', _np_multi.LABELS_UNKNOWN_NAME, [False, True, False])]
+        ('labels', multi_label.LABELS_UNKNOWN_NAME, [False, True, False])]
     with pytest.raises(ValueError, match='Indices are not valid'):
         vocab.new_state().update([['a'], ['b', 'zz'], []], lg)
     assert vocab.invalid_rows([['a'], ['b', 'a'], []], lg) == []

@@ -9,7 +9,8 @@ import pytest
 
 from heads import (BinaryClassHead, MultiClassHead, MultiLabelHead, PoissonRegressionHead,
                    RegressionHead)
-from heads.states import BinaryClassState, Groups
+from heads.array.binary import BinaryClassState
+from heads.metrics import Groups
 from pipeline.apply import ApplyHeads
 from pipeline.config import parse_config
 from pipeline.sources import SourceBatch
@@ -341,7 +342,7 @@ def test_regression_with_per_logit_weights_takes_the_general_path():
 def test_histogram_calibration_sums_per_group_against_numpy(soft):
     # Calibration buckets [k/100, (k+1)/100) of the float32 score (1.0 in the last): Σw, Σw·label
     # and Σw·p per group, with 0/1 labels (label values not passed) and with soft labels.
-    from heads.states import Histogram
+    from heads.metrics import Histogram
     rng = np.random.default_rng(8)
     n = 5000
     p = rng.random(n).astype(np.float32)

@@ -446,7 +446,7 @@ def test_plots_binary_confusion_rows_at_head_thresholds():
     state = head.new_state().update(BINARY_PLOT_LABELS, BINARY_PLOT_LOGITS,
                                     {'w': BINARY_PLOT_WEIGHTS})
     plots = state.plots()
-    assert set(plots) == set(heads.states.PLOT_COLUMNS)
+    assert set(plots) == set(heads.metrics.PLOT_COLUMNS)
     rows = _confusion_rows(plots, '')
     assert len(rows) == 200 + 3                       # the AUC's 200 and the head's 3
     thresholds = plots['threshold'][plots['curve'] == 'confusion']
@@ -534,7 +534,7 @@ def _reference_entry(p32: np.ndarray, cuts: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize('n_buckets,logit_range', [(8192, 16.0), (2 ** 17, 16.0), (50, 4.0),
                                                    (2, 16.0), (1000, 200.0)])
 def test_histogram_float32_lookup_equals_float64_definition(n_buckets, logit_range):
-    h = heads.states.Histogram(n_buckets=n_buckets, logit_range=logit_range)
+    h = heads.metrics.Histogram(n_buckets=n_buckets, logit_range=logit_range)
     cuts = h.edges()
     assert cuts.size == n_buckets - 1
     c32 = cuts.astype(F32)
@@ -562,9 +562,9 @@ def test_histogram_float32_lookup_equals_float64_definition(n_buckets, logit_ran
 def test_chunked_kernels_equal_the_plain_formulas():
     """The array face works through large batches in cache-sized chunks and column by column;
     on more rows than one chunk it gives exactly the plain one-pass formulas' values."""
-    from heads import _np, _np_multi
+    from heads.array import numerics
     rng = np.random.default_rng(7)
-    n = 3 * _np.CHUNK + 123
+    n = 3 * numerics.CHUNK + 123
     x = (rng.normal(0, 4, n) * rng.choice([1, 1, 1, 30], n)).astype(F32)
     x[::1001] = np.nan
     x[3::2003] = np.inf
@@ -575,8 +575,8 @@ def test_chunked_kernels_equal_the_plain_formulas():
         plain_sigmoid = np.where(x >= 0, F32(1) / (F32(1) + e), e / (F32(1) + e))
         x64, z64 = x.astype(np.float64), z.astype(np.float64)
         plain_sce = np.maximum(x64, 0.0) - x64 * z64 + np.log1p(np.exp(-np.abs(x64)))
-    np.testing.assert_array_equal(_np.sigmoid32(x), plain_sigmoid)
-    np.testing.assert_array_equal(_np.log_sigmoid_cross_entropy(z, x), plain_sce)
+    np.testing.assert_array_equal(numerics.sigmoid32(x), plain_sigmoid)
+    np.testing.assert_array_equal(numerics.log_sigmoid_cross_entropy(z, x), plain_sce)
 
     logits = rng.normal(0, 3, (n // 4, 5)).astype(F32)
     logits[::97, 2] = np.nan
@@ -586,17 +586,17 @@ def test_chunked_kernels_equal_the_plain_formulas():
         top = np.max(x64, axis=-1, keepdims=True)
         plain_ce = (top + np.log(np.sum(np.exp(x64 - top), axis=-1, keepdims=True))
                     - np.take_along_axis(x64, ids, axis=-1))
-    np.testing.assert_array_equal(_np_multi.softmax_cross_entropy(ids, logits), plain_ce)
+    np.testing.assert_array_equal(numerics.softmax_cross_entropy(ids, logits), plain_ce)
     plain_ids = np.argmax(np.where(np.isnan(logits), -np.inf, logits), axis=-1)[:, np.newaxis]
-    np.testing.assert_array_equal(_np_multi.class_ids_of(logits), plain_ids)
+    np.testing.assert_array_equal(numerics.class_ids_of(logits), plain_ids)
     squares = x64[:, :3] ** 2
-    np.testing.assert_array_equal(_np.mean_last_axis(squares), np.mean(squares, axis=-1))
+    np.testing.assert_array_equal(numerics.mean_last_axis(squares), np.mean(squares, axis=-1))
 
     # Keras' AUC buckets of all the scores at once, NaN dropped from the buckets.
     p = np.clip(plain_sigmoid, F32(0), F32(1))
     positive = z != 0
     w = rng.random(n)
-    auc = heads.states.KerasAUC().update(positive, plain_sigmoid, w)
+    auc = heads.metrics.KerasAUC().update(positive, plain_sigmoid, w)
     bucket = np.maximum(np.ceil(p * F32(199)) - F32(1), F32(0))
     ok = ~np.isnan(bucket)
     pos_ref = np.zeros(200)

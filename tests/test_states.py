@@ -1,4 +1,4 @@
-"""The mergeable metric states (heads/states.py) and the numpy helpers they rely on (heads/_np.py).
+"""The mergeable metric states (heads/metrics/) and the numpy helpers they rely on (heads/array/).
 
 Golden values are hand arithmetic written out below, tf.estimator 2.15 recordings from
 heads_spec.md §12, slow reference implementations in this file, and sklearn.
@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from heads import _np
-from heads.states import (PLOT_COLUMNS, Confusion, Histogram, KerasAUC, LossSum, WeightedMean,
-                          calibration_plot, concat_plots, confusion_plot, div_no_nan,
-                          empty_plots)
+from heads.array import inputs, numerics
+from heads.metrics import (PLOT_COLUMNS, Confusion, Histogram, KerasAUC, LossSum, WeightedMean,
+                           calibration_plot, concat_plots, confusion_plot, div_no_nan,
+                           empty_plots)
 
 from _helpers import reference_keras_auc  # Keras AUC, one threshold at a time
 
@@ -135,22 +135,22 @@ def _auc(labels, scores, weights=None):
 
 def test_keras_auc_recorded_tf_values():
     # heads_spec §12 B7: BinaryClassHead, sigmoid of logits [45, -41, 44], labels [1, 1, 0].
-    p = _np.sigmoid32([[45.0], [-41.0], [44.0]])
+    p = numerics.sigmoid32([[45.0], [-41.0], [44.0]])
     roc, pr = _auc([[1], [1], [0]], p, [[1.0], [0.1], [1.5]])
     assert roc == pytest.approx(0.4545454539, abs=1e-9)
     assert pr == pytest.approx(0.4010626639, abs=1e-9)
     # B8: rank-3 logits, weights per (example, step).
-    p = _np.sigmoid32([[[10.0], [-10.0]], [[12.0], [-12.0]]])
+    p = numerics.sigmoid32([[[10.0], [-10.0]], [[12.0], [-12.0]]])
     roc, pr = _auc([[[0], [0]], [[1], [1]]], p, [[[1.0], [1.5]], [[2.0], [2.5]]])
     assert (roc, pr) == (pytest.approx(0.5222222, abs=1e-6), pytest.approx(0.6582286, abs=1e-6))
     # L1 (multi-label, flattened): logits [[-1, 1], [-1.5, 1.5]], labels [[1, 0], [1, 1]].
-    roc, pr = _auc([[1, 0], [1, 1]], _np.sigmoid32([[-1.0, 1.0], [-1.5, 1.5]]))
+    roc, pr = _auc([[1, 0], [1, 1]], numerics.sigmoid32([[-1.0, 1.0], [-1.5, 1.5]]))
     assert (roc, pr) == (pytest.approx(0.3333333, abs=1e-6), pytest.approx(0.7689509, abs=1e-6))
     # E3: a NaN score is predicted negative everywhere (dropped from the buckets).
-    roc, pr = _auc([[1, 0], [0, 1]], _np.sigmoid32([[np.nan, 1.0], [1.0, -1.0]]))
+    roc, pr = _auc([[1, 0], [0, 1]], numerics.sigmoid32([[np.nan, 1.0], [1.0, -1.0]]))
     assert (roc, pr) == (0.0, pytest.approx(0.0945349, abs=1e-6))
     # E7: logits [[1, -1, 0]], labels [[0, 1, 0]].
-    roc, pr = _auc([[0, 1, 0]], _np.sigmoid32([[1.0, -1.0, 0.0]]))
+    roc, pr = _auc([[0, 1, 0]], numerics.sigmoid32([[1.0, -1.0, 0.0]]))
     assert (roc, pr) == (0.0, pytest.approx(0.1890698, abs=1e-6))
 
 
@@ -186,7 +186,7 @@ def test_keras_auc_matches_reference_loop(seed):
     n = 150
     labels = (rng.random(n) < 0.4).astype(float)
     labels[rng.random(n) < 0.1] = 0.3  # soft labels are positives
-    scores = _np.sigmoid32(rng.normal(0, 2, n) + labels)
+    scores = numerics.sigmoid32(rng.normal(0, 2, n) + labels)
     scores[:5] = [0.0, 1.0, 0.5, np.nan, 1.0]
     weights = rng.uniform(0, 2, n)
     a = KerasAUC()
@@ -207,7 +207,7 @@ def _tied_data(rng, n):
     logits[rng.random(n) < 0.2] = 20.0   # saturates to p = 1 in float32: ties at the top
     logits[rng.random(n) < 0.1] = -200.0  # p = 0
     logits = np.round(logits, 1)          # more ties
-    return labels, _np.sigmoid32(logits), rng.uniform(0.1, 3.0, n)
+    return labels, numerics.sigmoid32(logits), rng.uniform(0.1, 3.0, n)
 
 
 @pytest.mark.parametrize('seed', range(4))
@@ -236,7 +236,7 @@ def test_histogram_bounds_on_large_sample_are_tight():
     rng = np.random.default_rng(5)
     n = 20000
     labels = rng.random(n) < 0.3
-    p = _np.sigmoid32(rng.normal(0, 2, n) + labels)
+    p = numerics.sigmoid32(rng.normal(0, 2, n) + labels)
     lo, hi = Histogram().update(labels, p).auc_bounds()
     exact = roc_auc_score(labels, p)
     assert lo <= exact <= hi
@@ -326,7 +326,7 @@ _FACTORIES = [WeightedMean, LossSum, lambda: Confusion([0.3, 0.5]), KerasAUC,
 def test_any_chunking_merged_in_any_order_gives_the_one_batch_result(n, seed, n_parts, factory):
     rng = np.random.default_rng(seed)
     labels = (rng.random(n) < 0.5).astype(float)
-    scores = _np.sigmoid32(rng.normal(0, 2, n)).astype(np.float64)
+    scores = numerics.sigmoid32(rng.normal(0, 2, n)).astype(np.float64)
     weights = rng.uniform(0, 2, n)
     make = _FACTORIES[factory]
     whole = _fill([make()], labels, scores, weights, [np.arange(n)])[0]
@@ -388,17 +388,17 @@ def test_div_no_nan():
 
 
 # -------------------------------------------------------------------------------------------------
-# heads/_np.py helpers.
+# heads/array helpers (inputs and numerics).
 # -------------------------------------------------------------------------------------------------
 
 def test_sigmoid32_and_softmax32():
     x = np.array([-200.0, -1.0, 0.0, 1.0, 200.0, np.nan], np.float32)
-    s = _np.sigmoid32(x)
+    s = numerics.sigmoid32(x)
     assert s.dtype == np.float32
     np.testing.assert_allclose(s[:5], [0.0, 1 / (1 + math.e), 0.5, 1 / (1 + math.exp(-1)), 1.0],
                                rtol=1e-6)
     assert np.isnan(s[5])
-    sm = _np.softmax32([[0.0, 1.0, 0.0]])
+    sm = numerics.softmax32([[0.0, 1.0, 0.0]])
     np.testing.assert_allclose(sm, [[1 / (2 + math.e), math.e / (2 + math.e), 1 / (2 + math.e)]],
                                rtol=1e-6)
 
@@ -406,72 +406,72 @@ def test_sigmoid32_and_softmax32():
 def test_check_logits_messages():
     with pytest.raises(ValueError, match=r'logits must have rank at least 2\.  Received rank 1, '
                                          r'shape \(2,\)'):
-        _np.check_logits([1.0, 2.0], 1)
+        inputs.check_logits([1.0, 2.0], 1)
     with pytest.raises(ValueError, match=r'logits shape must be \[D0, D1, \.\.\. DN, '
                                          r'logits_dimension\], got \(2, 2\)\.'):
-        _np.check_logits([[1.0, 2.0], [3.0, 4.0]], 1)
-    assert _np.check_logits([[1], [2]], 1).dtype == np.float32
+        inputs.check_logits([[1.0, 2.0], [3.0, 4.0]], 1)
+    assert inputs.check_logits([[1], [2]], 1).dtype == np.float32
 
 
 def test_dense_labels_rules():
     logits = np.zeros((2, 1), np.float32)
-    assert _np.dense_labels([1, 0], logits, 1).shape == (2, 1)  # rank fix-up
+    assert inputs.dense_labels([1, 0], logits, 1).shape == (2, 1)  # rank fix-up
     with pytest.raises(ValueError, match='You must provide a labels Tensor'):
-        _np.dense_labels(None, logits, 1)
+        inputs.dense_labels(None, logits, 1)
     with pytest.raises(ValueError, match='Mismatched label shape'):
-        _np.dense_labels([[45.0, 44.0], [41.0, 42.0]], logits, 1)
+        inputs.dense_labels([[45.0, 44.0], [41.0, 42.0]], logits, 1)
     # [3] labels against [2, 1] logits: expanded to [3, 1], then the full-shape message (§2.2).
     with pytest.raises(ValueError, match=r'labels shape must be \[D0, D1, \.\.\. DN, 1\]\. .*'
                                          r'expected_labels_shape: \(2, 1\)\. labels_shape: '
                                          r'\(3, 1\)\.'):
-        _np.dense_labels([1, 0, 1], logits, 1)
+        inputs.dense_labels([1, 0, 1], logits, 1)
 
 
 def test_example_weights_rules():
     logits = np.zeros((2, 1), np.float32)
-    assert _np.example_weights({}, None, logits) == 1.0
-    w = _np.example_weights({'w': [1.0, 0.1]}, 'w', logits)
+    assert inputs.example_weights({}, None, logits) == 1.0
+    w = inputs.example_weights({'w': [1.0, 0.1]}, 'w', logits)
     assert w.shape == (2, 1) and w.dtype == np.float64
     assert w[1, 0] == np.float32(0.1)  # float32 like the TF face
     with pytest.raises(ValueError, match='Feature w is not in features dictionary.'):
-        _np.example_weights({}, 'w', logits)
+        inputs.example_weights({}, 'w', logits)
     with pytest.raises(ValueError, match=r'Feature \(key: w\) cannot have rank 0\. Given: 2\.0'):
-        _np.example_weights({'w': np.float32(2.0)}, 'w', logits)
+        inputs.example_weights({'w': np.float32(2.0)}, 'w', logits)
     with pytest.raises(ValueError, match=r'weights shape must be \[D0, D1, \.\.\. DN\] or \[D0, '
                                          r'D1, \.\.\. DN, 1\], logits_shape: \(2, 1\)\. '
                                          r'weights_shape: \(2, 2\)\.'):
-        _np.example_weights({'w': np.ones((2, 2))}, 'w', logits)
-    per_logit = _np.example_weights({'w': np.ones((2, 3))}, 'w', np.zeros((2, 3)), True)
+        inputs.example_weights({'w': np.ones((2, 2))}, 'w', logits)
+    per_logit = inputs.example_weights({'w': np.ones((2, 3))}, 'w', np.zeros((2, 3)), True)
     assert per_logit.shape == (2, 3)
     with pytest.raises(ValueError, match=r'\[D0, D1, \.\.\. DN, logits_dimension\]'):
-        _np.example_weights({'w': np.ones((2, 2))}, 'w', np.zeros((2, 3)), True)
+        inputs.example_weights({'w': np.ones((2, 2))}, 'w', np.zeros((2, 3)), True)
     # Rank-3 logits take [D0, D1] weights (rank − 1) and give [D0, D1, 1].
-    assert _np.example_weights({'w': np.ones((2, 2))}, 'w', np.zeros((2, 2, 1))).shape == (2, 2, 1)
+    assert inputs.example_weights({'w': np.ones((2, 2))}, 'w', np.zeros((2, 2, 1))).shape == (2, 2, 1)
 
 
 def test_lookup_and_label_range():
-    ids = _np.lookup_labels(np.array([['b'], ['z'], ['a']], dtype=object), ['a', 'b'])
+    ids = inputs.lookup_labels(np.array([['b'], ['z'], ['a']], dtype=object), ['a', 'b'])
     np.testing.assert_array_equal(ids, [[1], [-1], [0]])
-    np.testing.assert_array_equal(_np.lookup_labels([b'b'], ['a', 'b']), [1])  # bytes decoded
+    np.testing.assert_array_equal(inputs.lookup_labels([b'b'], ['a', 'b']), [1])  # bytes decoded
     with pytest.raises(TypeError, match="Dtype of argument `keys` must be <dtype: 'string'>, "
                                         "received: <dtype: 'int64'>"):
-        _np.lookup_labels(np.array([1, 0]), ['a', 'b'])
+        inputs.lookup_labels(np.array([1, 0]), ['a', 'b'])
     with pytest.raises(ValueError, match=r'Labels must be <= 2 - 1'):
-        _np.check_label_range(np.array([1.2, -1.0]), 2)  # the upper check comes first
+        inputs.check_label_range(np.array([1.2, -1.0]), 2)  # the upper check comes first
     with pytest.raises(ValueError, match=r'Labels must be >= 0'):
-        _np.check_label_range(np.array([0.0, -1.0]), 2)
+        inputs.check_label_range(np.array([0.0, -1.0]), 2)
     with pytest.raises(ValueError, match=r'Labels must be <= 2 - 1'):
-        _np.check_label_range(np.array([np.nan]), 2)
-    _np.check_label_range(np.array([0.0, 0.4, 1.0]), 2)
+        inputs.check_label_range(np.array([np.nan]), 2)
+    inputs.check_label_range(np.array([0.0, 0.4, 1.0]), 2)
     with pytest.raises(ValueError, match='Cast string to float is not supported'):
-        _np.numeric_labels(np.array(['1'], dtype=object))
+        inputs.numeric_labels(np.array(['1'], dtype=object))
 
 
 def test_array_face_never_imports_tensorflow():
     code = (
         'import sys, numpy as np\n'
         'import heads\n'
-        'from heads import states\n'
+        'from heads import metrics\n'
         'hs = [heads.BinaryClassHead(weight_column="w", thresholds=[0.5], name="b"),\n'
         '      heads.RegressionHead(label_dimension=2), heads.PoissonRegressionHead(),\n'
         '      heads.LogisticRegressionHead()]\n'
@@ -493,7 +493,7 @@ def test_array_face_never_imports_tensorflow():
 def test_histogram_sparse_and_dense_storage_agree():
     rng = np.random.default_rng(11)
     labels = rng.random(20000) < 0.4
-    p = _np.sigmoid32(rng.normal(0, 5, 20000))
+    p = numerics.sigmoid32(rng.normal(0, 5, 20000))
     small = Histogram().update(labels[:5], p[:5])
     assert small._idx is not None and small._idx.size <= 5  # sparse: 5 entries at most
     assert len(pickle.dumps(small)) < 4 * 1024
@@ -512,21 +512,22 @@ def test_state_arrays_round_trip_without_pickle():
     """`state_arrays` / `load_state_arrays` (the watch state file's form): a fresh state filled
     with another's arrays answers exactly as it; sparse and dense histograms alike."""
     import numpy as np
-    from heads import states as st
+    from heads import metrics as st
+    from heads.state import load_state_arrays, state_arrays
     rng = np.random.default_rng(7)
     for n in (6, 200_000):  # few rows: sparse histogram storage; many: dense
         labels = np.arange(n) % 2 == 0  # both classes: the AUC bounds are numbers
         hist = st.Histogram().update(labels, 1 / (1 + np.exp(-4 * rng.normal(size=n))))
-        back = st.load_state_arrays(st.Histogram(), st.state_arrays(hist))
+        back = load_state_arrays(st.Histogram(), state_arrays(hist))
         assert (back._idx is None) == (hist._idx is None) == (n > 6)
         assert np.array_equal(back.pos, hist.pos) and back.auc_bounds() == hist.auc_bounds()
         assert not np.isnan(hist.auc_bounds()).any()
     mean = st.WeightedMean().update(np.array([1.0, 3.0]))
-    arrays = st.state_arrays(mean)
+    arrays = state_arrays(mean)
     assert set(arrays) == {'total', 'count'}
-    assert st.load_state_arrays(st.WeightedMean(), arrays).result() == 2.0
+    assert load_state_arrays(st.WeightedMean(), arrays).result() == 2.0
     import pytest
     with pytest.raises(ValueError, match='unknown state entries: evil'):
-        st.load_state_arrays(st.WeightedMean(), dict(arrays, evil=np.zeros(1)))
+        load_state_arrays(st.WeightedMean(), dict(arrays, evil=np.zeros(1)))
     with pytest.raises(ValueError, match='total'):
-        st.load_state_arrays(st.WeightedMean(), dict(arrays, total=np.zeros(3)))
+        load_state_arrays(st.WeightedMean(), dict(arrays, total=np.zeros(3)))

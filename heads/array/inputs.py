@@ -1,12 +1,10 @@
-"""numpy building blocks of the array face: input checks, weights, labels and float32 activations.
+"""The array face's input checks shared by every head family: logits, labels, weights, custom
+loss functions, prediction keys, and the row-level problems `invalid_rows` reports.
 
-Every check raises the same exception type and message text as the TF face (tf.estimator 2.15,
-`heads_spec.md` §2), so a batch rejected by one face is rejected by the other with the same words.
-Nothing here imports TensorFlow.
-
-Numerics: inputs are rounded to float32 first (logits, labels and weights are float32 tensors in
-tf.estimator), activations (`sigmoid32`, `softmax32`) are computed in float32 as TF computed them,
-and everything accumulated afterwards is float64.
+Every check raises the same exception type and message text as tf.estimator 2.15's TF face, in the
+same order (logits shape, then labels, then weights), so a batch rejected by one face is rejected by
+the other with the same words (tests/test_faces_agree.py). Inputs are rounded to float32 first
+(logits, labels and weights are float32 tensors in tf.estimator). Nothing here imports TensorFlow.
 """
 from __future__ import annotations
 
@@ -23,114 +21,7 @@ LABELS_NOT_FINITE = 'Labels must be finite'
 
 
 # -------------------------------------------------------------------------------------------------
-# Activations (float32, as TF computes them).
-# -------------------------------------------------------------------------------------------------
-
-# Elements per step of the elementwise kernels below: their temporaries stay in cache, which
-# matters for the pipeline's batches of 10^4–10^6 rows.
-CHUNK = 1 << 16
-
-
-def sigmoid32(x: Any) -> np.ndarray:
-    """Logistic sigmoid in float32 without overflow warnings; NaN stays NaN, ±inf give 1 / 0."""
-    x = np.asarray(x, dtype=np.float32)
-    out = np.empty(x.shape, dtype=np.float32)
-    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-    with np.errstate(over='ignore', invalid='ignore'):
-        for start in range(0, flat_x.size, CHUNK):
-            part = flat_x[start:start + CHUNK]
-            # exp(-|x|) never overflows; 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0 are the
-            # same function (NaN takes the first and stays NaN).
-            e = np.abs(part)
-            np.negative(e, out=e)
-            np.exp(e, out=e)
-            d = e + np.float32(1)
-            r = np.float32(1) / d
-            q = e / d
-            # Select by arithmetic (r·(1 − m) + q·m is exactly r or q for m in {0, 1}, and both
-            # are finite unless x is NaN, where r is NaN too): masked division and np.where are
-            # several times slower when signs interleave.
-            m = (part < 0).view(np.int8).astype(np.float32)
-            r *= np.float32(1) - m
-            q *= m
-            r += q
-            flat_out[start:start + part.size] = r
-    return out
-
-
-def mean_last_axis(a: np.ndarray, keepdims: bool = False) -> np.ndarray:
-    """`np.mean(a, axis=-1)` of a float64 array, column by column when the axis is short.
-
-    numpy's reductions over a short last axis are slow; numpy sums fewer than 8 elements left to
-    right and then divides by the count, which is what the column loop does, so the values are
-    the same.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    n = a.shape[-1] if a.ndim else 0
-    if not 0 < n < 8 or a.size == 0:
-        return np.mean(a, axis=-1, keepdims=keepdims)
-    total = a[..., 0].copy()
-    for j in range(1, n):
-        total += a[..., j]
-    total /= n
-    return total[..., np.newaxis] if keepdims else total
-
-
-def softmax32(x: Any, axis: int = -1) -> np.ndarray:
-    """Softmax in float32 along `axis`, shifted by the max for stability (as TF does).
-
-    Non-finite logits follow TF's CPU kernel (recorded on tf.estimator 2.15 and TF 2.21): in a
-    vector whose max is NaN or +inf, the NaN and +inf entries give NaN and every other entry 0
-    (softmax([0, NaN]) = softmax([0, +inf]) = [0, NaN]); −inf entries give 0 as usual, and an
-    all −inf vector gives NaN everywhere.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    with np.errstate(over='ignore', invalid='ignore'):
-        top = np.max(x, axis=axis, keepdims=True)
-        shifted = x - top
-        e = np.exp(shifted)
-        out = e / np.sum(e, axis=axis, keepdims=True)
-        # NaN propagates through np.max, so `top` is NaN for any NaN entry and +inf for +inf.
-        wild = np.isnan(top) | (top == np.inf)
-        if wild.any():
-            blown = np.isnan(x) | (x == np.inf)
-            out = np.where(wild, np.where(blown, np.float32(np.nan), np.float32(0.0)), out)
-    return out.astype(np.float32, copy=False)
-
-
-def log_sigmoid_cross_entropy(labels: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """`max(x, 0) − x·z + log(1 + exp(−|x|))` in float64 (tf.nn.sigmoid_cross_entropy_with_logits).
-
-    ±inf logits give NaN (inf − inf), as in TF.
-    """
-    x = np.asarray(logits)
-    z = np.asarray(labels)
-    if x.shape != z.shape:  # broadcasting: the formula as written
-        x = x.astype(np.float64)
-        z = z.astype(np.float64)
-        with np.errstate(over='ignore', invalid='ignore'):
-            return np.maximum(x, 0.0) - x * z + np.log1p(np.exp(-np.abs(x)))
-    out = np.empty(x.shape, dtype=np.float64)
-    flat_x, flat_z, flat_out = x.reshape(-1), z.reshape(-1), out.reshape(-1)
-    with np.errstate(over='ignore', invalid='ignore'):
-        for start in range(0, flat_x.size, CHUNK):
-            # The formula's operations in the same order, in cache-sized chunks.
-            xc = flat_x[start:start + CHUNK].astype(np.float64)
-            zc = flat_z[start:start + CHUNK].astype(np.float64)
-            soft = np.abs(xc)
-            np.negative(soft, out=soft)
-            np.exp(soft, out=soft)
-            np.log1p(soft, out=soft)
-            r = np.maximum(xc, 0.0)
-            zc *= xc
-            r -= zc
-            r += soft
-            flat_out[start:start + xc.size] = r
-    return out
-
-
-# -------------------------------------------------------------------------------------------------
-# Shapes: logits, labels, weights (heads_spec §2.1–2.3).
+# Shapes: logits, labels, weights (the TF face's checks, in its order).
 # -------------------------------------------------------------------------------------------------
 
 def _shape(a: np.ndarray) -> tuple[int, ...]:
@@ -191,7 +82,7 @@ def is_string_array(arr: np.ndarray) -> bool:
 
 
 def dense_labels(labels: Any, logits: np.ndarray, dimension: int) -> np.ndarray:
-    """Labels reshaped to `logits.shape[:-1] + (dimension,)` after tf.estimator's checks (§2.2).
+    """Labels reshaped to `logits.shape[:-1] + (dimension,)` after tf.estimator's checks.
 
     The dtype is kept (strings stay strings for a later vocabulary lookup).
 
@@ -268,7 +159,8 @@ def label_range_mask(labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np
 
 
 def check_label_range(labels: np.ndarray, n_classes: int, message: str | None = None) -> None:
-    """Raises ValueError unless every label is in [0, n_classes − 1] (tf.estimator §2.7 order)."""
+    """Raises ValueError unless every label is in [0, n_classes − 1]: the upper bound is
+    checked first (NaN fails it), then the lower one, as in tf.estimator."""
     too_large, negative = label_range_mask(labels, n_classes)
     if too_large.any():
         raise ValueError(message or LABELS_TOO_LARGE.format(n=n_classes))
@@ -296,7 +188,7 @@ def weight_column_key(weight_column: Any) -> str:
 
 
 def raw_weights(features: Mapping[str, Any] | None, weight_column: Any) -> np.ndarray:
-    """The weight feature as float32 after the feature-column steps (§2.3): rank 0 refused, rank 1
+    """The weight feature as float32 after the feature-column steps: rank 0 refused, rank 1
     expanded to [B, 1], `normalizer_fn` applied."""
     key = weight_column_key(weight_column)
     if features is None or key not in features:
@@ -320,7 +212,7 @@ def raw_weights(features: Mapping[str, Any] | None, weight_column: Any) -> np.nd
 def example_weights(features: Mapping[str, Any] | None, weight_column: Any, logits: np.ndarray,
                     allow_per_logit: bool = False) -> np.ndarray | float:
     """Example weights shaped `[D0..DN, 1]` (or `[D0..DN, L]` per logit), float64; 1.0 without a
-    weight column (§2.3). Zero and negative weights are kept, as in tf.estimator.
+    weight column. Zero and negative weights are kept, as in tf.estimator.
 
     Raises:
       ValueError: missing feature, rank 0, or a shape that matches neither form (TF face's texts).
@@ -359,7 +251,7 @@ def weights_not_finite_rows(features: Mapping[str, Any] | None, weight_column: A
 
 def call_loss_fn(loss_fn: Callable[..., Any], labels: np.ndarray, logits: np.ndarray,
                  features: Mapping[str, Any] | None, k: int) -> np.ndarray:
-    """Calls a custom `loss_fn` with numpy arrays and checks its `[D0..DN, k]` shape (§2.4).
+    """Calls a custom `loss_fn` with numpy arrays and checks its `[D0..DN, k]` shape.
 
     The array face passes numpy arrays (labels as the head processed them, float32 logits, the
     features dict as given); a returned tf.Tensor (or anything array-like) goes through np.asarray.
@@ -389,81 +281,41 @@ def batch_size(logits: np.ndarray) -> int:
     return int(np.prod(logits.shape[:-1], dtype=np.int64))
 
 
+def weighted_per_example(u: np.ndarray, weights: np.ndarray | float) -> np.ndarray:
+    """The weighted loss as a fresh array of the unweighted loss's shape `[D0..DN, 1]`."""
+    return np.broadcast_to(weighted_loss(u, weights), u.shape).copy()
+
+
 # -------------------------------------------------------------------------------------------------
-# Row-level validation for `invalid_rows`.
+# Label dtypes and prediction keys.
 # -------------------------------------------------------------------------------------------------
 
-RowProblem = tuple  # (role, reason, bool mask over the first dimension)
+# No space after "given: {}." in tf.estimator's text.
+UNKNOWN_PREDICTION_KEY = 'Prediction key must be in PredictionKeys, given: {}.' \
+                         'Valid prediction keys include {}.'
 
 
-def n_rows_of(logits: Any) -> int:
-    """Length of the first dimension (1 for a scalar)."""
-    try:
-        a = np.asarray(logits)
-    except Exception:  # pragma: no cover - anything np.asarray refuses is one bad "row"
-        return 1
-    return int(a.shape[0]) if a.ndim else 1
+def is_integer(arr: np.ndarray) -> bool:
+    return arr.dtype.kind in 'iu'
 
 
-def logits_problems(logits: Any, logits_dimension: int
-                    ) -> tuple[np.ndarray | None, list[RowProblem]]:
-    """(float32 logits or None when unusable, problems): shape errors mark every row."""
-    n = n_rows_of(logits)
-    try:
-        x = check_logits(logits, logits_dimension)
-    except (ValueError, TypeError) as e:
-        return None, [('logits', str(e), np.ones(n, dtype=bool))]
-    bad = rows_any(~np.isfinite(x), n)
-    return x, ([('logits', LOGITS_NOT_FINITE, bad)] if bad.any() else [])
+def check_keys(keys: Sequence[str] | None, valid: Sequence[str]) -> Sequence[str]:
+    """The requested prediction keys (all valid ones when none are given); unknown keys raise."""
+    if not keys:
+        return valid
+    for key in keys:
+        if key not in valid:
+            raise ValueError(UNKNOWN_PREDICTION_KEY.format(key, list(valid)))
+    return keys
 
 
-def weight_problems(features: Mapping[str, Any] | None, weight_column: Any, logits: np.ndarray,
-                    allow_per_logit: bool = False) -> list[RowProblem]:
-    """Weight shape errors (every row) and non-finite weights, under the weight column's name."""
-    if weight_column is None:
-        return []
-    n = logits.shape[0]
-    try:
-        role = weight_column_key(weight_column)
-    except TypeError as e:
-        return [('weights', str(e), np.ones(n, dtype=bool))]
-    try:
-        w = example_weights(features, weight_column, logits, allow_per_logit)
-    except (ValueError, TypeError) as e:
-        return [(role, str(e), np.ones(n, dtype=bool))]
-    bad = rows_any(~np.isfinite(w), n)
-    return [(role, WEIGHTS_NOT_FINITE, bad)] if bad.any() else []
+def all_class_ids(logits: np.ndarray, n_classes: int) -> np.ndarray:
+    """`[D0, n]` int32: every class id for each row of the first dimension (tf.estimator)."""
+    return np.tile(np.arange(n_classes, dtype=np.int32), (logits.shape[0], 1))
 
 
-def classifier_invalid_rows(labels: Any, logits: Any, features: Mapping[str, Any] | None, *,
-                            logits_dimension: int, n_classes: int,
-                            vocabulary: Sequence[str] | None, weight_column: Any
-                            ) -> list[RowProblem]:
-    """`invalid_rows` of a head with one label per example in [0, n_classes − 1] (numbers, or
-    strings of `vocabulary`): the TF face's messages; unknown vocabulary strings fail
-    `Labels must be >= 0` as in tf.estimator, with the reason saying why."""
-    x, problems = logits_problems(logits, logits_dimension)
-    if x is None:
-        return problems
-    n = x.shape[0]
-    all_rows = np.ones(n, dtype=bool)
-    try:
-        lab = dense_labels(labels, x, 1)
-        if vocabulary is not None:
-            ids = lookup_labels(lab, vocabulary)
-            oov = rows_any(ids < 0, n)
-            if oov.any():
-                problems.append(('labels', LABELS_NEGATIVE + ' (a label is not in '
-                                 'label_vocabulary {})'.format(list(vocabulary)), oov))
-            lab = ids
-        z = numeric_labels(lab)
-    except (ValueError, TypeError) as e:
-        return problems + [('labels', str(e), all_rows)]
-    too_large, negative = label_range_mask(z, n_classes)
-    for mask, reason in ((too_large, LABELS_TOO_LARGE.format(n=n_classes)),
-                         (negative & (z != -1 if vocabulary is not None else True),
-                          LABELS_NEGATIVE)):
-        rows = rows_any(mask, n)
-        if rows.any():
-            problems.append(('labels', reason, rows))
-    return problems + weight_problems(features, weight_column, x)
+def all_classes(logits: np.ndarray, n_classes: int,
+                vocabulary: Sequence[str] | None) -> np.ndarray:
+    names = list(vocabulary) if vocabulary else [str(i) for i in range(n_classes)]
+    row = np.array(names, dtype=object)
+    return np.tile(row, (logits.shape[0], 1))

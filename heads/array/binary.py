@@ -1,0 +1,256 @@
+"""`BinaryClassHead`'s array face and mergeable state: sigmoid cross-entropy over one logit per
+example, with tf.estimator 2.15's label forms, losses, predictions and messages.
+
+`BinaryClassFace` is built from the head's configuration (`BinaryClassHead._array_face`) and does
+the numpy work the head delegates: `inputs` / `unweighted_loss` (validation and loss),
+`predictions`, `loss`, `invalid_rows` and `new_state`. `BinaryClassState` accumulates the head's
+update_metrics over all data seen. Never imports TensorFlow.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from heads.array import inputs as ai
+from heads.array.numerics import log_sigmoid_cross_entropy, sigmoid32, softmax32
+from heads.array.row_problems import classifier_invalid_rows
+from heads.keys import MetricKeys, PredictionKeys, summary_key, threshold_key
+from heads.metrics import (Confusion, Groups, Histogram, KerasAUC, LossSum, WeightedMean,
+                           calibration_plot, concat_plots, confusion_plot, div_no_nan,
+                           flat_weights)
+from heads.state import HeadState, add_counts_groups
+
+__all__ = ['BinaryClassFace', 'BinaryClassState']
+
+_PREDICTION_KEYS = (PredictionKeys.LOGITS, PredictionKeys.LOGISTIC, PredictionKeys.PROBABILITIES,
+                    PredictionKeys.CLASS_IDS, PredictionKeys.CLASSES, PredictionKeys.ALL_CLASS_IDS,
+                    PredictionKeys.ALL_CLASSES)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BinaryClassFace:
+    """The array face of a `BinaryClassHead` with this configuration."""
+
+    name: str | None
+    thresholds: tuple[float, ...]
+    label_vocabulary: Sequence[str] | None
+    weight_column: Any
+    loss_reduction: str
+    loss_fn: Callable[..., Any] | None
+
+    @property
+    def signature(self) -> tuple:
+        """What identifies the configuration for merging states."""
+        return ('BinaryClassHead', self.name, self.thresholds, self.loss_reduction)
+
+    def new_state(self) -> 'BinaryClassState':
+        return BinaryClassState(self)
+
+    def inputs(self, labels: Any, logits: Any, features: Mapping[str, Any] | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | float]:
+        """Validated (float32 labels [..,1], float32 logits [..,1], float64 weights) — the TF
+        face's checks and messages, in its order (logits, labels, vocabulary, range, weights)."""
+        logits = ai.check_logits(logits, 1)
+        labels = ai.dense_labels(labels, logits, 1)
+        if self.label_vocabulary is not None:
+            labels = ai.lookup_labels(labels, self.label_vocabulary)
+        labels = ai.numeric_labels(labels)
+        ai.check_label_range(labels, 2)
+        weights = ai.example_weights(features, self.weight_column, logits)
+        return labels, logits, weights
+
+    def unweighted_loss(self, labels: np.ndarray, logits: np.ndarray,
+                        features: Mapping[str, Any] | None) -> np.ndarray:
+        """Unreduced loss [..,1], float64: sigmoid cross-entropy, or the custom loss_fn called
+        with numpy arrays (float32 labels and logits, the features dict as given)."""
+        if self.loss_fn is not None:
+            return ai.call_loss_fn(self.loss_fn, labels, logits, features, 1)
+        return log_sigmoid_cross_entropy(labels, logits)
+
+    def predictions(self, logits: Any, keys: Sequence[str] | None = None) -> dict:
+        """predictions() in numpy: float32 logits / logistic / probabilities, int64 class_ids,
+        int32 all_class_ids, and class names as object arrays of str."""
+        keys = tuple(ai.check_keys(keys, _PREDICTION_KEYS))
+        logits = ai.check_logits(logits, 1)
+        class_ids = (logits > 0).astype(np.int64)  # argmax([0, x]): ties and NaN → 0
+        names = (list(self.label_vocabulary) if self.label_vocabulary is not None
+                 else ['0', '1'])
+        n0 = logits.shape[0]
+        out = {
+            PredictionKeys.LOGITS: logits,
+            PredictionKeys.LOGISTIC: sigmoid32(logits),
+            PredictionKeys.PROBABILITIES: softmax32(
+                np.concatenate([np.zeros_like(logits), logits], axis=-1)),
+            PredictionKeys.CLASS_IDS: class_ids,
+            PredictionKeys.CLASSES: np.asarray(names[:2], dtype=object)[class_ids],
+            PredictionKeys.ALL_CLASS_IDS: np.tile(np.arange(2, dtype=np.int32), (n0, 1)),
+            PredictionKeys.ALL_CLASSES: np.tile(np.asarray(names, dtype=object), (n0, 1)),
+        }
+        return {k: out[k] for k in _PREDICTION_KEYS if k in keys}
+
+    def loss(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+             ) -> np.ndarray:
+        """Per-example weighted unreduced loss `U · w`, [D0, ..., DN, 1] float64."""
+        labels, logits, weights = self.inputs(labels, logits, features)
+        return ai.weighted_loss(self.unweighted_loss(labels, logits, features), weights)
+
+    def invalid_rows(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+                     ) -> list:
+        """Rows failing the TF face's checks (shape errors mark every row), non-finite logits
+        and non-finite weights, as (role, reason, bool mask over the first dimension)."""
+        return classifier_invalid_rows(labels, logits, features, logits_dimension=1,
+                                       n_classes=2, vocabulary=self.label_vocabulary,
+                                       weight_column=self.weight_column)
+
+
+class BinaryClassState(HeadState):
+    """Mergeable metrics of a `BinaryClassHead`: the keys and values of its update_metrics.
+
+    Components: the loss sum, Keras means (average_loss, accuracy, prediction/mean, label/mean,
+    per-threshold accuracy), confusion matrices (precision / recall on class ids, and at each
+    threshold on probabilities), Keras' 200-threshold AUC, and a high-resolution histogram for
+    AUC bounds and calibration.
+    """
+
+    _components = ('loss_sum', 'average_loss', 'accuracy', 'class_confusion', 'prediction_mean',
+                   'label_mean', 'auc', 'histogram', 'threshold_accuracy', 'threshold_confusion')
+    MAX_GROUPS = 128  # states per grouped update: 128 × 2 × 8194 float64 histogram sums = 16 MB
+
+    def __init__(self, face: BinaryClassFace) -> None:
+        super().__init__(signature=face.signature)
+        self.face = face
+        self.loss_sum = LossSum()
+        self.average_loss = WeightedMean()
+        self.accuracy = WeightedMean()
+        self.class_confusion = Confusion([0.5])
+        self.prediction_mean = WeightedMean()
+        self.label_mean = WeightedMean()
+        self.auc = KerasAUC()
+        self.histogram = Histogram()
+        self.threshold_accuracy = [WeightedMean() for _ in face.thresholds]
+        self.threshold_confusion = Confusion(face.thresholds)
+
+    @staticmethod
+    def update_groups(states: Sequence['BinaryClassState'], codes: np.ndarray | None,
+                      labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+                      ) -> bool:
+        """Adds row i of one batch to `states[codes[i]]` (rows with a negative code to none), in
+        one pass over the rows; `codes` None: every row to the single state. The batch is validated
+        as a whole first (errors leave every state unchanged). Returns False, changing nothing, for
+        more than `MAX_GROUPS` states (their histograms' sums would take too much memory at once).
+        """
+        if not states:
+            return True
+        if len(states) > BinaryClassState.MAX_GROUPS:
+            return False
+        face = states[0].face
+        labels, logits, weights = face.inputs(labels, logits, features)
+        unweighted = face.unweighted_loss(labels, logits, features)
+        # Logits, labels and weights are all [D0..DN, 1]: one value per example, flattened.
+        groups = Groups.of(codes, len(states), ai.batch_size(logits))
+        x = logits.reshape(-1)
+        y = labels.reshape(-1)
+        w = flat_weights(weights, logits.shape)
+        p = sigmoid32(x)
+        positive = y != 0
+        # Each per-group sum is a pass over the batch: every sum is taken once and shared.
+        n_rows = groups.sum()
+        # Labels all 0 or 1 (label != 0 iff label == 1) let several sums come from one pass.
+        hard = np.count_nonzero(y == 1) == np.count_nonzero(positive)
+        w_sum = _add_means_and_curves(states, groups, y, w, unweighted.reshape(-1), p, positive,
+                                      hard, n_rows)
+        _add_confusions(states, face.thresholds, groups, x, y, w, p, positive, hard, w_sum)
+        add_counts_groups(states, n_rows, w_sum)
+        return True
+
+    def result(self) -> dict[str, float]:
+        K = MetricKeys
+        name = self.face.name
+        lm = self.label_mean
+        baseline = div_no_nan(max(lm.total, lm.count - lm.total), lm.count)
+        out = {
+            K.LOSS_MEAN: self.average_loss.result(),
+            K.ACCURACY: self.accuracy.result(),
+            K.PRECISION: float(self.class_confusion.precision()[0]),
+            K.RECALL: float(self.class_confusion.recall()[0]),
+            K.PREDICTION_MEAN: self.prediction_mean.result(),
+            K.LABEL_MEAN: lm.result(),
+            K.ACCURACY_BASELINE: baseline,
+            K.AUC: self.auc.roc(),
+            K.AUC_PR: self.auc.pr(),
+        }
+        precision = self.threshold_confusion.precision()
+        recall = self.threshold_confusion.recall()
+        for i, t in enumerate(self.face.thresholds):
+            out[threshold_key(K.ACCURACY_AT_THRESHOLD, t)] = self.threshold_accuracy[i].result()
+            out[threshold_key(K.PRECISION_AT_THRESHOLD, t)] = float(precision[i])
+            out[threshold_key(K.RECALL_AT_THRESHOLD, t)] = float(recall[i])
+        return {summary_key(k, name): float(v) for k, v in out.items()}
+
+    def loss(self) -> float:
+        return self.loss_sum.value(self.face.loss_reduction)
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        return {summary_key(MetricKeys.AUC, self.face.name): self.histogram.auc_bounds()}
+
+    def plots(self) -> dict[str, np.ndarray]:
+        """Confusion rows (the AUC's 200 thresholds and, exactly, the head's thresholds) and the
+        calibration histogram, sub_key ''."""
+        return concat_plots([confusion_plot('', self.auc, self.threshold_confusion),
+                             calibration_plot('', self.histogram)])
+
+
+def _add_means_and_curves(states: Sequence[BinaryClassState], groups: Groups, y: np.ndarray,
+                          w: np.ndarray, u: np.ndarray, p: np.ndarray, positive: np.ndarray,
+                          hard: bool, n_rows: np.ndarray) -> np.ndarray:
+    """Adds the loss, the means, the histogram and Keras' AUC; returns Σw per group."""
+    # The histogram's calibration totals are Σw, Σw·label and Σw·p over the scored rows.
+    cal = Histogram.update_groups([st.histogram for st in states], groups, positive, p, w,
+                                  None if hard else y.astype(np.float64))
+    if np.isnan(p).any():  # NaN scores are outside the histogram: sum directly
+        cal = np.stack([groups.sum(w), groups.sum(y * w), groups.sum(p * w)])
+    w_sum, wy_sum, wp_sum = cal
+    wu_sum = groups.sum(u * w)
+    LossSum.add_groups([st.loss_sum for st in states], wu_sum, n_rows)
+    WeightedMean.add_groups([st.average_loss for st in states], wu_sum, w_sum)
+    WeightedMean.add_groups([st.prediction_mean for st in states], wp_sum, w_sum)
+    WeightedMean.add_groups([st.label_mean for st in states], wy_sum, w_sum)
+    KerasAUC.update_groups([st.auc for st in states], groups, positive, p, w)
+    return w_sum
+
+
+def _add_confusions(states: Sequence[BinaryClassState], thresholds: tuple[float, ...],
+                    groups: Groups, x: np.ndarray, y: np.ndarray, w: np.ndarray, p: np.ndarray,
+                    positive: np.ndarray, hard: bool, w_sum: np.ndarray) -> None:
+    """Adds both confusion matrices and the accuracies (overall and at each threshold)."""
+    predicted = x > 0  # class id 1: argmax([0, x]); NaN → 0
+    class_ids = predicted.astype(np.float32)
+    # Both confusion matrices from one pass: Σw per (class id, number of thresholds below p,
+    # label != 0). The class id is `class_ids > 0.5` (a Confusion at 0.5 on the class ids).
+    order, above = Confusion.ranks(thresholds, p)
+    n_t = len(thresholds) + 1
+    key = predicted * (2 * n_t)
+    key += above * 2
+    key += positive
+    joint = groups.cells(key, 4 * n_t, w).reshape(groups.n, 2, n_t, 2)
+    by_threshold = joint.sum(axis=1)
+    Confusion.add_groups([st.class_confusion for st in states], joint.sum(axis=2))
+    Confusion.add_groups([st.threshold_confusion for st in states], by_threshold)
+    # Keras accuracies count label == prediction; with labels all 0 or 1 that is a cell of the
+    # matrices above, otherwise one pass each.
+    if hard:
+        correct = joint[:, 1, :, 1].sum(axis=1) + joint[:, 0, :, 0].sum(axis=1)
+    else:
+        correct = groups.sum((y == class_ids) * w)
+    WeightedMean.add_groups([st.accuracy for st in states], correct, w_sum)
+    for i, t in enumerate(thresholds):
+        # Keras BinaryAccuracy: match per element, mean over the (length-1) last axis, weighted.
+        if hard:
+            rank = int(np.flatnonzero(order == i)[0])  # predicted positive iff above > rank
+            correct = (by_threshold[:, rank + 1:, 1].sum(axis=1)
+                       + by_threshold[:, :rank + 1, 0].sum(axis=1))
+        else:
+            correct = groups.sum((y == (p > np.float32(t)).astype(np.float32)) * w)
+        WeightedMean.add_groups([st.threshold_accuracy[i] for st in states], correct, w_sum)

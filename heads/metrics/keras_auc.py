@@ -1,0 +1,123 @@
+"""`tf.keras.metrics.AUC(num_thresholds=200)` (Keras 2) as two bucket histograms, with Keras'
+interpolation for ROC and PR.
+
+Never imports TensorFlow.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from heads.metrics.common import CHUNK, cumulative_from_top, div_no_nan, flatten_inputs
+from heads.metrics.groups import Groups
+
+__all__ = ['KerasAUC']
+
+
+class KerasAUC:
+    """`tf.keras.metrics.AUC(num_thresholds)` (Keras 2) as two bucket histograms.
+
+    Thresholds are `−1e-7, 1/(n−1), …, (n−2)/(n−1), 1 + 1e-7`; a score p (clipped to [0, 1])
+    falls in bucket `max(ceil(p·(n−1)) − 1, 0)` computed in float32, exactly as Keras' evenly
+    spaced fast path, and counts as predicted positive at every threshold up to its bucket.
+    NaN scores land in no bucket but count in the totals (predicted negative everywhere).
+    """
+
+    EPSILON = 1e-7
+
+    def __init__(self, num_thresholds: int = 200) -> None:
+        if num_thresholds <= 1:
+            raise ValueError('Argument `num_thresholds` must be an integer > 1. '
+                             'Received: num_thresholds={}'.format(num_thresholds))
+        self.num_thresholds = int(num_thresholds)
+        self.pos = np.zeros(self.num_thresholds)  # Σ w of positives per bucket
+        self.neg = np.zeros(self.num_thresholds)  # Σ w of negatives per bucket
+        self.pos_total = 0.0                      # including NaN-scored examples
+        self.neg_total = 0.0
+
+    def update(self, positive: Any, scores: Any, weights: Any = None) -> 'KerasAUC':
+        pos, s, w = flatten_inputs(positive, scores, weights)
+        KerasAUC.update_groups([self], Groups.one(s.size), pos, s, w)
+        return self
+
+    @staticmethod
+    def update_groups(aucs: Sequence['KerasAUC'], groups: Groups, positive: np.ndarray,
+                      scores: np.ndarray, weights: np.ndarray) -> None:
+        """Adds flat per-row (bool positive, float32 score, float64 weight) to `aucs[g]` for the
+        rows of group g (all with the same number of thresholds)."""
+        if not aucs:
+            return
+        n = aucs[0].num_thresholds
+        s = scores
+        cell = np.empty(s.size, dtype=np.intp)
+        with np.errstate(invalid='ignore'):
+            for start in range(0, s.size, CHUNK):  # cache-sized steps
+                p = np.clip(s[start:start + CHUNK], np.float32(0.0), np.float32(1.0))
+                p *= np.float32(n - 1)
+                bucket = np.ceil(p, out=p)
+                bucket -= np.float32(1.0)
+                np.maximum(bucket, np.float32(0.0), out=bucket)
+                # NaN goes to an extra cell outside the buckets: counted in the totals only.
+                bucket[np.isnan(bucket)] = n
+                stop = start + bucket.size
+                part = cell[start:stop]
+                part[:] = bucket
+                part *= 2
+                part += positive[start:stop]
+                part += groups.offsets(start, stop, 2 * (n + 1))
+        # One pass: Σw per (group, bucket, label) cell.
+        cells = groups.cells_of_keys(cell, 2 * (n + 1), weights).reshape(groups.n, n + 1, 2)
+        for auc, c in zip(aucs, cells):
+            auc.pos += c[:n, 1]
+            auc.neg += c[:n, 0]
+            auc.pos_total += float(np.sum(c[:, 1]))
+            auc.neg_total += float(np.sum(c[:, 0]))
+
+    def merge(self, other: 'KerasAUC') -> 'KerasAUC':
+        if other.num_thresholds != self.num_thresholds:
+            raise ValueError('Cannot merge AUC states with {} and {} thresholds.'.format(
+                self.num_thresholds, other.num_thresholds))
+        self.pos += other.pos
+        self.neg += other.neg
+        self.pos_total += other.pos_total
+        self.neg_total += other.neg_total
+        return self
+
+    def thresholds(self) -> np.ndarray:
+        n = self.num_thresholds
+        inner = [(i + 1) * 1.0 / (n - 1) for i in range(n - 2)]
+        return np.asarray([0.0 - self.EPSILON] + inner + [1.0 + self.EPSILON], dtype=np.float64)
+
+    def confusion(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(thresholds, tp, fp, tn, fn), each of length num_thresholds."""
+        tp = cumulative_from_top(self.pos)
+        fp = cumulative_from_top(self.neg)
+        return self.thresholds(), tp, fp, self.neg_total - fp, self.pos_total - tp
+
+    def roc(self) -> float:
+        """Area under the ROC curve, trapezoids between thresholds (0 without positives or
+        negatives, as Keras)."""
+        _, tp, fp, tn, fn = self.confusion()
+        recall = div_no_nan(tp, tp + fn)
+        fpr = div_no_nan(fp, fp + tn)
+        return float(np.sum((fpr[:-1] - fpr[1:]) * (recall[:-1] + recall[1:]) / 2.0))
+
+    def pr(self) -> float:
+        """Area under the precision-recall curve with Davis & Goadrich interpolation (Keras)."""
+        _, tp, fp, _, fn = self.confusion()
+        p = tp + fp
+        dtp = tp[:-1] - tp[1:]
+        dp = p[:-1] - p[1:]
+        slope = div_no_nan(dtp, np.maximum(dp, 0.0))
+        intercept = tp[1:] - slope * p[1:]
+        both = (p[:-1] > 0) & (p[1:] > 0)
+        ratio = np.where(both, div_no_nan(p[:-1], np.maximum(p[1:], 0.0)), 1.0)
+        with np.errstate(divide='ignore', invalid='ignore'):
+            log_ratio = np.log(ratio)
+        increment = div_no_nan(slope * (dtp + intercept * log_ratio),
+                               np.maximum(tp[1:] + fn[1:], 0.0))
+        return float(np.sum(increment))
+
+    def __repr__(self) -> str:
+        return 'KerasAUC(num_thresholds={})'.format(self.num_thresholds)

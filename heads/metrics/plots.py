@@ -1,0 +1,82 @@
+"""Plot rows: the columns of `pipeline.schema.PLOTS` after the id columns, built from the curve
+states (confusion rows from `KerasAUC` and `Confusion`, calibration rows from `Histogram`).
+
+Never imports TensorFlow.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from heads.metrics.common import div_no_nan
+from heads.metrics.confusion import Confusion
+from heads.metrics.histogram import Histogram
+from heads.metrics.keras_auc import KerasAUC
+
+__all__ = ['PLOT_COLUMNS', 'empty_plots', 'confusion_plot', 'calibration_plot', 'concat_plots']
+
+PLOT_COLUMNS = ('sub_key', 'curve', 'threshold', 'tp', 'fp', 'tn', 'fn', 'precision', 'recall',
+                'false_positive_rate', 'bucket_lower', 'bucket_upper', 'weighted_examples',
+                'weighted_labels', 'weighted_predictions')
+_TEXT_COLUMNS = ('sub_key', 'curve')
+
+
+def empty_plots() -> dict[str, np.ndarray]:
+    """Zero rows of every plot column (heads without curves)."""
+    return {c: (np.empty(0, dtype=object) if c in _TEXT_COLUMNS else np.empty(0, dtype=np.float64))
+            for c in PLOT_COLUMNS}
+
+
+def _plot_rows(n: int, sub_key: str, curve: str, **columns: np.ndarray) -> dict[str, np.ndarray]:
+    out = {c: np.full(n, np.nan) for c in PLOT_COLUMNS if c not in _TEXT_COLUMNS}
+    out['sub_key'] = np.full(n, sub_key, dtype=object)
+    out['curve'] = np.full(n, curve, dtype=object)
+    for k, v in columns.items():
+        out[k] = np.asarray(v, dtype=np.float64)
+    return {c: out[c] for c in PLOT_COLUMNS}
+
+
+def confusion_plot(sub_key: str, auc: KerasAUC, exact: Confusion | None = None
+                   ) -> dict[str, np.ndarray]:
+    """Rows of curve 'confusion': the AUC's confusion matrices at its thresholds, plus the exact
+    matrices of `exact` (a head's own thresholds), in increasing threshold order.
+
+    The rows of `exact` count `p > t` example by example, so a report or dashboard showing the
+    confusion matrix at a head's threshold reads exact counts rather than the nearest of the 200
+    bucketed thresholds. Where a head threshold equals one of the AUC's, only the exact row is
+    kept (each threshold appears once per sub_key).
+    """
+    t, tp, fp, tn, fn = auc.confusion()
+    if exact is not None and exact.thresholds.size:
+        # np.unique: a threshold listed twice by the head is one row (its counts are identical).
+        uniq, first = np.unique(exact.thresholds, return_index=True)
+        keep = ~np.isin(t, uniq)
+        t = np.concatenate([t[keep], uniq])
+        tp = np.concatenate([tp[keep], exact.tp[first]])
+        fp = np.concatenate([fp[keep], exact.fp[first]])
+        tn = np.concatenate([tn[keep], exact.tn[first]])
+        fn = np.concatenate([fn[keep], exact.fn[first]])
+        order = np.argsort(t, kind='stable')
+        t, tp, fp, tn, fn = t[order], tp[order], fp[order], tn[order], fn[order]
+    return _plot_rows(t.size, sub_key, 'confusion', threshold=t, tp=tp, fp=fp, tn=tn, fn=fn,
+                      precision=div_no_nan(tp, tp + fp), recall=div_no_nan(tp, tp + fn),
+                      false_positive_rate=div_no_nan(fp, fp + tn))
+
+
+def calibration_plot(sub_key: str, hist: Histogram) -> dict[str, np.ndarray]:
+    """Rows of curve 'calibration': Σw, Σw·label, Σw·p per evenly spaced probability bucket."""
+    m = hist.n_calibration
+    lower = np.arange(m) / m
+    upper = np.arange(1, m + 1) / m
+    return _plot_rows(m, sub_key, 'calibration', bucket_lower=lower, bucket_upper=upper,
+                      weighted_examples=hist.cal_examples, weighted_labels=hist.cal_labels,
+                      weighted_predictions=hist.cal_predictions)
+
+
+def concat_plots(parts: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Plot row groups concatenated column by column (empty columns when there are none)."""
+    parts = [p for p in parts if p and len(p['curve'])]
+    if not parts:
+        return empty_plots()
+    return {c: np.concatenate([np.asarray(p[c]) for p in parts]) for c in PLOT_COLUMNS}
