@@ -31,8 +31,8 @@ sys.path.insert(0, ROOT)
 PHASES = [
     ('read', 'pipeline/sources.py', 'process'),
     ('apply (whole DoFn)', 'pipeline/apply.py', 'process'),
-    ('  arrow -> numpy', 'pipeline/apply.py', 'head_arrays'),
-    ('  slice split', 'pipeline/apply.py', '_split'),
+    ('  arrow -> numpy', 'pipeline/decode.py', 'head_arrays'),
+    ('  key codes', 'pipeline/keys.py', 'key_codes'),
     ('  apply finish_bundle', 'pipeline/apply.py', 'finish_bundle'),
     ('combine add_input', 'pipeline/combine.py', 'add_input'),
     ('combine merge', 'pipeline/combine.py', 'merge_accumulators'),

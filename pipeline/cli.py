@@ -281,7 +281,7 @@ def _without_step(e: BaseException) -> str:
 
 
 def _evaluate(argv: Sequence[str]) -> int:
-    from pipeline.apply import BadRecordError
+    from pipeline.elements import BadRecordError
     from pipeline.config import ConfigError, check_run_id
     from pipeline.run import evaluate
     from pipeline.sources import UnreadableFileError
@@ -358,7 +358,7 @@ def _watch(argv: Sequence[str]) -> int:
 def _reported_in_one_line(text: str) -> bool:
     """Whether Beam's traceback text is of an error the CLI prints as one line (a bad record, an
     unreadable file, a shard's slice column type), so the traceback itself is noise."""
-    from pipeline.apply import BAD_RECORD
+    from pipeline.elements import BAD_RECORD
     from pipeline.sources import UnreadableFileError
     from pipeline.writers.parquet import DiscardedError
     from pipeline.writers.publish import ForeignFilesError, OutputBusyError

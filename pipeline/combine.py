@@ -13,8 +13,8 @@ from typing import Any, Iterable
 
 import apache_beam as beam
 
-from pipeline.apply import SubBatch
 from pipeline.config import EvalConfig
+from pipeline.elements import SubBatch
 
 
 class HeadStateCombineFn(beam.CombineFn):

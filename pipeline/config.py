@@ -31,6 +31,8 @@ from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
 
+from pipeline.elements import is_list as _is_list
+
 FORMATS = ('parquet', 'tfrecord', 'csv', 'jsonl')
 LABEL_FORMATS = ('multi_hot', 'ids')
 _EXTENSIONS = {
@@ -499,11 +501,6 @@ def _parse_tensorboard(raw: Any) -> TensorBoardSpec:
 
 def _value_type(t: pa.DataType) -> pa.DataType:
     return t.value_type if pa.types.is_dictionary(t) else t
-
-
-def _is_list(t: pa.DataType) -> bool:
-    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-            or pa.types.is_list_view(t) or pa.types.is_large_list_view(t))
 
 
 def _is_numeric(t: pa.DataType) -> bool:

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schema
-from pipeline.apply import Key
 from pipeline.config import EvalConfig
+from pipeline.elements import Key
 
 _PLOT_COLUMNS = [f.name for f in schema.PLOTS][len(schema._ID_FIELDS):]
 

@@ -58,8 +58,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline import config as config_lib
 from pipeline import sources
-from pipeline.apply import BAD_RECORD, ERRORS_TAG, STATS_TAG, ApplyHeads, BadRecordError
+from pipeline.apply import ApplyHeads
 from pipeline.combine import CombineStates
+from pipeline.elements import BAD_RECORD, ERRORS_TAG, STATS_TAG, BadRecordError, SourceBatch
 from pipeline.results import KeyResult, build_tables, state_result, typed_slice_values
 from pipeline.writers import parquet as parquet_writer
 from pipeline.writers import publish as publish_lib
@@ -219,7 +220,7 @@ class CountRows(beam.DoFn):
     def __init__(self, run_id: str):
         self._run_id = run_id
 
-    def process(self, sb: sources.SourceBatch) -> Iterable[sources.SourceBatch]:
+    def process(self, sb: SourceBatch) -> Iterable[SourceBatch]:
         _note_rows_read(self._run_id, sb.batch.num_rows)
         yield sb
 

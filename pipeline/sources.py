@@ -30,6 +30,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from pipeline.config import ConfigError
+from pipeline.elements import SourceBatch
 
 # Rows per batch: large enough that per-batch overhead (Python, Beam) vanishes next to numpy work,
 # small enough that a few batches per worker fit comfortably in memory.
@@ -69,13 +70,6 @@ class WorkItem(NamedTuple):
     format: str
     row_groups: tuple[int, ...] | None  # Parquet row groups to read; None: the whole file
     first_row: int                      # 0-based index within the file of the item's first row
-
-
-class SourceBatch(NamedTuple):
-    """Consecutive rows of one file: rows first_row .. first_row + batch.num_rows - 1."""
-    path: str
-    first_row: int
-    batch: pa.RecordBatch
 
 
 # -------------------------------------------------------------------------------------------------

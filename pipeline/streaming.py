@@ -51,8 +51,9 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipeline import config as config_lib
 from pipeline import sources
-from pipeline.apply import ERRORS_TAG, STATS_TAG, ApplyHeads, Key
+from pipeline.apply import ApplyHeads
 from pipeline.combine import HeadStateCombineFn
+from pipeline.elements import ERRORS_TAG, STATS_TAG, Key, SourceBatch
 from pipeline.results import KeyResult, build_tables, state_result
 from pipeline.writers import parquet as parquet_writer
 
@@ -439,11 +440,11 @@ class JsonMessagesToBatches(beam.DoFn):
             yield beam_window.TimestampedValue(self._batch(), self._min_ts)
             self._rows, self._min_ts = [], None
 
-    def _batch(self) -> sources.SourceBatch:
+    def _batch(self) -> SourceBatch:
         self._batches += 1
         name = '%s (batch %s-%d)' % (self._source, uuid.uuid4().hex[:8], self._batches)
-        return sources.SourceBatch(name, 0, rows_to_batch(self._rows, self._columns,
-                                                          self._time_column))
+        return SourceBatch(name, 0, rows_to_batch(self._rows, self._columns,
+                                                  self._time_column))
 
     def finish_bundle(self) -> Iterator[Any]:
         from apache_beam.utils.windowed_value import WindowedValue
@@ -482,7 +483,7 @@ class _ReadNewFile(beam.DoFn):
         self._fmt = fmt
         self._columns = list(columns)
 
-    def process(self, path: str) -> Iterator[sources.SourceBatch]:
+    def process(self, path: str) -> Iterator[SourceBatch]:
         for item in sources.plan_file(path, self._fmt):
             yield from sources.read_item(item, self._columns)
 

@@ -6,10 +6,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.apply import (ApplyHeads, HeadArrays, group_rows, overall_donor, slice_codes,
-                            take_rows)
+from pipeline.apply import ApplyHeads
 from pipeline.config import parse_config
-from pipeline.sources import SourceBatch
+from pipeline.decode import take_rows
+from pipeline.elements import HeadArrays, SourceBatch
+from pipeline.evaluate import overall_donor
+from pipeline.keys import group_rows, slice_codes
 
 
 def _reference_groups(codes: np.ndarray) -> dict[int, list[int]]:

@@ -188,7 +188,7 @@ def test_progress_lines_from_the_job_counters_or_this_process_tally(caplog):
     import pyarrow as pa
 
     from pipeline import run
-    from pipeline.sources import SourceBatch
+    from pipeline.elements import SourceBatch
 
     now = [100.0]
     progress = run.Progress('r9', None, clock=lambda: now[0])

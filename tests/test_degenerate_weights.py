@@ -15,10 +15,10 @@ import pytest
 
 import heads
 from pipeline import report
-from pipeline.apply import ERRORS_TAG, ApplyHeads, BadRecordError
+from pipeline.apply import ApplyHeads
 from pipeline.config import parse_config
+from pipeline.elements import ERRORS_TAG, BadRecordError, SourceBatch
 from pipeline.results import state_result
-from pipeline.sources import SourceBatch
 
 HEAD = {'type': 'BinaryClassHead', 'args': {'name': 'click', 'weight_column': 'w'},
         'logits': 'x', 'labels': 'y'}

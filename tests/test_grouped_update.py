@@ -13,7 +13,7 @@ from heads.array.binary import BinaryClassState
 from heads.metrics import Groups
 from pipeline.apply import ApplyHeads
 from pipeline.config import parse_config
-from pipeline.sources import SourceBatch
+from pipeline.elements import SourceBatch
 
 
 # -- Groups ---------------------------------------------------------------------------------------
@@ -312,7 +312,7 @@ def test_apply_heads_states_equal_per_key_updates_with_many_keys(window):
             rows.setdefault((('user',), (user[i],), 0, start, None), []).append(i)
     assert set(got) == set(rows)
     assert len(rows) > BinaryClassState.MAX_GROUPS
-    head = dofn._heads[0]
+    head = config.build_heads()[0]
     for key, idx in rows.items():
         idx = np.array(idx)
         want = head.new_state().update(

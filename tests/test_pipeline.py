@@ -26,10 +26,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 import heads
-from pipeline import apply, cli, sources
-from pipeline.apply import HeadArrays, SubBatch
+from pipeline import cli, sources
+from pipeline import evaluate as evaluate_lib
 from pipeline.combine import HeadStateCombineFn
 from pipeline.config import ConfigError, HeadSpec, parse_config
+from pipeline.elements import BadRecordError, HeadArrays, SubBatch
 from pipeline.run import evaluate, prepare
 from pipeline.schema import ERRORS, METRICS, PLOTS, TIMESTAMP, with_extras
 
@@ -323,7 +324,7 @@ def fake_runs(tmp_path_factory):
             for shards in (4, 1):
                 # One file: also hand partial states on after every batch (the bounded-memory
                 # path of a bundle with many keys), so merges happen in yet another grouping.
-                mp.setattr(apply, 'MAX_BUNDLE_KEYS', 20000 if shards == 4 else 1)
+                mp.setattr(evaluate_lib, 'MAX_BUNDLE_KEYS', 20000 if shards == 4 else 1)
                 pattern = _write(table, root / ('in%d' % shards), shards, row_group_size=250)
                 raw = _config(pattern, root / ('out%d' % shards), heads=[FAKE, FAKE2],
                               head_weights=[1.0, 0.5], slices=[[], ['country'], ['country', 'gs']])
@@ -1040,7 +1041,7 @@ def test_csv_input_with_json_list_cells(tmp_path):
 # -------------------------------------------------------------------------------------------------
 
 def test_window_starts_fixed_and_sliding():
-    from pipeline.apply import window_starts
+    from pipeline.keys import window_starts
     s = 1_000_000
     micros = np.array([0, 60 * s - 1, 60 * s, -1])
     rows, starts = window_starts(micros, 60 * s, None)
@@ -1052,8 +1053,8 @@ def test_window_starts_fixed_and_sliding():
 
 
 def test_event_times_from_timestamps_and_epoch_seconds():
-    from pipeline.apply import _Problems, epoch_micros
-    problems = _Problems(2)
+    from pipeline.decode import Problems, epoch_micros
+    problems = Problems(2)
     naive = pa.array([datetime.datetime(1970, 1, 1, 0, 1), datetime.datetime(2026, 11, 1)],
                      pa.timestamp('ms'))
     berlin = pa.array([0, 3_600_000_000], pa.timestamp('us', tz='Europe/Berlin'))
@@ -1161,7 +1162,7 @@ def test_degenerate_slices_and_empty_input(tmp_path):
 
 @needs_multi
 def test_head_arrays_from_columns_lists_and_lists_of_one():
-    from pipeline.apply import _Problems, head_arrays
+    from pipeline.decode import Problems, head_arrays
     batch = pa.record_batch({
         'l0': pa.array([0.5, 1.0]), 'l1': pa.array([-1.0, 2.0]), 'l2': pa.array([3.0, 0.0]),
         'cls': pa.array([[2], [0]], pa.list_(pa.int64())),             # tf.Example style
@@ -1175,7 +1176,7 @@ def test_head_arrays_from_columns_lists_and_lists_of_one():
         {'type': 'RegressionHead', 'args': {'name': 'b', 'label_dimension': 2},
          'logits': 'pred', 'labels': 'reg'}]}
     config = parse_config(raw)
-    problems = _Problems(2)
+    problems = Problems(2)
     a, b = head_arrays(batch, config, config.build_heads(), problems)
     np.testing.assert_array_equal(a.logits, [[0.5, -1.0, 3.0], [1.0, 2.0, 0.0]])
     np.testing.assert_array_equal(a.labels, [[2], [0]])
@@ -1217,7 +1218,7 @@ def test_a_shard_missing_a_column_is_named_never_read_from_another_column(tmp_pa
     pq.write_table(pq.read_table(last).drop_columns(['w']), last)
     raw = _config(pattern, tmp_path / 'out', heads=[FAKE])
     if mode == 'fail':
-        with pytest.raises(apply.BadRecordError,
+        with pytest.raises(BadRecordError,
                            match=r'part-002\.parquet, row 0, column w: column missing'):
             evaluate(raw, RUNNER)
         return

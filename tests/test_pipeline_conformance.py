@@ -34,7 +34,7 @@ import pytest
 
 import heads
 from pipeline import sources
-from pipeline.apply import BadRecordError
+from pipeline.elements import BadRecordError
 from pipeline.run import evaluate
 
 # The TF face is the oracle (and every run ends with the TFMA writer, which imports TensorFlow).

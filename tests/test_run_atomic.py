@@ -295,7 +295,7 @@ def _config(pattern: str, out) -> dict:
 @pytest.mark.tf
 def test_reruns_replace_and_failed_runs_keep_the_earlier_output(tmp_path, monkeypatch):
     from pipeline import report
-    from pipeline.apply import BadRecordError
+    from pipeline.elements import BadRecordError
     from pipeline.run import evaluate
     out = tmp_path / 'out'
     _put(out / '.staging-some-other-run' / 'x', b'another run')  # not this run's to touch

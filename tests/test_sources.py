@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import sources
-from pipeline.apply import _Problems, matrix_column, scalar_column, slice_codes
+from pipeline.decode import Problems, matrix_column, scalar_column
+from pipeline.keys import slice_codes
 
 
 def _read_all(path, fmt, columns=None, rows=4, target_rows=sources.TARGET_ROWS):
@@ -69,7 +70,7 @@ def test_csv_with_json_list_logits(tmp_path):
     assert [(b.first_row, b.batch.num_rows) for b in batches] == [(0, 2), (2, 1)]
     schema = sources.read_schema(str(path), 'csv')
     assert schema.field('logits').type == pa.string()
-    problems = _Problems(2)
+    problems = Problems(2)
     logits = matrix_column(batches[0].batch.column(1), 'logits', 2, problems)
     np.testing.assert_array_equal(logits, [[0.5, -1.0], [2.0, 3.0]])
     assert not problems.items
@@ -109,7 +110,7 @@ def test_tfrecord_of_tf_examples_without_tensorflow(tmp_path):
     assert ('tensorflow' in sys.modules) == tf_loaded  # reading never imports TensorFlow
     # Scalars arrive as lists of one; the pipeline reads them as one value per row.
     batch = got.combine_chunks().to_batches()[0]
-    problems = _Problems(3)
+    problems = Problems(3)
     np.testing.assert_array_equal(scalar_column(batch.column('logit'), 'logit', problems),
                                   [0.5, -1.5, 2.0])
     codes, values = slice_codes(batch, ('country',))
@@ -118,7 +119,7 @@ def test_tfrecord_of_tf_examples_without_tensorflow(tmp_path):
 
 
 def test_conversion_flags_nulls_and_ragged_lists():
-    problems = _Problems(4)
+    problems = Problems(4)
     arr = pa.array([[1.0, 2.0], None, [1.0], [3.0, None]], pa.list_(pa.float64()))
     out = matrix_column(arr, 'v', 2, problems)
     assert out.shape == (4, 2)
@@ -148,7 +149,7 @@ def test_match_files_sorts_and_a_miss_names_the_pattern(tmp_path):
 
 
 def test_json_list_cells_parse_at_once_and_bad_cells_are_named():
-    from pipeline.apply import _json_lists_fast, id_lists
+    from pipeline.decode import _json_lists_fast, id_lists
     # A sliced array (non-zero offset) parses to its own rows only.
     cells = pa.array(['[9]', '[0.5, -1]', '[2, 3]', '[1.0,\n 4]']).slice(1)
     fast = _json_lists_fast(cells)
@@ -156,14 +157,14 @@ def test_json_list_cells_parse_at_once_and_bad_cells_are_named():
     # Anything but a list per row leaves the per-cell path to find the culprits.
     for bad in (['[1]', 'x'], ['[1]', '2'], ['[1]', None], ['[]', '[]']):
         assert _json_lists_fast(pa.array(bad)) is None, bad
-    problems = _Problems(4)
+    problems = Problems(4)
     out = matrix_column(pa.array(['[1, 2]', 'oops', None, '[3, 4]']), 'logits', 2, problems)
     np.testing.assert_array_equal(out[[0, 3]], [[1.0, 2.0], [3.0, 4.0]])
     column, reason, mask = problems.items[0]   # the reason reported for rows 1 and 2
     assert (column, reason, np.flatnonzero(mask).tolist()) == (
         'logits', 'not a JSON list of values', [1, 2])
     np.testing.assert_array_equal(problems.first_reason(), [-1, 0, 0, -1])
-    problems = _Problems(3)
+    problems = Problems(3)
     ids = id_lists(pa.array(['["a", "c"]', '[]', '["b"]']), 'tags', problems)
     assert ids.to_pylist() == [['a', 'c'], [], ['b']] and not problems.items
 
@@ -290,7 +291,8 @@ def _write_format(tmp_path, fmt, y, x):
 @pytest.mark.parametrize('fmt', ['parquet', 'csv', 'jsonl', 'tfrecord'])
 def test_bad_rows_are_named_by_their_row_in_the_file_whatever_the_batching(tmp_path, fmt):
     import apache_beam as beam
-    from pipeline.apply import ERRORS_TAG, ApplyHeads, BadRecordError
+    from pipeline.apply import ApplyHeads
+    from pipeline.elements import ERRORS_TAG, BadRecordError
     from pipeline.config import parse_config
     n, bad_rows = 1000, [137, 500, 999]
     y = np.arange(n) % 2

@@ -23,8 +23,8 @@ from apache_beam.testing import test_stream
 from apache_beam.transforms import window as beam_window
 
 from pipeline import config as config_lib
-from pipeline.sources import SourceBatch
 from pipeline import streaming
+from pipeline.elements import SourceBatch
 
 # A window boundary: windows of 60 s are aligned to the epoch.
 T0 = 1_700_000_000 - 1_700_000_000 % 60

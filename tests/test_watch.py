@@ -19,6 +19,7 @@ import pytest
 from pipeline import config as config_lib
 from pipeline import streaming
 from pipeline import watch
+from pipeline import watch_state
 
 T0 = 1_700_000_000 - 1_700_000_000 % 60   # a window boundary (60 s windows, epoch-aligned)
 W0, W1, W3 = T0, T0 + 60, T0 + 180
@@ -164,7 +165,7 @@ def test_main_resumes_from_saved_state_without_counting_a_file_twice(tmp_path, c
     assert 'pane 1 on_time' in out and 'pane 0 early' in out
     _check(config, shards, W0, 'on_time', 1)          # 4 rows, not 3 + 3 + 1
     assert _metrics(_latest(config, W0), 'Overall')['example_count'] == 4
-    state = watch.load_state(config)
+    state = watch_state.load_state(config)
     assert [os.path.basename(f) for f in state.files] == ['part-1.parquet', 'part-2.parquet']
 
 
@@ -241,10 +242,10 @@ def test_streaming_demo_runs_and_checks_its_windows(tmp_path, capsys):
 
 
 def test_states_flushed_mid_bundle_are_kept_and_merged(tmp_path, monkeypatch):
-    """ApplyHeads hands states back from `process` when a bundle holds too many keys; with the
+    """The evaluator hands states back from `add` when a bundle holds too many keys; with the
     limit at 1 key every batch flushes, and the windows still equal the array face."""
-    from pipeline import apply, sources
-    monkeypatch.setattr(apply, 'MAX_BUNDLE_KEYS', 1)
+    from pipeline import evaluate, sources
+    monkeypatch.setattr(evaluate, 'MAX_BUNDLE_KEYS', 1)
     monkeypatch.setattr(sources, 'TARGET_ROWS', 7)   # several batches per shard
     shards = Shards(tmp_path)
     shards.write('a.parquet', [W0 + i for i in range(30)] + [W1 + i for i in range(25)])
@@ -321,7 +322,7 @@ def test_a_file_still_being_copied_is_read_once_complete_and_every_row_counted_o
     data = _file_bytes(fmt, [W0 + i for i in range(7)])   # 7 rows
     # The first part: CSV cut at a line end (header and 3 whole rows), Parquet cut in half.
     cut = data.index(b'\n', data.index(b'%d,' % (W0 + 2))) + 1 if fmt == 'csv' else len(data) // 2
-    state = watch.WatchState(run_id='r')
+    state = watch_state.WatchState(run_id='r')
     _append(path, data[:cut])
     assert watch.poll_once(config, state) == []          # first sighting: not read
     clock.sleep(10)
@@ -347,7 +348,7 @@ def test_an_unreadable_file_is_retried_with_a_warning_until_it_is_complete(tmp_p
     path = tmp_path / 'in' / 'part-1.parquet'
     data = _file_bytes('parquet', [W0 + 1, W0 + 2, W0 + 3, W0 + 4])
     path.write_bytes(data[:len(data) - 10])              # no footer yet, and stalled
-    state = watch.WatchState(run_id='r')
+    state = watch_state.WatchState(run_id='r')
     with caplog.at_level(logging.WARNING, logger='pipeline.watch'):
         assert watch.poll_once(config, state) == []      # sighted
         for attempt in (1, 2):
@@ -386,7 +387,7 @@ def test_a_file_never_readable_is_reported_after_the_last_attempt_not_a_tracebac
     assert len(attempts) == watch.MAX_READ_ATTEMPTS - 1  # a warning each, then given up once
     assert sum('unreadable after %d attempts' % watch.MAX_READ_ATTEMPTS in m
                for m in messages) == 1
-    state = watch.load_state(config)
+    state = watch_state.load_state(config)
     assert list(state.unreadable) == [str(bad)]
     assert state.problems()[0].startswith('unreadable, not counted: %s' % bad)
     assert _count(config) == 2
@@ -400,7 +401,7 @@ def test_a_file_rewritten_after_it_was_read_is_an_error_not_counted_twice_or_sil
     (tmp_path / 'in').mkdir()
     path = tmp_path / 'in' / 'part-1.parquet'
     path.write_bytes(_file_bytes('parquet', [W0 + 1, W0 + 2, W0 + 3]))
-    state = watch.WatchState(run_id='r')
+    state = watch_state.WatchState(run_id='r')
     assert watch.poll_once(config, state) == []
     clock.sleep(10)
     assert len(watch.poll_once(config, state)) == 1
@@ -416,7 +417,7 @@ def test_a_file_rewritten_after_it_was_read_is_an_error_not_counted_twice_or_sil
     assert record.levelno == logging.ERROR
     assert str(path) in record.getMessage() and 'changed after it was read' in record.getMessage()
     assert _count(config) == 3                           # neither 3 + 5 nor 5
-    assert list(watch.load_state(config).changed) == [str(path)]
+    assert list(watch_state.load_state(config).changed) == [str(path)]
     assert 'changed after it was read' in state.problems()[0]
 
 
@@ -427,7 +428,7 @@ def test_the_state_file_is_data_and_states_come_back_exact(tmp_path, clock):
     shards.write('part-1.parquet', [W0 + 1, W0 + 2, W1 + 3])
     _poll(config)
     assert sorted(os.listdir(os.path.join(config.output, '_watch'))) == ['state.npz']
-    with np.load(os.path.join(config.output, watch.STATE_FILE), allow_pickle=False) as npz:
+    with np.load(os.path.join(config.output, watch_state.STATE_FILE), allow_pickle=False) as npz:
         meta = json.loads(npz['meta'].tobytes().decode('utf-8'))
         names = list(npz.files)
     (entry,) = meta['files']
@@ -437,8 +438,8 @@ def test_the_state_file_is_data_and_states_come_back_exact(tmp_path, clock):
     # one head, each with its arrays.
     assert len(meta['states']) == 5 and {n.split('/')[0] for n in names} == {
         'meta', '0', '1', '2', '3', '4'}
-    live = watch.load_state(config)
-    again = watch.parse_state(watch.state_bytes(live), config.build_heads())
+    live = watch_state.load_state(config)
+    again = watch_state.parse_state(watch_state.state_bytes(live), config.build_heads())
     assert set(again.states) == set(live.states) and len(live.states) == 5
     for key, s in live.states.items():
         assert again.states[key].result() == s.result() and again.states[key].counts() == s.counts()
