@@ -31,7 +31,7 @@ class HeadStateCombineFn(beam.CombineFn):
     def setup(self) -> None:
         self._heads = self._config.build_heads()
 
-    def _head(self, index: int):
+    def _head(self, index: int) -> Any:
         if self._heads is None:  # runners that skip setup on CombineFns (older fallbacks)
             self._heads = self._config.build_heads()
         return self._heads[index]
@@ -73,5 +73,5 @@ class CombineStates(beam.PTransform):
         super().__init__()
         self._config = config
 
-    def expand(self, pcoll):
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
         return pcoll | 'PerKey' >> beam.CombinePerKey(HeadStateCombineFn(self._config))

@@ -33,7 +33,7 @@ Files (under `output`; the same layout as `headstream evaluate --streaming`):
   metrics/window-<start>.parquet, plots/window-<start>.parquet       each window's latest pane
   panes/metrics/window-<start>-pane-<index>.parquet, panes/plots/...  every pane
   errors/errors-<file>.parquet                                        rejected rows (dead_letter)
-  _watch/state.npz                                     the running state (`pipeline.watch_state`)
+  _watch/state.npz                                                    running state (watch_state.py)
 
 This module owns the loop: which files to read (complete ones, once), each file's evaluation
 (`evaluate_file`), the panes of the windows it touched (`poll_once`), and the command line.

@@ -65,7 +65,8 @@ class WatchState:
       stats: each evaluated file's stat when it was read.
       waiting: files not read yet: their stat and since when it is unchanged.
       attempts: files that could not be read: failed attempts on their current content.
-      unreadable: files given up after `MAX_READ_ATTEMPTS` attempts (tried again if they change).
+      unreadable: files given up after `watch.MAX_READ_ATTEMPTS` attempts (tried again if they
+        change).
       changed: files that changed after they were read (their new content is not counted).
       states: (slice columns, slice values, head, window start, step) → head state.
       max_event_us: the largest event time seen (µs since the epoch), None before any row.

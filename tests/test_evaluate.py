@@ -1,4 +1,4 @@
-"""The plain batch evaluator (pipeline/evaluate.py) and the decoder's list types (pipeline/decode.py).
+"""The plain batch evaluator (pipeline/evaluate.py) and the decoder's list types (decode.py).
 
 `ApplyHeads` is a thin DoFn over `BatchEvaluator`; these tests drive the evaluator without Beam and
 check that the DoFn emits exactly what it returns.
