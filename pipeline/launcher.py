@@ -4,7 +4,7 @@ Dataflow's Flex Template launcher runs this file as a script with the template's
 flags (`--config=gs://b/eval.yaml --write_predictions=true ...`) followed by Dataflow's own
 pipeline options (`--runner=DataflowRunner --project=... --region=... --temp_location=...`, and a
 `--template_location` where the job description goes). It parses the parameters exactly as
-`headstream evaluate` does (`pipeline.cli.evaluate_parser`), validates the config against its
+`headstream evaluate` does (`pipeline.cli_args.evaluate_parser`), validates the config against its
 input, builds the same pipeline (`pipeline.run.evaluate`), submits it and exits without waiting:
 the launcher's own time limit must not bound the job's.
 
@@ -62,7 +62,7 @@ def launch_args(argv: Sequence[str]) -> tuple[object, list[str]]:
     Raises:
         SystemExit: with status 2 and argparse's message for an invalid or missing parameter.
     """
-    from pipeline.cli import evaluate_parser
+    from pipeline.cli_args import evaluate_parser
     args, beam_args = evaluate_parser(prog='headstream-flex-template').parse_known_args(
         list(argv))
     if not _has_flag(beam_args, 'runner'):
