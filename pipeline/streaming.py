@@ -113,7 +113,7 @@ class WindowAtStart(beam_window.NonMergingWindowFn):
         return [beam_window.IntervalWindow(Timestamp(micros=start),
                                            Timestamp(micros=start + self._size_us))]
 
-    def get_window_coder(self):
+    def get_window_coder(self) -> Any:
         from apache_beam.coders.coders import IntervalWindowCoder
         return IntervalWindowCoder()
 
