@@ -5,7 +5,7 @@
 
 Phases: start-up (importing the pipeline and Beam, as the `headstream` command does: skipping
 the modules no command uses and, for a local run, Google Cloud's clients, see
-`pipeline.cli.skip_unused_imports`; `--plain-imports` imports everything Beam finds installed,
+`pipeline.tuning.skip_unused_imports`; `--plain-imports` imports everything Beam finds installed,
 as a program importing `pipeline.run` does), prepare (matching files, reading the schema), the
 pipeline's construction and its Beam run (read + apply + combine + writers, split by the profile
 when `--cprofile` is given). The interpreter's exit is not measured here: time the whole process
@@ -37,7 +37,7 @@ PHASES = [
     ('combine add_input', 'pipeline/combine.py', 'add_input'),
     ('combine merge', 'pipeline/combine.py', 'merge_accumulators'),
     ('state_result', 'pipeline/results.py', 'state_result'),
-    ('write (whole WriteRun)', 'pipeline/run.py', 'process'),
+    ('write (whole WriteRun)', 'pipeline/run_outputs.py', 'process'),
     ('  build_tables', 'pipeline/results.py', 'build_tables'),
     ('  parquet tables', 'pipeline/writers/parquet.py', 'write_outputs'),
     ('  tfma writer', 'pipeline/writers/tfma.py', 'write_tfma'),
@@ -72,12 +72,12 @@ def main() -> None:
     if args.no_report:
         sys.modules['pipeline.report'] = None  # type: ignore[assignment]
 
-    from pipeline import cli  # noqa: E402 -- the imports are what is timed
+    from pipeline import tuning  # noqa: E402 -- the imports are what is timed
     runner_args = args.runner_args.split()
     if not args.plain_imports:  # as the command does at its start
-        cli.skip_unused_imports(
-            cloud=not cli.needs_google_cloud(['--config', args.config] + runner_args))
-        cli.settle_imports()
+        tuning.skip_unused_imports(
+            cloud=not tuning.needs_google_cloud(['--config', args.config] + runner_args))
+        tuning.settle_imports()
     from pipeline import run as run_lib  # noqa: E402
     timings = {'start-up (python + imports)': time.perf_counter() - T0}
     t = time.perf_counter()

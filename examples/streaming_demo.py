@@ -30,8 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from pipeline import config as config_lib  # noqa: E402
-from pipeline import streaming  # noqa: E402
 from pipeline import watch  # noqa: E402
+from pipeline.writers.panes import window_tag  # noqa: E402
 
 HOUR = 3600
 SHARD_HOURS = 2
@@ -114,7 +114,7 @@ def check_windows(config: config_lib.EvalConfig, table: pa.Table) -> int:
             {'w': rows.column('w').to_numpy()})
         want = {k.split('/click')[0]: v for k, v in state.result().items()}
         path = os.path.join(config.output, 'metrics',
-                            'window-%s.parquet' % streaming.window_tag(int(start) * 1_000_000))
+                            'window-%s.parquet' % window_tag(int(start) * 1_000_000))
         got = {r['metric']: r['value'] for r in pq.read_table(path).to_pylist()
                if r['slice'] == 'Overall' and r['head'] == 'click'}
         for k, v in want.items():
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             n = next(r['example_count'] for r in rows if r['slice'] == 'Overall'
                      and r['head'] == 'click' and r['metric'] == 'auc')
             print('     window %s  pane %d %-7s  click auc %.4f over %5d rows' % (
-                streaming.window_tag(s['window_start']), s['pane_index'], s['pane'], auc, n),
+                window_tag(s['window_start']), s['pane_index'], s['pane'], auc, n),
                 flush=True)
         if done.is_set() and not panes and len(watch.load_state(config).files) == len(
                 parts):

@@ -4,7 +4,7 @@ Dataflow's Flex Template launcher runs this file as a script with the template's
 flags (`--config=gs://b/eval.yaml --write_predictions=true ...`) followed by Dataflow's own
 pipeline options (`--runner=DataflowRunner --project=... --region=... --temp_location=...`, and a
 `--template_location` where the job description goes). It parses the parameters exactly as
-`headstream evaluate` does (`pipeline.cli.evaluate_parser`), validates the config against its
+`headstream evaluate` does (`pipeline.cli_args.evaluate_parser`), validates the config against its
 input, builds the same pipeline (`pipeline.run.evaluate`), submits it and exits without waiting:
 the launcher's own time limit must not bound the job's.
 
@@ -42,12 +42,6 @@ _IMAGE_FLAGS = ('sdk_container_image', 'worker_harness_container_image')
 _log = logging.getLogger('pipeline.launcher')
 
 
-def _has_flag(args: Sequence[str], name: str) -> bool:
-    """Whether `--name` appears in `args`, as `--name value` or `--name=value`."""
-    flag = '--' + name
-    return any(a == flag or a.startswith(flag + '=') for a in args)
-
-
 def launch_args(argv: Sequence[str]) -> tuple[object, list[str]]:
     """Splits the launcher's arguments into headstream's options and Beam's.
 
@@ -62,13 +56,13 @@ def launch_args(argv: Sequence[str]) -> tuple[object, list[str]]:
     Raises:
         SystemExit: with status 2 and argparse's message for an invalid or missing parameter.
     """
-    from pipeline.cli import evaluate_parser
+    from pipeline.cli_args import evaluate_parser, given
     args, beam_args = evaluate_parser(prog='headstream-flex-template').parse_known_args(
         list(argv))
-    if not _has_flag(beam_args, 'runner'):
+    if not given(beam_args, '--runner'):
         beam_args = ['--runner=' + DEFAULT_RUNNER] + beam_args
     image = os.environ.get(IMAGE_ENV, '').strip()
-    if image and not any(_has_flag(beam_args, f) for f in _IMAGE_FLAGS):
+    if image and not any(given(beam_args, '--' + f) for f in _IMAGE_FLAGS):
         beam_args.append('--sdk_container_image=' + image)
     return args, beam_args
 

@@ -15,10 +15,12 @@ The graph (the config must have `window:`):
            ──► WritePane: per pane, the window's metrics and plots tables (`window_start`,
                `window_end`, `pane`, `pane_index` columns) as Parquet
 
-Sources: Pub/Sub (`--input_subscription` or `--input_topic`; JSON messages holding one row each,
-with the config's columns), or the config's `input.pattern` matched continuously
-(`--poll_interval` seconds; Beam's `MatchContinuously`), both on Dataflow. A local directory is
-better served by `headstream watch` (`pipeline/watch.py`), which needs no streaming runner.
+This module owns that graph (windowing, triggers, the per-window combine, `EvaluateWindows`) and
+its entry point. Sources (`pipeline/streaming_sources.py`): Pub/Sub (`--input_subscription` or
+`--input_topic`; JSON messages holding one row each, with the config's columns), or the config's
+`input.pattern` matched continuously (`--poll_interval` seconds; Beam's `MatchContinuously`),
+both on Dataflow; the flags are parsed by `pipeline.cli_args.streaming_parser`. A local directory
+is better served by `headstream watch` (`pipeline/watch.py`), which needs no streaming runner.
 
 Windows are assigned by `ApplyHeads` exactly as in batch runs (epoch-aligned, half-open
 [start, start + size), a row in every sliding window holding it), so a window's pane holds exactly
@@ -26,7 +28,7 @@ the rows of that window that arrived before it fired. Panes accumulate: each pan
 full metrics of its window so far. Rows for a window whose end + `allowed_lateness` the watermark
 has passed are dropped by Beam, as in every windowed streaming pipeline.
 
-Files per pane (under `output`):
+Files per pane (under `output`; written by `pipeline/writers/panes.py`):
   panes/metrics/window-<start>-pane-<index>.parquet  every pane (`pane_index` 0, 1, ...)
   panes/plots/window-<start>-pane-<index>.parquet
   metrics/window-<start>.parquet                     the window's latest pane (replaced)
@@ -37,14 +39,13 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
 import logging
 import uuid
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms import trigger as beam_trigger
 from apache_beam.transforms import window as beam_window
 from apache_beam.utils.timestamp import Duration, Timestamp
@@ -52,74 +53,25 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from pipeline import config as config_lib
 from pipeline import sources
 from pipeline.apply import ApplyHeads
+from pipeline.cli_args import streaming_parser
 from pipeline.combine import HeadStateCombineFn
 from pipeline.elements import ERRORS_TAG, STATS_TAG, Key, SourceBatch
 from pipeline.results import KeyResult, build_tables, state_result
+from pipeline.streaming_sources import ReadNewFiles, ReadPubSubBatches
 from pipeline.writers import parquet as parquet_writer
+from pipeline.writers.panes import EARLY, LATE, ON_TIME, UNKNOWN, window_tag, write_pane_tables
 
 _log = logging.getLogger(__name__)
 
-# Pane timing names, as the `pane` column spells them.
-EARLY, ON_TIME, LATE, UNKNOWN = 'early', 'on_time', 'late', 'unknown'
-PANE_FIELDS = [pa.field('pane', pa.string(), nullable=False),
-               pa.field('pane_index', pa.int64(), nullable=False)]
-# Pub/Sub messages per Arrow record batch: small, so a pane never waits on a half-full batch.
-MESSAGES_PER_BATCH = 1000
-
 
 # -------------------------------------------------------------------------------------------------
-# Tables with pane columns, file names.
+# A pane's results as tables and files.
 # -------------------------------------------------------------------------------------------------
-
-def pane_schema(table_schema: pa.Schema) -> pa.Schema:
-    """A windowed table's schema plus the `pane` and `pane_index` columns."""
-    return pa.schema(list(table_schema) + PANE_FIELDS)
-
-
-def with_pane(table: pa.Table, timing: str, index: int) -> pa.Table:
-    """`table` with constant `pane` (early | on_time | late | unknown) and `pane_index` columns."""
-    n = table.num_rows
-    return pa.Table.from_arrays(
-        list(table.columns) + [pa.array([timing] * n, pa.string()),
-                               pa.array(np.full(n, index, np.int64))],
-        schema=pane_schema(table.schema))
-
-
-def window_tag(start_us: int) -> str:
-    """A window's start as a file-name stamp: `20261123T091000Z` (`...T091000.250000Z` when the
-    start is not on a whole second)."""
-    t = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(
-        microseconds=int(start_us))
-    stamp = t.strftime('%Y%m%dT%H%M%S')
-    return stamp + ('.%06d' % t.microsecond if t.microsecond else '') + 'Z'
-
-
-def pane_paths(output: str, start_us: int, index: int) -> dict[str, str]:
-    """The files one pane of one window is written to (see the module docstring)."""
-    tag = window_tag(start_us)
-    join = parquet_writer.join
-    return {
-        'metrics': join(output, 'metrics/window-%s.parquet' % tag),
-        'plots': join(output, 'plots/window-%s.parquet' % tag),
-        'pane_metrics': join(output, 'panes/metrics/window-%s-pane-%04d.parquet' % (tag, index)),
-        'pane_plots': join(output, 'panes/plots/window-%s-pane-%04d.parquet' % (tag, index)),
-    }
-
-
-def _latest_index(path: str) -> int:
-    """The pane index of the window's latest-pane file at `path` (-1 when there is none)."""
-    from apache_beam.io.filesystems import FileSystems
-    if not FileSystems.exists(path):
-        return -1
-    import pyarrow.parquet as pq
-    with FileSystems.open(path) as f:
-        column = pq.read_table(pa.BufferReader(f.read()), columns=['pane_index']).column(0)
-    return int(column[0].as_py()) if len(column) else -1
-
 
 def write_pane(config: config_lib.EvalConfig, results: Sequence[KeyResult], run_id: str,
                start_us: int, timing: str, index: int) -> dict[str, Any]:
-    """Writes one pane of one window: its history files and the window's latest tables.
+    """Writes one pane of one window: its history files and the window's latest tables
+    (`pipeline.writers.panes.write_pane_tables`).
 
     Args:
       config: the windowed config (its output directory receives the files).
@@ -134,18 +86,7 @@ def write_pane(config: config_lib.EvalConfig, results: Sequence[KeyResult], run_
     """
     evaluated_at = datetime.datetime.now(datetime.timezone.utc)
     metrics, plots = build_tables(config, results, run_id, evaluated_at)
-    metrics = with_pane(metrics, timing, index)
-    plots = with_pane(plots, timing, index)
-    paths = pane_paths(config.output, start_us, index)
-    # History first: the latest-pane file is only ever replaced by a pane that is also on record,
-    # and never by an older pane (a runner may hand a window's panes over out of order).
-    parquet_writer.write_table(metrics, paths['pane_metrics'])
-    parquet_writer.write_table(plots, paths['pane_plots'])
-    if _latest_index(paths['metrics']) <= index:
-        parquet_writer.write_table(metrics, paths['metrics'])
-        parquet_writer.write_table(plots, paths['plots'])
-    return {'window_start': int(start_us), 'pane': timing, 'pane_index': int(index),
-            'metrics_rows': metrics.num_rows, 'paths': paths}
+    return write_pane_tables(config.output, metrics, plots, start_us, timing, index)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -173,7 +114,7 @@ class WindowAtStart(beam_window.NonMergingWindowFn):
         return [beam_window.IntervalWindow(Timestamp(micros=start),
                                            Timestamp(micros=start + self._size_us))]
 
-    def get_window_coder(self):
+    def get_window_coder(self) -> Any:
         from apache_beam.coders.coders import IntervalWindowCoder
         return IntervalWindowCoder()
 
@@ -329,206 +270,8 @@ class EvaluateWindows(beam.PTransform):
 
 
 # -------------------------------------------------------------------------------------------------
-# Streaming sources.
-# -------------------------------------------------------------------------------------------------
-
-def _parse_time(value: Any) -> Any:
-    """An ISO 8601 string as a UTC datetime (naive means UTC); numbers pass through as epoch
-    seconds; anything unparsable becomes None (then rejected as a null timestamp)."""
-    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        try:
-            t = datetime.datetime.fromisoformat(value.replace('Z', '+00:00'))
-        except ValueError:
-            return None
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=datetime.timezone.utc)
-        return t.astimezone(datetime.timezone.utc)
-    return None
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return 'bool'
-    if isinstance(value, (int, float)):
-        return 'number'
-    return type(value).__name__
-
-
-def _column_array(values: list, name: str, time_column: str | None) -> pa.Array:
-    """One column of JSON values as Arrow.
-
-    Event times: ISO strings become timestamp[us, UTC] (with them, numbers are read as epoch
-    seconds too). Values that do not share the first value's kind (number, string, bool, list) or
-    Arrow type become null, so `ApplyHeads` rejects their rows by column; a column with no value
-    at all is a float64 column of nulls (rejected the same way).
-    """
-    if name == time_column:
-        parsed = [_parse_time(v) for v in values]
-        if any(isinstance(v, datetime.datetime) for v in parsed):
-            parsed = [v if isinstance(v, datetime.datetime) or v is None else
-                      datetime.datetime.fromtimestamp(v, datetime.timezone.utc)
-                      for v in parsed]
-            return pa.array(parsed, pa.timestamp('us', tz='UTC'))
-        values = parsed
-    errors = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
-    present = [v for v in values if v is not None]
-    if not present:
-        return pa.nulls(len(values), pa.float64())
-    try:
-        return pa.array(values)
-    except errors:
-        pass
-    kind = _kind(present[0])
-    kept = [v if v is not None and _kind(v) == kind else None for v in values]
-    try:
-        return pa.array(kept)
-    except errors:
-        pass
-    first_type = pa.array([present[0]]).type
-
-    def fits(v: Any) -> bool:
-        try:
-            return pa.array([present[0], v]).type == first_type
-        except errors:
-            return False
-
-    try:
-        return pa.array([v if v is not None and fits(v) else None for v in kept], first_type)
-    except errors:
-        return pa.nulls(len(values), first_type)  # every row of this column is rejected
-
-
-def rows_to_batch(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-                  time_column: str | None = None) -> pa.RecordBatch:
-    """JSON rows (dicts) → one Arrow record batch with exactly `columns` (missing keys are null)."""
-    arrays = [_column_array([r.get(c) for r in rows], c, time_column) for c in columns]
-    return pa.RecordBatch.from_arrays(arrays, names=list(columns))
-
-
-class JsonMessagesToBatches(beam.DoFn):
-    """Pub/Sub payloads (one JSON object per message, with the config's columns) → `SourceBatch`es
-    of up to `MESSAGES_PER_BATCH` rows, flushed at least once per bundle.
-
-    A payload that is not a JSON object becomes a row of nulls, which `ApplyHeads` then rejects
-    naming the row's column (so it reaches errors/ in dead_letter mode). The event-time column may
-    hold epoch seconds or ISO 8601 strings ("2026-11-01T00:00:09Z"; without an offset, UTC).
-    """
-
-    def __init__(self, source: str, columns: Sequence[str], time_column: str | None = None):
-        self._source = source
-        self._columns = list(columns)
-        self._time_column = time_column
-
-    def start_bundle(self) -> None:
-        self._rows: list[dict] = []
-        self._min_ts: Timestamp | None = None
-        self._batches = 0
-
-    def process(self, payload: bytes, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
-        try:
-            row = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            row = None
-        if not isinstance(row, dict):
-            row = {}
-        self._rows.append(row)
-        if self._min_ts is None or timestamp < self._min_ts:
-            self._min_ts = timestamp
-        if len(self._rows) >= MESSAGES_PER_BATCH:
-            yield beam_window.TimestampedValue(self._batch(), self._min_ts)
-            self._rows, self._min_ts = [], None
-
-    def _batch(self) -> SourceBatch:
-        self._batches += 1
-        name = '%s (batch %s-%d)' % (self._source, uuid.uuid4().hex[:8], self._batches)
-        return SourceBatch(name, 0, rows_to_batch(self._rows, self._columns,
-                                                  self._time_column))
-
-    def finish_bundle(self) -> Iterator[Any]:
-        from apache_beam.utils.windowed_value import WindowedValue
-        if self._rows:
-            yield WindowedValue(self._batch(), self._min_ts, [beam_window.GlobalWindow()])
-            self._rows, self._min_ts = [], None
-
-
-class ReadPubSubBatches(beam.PTransform):
-    """Pub/Sub subscription or topic → `SourceBatch`es (see `JsonMessagesToBatches`)."""
-
-    def __init__(self, columns: Sequence[str], subscription: str | None = None,
-                 topic: str | None = None, timestamp_attribute: str | None = None,
-                 time_column: str | None = None):
-        super().__init__()
-        self._columns = list(columns)
-        self._time_column = time_column
-        self._subscription = subscription
-        self._topic = topic
-        self._timestamp_attribute = timestamp_attribute
-
-    def expand(self, pbegin):
-        source = 'pubsub:%s' % (self._subscription or self._topic)
-        return (pbegin
-                | 'ReadPubSub' >> beam.io.ReadFromPubSub(
-                    topic=self._topic, subscription=self._subscription,
-                    timestamp_attribute=self._timestamp_attribute)
-                | 'ToBatches' >> beam.ParDo(JsonMessagesToBatches(source, self._columns,
-                                                                 self._time_column)))
-
-
-class _ReadNewFile(beam.DoFn):
-    """A newly matched file → its `SourceBatch`es (the batch path's planning and reading)."""
-
-    def __init__(self, fmt: str, columns: Sequence[str]):
-        self._fmt = fmt
-        self._columns = list(columns)
-
-    def process(self, path: str) -> Iterator[SourceBatch]:
-        for item in sources.plan_file(path, self._fmt):
-            yield from sources.read_item(item, self._columns)
-
-
-class ReadNewFiles(beam.PTransform):
-    """Files matching `pattern` as they appear (Beam's MatchContinuously; Dataflow) → batches."""
-
-    def __init__(self, pattern: str, fmt: str, columns: Sequence[str], interval: float):
-        super().__init__()
-        self._pattern = pattern
-        self._fmt = fmt
-        self._columns = list(columns)
-        self._interval = interval
-
-    def expand(self, pbegin):
-        from apache_beam.io import fileio
-        return (pbegin
-                | 'Match' >> fileio.MatchContinuously(self._pattern, interval=self._interval)
-                | 'Path' >> beam.Map(lambda m: m.path)
-                | 'Spread' >> beam.Reshuffle()
-                | 'Read' >> beam.ParDo(_ReadNewFile(self._fmt, self._columns)))
-
-
-# -------------------------------------------------------------------------------------------------
 # Entry point.
 # -------------------------------------------------------------------------------------------------
-
-def streaming_parser() -> argparse.ArgumentParser:
-    """headstream's own streaming flags; everything else passes through to Beam."""
-    parser = argparse.ArgumentParser(prog='headstream evaluate --streaming', add_help=False)
-    parser.add_argument('--input_subscription', default=None,
-                        help='Pub/Sub subscription (projects/P/subscriptions/S) of JSON rows')
-    parser.add_argument('--input_topic', default=None,
-                        help='Pub/Sub topic (projects/P/topics/T) of JSON rows')
-    parser.add_argument('--pubsub_timestamp_attribute', default=None,
-                        help='message attribute holding the publish-side event time, which then '
-                             'drives the watermark')
-    parser.add_argument('--poll_interval', type=float, default=30.0,
-                        help='seconds between matches of input.pattern (file source)')
-    parser.add_argument('--bad_records', choices=('fail', 'dead_letter'), default='dead_letter',
-                        help='dead_letter (default in streaming: a failing bundle would be '
-                             'retried forever) or fail')
-    parser.add_argument('--run_id', default=None)
-    return parser
-
 
 _LOCAL_RUNNERS = ('DirectRunner', 'direct', 'FnApiRunner', 'PrismRunner', 'prism')
 
@@ -555,13 +298,40 @@ def evaluate_streaming(config: config_lib.EvalConfig | str | Mapping[str, Any],
         local DirectRunner falls back to a runner without streaming triggers; use
         `headstream watch` for a local directory).
     """
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    known, rest = _streaming_flags(pipeline_args, bad_records, run_id)
+    config = _windowed_config(config, output)
+    if known.input_subscription and known.input_topic:
+        raise config_lib.ConfigError('--input_subscription and --input_topic: give one')
+    options, runner = _streaming_runner(rest)
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    from pipeline.run import new_run_id
+    run_id = known.run_id or new_run_id(started_at)
+    p = beam.Pipeline(runner=runner, options=options)
+    batches = p | 'Source' >> _source(config, known)
+    _ = batches | 'Evaluate' >> EvaluateWindows(config, run_id, known.bad_records)
+    _log.info('headstream: streaming run %s: %s', run_id, config_lib.config_summary(config))
+    result = p.run()
+    if wait:
+        result.wait_until_finish()
+        return {'run_id': run_id, 'output': config.output, 'state': str(result.state)}
+    return {'run_id': run_id, 'output': config.output, 'state': 'submitted'}
+
+
+def _streaming_flags(pipeline_args: Sequence[str], bad_records: str | None,
+                     run_id: str | None) -> tuple[argparse.Namespace, list[str]]:
+    """(headstream's streaming flags, with the keyword overrides; the Beam args left)."""
     known, rest = streaming_parser().parse_known_args(list(pipeline_args))
     known.bad_records = bad_records or known.bad_records
     known.run_id = run_id or known.run_id
     if known.bad_records not in ('fail', 'dead_letter'):
         raise config_lib.ConfigError('--bad_records: %r is not fail or dead_letter'
                                      % known.bad_records)
+    return known, rest
+
+
+def _windowed_config(config: config_lib.EvalConfig | str | Mapping[str, Any],
+                     output: str | None) -> config_lib.EvalConfig:
+    """The loaded config with `output` applied; refused without `window:` or an output."""
     if not isinstance(config, config_lib.EvalConfig):
         config = config_lib.load_config(config, output=output)
     else:
@@ -571,9 +341,13 @@ def evaluate_streaming(config: config_lib.EvalConfig | str | Mapping[str, Any],
                                      '(column and size)')
     if not config.output:
         raise config_lib.ConfigError('output: missing; set `output:` or pass --output')
-    if known.input_subscription and known.input_topic:
-        raise config_lib.ConfigError('--input_subscription and --input_topic: give one')
-    options = PipelineOptions(rest)
+    return config
+
+
+def _streaming_runner(args: Sequence[str]) -> tuple[PipelineOptions, Any]:
+    """(the streaming pipeline options, the runner object or None to let Beam resolve it);
+    refuses runners that cannot run the graph (`evaluate_streaming`'s Raises)."""
+    options = PipelineOptions(list(args))
     standard = options.view_as(StandardOptions)
     standard.streaming = True
     runner_name = standard.runner if isinstance(standard.runner, str) else None
@@ -590,27 +364,20 @@ def evaluate_streaming(config: config_lib.EvalConfig | str | Mapping[str, Any],
     if runner_name and runner_name.split('.')[-1] == 'BundleBasedDirectRunner':
         from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
         runner = BundleBasedDirectRunner()
-    started_at = datetime.datetime.now(datetime.timezone.utc)
-    from pipeline.run import new_run_id
-    run_id = known.run_id or new_run_id(started_at)
+    return options, runner
+
+
+def _source(config: config_lib.EvalConfig, known: argparse.Namespace) -> beam.PTransform:
+    """Pub/Sub when a subscription or topic is given, else the config's pattern matched
+    continuously (after checking the columns of the files already there)."""
     columns = config.columns()
-    p = beam.Pipeline(runner=runner, options=options)
     if known.input_subscription or known.input_topic:
-        batches = p | 'Source' >> ReadPubSubBatches(
+        return ReadPubSubBatches(
             columns, subscription=known.input_subscription, topic=known.input_topic,
             timestamp_attribute=known.pubsub_timestamp_attribute,
             time_column=config.window.column)
-    else:
-        _check_existing_files(config)
-        batches = p | 'Source' >> ReadNewFiles(config.pattern, config.format, columns,
-                                               known.poll_interval)
-    _ = batches | 'Evaluate' >> EvaluateWindows(config, run_id, known.bad_records)
-    _log.info('headstream: streaming run %s: %s', run_id, config_lib.config_summary(config))
-    result = p.run()
-    if wait:
-        result.wait_until_finish()
-        return {'run_id': run_id, 'output': config.output, 'state': str(result.state)}
-    return {'run_id': run_id, 'output': config.output, 'state': 'submitted'}
+    _check_existing_files(config)
+    return ReadNewFiles(config.pattern, config.format, columns, known.poll_interval)
 
 
 def _check_existing_files(config: config_lib.EvalConfig) -> None:

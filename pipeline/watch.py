@@ -53,6 +53,7 @@ import pyarrow as pa
 from pipeline import config as config_lib
 from pipeline import sources
 from pipeline import streaming
+from pipeline.writers import panes as pane_lib
 from pipeline.decode import Problems, epoch_micros
 from pipeline.elements import BadRecordError
 from pipeline.evaluate import BatchEvaluator
@@ -211,8 +212,8 @@ def _merge(states: dict[tuple, Any], pairs: Iterable[tuple[tuple, Any]]) -> None
 
 def _timing(state: WatchState, start: int, end: int, watermark: int | None) -> str:
     if watermark is None or watermark < end:
-        return streaming.EARLY
-    return streaming.LATE if start in state.on_time_fired else streaming.ON_TIME
+        return pane_lib.EARLY
+    return pane_lib.LATE if start in state.on_time_fired else pane_lib.ON_TIME
 
 
 def _window_keys(state: WatchState) -> dict[int, list[tuple]]:
@@ -307,9 +308,9 @@ def poll_once(config: config_lib.EvalConfig, state: WatchState, bad_records: str
         summary['files'] = new
         written.append(summary)
         state.pane_index[start] = index + 1
-        if timing == streaming.ON_TIME:
+        if timing == pane_lib.ON_TIME:
             state.on_time_fired.add(start)
-        _log.info('headstream watch: window %s pane %d (%s)', streaming.window_tag(start),
+        _log.info('headstream watch: window %s pane %d (%s)', pane_lib.window_tag(start),
                   index, timing)
     state.dirty.clear()
     if written:
@@ -383,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            args.settle):
             for s in panes:
                 print('window %s pane %d %-7s %d metric rows' % (
-                    streaming.window_tag(s['window_start']), s['pane_index'], s['pane'],
+                    pane_lib.window_tag(s['window_start']), s['pane_index'], s['pane'],
                     s['metrics_rows']), flush=True)
     except (config_lib.ConfigError, BadRecordError) as e:
         print('headstream watch: error: %s' % e, flush=True)

@@ -8,12 +8,12 @@ import types
 
 import pytest
 
-from pipeline import cli
+from pipeline import cli, cli_args
 from pipeline.run import make_runner, pipeline_options
 
 
 def _parse(argv):
-    return cli.evaluate_parser().parse_known_args(argv)
+    return cli_args.evaluate_parser().parse_known_args(argv)
 
 
 def test_evaluate_help_lists_every_option():
@@ -187,20 +187,21 @@ def test_progress_lines_from_the_job_counters_or_this_process_tally(caplog):
 
     import pyarrow as pa
 
-    from pipeline import run
+    from pipeline import progress as progress_lib
     from pipeline.elements import SourceBatch
 
     now = [100.0]
-    progress = run.Progress('r9', None, clock=lambda: now[0])
+    progress = progress_lib.Progress('r9', None, clock=lambda: now[0])
     caplog.set_level(logging.INFO, logger='pipeline')
     # Nothing known yet.
     assert progress.report() == 'headstream: run r9: running after 0 s'
     # Rows the Progress step saw in this process (a local run): 3 + 2 rows.
-    count = run.CountRows('r9')
+    count = progress_lib.CountRows('r9')
     batch = pa.record_batch({'x': [1.0, 2.0, 3.0]})
     assert list(count.process(SourceBatch('f', 0, batch))) == [SourceBatch('f', 0, batch)]
     list(count.process(SourceBatch('f', 3, batch.slice(0, 2))))
-    list(run.CountRows('other').process(SourceBatch('g', 0, batch)))  # another run's rows
+    # Another run's rows.
+    list(progress_lib.CountRows('other').process(SourceBatch('g', 0, batch)))
     now[0] = 102.0
     assert progress.report() == 'headstream: run r9: 5 rows read so far in 2 s (2 rows/s)'
     # A running job's counters win (attempted values; two steps' counters add up).
@@ -216,7 +217,7 @@ def test_progress_lines_from_the_job_counters_or_this_process_tally(caplog):
     progress.attach(types.SimpleNamespace(metrics=lambda: 1 / 0))
     assert progress.report() == 'headstream: run r9: 5 rows read so far in 10 s (0 rows/s)'
     progress.stop()  # forgets r9's tally, keeps the other run's
-    assert 'r9' not in run._rows_read and run._rows_read.pop('other') == 3
+    assert 'r9' not in progress_lib._rows_read and progress_lib._rows_read.pop('other') == 3
     assert [r.getMessage() for r in caplog.records if 'run r9' in r.getMessage()][-1] == (
         'headstream: run r9: 5 rows read so far in 10 s (0 rows/s)')
 
@@ -225,11 +226,11 @@ def test_progress_thread_logs_periodically_and_once_at_the_end(caplog):
     import logging
     import time
 
-    from pipeline import run
+    from pipeline import progress as progress_lib
 
     caplog.set_level(logging.INFO, logger='pipeline')
-    run._note_rows_read('r10', 42)
-    progress = run.Progress('r10', 0.01).start()
+    progress_lib._note_rows_read('r10', 42)
+    progress = progress_lib.Progress('r10', 0.01).start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not any(
             'so far' in r.getMessage() for r in caplog.records):
@@ -238,7 +239,7 @@ def test_progress_thread_logs_periodically_and_once_at_the_end(caplog):
     lines = [r.getMessage() for r in caplog.records if 'run r10' in r.getMessage()]
     assert lines[0].startswith('headstream: run r10: 42 rows read so far in ')
     assert lines[-1].startswith('headstream: run r10: 42 rows read in ')  # the final line
-    assert 'r10' not in run._rows_read
+    assert 'r10' not in progress_lib._rows_read
 
 
 def test_a_corrupt_shard_exits_1_with_one_line_naming_the_file(capsys, tmp_path):

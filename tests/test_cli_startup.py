@@ -13,7 +13,7 @@ import types
 
 import pytest
 
-from pipeline import cli
+from pipeline import cli, tuning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,10 +31,10 @@ def _run_python(code: str, *args: str) -> dict:
 
 _SKIPPED = r'''
 import io, json, logging, sys
-from pipeline import cli
+from pipeline import tuning
 log = io.StringIO()
 logging.basicConfig(stream=log, level=logging.WARNING)
-skipping = cli.skip_unused_imports()
+skipping = tuning.skip_unused_imports()
 import apache_beam  # imports every module it finds installed
 import pyarrow as pa
 from apache_beam.utils.interactive_utils import is_in_ipython, is_in_notebook
@@ -48,10 +48,10 @@ for name in ('pandas', 'IPython', 'tqdm.notebook', 'pymongo', 'bson.objectid'):
     except ModuleNotFoundError as e:
         errors[name] = [e.name, str(e)]
 print('RESULT ' + json.dumps({
-    'skipping': skipping, 'loaded': [m for m in cli.UNUSED_MODULES if m in sys.modules],
+    'skipping': skipping, 'loaded': [m for m in tuning.UNUSED_MODULES if m in sys.modules],
     'in_ipython': is_in_ipython(), 'in_notebook': is_in_notebook(), 'values': values,
-    'errors': errors, 'log': log.getvalue(), 'again': cli.skip_unused_imports(),
-    'cloud': [m for m in cli.CLOUD_MODULES if m in sys.modules],
+    'errors': errors, 'log': log.getvalue(), 'again': tuning.skip_unused_imports(),
+    'cloud': [m for m in tuning.CLOUD_MODULES if m in sys.modules],
     'gcs': type(FileSystems.get_filesystem('gs://bucket/x')).__name__,
     'finders': sum(type(f).__name__ == '_UnusedModules' for f in sys.meta_path)}))
 '''
@@ -80,9 +80,9 @@ def test_beam_imports_without_the_skipped_modules_and_says_why_they_are_missing(
 _ALREADY_IMPORTED = r'''
 import json, sys
 import pandas
-from pipeline import cli
+from pipeline import tuning
 assert 'pandas.io.formats.style' not in sys.modules
-cli.skip_unused_imports()
+tuning.skip_unused_imports()
 import pandas.io.formats.style  # a submodule of a package loaded before: still importable
 print('RESULT ' + json.dumps({'style': pandas.io.formats.style.__name__}))
 '''
@@ -96,8 +96,8 @@ _IN_IPYTHON = r'''
 import json, sys
 from IPython.core.interactiveshell import InteractiveShell
 InteractiveShell.instance()  # a running IPython shell, as in a notebook
-from pipeline import cli
-skipping = cli.skip_unused_imports()
+from pipeline import tuning
+skipping = tuning.skip_unused_imports()
 import pandas
 from apache_beam.utils.interactive_utils import is_in_ipython
 print('RESULT ' + json.dumps({'skipping': skipping, 'in_ipython': is_in_ipython(),
@@ -117,12 +117,12 @@ def test_inside_ipython_nothing_changes_in_process(monkeypatch):
     monkeypatch.setitem(sys.modules, 'IPython', types.ModuleType('IPython'))
     monkeypatch.setattr(sys, 'meta_path', list(sys.meta_path))
     before = list(sys.meta_path)
-    assert cli.skip_unused_imports() is False
+    assert tuning.skip_unused_imports() is False
     assert sys.meta_path == before
 
 
 def test_the_finder_names_only_its_packages_and_their_submodules():
-    finder = cli._UnusedModules(['pandas', 'tqdm.notebook'])
+    finder = tuning._UnusedModules(['pandas', 'tqdm.notebook'])
     for name in ('pandas', 'pandas.core.frame', 'tqdm.notebook', 'tqdm.notebook.x'):
         with pytest.raises(ModuleNotFoundError) as e:
             finder.find_spec(name)
@@ -137,12 +137,12 @@ def test_the_finder_names_only_its_packages_and_their_submodules():
 # clients, import no TensorFlow, and write what a run inside a program (no skipping) writes.
 _OWN_PROCESS = r'''
 import gc, json, sys
-from pipeline import cli
+from pipeline import cli, tuning
 sys.argv = ['headstream'] + sys.argv[1:]
 code = cli.main()
 print('RESULT ' + json.dumps({
-    'exit': code, 'loaded': [m for m in cli.UNUSED_MODULES if m in sys.modules],
-    'cloud_loaded': [m for m in cli.CLOUD_MODULES if m in sys.modules],
+    'exit': code, 'loaded': [m for m in tuning.UNUSED_MODULES if m in sys.modules],
+    'cloud_loaded': [m for m in tuning.CLOUD_MODULES if m in sys.modules],
     'tensorflow': 'tensorflow' in sys.modules, 'frozen': gc.get_freeze_count()}))
 '''
 
@@ -236,7 +236,7 @@ def test_needs_google_cloud(argv, expected, tmp_path):
             arg = arg.replace(name, path)
         return arg
 
-    assert cli.needs_google_cloud([fill(a) for a in argv]) is expected
+    assert tuning.needs_google_cloud([fill(a) for a in argv]) is expected
 
 
 def test_watch_takes_no_abbreviated_flags():

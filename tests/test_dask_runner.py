@@ -30,7 +30,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import trigger, window
 
-from pipeline import dask_runner
+from pipeline import dask_runner, dask_translate
 from pipeline.config import ConfigError
 from pipeline.dask_runner import (DASK_RUNNER, DaskUnsupportedError, HeadstreamDaskRunner,
                                   check_dask_supported, is_dask_runner)
@@ -199,7 +199,7 @@ def _translate_and_compute(tmp_path, args=()) -> None:
     bag_kwargs = dask_runner.DaskOptions._extract_bag_kwargs(
         options.view_as(dask_runner.DaskOptions).get_all_options(drop_default=True,
                                                                  current_only=True))
-    leaves = dask_runner._translate(p, bag_kwargs)
+    leaves = dask_translate.translate(p, bag_kwargs)
     assert len(leaves) == 2  # both sinks
     with dask.config.set(scheduler='sync'):
         dask.compute(*leaves)

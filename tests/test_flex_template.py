@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import launcher
-from pipeline.cli import evaluate_parser
+from pipeline.cli_args import evaluate_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 FLEX = ROOT / 'templates' / 'flex'
@@ -282,16 +282,17 @@ def test_pipeline_graph_builds_for_dataflow_without_submitting(tmp_path):
 
     import apache_beam as beam
 
-    from pipeline import run
+    from pipeline import graph, run
+    from pipeline.run_options import RunOptions
 
     config, files, dictionary_columns = run.prepare(_dataset(tmp_path))
     options = run.pipeline_options(DATAFLOW_ARGS)
     runner = run.make_runner(options)
     p = beam.Pipeline(runner=runner, options=options)
     assert type(p.runner).__name__ == 'DataflowRunner'
-    run.build_pipeline(p, config, files, 'run-1',
-                       datetime.datetime(2026, 11, 23, tzinfo=datetime.timezone.utc),
-                       'dead_letter', False, dictionary_columns)
+    graph.build_pipeline(p, config, files, RunOptions(
+        'run-1', datetime.datetime(2026, 11, 23, tzinfo=datetime.timezone.utc),
+        bad_records='dead_letter', dictionary_columns=dictionary_columns))
     proto = p.to_runner_api()
     labels = {t.unique_name for t in proto.components.transforms.values()}
     for stage in ('Read', 'ApplyHeads', 'Combine', 'Write'):

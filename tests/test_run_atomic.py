@@ -389,15 +389,15 @@ def test_an_output_holding_the_users_files_is_refused(tmp_path):
 
 _HELD_RUN = r'''
 import os, sys, time
-from pipeline import cli, run
+from pipeline import cli, run_outputs
 go = sys.argv[1]
-publish_locked = run.publish_locked
+publish_locked = run_outputs.publish_locked
 def waiting(*args):
     deadline = time.monotonic() + 120
     while not os.path.exists(go) and time.monotonic() < deadline:
         time.sleep(0.05)
     return publish_locked(*args)
-run.publish_locked = waiting
+run_outputs.publish_locked = waiting
 sys.exit(cli.main(sys.argv[2:]))
 '''
 
@@ -492,7 +492,7 @@ def test_a_run_id_escaping_the_output_is_refused(tmp_path):
 
 
 def test_tensorboard_dir_is_staged_when_under_the_output():
-    from pipeline.run import _tensorboard_dir
+    from pipeline.run_outputs import _tensorboard_dir
     staging = '/o/.staging-r'
     assert _tensorboard_dir(None, '/o', staging) == '/o/.staging-r/tensorboard'
     assert _tensorboard_dir('/o/tb/', '/o', staging) == '/o/.staging-r/tb'

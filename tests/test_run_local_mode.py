@@ -1,5 +1,5 @@
-"""A local batch run's execution mode (pipeline/run.py `make_runner`): one in-memory worker
-thread per core unless the user chose, and no warning from Beam about that choice.
+"""A local batch run's execution mode (pipeline/run.py `make_runner`, pipeline/tuning.py): one
+in-memory worker thread per core unless the user chose, and no warning from Beam about that choice.
 
 Results not depending on the mode is checked in test_pipeline_conformance.py (the default mode
 against three `multi_threading` workers on small batches).
@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions
 
-from pipeline import run
+from pipeline import run, tuning
 
 
 def _direct(args: list[str]) -> DirectOptions:
@@ -51,8 +51,8 @@ def test_only_beams_in_memory_workers_warning_is_filtered():
                    '`multi_processing` or `multi_threading` instead of `in_memory` in order for '
                    'it to have the desired worker parallelism effect. direct_num_workers: %d ; '
                    'running_mode: %s')
-    assert run._not_the_in_memory_workers_warning(beams) is False
-    assert run._not_the_in_memory_workers_warning(record('Some other warning')) is True
+    assert tuning._not_the_in_memory_workers_warning(beams) is False
+    assert tuning._not_the_in_memory_workers_warning(record('Some other warning')) is True
 
 
 def test_a_run_on_two_in_memory_workers_logs_no_warning_and_counts_every_row(tmp_path, caplog,
@@ -96,7 +96,7 @@ def test_a_local_batch_run_samples_state_every_10_ms_other_runs_keep_beams_200(m
     run.make_runner(run.pipeline_options(['--streaming']))
     assert _sampling_period_ms() == 200
     run.make_runner(run.pipeline_options([]))
-    assert _sampling_period_ms() == run.STATE_SAMPLING_PERIOD_MS == 10
+    assert _sampling_period_ms() == tuning.STATE_SAMPLING_PERIOD_MS == 10
     run.make_runner(run.pipeline_options([]))  # once only: nothing changes a second time
     assert _sampling_period_ms() == 10
 

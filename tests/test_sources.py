@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import sources
+from pipeline import readers, sources
 from pipeline.decode import Problems, matrix_column, scalar_column
 from pipeline.keys import slice_codes
 
@@ -177,7 +177,7 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path, fmt, name, content):
     path = str(tmp_path / name)
     with open(path, 'wb') as f:
         f.write(content)
-    with pytest.raises(sources.UnreadableFileError, match='cannot read %s file %s' % (
+    with pytest.raises(readers.UnreadableFileError, match='cannot read %s file %s' % (
             fmt, re.escape(path))):
         list(sources.read_item(sources.WorkItem(path, fmt, None, 0)))
 
@@ -190,8 +190,8 @@ _BAD_ROW = 3210  # 0-based record index where each test puts the bad record
 def _read_error(path, fmt, monkeypatch, rows=1000):
     """The message of reading `path` in small blocks (so the bad record is in a later block than
     the first) and batches of `rows`."""
-    monkeypatch.setattr(sources, '_TEXT_BLOCK_BYTES', 4096)
-    with pytest.raises(sources.UnreadableFileError) as info:
+    monkeypatch.setattr(readers, '_TEXT_BLOCK_BYTES', 4096)
+    with pytest.raises(readers.UnreadableFileError) as info:
         _read_all(path, fmt, rows=rows)
     return str(info.value)
 
@@ -259,7 +259,7 @@ def test_a_damaged_parquet_row_group_names_the_rows_from_which_on_in_the_file(tm
     with open(path, 'r+b') as f:  # garble the third row group's page (rows 200..299)
         f.seek(column.dictionary_page_offset or column.data_page_offset)
         f.write(b'\xff' * 16)  # its first page header
-    with pytest.raises(sources.UnreadableFileError) as info:
+    with pytest.raises(readers.UnreadableFileError) as info:
         _read_all(path, 'parquet', rows=30, target_rows=100)
     assert 'cannot read parquet file %s from row 200 on: ' % path in str(info.value)
 

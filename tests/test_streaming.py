@@ -23,8 +23,9 @@ from apache_beam.testing import test_stream
 from apache_beam.transforms import window as beam_window
 
 from pipeline import config as config_lib
-from pipeline import streaming
+from pipeline import streaming, streaming_sources
 from pipeline.elements import SourceBatch
+from pipeline.writers.panes import pane_paths, window_tag
 
 # A window boundary: windows of 60 s are aligned to the epoch.
 T0 = 1_700_000_000 - 1_700_000_000 % 60
@@ -156,7 +157,7 @@ def test_early_on_time_late_panes_accumulate_and_too_late_rows_drop(tmp_path):
     _check_window(panes[(w1, 1)], w1, 60, 'on_time', head, a1, 'UD')
     # The window's latest file is its last pane.
     latest = pq.read_table(os.path.join(config.output, 'metrics',
-                                        'window-%s.parquet' % streaming.window_tag(w0 * 10**6)))
+                                        'window-%s.parquet' % window_tag(w0 * 10**6)))
     assert latest.column('pane_index').to_pylist() == [3] * latest.num_rows
     assert latest.equals(panes[(w0, 3)])
 
@@ -273,7 +274,7 @@ def test_evaluate_streaming_rejects_local_runner_and_missing_window(tmp_path):
 
 
 def test_json_messages_become_batches_with_null_rows_for_bad_payloads():
-    fn = streaming.JsonMessagesToBatches('pubsub:sub', ['ts', 'logit', 'label'])
+    fn = streaming_sources.JsonMessagesToBatches('pubsub:sub', ['ts', 'logit', 'label'])
     fn.start_bundle()
     out = []
     for payload in (b'{"ts": 5, "logit": 0.5, "label": 1}', b'not json', b'[1, 2]',
@@ -308,7 +309,8 @@ def test_pubsub_json_messages_are_evaluated_per_window(tmp_path):
     with beam.Pipeline(runner=BundleBasedDirectRunner(),
                        options=PipelineOptions([], streaming=True)) as p:
         _ = (p | stream
-             | beam.ParDo(streaming.JsonMessagesToBatches('pubsub:test', config.columns(), 'ts'))
+             | beam.ParDo(streaming_sources.JsonMessagesToBatches('pubsub:test', config.columns(),
+                                                                  'ts'))
              | streaming.EvaluateWindows(config, 'run-test', 'dead_letter'))
     panes = _pane_files(config.output)
     assert sorted(panes) == [(T0, 0), (T0 + 60, 0)]
@@ -324,7 +326,7 @@ def test_pubsub_json_messages_are_evaluated_per_window(tmp_path):
 
 
 def test_rows_to_batch_types_columns_and_nulls_what_does_not_fit():
-    batch = streaming.rows_to_batch(
+    batch = streaming_sources.rows_to_batch(
         [{'ts': '2026-11-01T00:00:09Z', 'x': 1, 'l': [1.0, 2]},
          {'ts': 5, 'x': 'a', 'l': [1, 'b']},
          {'ts': '2026-11-01T00:00:10', 'x': 2.5, 'l': None},
@@ -342,10 +344,11 @@ def test_streaming_graphs_translate_for_both_sources(tmp_path):
     must survive translation to Beam's runner API (what Dataflow receives)."""
     config = _config(tmp_path, {'column': 'ts', 'size': 60, 'period': 20, 'early_firing': 0.4,
                                 'allowed_lateness': 5.5})
-    for source in (streaming.ReadPubSubBatches(config.columns(),
-                                               subscription='projects/my-project/subscriptions/s',
-                                               time_column='ts'),
-                   streaming.ReadNewFiles(config.pattern, 'parquet', config.columns(), 5.0)):
+    for source in (streaming_sources.ReadPubSubBatches(
+                       config.columns(), subscription='projects/my-project/subscriptions/s',
+                       time_column='ts'),
+                   streaming_sources.ReadNewFiles(config.pattern, 'parquet', config.columns(),
+                                                  5.0)):
         p = beam.Pipeline(options=PipelineOptions([], streaming=True))
         _ = p | source | streaming.EvaluateWindows(config, 'run-test')
         names = [t.unique_name for t in p.to_runner_api().components.transforms.values()]
@@ -360,6 +363,6 @@ def test_an_older_pane_never_replaces_the_latest_file(tmp_path):
     results = [state_result(((), (), 0, T0 * 10**6, None), state, config.head_names)]
     streaming.write_pane(config, results, 'r', T0 * 10**6, 'late', 2)
     streaming.write_pane(config, results, 'r', T0 * 10**6, 'on_time', 1)   # arrives after pane 2
-    latest = pq.read_table(streaming.pane_paths(config.output, T0 * 10**6, 0)['metrics'])
+    latest = pq.read_table(pane_paths(config.output, T0 * 10**6, 0)['metrics'])
     assert set(latest.column('pane_index').to_pylist()) == {2}
     assert sorted(_pane_files(config.output)) == [(T0, 1), (T0, 2)]   # both on record

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import config as config_lib
-from pipeline import streaming
 from pipeline import watch
 from pipeline import watch_state
+from pipeline.writers.panes import window_tag
 
 T0 = 1_700_000_000 - 1_700_000_000 % 60   # a window boundary (60 s windows, epoch-aligned)
 W0, W1, W3 = T0, T0 + 60, T0 + 180
@@ -91,7 +91,7 @@ def _metrics(table: pa.Table, slice_name: str) -> dict[str, float]:
 
 def _latest(config, start: int) -> pa.Table:
     return pq.read_table(os.path.join(config.output, 'metrics', 'window-%s.parquet'
-                                      % streaming.window_tag(start * 1_000_000)))
+                                      % window_tag(start * 1_000_000)))
 
 
 def _check(config, shards: Shards, start: int, timing: str, index: int) -> None:
@@ -143,7 +143,7 @@ def test_panes_accumulate_with_timing_from_the_data_watermark(tmp_path):
     # Every pane is on record; each window's latest file equals its last pane.
     history = sorted(os.path.basename(p) for p in glob.glob(
         os.path.join(config.output, 'panes', 'metrics', '*.parquet')))
-    tag = streaming.window_tag
+    tag = window_tag
     assert history == sorted(
         ['window-%s-pane-%04d.parquet' % (tag(s * 10**6), i)
          for s, i in ((W0, 0), (W0, 1), (W0, 2), (W1, 0), (W1, 1), (W3, 0))])

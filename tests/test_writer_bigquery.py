@@ -157,14 +157,16 @@ def _dataset(tmp_path):
 def test_dataflow_graph_builds_with_the_sink(tmp_path):
     from apache_beam.io.gcp.bigquery import WriteToBigQuery
 
-    from pipeline import run
+    from pipeline import graph, run
+    from pipeline.run_options import RunOptions
 
     config, files, dictionary_columns = run.prepare(_dataset(tmp_path))
     options = run.pipeline_options(DATAFLOW_ARGS)
     p = beam.Pipeline(runner=run.make_runner(options), options=options)
     assert type(p.runner).__name__ == 'DataflowRunner'
-    run.build_pipeline(p, config, files, 'run-1', AT, 'fail', False, dictionary_columns,
-                       bigquery_table='headstream-test:evals.metrics')
+    graph.build_pipeline(p, config, files, RunOptions(
+        'run-1', AT, bigquery_table='headstream-test:evals.metrics',
+        dictionary_columns=dictionary_columns))
     sinks = []
 
     class Visitor(beam.pipeline.PipelineVisitor):

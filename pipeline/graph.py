@@ -1,0 +1,89 @@
+"""The batch evaluation's Beam graph: `build_pipeline(p, config, files, options)`.
+
+    Read (Create files → plan → Reshuffle → read) → Progress (counts rows)
+      → ApplyHeads (partial states per bundle)
+      ├─ states → CombinePerKey(HeadStateCombineFn) → state_result ─┐
+      ├─ errors (dead_letter rows) ──────────────────────────────────┤→ Flatten → one group → WriteRun
+      ├─ stats (rows read / rejected per bundle) ────────────────────┤   (GroupByKey on key 0)
+      └─ (a marker, so an empty input still writes empty tables) ────┘
+
+Every transform is a Create, ParDo, GroupByKey or Flatten, so every runner, the DaskRunner
+included, can translate it. The steps are `pipeline.sources.ReadBatches`,
+`pipeline.progress.CountRows`, `pipeline.apply.ApplyHeads`, `pipeline.combine.CombineStates` and
+`pipeline.run_outputs.WriteRun`; with `options.bigquery_table`, WriteRun also emits the metrics
+rows, which `WriteToBigQuery` appends to that table (pipeline/writers/bigquery.py). How the
+graph runs (runner, lock, progress, publishing) is `pipeline/run.py`.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import apache_beam as beam
+
+from pipeline import config as config_lib
+from pipeline import sources
+from pipeline.apply import ApplyHeads
+from pipeline.elements import ERRORS_TAG, STATS_TAG
+from pipeline.combine import CombineStates
+from pipeline.progress import CountRows
+from pipeline.results import state_result
+from pipeline.run_options import RunOptions
+from pipeline.run_outputs import BIGQUERY_TAG, WriteRun
+from pipeline.writers import parquet as parquet_writer
+
+
+def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Sequence[str],
+                   options: RunOptions) -> beam.PCollection:
+    """Adds the evaluation of `files` to `p`; returns the PCollection of the run summary (one
+    dict).
+
+    Args:
+      p: the pipeline to add the steps to.
+      config: the validated config (`pipeline.run.prepare`), with its output directory.
+      files: the matched input files.
+      options: how the run runs (bad records, predictions, BigQuery table, ...).
+    """
+    columns = None if options.write_predictions else config.columns()
+    batches = (p
+               | 'Read' >> sources.ReadBatches(files, config.format, columns,
+                                               dictionary_columns=options.dictionary_columns)
+               | 'Progress' >> beam.ParDo(CountRows(options.run_id)))
+    predictions_dir = (parquet_writer.join(
+        parquet_writer.staging_dir(config.output, options.run_id), 'predictions')
+        if options.write_predictions else None)
+    apply_heads = ApplyHeads(config, options.run_id, options.bad_records,
+                             precombine=options.precombine, predictions_dir=predictions_dir,
+                             slice_kinds=_batch_slice_kinds(config, files))
+    applied = batches | 'ApplyHeads' >> beam.ParDo(apply_heads).with_outputs(
+        ERRORS_TAG, STATS_TAG, main='states')
+    head_names = list(config.head_names)
+    # Every piece of the results is tagged with its kind and keyed by the one key (0) of the group
+    # that gathers them all, in the same step (each step costs the pipeline's construction and
+    # each run a few milliseconds).
+    results = (applied.states
+               | 'Combine' >> CombineStates(config)
+               | 'Results' >> beam.Map(lambda kv: (0, ('result', state_result(kv[0], kv[1],
+                                                                              head_names)))))
+    errors = applied[ERRORS_TAG] | 'TagErrors' >> beam.Map(lambda t: (0, ('errors', t)))
+    stats = applied[STATS_TAG] | 'TagStats' >> beam.Map(lambda s: (0, ('stats', tuple(s))))
+    marker = p | 'Marker' >> beam.Create([(0, ('marker', None))])
+    written = ((results, errors, stats, marker)
+               | 'Pieces' >> beam.Flatten()
+               | 'Gather' >> beam.GroupByKey()
+               | 'Write' >> beam.ParDo(WriteRun(config, options, len(files))
+                                       ).with_outputs(BIGQUERY_TAG, main='summary'))
+    if options.bigquery_table:
+        from pipeline.writers import bigquery
+        _ = written[BIGQUERY_TAG] | 'BigQuery' >> bigquery.WriteMetrics(options.bigquery_table)
+    return written.summary
+
+
+def _batch_slice_kinds(config: config_lib.EvalConfig, files: Sequence[str]
+                       ) -> tuple[str, dict[str, str]] | None:
+    """(first file, its slice columns' kinds) for ApplyHeads to check every batch against, for
+    formats without a footer (CSV, JSONL, TFRecord: a type is only known once rows are read);
+    None for Parquet, whose footers `prepare` checked."""
+    if config.format == 'parquet' or not files:
+        return None
+    kinds = config_lib.slice_kinds(config, sources.read_schema(files[0], config.format))
+    return (files[0], kinds) if kinds else None

@@ -1,0 +1,193 @@
+"""`WriteRun`: a batch run's last step, from the one group of its results to its published outputs.
+
+    (0, [('result', KeyResult) | ('errors', Table) | ('stats', tuple) | ('marker', None), ...])
+      → metrics/, plots/, errors/, summary.json, tfma/, tensorboard/, report.html
+        under <output>/.staging-<run_id>/ → published (`publish_locked`) → the summary dict
+        (and, with a BigQuery table, the metrics rows on the `BIGQUERY_TAG` output)
+
+It runs inside the pipeline (a Dataflow launcher does not wait for the job). The TFMA,
+TensorBoard and report writers are optional: a missing module is skipped with a warning
+(`_optional_writer`). Publishing itself, with the output's lock, is `pipeline/writers/publish.py`;
+the protocol around the whole run is in `pipeline/run.py`'s docstring.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib
+import logging
+from typing import Any, Iterable
+
+import apache_beam as beam
+import pyarrow as pa
+
+from pipeline import config as config_lib
+from pipeline.results import KeyResult, build_tables, typed_slice_values
+from pipeline.run_options import RunOptions
+from pipeline.schema import ERRORS
+from pipeline.writers import parquet as parquet_writer
+from pipeline.writers import publish as publish_lib
+
+_log = logging.getLogger(__name__)
+BIGQUERY_TAG = 'bigquery_rows'
+
+
+@dataclasses.dataclass
+class RunPieces:
+    """Every piece of a run's results, gathered from the group `WriteRun` receives."""
+    results: list[KeyResult] = dataclasses.field(default_factory=list)
+    errors: list[pa.Table] = dataclasses.field(default_factory=list)
+    rows: int = 0
+    bad: int = 0
+    # Per slice spec ('_X_'-joined columns), evaluated rows with a null slice value.
+    unsliced: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def gather(cls, pieces: Iterable[tuple[str, Any]]) -> 'RunPieces':
+        """Sorts the tagged pieces (`pipeline.graph.build_pipeline` tags them) by kind."""
+        out = cls()
+        for kind, piece in pieces:
+            if kind == 'result':
+                out.results.append(piece)
+            elif kind == 'errors':
+                out.errors.append(piece)
+            elif kind == 'stats':
+                out.rows += piece[0]
+                out.bad += piece[1]
+                for columns, count in piece[2]:
+                    name = '_X_'.join(columns)
+                    out.unsliced[name] = out.unsliced.get(name, 0) + count
+        return out
+
+
+class WriteRun(beam.DoFn):
+    """Writes a run's outputs from the one group holding every piece of the run's results."""
+
+    def __init__(self, config: config_lib.EvalConfig, options: RunOptions, n_files: int):
+        self._config = config
+        self._options = options
+        self._n_files = n_files
+
+    def process(self, group: tuple[Any, Iterable[tuple[str, Any]]]) -> Iterable[Any]:
+        config, options = self._config, self._options
+        pieces = RunPieces.gather(group[1])
+        for name, count in sorted(pieces.unsliced.items()):
+            _log.warning('headstream: %d evaluated rows have a null %s: they are in Overall but '
+                         'in no %s slice', count, name, name)
+        metrics, plots = build_tables(config, pieces.results, options.run_id, options.started_at)
+        # Everything is written under the run's staging directory and published at the end.
+        out = parquet_writer.staging_dir(config.output, options.run_id)
+        written = parquet_writer.write_outputs(out, metrics, plots, self._error_table(pieces))
+        summary = self._summary(pieces, metrics, plots, [
+            p[len(out.rstrip('/')) + 1:] for p in written])
+        summary_path = parquet_writer.join(out, parquet_writer.SUMMARY_FILE)
+        parquet_writer.write_json(summary, summary_path)
+        _write_optional_outputs(config, out, metrics, plots, pieces.results)
+        # The summary was written before the other writers (the report shows it); now that they
+        # are done too, record the run's whole wall time, keeping the tables' time apart.
+        finished = datetime.datetime.now(datetime.timezone.utc)
+        summary['tables_written_s'] = summary['wall_time_s']
+        summary['finished_at'] = finished.isoformat()
+        summary['wall_time_s'] = round((finished - options.started_at).total_seconds(), 3)
+        # Every file of the run: what a later run may replace (publish_lib.our_files).
+        summary['files'] = [rel for rel in parquet_writer.list_files(out)
+                            if rel not in (parquet_writer.SUMMARY_FILE, publish_lib.OWNER_FILE)]
+        parquet_writer.write_json(summary, summary_path)
+        publish_locked(out, config.output, options.run_id, options.overwrite)
+        _log.info('headstream: run %s wrote %d metric rows to %s (%d rows read, %d bad)',
+                  options.run_id, metrics.num_rows, config.output, pieces.rows, pieces.bad)
+        if options.bigquery_table:
+            from pipeline.writers import bigquery
+            for row in bigquery.metric_rows(metrics):
+                yield beam.pvalue.TaggedOutput(BIGQUERY_TAG, row)
+        yield summary
+
+    def _error_table(self, pieces: RunPieces) -> pa.Table | None:
+        """errors/'s table (dead_letter mode: by file and row); None in fail mode."""
+        if self._options.bad_records != 'dead_letter':
+            return None
+        table = pa.concat_tables(pieces.errors) if pieces.errors else ERRORS.empty_table()
+        return table.sort_by([('file', 'ascending'), ('row', 'ascending')])
+
+    def _summary(self, pieces: RunPieces, metrics: pa.Table, plots: pa.Table,
+                 outputs: list[str]) -> dict[str, Any]:
+        """summary.json's content once the tables are written."""
+        config, options = self._config, self._options
+        finished = datetime.datetime.now(datetime.timezone.utc)
+        return {
+            'run_id': options.run_id,
+            'started_at': options.started_at.isoformat(),
+            'finished_at': finished.isoformat(),
+            'wall_time_s': round((finished - options.started_at).total_seconds(), 3),
+            'input': {'pattern': config.pattern, 'format': config.format,
+                      'files': self._n_files},
+            'rows_read': pieces.rows,
+            'bad_rows': pieces.bad,
+            'rows_evaluated': pieces.rows - pieces.bad,
+            # Per slice spec, evaluated rows with a null slice value (in no slice of that spec).
+            'rows_outside_slices': dict(sorted(pieces.unsliced.items())),
+            'bad_records': options.bad_records,
+            'heads': config.head_names,
+            'multi_head': config.multi_head_name,
+            'head_weights': list(config.head_weights) if config.head_weights else None,
+            'slices': [list(s) for s in config.slices],
+            'window': config.to_dict().get('window'),
+            'tensorboard': config.to_dict().get('tensorboard'),
+            'metrics_rows': metrics.num_rows,
+            'plots_rows': plots.num_rows,
+            'outputs': outputs,
+            'write_predictions': options.write_predictions,
+            'bigquery_table': options.bigquery_table,
+            'config': config.to_dict(),
+        }
+
+
+def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa.Table,
+                            plots: pa.Table, results: list[KeyResult]) -> None:
+    """The TFMA, TensorBoard (when configured) and report writers, into the staging dir `out`."""
+    names = list(config.head_names) + ([config.multi_head_name]
+                                       if config.multi_head_name else [])
+    _optional_writer('pipeline.writers.tfma', 'write_tfma', out, metrics, plots,
+                     [list(s) for s in config.slices], names, typed_slice_values(results))
+    if config.tensorboard is not None:
+        _optional_writer('pipeline.writers.tensorboard', 'write_tensorboard',
+                         _tensorboard_dir(config.tensorboard.dir, config.output, out),
+                         metrics, plots)
+    _optional_writer('pipeline.report', 'write_report', out, config.output)
+
+
+def publish_locked(staging: str, output: str, run_id: str, overwrite: bool) -> None:
+    """Publishes the staged run holding the output's lock (taken here unless `evaluate` holds it
+    for this run already), after checking again that the output takes it."""
+    took = publish_lib.acquire_lock(output, run_id)
+    try:
+        publish_lib.check_output(output, overwrite)
+        publish_lib.publish(staging, output, run_id)
+    finally:
+        if took:
+            publish_lib.release_lock(output, run_id)
+
+
+def _tensorboard_dir(configured: str | None, output: str, staging: str) -> str:
+    """Where the TensorBoard writer writes: `tensorboard/` under the staging directory, or the
+    configured `dir` (staged at its place under the output directory when it lies there)."""
+    if not configured:
+        return parquet_writer.join(staging, 'tensorboard')
+    base = output.rstrip('/') + '/'
+    path = configured.rstrip('/')
+    if path.startswith(base):
+        return parquet_writer.join(staging, path[len(base):])
+    return configured
+
+
+def _optional_writer(module: str, function: str, *args: Any) -> None:
+    """Calls module.function(*args); a missing module is skipped with a warning, any other error
+    (including an ImportError raised from inside the module) fails the run."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        if e.name != module:
+            raise
+        _log.warning('headstream: %s is not installed; skipping %s', module, function)
+        return
+    getattr(mod, function)(*args)
