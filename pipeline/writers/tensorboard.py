@@ -65,8 +65,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from pipeline import schema
-from pipeline.writers.tfma import tfrecord_bytes
+from pipeline import fileio, schema
 
 OVERALL = 'Overall'
 FILE_VERSION = 'brain.Event:2'
@@ -284,26 +283,15 @@ def _event_file(by_step: dict[int, tuple[float, list]]) -> bytes:
         records.append(event_pb2.Event(wall_time=wall, step=step,
                                        summary=summary_pb2.Summary(value=values))
                        .SerializeToString())
-    return tfrecord_bytes(records)
+    return fileio.tfrecord_bytes(records)
 
 
 def _write_file(directory: str, name: str, data: bytes) -> str:
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
     directory = directory.rstrip('/')
-    if '://' not in directory:  # object stores have no directories
-        try:
-            FileSystems.mkdirs(directory)
-        except IOError:
-            pass  # already there
-    path = FileSystems.join(directory, name)
+    path = fileio.join(directory, name)
     # No "tfevents" in the temporary name: a TensorBoard watching the directory skips it.
-    tmp = FileSystems.join(directory, '.headstream-tmp-%s' % uuid.uuid4().hex[:12])
-    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        f.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
+    fileio.write_bytes(path, data,
+                       tmp=fileio.join(directory, '.headstream-tmp-%s' % uuid.uuid4().hex[:12]))
     return path
 
 
@@ -322,7 +310,6 @@ def write_tensorboard(logdir: str, metrics: pa.Table, plots: pa.Table) -> list[s
       ValueError: naming the row, for a (slice, head, metric, window, step) that appears twice,
         or a plots row whose curve is neither confusion nor calibration.
     """
-    from apache_beam.io.filesystems import FileSystems
     events: _Events = {}
     _metric_events(metrics, events)
     _plot_events(plots, events)
@@ -332,5 +319,5 @@ def write_tensorboard(logdir: str, metrics: pa.Table, plots: pa.Table) -> list[s
         # Named after the run id alone (run ids start with their start time, so they sort in time
         # order): rewriting a run, even at a later wall time, replaces its file.
         name = 'events.out.tfevents.headstream.%s' % _escape(run_id)
-        written.append(_write_file(FileSystems.join(logdir.rstrip('/'), run), name, data))
+        written.append(_write_file(fileio.join(logdir, run), name, data))
     return written
