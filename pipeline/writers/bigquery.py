@@ -123,4 +123,3 @@ class WriteMetrics(beam.PTransform):
             create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
             write_disposition=BigQueryDisposition.WRITE_APPEND,
             method=WriteToBigQuery.Method.FILE_LOADS, temp_file_format=FileFormat.AVRO)
-

@@ -158,7 +158,6 @@ def our_files(output: str) -> list[str] | None:
     return None
 
 
-
 def _internal(rel: str) -> bool:
     """Our lock, staging and backup entries, which are never a user's."""
     top = rel.split('/', 1)[0]

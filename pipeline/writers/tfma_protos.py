@@ -326,4 +326,3 @@ def eval_run_json(slices: Sequence[Sequence[str]], head_names: Sequence[str]) ->
                              data_location=UNKNOWN, file_format=UNKNOWN,
                              model_locations={'': UNKNOWN})
     return json_format.MessageToJson(run).encode('utf-8')
-
