@@ -654,7 +654,7 @@ def _run(config: config_lib.EvalConfig, files: Sequence[str], dictionary_columns
     if type(runner).__name__ == 'FnApiRunner':
         # A local batch run writes its report in this process: compile the page template
         # meanwhile (on a core the evaluation leaves idle at times).
-        from pipeline import report
+        from pipeline.report import template as report
         report.prepare_in_background()
     progress = Progress(run_id, progress_every_s if wait else None).start()
     try:
