@@ -96,7 +96,7 @@ def check_columns(config: EvalConfig, schema: pa.Schema, source: str = '') -> No
 class _Columns:
     """The schema under check, and the errors naming its columns and file."""
 
-    def __init__(self, schema: pa.Schema, source: str):
+    def __init__(self, schema: pa.Schema, source: str) -> None:
         self.schema = schema
         self.where = ' in %s' % source if source else ''
 

@@ -268,7 +268,7 @@ def _check_head_type(htype: Any, where: str) -> None:
                           'with (%s)' % (where, htype, ', '.join(missing)))
 
 
-def _build_head(spec: HeadSpec, where: str):
+def _build_head(spec: HeadSpec, where: str) -> Any:
     try:
         return spec.build()
     except TypeError as e:

@@ -44,7 +44,7 @@ class HeadSpec:
     def weight_column(self) -> str | None:
         return self.args.get('weight_column')
 
-    def build(self):
+    def build(self) -> Any:
         """Returns the head object (raises the head's own ValueError on bad args)."""
         import heads
         return getattr(heads, self.type)(**dict(self.args))
@@ -89,7 +89,7 @@ class EvalConfig:
         """The configured heads, in config order."""
         return [spec.build() for spec in self.heads]
 
-    def build_multi_head(self, built: Sequence[Any] | None = None):
+    def build_multi_head(self, built: Sequence[Any] | None = None) -> Any:
         """The heads' MultiHead (several heads only), else None."""
         if len(self.heads) < 2:
             return None

@@ -96,7 +96,9 @@ class _Plot:
 def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: str,
                x_range: tuple[float, float] | None = None,
                y_range: tuple[float, float] | None = None, diagonal: bool = False,
-               x_format=None, x_ticks=None, chart: str = 'curve', width: int = 340,
+               x_format: Callable[[float], str] | None = None,
+               x_ticks: Callable[[float, float], list[float]] | None = None,
+               chart: str = 'curve', width: int = 340,
                height: int = 260) -> str:
     """An inline SVG line chart; each series one `<polyline>` carrying its points in data space
     order (`data-points` = its number of points)."""

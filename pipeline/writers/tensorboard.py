@@ -141,7 +141,7 @@ def _runs(table: pa.Table) -> list[str]:
             for name, step in zip(names, table.column('step').to_pylist())]
 
 
-def _scalar_value(tag: str, value: float):
+def _scalar_value(tag: str, value: float) -> Any:
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.scalar import metadata
     from tensorboard.util import tensor_util
@@ -152,7 +152,8 @@ def _scalar_value(tag: str, value: float):
         tensor=tensor_util.make_tensor_proto(np.float32(value)))
 
 
-def _pr_curve_value(tag: str, tp, fp, tn, fn, precision, recall):
+def _pr_curve_value(tag: str, tp: np.ndarray, fp: np.ndarray, tn: np.ndarray, fn: np.ndarray,
+                    precision: np.ndarray, recall: np.ndarray) -> Any:
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.pr_curve import metadata
     from tensorboard.util import tensor_util
@@ -163,7 +164,8 @@ def _pr_curve_value(tag: str, tp, fp, tn, fn, precision, recall):
         tensor=tensor_util.make_tensor_proto(data))
 
 
-def _histogram_value(tag: str, lower, upper, counts):
+def _histogram_value(tag: str, lower: np.ndarray, upper: np.ndarray,
+                     counts: np.ndarray) -> Any:
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.histogram import metadata
     from tensorboard.util import tensor_util

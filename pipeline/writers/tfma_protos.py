@@ -111,7 +111,7 @@ def tfma_module(name: str) -> types.ModuleType:
         return module
 
 
-def slice_key_proto(key: tuple[tuple[str, Any], ...]):
+def slice_key_proto(key: tuple[tuple[str, Any], ...]) -> Any:
     """TFMA's `SliceKey` proto of a slice key, as `slicer_lib.serialize_slice_key` builds it:
     text as UTF-8 `bytes_value`, integers as `int64_value`, floats as `float_value`."""
     mfs = tfma_module('proto.metrics_for_slice_pb2')
