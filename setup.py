@@ -13,7 +13,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['heads', 'heads.*', 'pipeline', 'pipeline.*'])
     + ['headstream_templates'],
     # templates/ (the report page, the Flex Template files) travels with the package, so workers
-    # that write report.html find its template (pipeline/report.py falls back to this package).
+    # that write report.html find its template (pipeline/report/template.py falls back to this package).
     package_dir={'headstream_templates': 'templates'},
     package_data={'headstream_templates': ['report/*', 'flex/*']},
     include_package_data=True,

@@ -41,7 +41,7 @@ PHASES = [
     ('  build_tables', 'pipeline/results.py', 'build_tables'),
     ('  parquet tables', 'pipeline/writers/parquet.py', 'write_outputs'),
     ('  tfma writer', 'pipeline/writers/tfma.py', 'write_tfma'),
-    ('  report writer', 'pipeline/report.py', 'write_report'),
+    ('  report writer', 'pipeline/report/__init__.py', 'write_report'),
 ]
 
 

@@ -264,7 +264,7 @@ def _run(config: config_lib.EvalConfig, files: Sequence[str], options: RunOption
     if type(runner).__name__ == 'FnApiRunner':
         # A local batch run writes its report in this process: compile the page template
         # meanwhile (on a core the evaluation leaves idle at times).
-        from pipeline import report
+        from pipeline.report import template as report
         report.prepare_in_background()
     progress = Progress(options.run_id, progress_every_s if wait else None).start()
     try:

@@ -14,7 +14,7 @@ import pytest
 import heads
 from heads.base import ARRAY_FACE_METHODS, missing_array_face
 from pipeline import cli
-from pipeline import config as config_lib
+from pipeline.config import parse as config_parse
 from pipeline.config import ConfigError, parse_config
 
 LABELS = np.array([[1.], [3.]], np.float32)
@@ -167,7 +167,8 @@ def test_config_refuses_a_user_head_class_path_with_one_message(capsys):
 def test_config_refuses_a_head_type_without_the_array_face(monkeypatch, capsys):
     # A head type the config resolves (here patched in) but that implements only the TF face.
     monkeypatch.setattr(heads, 'SquaredErrorHead', SquaredErrorHead, raising=False)
-    monkeypatch.setattr(config_lib, '_HEAD_TYPES', config_lib._HEAD_TYPES + ('SquaredErrorHead',))
+    monkeypatch.setattr(config_parse, '_HEAD_TYPES',
+                        config_parse._HEAD_TYPES + ('SquaredErrorHead',))
     message = (r'^heads\[0\]\.type: SquaredErrorHead does not implement the array face the '
                r'pipeline evaluates with \(new_state, array_predictions, array_loss, '
                r'invalid_rows\)$')

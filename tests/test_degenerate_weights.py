@@ -14,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import heads
-from pipeline import report
 from pipeline.apply import ApplyHeads
 from pipeline.config import parse_config
 from pipeline.elements import ERRORS_TAG, BadRecordError, SourceBatch
+from pipeline.report import data as report_data
+from pipeline.report import page as report_page
 from pipeline.results import state_result
 
 HEAD = {'type': 'BinaryClassHead', 'args': {'name': 'click', 'weight_column': 'w'},
@@ -120,18 +121,18 @@ def _cells():
 def test_ranking_leaves_out_slices_whose_value_is_a_zero_over_zero():
     rows, cell = _cells()
     slices = list(dict.fromkeys(r['slice'] for r in rows))
-    ranked, left_out = report.rank_slices(slices, cell, 'auc')
+    ranked, left_out = report_data.rank_slices(slices, cell, 'auc')
     assert ranked == ['country:US', 'country:DE']   # worst first; FR's and JP's 0 are not auc
     assert left_out == [('country:FR', 'no weight'),
                         ('country:JP', 'auc undefined: one class only')]
     # loss (lower is better): FR's loss 0 would be the best; it is left out all the same.
-    ranked, left_out = report.rank_slices(slices, cell, 'loss')
+    ranked, left_out = report_data.rank_slices(slices, cell, 'loss')
     assert 'country:FR' not in ranked and left_out == [('country:FR', 'no weight')]
 
 
 def test_the_page_does_not_show_a_zero_weight_slice_as_worst():
     rows, _ = _cells()
-    view = report._head_view('click', rows, [], None, 0)
+    view = report_page._head_view('click', rows, [], None, 0)
     charted = re.findall(r'data-slice="([^"]+)"', view.comparison)
     assert charted == ['country:US', 'country:DE']
     assert view.not_ranked == ['country:FR (no weight)',

@@ -122,7 +122,8 @@ def _list_view(rows, large=False):
 
 
 def test_config_and_decoder_share_is_list():
-    assert config_lib._is_list is is_list
+    from pipeline.config import columns as config_columns
+    assert config_columns._is_list is is_list
     for t in (pa.list_(pa.int64()), pa.large_list(pa.int64()), pa.list_(pa.int64(), 2),
               pa.list_view(pa.int64()), pa.large_list_view(pa.int64())):
         assert is_list(t), t

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import report, schema
+from pipeline.report import charts, data, labels, template
 
 RUN = 'run-test-1'
 AT = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
@@ -491,26 +492,26 @@ def test_chromium_sorts_the_metrics_table(batch_report, tmp_path):
 
 
 def test_number_formats():
-    assert report.fmt(0.8125) == '0.8125'
-    assert report.fmt(2 / 3) == '0.6667'
-    assert report.fmt(123456.0) == '1.235e+05'
-    assert report.fmt(0.000123) == '0.000123'
-    assert report.fmt(0.0) == '0.0000'
-    assert report.fmt(float('nan')) == report.fmt(None) == '—'
-    assert report.fmt(12345) == '12,345'
-    assert report.fmt_count(20046.0) == '20,046'
-    assert report.fmt_count(20046.82) == '20046.8200'
+    assert labels.fmt(0.8125) == '0.8125'
+    assert labels.fmt(2 / 3) == '0.6667'
+    assert labels.fmt(123456.0) == '1.235e+05'
+    assert labels.fmt(0.000123) == '0.000123'
+    assert labels.fmt(0.0) == '0.0000'
+    assert labels.fmt(float('nan')) == labels.fmt(None) == '—'
+    assert labels.fmt(12345) == '12,345'
+    assert labels.fmt_count(20046.0) == '20,046'
+    assert labels.fmt_count(20046.82) == '20046.8200'
 
 
 def test_ticks():
-    assert report.nice_ticks(0.0, 1.0) == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert report.nice_ticks(0.83, 0.87) == [0.83, 0.84, 0.85, 0.86, 0.87]
+    assert charts.nice_ticks(0.0, 1.0) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert charts.nice_ticks(0.83, 0.87) == [0.83, 0.84, 0.85, 0.86, 0.87]
     # 3 hours from 00:10 UTC: ticks on whole hours (1 h = 3600 s).
     t0 = datetime.datetime(2026, 1, 1, 0, 10, tzinfo=datetime.timezone.utc).timestamp()
-    ticks = report.time_ticks(t0, t0 + 3 * 3600)
+    ticks = charts.time_ticks(t0, t0 + 3 * 3600)
     assert all(t % 3600 == 0 for t in ticks) and len(ticks) == 3
     # 400 days: ticks a round number of days apart.
-    ticks = report.time_ticks(0.0, 400 * 86400.0)
+    ticks = charts.time_ticks(0.0, 400 * 86400.0)
     assert {(b - a) / 86400 for a, b in zip(ticks, ticks[1:])} == {100.0}
 
 
@@ -524,9 +525,9 @@ def test_long_curves_are_thinned_keeping_their_ends(tmp_path):
     _, page = _parse(report.write_report(str(tmp_path)))
     roc = page.find('polyline', data_kind='roc')[0]
     pts = _points(roc[1])
-    assert len(pts) == int(roc[1]['data-points']) <= report.MAX_CURVE_POINTS
-    assert len(pts) > report.MAX_CURVE_POINTS // 2
-    kept = report.thin(n)
+    assert len(pts) == int(roc[1]['data-points']) <= data.MAX_CURVE_POINTS
+    assert len(pts) > data.MAX_CURVE_POINTS // 2
+    kept = data.thin(n)
     assert kept[0] == 0 and kept[-1] == n - 1 and kept == sorted(set(kept))
     _assert_affine(pts[:, 1], [recall[i] for i in kept], increasing=False)
 
@@ -657,13 +658,13 @@ def test_several_steps_chart_over_steps(tmp_path):
 
 
 def test_the_page_template_is_compiled_once_and_can_be_prepared_in_the_background(monkeypatch):
-    monkeypatch.setattr(report, '_template', None)
-    report.prepare_in_background().join(timeout=30)
-    compiled = report._template
-    assert compiled is not None and report.page_template() is compiled
+    monkeypatch.setattr(template, '_template', None)
+    template.prepare_in_background().join(timeout=30)
+    compiled = template._template
+    assert compiled is not None and template.page_template() is compiled
     # A broken install: the writer names the missing file; the background step stays quiet.
-    monkeypatch.setattr(report, '_template', None)
-    monkeypatch.setattr(report, 'TEMPLATE_DIR', '/nonexistent/templates')
-    report.prepare_in_background().join(timeout=30)
+    monkeypatch.setattr(template, '_template', None)
+    monkeypatch.setattr(template, 'TEMPLATE_DIR', '/nonexistent/templates')
+    template.prepare_in_background().join(timeout=30)
     with pytest.raises(FileNotFoundError, match='/nonexistent/templates/report.html.j2'):
-        report.page_template()
+        template.page_template()

@@ -13,8 +13,9 @@ import struct
 import pyarrow as pa
 import pytest
 
-from pipeline import schema
+from pipeline import fileio, schema
 from pipeline.writers import tfma as tfma_writer
+from pipeline.writers import tfma_protos
 
 RUN = 'r1'
 AT = datetime.datetime(2026, 11, 23, 9, 0, tzinfo=datetime.timezone.utc)
@@ -114,34 +115,34 @@ def expected_slice_key(c, v):
 
 
 def test_slice_key_spelling():
-    assert tfma_writer.slice_key('', '', SLICES) == ()
-    assert tfma_writer.slice_key('country_X_device', 'US_X_mobile', SLICES) == (
+    assert tfma_protos.slice_key('', '', SLICES) == ()
+    assert tfma_protos.slice_key('country_X_device', 'US_X_mobile', SLICES) == (
         ('country', 'US'), ('device', 'mobile'))
     # Sorted by column, as TFMA's slicer keys are.
-    assert tfma_writer.slice_key('b_X_a', '1_X_x', [['b', 'a']]) == (('a', 'x'), ('b', 1))
-    assert tfma_writer.slice_key('age', '-7', SLICES) == (('age', -7),)
-    assert tfma_writer.slice_key('age', '07', SLICES) == (('age', '07'),)
-    assert tfma_writer.slice_key('age', '1.5', SLICES) == (('age', '1.5'),)
+    assert tfma_protos.slice_key('b_X_a', '1_X_x', [['b', 'a']]) == (('a', 'x'), ('b', 1))
+    assert tfma_protos.slice_key('age', '-7', SLICES) == (('age', -7),)
+    assert tfma_protos.slice_key('age', '07', SLICES) == (('age', '07'),)
+    assert tfma_protos.slice_key('age', '1.5', SLICES) == (('age', '1.5'),)
     with pytest.raises(ValueError, match="'region'"):
-        tfma_writer.slice_key('region', 'EU', SLICES)
+        tfma_protos.slice_key('region', 'EU', SLICES)
     with pytest.raises(ValueError, match='US_X_a_X_b'):
-        tfma_writer.slice_key('country_X_device', 'US_X_a_X_b', SLICES)
+        tfma_protos.slice_key('country_X_device', 'US_X_a_X_b', SLICES)
     # Escaped cells (docs/tables.md): a value holding `_X_` or `%` is one value.
-    assert tfma_writer.slice_key('country_X_device', 'US_X_a_%58_b%25', SLICES) == (
+    assert tfma_protos.slice_key('country_X_device', 'US_X_a_%58_b%25', SLICES) == (
         ('country', 'US'), ('device', 'a_X_b%'))
     # The run's own values, typed as TFMA's slicer types features.
     typed = {('age', '30'): ('30',), ('age', '1.5'): (1.5,)}
-    assert tfma_writer.slice_key('age', '30', SLICES, typed) == (('age', '30'),)
-    assert tfma_writer.slice_key('age', '1.5', SLICES, typed) == (('age', 1.5),)
+    assert tfma_protos.slice_key('age', '30', SLICES, typed) == (('age', '30'),)
+    assert tfma_protos.slice_key('age', '1.5', SLICES, typed) == (('age', 1.5),)
 
 
 def test_metric_name_and_class():
-    assert tfma_writer.metric_name_and_class('auc/class2') == ('auc', 2)
-    assert tfma_writer.metric_name_and_class('auc_precision_recall/class10') == (
+    assert tfma_protos.metric_name_and_class('auc/class2') == ('auc', 2)
+    assert tfma_protos.metric_name_and_class('auc_precision_recall/class10') == (
         'auc_precision_recall', 10)
-    assert tfma_writer.metric_name_and_class('accuracy/positive_threshold_0.5') == (
+    assert tfma_protos.metric_name_and_class('accuracy/positive_threshold_0.5') == (
         'accuracy/positive_threshold_0.5', None)
-    assert tfma_writer.metric_name_and_class('loss') == ('loss', None)
+    assert tfma_protos.metric_name_and_class('loss') == ('loss', None)
 
 
 def read_records(path):
@@ -356,13 +357,13 @@ def test_slice_key_protos_and_framing_match_tfma_and_tensorflow(tmp_path):
 
     for key in [(), (('country', 'US'),), (('age', 30), ('country', 'ü/x')), (('p', -2),),
                 (('f', 1.5),)]:
-        assert (tfma_writer.slice_key_proto(key).SerializeToString()
+        assert (tfma_protos.slice_key_proto(key).SerializeToString()
                 == slicer_lib.serialize_slice_key(key).SerializeToString()), key
     with pytest.raises(TypeError, match="slice 'c'"):
-        tfma_writer.slice_key_proto((('c', None),))
+        tfma_protos.slice_key_proto((('c', None),))
     # TensorFlow's own reader checks both CRCs of every record.
     records = [b'', b'a', bytes(range(256)) * 3]
-    framed = tfma_writer.tfrecord_bytes(records)
+    framed = fileio.tfrecord_bytes(records)
     assert len(framed) == sum(len(r) + 16 for r in records)  # 8 len + 4 + data + 4
     path = str(tmp_path / 'framing.tfrecord')
     with open(path, 'wb') as f:
@@ -375,5 +376,5 @@ def test_tfma_module_is_tfmas_own_once_tfma_is_imported():
     import tensorflow_model_analysis as tfma
     from tensorflow_model_analysis.proto import metrics_for_slice_pb2
 
-    assert tfma_writer.tfma_module('proto.metrics_for_slice_pb2') is metrics_for_slice_pb2
-    assert tfma_writer.tfma_module('version').VERSION == tfma.__version__
+    assert tfma_protos.tfma_module('proto.metrics_for_slice_pb2') is metrics_for_slice_pb2
+    assert tfma_protos.tfma_module('version').VERSION == tfma.__version__

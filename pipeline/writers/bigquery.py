@@ -111,7 +111,7 @@ def metric_rows(metrics: pa.Table) -> list[dict[str, Any]]:
 class WriteMetrics(beam.PTransform):
     """Appends metrics rows (`metric_rows`' dicts) to a BigQuery table, created if needed."""
 
-    def __init__(self, table_spec: str):
+    def __init__(self, table_spec: str) -> None:
         super().__init__()
         self._table = check_table_spec(table_spec)
 
@@ -123,4 +123,3 @@ class WriteMetrics(beam.PTransform):
             create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
             write_disposition=BigQueryDisposition.WRITE_APPEND,
             method=WriteToBigQuery.Method.FILE_LOADS, temp_file_format=FileFormat.AVRO)
-

@@ -1,43 +1,31 @@
-"""Parquet tables and the run summary, written through Beam `FileSystems` (local or gs://).
+"""Parquet tables and the run's staging directory, written through Beam `FileSystems` (local or
+gs://).
 
-Each table is written to a temporary name and then renamed, so a reader never sees half a file.
-A whole run's outputs are written under a staging directory and published together
-(`staging_dir`, `list_files`, `delete_tree` here; the protocol is in pipeline/writers/publish.py).
-A discarded staging directory (`discard`: an interrupted or failed run) takes no more files: a
-worker thread still writing into it fails instead of recreating it.
+Owns the table files (`write_table`, `read_table`, `write_outputs`, `write_json` for summary.json
+and the other JSON files of a run) and the staging directory a run writes into before publishing
+(`staging_dir`, `list_files`, `delete_tree`, `discard`; the protocol is in
+pipeline/writers/publish.py). Each file is written atomically (`pipeline.fileio`). A discarded
+staging directory (`discard`: an interrupted or failed run) takes no more files: a worker thread
+still writing into it fails instead of recreating it.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import uuid
 import threading
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import fileio
+from pipeline.fileio import join  # also reached as `parquet.join` by run.py, streaming.py, watch.py
+
 METRICS_FILE = 'metrics/metrics.parquet'
 PLOTS_FILE = 'plots/plots.parquet'
 ERRORS_FILE = 'errors/errors.parquet'
-SUMMARY_FILE = 'summary.json'
-
-
-def join(directory: str, name: str) -> str:
-    """`directory/name` for local paths and gs:// alike."""
-    from apache_beam.io.filesystems import FileSystems
-    return FileSystems.join(directory.rstrip('/'), name)
-
-
-def _mkdirs(path: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-    parent = path.rsplit('/', 1)[0]
-    if parent and '://' not in path:  # object stores have no directories
-        try:
-            FileSystems.mkdirs(parent)
-        except IOError:
-            pass  # already there
+SUMMARY_FILE = fileio.SUMMARY_FILE  # written by pipeline/run.py with `write_json`
 
 
 class DiscardedError(RuntimeError):
@@ -68,18 +56,11 @@ def reclaim(staging: str) -> None:
         _discarded.discard(staging.rstrip('/'))
 
 
-def _write_bytes_atomically(path: str, write) -> None:
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
+def _write_bytes_atomically(path: str, write: Callable[[BinaryIO], Any]) -> None:
+    """`fileio.write_atomically`, refused under a discarded staging directory."""
     if _discarded_root(path):
         raise DiscardedError('%s: its run was discarded' % path)
-    _mkdirs(path)
-    tmp = '%s.tmp-%s' % (path, uuid.uuid4().hex[:12])
-    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        write(f)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
+    fileio.write_atomically(path, write)
     root = _discarded_root(path)
     if root:  # discarded while this file was written: take back what was recreated
         delete_tree(root)
@@ -101,9 +82,7 @@ def write_json(obj: Any, path: str) -> None:
 
 def read_table(path: str) -> pa.Table:
     """Reads one Parquet file written by `write_table`."""
-    from apache_beam.io.filesystems import FileSystems
-    with FileSystems.open(path) as f:
-        return pq.read_table(pa.BufferReader(f.read()))
+    return pq.read_table(pa.BufferReader(fileio.read_bytes(path)))
 
 
 def write_outputs(output_dir: str, metrics: pa.Table, plots: pa.Table,

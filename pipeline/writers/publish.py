@@ -34,6 +34,7 @@ import os
 import socket
 from typing import Any, Callable, Sequence
 
+from pipeline import fileio
 from pipeline.config import ConfigError
 from pipeline.writers import parquet
 
@@ -44,7 +45,7 @@ OWNER_FILE = '.owner.json'
 REPORT_FILE = 'report.html'
 # Files every batch run publishes (the others, under tfma/, tensorboard/, predictions/, errors/,
 # are checked once the run is staged): checked before a run with `overwrite`.
-FIXED_FILES = (parquet.METRICS_FILE, parquet.PLOTS_FILE, parquet.SUMMARY_FILE, REPORT_FILE)
+FIXED_FILES = (parquet.METRICS_FILE, parquet.PLOTS_FILE, fileio.SUMMARY_FILE, REPORT_FILE)
 _SHOWN = 5  # offending entries named in a one-line error
 _log = logging.getLogger(__name__)
 
@@ -91,57 +92,12 @@ def owner_gone(owner: dict[str, Any] | None) -> bool:
     return False
 
 
-def _read_json(path: str) -> Any:
-    """The JSON at `path`; None when there is no such file or it does not parse."""
-    from apache_beam.io.filesystems import FileSystems
-    try:
-        if not FileSystems.exists(path):
-            return None
-        with FileSystems.open(path) as f:
-            return json.loads(f.read().decode('utf-8'))
-    except (OSError, ValueError):
-        return None
-
-
 # -------------------------------------------------------------------------------------------------
 # The lock.
 # -------------------------------------------------------------------------------------------------
 
-def _create_exclusive(path: str, data: bytes) -> bool:
-    """Creates `path` holding `data` only if it does not exist; False when it exists.
-
-    Local: O_CREAT|O_EXCL. gs://: an upload with the precondition `if_generation_match=0` (Beam's
-    FileSystems has no create-if-absent). Any other store: exists-then-create, which two runs
-    starting in the same instant could both pass (documented in docs/design.md).
-    """
-    if '://' not in path:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        return True
-    if path.startswith('gs://'):
-        from google.api_core.exceptions import PreconditionFailed
-        from google.cloud import storage
-        bucket, _, name = path[len('gs://'):].partition('/')
-        try:
-            storage.Client().bucket(bucket).blob(name).upload_from_string(
-                data, if_generation_match=0)
-        except PreconditionFailed:
-            return False
-        return True
-    from apache_beam.io.filesystems import FileSystems
-    if FileSystems.exists(path):
-        return False
-    with FileSystems.create(path) as f:
-        f.write(data)
-    return True
-
-
 def lock_path(output: str) -> str:
-    return parquet.join(output, LOCK_FILE)
+    return fileio.join(output, LOCK_FILE)
 
 
 def acquire_lock(output: str, run_id: str) -> bool:
@@ -154,12 +110,12 @@ def acquire_lock(output: str, run_id: str) -> bool:
       OutputBusyError: another run holds it and is not known to be dead.
     """
     path = lock_path(output)
-    parquet._mkdirs(path)
+    fileio.make_parent(path)
     data = json.dumps(owner_record(run_id)).encode('utf-8')
     for _ in range(3):
-        if _create_exclusive(path, data):
+        if fileio.create_exclusive(path, data):
             return True
-        owner = _read_json(path)
+        owner = fileio.read_json(path)
         if owner and owner.get('run_id') == run_id:
             return False
         if owner_gone(owner):
@@ -168,7 +124,7 @@ def acquire_lock(output: str, run_id: str) -> bool:
             parquet.delete_tree(path)
             continue
         break
-    owner = _read_json(path) or {}
+    owner = fileio.read_json(path) or {}
     raise OutputBusyError(
         '%s is locked by run %s (pid %s on %s, since %s): another run is writing this output; '
         'wait for it, or delete the lock file if no run is' % (
@@ -179,7 +135,7 @@ def acquire_lock(output: str, run_id: str) -> bool:
 def release_lock(output: str, run_id: str) -> None:
     """Deletes the lock when `run_id` holds it."""
     path = lock_path(output)
-    owner = _read_json(path)
+    owner = fileio.read_json(path)
     if owner and owner.get('run_id') == run_id:
         parquet.delete_tree(path)
 
@@ -191,7 +147,7 @@ def release_lock(output: str, run_id: str) -> None:
 def our_files(output: str) -> list[str] | None:
     """The files of the run published in `output` (its summary.json's `files`, which excludes
     summary.json itself); None when `output` has no summary.json of ours."""
-    summary = _read_json(parquet.join(output, parquet.SUMMARY_FILE))
+    summary = fileio.read_summary(output)
     if not isinstance(summary, dict) or not summary.get('run_id'):
         return None
     files = summary.get('files')
@@ -200,7 +156,6 @@ def our_files(output: str) -> list[str] | None:
     if isinstance(summary.get('outputs'), list):  # a summary of an earlier version
         return [str(f) for f in summary['outputs']] + [REPORT_FILE]
     return None
-
 
 
 def _internal(rel: str) -> bool:
@@ -212,7 +167,7 @@ def _internal(rel: str) -> bool:
 def foreign_files(output: str) -> list[str]:
     """The files under `output` that are not ours (sorted, relative)."""
     ours = our_files(output)
-    allowed = set(ours or ()) | ({parquet.SUMMARY_FILE} if ours is not None else set())
+    allowed = set(ours or ()) | ({fileio.SUMMARY_FILE} if ours is not None else set())
     return [rel for rel in parquet.list_files(output)
             if rel not in allowed and not _internal(rel)]
 
@@ -255,18 +210,7 @@ def _check_collisions(output: str, new: Sequence[str]) -> None:
 # -------------------------------------------------------------------------------------------------
 
 def backup_dir(output: str, run_id: str) -> str:
-    return parquet.join(output, BACKUP_PREFIX + run_id)
-
-
-def _move(source: str, target: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-    parquet._mkdirs(target)
-    FileSystems.rename([source], [target])
-
-
-def _exists(path: str) -> bool:
-    from apache_beam.io.filesystems import FileSystems
-    return FileSystems.exists(path)
+    return fileio.join(output, BACKUP_PREFIX + run_id)
 
 
 def publish(staging: str, output: str, run_id: str) -> list[str]:
@@ -281,29 +225,29 @@ def publish(staging: str, output: str, run_id: str) -> list[str]:
       ForeignFilesError: a new file would replace a file not ours (nothing is moved).
     """
     new = [rel for rel in parquet.list_files(staging)
-           if rel not in (parquet.SUMMARY_FILE, OWNER_FILE)]
-    old = [rel for rel in (our_files(output) or []) if _exists(parquet.join(output, rel))]
+           if rel not in (fileio.SUMMARY_FILE, OWNER_FILE)]
+    old = [rel for rel in (our_files(output) or []) if fileio.exists(fileio.join(output, rel))]
     _check_collisions(output, new)
     backup = backup_dir(output, run_id)
     journal = {'owner': owner_record(run_id), 'old': old, 'new': new,
                'staging': staging, 'had_summary': our_files(output) is not None}
     try:
-        parquet.write_json(journal, parquet.join(backup, JOURNAL_FILE))
-        for rel in ([parquet.SUMMARY_FILE] if journal['had_summary'] else []) + old:
-            _move(parquet.join(output, rel), parquet.join(backup, rel))
-        for rel in new + [parquet.SUMMARY_FILE]:
-            _move(parquet.join(staging, rel), parquet.join(output, rel))
+        parquet.write_json(journal, fileio.join(backup, JOURNAL_FILE))
+        for rel in ([fileio.SUMMARY_FILE] if journal['had_summary'] else []) + old:
+            fileio.move(fileio.join(output, rel), fileio.join(backup, rel))
+        for rel in new + [fileio.SUMMARY_FILE]:
+            fileio.move(fileio.join(staging, rel), fileio.join(output, rel))
     except BaseException:
         _recover_quietly(output, backup)
         raise
     _finish(output, backup, journal)
-    return new + [parquet.SUMMARY_FILE]
+    return new + [fileio.SUMMARY_FILE]
 
 
 def _finish(output: str, backup: str, journal: dict[str, Any]) -> None:
     """After the switch (or a roll-back): the journal goes first (a backup without one is
     garbage), then the backup, the staging directory and emptied local directories."""
-    parquet.delete_tree(parquet.join(backup, JOURNAL_FILE))
+    parquet.delete_tree(fileio.join(backup, JOURNAL_FILE))
     parquet.delete_tree(backup)
     parquet.delete_tree(journal['staging'])
     _prune_empty_dirs(output, journal['old'] + journal['new'])
@@ -329,25 +273,26 @@ def _roll_back(output: str, backup: str, journal: dict[str, Any]) -> None:
     old, new = set(journal['old']), journal['new']
     for rel in new:
         # A new file in place is there only if its old one was moved out first (or had none).
-        if rel not in old or _exists(parquet.join(backup, rel)):
-            parquet.delete_tree(parquet.join(output, rel))
+        if rel not in old or fileio.exists(fileio.join(backup, rel)):
+            parquet.delete_tree(fileio.join(output, rel))
     for rel in journal['old']:
-        if _exists(parquet.join(backup, rel)):
-            _move(parquet.join(backup, rel), parquet.join(output, rel))
-    if _exists(parquet.join(backup, parquet.SUMMARY_FILE)):
-        _move(parquet.join(backup, parquet.SUMMARY_FILE), parquet.join(output, parquet.SUMMARY_FILE))
+        if fileio.exists(fileio.join(backup, rel)):
+            fileio.move(fileio.join(backup, rel), fileio.join(output, rel))
+    if fileio.exists(fileio.join(backup, fileio.SUMMARY_FILE)):
+        fileio.move(fileio.join(backup, fileio.SUMMARY_FILE),
+                    fileio.join(output, fileio.SUMMARY_FILE))
 
 
 def _switched(output: str, backup: str, journal: dict[str, Any]) -> bool:
     """Whether the new summary.json is in place (the switch is done; only the clean-up is not)."""
-    in_place = _exists(parquet.join(output, parquet.SUMMARY_FILE))
+    in_place = fileio.exists(fileio.join(output, fileio.SUMMARY_FILE))
     if not journal.get('had_summary'):
         return in_place
-    return in_place and _exists(parquet.join(backup, parquet.SUMMARY_FILE))
+    return in_place and fileio.exists(fileio.join(backup, fileio.SUMMARY_FILE))
 
 
 def _recover_backup(output: str, backup: str) -> None:
-    journal = _read_json(parquet.join(backup, JOURNAL_FILE))
+    journal = fileio.read_json(fileio.join(backup, JOURNAL_FILE))
     if not isinstance(journal, dict):
         parquet.delete_tree(backup)  # no journal: nothing moved yet, or the clean-up had begun
         return
@@ -378,14 +323,14 @@ def recover(output: str, is_gone: Callable[[dict | None], bool] = owner_gone) ->
     """Finishes or rolls back the publishes of dead runs and deletes dead runs' staging
     directories (only those whose owner `is_gone`); the caller holds the lock."""
     for name in _top_entries(output, BACKUP_PREFIX):
-        backup = parquet.join(output, name)
-        journal = _read_json(parquet.join(backup, JOURNAL_FILE))
+        backup = fileio.join(output, name)
+        journal = fileio.read_json(fileio.join(backup, JOURNAL_FILE))
         if not isinstance(journal, dict) or is_gone(journal.get('owner')):
             _log.warning('headstream: %s: recovering the interrupted publish %s', output, name)
             _recover_backup(output, backup)
     for name in _top_entries(output, parquet.STAGING_PREFIX):
-        staging = parquet.join(output, name)
-        if is_gone(_read_json(parquet.join(staging, OWNER_FILE))):
+        staging = fileio.join(output, name)
+        if is_gone(fileio.read_json(fileio.join(staging, OWNER_FILE))):
             _log.warning('headstream: deleting %s, left by a dead run', staging)
             parquet.delete_tree(staging)
 
@@ -394,7 +339,7 @@ def claim_staging(output: str, run_id: str, pid: int | None = None) -> str:
     """Creates the run's staging directory with its owner file; returns its path."""
     staging = parquet.staging_dir(output, run_id)
     parquet.reclaim(staging)
-    parquet.write_json(owner_record(run_id, pid), parquet.join(staging, OWNER_FILE))
+    parquet.write_json(owner_record(run_id, pid), fileio.join(staging, OWNER_FILE))
     return staging
 
 
@@ -411,12 +356,12 @@ def check_complete(output: str) -> None:
     """
     ours = our_files(output)
     if ours is None:
-        if parquet.list_files(parquet.join(output, 'panes')):
+        if parquet.list_files(fileio.join(output, 'panes')):
             return
         raise IncompleteRunError(
             '%s holds no complete run (no summary.json of a finished headstream run); rerun '
             'the evaluation' % output)
-    missing = [rel for rel in ours if not _exists(parquet.join(output, rel))]
+    missing = [rel for rel in ours if not fileio.exists(fileio.join(output, rel))]
     if missing:
         raise IncompleteRunError('%s holds an incomplete run: %s listed in summary.json missing'
                                  % (output, _named(missing)))

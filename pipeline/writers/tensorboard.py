@@ -65,8 +65,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from pipeline import schema
-from pipeline.writers.tfma import tfrecord_bytes
+from pipeline import fileio, schema
 
 OVERALL = 'Overall'
 FILE_VERSION = 'brain.Event:2'
@@ -142,7 +141,7 @@ def _runs(table: pa.Table) -> list[str]:
             for name, step in zip(names, table.column('step').to_pylist())]
 
 
-def _scalar_value(tag: str, value: float):
+def _scalar_value(tag: str, value: float) -> Any:
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.scalar import metadata
     from tensorboard.util import tensor_util
@@ -153,7 +152,8 @@ def _scalar_value(tag: str, value: float):
         tensor=tensor_util.make_tensor_proto(np.float32(value)))
 
 
-def _pr_curve_value(tag: str, tp, fp, tn, fn, precision, recall):
+def _pr_curve_value(tag: str, tp: np.ndarray, fp: np.ndarray, tn: np.ndarray, fn: np.ndarray,
+                    precision: np.ndarray, recall: np.ndarray) -> Any:
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.pr_curve import metadata
     from tensorboard.util import tensor_util
@@ -164,7 +164,8 @@ def _pr_curve_value(tag: str, tp, fp, tn, fn, precision, recall):
         tensor=tensor_util.make_tensor_proto(data))
 
 
-def _histogram_value(tag: str, lower, upper, counts):
+def _histogram_value(tag: str, lower: np.ndarray, upper: np.ndarray,
+                     counts: np.ndarray) -> Any:
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.histogram import metadata
     from tensorboard.util import tensor_util
@@ -284,26 +285,15 @@ def _event_file(by_step: dict[int, tuple[float, list]]) -> bytes:
         records.append(event_pb2.Event(wall_time=wall, step=step,
                                        summary=summary_pb2.Summary(value=values))
                        .SerializeToString())
-    return tfrecord_bytes(records)
+    return fileio.tfrecord_bytes(records)
 
 
 def _write_file(directory: str, name: str, data: bytes) -> str:
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
     directory = directory.rstrip('/')
-    if '://' not in directory:  # object stores have no directories
-        try:
-            FileSystems.mkdirs(directory)
-        except IOError:
-            pass  # already there
-    path = FileSystems.join(directory, name)
+    path = fileio.join(directory, name)
     # No "tfevents" in the temporary name: a TensorBoard watching the directory skips it.
-    tmp = FileSystems.join(directory, '.headstream-tmp-%s' % uuid.uuid4().hex[:12])
-    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        f.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
+    fileio.write_bytes(path, data,
+                       tmp=fileio.join(directory, '.headstream-tmp-%s' % uuid.uuid4().hex[:12]))
     return path
 
 
@@ -322,7 +312,6 @@ def write_tensorboard(logdir: str, metrics: pa.Table, plots: pa.Table) -> list[s
       ValueError: naming the row, for a (slice, head, metric, window, step) that appears twice,
         or a plots row whose curve is neither confusion nor calibration.
     """
-    from apache_beam.io.filesystems import FileSystems
     events: _Events = {}
     _metric_events(metrics, events)
     _plot_events(plots, events)
@@ -332,5 +321,5 @@ def write_tensorboard(logdir: str, metrics: pa.Table, plots: pa.Table) -> list[s
         # Named after the run id alone (run ids start with their start time, so they sort in time
         # order): rewriting a run, even at a later wall time, replaces its file.
         name = 'events.out.tfevents.headstream.%s' % _escape(run_id)
-        written.append(_write_file(FileSystems.join(logdir.rstrip('/'), run), name, data))
+        written.append(_write_file(fileio.join(logdir, run), name, data))
     return written

@@ -1,0 +1,162 @@
+"""The evaluation config as data: `ConfigError` and the frozen dataclasses a validated config is
+(`EvalConfig` with its `HeadSpec`s, `WindowSpec`, `TensorBoardSpec`), and what follows from them
+alone: the heads they build, the columns they read, plain data again (`to_dict`), a log line.
+
+Parsing and validating raw config data into these is pipeline/config/parse.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping, Sequence
+
+FORMATS = ('parquet', 'tfrecord', 'csv', 'jsonl')
+LABEL_FORMATS = ('multi_hot', 'ids')
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message names the key or column at fault."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadSpec:
+    """One entry of `heads:`.
+
+    Attributes:
+      type: head class name in `heads` (e.g. 'BinaryClassHead').
+      args: the head's constructor kwargs.
+      logits: the logits column, or several numeric columns concatenated in order.
+      labels: the labels column.
+      label_format: for MultiLabelHead: 'multi_hot' (a list of n_classes numbers per row) or 'ids'
+        (a list of class ids or names per row).
+    """
+    type: str
+    args: Mapping[str, Any]
+    logits: str | tuple[str, ...]
+    labels: str
+    label_format: str = 'multi_hot'
+
+    @property
+    def logits_columns(self) -> tuple[str, ...]:
+        return (self.logits,) if isinstance(self.logits, str) else tuple(self.logits)
+
+    @property
+    def weight_column(self) -> str | None:
+        return self.args.get('weight_column')
+
+    def build(self) -> Any:
+        """Returns the head object (raises the head's own ValueError on bad args)."""
+        import heads
+        return getattr(heads, self.type)(**dict(self.args))
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowSpec:
+    """Event-time windows, in seconds: fixed [start, start + size) aligned to the Unix epoch, or
+    sliding every `period`. `allowed_lateness` and `early_firing` matter to streaming runs only."""
+    column: str
+    size: float
+    period: float | None = None
+    allowed_lateness: float = 0.0
+    early_firing: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorBoardSpec:
+    """TensorBoard output: `dir` (default `<output>/tensorboard`) and the step (an int, or a column
+    whose distinct values are evaluated separately)."""
+    dir: str | None = None
+    step: int | str = 0
+
+    @property
+    def step_column(self) -> str | None:
+        return self.step if isinstance(self.step, str) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """A validated evaluation config (see the module docstring)."""
+    pattern: str
+    format: str
+    heads: tuple[HeadSpec, ...]
+    slices: tuple[tuple[str, ...], ...] = ((),)
+    head_weights: tuple[float, ...] | None = None
+    window: WindowSpec | None = None
+    tensorboard: TensorBoardSpec | None = None
+    output: str | None = None
+
+    def build_heads(self) -> list:
+        """The configured heads, in config order."""
+        return [spec.build() for spec in self.heads]
+
+    def build_multi_head(self, built: Sequence[Any] | None = None) -> Any:
+        """The heads' MultiHead (several heads only), else None."""
+        if len(self.heads) < 2:
+            return None
+        import heads
+        return heads.MultiHead(list(built if built is not None else self.build_heads()),
+                               head_weights=list(self.head_weights) if self.head_weights else None)
+
+    @property
+    def head_names(self) -> list[str]:
+        """The names written in the tables' `head` column ('' for an unnamed single head)."""
+        return [spec.args.get('name') or '' for spec in self.heads]
+
+    @property
+    def multi_head_name(self) -> str | None:
+        return '_'.join(self.head_names) if len(self.heads) > 1 else None
+
+    @property
+    def step_column(self) -> str | None:
+        return self.tensorboard.step_column if self.tensorboard else None
+
+    @property
+    def stepped(self) -> bool:
+        return self.tensorboard is not None
+
+    @property
+    def windowed(self) -> bool:
+        return self.window is not None
+
+    def columns(self) -> list[str]:
+        """Every input column the evaluation reads, in a stable order."""
+        cols: list[str] = []
+        for spec in self.heads:
+            cols += list(spec.logits_columns) + [spec.labels]
+            if spec.weight_column:
+                cols.append(spec.weight_column)
+        for s in self.slices:
+            cols += list(s)
+        if self.window:
+            cols.append(self.window.column)
+        if self.step_column:
+            cols.append(self.step_column)
+        return list(dict.fromkeys(cols))
+
+    def with_output(self, output: str | None) -> 'EvalConfig':
+        return dataclasses.replace(self, output=output) if output else self
+
+    def to_dict(self) -> dict:
+        """The config as plain data (the input to `parse_config`)."""
+        out: dict[str, Any] = {
+            'input': {'pattern': self.pattern, 'format': self.format},
+            'heads': [{'type': h.type, 'args': dict(h.args),
+                       'logits': h.logits if isinstance(h.logits, str) else list(h.logits),
+                       'labels': h.labels, 'label_format': h.label_format} for h in self.heads],
+            'slices': [list(s) for s in self.slices],
+        }
+        if self.head_weights is not None:
+            out['head_weights'] = list(self.head_weights)
+        if self.window:
+            out['window'] = dataclasses.asdict(self.window)
+        if self.tensorboard:
+            out['tensorboard'] = dataclasses.asdict(self.tensorboard)
+        if self.output:
+            out['output'] = self.output
+        return out
+
+
+def config_summary(config: EvalConfig) -> str:
+    """A one-line description for logs."""
+    return json.dumps({'pattern': config.pattern, 'format': config.format,
+                       'heads': config.head_names, 'slices': [list(s) for s in config.slices]})

@@ -1,0 +1,81 @@
+"""`report.html`: one self-contained page built from a run's Parquet outputs alone.
+
+    headstream report OUTPUT_DIR        (also `python -m pipeline.report OUTPUT_DIR`)
+
+Reads `metrics/*.parquet`, `plots/*.parquet` and `summary.json` (when present) under OUTPUT_DIR
+(local or gs://, through Beam's FileSystems) and writes `OUTPUT_DIR/report.html`. The command
+refuses a directory without a complete run (a batch output needs a summary.json of ours whose
+every listed file is there; see pipeline/writers/publish.py); `write_report` itself does not
+check. Every chart is an inline SVG drawn in Python, so the page needs no network and renders
+without JavaScript; a few lines of inline JavaScript only add table sorting and a slice filter.
+
+Per head the page shows: the headline metrics per slice (a sortable table), a slice comparison
+(one metric per slice with its example count, worst slices first), per slice the ROC and PR curves
+(from the `confusion` rows), the calibration plot (`calibration` rows) and the confusion matrix at
+the head's thresholds, and, for runs with several windows or steps, each metric over time.
+Runs with windows or steps show their latest window (step) in everything but the over-time charts.
+
+This module owns the command and the page's file (`write_report`, `main`); the package's modules:
+
+    data.py      the tables read back, rows by evaluation (window, step) and curve, slice ranking
+    page.py      the page's content per head, rendered through the template (`build_page`)
+    charts.py    the inline SVG charts (lines, slice comparison dots), ticks and ranges
+    labels.py    numbers, counts, times and anchors as the page writes them
+    template.py  the Jinja template (templates/report/report.html.j2), compiled once per process
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from pipeline import fileio
+from pipeline.report.data import read_tables
+from pipeline.report.page import build_page
+
+REPORT_FILE = 'report.html'
+
+
+def write_report(output_dir: str, source: str | None = None) -> str:
+    """Builds `<output_dir>/report.html` from the run's Parquet outputs; returns its path.
+
+    `source` is the directory the page names as its origin (default `output_dir`): a run builds
+    its report in a staging directory that is then moved to `source`.
+
+    Raises:
+      FileNotFoundError: `output_dir` holds no metrics/*.parquet.
+      ValueError: a table lacks a required column (the message names it and the file kind).
+    """
+    metrics = read_tables(output_dir, 'metrics')
+    if metrics is None:
+        raise FileNotFoundError('headstream report: no metrics/*.parquet under %s' % output_dir)
+    plots = read_tables(output_dir, 'plots')
+    # A summary is decoration: a missing or broken one (None) must not hide the metrics.
+    summary = fileio.read_summary(output_dir)
+    page = build_page(metrics, plots, summary, source=source or output_dir)
+    path = fileio.join(output_dir, REPORT_FILE)
+    # Written under a temporary name and renamed, so a reader never sees half a page.
+    fileio.write_bytes(path, page.encode('utf-8'))
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`headstream report OUTPUT_DIR`: prints the written page's path; 1 on failure, also for a
+    directory without a complete run (`publish.check_complete`)."""
+    parser = argparse.ArgumentParser(
+        prog='headstream report',
+        description="Rebuild report.html from a run's Parquet outputs.")
+    parser.add_argument('output_dir', help="a run's output directory (local or gs://)")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    from pipeline.writers.publish import IncompleteRunError, check_complete
+    try:
+        check_complete(args.output_dir)
+        path = write_report(args.output_dir)
+    except IncompleteRunError as e:
+        print('headstream report: %s' % e, file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    print(path)
+    return 0
