@@ -1,5 +1,5 @@
 """TF face of BinaryClassHead, RegressionHead, PoissonRegressionHead, LogisticRegressionHead and the
-shared machinery (heads/_tf.py): numbers, keys, dtypes, error texts and estimator specs.
+shared machinery (heads/tf_face/): numbers, keys, dtypes, error texts and estimator specs.
 
 Expected values are hand arithmetic written out in the test, or tf.estimator 2.15's recorded
 values (heads_spec.md §12, ids in the test names).
@@ -12,7 +12,7 @@ import pytest
 tf = pytest.importorskip('tensorflow')
 
 import heads  # noqa: E402
-from heads import _tf  # noqa: E402
+from heads.tf_face import inputs as tf_inputs, losses as tf_losses  # noqa: E402
 
 pytestmark = pytest.mark.tf
 
@@ -605,19 +605,20 @@ def test_shared_helpers_directly():
     unreduced = tf.constant([[1.], [2.], [3.]])
     weights = tf.constant([[0.], [1.], [2.]])
     # Σ w·U = 0 + 2 + 6 = 8; sum_over_batch_size divides by all 3 elements, zero weight included
-    assert float(_tf.compute_weighted_loss(unreduced, weights, 'sum')) == 8.
-    assert float(_tf.compute_weighted_loss(unreduced, weights, 'sum_over_batch_size')) == \
-        pytest.approx(8. / 3.)
-    assert float(_tf.compute_weighted_loss(unreduced, 1.0, 'auto')) == 2.
-    assert float(_tf.compute_weighted_loss(tf.zeros([0, 1]), 1.0, 'auto')) == 0.
+    assert float(tf_losses.compute_weighted_loss(unreduced, weights, 'sum')) == 8.
+    assert float(tf_losses.compute_weighted_loss(unreduced, weights, 'sum_over_batch_size')) \
+        == pytest.approx(8. / 3.)
+    assert float(tf_losses.compute_weighted_loss(unreduced, 1.0, 'auto')) == 2.
+    assert float(tf_losses.compute_weighted_loss(tf.zeros([0, 1]), 1.0, 'auto')) == 0.
     with pytest.raises(ValueError, match=r'^Invalid loss_reduction: none\.'):
-        _tf.compute_weighted_loss(unreduced, 1.0, 'none')
-    ids = _tf.lookup_vocabulary(tf.constant([[b'b'], [b'q'], [b'a']]), ['a', 'b'])
+        tf_losses.compute_weighted_loss(unreduced, 1.0, 'none')
+    ids = tf_inputs.lookup_vocabulary(tf.constant([[b'b'], [b'q'], [b'a']]), ['a', 'b'])
     assert ids.dtype == tf.int64 and ids.numpy().tolist() == [[1], [-1], [0]]
     with pytest.raises(ValueError, match=r'^custom$'):
-        _tf.check_label_range(tf.constant([[-1]]), 3, message='custom')
-    assert _tf.check_label_range(tf.constant([[0], [2]]), 3).numpy().tolist() == [[0], [2]]
-    full = _tf.call_loss_fn(lambda labels, logits: logits * 2., tf.ones([2, 3]), tf.ones([2, 3]),
-                            {}, expected_shape=(2, 3))
+        tf_inputs.check_label_range(tf.constant([[-1]]), 3, message='custom')
+    assert tf_inputs.check_label_range(tf.constant([[0], [2]]), 3).numpy().tolist() == [[0], [2]]
+    full = tf_losses.call_loss_fn(lambda labels, logits: logits * 2., tf.ones([2, 3]),
+                                  tf.ones([2, 3]), {}, expected_shape=(2, 3))
     assert full.numpy().tolist() == [[2.] * 3] * 2
-    assert _tf.check_logits_final_dim(tf.constant([[1, 2]]), tf.constant(2)).dtype == tf.float32
+    checked = tf_inputs.check_logits_final_dim(tf.constant([[1, 2]]), tf.constant(2))
+    assert checked.dtype == tf.float32

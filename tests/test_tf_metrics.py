@@ -1,4 +1,4 @@
-"""The TF face's Keras-2-semantics metric classes (heads/_tf_metrics.py, heads_spec.md §2.6).
+"""The TF face's Keras-2-semantics metric classes (heads/tf_face/keras_metrics.py).
 
 Golden values are hand arithmetic, sklearn, recorded tf.estimator 2.15 values (heads_spec §12), or
 the slow reference loops of tests/_helpers.py.
@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from _helpers import (div_or_zero, keras_thresholds, reference_confusion,  # noqa: E402
                       reference_pr, reference_roc)
-from heads import _tf_metrics as tfm  # noqa: E402
+from heads.tf_face import keras_metrics as tfm  # noqa: E402
 
 pytestmark = pytest.mark.tf
 
