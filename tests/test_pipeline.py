@@ -85,7 +85,8 @@ def _bucketed_auc(p32: np.ndarray, pos: np.ndarray, w: np.ndarray, n: int = 200)
 
 
 def _reference_binary(x, y, w, threshold=0.5) -> dict:
-    """tf.estimator BinaryClassHead's numbers from the formulas (heads_spec §2.5, §2.6, §4)."""
+    """tf.estimator BinaryClassHead's numbers from the formulas (sigmoid cross-entropy,
+    Keras 2 weighted means, class 1 iff logit > 0)."""
     x64, z = x.astype(np.float64), y.astype(np.float64)
     u = np.maximum(x64, 0) - x64 * z + np.log1p(np.exp(-np.abs(x64)))
     p = _sigmoid32(x)
@@ -859,7 +860,7 @@ def test_multi_class_and_multi_label_heads_per_slice(tmp_path):
                 assert got[metric] == pytest.approx(value, rel=1e-9, abs=1e-12), (
                     name, head_name, metric)
             assert rows[(name, head_name, 'loss')]['example_count'] == idx.size
-        # Formulas (heads_spec §5.3, §6.3, §2.5): Σ w·U / n.
+        # Softmax / sigmoid cross-entropy, reduced as sum_over_batch_size: Σ w·U / n.
         x = topic_logits[idx].astype(np.float64)
         label_ids = np.array([TOPICS.index(t) for t in topic[idx, 0]])
         lse = np.log(np.sum(np.exp(x - x.max(axis=1, keepdims=True)), axis=1)) + x.max(axis=1)
@@ -934,7 +935,7 @@ def test_demo_runs_the_bundled_example(tmp_path, capsys):
             headline[(parts[0], parts[1])] = float(parts[2])
     d = {k: np.asarray(v) for k, v in pq.read_table(
         os.path.join(demo.ROOT, 'examples', 'data')).to_pydict().items()}
-    # click: binary CE Σ w·U / n (heads_spec §4.3, §2.5); accuracy at logit > 0, weighted.
+    # click: binary CE Σ w·U / n (sum_over_batch_size); accuracy at logit > 0, weighted.
     x, y = d['click_logit'].astype(np.float64), d['click_label'].astype(np.float64)
     w = d['w'].astype(np.float64)
     u = np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
