@@ -5,10 +5,9 @@ Two groups of Beam runs (each a few seconds):
 - With `FakeHead`, a small head written here that implements the array-face contract, the
   pipeline's own plumbing: slices and crosses, sharding invariance, the MultiHead loss rows,
   bounds and plots, dead-lettered rows and predictions, a failing bad record, an empty input.
-- With the real heads (each test skipped while a head's array face is not implemented): the
-  binary head against the formulas of tf.estimator on 4 shards and 1 file, the MultiHead with
-  head_weights, multi-class and multi-label heads (multi-hot, id and name lists), CSV and TFRecord
-  input, degenerate slices, windows by step, and `make demo`. Expected values come from formulas
+- With the real heads: the binary head against the formulas of tf.estimator on 4 shards and 1
+  file, the MultiHead with head_weights, multi-class and multi-label heads (multi-hot, id and name
+  lists), CSV and TFRecord input, degenerate slices, windows by step, and `make demo`. Expected values come from formulas
   written here, sklearn, or the head's own state fed the whole slice as one batch.
 """
 from __future__ import annotations
@@ -33,8 +32,6 @@ from pipeline.config import ConfigError, HeadSpec, parse_config
 from pipeline.run import evaluate, prepare
 from pipeline.schema import ERRORS, METRICS, PLOTS, TIMESTAMP, with_extras
 
-# Every run ends with the TFMA writer, which imports TensorFlow (through TFMA's slicer).
-pytestmark = pytest.mark.tf
 RUNNER = ['--runner=DirectRunner']
 COUNTRIES = np.array(['US', 'JP', 'DE'])
 
@@ -146,21 +143,6 @@ def _assert_same_metrics(output_a, output_b) -> None:
             assert (a is None) == (b is None), (key, col)
             if a is not None:
                 assert a == pytest.approx(b, rel=1e-9, abs=1e-12), (key, col)
-
-
-def _array_face(head_type: str, **args) -> bool:
-    """Whether a head's array face is implemented yet."""
-    try:
-        getattr(heads, head_type)(**args).new_state()
-    except NotImplementedError:
-        return False
-    return True
-
-
-needs_binary = pytest.mark.skipif(not _array_face('BinaryClassHead'),
-                                  reason='BinaryClassHead array face not implemented yet')
-needs_regression = pytest.mark.skipif(not _array_face('RegressionHead'),
-                                      reason='RegressionHead array face not implemented yet')
 
 
 BINARY = {'type': 'BinaryClassHead',
@@ -604,7 +586,6 @@ def binary_runs(tmp_path_factory):
     return table, runs
 
 
-@needs_binary
 def test_binary_head_matches_the_reference_per_slice(binary_runs):
     table, runs = binary_runs
     summary, out = runs[4]
@@ -642,7 +623,6 @@ def test_binary_head_matches_the_reference_per_slice(binary_runs):
     assert plots.num_rows > 0 and set(plots.column('slice').to_pylist()) == set(slices)
 
 
-@needs_binary
 def test_results_do_not_depend_on_sharding(binary_runs):
     _, runs = binary_runs
     _assert_same_metrics(runs[4][1], runs[1][1])
@@ -660,8 +640,6 @@ def test_results_do_not_depend_on_sharding(binary_runs):
 # MultiHead with head_weights; dead-lettered rows; predictions.
 # -------------------------------------------------------------------------------------------------
 
-@needs_binary
-@needs_regression
 def test_multi_head_with_dead_letter_and_predictions(tmp_path):
     table = _data(n=1200, seed=11)
     d = {k: np.asarray(v) for k, v in table.to_pydict().items()}
@@ -715,7 +693,6 @@ def test_multi_head_with_dead_letter_and_predictions(tmp_path):
     assert first['click/logistic'] == pytest.approx(float(_sigmoid32(d['x'][:1])[0]), rel=1e-6)
 
 
-@needs_binary
 def test_a_bad_record_fails_the_run_naming_file_row_and_column(tmp_path, capsys):
     table = _data(n=300, seed=3)
     y = np.asarray(table.column('y')).copy()
@@ -734,7 +711,6 @@ def test_a_bad_record_fails_the_run_naming_file_row_and_column(tmp_path, capsys)
 # Windows and steps.
 # -------------------------------------------------------------------------------------------------
 
-@needs_binary
 def test_sliding_windows_by_step_equal_separate_evaluations(tmp_path):
     table = _data(n=1500, seed=5)
     pattern = _write(table, tmp_path / 'in', 3)
@@ -770,9 +746,6 @@ def test_sliding_windows_by_step_equal_separate_evaluations(tmp_path):
 # MultiClassHead (vocabulary labels), MultiLabelHead (multi-hot, ids, names), their MultiHead.
 # -------------------------------------------------------------------------------------------------
 
-needs_multi = pytest.mark.skipif(
-    not (_array_face('MultiClassHead', n_classes=3) and _array_face('MultiLabelHead', n_classes=3)),
-    reason='MultiClassHead / MultiLabelHead array face not implemented yet')
 TOPICS = ['news', 'sport', 'tech']
 TAGS = ['a', 'b', 'c']
 
@@ -812,7 +785,6 @@ MULTI_HEADS = [
 MULTI_WEIGHTS = [1.0, 0.5, 2.0, 0.25]
 
 
-@needs_multi
 def test_multi_class_and_multi_label_heads_per_slice(tmp_path):
     table = _multi_data()
     old = sources.TARGET_ROWS
@@ -918,8 +890,6 @@ def test_multi_class_and_multi_label_heads_per_slice(tmp_path):
 # `make demo`.
 # -------------------------------------------------------------------------------------------------
 
-@needs_binary
-@needs_multi
 def test_demo_runs_the_bundled_example(tmp_path, capsys):
     from pipeline import demo
     out = str(tmp_path / 'demo')
@@ -1004,8 +974,6 @@ def _assert_slice_is_one_batch(rows: dict, slice_name: str, specs: list, inputs:
         assert rows[(slice_name, head_name, 'loss')]['example_count'] == n
 
 
-@needs_binary
-@needs_multi
 def test_csv_input_with_json_list_cells(tmp_path):
     import csv
     d, x, y = _multi_and_click_data(400, seed=29, click_seed=3)
@@ -1074,8 +1042,6 @@ def test_event_times_from_timestamps_and_epoch_seconds():
 # TFRecord input: tf.Example features are list columns (scalars as lists of one).
 # -------------------------------------------------------------------------------------------------
 
-@needs_binary
-@needs_multi
 def test_tfrecord_input_of_tf_examples(tmp_path):
     from apache_beam.io.tfrecordio import _TFRecordUtil
     from tfx_bsl.coders import example_coder
@@ -1123,7 +1089,6 @@ def test_tfrecord_input_of_tf_examples(tmp_path):
 # Degenerate slices with a real head: all weights zero, no positives; an empty input.
 # -------------------------------------------------------------------------------------------------
 
-@needs_binary
 def test_degenerate_slices_and_empty_input(tmp_path):
     table = _data(n=600, seed=41)
     d = {k: np.asarray(v).copy() for k, v in table.to_pydict().items()}
@@ -1160,7 +1125,6 @@ def test_degenerate_slices_and_empty_input(tmp_path):
 # Arrow → head arrays (no Beam).
 # -------------------------------------------------------------------------------------------------
 
-@needs_multi
 def test_head_arrays_from_columns_lists_and_lists_of_one():
     from pipeline.apply import _Problems, head_arrays
     batch = pa.record_batch({

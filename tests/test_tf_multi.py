@@ -11,9 +11,10 @@ import re
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-import heads
+tf = pytest.importorskip('tensorflow')
+
+import heads  # noqa: E402
 
 pytestmark = pytest.mark.tf
 
