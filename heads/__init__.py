@@ -2,8 +2,7 @@
 
 `import heads` never imports TensorFlow; the TF face imports it on first use.
 """
-from heads.base import (ClassificationOutput, EstimatorSpec, Head, PredictOutput,
-                        RegressionOutput)
+from heads.base import Head
 from heads.binary_class_head import BinaryClassHead
 from heads.contrib import logistic_regression_head
 from heads.keys import MetricKeys, ModeKeys, PredictionKeys, Reduction, ServingKeys
@@ -12,6 +11,7 @@ from heads.multi_head import MultiHead
 from heads.multi_label_head import MultiLabelHead
 from heads.regression_head import (LogisticRegressionHead, PoissonRegressionHead,
                                    RegressionHead)
+from heads.spec import ClassificationOutput, EstimatorSpec, PredictOutput, RegressionOutput
 
 __all__ = [
     'Head', 'BinaryClassHead', 'MultiClassHead', 'MultiLabelHead', 'RegressionHead',

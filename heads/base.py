@@ -1,13 +1,13 @@
-"""The abstract `Head`, shared constructor validation, `EstimatorSpec` and export outputs.
+"""The abstract `Head`: tf.estimator's interface (the TF face) and headstream's array face.
 
 A head has two faces, side by side in each head's module:
 
-* TF face — `loss`, `predictions`, `metrics`, `update_metrics`, `create_estimator_spec`: tf.Tensor in,
-  tf.Tensor / Keras-style metric objects out, usable inside `tf.function`. TensorFlow is imported on
-  first use only (through `heads._tf`), never by `import heads`.
+* TF face — `loss`, `predictions`, `metrics`, `update_metrics`, `create_estimator_spec`: tf.Tensor
+  in, tf.Tensor / Keras-style metric objects out, usable inside `tf.function`. TensorFlow is
+  imported on first use only (through `heads.tf_face`), never by `import heads`.
 * Array face — `new_state`, `array_predictions`, `array_loss`, `invalid_rows`: numpy (or Arrow)
-  batches in, numpy out, and mergeable float64 metric state (`heads.state`, `heads.metrics`). It never imports
-  TensorFlow, so Beam workers that only evaluate do not pay for it.
+  batches in, numpy out, and mergeable float64 metric state (`heads.state`, `heads.metrics`). It
+  never imports TensorFlow, so Beam workers that only evaluate do not pay for it.
 
 Both faces give tf.estimator 2.15's numbers; the array face accumulates in float64 (sigmoid and AUC
 bucket assignment stay float32, as tf.estimator computed them).
@@ -15,91 +15,18 @@ bucket assignment stay float32, as tf.estimator computed them).
 from __future__ import annotations
 
 import abc
-import inspect
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
-from heads.keys import Reduction, summary_key
+from heads.keys import summary_key
+# The spec containers and the constructor checks live in their own modules (the TF face reads
+# them without importing this one); they stay importable from here, as before.
+from heads.spec import ClassificationOutput, EstimatorSpec, PredictOutput, RegressionOutput
+from heads.validation import (fn_args, loss_fn_passes_features, validate_loss_fn_args,
+                              validate_loss_reduction, validate_vocabulary_type)
 
-_LOSS_FN_ALLOWED_ARGS = ('labels', 'logits', 'features', 'loss_reduction')
-
-
-# ---------------------------------------------------------------------------------------------
-# Constructor validation shared by the heads (pure Python: no TensorFlow, no numpy needed).
-# ---------------------------------------------------------------------------------------------
-
-def validate_loss_reduction(loss_reduction: Any) -> None:
-    """tf.estimator accepts every `tf.losses.Reduction` string except 'none'."""
-    if loss_reduction not in Reduction.all() or loss_reduction == Reduction.NONE:
-        raise ValueError(
-            'Invalid loss_reduction: {}. See `tf.losses.Reduction` for valid options.'.format(
-                loss_reduction))
-
-
-def fn_args(fn: Callable[..., Any]) -> tuple[str, ...]:
-    """Names of the arguments `fn` can be called with by keyword (bound ones of a partial excluded)."""
-    params = inspect.signature(fn).parameters.values()
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY,
-             inspect.Parameter.POSITIONAL_ONLY)
-    return tuple(p.name for p in params if p.kind in kinds)
-
-
-def validate_loss_fn_args(loss_fn: Callable[..., Any]) -> None:
-    """A custom loss_fn must take `labels` and `logits`, and may take `features`, `loss_reduction`."""
-    args = fn_args(loss_fn)
-    for required in ('labels', 'logits'):
-        if required not in args:
-            raise ValueError(
-                'loss_fn must contain argument: {}. Given arguments: {}'.format(required, args))
-    invalid = [a for a in args if a not in _LOSS_FN_ALLOWED_ARGS]
-    if invalid:
-        raise ValueError('loss_fn has unexpected args: {}'.format(invalid))
-
-
-def loss_fn_passes_features(loss_fn: Callable[..., Any]) -> bool:
-    """tf.estimator passes `features` to a loss_fn only when its signature names it."""
-    return 'features' in fn_args(loss_fn)
-
-
-def validate_vocabulary_type(label_vocabulary: Any) -> None:
-    if label_vocabulary is not None and not isinstance(label_vocabulary, (list, tuple)):
-        raise ValueError('label_vocabulary should be a list or a tuple. Given type: {}'.format(
-            type(label_vocabulary)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Spec containers (TF face). Plain Python containers: tf.estimator's classes are gone in TF 2.16+.
-# ---------------------------------------------------------------------------------------------
-
-class ClassificationOutput(NamedTuple):
-    """Export output of a classifier: `scores` [B, n] and `classes` [B, n] (every class name)."""
-    scores: Any = None
-    classes: Any = None
-
-
-class RegressionOutput(NamedTuple):
-    """Export output of a regressor: one float32 `value` tensor."""
-    value: Any
-
-
-class PredictOutput(NamedTuple):
-    """Export output carrying a dict of prediction tensors."""
-    outputs: Mapping[str, Any]
-
-
-class EstimatorSpec(NamedTuple):
-    """What `create_estimator_spec` returns, with tf.estimator.EstimatorSpec's fields."""
-    mode: str
-    predictions: Mapping[Any, Any] | None = None
-    loss: Any = None
-    train_op: Any = None
-    eval_metric_ops: Mapping[str, Any] | None = None
-    export_outputs: Mapping[str, Any] | None = None
-    training_chief_hooks: Sequence[Any] = ()
-    training_hooks: Sequence[Any] = ()
-    scaffold: Any = None
-    evaluation_hooks: Sequence[Any] = ()
-    prediction_hooks: Sequence[Any] = ()
-    summaries: Mapping[str, Any] | None = None  # TRAIN scalars tf.estimator wrote with tf.summary
+__all__ = ['Head', 'ARRAY_FACE_METHODS', 'array_face_not_implemented', 'missing_array_face',
+           'EstimatorSpec', 'ClassificationOutput', 'RegressionOutput', 'PredictOutput',
+           'fn_args', 'loss_fn_passes_features', 'validate_loss_fn_args',
+           'validate_loss_reduction', 'validate_vocabulary_type']
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,8 +84,9 @@ class Head(abc.ABC):
                               trainable_variables=None, train_op_fn=None, update_ops=None,
                               regularization_losses=None) -> EstimatorSpec:
         """Returns an `EstimatorSpec` for TRAIN, EVAL or PREDICT, as tf.estimator built it."""
-        from heads import _tf  # TF FACE: lazy import keeps TensorFlow out of array-face users.
-        return _tf.create_estimator_spec(
+        # TF FACE: imported here, so TensorFlow stays out of array-face users.
+        from heads.tf_face import spec_builder
+        return spec_builder.create_estimator_spec(
             self, features, mode, logits, labels=labels, optimizer=optimizer,
             trainable_variables=trainable_variables, train_op_fn=train_op_fn,
             update_ops=update_ops, regularization_losses=regularization_losses)

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from heads import base
+from heads import base, validation
 from heads.array import binary as array_binary
 from heads.keys import MetricKeys, PredictionKeys, Reduction, threshold_key
 
@@ -36,14 +36,14 @@ class BinaryClassHead(base.Head):
                  label_vocabulary: Sequence[str] | None = None,
                  loss_reduction: str = Reduction.SUM_OVER_BATCH_SIZE,
                  loss_fn: Callable[..., Any] | None = None, name: str | None = None):
-        base.validate_vocabulary_type(label_vocabulary)
+        validation.validate_vocabulary_type(label_vocabulary)
         thresholds = tuple(thresholds) if thresholds else tuple()
         for threshold in thresholds:
             if threshold <= 0.0 or threshold >= 1.0:
                 raise ValueError('thresholds not in (0, 1): {}.'.format((thresholds,)))
-        base.validate_loss_reduction(loss_reduction)
+        validation.validate_loss_reduction(loss_reduction)
         if loss_fn:
-            base.validate_loss_fn_args(loss_fn)
+            validation.validate_loss_fn_args(loss_fn)
         self._weight_column = weight_column
         self._thresholds = thresholds
         self._label_vocabulary = label_vocabulary
@@ -80,50 +80,49 @@ class BinaryClassHead(base.Head):
         """Dense [..,1] labels → vocabulary ids if any → float32, range-checked to [0, 1]."""
         import tensorflow as tf
 
-        from heads import _tf
-        labels = _tf.check_dense_labels_match_logits_and_reshape(labels, logits, 1)
+        from heads.tf_face import inputs as tf_inputs
+        labels = tf_inputs.check_dense_labels_match_logits_and_reshape(labels, logits, 1)
         if self._label_vocabulary is not None:
             if labels.dtype != tf.string:
                 raise TypeError('Dtype of argument `keys` must be {}, received: {}'.format(
                     tf.string, labels.dtype))
-            labels = _tf.lookup_vocabulary(labels, self._label_vocabulary)
+            labels = tf_inputs.lookup_vocabulary(labels, self._label_vocabulary)
         labels = tf.cast(labels, tf.float32)
-        return _tf.check_label_range(labels, 2)
+        return tf_inputs.check_label_range(labels, 2)
 
     def _tf_unweighted_loss_and_weights(self, logits, labels, features):
         """Unreduced loss [..,1] (sigmoid cross-entropy or loss_fn) and the example weights."""
-        import tensorflow as tf
-
-        from heads import _tf
+        from heads.tf_face import inputs as tf_inputs, losses as tf_losses
         if self._loss_fn is not None:
-            unweighted = _tf.call_loss_fn(self._loss_fn, labels, logits, features, 1)
+            unweighted = tf_losses.call_loss_fn(self._loss_fn, labels, logits, features, 1)
         else:
-            unweighted = _tf.sigmoid_cross_entropy(labels, logits)
-        weights = _tf.get_weights_and_check_match_logits(features, self._weight_column, logits)
+            unweighted = tf_losses.sigmoid_cross_entropy(labels, logits)
+        weights = tf_inputs.get_weights_and_check_match_logits(
+            features, self._weight_column, logits)
         return unweighted, weights
 
     def loss(self, labels, logits, features=None, mode=None, regularization_losses=None):
         """Reduced (and regularized) sigmoid cross-entropy; `mode` is ignored."""
-        from heads import _tf
-        logits = _tf.check_logits_final_dim(logits, 1)
+        from heads.tf_face import inputs as tf_inputs, losses as tf_losses
+        logits = tf_inputs.check_logits_final_dim(logits, 1)
         labels = self._tf_processed_labels(logits, labels)
         unweighted, weights = self._tf_unweighted_loss_and_weights(logits, labels, features)
-        training_loss = _tf.compute_weighted_loss(unweighted, weights, self._loss_reduction)
-        return _tf.regularize(training_loss, regularization_losses)
+        training_loss = tf_losses.compute_weighted_loss(unweighted, weights, self._loss_reduction)
+        return tf_losses.regularize(training_loss, regularization_losses)
 
     def predictions(self, logits, keys=None):
         """Dict of prediction tensors for `keys` (all seven when keys is falsy)."""
         import tensorflow as tf
 
-        from heads import _tf
+        from heads.tf_face import inputs as tf_inputs, outputs as tf_outputs
         pk = PredictionKeys
         valid_keys = [pk.LOGITS, pk.LOGISTIC, pk.PROBABILITIES, pk.CLASS_IDS, pk.CLASSES,
                       pk.ALL_CLASS_IDS, pk.ALL_CLASSES]
         if keys:
-            _tf.check_prediction_keys(keys, valid_keys)
+            tf_outputs.check_prediction_keys(keys, valid_keys)
         else:
             keys = valid_keys
-        logits = _tf.check_logits_final_dim(logits, 1)
+        logits = tf_inputs.check_logits_final_dim(logits, 1)
         predictions = {}
         if pk.LOGITS in keys:
             predictions[pk.LOGITS] = logits
@@ -137,16 +136,17 @@ class BinaryClassHead(base.Head):
         if pk.CLASS_IDS in keys:
             predictions[pk.CLASS_IDS] = class_ids
         if pk.CLASSES in keys:
-            predictions[pk.CLASSES] = _tf.class_strings(class_ids, self._label_vocabulary)
+            predictions[pk.CLASSES] = tf_outputs.class_strings(class_ids, self._label_vocabulary)
         if pk.ALL_CLASS_IDS in keys:
-            predictions[pk.ALL_CLASS_IDS] = _tf.all_class_ids(logits, 2)
+            predictions[pk.ALL_CLASS_IDS] = tf_outputs.all_class_ids(logits, 2)
         if pk.ALL_CLASSES in keys:
-            predictions[pk.ALL_CLASSES] = _tf.all_class_strings(logits, 2, self._label_vocabulary)
+            predictions[pk.ALL_CLASSES] = tf_outputs.all_class_strings(
+                logits, 2, self._label_vocabulary)
         return predictions
 
     def metrics(self, regularization_losses=None):
         """Fresh metric objects keyed by (suffixed) metric key."""
-        from heads import _tf_metrics as tfm
+        from heads.tf_face import keras_metrics as tfm
         mk = MetricKeys
         key = self._summary_key
         metrics = {
@@ -175,10 +175,10 @@ class BinaryClassHead(base.Head):
         """Adds one batch to `eval_metrics` (from `metrics()`) and returns it."""
         import tensorflow as tf
 
-        from heads import _tf
+        from heads.tf_face import inputs as tf_inputs, losses as tf_losses
         mk = MetricKeys
         key = self._summary_key
-        logits = _tf.check_logits_final_dim(logits, 1)
+        logits = tf_inputs.check_logits_final_dim(logits, 1)
         labels = self._tf_processed_labels(logits, labels)
         unweighted, weights = self._tf_unweighted_loss_and_weights(logits, labels, features)
         predictions = self.predictions(logits, [PredictionKeys.LOGISTIC, PredictionKeys.CLASS_IDS])
@@ -200,7 +200,7 @@ class BinaryClassHead(base.Head):
         eval_metrics[key(mk.AUC_PR)].update_state(labels, logistic, sample_weight=weights)
         if regularization_losses is not None:
             eval_metrics[key(mk.LOSS_REGULARIZATION)].update_state(
-                _tf.regularization_loss(regularization_losses))
+                tf_losses.regularization_loss(regularization_losses))
         for threshold in self._thresholds:
             for template in (mk.ACCURACY_AT_THRESHOLD, mk.PRECISION_AT_THRESHOLD,
                              mk.RECALL_AT_THRESHOLD):

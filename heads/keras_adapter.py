@@ -39,9 +39,10 @@ from typing import Any, Mapping
 import keras
 import tensorflow as tf
 
-from heads import _tf, base
+from heads import base
 from heads.keys import MetricKeys, ModeKeys, Reduction, summary_key
 from heads.multi_head import MultiHead
+from heads.tf_face.losses import regularization_loss
 
 __all__ = ['HeadModel', 'prediction_name']
 
@@ -92,7 +93,7 @@ class _Evaluation:
         logits_dict = head._check_logits_and_labels(logits, labels)
         if reg is not None:
             self.own[summary_key(MetricKeys.LOSS_REGULARIZATION, head.name)].update_state(
-                _tf.regularization_loss(reg))
+                regularization_loss(reg))
         for sub in head.heads:
             sub_logits, sub_labels = logits_dict[sub.name], labels[sub.name]
             self.own[summary_key(MetricKeys.LOSS, sub.name)].update_state(
@@ -218,7 +219,7 @@ class HeadModel(keras.Model):
         if regularization_losses is not None:
             self._logs_regularization = True
             self._train_regularization.update_state(
-                _tf.regularization_loss(regularization_losses))
+                regularization_loss(regularization_losses))
         return {metric.name: metric.result() for metric in self.metrics}
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:

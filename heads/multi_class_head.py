@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from heads import base
+from heads import base, validation
 from heads.array import multi_class as array_multi_class
 from heads.keys import MetricKeys, PredictionKeys, Reduction
 
@@ -36,15 +36,15 @@ class MultiClassHead(base.Head):
                  loss_fn: Callable[..., Any] | None = None, name: str | None = None):
         if n_classes is None:
             raise ValueError('n_classes cannot be None')
-        base.validate_vocabulary_type(label_vocabulary)
+        validation.validate_vocabulary_type(label_vocabulary)
         if label_vocabulary is not None and len(label_vocabulary) != n_classes:
             raise ValueError(
                 '"label_vocabulary" does not have "n_classes" items. '
                 'len(label_vocabulary)={}, n_classes={}, label_vocabulary={}'.format(
                     len(label_vocabulary), n_classes, label_vocabulary))
-        base.validate_loss_reduction(loss_reduction)
+        validation.validate_loss_reduction(loss_reduction)
         if loss_fn:
-            base.validate_loss_fn_args(loss_fn)
+            validation.validate_loss_fn_args(loss_fn)
         if isinstance(n_classes, int) and n_classes <= 2:
             raise ValueError('n_classes must be > 2: {}.'.format(n_classes))
         self._n_classes = n_classes
@@ -80,10 +80,10 @@ class MultiClassHead(base.Head):
 
     # -- TF face ------------------------------------------------------------------------------
     def _processed_labels(self, logits, labels):
-        """Label ids `[D0, ..., DN, 1]` (int64 after a vocabulary lookup), range-checked (§5.2)."""
+        """Label ids `[D0, ..., DN, 1]` (int64 after a vocabulary lookup), range-checked."""
         import tensorflow as tf
-        from heads import _tf
-        label_ids = _tf.check_dense_labels_match_logits_and_reshape(labels, logits, 1)
+        from heads.tf_face import inputs as tf_inputs
+        label_ids = tf_inputs.check_dense_labels_match_logits_and_reshape(labels, logits, 1)
         if self._label_vocabulary is None:
             if not label_ids.dtype.is_integer:
                 raise ValueError('Labels dtype should be integer. Instead got {}.'.format(
@@ -93,18 +93,19 @@ class MultiClassHead(base.Head):
                 raise ValueError('Labels dtype should be string if there is a vocabulary. '
                                  'Instead got {}'.format(label_ids.dtype))
             label_ids = vocabulary_ids(label_ids, self._label_vocabulary)
-        return _tf.check_label_range(label_ids, self._n_classes, None)
+        return tf_inputs.check_label_range(label_ids, self._n_classes, None)
 
     def _unweighted_loss_and_weights(self, logits, label_ids, features):
         """Unreduced loss `[D0, ..., DN, 1]` and the example weights (1.0 without a column)."""
         import tensorflow as tf
-        from heads import _tf
+        from heads.tf_face import inputs as tf_inputs, losses as tf_losses
         if self._loss_fn:
-            unweighted_loss = _tf.call_loss_fn(self._loss_fn, label_ids, logits, features, 1)
+            unweighted_loss = tf_losses.call_loss_fn(self._loss_fn, label_ids, logits, features, 1)
         else:
-            unweighted_loss = tf.expand_dims(_tf.sparse_softmax_cross_entropy(
+            unweighted_loss = tf.expand_dims(tf_losses.sparse_softmax_cross_entropy(
                 tf.cast(tf.squeeze(label_ids, axis=-1), tf.int64), logits), axis=-1)
-        weights = _tf.get_weights_and_check_match_logits(features, self._weight_column, logits)
+        weights = tf_inputs.get_weights_and_check_match_logits(
+            features, self._weight_column, logits)
         return unweighted_loss, weights
 
     def loss(self, labels, logits, features=None, mode=None, regularization_losses=None):
@@ -121,25 +122,26 @@ class MultiClassHead(base.Head):
           A float32 scalar tensor.
         """
         del mode  # The loss is the same in every mode.
-        from heads import _tf
-        logits = _tf.check_logits_final_dim(logits, self.logits_dimension)
+        from heads.tf_face import inputs as tf_inputs, losses as tf_losses
+        logits = tf_inputs.check_logits_final_dim(logits, self.logits_dimension)
         label_ids = self._processed_labels(logits, labels)
         unweighted_loss, weights = self._unweighted_loss_and_weights(logits, label_ids, features)
-        training_loss = _tf.compute_weighted_loss(unweighted_loss, weights, self._loss_reduction)
-        return _tf.regularize(training_loss, regularization_losses)
+        training_loss = tf_losses.compute_weighted_loss(unweighted_loss, weights,
+                                                        self._loss_reduction)
+        return tf_losses.regularize(training_loss, regularization_losses)
 
     def predictions(self, logits, keys=None):
-        """Returns the requested prediction tensors (all six when `keys` is empty) (§5.4)."""
+        """Returns the requested prediction tensors (all six when `keys` is empty)."""
         import tensorflow as tf
-        from heads import _tf
+        from heads.tf_face import inputs as tf_inputs, outputs as tf_outputs
         valid_keys = [PredictionKeys.LOGITS, PredictionKeys.PROBABILITIES, PredictionKeys.CLASS_IDS,
                       PredictionKeys.CLASSES, PredictionKeys.ALL_CLASS_IDS,
                       PredictionKeys.ALL_CLASSES]
         if keys:
-            _tf.check_prediction_keys(keys, valid_keys)
+            tf_outputs.check_prediction_keys(keys, valid_keys)
         else:
             keys = valid_keys
-        logits = _tf.check_logits_final_dim(logits, self.logits_dimension)
+        logits = tf_inputs.check_logits_final_dim(logits, self.logits_dimension)
         predictions = {}
         if PredictionKeys.LOGITS in keys:
             predictions[PredictionKeys.LOGITS] = logits
@@ -150,32 +152,33 @@ class MultiClassHead(base.Head):
             if PredictionKeys.CLASS_IDS in keys:
                 predictions[PredictionKeys.CLASS_IDS] = class_ids
             if PredictionKeys.CLASSES in keys:
-                predictions[PredictionKeys.CLASSES] = _tf.class_strings(
+                predictions[PredictionKeys.CLASSES] = tf_outputs.class_strings(
                     class_ids, self._label_vocabulary)
         if PredictionKeys.ALL_CLASS_IDS in keys:
-            predictions[PredictionKeys.ALL_CLASS_IDS] = _tf.all_class_ids(logits, self._n_classes)
+            predictions[PredictionKeys.ALL_CLASS_IDS] = tf_outputs.all_class_ids(
+                logits, self._n_classes)
         if PredictionKeys.ALL_CLASSES in keys:
-            predictions[PredictionKeys.ALL_CLASSES] = _tf.all_class_strings(
+            predictions[PredictionKeys.ALL_CLASSES] = tf_outputs.all_class_strings(
                 logits, self._n_classes, self._label_vocabulary)
         return predictions
 
     def metrics(self, regularization_losses=None):
         """Fresh metric objects: average_loss, accuracy, and regularization_loss if requested."""
-        from heads import _tf_metrics
+        from heads.tf_face import keras_metrics
         eval_metrics = {self._summary_key(MetricKeys.LOSS_MEAN):
-                        _tf_metrics.Mean(name=MetricKeys.LOSS_MEAN)}
+                        keras_metrics.Mean(name=MetricKeys.LOSS_MEAN)}
         if regularization_losses is not None:
-            eval_metrics[self._summary_key(MetricKeys.LOSS_REGULARIZATION)] = _tf_metrics.Mean(
+            eval_metrics[self._summary_key(MetricKeys.LOSS_REGULARIZATION)] = keras_metrics.Mean(
                 name=MetricKeys.LOSS_REGULARIZATION)
-        eval_metrics[self._summary_key(MetricKeys.ACCURACY)] = _tf_metrics.Accuracy(
+        eval_metrics[self._summary_key(MetricKeys.ACCURACY)] = keras_metrics.Accuracy(
             name=MetricKeys.ACCURACY)
         return eval_metrics
 
     def update_metrics(self, eval_metrics, features, logits, labels, regularization_losses=None):
         """Updates `eval_metrics` (from `metrics()`) with one batch and returns it."""
-        from heads import _tf
+        from heads.tf_face import inputs as tf_inputs, losses as tf_losses
         class_ids = self.predictions(logits, [PredictionKeys.CLASS_IDS])[PredictionKeys.CLASS_IDS]
-        logits = _tf.check_logits_final_dim(logits, self.logits_dimension)
+        logits = tf_inputs.check_logits_final_dim(logits, self.logits_dimension)
         label_ids = self._processed_labels(logits, labels)
         unweighted_loss, weights = self._unweighted_loss_and_weights(logits, label_ids, features)
         eval_metrics[self._summary_key(MetricKeys.LOSS_MEAN)].update_state(
@@ -184,7 +187,7 @@ class MultiClassHead(base.Head):
             label_ids, class_ids, sample_weight=weights)
         if regularization_losses is not None:
             eval_metrics[self._summary_key(MetricKeys.LOSS_REGULARIZATION)].update_state(
-                _tf.regularization_loss(regularization_losses))
+                tf_losses.regularization_loss(regularization_losses))
         return eval_metrics
 
     # -- array face: delegated to heads.array.multi_class ------------------------------------------

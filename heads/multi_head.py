@@ -12,6 +12,7 @@ import numpy as np
 from heads import base
 from heads.array import multi as array_multi
 from heads.keys import MetricKeys, ModeKeys, ServingKeys
+from heads.spec import EstimatorSpec, PredictOutput
 
 
 class MultiHead(base.Head):
@@ -127,14 +128,14 @@ class MultiHead(base.Head):
           A float32 scalar tensor.
         """
         import tensorflow as tf
-        from heads import _tf
+        from heads.tf_face import losses as tf_losses
         logits_dict = self._check_logits_and_labels(logits, labels)
         losses = [head.loss(labels[head.name], logits_dict[head.name], features, mode)
                   for head in self._heads]
         if self._head_weights:
             losses = [tf.math.multiply(loss, weight)
                       for loss, weight in zip(losses, self._head_weights)]
-        return _tf.regularize(tf.math.add_n(losses), regularization_losses)
+        return tf_losses.regularize(tf.math.add_n(losses), regularization_losses)
 
     def predictions(self, logits, keys=None):
         """Every head's full predictions, keyed by `(head name, prediction key)`; `keys` ignored."""
@@ -151,13 +152,13 @@ class MultiHead(base.Head):
 
         The heads' own metrics are created afresh by every `update_metrics` call.
         """
-        from heads import _tf_metrics
+        from heads.tf_face import keras_metrics
         eval_metrics = {}
         if regularization_losses is not None:
-            eval_metrics[self._summary_key(MetricKeys.LOSS_REGULARIZATION)] = _tf_metrics.Mean(
+            eval_metrics[self._summary_key(MetricKeys.LOSS_REGULARIZATION)] = keras_metrics.Mean(
                 name=MetricKeys.LOSS_REGULARIZATION)
         for loss_key in self._loss_keys():
-            eval_metrics[loss_key] = _tf_metrics.Mean(name=loss_key)
+            eval_metrics[loss_key] = keras_metrics.Mean(name=loss_key)
         return eval_metrics
 
     def update_metrics(self, eval_metrics, features, logits, labels, regularization_losses=None):
@@ -171,11 +172,11 @@ class MultiHead(base.Head):
         Because every call creates metric variables, it runs eagerly or in a `tf.Graph` (where
         tf.estimator called it once), not inside `tf.function`.
         """
-        from heads import _tf
+        from heads.tf_face import losses as tf_losses
         logits_dict = self._check_logits_and_labels(logits, labels)
         if regularization_losses is not None:
             eval_metrics[self._summary_key(MetricKeys.LOSS_REGULARIZATION)].update_state(
-                _tf.regularization_loss(regularization_losses))
+                tf_losses.regularization_loss(regularization_losses))
         for head, loss_key in zip(self._heads, self._loss_keys()):
             head_logits, head_labels = logits_dict[head.name], labels[head.name]
             eval_metrics[loss_key].update_state(head.loss(head_labels, head_logits, features))
@@ -185,15 +186,15 @@ class MultiHead(base.Head):
 
     def create_estimator_spec(self, features, mode, logits, labels=None, optimizer=None,
                               trainable_variables=None, train_op_fn=None, update_ops=None,
-                              regularization_losses=None) -> base.EstimatorSpec:
-        """Returns the merged `EstimatorSpec` for TRAIN, EVAL or PREDICT (§9.6).
+                              regularization_losses=None) -> EstimatorSpec:
+        """Returns the merged `EstimatorSpec` for TRAIN, EVAL or PREDICT.
 
         Every head builds its own spec first (so each validates its inputs and, in TRAIN, reports
         its `loss/<head>` summary); export outputs are merged under `<head>` / `<head>/<key>`, and
         `predict` merges the heads' prediction outputs under `<head>/<prediction key>`.
         """
         import tensorflow as tf
-        from heads import _tf
+        from heads.tf_face import spec_builder
         with tf.name_scope(self.name):
             logits_dict = self._check_logits_and_labels(logits, labels)
             specs = [head.create_estimator_spec(
@@ -202,18 +203,19 @@ class MultiHead(base.Head):
                 for head in self._heads]
             predictions = self.predictions(logits)
             if mode == ModeKeys.PREDICT:
-                return _tf.estimator_spec(mode=ModeKeys.PREDICT, predictions=predictions,
-                                          eval_metric_ops={},
-                                          export_outputs=self._merge_export_outputs(specs))
+                return spec_builder.estimator_spec(
+                    mode=ModeKeys.PREDICT, predictions=predictions, eval_metric_ops={},
+                    export_outputs=self._merge_export_outputs(specs))
             loss = self.loss(labels, logits, features, mode, regularization_losses)
             if mode == ModeKeys.EVAL:
                 metrics = self.update_metrics(self.metrics(regularization_losses), features,
                                               logits, labels,
                                               regularization_losses=regularization_losses)
-                return _tf.estimator_spec(mode=ModeKeys.EVAL, predictions=predictions, loss=loss,
-                                          eval_metric_ops=_tf.eval_metric_ops(metrics))
+                return spec_builder.estimator_spec(
+                    mode=ModeKeys.EVAL, predictions=predictions, loss=loss,
+                    eval_metric_ops=spec_builder.eval_metric_ops(metrics))
             if mode == ModeKeys.TRAIN:
-                train_op = _tf.create_train_op(
+                train_op = spec_builder.create_train_op(
                     loss, optimizer=optimizer, trainable_variables=trainable_variables,
                     train_op_fn=train_op_fn, update_ops=update_ops,
                     loss_reduction=self.loss_reduction)
@@ -221,13 +223,13 @@ class MultiHead(base.Head):
                 for spec in specs:
                     summaries.update(spec.summaries or {})
                 # The merged loss is reported unsuffixed, next to each head's `loss/<head>`.
-                summaries.update(_tf.train_summaries(loss, regularization_losses, None))
-                return _tf.estimator_spec(mode=ModeKeys.TRAIN, predictions=predictions, loss=loss,
-                                          train_op=train_op, eval_metric_ops={},
-                                          summaries=summaries)
+                summaries.update(spec_builder.train_summaries(loss, regularization_losses, None))
+                return spec_builder.estimator_spec(
+                    mode=ModeKeys.TRAIN, predictions=predictions, loss=loss, train_op=train_op,
+                    eval_metric_ops={}, summaries=summaries)
             raise ValueError('mode={} unrecognized'.format(mode))
 
-    def _merge_export_outputs(self, specs: Sequence[base.EstimatorSpec]) -> dict:
+    def _merge_export_outputs(self, specs: Sequence[EstimatorSpec]) -> dict:
         """PREDICT export outputs: the first head's default, every head's under its name, and one
         merged `predict` output."""
         export_outputs = {
@@ -239,10 +241,10 @@ class MultiHead(base.Head):
                 name = head.name if key == ServingKeys.DEFAULT_SERVING else '{}/{}'.format(
                     head.name, key)
                 export_outputs[name] = value
-                if key == ServingKeys.PREDICT and isinstance(value, base.PredictOutput):
+                if key == ServingKeys.PREDICT and isinstance(value, PredictOutput):
                     for pred_key, tensor in value.outputs.items():
                         merged_predict['{}/{}'.format(head.name, pred_key)] = tensor
-        export_outputs[ServingKeys.PREDICT] = base.PredictOutput(outputs=merged_predict)
+        export_outputs[ServingKeys.PREDICT] = PredictOutput(outputs=merged_predict)
         return export_outputs
 
     # -- array face: delegated to heads.array.multi ------------------------------------------------

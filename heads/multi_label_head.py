@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from heads import base
+from heads import base, validation
 from heads.array import multi_label as array_multi_label
 from heads.keys import MetricKeys, PredictionKeys, Reduction, threshold_key
 from heads.multi_class_head import vocabulary_ids
@@ -60,8 +60,8 @@ class MultiLabelHead(base.Head):
                 raise ValueError('Length of label_vocabulary must be n_classes ({}). '
                                  'Given: {}'.format(n_classes, len(label_vocabulary)))
         if loss_fn:
-            base.validate_loss_fn_args(loss_fn)
-        base.validate_loss_reduction(loss_reduction)
+            validation.validate_loss_fn_args(loss_fn)
+        validation.validate_loss_reduction(loss_reduction)
         if classes_for_class_based_metrics:
             classes_for_class_based_metrics = tuple(classes_for_class_based_metrics)
             if isinstance(classes_for_class_based_metrics[0], str):
@@ -147,16 +147,16 @@ class MultiLabelHead(base.Head):
         }
 
     def _processed_labels(self, logits, labels):
-        """Multi-hot labels `[D0, ..., DN, n_classes]` from any of the three accepted forms (§6.2).
+        """Multi-hot labels `[D0, ..., DN, n_classes]` from any of the three accepted forms.
 
         Dense labels keep their dtype (soft float targets are used as given); sparse class ids and
         sparse vocabulary strings become an int64 indicator (duplicate ids collapse to 1). A
         `tf.RaggedTensor` of per-row ids or names is read as its SparseTensor.
         """
         import tensorflow as tf
-        from heads import _tf
+        from heads.tf_face import inputs as tf_inputs
         if labels is None:
-            raise ValueError(_tf.LABEL_NONE_ERR_MSG)
+            raise ValueError(tf_inputs.LABEL_NONE_ERR_MSG)
         if isinstance(labels, tf.RaggedTensor):
             # Per-row lists of ids or names: the same content as the SparseTensor form.
             labels = labels.to_sparse()
@@ -175,7 +175,7 @@ class MultiLabelHead(base.Head):
                 if not labels.dtype.is_integer:
                     raise ValueError('Labels dtype should be integer. Instead got {}.'.format(
                         labels.dtype))
-                checked = _tf.check_label_range(
+                checked = tf_inputs.check_label_range(
                     labels.values, self._n_classes,
                     'labels must be an integer SparseTensor with values in [0, {})'.format(
                         self._n_classes))
@@ -192,22 +192,24 @@ class MultiLabelHead(base.Head):
                 # strings either. Say what is accepted instead of failing inside TensorFlow.
                 raise ValueError('labels must be an integer indicator Tensor with values in [0, 1]; '
                                  'string labels must be a SparseTensor of vocabulary names.')
-            processed = _tf.check_label_range(
+            processed = tf_inputs.check_label_range(
                 processed, 2, 'labels must be an integer indicator Tensor with values in [0, 1]')
-        return _tf.check_dense_labels_match_logits_and_reshape(
+        return tf_inputs.check_dense_labels_match_logits_and_reshape(
             processed, logits, self.logits_dimension)
 
     def _unweighted_loss_and_weights(self, logits, processed_labels, features):
         """Per-example loss `[D0, ..., DN, 1]` (class-averaged sigmoid CE) and example weights."""
         import tensorflow as tf
-        from heads import _tf
+        from heads.tf_face import inputs as tf_inputs, losses as tf_losses
         if self._loss_fn:
-            unweighted_loss = _tf.call_loss_fn(self._loss_fn, processed_labels, logits, features, 1)
+            unweighted_loss = tf_losses.call_loss_fn(self._loss_fn, processed_labels, logits,
+                                                     features, 1)
         else:
             unweighted_loss = tf.reduce_mean(
-                _tf.sigmoid_cross_entropy(tf.cast(processed_labels, tf.float32), logits),
+                tf_losses.sigmoid_cross_entropy(tf.cast(processed_labels, tf.float32), logits),
                 axis=-1, keepdims=True)
-        weights = _tf.get_weights_and_check_match_logits(features, self._weight_column, logits)
+        weights = tf_inputs.get_weights_and_check_match_logits(
+            features, self._weight_column, logits)
         return unweighted_loss, weights
 
     def loss(self, labels, logits, features=None, mode=None, regularization_losses=None):
@@ -225,67 +227,68 @@ class MultiLabelHead(base.Head):
           A float32 scalar tensor.
         """
         del mode  # The loss is the same in every mode.
-        from heads import _tf
-        logits = _tf.check_logits_final_dim(logits, self.logits_dimension)
+        from heads.tf_face import inputs as tf_inputs, losses as tf_losses
+        logits = tf_inputs.check_logits_final_dim(logits, self.logits_dimension)
         processed_labels = self._processed_labels(logits, labels)
         unweighted_loss, weights = self._unweighted_loss_and_weights(
             logits, processed_labels, features)
-        training_loss = _tf.compute_weighted_loss(unweighted_loss, weights, self._loss_reduction)
-        return _tf.regularize(training_loss, regularization_losses)
+        training_loss = tf_losses.compute_weighted_loss(unweighted_loss, weights,
+                                                        self._loss_reduction)
+        return tf_losses.regularize(training_loss, regularization_losses)
 
     def predictions(self, logits, keys=None):
         """logits, probabilities (sigmoid) and classes (every class name, not a prediction)."""
         import tensorflow as tf
-        from heads import _tf
+        from heads.tf_face import inputs as tf_inputs, outputs as tf_outputs
         valid_keys = [PredictionKeys.LOGITS, PredictionKeys.PROBABILITIES, PredictionKeys.CLASSES]
         if keys:
-            _tf.check_prediction_keys(keys, valid_keys)
+            tf_outputs.check_prediction_keys(keys, valid_keys)
         else:
             keys = valid_keys
-        logits = _tf.check_logits_final_dim(logits, self.logits_dimension)
+        logits = tf_inputs.check_logits_final_dim(logits, self.logits_dimension)
         predictions = {}
         if PredictionKeys.LOGITS in keys:
             predictions[PredictionKeys.LOGITS] = logits
         if PredictionKeys.PROBABILITIES in keys:
             predictions[PredictionKeys.PROBABILITIES] = tf.math.sigmoid(logits)
         if PredictionKeys.CLASSES in keys:
-            predictions[PredictionKeys.CLASSES] = _tf.all_class_strings(
+            predictions[PredictionKeys.CLASSES] = tf_outputs.all_class_strings(
                 logits, self._n_classes, self._label_vocabulary)
         return predictions
 
     def metrics(self, regularization_losses=None):
-        """Fresh metric objects, in tf.estimator's order (§6.5)."""
-        from heads import _tf_metrics
+        """Fresh metric objects, in tf.estimator's order."""
+        from heads.tf_face import keras_metrics
         keys = self._metric_keys()
         eval_metrics = {
-            keys['loss_mean']: _tf_metrics.Mean(name=MetricKeys.LOSS_MEAN),
-            keys['auc']: _tf_metrics.AUC(name=MetricKeys.AUC),
-            keys['auc_pr']: _tf_metrics.AUC(name=MetricKeys.AUC_PR, curve='PR'),
+            keys['loss_mean']: keras_metrics.Mean(name=MetricKeys.LOSS_MEAN),
+            keys['auc']: keras_metrics.AUC(name=MetricKeys.AUC),
+            keys['auc_pr']: keras_metrics.AUC(name=MetricKeys.AUC_PR, curve='PR'),
         }
         if regularization_losses is not None:
-            eval_metrics[keys['regularization']] = _tf_metrics.Mean(
+            eval_metrics[keys['regularization']] = keras_metrics.Mean(
                 name=MetricKeys.LOSS_REGULARIZATION)
         for i, threshold in enumerate(self._thresholds):
-            eval_metrics[keys['accuracy'][i]] = _tf_metrics.BinaryAccuracy(
+            eval_metrics[keys['accuracy'][i]] = keras_metrics.BinaryAccuracy(
                 name=keys['accuracy'][i], threshold=threshold)
-            eval_metrics[keys['precision'][i]] = _tf_metrics.Precision(
+            eval_metrics[keys['precision'][i]] = keras_metrics.Precision(
                 name=keys['precision'][i], thresholds=threshold)
-            eval_metrics[keys['recall'][i]] = _tf_metrics.Recall(
+            eval_metrics[keys['recall'][i]] = keras_metrics.Recall(
                 name=keys['recall'][i], thresholds=threshold)
         for i in range(len(self._classes_for_class_based_metrics)):
-            eval_metrics[keys['probability_mean'][i]] = _tf_metrics.Mean(
+            eval_metrics[keys['probability_mean'][i]] = keras_metrics.Mean(
                 name=keys['probability_mean'][i])
-            eval_metrics[keys['class_auc'][i]] = _tf_metrics.AUC(name=keys['class_auc'][i])
-            eval_metrics[keys['class_auc_pr'][i]] = _tf_metrics.AUC(
+            eval_metrics[keys['class_auc'][i]] = keras_metrics.AUC(name=keys['class_auc'][i])
+            eval_metrics[keys['class_auc_pr'][i]] = keras_metrics.AUC(
                 name=keys['class_auc_pr'][i], curve='PR')
         return eval_metrics
 
     def update_metrics(self, eval_metrics, features, logits, labels, regularization_losses=None):
         """Updates `eval_metrics` (from `metrics()`) with one batch and returns it."""
         import tensorflow as tf
-        from heads import _tf
+        from heads.tf_face import inputs as tf_inputs, losses as tf_losses
         keys = self._metric_keys()
-        logits = _tf.check_logits_final_dim(logits, self.logits_dimension)
+        logits = tf_inputs.check_logits_final_dim(logits, self.logits_dimension)
         processed_labels = self._processed_labels(logits, labels)
         unweighted_loss, weights = self._unweighted_loss_and_weights(
             logits, processed_labels, features)
@@ -298,7 +301,7 @@ class MultiLabelHead(base.Head):
             processed_labels, probabilities, sample_weight=weights)
         if regularization_losses is not None:
             eval_metrics[keys['regularization']].update_state(
-                _tf.regularization_loss(regularization_losses))
+                tf_losses.regularization_loss(regularization_losses))
         for i in range(len(self._thresholds)):
             for kind in ('accuracy', 'precision', 'recall'):
                 eval_metrics[keys[kind][i]].update_state(

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from heads import base
+from heads import base, validation
 from heads.array import regression as array_regression
 from heads.keys import MetricKeys, PredictionKeys, Reduction
 
@@ -43,9 +43,9 @@ class RegressionHead(base.Head):
                  inverse_link_fn: Callable[..., Any] | None = None, name: str | None = None):
         if label_dimension < 1:
             raise ValueError('Invalid label_dimension {}.'.format(label_dimension))
-        base.validate_loss_reduction(loss_reduction)
+        validation.validate_loss_reduction(loss_reduction)
         if loss_fn:
-            base.validate_loss_fn_args(loss_fn)
+            validation.validate_loss_fn_args(loss_fn)
         self._label_dimension = label_dimension
         self._weight_column = weight_column
         self._loss_reduction = loss_reduction
@@ -90,10 +90,11 @@ class RegressionHead(base.Head):
         """The GLM heads' fixed loss_fn, element-wise [..,d]."""
         import tensorflow as tf
 
-        from heads import _tf
+        from heads.tf_face import inputs as tf_inputs, losses as tf_losses
         if self._glm == 'logistic':
-            labels = _tf.check_label_range(labels, 2, message='Labels must be in range [0, 1]')
-            return _tf.sigmoid_cross_entropy(labels, logits)
+            labels = tf_inputs.check_label_range(labels, 2,
+                                                 message='Labels must be in range [0, 1]')
+            return tf_losses.sigmoid_cross_entropy(labels, logits)
         return tf.nn.log_poisson_loss(targets=labels, log_input=logits,
                                       compute_full_loss=self._compute_full_loss)
 
@@ -101,29 +102,29 @@ class RegressionHead(base.Head):
         """float32 labels checked against logits, then the unreduced loss [..,d] and weights."""
         import tensorflow as tf
 
-        from heads import _tf
-        labels = _tf.check_dense_labels_match_logits_and_reshape(
+        from heads.tf_face import inputs as tf_inputs, losses as tf_losses
+        labels = tf_inputs.check_dense_labels_match_logits_and_reshape(
             labels, logits, self._label_dimension)
         labels = tf.cast(labels, tf.float32)
         if self._glm is not None:
-            unweighted = _tf.call_loss_fn(self._tf_glm_loss, labels, logits, features,
-                                          self._label_dimension)
+            unweighted = tf_losses.call_loss_fn(self._tf_glm_loss, labels, logits, features,
+                                                self._label_dimension)
         elif self._loss_fn is not None:
-            unweighted = _tf.call_loss_fn(self._loss_fn, labels, logits, features,
-                                          self._label_dimension)
+            unweighted = tf_losses.call_loss_fn(self._loss_fn, labels, logits, features,
+                                                self._label_dimension)
         else:
             unweighted = tf.math.squared_difference(labels, logits)
-        weights = _tf.get_weights_and_check_match_logits(
+        weights = tf_inputs.get_weights_and_check_match_logits(
             features, self._weight_column, logits, allow_per_logit=True)
         return unweighted, weights
 
     def loss(self, labels, logits, features=None, mode=None, regularization_losses=None):
         """Reduced (and regularized) loss; sum_over_batch_size divides by B×label_dimension."""
-        from heads import _tf
-        logits = _tf.check_logits_final_dim(logits, self._label_dimension)
+        from heads.tf_face import inputs as tf_inputs, losses as tf_losses
+        logits = tf_inputs.check_logits_final_dim(logits, self._label_dimension)
         unweighted, weights = self._tf_unweighted_loss_and_weights(logits, labels, features)
-        training_loss = _tf.compute_weighted_loss(unweighted, weights, self._loss_reduction)
-        return _tf.regularize(training_loss, regularization_losses)
+        training_loss = tf_losses.compute_weighted_loss(unweighted, weights, self._loss_reduction)
+        return tf_losses.regularize(training_loss, regularization_losses)
 
     def predictions(self, logits):
         """No `keys` argument, as in tf.estimator (passing keys is a TypeError).
@@ -131,8 +132,8 @@ class RegressionHead(base.Head):
         Returns `{'predictions': logits}`, or with an inverse link
         `{'predictions': inverse_link(logits), 'logits': logits}` (float32).
         """
-        from heads import _tf
-        logits = _tf.check_logits_final_dim(logits, self._label_dimension)
+        from heads.tf_face import inputs as tf_inputs
+        logits = tf_inputs.check_logits_final_dim(logits, self._label_dimension)
         predicted = self._tf_inverse_link(logits)
         if predicted is None:
             return {PredictionKeys.PREDICTIONS: logits}
@@ -140,7 +141,7 @@ class RegressionHead(base.Head):
 
     def metrics(self, regularization_losses=None):
         """Fresh metric objects: average_loss, prediction/mean, label/mean (+ regularization)."""
-        from heads import _tf_metrics as tfm
+        from heads.tf_face import keras_metrics as tfm
         mk = MetricKeys
         key = self._summary_key
         metrics = {key(k): tfm.Mean(key(k))
@@ -154,10 +155,10 @@ class RegressionHead(base.Head):
 
         label/mean averages the `labels` argument as given (not reshaped), as tf.estimator did.
         """
-        from heads import _tf
+        from heads.tf_face import inputs as tf_inputs, losses as tf_losses
         mk = MetricKeys
         key = self._summary_key
-        logits = _tf.check_logits_final_dim(logits, self._label_dimension)
+        logits = tf_inputs.check_logits_final_dim(logits, self._label_dimension)
         unweighted, weights = self._tf_unweighted_loss_and_weights(logits, labels, features)
         predicted = self.predictions(logits)[PredictionKeys.PREDICTIONS]
         eval_metrics[key(mk.LOSS_MEAN)].update_state(unweighted, sample_weight=weights)
@@ -165,7 +166,7 @@ class RegressionHead(base.Head):
         eval_metrics[key(mk.LABEL_MEAN)].update_state(labels, sample_weight=weights)
         if regularization_losses is not None:
             eval_metrics[key(mk.LOSS_REGULARIZATION)].update_state(
-                _tf.regularization_loss(regularization_losses))
+                tf_losses.regularization_loss(regularization_losses))
         return eval_metrics
 
     # -- array face: delegated to heads.array.regression -------------------------------------------

@@ -1,8 +1,10 @@
 """Array face of BinaryClassHead, RegressionHead, PoissonRegressionHead and LogisticRegressionHead.
 
-Expected values are hand arithmetic (written out), tf.estimator 2.15 values recorded in
-heads_spec.md §12 (ids B*, R*, P1, G*, E*, X*), or slow references in this file — never the code
-under test. Metrics are read from `new_state().update(...)`, i.e. over all data seen as one batch.
+Expected values are hand arithmetic (written out), recorded tf.estimator 2.15 values, or slow
+references in this file — never the code under test. Ids such as B7 or X19 in the docstrings name
+tf.estimator 2.15's test vectors; each test writes the vector's inputs and tf.estimator's outputs
+out in full. Metrics are read from `new_state().update(...)`, i.e. over all data seen as one
+batch.
 """
 from __future__ import annotations
 
@@ -46,10 +48,11 @@ def assert_metrics(actual: dict, expected: dict, rel=1e-6, abs_=1e-6):
 
 
 # -------------------------------------------------------------------------------------------------
-# BinaryClassHead: heads_spec §12 vectors.
+# BinaryClassHead: tf.estimator 2.15 vectors.
 # -------------------------------------------------------------------------------------------------
 
-def test_binary_b1_eval():
+def test_binary_unweighted_eval_matches_tf_estimator():
+    """Vector B1."""
     loss, metrics = evaluate(heads.BinaryClassHead(), [[1], [1]], [[45], [-41]])
     # loss = (sce(45, 1) + sce(-41, 1)) / 2 = (0 + 41) / 2
     assert loss == pytest.approx((0 + 41) / 2)
@@ -60,7 +63,8 @@ def test_binary_b1_eval():
         'auc_precision_recall': 1.0})  # all positive: 1
 
 
-def test_binary_b3_thresholds():
+def test_binary_metrics_at_thresholds_match_tf_estimator():
+    """Vector B3."""
     head = heads.BinaryClassHead(thresholds=[0.25, 0.5, 0.75])
     loss, metrics = evaluate(head, [[1], [1]], [[-1], [1]])
     assert loss == pytest.approx((sce(-1, 1) + sce(1, 1)) / 2)
@@ -78,12 +82,14 @@ def test_binary_b3_thresholds():
         'recall/positive_threshold_0.75': 0 / 2})
 
 
-def test_binary_b4_sum_reduction():
+def test_binary_sum_reduction_adds_the_losses():
+    """Vector B4."""
     loss, _ = evaluate(heads.BinaryClassHead(loss_reduction='sum'), [[1.], [1.]], [[45], [-41]])
     assert loss == pytest.approx(0 + 41)
 
 
-def test_binary_b5_rank1_labels_and_weights():
+def test_binary_rank1_labels_and_weights_are_expanded():
+    """Vector B5."""
     head = heads.BinaryClassHead(weight_column='label_weights')
     state = head.new_state().update(np.array([1., 1., 0.]), np.array([[45], [-41], [44]]),
                                     {'label_weights': np.array([1., 0.1, 1.5])})
@@ -92,7 +98,8 @@ def test_binary_b5_rank1_labels_and_weights():
     assert state.counts() == (3, pytest.approx(1 + 0.1 + 1.5))
 
 
-def test_binary_b6_soft_labels():
+def test_binary_soft_labels_match_tf_estimator():
+    """Vector B6."""
     loss, metrics = evaluate(heads.BinaryClassHead(), [[0.8], [0.4]], [[0.5], [-0.3]])
     expected_loss = (sce(0.5, 0.8) + sce(-0.3, 0.4)) / 2
     assert loss == pytest.approx(expected_loss, rel=1e-6)
@@ -106,7 +113,8 @@ def test_binary_b6_soft_labels():
         'auc': 0.0, 'auc_precision_recall': 1.0})
 
 
-def test_binary_b7_weighted():
+def test_binary_weighted_eval_metrics_match_tf_estimator():
+    """Vector B7."""
     head = heads.BinaryClassHead(weight_column='label_weights')
     loss, metrics = evaluate(head, [[1], [1], [0]], [[45], [-41], [44]],
                              {'label_weights': np.array([[1.], [0.1], [1.5]])})
@@ -128,7 +136,8 @@ def test_binary_b7_weighted():
     }, rel=1e-6)
 
 
-def test_binary_b8_rank3():
+def test_binary_rank3_logits_and_weights_match_tf_estimator():
+    """Vector B8."""
     head = heads.BinaryClassHead(weight_column='weights')
     logits = np.array([[[10], [-10]], [[12], [-12]]])
     labels = np.array([[[0], [0]], [[1], [1]]])
@@ -148,7 +157,8 @@ def test_binary_b8_rank3():
     }, rel=1e-6, abs_=1e-6)
 
 
-def test_binary_b9_b10_predictions():
+def test_binary_predictions_keys_values_and_dtypes():
+    """Vectors B9, B10."""
     preds = heads.BinaryClassHead().array_predictions(np.array([[0.3], [-0.4]]))
     assert list(preds) == ['logits', 'logistic', 'probabilities', 'class_ids', 'classes',
                            'all_class_ids', 'all_classes']
@@ -182,7 +192,8 @@ def test_binary_prediction_keys_and_rank3_all_classes():
         head.array_predictions(np.array([[45., 44.], [41., 42.]]))
 
 
-def test_binary_b11_vocabulary_labels():
+def test_binary_vocabulary_labels_as_str_bytes_or_list():
+    """Vector B11."""
     head = heads.BinaryClassHead(label_vocabulary=['aang', 'iroh'])
     for labels in (np.array([['iroh'], ['iroh']], dtype=object), np.array([[b'iroh'], [b'iroh']]),
                    ['iroh', 'iroh']):
@@ -191,7 +202,8 @@ def test_binary_b11_vocabulary_labels():
         assert metrics['accuracy'] == 0.5
 
 
-def test_binary_b12_name_suffix():
+def test_binary_head_name_suffixes_every_metric_key():
+    """Vector B12."""
     head = heads.BinaryClassHead(name='some_binary_head', thresholds=[0.5])
     state = head.new_state().update(np.array([[1], [1]]), np.array([[45], [-41]]))
     assert set(state.result()) == {k + '/some_binary_head' for k in BINARY_KEYS | {
@@ -200,7 +212,8 @@ def test_binary_b12_name_suffix():
     assert set(state.bounds()) == {'auc/some_binary_head'}
 
 
-def test_binary_b13_loss_fn_gets_numpy_processed_labels():
+def test_binary_loss_fn_gets_processed_float32_numpy_labels():
+    """Vector B13."""
     seen = {}
 
     def loss_fn(labels, logits):
@@ -232,7 +245,8 @@ def test_binary_loss_fn_tensor_like_result_and_shape_check():
         bad.new_state().update(np.array([[1], [0]]), np.array([[1.], [2.]]))
 
 
-def test_binary_e10_loss_fn_with_features():
+def test_binary_loss_fn_receives_features_when_it_names_them():
+    """Vector E10."""
     head = heads.BinaryClassHead(
         loss_fn=lambda labels, logits, features: np.ones_like(logits) * np.size(features['x']))
     loss, metrics = evaluate(head, [[1.], [0.]], [[1.], [2.]], {'x': np.array([[1.], [1.]])})
@@ -244,10 +258,11 @@ def test_binary_e10_loss_fn_with_features():
 
 
 # -------------------------------------------------------------------------------------------------
-# BinaryClassHead: degenerate cases (heads_spec §12 E-vectors).
+# BinaryClassHead: degenerate cases (E vectors).
 # -------------------------------------------------------------------------------------------------
 
-def test_binary_e1_empty_batch_and_empty_state():
+def test_binary_empty_batch_and_empty_state_give_zeros():
+    """Vector E1."""
     head = heads.BinaryClassHead(thresholds=[0.5])
     for state in (head.new_state(),
                   head.new_state().update(np.zeros((0, 1)), np.zeros((0, 1)))):
@@ -258,7 +273,8 @@ def test_binary_e1_empty_batch_and_empty_state():
         assert list(state.bounds()) == ['auc'] and np.isnan(state.bounds()['auc']).all()
 
 
-def test_binary_e2_nan_and_inf_logits():
+def test_binary_nan_and_inf_logits_give_nan_loss_and_invalid_rows():
+    """Vector E2."""
     head = heads.BinaryClassHead()
     loss, metrics = evaluate(head, [[1.], [0.]], [[np.nan], [1.]])
     assert math.isnan(loss)
@@ -278,14 +294,16 @@ def test_binary_e2_nan_and_inf_logits():
         ('logits', [True, False, True])]
 
 
-def test_binary_e4_zero_weights():
+def test_binary_all_zero_weights_give_zero_loss_and_metrics():
+    """Vector E4."""
     head = heads.BinaryClassHead(weight_column='w')
     loss, metrics = evaluate(head, [[1.], [0.]], [[1.], [2.]], {'w': np.array([0., 0.])})
     assert loss == 0.0
     assert metrics == {k: 0.0 for k in BINARY_KEYS}
 
 
-def test_binary_e5_negative_weights():
+def test_binary_negative_weights_are_used_as_given():
+    """Vector E5."""
     head = heads.BinaryClassHead(weight_column='w')
     loss, metrics = evaluate(head, [[1.], [0.]], [[1.], [-2.]], {'w': np.array([1., -1.])})
     assert loss == pytest.approx((sce(1, 1) - sce(-2, 0)) / 2)
@@ -373,10 +391,11 @@ def test_binary_invalid_rows_unknown_vocabulary_string():
 
 
 # -------------------------------------------------------------------------------------------------
-# RegressionHead and the GLMs: heads_spec §12 vectors.
+# RegressionHead and the GLMs: tf.estimator 2.15 vectors.
 # -------------------------------------------------------------------------------------------------
 
-def test_regression_r1_r3_e8():
+def test_regression_unweighted_loss_metrics_and_predictions_match_tf_estimator():
+    """Vectors R1, R3, E8."""
     loss, metrics = evaluate(heads.RegressionHead(), [[43], [44]], [[45], [41]])
     assert loss == ((45 - 43) ** 2 + (41 - 44) ** 2) / 2 == 6.5
     assert metrics == {'average_loss': 6.5, 'prediction/mean': (45 + 41) / 2,
@@ -389,7 +408,8 @@ def test_regression_r1_r3_e8():
     assert list(preds) == ['predictions'] and preds['predictions'].dtype == np.float32
 
 
-def test_regression_r4_r11_weighted():
+def test_regression_weighted_loss_and_metrics_match_tf_estimator():
+    """Vectors R4, R11."""
     head = heads.RegressionHead(weight_column='label_weights')
     w = (1.0, 0.1, 1.5)
     sq = ((45 - 35) ** 2, (41 - 42) ** 2, (44 - 45) ** 2)
@@ -404,7 +424,8 @@ def test_regression_r4_r11_weighted():
         assert metrics['average_loss'] == pytest.approx(39.0769231, rel=1e-6)  # recorded
 
 
-def test_regression_r5_numeric_column_normalizer():
+def test_regression_weight_column_normalizer_is_applied():
+    """Vector R5."""
     class NumericColumn:  # what tf.feature_column.numeric_column exposes to the head
         key = 'label_weights'
 
@@ -418,7 +439,8 @@ def test_regression_r5_numeric_column_normalizer():
     assert loss == pytest.approx((100 * 1 + 1 * 0.1 + 1 * 1.5) / 3, rel=1e-6)
 
 
-def test_regression_r6_e9_per_logit_weights():
+def test_regression_per_logit_weights_match_tf_estimator():
+    """Vectors R6, E9."""
     head = heads.RegressionHead(weight_column='label_weights', label_dimension=3)
     loss, metrics = evaluate(head, [[35., 42., 45.]], [[45., 41., 44.]],
                              {'label_weights': np.array([[1., 0.1, 1.5]])})
@@ -431,7 +453,8 @@ def test_regression_r6_e9_per_logit_weights():
     assert metrics == {'average_loss': 17 / 2, 'prediction/mean': (1 + 4) / 2, 'label/mean': 0.0}
 
 
-def test_regression_r7_rank3():
+def test_regression_rank3_logits_match_tf_estimator():
+    """Vector R7."""
     head = heads.RegressionHead(weight_column='label_weights', label_dimension=3)
     logits = np.array([[[0., 1., 2.], [10., 11., 12.]], [[20., 21., 22.], [30., 31., 32.]]])
     labels = np.array([[[1., 2., 3.], [12., 13., 14.]], [[23., 24., 25.], [34., 35., 36.]]])
@@ -445,7 +468,8 @@ def test_regression_r7_rank3():
     assert state.counts() == (4, 7.0)
 
 
-def test_regression_r8_batches_merged():
+def test_regression_states_of_single_rows_merge_to_the_whole_batch():
+    """Vector R8."""
     head = heads.RegressionHead(weight_column='label_weights')
     batches = [([[35.]], [[45.]], [[1.]]), ([[42.]], [[41.]], [[0.1]]),
                ([[45.]], [[44.]], [[1.5]])]
@@ -458,7 +482,8 @@ def test_regression_r8_batches_merged():
                                      'label/mean': (35 + 4.2 + 67.5) / 2.6})
 
 
-def test_regression_r9_inverse_link_and_r10_loss_fn():
+def test_regression_inverse_link_predictions_and_custom_loss_fn():
+    """Vectors R9, R10."""
     head = heads.RegressionHead(inverse_link_fn=lambda x: x - 10.)
     preds = head.array_predictions(np.array([[45], [41]]))
     assert list(preds) == ['predictions', 'logits']
@@ -472,7 +497,8 @@ def test_regression_r9_inverse_link_and_r10_loss_fn():
     assert loss == (0 + 1 + 2 + 3) / (2 * 2)
 
 
-def test_poisson_p1():
+def test_poisson_loss_metrics_and_predictions_match_tf_estimator():
+    """Vector P1."""
     head = heads.PoissonRegressionHead()
     loss, metrics = evaluate(head, [[1], [2], [3]], [[0], [-1], [1]])
 
@@ -493,7 +519,8 @@ def test_poisson_p1():
     assert loss == pytest.approx((1 + (math.exp(-1) + 2) + (math.e - 3)) / 3)
 
 
-def test_logistic_g1_g2():
+def test_logistic_regression_matches_tf_estimator_and_refuses_labels_outside_0_1():
+    """Vectors G1, G2."""
     head = heads.LogisticRegressionHead()
     loss, metrics = evaluate(head, [[.4], [.6], [.8]], [[0], [-1], [1]])
     expected = (sce(0, .4) + sce(-1, .6) + sce(1, .8)) / 3

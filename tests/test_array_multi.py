@@ -1,8 +1,9 @@
 """Array face of MultiClassHead, MultiLabelHead and MultiHead: losses, metrics, predictions,
-invalid rows and mergeable states, against tf.estimator's numbers (`heads_spec.md` §12).
+invalid rows and mergeable states, against tf.estimator 2.15's numbers.
 
-Golden values are hand derivations written as arithmetic, tf.estimator 2.15 recordings from the
-spec's test vectors (ids C*, L*, M*, E*), sklearn, or the slow reference implementations below.
+Golden values are hand derivations written as arithmetic, tf.estimator 2.15 recordings of its
+test vectors (ids such as C3 or L7 in the docstrings; inputs and outputs written out), sklearn, or
+the slow reference implementations below.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def one_batch(head, labels, logits, features=None):
 
 
 # -------------------------------------------------------------------------------------------------
-# MultiClassHead (§5, vectors C1–C9).
+# MultiClassHead (vectors C1–C9).
 # -------------------------------------------------------------------------------------------------
 
 C_LOGITS = np.array([[10, 0, 0], [0, 10, 0]], np.float32)
@@ -60,7 +61,8 @@ C_U0 = lse(10, 0, 0) - 0    # label 1, its logit 0
 C_U1 = lse(0, 10, 0) - 10   # label 1, its logit 10
 
 
-def test_multi_class_c1_eval():
+def test_multi_class_unweighted_eval_matches_tf_estimator():
+    """Vector C1."""
     state = one_batch(heads.MultiClassHead(3), np.array([[1], [1]]), C_LOGITS, {})
     assert state.loss() == pytest.approx((C_U0 + C_U1) / 2, rel=1e-9)
     # Row 0 predicts class 0 (wrong), row 1 class 1 (right).
@@ -72,7 +74,8 @@ def test_multi_class_c1_eval():
     (np.array([[1], [2], [2]]), np.array([[1.], [2.], [3.]])),   # C3
     (np.array([1, 2, 2]), np.array([1., 2., 3.])),               # C8: rank-1 labels and weights
 ])
-def test_multi_class_c3_c8_weighted(labels, weights):
+def test_multi_class_weighted_loss_is_not_a_weighted_mean(labels, weights):
+    """Vectors C3, C8 (rank-1 labels and weights)."""
     head = heads.MultiClassHead(3, weight_column='label_weights', name='topic')
     logits = np.array([[10, 0, 0], [0, 10, 0], [0, 0, 10]], np.float32)
     u = [lse(10, 0, 0) - 0, lse(0, 10, 0) - 0, lse(0, 0, 10) - 10]
@@ -86,7 +89,8 @@ def test_multi_class_c3_c8_weighted(labels, weights):
                                [[1 * u[0]], [2 * u[1]], [3 * u[2]]], rtol=1e-9)
 
 
-def test_multi_class_c4_rank3_weighted():
+def test_multi_class_rank3_logits_with_weights_match_tf_estimator():
+    """Vector C4."""
     head = heads.MultiClassHead(3, weight_column='weights')
     logits = np.array([[[10, 0, 0], [12, 0, 0]], [[0, 10, 0], [0, 15, 0]]], np.float32)
     labels = np.array([[[0], [1]], [[1], [2]]])
@@ -98,7 +102,8 @@ def test_multi_class_c4_rank3_weighted():
     assert_metrics(state.result(), {'average_loss': wu / 7, 'accuracy': (1 + 2) / 7})
 
 
-def test_multi_class_c5_sum_and_c9_loss_fn():
+def test_multi_class_sum_reduction_and_custom_loss_fn():
+    """Vectors C5, C9."""
     state = one_batch(heads.MultiClassHead(3, loss_reduction='sum'), np.array([[1], [1]]),
                       C_LOGITS)
     assert state.loss() == pytest.approx(C_U0 + C_U1, rel=1e-9)
@@ -116,14 +121,16 @@ def test_multi_class_c5_sum_and_c9_loss_fn():
 @pytest.mark.parametrize('labels', [
     np.array([[b'iroh'], [b'iroh']]), np.array([['iroh'], ['iroh']]),
     np.array(['iroh', 'iroh'], dtype=object), pa.array(['iroh', 'iroh'])])
-def test_multi_class_c7_vocabulary(labels):
+def test_multi_class_vocabulary_labels_in_every_string_form(labels):
+    """Vector C7."""
     head = heads.MultiClassHead(3, label_vocabulary=['aang', 'iroh', 'zuko'])
     state = one_batch(head, labels, C_LOGITS)
     assert state.loss() == pytest.approx((C_U0 + C_U1) / 2, rel=1e-9)
     assert state.result()['accuracy'] == 0.5
 
 
-def test_multi_class_c2_c7_predictions():
+def test_multi_class_predictions_with_and_without_vocabulary():
+    """Vectors C2, C7."""
     logits = np.array([[1., 0., 0.], [0., 0., 1.]], np.float32)
     p = heads.MultiClassHead(3).array_predictions(logits)
     assert list(p) == ['logits', 'probabilities', 'class_ids', 'classes', 'all_class_ids',
@@ -211,7 +218,7 @@ def test_multi_class_invalid_rows():
 
 
 # -------------------------------------------------------------------------------------------------
-# MultiLabelHead (§6, vectors L1–L10, E3, E7).
+# MultiLabelHead (vectors L1–L10, E3, E7).
 # -------------------------------------------------------------------------------------------------
 
 L_LOGITS = np.array([[-1., 1.], [-1.5, 1.5]], np.float32)
@@ -230,7 +237,8 @@ L1_AUC, L1_AUC_PR = 0.3333333, 0.7689509   # tf.estimator 2.15 (multi_label_head
     pa.array([[0], [0, 1]], type=pa.large_list(pa.int32())),
     pa.array([[1], [0], [0, 1]]).slice(1),             # a slice: offsets do not start at 0
 ], ids=['dense', 'dense-float', 'lists', 'object', 'arrow', 'chunked', 'large-list', 'slice'])
-def test_multi_label_l1_label_forms(labels):
+def test_multi_label_multi_hot_and_id_list_labels_agree(labels):
+    """Vector L1."""
     state = one_batch(heads.MultiLabelHead(2), labels, L_LOGITS, {'x': np.array([[41], [42]])})
     assert state.loss() == pytest.approx(L1_LOSS, rel=1e-9)
     assert_metrics(state.result(), {'average_loss': L1_LOSS, 'auc': L1_AUC,
@@ -242,7 +250,8 @@ def test_multi_label_l1_label_forms(labels):
     pa.ListArray.from_arrays(pa.array([0, 1, 3]),
                              pa.array(['class0', 'class0', 'class1']).dictionary_encode()),
     np.array([['class0', 'class0'], ['class0', 'class1']])])
-def test_multi_label_l1_l3s_vocabulary(labels):
+def test_multi_label_vocabulary_names_as_labels_and_metric_classes(labels):
+    """Vectors L1, L3s."""
     head = heads.MultiLabelHead(2, label_vocabulary=['class0', 'class1'],
                                 classes_for_class_based_metrics=['class0', 'class1'])
     state = one_batch(head, labels, L_LOGITS)
@@ -255,7 +264,8 @@ def test_multi_label_l1_l3s_vocabulary(labels):
         'auc/class1': 1.0, 'auc_precision_recall/class1': 1.0})
 
 
-def test_multi_label_l2_thresholds_and_l3_classes():
+def test_multi_label_threshold_and_per_class_metrics():
+    """Vectors L2, L3."""
     head = heads.MultiLabelHead(2, thresholds=[0.25, 0.5, 0.75],
                                 classes_for_class_based_metrics=[0, 1], name='tags')
     # σ: row 0 (0.269, 0.731), row 1 (0.182, 0.818); labels (1, 0), (1, 1).
@@ -282,7 +292,8 @@ L4_LOGITS = np.array([[-10., 10.], [-15., 10.]], np.float32)
 L4_U = [(sce(-10, 1) + sce(10, 0)) / 2, (sce(-15, 1) + sce(10, 1)) / 2]
 
 
-def test_multi_label_l4_l5_l6_weights_and_reductions():
+def test_multi_label_weights_and_reductions_match_tf_estimator():
+    """Vectors L4–L6."""
     w = {'example_weights': np.array([[1.], [2.]])}
     state = one_batch(heads.MultiLabelHead(2, weight_column='example_weights'), L_LABELS,
                       L4_LOGITS, w)
@@ -297,7 +308,8 @@ def test_multi_label_l4_l5_l6_weights_and_reductions():
     assert state.loss() == pytest.approx(1 * L4_U[0] + 2 * L4_U[1], rel=1e-9)  # L6: 25.0000911
 
 
-def test_multi_label_l7_rank3():
+def test_multi_label_rank3_logits_match_tf_estimator():
+    """Vector L7."""
     head = heads.MultiLabelHead(3, weight_column='weights')
     logits = np.array([[[-10., 10., -10.], [10., -10., 10.]],
                        [[-12., 12., -12.], [12., -12., 12.]]], np.float32)
@@ -312,7 +324,8 @@ def test_multi_label_l7_rank3():
                                     'auc_precision_recall': 0.5460822})   # tf.estimator 2.15
 
 
-def test_multi_label_l10_loss_fn_receives_multi_hot():
+def test_multi_label_loss_fn_receives_multi_hot_labels():
+    """Vector L10."""
     seen = []
 
     def constant_loss(labels, logits, features):
@@ -323,7 +336,8 @@ def test_multi_label_l10_loss_fn_receives_multi_hot():
     assert seen == [([[1, 0], [1, 1]], np.int64, ['x'])]
 
 
-def test_multi_label_e7_soft_labels_and_duplicate_ids():
+def test_multi_label_soft_labels_and_duplicate_ids():
+    """Vector E7."""
     state = one_batch(heads.MultiLabelHead(2), np.array([[0.5, 0.]]), np.array([[1., -1.]]))
     assert state.loss() == pytest.approx((sce(1, 0.5) + sce(-1, 0)) / 2, rel=1e-9)  # 0.5632617
     assert state.result()['auc'] == pytest.approx(1.0)   # 0.5 is a positive for AUC
@@ -334,7 +348,8 @@ def test_multi_label_e7_soft_labels_and_duplicate_ids():
     assert state.result()['auc_precision_recall'] == pytest.approx(0.1890698, rel=1e-6)  # recorded
 
 
-def test_multi_label_e3_nan_logits():
+def test_multi_label_nan_logits_count_as_predicted_negative():
+    """Vector E3."""
     head = heads.MultiLabelHead(2)
     logits = np.array([[np.nan, 1.], [1., -1.]])
     labels = np.array([[1, 0], [0, 1]])
@@ -347,7 +362,8 @@ def test_multi_label_e3_nan_logits():
     assert [(r, k.tolist()) for r, _, k in rows] == [('logits', [True, False])]
 
 
-def test_multi_label_l8_predictions():
+def test_multi_label_predictions_list_every_class():
+    """Vector L8."""
     logits = np.array([[0., 1., 2., -1.], [-1., -2., -3., 1.]], np.float32)
     p = heads.MultiLabelHead(4).array_predictions(logits)
     assert list(p) == ['logits', 'probabilities', 'classes']
@@ -448,7 +464,7 @@ def test_multi_label_random_data_against_reference():
 
 
 # -------------------------------------------------------------------------------------------------
-# MultiHead (§9, vectors M1, M2, seed example).
+# MultiHead (vectors M1, M2, seed example).
 # -------------------------------------------------------------------------------------------------
 
 def _m_heads(**kw):
@@ -462,7 +478,8 @@ M_LABELS = {'head1': np.array([[1, 0], [1, 1]]), 'head2': np.array([[0, 1, 0], [
 M_U2 = [(sce(20, 0) + sce(-20, 1) + sce(20, 0)) / 3, (sce(-30, 1) + sce(20, 1) + sce(-20, 0)) / 3]
 
 
-def test_multi_head_m1_eval_with_head_weights():
+def test_multi_head_eval_with_head_weights_matches_tf_estimator():
+    """Vector M1."""
     mh = heads.MultiHead(_m_heads(), head_weights=[1., 2.])
     state = mh.new_state().update(M_LABELS, M_LOGITS, {})
     loss1, loss2 = (L4_U[0] + L4_U[1]) / 2, (M_U2[0] + M_U2[1]) / 2   # 8.75, 15.0
@@ -480,7 +497,8 @@ def test_multi_head_m1_eval_with_head_weights():
                                rtol=1e-9)
 
 
-def test_multi_head_m2_weights_and_concatenated_logits():
+def test_multi_head_weight_columns_with_dict_or_concatenated_logits():
+    """Vector M2."""
     mh = heads.MultiHead(_m_heads(h1={'weight_column': 'weights1'},
                                   h2={'weight_column': 'weights2'}), head_weights=[1., 2.])
     features = {'weights1': np.array([[1.], [2.]]), 'weights2': np.array([[2.], [3.]])}
@@ -495,7 +513,8 @@ def test_multi_head_m2_weights_and_concatenated_logits():
     np.testing.assert_array_equal(preds[('head2', 'logits')], M_LOGITS['head2'])
 
 
-def test_multi_head_m3_rank3_logits_split_between_regression_heads():
+def test_multi_head_splits_rank3_logits_between_regression_heads():
+    """Vector M3."""
     mh = heads.MultiHead([heads.RegressionHead(label_dimension=2, name='head1'),
                           heads.RegressionHead(label_dimension=3, name='head2')])
     logits = np.array([[[-1., 1., 2., -2., 2.], [-1., 1., 2., -2., 2.]],

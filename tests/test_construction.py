@@ -1,4 +1,6 @@
-"""Head constructors validate exactly as tf.estimator 2.15 did (heads_spec §12.1, vectors X1–X18).
+"""Head constructors validate exactly as tf.estimator 2.15 did: the same checks, in the same order,
+with the same messages. Ids X1–X18 in the docstrings name tf.estimator 2.15's construction test
+vectors; each test writes the inputs and the expected message out in full.
 
 Pure Python: no TensorFlow is imported by building a head.
 """
@@ -20,23 +22,27 @@ def _loss_labels_logits(labels, logits):
 
 
 @pytest.mark.parametrize('thresholds', [(0., 0.5), (0.5, 1.)])
-def test_x1_binary_thresholds_outside_open_unit_interval(thresholds):
+def test_binary_thresholds_outside_the_open_unit_interval_are_refused(thresholds):
+    """Vector X1."""
     with pytest.raises(ValueError, match=r'thresholds not in \(0, 1\)'):
         heads.BinaryClassHead(thresholds=thresholds)
 
 
-def test_x2_invalid_loss_reduction_is_named():
+def test_an_invalid_loss_reduction_is_refused_by_name():
+    """Vector X2."""
     with pytest.raises(ValueError, match='Invalid loss_reduction: invalid_loss_reduction'):
         heads.BinaryClassHead(loss_reduction='invalid_loss_reduction')
 
 
 @pytest.mark.parametrize('make', list(HEADS_WITH_REDUCTION.values()))
-def test_x3_reduction_none_is_refused_by_every_head(make):
+def test_reduction_none_is_refused_by_every_head(make):
+    """Vector X3."""
     with pytest.raises(ValueError, match='Invalid loss_reduction: none'):
         make('none')
 
 
-def test_x4_to_x6_loss_fn_signature():
+def test_a_loss_fn_needs_labels_and_logits_and_no_other_arguments():
+    """Vectors X4–X6."""
     with pytest.raises(ValueError, match=r"loss_fn must contain argument: labels\. "
                                          r"Given arguments: \('logits',\)"):
         heads.BinaryClassHead(loss_fn=lambda logits: logits)
@@ -52,19 +58,22 @@ def test_loss_fn_with_features_and_partial_is_accepted():
     heads.BinaryClassHead(loss_fn=functools.partial(_loss_labels_logits))
 
 
-def test_x7_multi_class_n_classes():
+def test_multi_class_head_needs_more_than_two_classes():
+    """Vector X7."""
     with pytest.raises(ValueError, match='n_classes cannot be None'):
         heads.MultiClassHead(None)
     with pytest.raises(ValueError, match='n_classes must be > 2'):
         heads.MultiClassHead(2)
 
 
-def test_x8_multi_class_vocabulary_length():
+def test_multi_class_vocabulary_must_have_n_classes_names():
+    """Vector X8."""
     with pytest.raises(ValueError):
         heads.MultiClassHead(3, label_vocabulary=['a', 'b', 'c', 'd'])
 
 
-def test_x9_to_x14_multi_label():
+def test_multi_label_head_refuses_bad_classes_thresholds_and_vocabulary():
+    """Vectors X9–X14."""
     for n in (None, 1):
         with pytest.raises(ValueError, match=r'n_classes must be > 1 for multi-label '
                                              r'classification\. Given: {}'.format(n)):
@@ -94,12 +103,14 @@ def test_multi_label_class_names_resolve_to_ids():
 
 
 @pytest.mark.parametrize('dim', [0, -1])
-def test_x15_regression_label_dimension(dim):
+def test_regression_label_dimension_must_be_positive(dim):
+    """Vector X15."""
     with pytest.raises(ValueError, match='Invalid label_dimension'):
         heads.RegressionHead(label_dimension=dim)
 
 
-def test_x16_to_x18_multi_head():
+def test_multi_head_needs_named_heads_and_one_weight_per_head():
+    """Vectors X16–X18."""
     with pytest.raises(ValueError, match=r'Must specify heads\. Given: \[\]'):
         heads.MultiHead([])
     with pytest.raises(ValueError, match=r'All given heads must have name specified\.'):

@@ -51,8 +51,8 @@ class SquaredErrorHead(heads.Head):
         return {'predictions': tf.cast(logits, tf.float32)}
 
     def metrics(self, regularization_losses=None):
-        from heads import _tf_metrics
-        return {'mse': _tf_metrics.Mean('mse')}
+        from heads.tf_face import keras_metrics
+        return {'mse': keras_metrics.Mean('mse')}
 
     def update_metrics(self, eval_metrics, features, logits, labels, mode=None,
                        regularization_losses=None):

@@ -320,15 +320,6 @@ def _write_shards(fmt: str, directory) -> str:
     return os.path.join(str(directory), 'part-*.' + ext)
 
 
-def _dask_flag() -> str:
-    """`DaskRunner` once the command line selects this runner for it; its full name until then."""
-    from pipeline.run import make_runner
-    runner = make_runner(PipelineOptions(['--runner', 'DaskRunner']))
-    return 'DaskRunner' if isinstance(runner, HeadstreamDaskRunner) else DASK_RUNNER
-
-
-@pytest.mark.skipif(_dask_flag() != 'DaskRunner',
-                    reason='pipeline.run.make_runner does not select HeadstreamDaskRunner yet')
 def test_the_command_line_shorthand_selects_this_runner():
     from pipeline.run import make_runner
     for name in ('DaskRunner', 'apache_beam.runners.dask.dask_runner.DaskRunner'):
@@ -379,7 +370,6 @@ def dask_address():
 
 
 @pytest.mark.slow
-@pytest.mark.tf  # every run ends with the TFMA writer, which imports TensorFlow
 @pytest.mark.parametrize('fmt', ['parquet', 'tfrecord', 'csv', 'jsonl'])
 def test_cli_on_dask_equals_direct_runner(tmp_path, fmt, dask_address):
     config = {'input': {'pattern': _write_shards(fmt, tmp_path / 'in'), 'format': fmt},
@@ -387,19 +377,18 @@ def test_cli_on_dask_equals_direct_runner(tmp_path, fmt, dask_address):
     if fmt == 'parquet':
         config['window'] = {'column': 'ts', 'size': 300}  # batch windows are keys: fine on Dask
     _evaluate(config, tmp_path / 'direct', '--runner', 'DirectRunner')
-    _evaluate(config, tmp_path / 'dask', '--runner', _dask_flag(),
+    _evaluate(config, tmp_path / 'dask', '--runner', 'DaskRunner',
               '--dask_client_address', dask_address)
     _assert_same_tables(tmp_path / 'direct', tmp_path / 'dask')
 
 
 @pytest.mark.slow
-@pytest.mark.tf
 def test_cli_on_a_private_cluster_equals_direct_runner(tmp_path, capfd):
     config = {'input': {'pattern': _write_shards('parquet', tmp_path / 'in')},
               'heads': HEADS, 'head_weights': HEAD_WEIGHTS, 'slices': [[], ['country']]}
     _evaluate(config, tmp_path / 'direct', '--runner', 'DirectRunner')
     capfd.readouterr()
-    _evaluate(config, tmp_path / 'dask', '--runner', _dask_flag(), '--dask_local_workers', '2',
+    _evaluate(config, tmp_path / 'dask', '--runner', 'DaskRunner', '--dask_local_workers', '2',
               '--dask_npartitions', '2')
     err = capfd.readouterr().err
     assert 'Traceback' not in err and 'distributed.' not in err, err
@@ -410,7 +399,7 @@ def test_cli_refuses_streaming_on_dask_in_one_line(tmp_path, capsys):
     from pipeline import cli
     config = {'input': {'pattern': _write_shards('jsonl', tmp_path / 'in')}, 'heads': HEADS[:1],
               'window': {'column': 'ts', 'size': 60}, 'output': str(tmp_path / 'out')}
-    assert cli.main(['evaluate', '--config', json.dumps(config), '--runner', _dask_flag(),
+    assert cli.main(['evaluate', '--config', json.dumps(config), '--runner', 'DaskRunner',
                      '--streaming', '--dask_client_address', 'tcp://127.0.0.1:1']) == 2
     err = capsys.readouterr().err
     assert '--streaming' in err and 'DataflowRunner' in err and 'Traceback' not in err, err
@@ -430,7 +419,7 @@ def test_cli_bad_record_on_dask_fails_in_one_line(tmp_path, capfd):
     with open(bad_file, 'w') as f:
         f.write('\n'.join(lines) + '\n')
     config = {'input': {'pattern': pattern}, 'heads': HEADS[:1], 'output': str(tmp_path / 'out')}
-    assert cli.main(['evaluate', '--config', json.dumps(config), '--runner', _dask_flag(),
+    assert cli.main(['evaluate', '--config', json.dumps(config), '--runner', 'DaskRunner',
                      '--dask_local_workers', '1']) == 1  # one worker starts faster
     err = capfd.readouterr().err
     assert 'file %s, row 5, column x' % bad_file in err, err
@@ -593,7 +582,6 @@ def test_small_pipeline_fails_in_one_line_when_no_retry_is_allowed(tmp_path, kil
 
 
 @pytest.mark.slow
-@pytest.mark.tf
 def test_cli_with_a_killed_worker_equals_direct_runner(tmp_path, kill_cluster):
     """`headstream evaluate` on Dask, one worker killed after its first bundle: the run completes
     and its tables are the DirectRunner's to 1e-9 relative (no bundle lost or counted twice)."""
@@ -602,13 +590,12 @@ def test_cli_with_a_killed_worker_equals_direct_runner(tmp_path, kill_cluster):
               'heads': HEADS, 'head_weights': HEAD_WEIGHTS, 'slices': [[], ['country']]}
     _evaluate(config, tmp_path / 'direct', '--runner', 'DirectRunner')
     with _kill_one_worker(client, tmp_path):
-        _evaluate(config, tmp_path / 'dask', '--runner', _dask_flag(),
+        _evaluate(config, tmp_path / 'dask', '--runner', 'DaskRunner',
                   '--dask_client_address', address)
     _assert_same_tables(tmp_path / 'direct', tmp_path / 'dask')
 
 
 @pytest.mark.slow
-@pytest.mark.tf
 def test_cli_fails_clearly_when_no_retry_is_allowed(tmp_path, kill_cluster, capfd):
     """With no failure allowed, `headstream evaluate` stops with the one-line DaskWorkerLostError
     (raised, or printed with exit status 1 by a command line that reports it) and writes no
@@ -628,7 +615,7 @@ def test_cli_fails_clearly_when_no_retry_is_allowed(tmp_path, kill_cluster, capf
         with _kill_one_worker(client, tmp_path) as killer:
             try:
                 status = cli.main(['evaluate', '--config', json.dumps(config), '--output',
-                                   str(out), '--runner', _dask_flag(),
+                                   str(out), '--runner', 'DaskRunner',
                                    '--dask_client_address', address])
                 message = capfd.readouterr().err.strip().splitlines()[-1]
                 assert status == 1

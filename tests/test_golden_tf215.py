@@ -163,7 +163,8 @@ def test_recording_is_complete():
 
 
 def test_recording_agrees_with_hand_derivations():
-    """Spot checks of the recorder against arithmetic (heads_spec.md section 12, B1 and E6)."""
+    """Spot checks of the recorder against arithmetic (vectors B1 and E6, whose
+    expected values the cases' notes state)."""
     by_id = {c['id']: c for c in CASES}
     b1 = by_id['binary/spec_b1']
     # logits [45, -41], labels [1, 1]: per-example loss [~0, 41 + log(1 + e^-41)] -> sum 41.

@@ -5,10 +5,9 @@ Two groups of Beam runs (each a few seconds):
 - With `FakeHead`, a small head written here that implements the array-face contract, the
   pipeline's own plumbing: slices and crosses, sharding invariance, the MultiHead loss rows,
   bounds and plots, dead-lettered rows and predictions, a failing bad record, an empty input.
-- With the real heads (each test skipped while a head's array face is not implemented): the
-  binary head against the formulas of tf.estimator on 4 shards and 1 file, the MultiHead with
-  head_weights, multi-class and multi-label heads (multi-hot, id and name lists), CSV and TFRecord
-  input, degenerate slices, windows by step, and `make demo`. Expected values come from formulas
+- With the real heads: the binary head against the formulas of tf.estimator on 4 shards and 1
+  file, the MultiHead with head_weights, multi-class and multi-label heads (multi-hot, id and name
+  lists), CSV and TFRecord input, degenerate slices, windows by step, and `make demo`. Expected values come from formulas
   written here, sklearn, or the head's own state fed the whole slice as one batch.
 """
 from __future__ import annotations
@@ -34,8 +33,6 @@ from pipeline.elements import BadRecordError, HeadArrays, SubBatch
 from pipeline.run import evaluate, prepare
 from pipeline.schema import ERRORS, METRICS, PLOTS, TIMESTAMP, with_extras
 
-# Every run ends with the TFMA writer, which imports TensorFlow (through TFMA's slicer).
-pytestmark = pytest.mark.tf
 RUNNER = ['--runner=DirectRunner']
 COUNTRIES = np.array(['US', 'JP', 'DE'])
 
@@ -86,7 +83,8 @@ def _bucketed_auc(p32: np.ndarray, pos: np.ndarray, w: np.ndarray, n: int = 200)
 
 
 def _reference_binary(x, y, w, threshold=0.5) -> dict:
-    """tf.estimator BinaryClassHead's numbers from the formulas (heads_spec §2.5, §2.6, §4)."""
+    """tf.estimator BinaryClassHead's numbers from the formulas (sigmoid cross-entropy,
+    Keras 2 weighted means, class 1 iff logit > 0)."""
     x64, z = x.astype(np.float64), y.astype(np.float64)
     u = np.maximum(x64, 0) - x64 * z + np.log1p(np.exp(-np.abs(x64)))
     p = _sigmoid32(x)
@@ -146,21 +144,6 @@ def _assert_same_metrics(output_a, output_b) -> None:
             assert (a is None) == (b is None), (key, col)
             if a is not None:
                 assert a == pytest.approx(b, rel=1e-9, abs=1e-12), (key, col)
-
-
-def _array_face(head_type: str, **args) -> bool:
-    """Whether a head's array face is implemented yet."""
-    try:
-        getattr(heads, head_type)(**args).new_state()
-    except NotImplementedError:
-        return False
-    return True
-
-
-needs_binary = pytest.mark.skipif(not _array_face('BinaryClassHead'),
-                                  reason='BinaryClassHead array face not implemented yet')
-needs_regression = pytest.mark.skipif(not _array_face('RegressionHead'),
-                                      reason='RegressionHead array face not implemented yet')
 
 
 BINARY = {'type': 'BinaryClassHead',
@@ -604,7 +587,6 @@ def binary_runs(tmp_path_factory):
     return table, runs
 
 
-@needs_binary
 def test_binary_head_matches_the_reference_per_slice(binary_runs):
     table, runs = binary_runs
     summary, out = runs[4]
@@ -642,7 +624,6 @@ def test_binary_head_matches_the_reference_per_slice(binary_runs):
     assert plots.num_rows > 0 and set(plots.column('slice').to_pylist()) == set(slices)
 
 
-@needs_binary
 def test_results_do_not_depend_on_sharding(binary_runs):
     _, runs = binary_runs
     _assert_same_metrics(runs[4][1], runs[1][1])
@@ -660,8 +641,6 @@ def test_results_do_not_depend_on_sharding(binary_runs):
 # MultiHead with head_weights; dead-lettered rows; predictions.
 # -------------------------------------------------------------------------------------------------
 
-@needs_binary
-@needs_regression
 def test_multi_head_with_dead_letter_and_predictions(tmp_path):
     table = _data(n=1200, seed=11)
     d = {k: np.asarray(v) for k, v in table.to_pydict().items()}
@@ -715,7 +694,6 @@ def test_multi_head_with_dead_letter_and_predictions(tmp_path):
     assert first['click/logistic'] == pytest.approx(float(_sigmoid32(d['x'][:1])[0]), rel=1e-6)
 
 
-@needs_binary
 def test_a_bad_record_fails_the_run_naming_file_row_and_column(tmp_path, capsys):
     table = _data(n=300, seed=3)
     y = np.asarray(table.column('y')).copy()
@@ -734,7 +712,6 @@ def test_a_bad_record_fails_the_run_naming_file_row_and_column(tmp_path, capsys)
 # Windows and steps.
 # -------------------------------------------------------------------------------------------------
 
-@needs_binary
 def test_sliding_windows_by_step_equal_separate_evaluations(tmp_path):
     table = _data(n=1500, seed=5)
     pattern = _write(table, tmp_path / 'in', 3)
@@ -770,9 +747,6 @@ def test_sliding_windows_by_step_equal_separate_evaluations(tmp_path):
 # MultiClassHead (vocabulary labels), MultiLabelHead (multi-hot, ids, names), their MultiHead.
 # -------------------------------------------------------------------------------------------------
 
-needs_multi = pytest.mark.skipif(
-    not (_array_face('MultiClassHead', n_classes=3) and _array_face('MultiLabelHead', n_classes=3)),
-    reason='MultiClassHead / MultiLabelHead array face not implemented yet')
 TOPICS = ['news', 'sport', 'tech']
 TAGS = ['a', 'b', 'c']
 
@@ -812,7 +786,6 @@ MULTI_HEADS = [
 MULTI_WEIGHTS = [1.0, 0.5, 2.0, 0.25]
 
 
-@needs_multi
 def test_multi_class_and_multi_label_heads_per_slice(tmp_path):
     table = _multi_data()
     old = sources.TARGET_ROWS
@@ -860,7 +833,7 @@ def test_multi_class_and_multi_label_heads_per_slice(tmp_path):
                 assert got[metric] == pytest.approx(value, rel=1e-9, abs=1e-12), (
                     name, head_name, metric)
             assert rows[(name, head_name, 'loss')]['example_count'] == idx.size
-        # Formulas (heads_spec §5.3, §6.3, §2.5): Σ w·U / n.
+        # Softmax / sigmoid cross-entropy, reduced as sum_over_batch_size: Σ w·U / n.
         x = topic_logits[idx].astype(np.float64)
         label_ids = np.array([TOPICS.index(t) for t in topic[idx, 0]])
         lse = np.log(np.sum(np.exp(x - x.max(axis=1, keepdims=True)), axis=1)) + x.max(axis=1)
@@ -918,8 +891,6 @@ def test_multi_class_and_multi_label_heads_per_slice(tmp_path):
 # `make demo`.
 # -------------------------------------------------------------------------------------------------
 
-@needs_binary
-@needs_multi
 def test_demo_runs_the_bundled_example(tmp_path, capsys):
     from pipeline import demo
     out = str(tmp_path / 'demo')
@@ -935,7 +906,7 @@ def test_demo_runs_the_bundled_example(tmp_path, capsys):
             headline[(parts[0], parts[1])] = float(parts[2])
     d = {k: np.asarray(v) for k, v in pq.read_table(
         os.path.join(demo.ROOT, 'examples', 'data')).to_pydict().items()}
-    # click: binary CE Σ w·U / n (heads_spec §4.3, §2.5); accuracy at logit > 0, weighted.
+    # click: binary CE Σ w·U / n (sum_over_batch_size); accuracy at logit > 0, weighted.
     x, y = d['click_logit'].astype(np.float64), d['click_label'].astype(np.float64)
     w = d['w'].astype(np.float64)
     u = np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
@@ -1004,8 +975,6 @@ def _assert_slice_is_one_batch(rows: dict, slice_name: str, specs: list, inputs:
         assert rows[(slice_name, head_name, 'loss')]['example_count'] == n
 
 
-@needs_binary
-@needs_multi
 def test_csv_input_with_json_list_cells(tmp_path):
     import csv
     d, x, y = _multi_and_click_data(400, seed=29, click_seed=3)
@@ -1074,8 +1043,6 @@ def test_event_times_from_timestamps_and_epoch_seconds():
 # TFRecord input: tf.Example features are list columns (scalars as lists of one).
 # -------------------------------------------------------------------------------------------------
 
-@needs_binary
-@needs_multi
 def test_tfrecord_input_of_tf_examples(tmp_path):
     from apache_beam.io.tfrecordio import _TFRecordUtil
     from tfx_bsl.coders import example_coder
@@ -1123,7 +1090,6 @@ def test_tfrecord_input_of_tf_examples(tmp_path):
 # Degenerate slices with a real head: all weights zero, no positives; an empty input.
 # -------------------------------------------------------------------------------------------------
 
-@needs_binary
 def test_degenerate_slices_and_empty_input(tmp_path):
     table = _data(n=600, seed=41)
     d = {k: np.asarray(v).copy() for k, v in table.to_pydict().items()}
@@ -1160,7 +1126,6 @@ def test_degenerate_slices_and_empty_input(tmp_path):
 # Arrow → head arrays (no Beam).
 # -------------------------------------------------------------------------------------------------
 
-@needs_multi
 def test_head_arrays_from_columns_lists_and_lists_of_one():
     from pipeline.decode import Problems, head_arrays
     batch = pa.record_batch({

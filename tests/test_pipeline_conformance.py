@@ -3,6 +3,8 @@
 The oracle is the TF face (`head.loss` and one `update_metrics` call over a slice's rows,
 concatenated, with the weight column), so these tests pin the pipeline to tf.estimator's
 semantics: a metric over a slice is what the head reports when the whole slice is one batch.
+Only the tests against the TF face and the TFMA loader need TensorFlow (marked `tf`); the others
+hold the pipeline to the array face over the same rows, or compare runs with each other.
 
 - Every head type (the six single heads in nine configurations: each label form, both loss
   reductions, weighted and unweighted) and their MultiHead with head_weights, on three Parquet
@@ -36,9 +38,6 @@ import heads
 from pipeline import sources
 from pipeline.elements import BadRecordError
 from pipeline.run import evaluate
-
-# The TF face is the oracle (and every run ends with the TFMA writer, which imports TensorFlow).
-pytestmark = pytest.mark.tf
 
 RUNNER = ['--runner=DirectRunner']
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -185,12 +184,12 @@ def _masks(cols: dict[str, list]) -> dict[str, np.ndarray]:
 
 
 # -------------------------------------------------------------------------------------------------
-# The oracle: the TF face over a slice's rows as one batch.
+# The oracles: the TF face (and, without TensorFlow, the array face) over a slice's rows as one
+# batch.
 # -------------------------------------------------------------------------------------------------
 
-def _tf_inputs(name: str, cols: dict[str, list], idx: np.ndarray):
-    """(labels, logits) for one head, as tf.estimator takes them (id lists as a SparseTensor)."""
-    import tensorflow as tf
+def _array_inputs(name: str, cols: dict[str, list], idx: np.ndarray):
+    """(labels, logits) for one head as numpy arrays (id lists as a list of per-row lists)."""
 
     def take(col, dtype):
         return np.asarray([cols[col][i] for i in idx], dtype)
@@ -206,9 +205,7 @@ def _tf_inputs(name: str, cols: dict[str, list], idx: np.ndarray):
     if name == 'tags':
         return take('ml_hot', np.int64), take('ml_logits', np.float32)
     if name == 'tagids':
-        ids = tf.ragged.constant([cols['ml_ids'][i] for i in idx], dtype=tf.int64,
-                                 ragged_rank=1)
-        return ids.to_sparse(), take('ml_logits', np.float32)
+        return [cols['ml_ids'][i] for i in idx], take('ml_logits', np.float32)
     if name == 'watch':
         return take('rg_label', np.float32), take('rg_logits', np.float32)
     if name == 'ctr':
@@ -218,16 +215,42 @@ def _tf_inputs(name: str, cols: dict[str, list], idx: np.ndarray):
     raise KeyError(name)
 
 
+def _tf_inputs(name: str, cols: dict[str, list], idx: np.ndarray):
+    """(labels, logits) for one head, as tf.estimator takes them (id lists as a SparseTensor)."""
+    labels, logits = _array_inputs(name, cols, idx)
+    if name == 'tagids':
+        import tensorflow as tf
+        labels = tf.ragged.constant(labels, dtype=tf.int64, ragged_rank=1).to_sparse()
+    return labels, logits
+
+
+def _features(cols: dict[str, list], idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {'w': np.asarray([cols['w'][i] for i in idx], np.float32).reshape(-1, 1)}
+
+
 def _build(name: str):
     spec = SPECS[name]
     return getattr(heads, spec['type'])(**spec['args'])
+
+
+def _array_expected(name: str, cols: dict[str, list], idx: np.ndarray) -> dict[str, float]:
+    """{metric (without '/name'): value} of one head state updated once, plus `loss`."""
+    labels, logits = _array_inputs(name, cols, idx)
+    state = _build(name).new_state().update(labels, logits, _features(cols, idx))
+    suffix = '/' + name
+    out = {}
+    for key, value in state.result().items():
+        assert key.endswith(suffix), key
+        out[key[:-len(suffix)]] = value
+    out['loss'] = state.loss()
+    return out
 
 
 def _tf_expected(name: str, cols: dict[str, list], idx: np.ndarray) -> dict[str, float]:
     """{metric (without '/name'): value} from one update_metrics call, plus `loss`."""
     head = _build(name)
     labels, logits = _tf_inputs(name, cols, idx)
-    features = {'w': np.asarray([cols['w'][i] for i in idx], np.float32).reshape(-1, 1)}
+    features = _features(cols, idx)
     metrics = head.update_metrics(head.metrics(), features, logits, labels)
     suffix = '/' + name
     out = {}
@@ -267,6 +290,7 @@ def main_run(data, tmp_path_factory):
     return summary, root / 'out'
 
 
+@pytest.mark.tf  # the TF face is the oracle
 @pytest.mark.parametrize('name', HEAD_NAMES)
 def test_each_head_equals_the_tf_face_per_slice(name, data, main_run):
     summary, out = main_run
@@ -278,6 +302,35 @@ def test_each_head_equals_the_tf_face_per_slice(name, data, main_run):
         _assert_head_rows(rows, slice_name, name, expected, rtol=1e-5, count=idx.size)
 
 
+@pytest.mark.parametrize('name', HEAD_NAMES)
+def test_each_head_equals_its_array_face_on_the_whole_slice(name, data, main_run):
+    """The same check without TensorFlow: the array face over the slice's rows as one batch (which
+    tests/test_faces_agree.py holds to the TF face)."""
+    _, out = main_run
+    rows = _rows(out)
+    for slice_name, mask in _masks(data).items():
+        idx = np.flatnonzero(mask)
+        _assert_head_rows(rows, slice_name, name, _array_expected(name, data, idx), rtol=1e-9,
+                          count=idx.size)
+
+
+def test_multi_head_loss_equals_the_array_multi_head(data, main_run):
+    _, out = main_run
+    rows = _rows(out)
+    multi = heads.MultiHead([_build(n) for n in HEAD_NAMES], head_weights=HEAD_WEIGHTS)
+    for slice_name, mask in _masks(data).items():
+        idx = np.flatnonzero(mask)
+        logits, labels = {}, {}
+        for n in HEAD_NAMES:
+            labels[n], logits[n] = _array_inputs(n, data, idx)
+        state = multi.new_state().update(labels, logits, _features(data, idx))
+        assert [k for k in rows if k[:2] == (slice_name, MULTI_NAME)] == [
+            (slice_name, MULTI_NAME, 'loss')]
+        np.testing.assert_allclose(rows[(slice_name, MULTI_NAME, 'loss')]['value'], state.loss(),
+                                   rtol=1e-9)
+
+
+@pytest.mark.tf  # the TF face is the oracle
 def test_multi_head_equals_the_tf_multi_head(data, main_run):
     _, out = main_run
     rows = _rows(out)
@@ -288,7 +341,7 @@ def test_multi_head_equals_the_tf_multi_head(data, main_run):
         logits, labels = {}, {}
         for n in HEAD_NAMES:
             labels[n], logits[n] = _tf_inputs(n, data, idx)
-        features = {'w': np.asarray([data['w'][i] for i in idx], np.float32).reshape(-1, 1)}
+        features = _features(data, idx)
         # One update over the whole slice, so tf.estimator's per-batch quirk does not arise.
         metrics = multi.update_metrics(multi.metrics(), features, logits, labels)
         checked = 0
@@ -317,6 +370,7 @@ def _tfma_value(entry: dict) -> float:
     return entry['doubleValue']
 
 
+@pytest.mark.tf  # TFMA's loader imports TensorFlow
 def test_tfma_loader_gives_the_same_numbers(main_run):
     import tensorflow_model_analysis as tfma
     _, out = main_run

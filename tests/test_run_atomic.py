@@ -292,7 +292,6 @@ def _config(pattern: str, out) -> dict:
             'slices': [[]], 'tensorboard': {}, 'output': str(out)}
 
 
-@pytest.mark.tf
 def test_reruns_replace_and_failed_runs_keep_the_earlier_output(tmp_path, monkeypatch):
     from pipeline import report
     from pipeline.elements import BadRecordError
@@ -356,7 +355,6 @@ def _one_line(stderr: str) -> str:
     return lines[0]
 
 
-@pytest.mark.tf
 def test_an_output_holding_the_users_files_is_refused(tmp_path):
     """Item 1: the user's metrics/, predictions/ (the input itself), tensorboard/ and
     report.html survive; the run is refused in one line, exit 2, unless --overwrite, which
@@ -402,7 +400,6 @@ sys.exit(cli.main(sys.argv[2:]))
 '''
 
 
-@pytest.mark.tf
 def test_two_runs_into_one_output(tmp_path):
     """Item 2: while run a holds the output, run b fails at once in one line naming the lock and
     a's pid; a's summary then lists only files that exist, of its own run."""
@@ -451,7 +448,6 @@ sys.exit(cli.main(sys.argv[2:]))
 '''
 
 
-@pytest.mark.tf
 def test_ctrl_c_prints_one_line_exits_130_and_leaves_nothing(tmp_path):
     """Item 4: SIGINT while workers write predictions into the staging directory."""
     rng = np.random.default_rng(3)

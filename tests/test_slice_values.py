@@ -62,6 +62,7 @@ def test_escaping_round_trips_and_keeps_ordinary_values():
         assert schema.split_slice_parts(joined) == parts
 
 
+@pytest.mark.tf  # TFMA's loader imports TensorFlow
 def test_any_string_is_a_slice_value_in_every_output(tmp_path):
     """`_X_`, `%`, `:` and 29 CJK characters in slice values: the run completes; the tables, TFMA
     and TensorBoard see each value once, unsplit (today: `values 'a_X_b' do not split`, and
@@ -173,6 +174,7 @@ def test_numeric_slice_values_do_not_depend_on_shard_types(tmp_path, fmt):
         sum((x[i] - y[i]) ** 2 for i in zero) / len(zero), rel=1e-5)
 
 
+@pytest.mark.tf  # TFMA's loader imports TensorFlow
 def test_typed_tfma_slice_keys(tmp_path):
     """TFMA's keys as its slicer types them: integral values int64, others float, text bytes."""
     import tensorflow_model_analysis as tfma

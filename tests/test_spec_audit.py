@@ -1,9 +1,10 @@
-"""heads_spec.md items not covered elsewhere, one test per item, on every face it applies to.
+"""tf.estimator 2.15 rules not pinned elsewhere, one test per rule, on every face it applies to.
 
-The other head test files cover the §12 vectors by id (test_array_*.py, test_tf_*.py,
-test_construction.py, test_golden_tf215.py); this file fills the gaps an audit of §1–§12 found:
-key formatting (§1), reductions (§1.4), the surprises of §11 that no test pinned on both faces,
-the MultiHead vector M3 on the TF face, and the plots at the head's own thresholds.
+The other head test files cover tf.estimator's test vectors by id (test_array_*.py, test_tf_*.py,
+test_construction.py, test_golden_tf215.py); this file fills the gaps an audit found: the key
+strings and their formatting, the accepted loss reductions, tf.estimator's surprising behaviours
+that no test pinned on both faces, the MultiHead vector M3 on the TF face, construction rules,
+and the plots at the head's own thresholds.
 
 Expected values are hand arithmetic written out, or values recorded from TensorFlow (cited).
 Tests parametrized over `face` run the array face (numpy, `new_state().update`) and the TF face
@@ -66,11 +67,11 @@ def assert_close(actual: dict, expected: dict, tol: float = 1e-6) -> None:
 
 
 # -------------------------------------------------------------------------------------------------
-# §1 Constants.
+# Key strings and loss reductions.
 # -------------------------------------------------------------------------------------------------
 
-def test_keys_1_1_metric_key_strings():
-    """Every metric key string of the §1.1 table."""
+def test_metric_key_strings_are_tf_estimators():
+    """Every metric key string, as tf.estimator's MetricKeys spelled it."""
     table = {
         'LOSS': 'loss', 'LOSS_MEAN': 'average_loss', 'LOSS_REGULARIZATION': 'regularization_loss',
         'ACCURACY': 'accuracy', 'PRECISION': 'precision', 'RECALL': 'recall',
@@ -91,7 +92,7 @@ def test_keys_1_1_metric_key_strings():
     assert {k: getattr(MetricKeys, k) for k in table} == table
 
 
-def test_keys_1_2_1_3_prediction_and_serving_keys():
+def test_prediction_and_serving_key_strings_are_tf_estimators():
     assert [getattr(PredictionKeys, k) for k in (
         'CLASSES', 'CLASS_IDS', 'ALL_CLASSES', 'ALL_CLASS_IDS', 'LOGISTIC', 'LOGITS',
         'PREDICTIONS', 'PROBABILITIES', 'TOP_K')] == [
@@ -102,8 +103,8 @@ def test_keys_1_2_1_3_prediction_and_serving_keys():
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_keys_1_1_threshold_keys_use_percent_g(face):
-    """`%g`: 1/3 → 0.333333, 1e-5 → 1e-05, 0.999999 stays (§1.1, probed)."""
+def test_threshold_keys_format_thresholds_with_percent_g(face):
+    """`%g`: 1/3 → 0.333333, 1e-5 → 1e-05, 0.999999 stays (probed on tf.estimator)."""
     head = heads.BinaryClassHead(thresholds=[1 / 3, 1e-5, 0.999999])
     _, metrics = evaluate(face, head, np.array([[1]]), np.array([[2.]], F32))
     for t in ('0.333333', '1e-05', '0.999999'):
@@ -117,7 +118,7 @@ def test_keys_1_1_threshold_keys_use_percent_g(face):
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_keys_1_1_colliding_thresholds_keep_the_later(face):
+def test_thresholds_formatting_alike_keep_the_later_metric(face):
     """Thresholds formatting alike share one key; the later threshold's metric is reported."""
     t1, t2 = 0.1234561, 0.1234564        # both '%g' → '0.123456'
     x = F32(-1.9600998)                  # float32 sigmoid(x) = 0.12345625, between t1 and t2
@@ -134,8 +135,8 @@ def test_keys_1_1_colliding_thresholds_keep_the_later(face):
 
 @pytest.mark.parametrize('make', list(HEADS_WITH_REDUCTION.values()),
                          ids=list(HEADS_WITH_REDUCTION))
-def test_reductions_1_4_v1_values_rejected_auto_accepted(make):
-    """v2 heads accept 'auto' / 'sum' / 'sum_over_batch_size' and refuse the v1 names (§1.4)."""
+def test_v2_reductions_are_accepted_and_v1_names_refused(make):
+    """v2 heads accept 'auto' / 'sum' / 'sum_over_batch_size' and refuse the v1 names."""
     assert set(Reduction.all()) == {'auto', 'none', 'sum', 'sum_over_batch_size'}
     for ok in ('auto', 'sum', 'sum_over_batch_size'):
         assert make(ok).loss_reduction == ok
@@ -148,11 +149,11 @@ def test_reductions_1_4_v1_values_rejected_auto_accepted(make):
 
 
 # -------------------------------------------------------------------------------------------------
-# §11 Surprises.
+# Surprising tf.estimator behaviours, kept on both faces.
 # -------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('face', FACES)
-def test_pitfall_1_accuracy_baseline_is_the_weighted_soft_label_mean(face):
+def test_accuracy_baseline_is_the_weighted_soft_label_mean(face):
     head = heads.BinaryClassHead(weight_column='w')
     labels = np.array([[0.8], [0.4], [0.0]], F32)
     _, metrics = evaluate(face, head, labels, np.array([[1.], [1.], [1.]], F32),
@@ -162,7 +163,7 @@ def test_pitfall_1_accuracy_baseline_is_the_weighted_soft_label_mean(face):
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_pitfall_2_sum_over_batch_size_counts_zero_weight_rows_and_label_dims(face):
+def test_sum_over_batch_size_counts_zero_weight_rows_and_label_dims(face):
     head = heads.RegressionHead(label_dimension=2, weight_column='w')
     logits = np.array([[1., 2.], [3., 4.]], F32)
     loss, metrics = evaluate(face, head, np.zeros((2, 2), F32), logits,
@@ -174,7 +175,7 @@ def test_pitfall_2_sum_over_batch_size_counts_zero_weight_rows_and_label_dims(fa
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_pitfall_4_binary_precision_uses_class_ids(face):
+def test_binary_precision_uses_class_ids_not_the_threshold(face):
     """A logit of 1e-8 is class 1 (x > 0) while its float32 sigmoid is exactly 0.5, which is not
     above the threshold 0.5: `precision`/`recall`/`accuracy` see a hit, the `_0.5` ones a miss."""
     head = heads.BinaryClassHead(thresholds=[0.5])
@@ -187,7 +188,7 @@ def test_pitfall_4_binary_precision_uses_class_ids(face):
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_pitfall_5_thresholds_are_strict(face):
+def test_thresholds_are_strict(face):
     """p = sigmoid(0) = 0.5 is not above 0.5; a logit of 0 is class 0."""
     head = heads.BinaryClassHead(thresholds=[0.5])
     _, metrics = evaluate(face, head, np.array([[0], [1]]), np.array([[0.], [0.]], F32))
@@ -203,7 +204,7 @@ def test_pitfall_5_thresholds_are_strict(face):
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_pitfall_6_all_classes_are_tiled_over_the_first_dimension_only(face):
+def test_all_classes_are_tiled_over_the_first_dimension_only(face):
     rank3 = np.zeros((2, 3, 1), F32)
     p = predictions(face, heads.BinaryClassHead(), rank3)
     assert p['class_ids'].shape == (2, 3, 1)
@@ -215,7 +216,7 @@ def test_pitfall_6_all_classes_are_tiled_over_the_first_dimension_only(face):
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_pitfall_7_multi_label_classes_and_loss_fn_shape(face):
+def test_multi_label_classes_list_every_class_and_loss_fn_shape_is_checked(face):
     head = heads.MultiLabelHead(3)
     p = predictions(face, head, np.array([[5., -5., 5.], [-5., 5., -5.]], F32))
     assert p['classes'].tolist() == [['0', '1', '2']] * 2   # every class, not the predicted set
@@ -229,14 +230,14 @@ def test_pitfall_7_multi_label_classes_and_loss_fn_shape(face):
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_pitfall_8_multi_class_has_only_average_loss_and_accuracy(face):
+def test_multi_class_reports_only_average_loss_and_accuracy(face):
     _, metrics = evaluate(face, heads.MultiClassHead(3), np.array([[2]]),
                           np.array([[0., 1., 3.]], F32))
     assert sorted(metrics) == ['accuracy', 'average_loss']
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_pitfall_9_regression_label_mean_reads_the_labels_as_given(face):
+def test_regression_label_mean_reads_the_labels_as_given(face):
     head = heads.RegressionHead(weight_column='w')
     _, metrics = evaluate(face, head, np.array([3., 5.], F32), np.array([[1.], [2.]], F32),
                           {'w': np.array([[1.], [3.]], F32)})
@@ -246,14 +247,14 @@ def test_pitfall_9_regression_label_mean_reads_the_labels_as_given(face):
 
 
 @pytest.mark.tf
-def test_pitfall_9_regression_predictions_take_no_keys():
+def test_regression_predictions_take_no_keys():
     head = heads.RegressionHead()
     with pytest.raises(TypeError):
         head.predictions(np.array([[1.]], F32), ['predictions'])
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_pitfall_10_loss_fn_never_receives_loss_reduction(face):
+def test_loss_fn_never_receives_loss_reduction(face):
     def needs_reduction(labels, logits, loss_reduction):
         return logits * 0.0
 
@@ -273,7 +274,7 @@ def test_pitfall_10_loss_fn_never_receives_loss_reduction(face):
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_pitfall_11_multi_head_adds_losses_after_each_heads_reduction(face):
+def test_multi_head_adds_losses_after_each_heads_reduction(face):
     """MultiHead loss = Σ head_weight · (each head's loss with its own reduction)."""
     head = heads.MultiHead([heads.BinaryClassHead(name='a', loss_reduction='sum'),
                             heads.BinaryClassHead(name='b')], head_weights=[1., 3.])
@@ -287,7 +288,7 @@ def test_pitfall_11_multi_head_adds_losses_after_each_heads_reduction(face):
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_pitfall_12_rank1_weights_are_expanded_and_no_features_without_weights(face):
+def test_rank1_weights_are_expanded_and_no_features_are_needed_without_weights(face):
     head = heads.BinaryClassHead(weight_column='w')
     loss, metrics = evaluate(face, head, np.array([1., 0.], F32), np.array([[2.], [1.]], F32),
                              {'w': np.array([2., 1.], F32)})
@@ -312,7 +313,7 @@ NONFINITE_SOFTMAX = [
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_pitfall_14_non_finite_logits(face):
+def test_non_finite_logits_give_nan_losses_and_tf_probabilities(face):
     """NaN logit → class 0 and NaN loss; ±inf → NaN loss; probabilities as TF's softmax."""
     binary = heads.BinaryClassHead()
     p = predictions(face, binary, np.array([[math.nan], [math.inf], [-math.inf]], F32))
@@ -327,11 +328,12 @@ def test_pitfall_14_non_finite_logits(face):
 
 
 # -------------------------------------------------------------------------------------------------
-# §12 vectors missing on a face.
+# A vector missing on a face.
 # -------------------------------------------------------------------------------------------------
 
 @pytest.mark.tf
-def test_vector_m3_multi_head_rank3_logits_tf_face():
+def test_multi_head_splits_rank3_logits_between_regression_heads_on_the_tf_face():
+    """Vector M3."""
     head = heads.MultiHead([heads.RegressionHead(label_dimension=2, name='head1'),
                             heads.RegressionHead(label_dimension=3, name='head2')])
     logits = np.array([[[-1., 1., 2., -2., 2.], [-1., 1., 2., -2., 2.]],
@@ -347,10 +349,10 @@ def test_vector_m3_multi_head_rank3_logits_tf_face():
 
 
 # -------------------------------------------------------------------------------------------------
-# §4–§9 construction and head-specific rules not pinned elsewhere.
+# Construction and head-specific rules not pinned elsewhere.
 # -------------------------------------------------------------------------------------------------
 
-def test_spec_3_binary_or_multi_class_head():
+def test_binary_or_multi_class_head_picks_the_head_by_n_classes():
     two = heads.binary_or_multi_class_head(2, weight_column='w', label_vocabulary=['a', 'b'],
                                            loss_reduction='sum')
     assert type(two) is heads.BinaryClassHead
@@ -360,7 +362,7 @@ def test_spec_3_binary_or_multi_class_head():
     assert type(three) is heads.MultiClassHead and three.logits_dimension == 3
 
 
-def test_spec_5_1_multi_class_construction_order_and_texts():
+def test_multi_class_constructor_checks_in_tf_estimator_order():
     """None first, then the vocabulary's length (its text), then n_classes > 2."""
     with pytest.raises(ValueError, match=re.escape(
             '"label_vocabulary" does not have "n_classes" items. len(label_vocabulary)=4, '
@@ -373,27 +375,27 @@ def test_spec_5_1_multi_class_construction_order_and_texts():
         heads.MultiClassHead(2, label_vocabulary=['a', 'b'])
 
 
-def test_spec_4_1_binary_vocabulary_length_is_not_checked():
+def test_binary_vocabulary_length_is_not_checked():
     head = heads.BinaryClassHead(label_vocabulary=['a', 'b', 'c'])
     p = head.array_predictions(np.array([[1.], [-1.]], F32), ['classes', 'all_classes'])
     assert p['classes'].tolist() == [['b'], ['a']]
     assert p['all_classes'].tolist() == [['a', 'b', 'c']] * 2   # the whole vocabulary, tiled
 
 
-def test_spec_6_1_class_names_need_a_vocabulary():
+def test_multi_label_class_names_need_a_vocabulary():
     with pytest.raises(ValueError, match=re.escape(
             'label_vocabulary must be provided when classes_for_class_based_metrics are '
             'strings.')):
         heads.MultiLabelHead(3, classes_for_class_based_metrics=['a'])
 
 
-def test_spec_9_1_multi_head_names_are_joined_and_duplicates_allowed():
+def test_multi_head_names_are_joined_and_duplicates_allowed():
     head = heads.MultiHead([heads.BinaryClassHead(name='a'), heads.BinaryClassHead(name='a')])
     assert head.name == 'a_a' and head.logits_dimension == 2
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_spec_6_2_dense_labels_range_checked_before_shape_and_vocabulary_ignored(face):
+def test_multi_label_dense_labels_range_checked_before_shape_and_vocabulary_ignored(face):
     # A wrong-width label row with a 2 in it fails the [0, 1] check, not the shape check.
     with pytest.raises(ValueError, match=re.escape(
             'labels must be an integer indicator Tensor with values in [0, 1]')):
@@ -406,7 +408,7 @@ def test_spec_6_2_dense_labels_range_checked_before_shape_and_vocabulary_ignored
 
 
 @pytest.mark.parametrize('face', FACES)
-def test_spec_8_1_poisson_stirling_term_only_outside_zero_one(face):
+def test_poisson_stirling_term_only_for_targets_outside_zero_one(face):
     """log_poisson_loss(z, x) = exp(x) − x·z, plus z·ln z − z + ½·ln(2πz) only where z > 1 or
     z < 0 (compute_full_loss=True); negative targets give NaN."""
     logits = np.array([[0.], [0.]], F32)

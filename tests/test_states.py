@@ -1,7 +1,8 @@
 """The mergeable metric states (heads/metrics/) and the numpy helpers they rely on (heads/array/).
 
-Golden values are hand arithmetic written out below, tf.estimator 2.15 recordings from
-heads_spec.md §12, slow reference implementations in this file, and sklearn.
+Golden values are hand arithmetic written out below, tf.estimator 2.15 recordings (its test
+vectors, by id, with inputs and outputs written out), slow reference implementations in this
+file, and sklearn.
 """
 from __future__ import annotations
 
@@ -134,7 +135,8 @@ def _auc(labels, scores, weights=None):
 
 
 def test_keras_auc_recorded_tf_values():
-    # heads_spec §12 B7: BinaryClassHead, sigmoid of logits [45, -41, 44], labels [1, 1, 0].
+    # Vector B7 (tf.estimator 2.15): BinaryClassHead, sigmoid of logits [45, -41, 44], labels
+    # [1, 1, 0].
     p = numerics.sigmoid32([[45.0], [-41.0], [44.0]])
     roc, pr = _auc([[1], [1], [0]], p, [[1.0], [0.1], [1.5]])
     assert roc == pytest.approx(0.4545454539, abs=1e-9)
@@ -420,7 +422,7 @@ def test_dense_labels_rules():
         inputs.dense_labels(None, logits, 1)
     with pytest.raises(ValueError, match='Mismatched label shape'):
         inputs.dense_labels([[45.0, 44.0], [41.0, 42.0]], logits, 1)
-    # [3] labels against [2, 1] logits: expanded to [3, 1], then the full-shape message (§2.2).
+    # [3] labels against [2, 1] logits: expanded to [3, 1], then the full-shape message.
     with pytest.raises(ValueError, match=r'labels shape must be \[D0, D1, \.\.\. DN, 1\]\. .*'
                                          r'expected_labels_shape: \(2, 1\)\. labels_shape: '
                                          r'\(3, 1\)\.'):

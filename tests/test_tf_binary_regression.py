@@ -1,8 +1,9 @@
 """TF face of BinaryClassHead, RegressionHead, PoissonRegressionHead, LogisticRegressionHead and the
-shared machinery (heads/_tf.py): numbers, keys, dtypes, error texts and estimator specs.
+shared machinery (heads/tf_face/): numbers, keys, dtypes, error texts and estimator specs.
 
 Expected values are hand arithmetic written out in the test, or tf.estimator 2.15's recorded
-values (heads_spec.md §12, ids in the test names).
+values. Ids such as B7 or X19 in the docstrings name tf.estimator 2.15's test vectors; each test
+writes the vector's inputs and tf.estimator's outputs out in full.
 """
 import math
 
@@ -12,7 +13,7 @@ import pytest
 tf = pytest.importorskip('tensorflow')
 
 import heads  # noqa: E402
-from heads import _tf  # noqa: E402
+from heads.tf_face import inputs as tf_inputs, losses as tf_losses  # noqa: E402
 
 pytestmark = pytest.mark.tf
 
@@ -45,7 +46,8 @@ def assert_metrics(got, expected, tol=1e-6):
 # BinaryClassHead: loss and metrics.
 # ---------------------------------------------------------------------------------------------
 
-def test_b1_b2_loss_and_metrics_with_and_without_regularization():
+def test_binary_loss_and_metrics_with_and_without_regularization():
+    """Vectors B1, B2."""
     head = heads.BinaryClassHead()
     logits = np.array([[45], [-41]], np.float32)
     labels = np.array([[1], [1]], np.int32)
@@ -61,7 +63,8 @@ def test_b1_b2_loss_and_metrics_with_and_without_regularization():
                    dict(expected, regularization_loss=2.0))
 
 
-def test_b3_thresholds():
+def test_binary_metrics_at_thresholds():
+    """Vector B3."""
     head = heads.BinaryClassHead(thresholds=[0.25, 0.5, 0.75])
     # sigmoid(-1) = 0.269, sigmoid(1) = 0.731; both labels 1.
     got = results(head, np.array([[-1.], [1.]], np.float32), np.array([[1], [1]]))
@@ -78,7 +81,8 @@ def test_b3_thresholds():
         'recall/positive_threshold_0.75': 0.0})
 
 
-def test_b4_b5_reductions_rank1_labels_and_weights():
+def test_binary_sum_reduction_and_rank1_labels_and_weights():
+    """Vectors B4, B5."""
     logits = np.array([[45], [-41]], np.float32)
     assert float(heads.BinaryClassHead(loss_reduction='sum').loss(
         np.array([[1.], [1.]]), logits, {})) == pytest.approx(41.)
@@ -89,7 +93,8 @@ def test_b4_b5_reductions_rank1_labels_and_weights():
     assert float(loss) == pytest.approx((41 * 0.1 + 44 * 1.5) / 3, rel=1e-6)
 
 
-def test_b6_soft_labels():
+def test_binary_soft_labels():
+    """Vector B6."""
     head = heads.BinaryClassHead()
     logits = np.array([[0.5], [-0.3]], np.float32)
     labels = np.array([[0.8], [0.4]], np.float32)
@@ -102,7 +107,8 @@ def test_b6_soft_labels():
         'accuracy_baseline': 0.6, 'auc': 0.0, 'auc_precision_recall': 1.0})
 
 
-def test_b7_weighted_metrics():
+def test_binary_weighted_eval_metrics_match_tf_estimator():
+    """Vector B7."""
     head = heads.BinaryClassHead(weight_column='label_weights')
     logits = np.array([[45], [-41], [44]], np.int32)
     labels = np.array([[1], [1], [0]])
@@ -118,7 +124,8 @@ def test_b7_weighted_metrics():
         'auc': 0.4545454539, 'auc_precision_recall': 0.4010626639})  # recorded
 
 
-def test_b8_multi_dim_logits():
+def test_binary_rank3_logits_and_weights():
+    """Vector B8."""
     head = heads.BinaryClassHead(weight_column='weights')
     logits = np.array([[[10], [-10]], [[12], [-12]]], np.float32)
     labels = np.array([[[0], [0]], [[1], [1]]])
@@ -137,7 +144,8 @@ def test_b8_multi_dim_logits():
     assert got['auc_precision_recall'] == pytest.approx(0.6582286, abs=1e-5)
 
 
-def test_e1_e4_empty_batch_and_zero_weights_give_zeros():
+def test_binary_empty_batch_and_zero_weights_give_zeros():
+    """Vectors E1, E4."""
     head = heads.BinaryClassHead()
     empty = np.zeros([0, 1], np.float32)
     assert float(head.loss(empty, empty, {})) == 0.0
@@ -149,7 +157,8 @@ def test_e1_e4_empty_batch_and_zero_weights_give_zeros():
     assert_metrics(results(weighted, logits, labels, features), dict.fromkeys(BINARY_KEYS, 0.0))
 
 
-def test_e2_nan_and_inf_logits():
+def test_binary_nan_and_inf_logits_give_nan_loss():
+    """Vector E2."""
     head = heads.BinaryClassHead()
     labels = np.array([[1.], [0.]], np.float32)
     nan_logits = np.array([[np.nan], [1.]], np.float32)
@@ -165,7 +174,8 @@ def test_e2_nan_and_inf_logits():
         'auc_precision_recall': 1.0})
 
 
-def test_e5_negative_weights():
+def test_binary_negative_weights_are_used_as_given():
+    """Vector E5."""
     head = heads.BinaryClassHead(weight_column='w')
     logits, labels = np.array([[1.], [-2.]], np.float32), np.array([[1.], [0.]], np.float32)
     features = {'w': np.array([1., -1.], np.float32)}
@@ -177,7 +187,8 @@ def test_e5_negative_weights():
         'auc_precision_recall': 1.0})
 
 
-def test_b13_e10_custom_loss_fn():
+def test_binary_custom_loss_fn_gets_processed_labels_and_features():
+    """Vectors B13, E10."""
     def constant_loss(labels, logits):
         assert labels.dtype == tf.float32  # processed labels
         return tf.constant([[1.], [2.]])
@@ -205,7 +216,8 @@ def test_metrics_stream_over_batches_like_one_batch():
     assert got['accuracy'] == 0.5 and got['accuracy_baseline'] == 1.0
 
 
-def test_b12_head_name_suffixes_keys_and_summaries():
+def test_binary_head_name_suffixes_metric_keys_and_summaries():
+    """Vector B12."""
     head = heads.BinaryClassHead(name='some_binary_head')
     got = results(head, np.array([[45], [-41]], np.float32), np.array([[1], [1]]))
     assert sorted(got) == sorted(k + '/some_binary_head' for k in BINARY_KEYS)
@@ -221,7 +233,8 @@ def test_b12_head_name_suffixes_keys_and_summaries():
 # BinaryClassHead: predictions and vocabulary.
 # ---------------------------------------------------------------------------------------------
 
-def test_b9_predictions_dtypes_and_shapes():
+def test_binary_predictions_dtypes_and_shapes():
+    """Vector B9."""
     head = heads.BinaryClassHead()
     preds = head.predictions(np.array([[0.3], [-0.4]], np.float32))
     assert list(preds) == ['logits', 'logistic', 'probabilities', 'class_ids', 'classes',
@@ -242,7 +255,8 @@ def test_b9_predictions_dtypes_and_shapes():
     assert rank3['all_classes'].shape == (2, 2)  # tiled over the first dimension only
 
 
-def test_b10_b11_x40_vocabulary():
+def test_binary_vocabulary_predictions_labels_and_errors():
+    """Vectors B10, B11, X40."""
     head = heads.BinaryClassHead(label_vocabulary=['aang', 'iroh'])
     preds = head.predictions(np.array([[1.], [0.]], np.float32))
     assert preds['classes'].numpy().tolist() == [[b'iroh'], [b'aang']]
@@ -262,7 +276,8 @@ def test_b10_b11_x40_vocabulary():
 # Shared machinery: error texts.
 # ---------------------------------------------------------------------------------------------
 
-def test_x19_to_x23_logits_and_label_errors():
+def test_logits_and_label_errors_carry_tf_estimator_messages():
+    """Vectors X19–X23."""
     head = heads.BinaryClassHead()
     logits = np.array([[1.], [2.]], np.float32)
     with pytest.raises(ValueError, match=r'^You must provide a labels Tensor\. Given: None\. '
@@ -295,7 +310,8 @@ def test_x19_to_x23_logits_and_label_errors():
         head.predictions(logits, keys=['bogus'])
 
 
-def test_x28_loss_fn_shape_error():
+def test_loss_fn_result_of_the_wrong_shape_is_refused():
+    """Vector X28."""
     head = heads.BinaryClassHead(loss_fn=lambda labels, logits: tf.constant([1., 2.]))
     with pytest.raises(ValueError) as info:
         head.loss(np.array([[1], [0]]), np.array([[1.], [2.]], np.float32), {})
@@ -303,7 +319,8 @@ def test_x28_loss_fn_shape_error():
                                'logits_shape: ', (2, 1), 'loss_shape: ', (2,))
 
 
-def test_x32_weight_errors():
+def test_weight_column_errors_carry_tf_estimator_messages():
+    """Vector X32."""
     head = heads.BinaryClassHead(weight_column='w')
     logits = np.zeros([2, 2, 1], np.float32)
     labels = np.zeros([2, 2, 1], np.float32)
@@ -333,7 +350,8 @@ def test_regression_per_logit_weight_error_text():
         head.loss(np.zeros([2, 2]), np.zeros([2, 2], np.float32), {'w': np.ones([2, 3])})
 
 
-def test_x23_graph_mode_checks_run_at_run_time():
+def test_shape_checks_inside_tf_function_fail_when_the_graph_runs():
+    """Vector X23."""
     head = heads.BinaryClassHead(weight_column='w')
     spec = tf.TensorSpec([None, 1], tf.float32)
     loss = tf.function(lambda labels, logits, w: head.loss(labels, logits, {'w': w}),
@@ -373,7 +391,8 @@ def test_update_metrics_inside_tf_function_like_eager():
 # create_estimator_spec and the train op.
 # ---------------------------------------------------------------------------------------------
 
-def test_b9_predict_spec_export_outputs():
+def test_binary_predict_spec_carries_export_outputs():
+    """Vector B9."""
     head = heads.BinaryClassHead()
     spec = head.create_estimator_spec({}, heads.ModeKeys.PREDICT,
                                       np.array([[0.3], [-0.4]], np.float32))
@@ -389,7 +408,8 @@ def test_b9_predict_spec_export_outputs():
     assert sorted(spec.export_outputs['predict'].outputs) == sorted(spec.predictions)
 
 
-def test_b2_eval_and_train_specs():
+def test_binary_eval_and_train_specs_with_regularization():
+    """Vector B2."""
     head = heads.BinaryClassHead()
     logits = np.array([[45], [-41]], np.float32)
     labels = np.array([[1], [1]])
@@ -427,7 +447,8 @@ def test_train_summaries_go_to_the_default_writer(tmp_path):
     assert written == {'loss/h': (7, 22.5), 'regularization_loss/h': (7, 2.0)}  # 41/2 + 2
 
 
-def test_x34_x36_train_op_errors():
+def test_train_op_argument_errors_in_tf_estimator_order():
+    """Vectors X34–X36."""
     head = heads.BinaryClassHead()
     args = ({}, heads.ModeKeys.TRAIN, np.array([[1.]], np.float32), np.array([[1]]))
     sgd = tf.keras.optimizers.SGD(0.1)
@@ -472,7 +493,8 @@ def test_train_with_keras_optimizer_inside_tf_function():
 # RegressionHead and the GLM heads.
 # ---------------------------------------------------------------------------------------------
 
-def test_r1_r2_r3_e8_losses_and_metrics():
+def test_regression_losses_and_metrics():
+    """Vectors R1–R3, E8."""
     logits = np.array([[45], [41]], np.int32)
     labels = np.array([[43], [44]], np.int32)
     head = heads.RegressionHead()
@@ -490,7 +512,8 @@ def test_r1_r2_r3_e8_losses_and_metrics():
         head.predictions(logits, ['predictions'])
 
 
-def test_r4_r5_r11_weights_numeric_column_and_rank1():
+def test_regression_weights_numeric_column_and_rank1_inputs():
+    """Vectors R4, R5, R11."""
     logits = np.array([[45], [41], [44]], np.float32)
     labels = np.array([[35], [42], [45]], np.float32)
     # squared errors 100, 1, 1; weights 1, 0.1, 1.5 → Σ = 101.6... (100 + 0.1 + 1.5)
@@ -510,7 +533,8 @@ def test_r4_r5_r11_weights_numeric_column_and_rank1():
         loss, rel=1e-6)
 
 
-def test_r6_r7_e9_multi_dimensional_and_per_logit_weights():
+def test_regression_multi_dimensional_logits_and_per_logit_weights():
+    """Vectors R6, R7, E9."""
     head = heads.RegressionHead(weight_column='label_weights', label_dimension=3)
     logits = np.array([[45., 41., 44.]], np.float32)
     labels = np.array([[35., 42., 45.]], np.float32)
@@ -537,7 +561,8 @@ def test_r6_r7_e9_multi_dimensional_and_per_logit_weights():
                    {'average_loss': 17. / 2., 'prediction/mean': 5. / 2., 'label/mean': 0.})
 
 
-def test_r8_metrics_stream_over_batches():
+def test_regression_metrics_stream_over_batches():
+    """Vector R8."""
     head = heads.RegressionHead(weight_column='label_weights')
     metrics = head.metrics()
     for logit, label, weight, batch_loss in ((45., 35., 1., 100.), (41., 42., 0.1, 0.1),
@@ -550,7 +575,8 @@ def test_r8_metrics_stream_over_batches():
     assert float(metrics['label/mean'].result()) == pytest.approx((35 + 4.2 + 67.5) / 2.6)
 
 
-def test_r9_r10_inverse_link_and_loss_fn():
+def test_regression_inverse_link_and_custom_loss_fn():
+    """Vectors R9, R10."""
     head = heads.RegressionHead(inverse_link_fn=lambda x: x - 10.)
     logits = np.array([[45], [41]], np.int32)
     preds = head.predictions(logits)
@@ -566,7 +592,8 @@ def test_r9_r10_inverse_link_and_loss_fn():
                              np.array([[-1., 1.], [-2., 2.]], np.float32), {})) == 6. / 4.
 
 
-def test_p1_g1_g2_glm_heads():
+def test_poisson_and_logistic_regression_heads():
+    """Vectors P1, G1, G2."""
     logits = np.array([[0], [-1], [1]], np.int32)
     poisson = heads.PoissonRegressionHead()
     labels = [1., 2., 3.]
@@ -590,7 +617,8 @@ def test_p1_g1_g2_glm_heads():
             logistic.loss(np.array(bad, np.float32), logits, {})
 
 
-def test_x33_regression_logits_shape_and_empty_batch():
+def test_regression_logits_shape_error_and_empty_batch():
+    """Vector X33."""
     with pytest.raises(ValueError, match=r'^logits shape must be'):
         heads.RegressionHead(label_dimension=3).loss(np.zeros([2, 3]),
                                                      np.array([[45.], [41.]], np.float32), {})
@@ -605,19 +633,20 @@ def test_shared_helpers_directly():
     unreduced = tf.constant([[1.], [2.], [3.]])
     weights = tf.constant([[0.], [1.], [2.]])
     # Σ w·U = 0 + 2 + 6 = 8; sum_over_batch_size divides by all 3 elements, zero weight included
-    assert float(_tf.compute_weighted_loss(unreduced, weights, 'sum')) == 8.
-    assert float(_tf.compute_weighted_loss(unreduced, weights, 'sum_over_batch_size')) == \
-        pytest.approx(8. / 3.)
-    assert float(_tf.compute_weighted_loss(unreduced, 1.0, 'auto')) == 2.
-    assert float(_tf.compute_weighted_loss(tf.zeros([0, 1]), 1.0, 'auto')) == 0.
+    assert float(tf_losses.compute_weighted_loss(unreduced, weights, 'sum')) == 8.
+    assert float(tf_losses.compute_weighted_loss(unreduced, weights, 'sum_over_batch_size')) \
+        == pytest.approx(8. / 3.)
+    assert float(tf_losses.compute_weighted_loss(unreduced, 1.0, 'auto')) == 2.
+    assert float(tf_losses.compute_weighted_loss(tf.zeros([0, 1]), 1.0, 'auto')) == 0.
     with pytest.raises(ValueError, match=r'^Invalid loss_reduction: none\.'):
-        _tf.compute_weighted_loss(unreduced, 1.0, 'none')
-    ids = _tf.lookup_vocabulary(tf.constant([[b'b'], [b'q'], [b'a']]), ['a', 'b'])
+        tf_losses.compute_weighted_loss(unreduced, 1.0, 'none')
+    ids = tf_inputs.lookup_vocabulary(tf.constant([[b'b'], [b'q'], [b'a']]), ['a', 'b'])
     assert ids.dtype == tf.int64 and ids.numpy().tolist() == [[1], [-1], [0]]
     with pytest.raises(ValueError, match=r'^custom$'):
-        _tf.check_label_range(tf.constant([[-1]]), 3, message='custom')
-    assert _tf.check_label_range(tf.constant([[0], [2]]), 3).numpy().tolist() == [[0], [2]]
-    full = _tf.call_loss_fn(lambda labels, logits: logits * 2., tf.ones([2, 3]), tf.ones([2, 3]),
-                            {}, expected_shape=(2, 3))
+        tf_inputs.check_label_range(tf.constant([[-1]]), 3, message='custom')
+    assert tf_inputs.check_label_range(tf.constant([[0], [2]]), 3).numpy().tolist() == [[0], [2]]
+    full = tf_losses.call_loss_fn(lambda labels, logits: logits * 2., tf.ones([2, 3]),
+                                  tf.ones([2, 3]), {}, expected_shape=(2, 3))
     assert full.numpy().tolist() == [[2.] * 3] * 2
-    assert _tf.check_logits_final_dim(tf.constant([[1, 2]]), tf.constant(2)).dtype == tf.float32
+    checked = tf_inputs.check_logits_final_dim(tf.constant([[1, 2]]), tf.constant(2))
+    assert checked.dtype == tf.float32

@@ -1,6 +1,6 @@
-"""The TF face's Keras-2-semantics metric classes (heads/_tf_metrics.py, heads_spec.md §2.6).
+"""The TF face's Keras-2-semantics metric classes (heads/tf_face/keras_metrics.py).
 
-Golden values are hand arithmetic, sklearn, recorded tf.estimator 2.15 values (heads_spec §12), or
+Golden values are hand arithmetic, sklearn, recorded tf.estimator 2.15 values (written out), or
 the slow reference loops of tests/_helpers.py.
 """
 
@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from _helpers import (div_or_zero, keras_thresholds, reference_confusion,  # noqa: E402
                       reference_pr, reference_roc)
-from heads import _tf_metrics as tfm  # noqa: E402
+from heads.tf_face import keras_metrics as tfm  # noqa: E402
 
 pytestmark = pytest.mark.tf
 
@@ -154,7 +154,8 @@ def test_auc_matches_reference_loop_on_random_data(curve):
 
 
 def test_auc_recorded_tf_estimator_values():
-    # heads_spec §12 B7: sigmoid of logits [45, -41, 44], labels [1, 1, 0], weights [1, .1, 1.5]
+    # Vector B7 (tf.estimator 2.15): sigmoid of logits [45, -41, 44], labels [1, 1, 0],
+    # weights [1, .1, 1.5]
     scores = tf.sigmoid(tf.constant([[45.], [-41.], [44.]]))
     roc, pr = tfm.AUC('roc'), tfm.AUC('pr', curve='PR')
     for m in (roc, pr):
@@ -164,7 +165,7 @@ def test_auc_recorded_tf_estimator_values():
 
 
 def test_auc_nan_scores_are_dropped_from_buckets_but_counted():
-    # heads_spec §12 E3 (recorded): probabilities of [[nan, 1], [1, -1]], labels [[1, 0], [0, 1]]
+    # Vector E3 (tf.estimator 2.15): probabilities of [[nan, 1], [1, -1]], labels [[1, 0], [0, 1]]
     scores = tf.sigmoid(tf.constant([[float('nan'), 1.], [1., -1.]]))
     roc, pr = tfm.AUC('roc'), tfm.AUC('pr', curve='PR')
     for m in (roc, pr):

@@ -1,7 +1,8 @@
 """TF face of MultiClassHead, MultiLabelHead and MultiHead: tf.estimator 2.15's numbers and messages.
 
 Golden values are hand derivations (written as arithmetic, with the float64 reference losses below)
-or the recorded tf.estimator 2.15 vectors of heads_spec §12 (ids C*, L*, M*, E*, X* name them).
+or recorded tf.estimator 2.15 values. Ids such as C3 or L7 in the docstrings name tf.estimator
+2.15's test vectors; each test writes the vector's inputs and tf.estimator's outputs out in full.
 """
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import re
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-import heads
+tf = pytest.importorskip('tensorflow')
+
+import heads  # noqa: E402
 
 pytestmark = pytest.mark.tf
 
@@ -67,7 +69,8 @@ EPS10 = math.log1p(2 * math.exp(-10))  # softmax CE of a logit 10 ahead of two z
 # =================================================================================================
 
 
-def test_c1_multi_class_eval():
+def test_multi_class_unweighted_eval():
+    """Vector C1."""
     # Row 0 is labelled 1 but predicts 0: CE = log(e^10 + 2) = 10 + EPS10; row 1 is right: EPS10.
     loss, metrics = _eval(heads.MultiClassHead(3), MC_LOGITS, np.array([[1], [1]]))
     expected = (_softmax_ce([10, 0, 0], 1) + _softmax_ce([0, 10, 0], 1)) / 2
@@ -76,7 +79,8 @@ def test_c1_multi_class_eval():
     _assert_metrics(metrics, {'average_loss': expected, 'accuracy': 1 / 2})
 
 
-def test_c3_weighted_eval_sum_over_batch_size_is_not_a_weighted_mean():
+def test_multi_class_weighted_loss_is_not_a_weighted_mean():
+    """Vector C3."""
     head = heads.MultiClassHead(3, weight_column='label_weights', name='topic')
     logits = np.array([[10, 0, 0], [0, 10, 0], [0, 0, 10]], F32)
     features = {'label_weights': np.array([[1.], [2.], [3.]], F32)}
@@ -87,7 +91,8 @@ def test_c3_weighted_eval_sum_over_batch_size_is_not_a_weighted_mean():
                               'accuracy/topic': 3 / 6})  # only row 2 (weight 3) is right
 
 
-def test_c4_rank3_logits_rank2_weights():
+def test_multi_class_rank3_logits_with_rank2_weights():
+    """Vector C4."""
     head = heads.MultiClassHead(3, weight_column='weights')
     logits = np.array([[[10, 0, 0], [12, 0, 0]], [[0, 10, 0], [0, 15, 0]]], F32)
     labels = np.array([[[0], [1]], [[1], [2]]])
@@ -100,7 +105,8 @@ def test_c4_rank3_logits_rank2_weights():
     _assert_metrics(metrics, {'average_loss': weighted / 7, 'accuracy': (1 + 2) / 7})
 
 
-def test_c5_c6_sum_reduction_and_regularization():
+def test_multi_class_sum_reduction_and_regularization():
+    """Vectors C5, C6."""
     labels = np.array([[1], [1]])
     loss = heads.MultiClassHead(3, loss_reduction='sum').loss(labels, MC_LOGITS, {})
     np.testing.assert_allclose(float(loss), 10 + 2 * EPS10, rtol=1e-6)
@@ -116,7 +122,8 @@ def test_c5_c6_sum_reduction_and_regularization():
                     {'loss/topic': 5 + EPS10 + 2.0, 'regularization_loss/topic': 2.0})
 
 
-def test_c7_vocabulary_labels_and_classes():
+def test_multi_class_vocabulary_labels_and_classes():
+    """Vector C7."""
     head = heads.MultiClassHead(3, label_vocabulary=['aang', 'iroh', 'zuko'])
     loss, metrics = _eval(head, MC_LOGITS, np.array([[b'iroh'], [b'iroh']]))
     np.testing.assert_allclose(loss, 5 + EPS10, rtol=1e-6)
@@ -126,14 +133,16 @@ def test_c7_vocabulary_labels_and_classes():
     assert preds['all_classes'].numpy().tolist() == [[b'aang', b'iroh', b'zuko']] * 2
 
 
-def test_c8_rank1_labels_and_weights():
+def test_multi_class_rank1_labels_and_weights():
+    """Vector C8."""
     head = heads.MultiClassHead(3, weight_column='label_weights')
     logits = np.array([[10, 0, 0], [0, 10, 0], [0, 0, 10]], F32)
     loss = head.loss(np.array([1, 2, 2]), logits, {'label_weights': np.array([1., 2., 3.], F32)})
     np.testing.assert_allclose(float(loss), (3 * (10 + EPS10) + 3 * EPS10) / 3, rtol=1e-6)
 
 
-def test_c9_loss_fn_gets_int64_label_ids_and_features():
+def test_multi_class_loss_fn_gets_int64_label_ids_and_features():
+    """Vector C9."""
     seen = {}
 
     def loss_fn(labels, logits, features):
@@ -147,7 +156,8 @@ def test_c9_loss_fn_gets_int64_label_ids_and_features():
     assert seen['labels'].numpy().tolist() == [[1], [2]] and seen['features'] == {'x': 1}
 
 
-def test_c2_predictions():
+def test_multi_class_predictions():
+    """Vector C2."""
     head = heads.MultiClassHead(3)
     preds = head.predictions(np.array([[1., 0., 0.], [0., 0., 1.]], F32))
     assert list(preds) == ['logits', 'probabilities', 'class_ids', 'classes', 'all_class_ids',
@@ -240,13 +250,15 @@ L1_METRICS = {'average_loss': L1_LOSS, 'auc': 0.3333333, 'auc_precision_recall':
      {'label_vocabulary': ['class0', 'class1']}),
 ], ids=['dense', 'sparse-ids', 'sparse-strings', 'dense+vocabulary', 'ragged-ids',
         'ragged-strings'])
-def test_l1_three_label_forms_agree(labels, head_args):
+def test_multi_label_three_label_forms_agree(labels, head_args):
+    """Vector L1."""
     loss, metrics = _eval(heads.MultiLabelHead(2, **head_args), ML_LOGITS, labels)
     np.testing.assert_allclose(loss, L1_LOSS, rtol=1e-6)
     _assert_metrics(metrics, L1_METRICS)
 
 
-def test_l2_thresholds():
+def test_multi_label_metrics_at_thresholds():
+    """Vector L2."""
     _, metrics = _eval(heads.MultiLabelHead(2, thresholds=[0.25, 0.5, 0.75]), ML_LOGITS, ML_LABELS)
     # p = σ(logits) = [[.269, .731], [.182, .818]]; labels [[1, 0], [1, 1]] (3 positives).
     # t = 0.25: predicted [[1, 1], [0, 1]] → per-row accuracy 1/2, 1/2; TP 2, FP 1, FN 1.
@@ -274,7 +286,8 @@ def _sigmoid(x):
       'name': 'tags'},
      tf.SparseTensor([[0, 0], [1, 0], [1, 1]], ['a', 'a', 'b'], [2, 2]), ['a/tags', 'b/tags']),
 ], ids=['ids', 'names'])
-def test_l3_class_based_metrics(head_args, labels, tags):
+def test_multi_label_per_class_metrics_by_id_or_name(head_args, labels, tags):
+    """Vector L3."""
     _, metrics = _eval(heads.MultiLabelHead(2, **head_args), ML_LOGITS, labels)
     suffix = '/tags' if 'name' in head_args else ''
     # Class 0 is positive in both rows (no negatives: ROC AUC 0, PR AUC 1); class 1 separates
@@ -287,7 +300,8 @@ def test_l3_class_based_metrics(head_args, labels, tags):
         'auc/' + tags[1]: 1.0, 'auc_precision_recall/' + tags[1]: 1.0})
 
 
-def test_l4_l6_weights_and_sum_reduction():
+def test_multi_label_weights_and_sum_reduction():
+    """Vectors L4–L6."""
     features = {'example_weights': np.array([[1.], [2.]], F32)}
     per_row = [_sce([-10., 10.], [1, 0]).mean(), _sce([-15., 10.], [1, 1]).mean()]  # ≈ 10, 7.5
     weighted = 1 * per_row[0] + 2 * per_row[1]
@@ -301,7 +315,8 @@ def test_l4_l6_weights_and_sum_reduction():
                                rtol=1e-6)  # spec L6: 25.0000911
 
 
-def test_l7_rank3_logits():
+def test_multi_label_rank3_logits():
+    """Vector L7."""
     head = heads.MultiLabelHead(3, weight_column='weights')
     logits = np.array([[[-10., 10., -10.], [10., -10., 10.]],
                        [[-12., 12., -12.], [12., -12., 12.]]], F32)
@@ -315,7 +330,8 @@ def test_l7_rank3_logits():
                               'auc_precision_recall': 0.5460822})
 
 
-def test_l8_predictions():
+def test_multi_label_predictions():
+    """Vector L8."""
     logits = np.array([[0., 1., 2., -1.], [-1., -2., -3., 1.]], F32)
     preds = heads.MultiLabelHead(4).predictions(logits)
     assert list(preds) == ['logits', 'probabilities', 'classes']
@@ -331,7 +347,8 @@ def test_l8_predictions():
         head.predictions(logits, ['class_ids'])
 
 
-def test_l9_l10_regularization_and_loss_fn():
+def test_multi_label_regularization_and_custom_loss_fn():
+    """Vectors L9, L10."""
     loss, metrics = _eval(heads.MultiLabelHead(2), ML_LOGITS_10, ML_LABELS,
                           regularization_losses=[1.5, 0.5])
     plain = (_sce([-10., 10.], [1, 0]).mean() + _sce([-15., 10.], [1, 1]).mean()) / 2  # 8.75
@@ -349,7 +366,8 @@ def test_l9_l10_regularization_and_loss_fn():
     assert seen['labels'].dtype == tf.int64 and seen['labels'].numpy().tolist() == [[1, 0], [1, 1]]
 
 
-def test_e3_nan_logit():
+def test_multi_label_nan_logit_gives_nan_loss_and_tf_estimator_aucs():
+    """Vector E3."""
     loss, metrics = _eval(heads.MultiLabelHead(2), np.array([[np.nan, 1.], [1., -1.]], F32),
                           np.array([[1, 0], [0, 1]]))
     assert math.isnan(loss) and math.isnan(metrics['average_loss'])
@@ -357,7 +375,8 @@ def test_e3_nan_logit():
                     {'auc': 0.0, 'auc_precision_recall': 0.0945349})
 
 
-def test_e7_soft_targets_and_duplicate_sparse_ids():
+def test_multi_label_soft_targets_and_duplicate_sparse_ids():
+    """Vector E7."""
     loss, metrics = _eval(heads.MultiLabelHead(2), np.array([[1., -1.]], F32),
                           np.array([[0.5, 0.]], F32))
     np.testing.assert_allclose(loss, _sce([1., -1.], [0.5, 0.]).mean(), rtol=1e-6)  # 0.5632617
@@ -437,7 +456,8 @@ M1_METRICS = {'loss/head1': H1_LOSS, 'loss/head2': H2_LOSS,
               'auc_precision_recall/head1': 0.6022843, 'auc_precision_recall/head2': 0.4015228}
 
 
-def test_m1_head_weights_loss_and_metrics():
+def test_multi_head_weighted_loss_and_metrics():
+    """Vector M1."""
     assert H2_LOSS == pytest.approx(15.0)
     loss, metrics = _eval(_two_multi_label_heads([1., 2.]), MH_LOGITS, MH_LABELS)
     np.testing.assert_allclose(loss, 1 * H1_LOSS + 2 * H2_LOSS, rtol=1e-6)  # 38.75
@@ -446,7 +466,8 @@ def test_m1_head_weights_loss_and_metrics():
     np.testing.assert_allclose(float(loss), H1_LOSS + H2_LOSS, rtol=1e-6)  # 23.75
 
 
-def test_m2_weight_columns_and_one_logits_tensor():
+def test_multi_head_weight_columns_and_one_logits_tensor():
+    """Vector M2."""
     head = _two_multi_label_heads([1., 2.], h1={'weight_column': 'weights1'},
                                   h2={'weight_column': 'weights2'})
     features = {'weights1': np.array([[1.], [2.]], F32), 'weights2': np.array([[2.], [3.]], F32)}
@@ -462,7 +483,8 @@ def test_m2_weight_columns_and_one_logits_tensor():
     np.testing.assert_allclose(float(in_graph), expected, rtol=1e-6)
 
 
-def test_m4_predictions_and_export_outputs():
+def test_multi_head_predictions_and_export_outputs():
+    """Vector M4."""
     head = _two_multi_label_heads()
     logits = {'head1': np.array([[-1., 1.], [-1.5, 1.]], F32),
               'head2': np.array([[2., -2., 2.], [-3., 2., -2.]], F32)}
@@ -484,7 +506,8 @@ def test_m4_predictions_and_export_outputs():
         'head2/classes', 'head2/logits', 'head2/probabilities']
 
 
-def test_m5_eval_and_train_specs():
+def test_multi_head_eval_and_train_specs():
+    """Vector M5."""
     head = _two_multi_label_heads([1., 2.])
     spec = head.create_estimator_spec({}, heads.ModeKeys.EVAL, MH_LOGITS, MH_LABELS)
     np.testing.assert_allclose(float(spec.loss), H1_LOSS + 2 * H2_LOSS, rtol=1e-6)
@@ -525,7 +548,8 @@ def test_multi_head_eval_spec_in_graph_mode():
                              'average_loss/head2': head2, 'accuracy/head2': 0.0}, rtol=1e-4)
 
 
-def test_m6_name_metric_keys_and_split_error():
+def test_multi_head_name_metric_keys_and_logits_split_error():
+    """Vector M6."""
     head = heads.MultiHead([heads.MultiClassHead(3, name='a'), heads.MultiLabelHead(2, name='b')])
     assert head.name == 'a_b' and head.logits_dimension == 5
     assert list(head.metrics(regularization_losses=[1.])) == [
@@ -536,7 +560,8 @@ def test_m6_name_metric_keys_and_split_error():
         head.predictions(np.zeros((2, 6), F32))  # the two numbers are swapped, as upstream
 
 
-def test_e6_multi_head_per_head_metrics_keep_only_the_last_batch():
+def test_multi_head_per_head_metrics_keep_only_the_last_batch():
+    """Vector E6."""
     head = heads.MultiHead([heads.MultiClassHead(3, name='a'), heads.MultiLabelHead(2, name='b')])
     metrics = head.metrics()
     batches = [({'a': np.array([[10., 0., 0.]], F32), 'b': np.array([[0., 0.]], F32)},

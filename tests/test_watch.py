@@ -198,7 +198,6 @@ def test_empty_directory_and_missing_window_are_handled(tmp_path, capsys):
         list(watch.watch(no_window, once=True))
 
 
-@pytest.mark.tf
 def test_watched_windows_equal_the_windowed_batch_run(tmp_path):
     """Windowed batch evaluation over every shard = the watch loop's final windows = the array
     face over each window's rows (checked in `_check`)."""

@@ -157,7 +157,6 @@ def load_tensors(run_dir):
             for tag in acc.Tags()['tensors']}, acc
 
 
-@pytest.mark.tf  # TensorBoard's event reader imports TensorFlow when it is installed
 def test_event_files_read_back_exactly(tmp_path):
     logdir = str(tmp_path / 'tb')
     written = tb_writer.write_tensorboard(logdir, metrics_table(), plots_table())
@@ -213,7 +212,6 @@ def test_event_files_read_back_exactly(tmp_path):
     np.testing.assert_array_equal(hist, [[0.0, 0.5, 6.0], [0.5, 1.0, 6.5]])
 
 
-@pytest.mark.tf
 def test_pr_curves_use_the_evenly_spaced_auc_thresholds_only(tmp_path):
     """A head's confusion rows: Keras's 200 AUC thresholds (0 − 1e-7, 1/199, ..., 198/199,
     1 + 1e-7) with the head's own 0.3, 0.5 and 0.7 sorted among them. The plugin labels point i
@@ -249,7 +247,6 @@ def test_pr_curves_use_the_evenly_spaced_auc_thresholds_only(tmp_path):
     assert tb_writer.even_threshold_rows([]) == []
 
 
-@pytest.mark.tf
 def test_windowed_and_unstepped_steps(tmp_path):
     rows = [('', '', 'click', 'auc', 0.5, None), ('', '', 'click', 'auc', 0.25, None)]
     w0 = datetime.datetime(2026, 11, 23, 8, 0, tzinfo=UTC)

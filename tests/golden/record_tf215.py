@@ -405,7 +405,7 @@ def build_cases() -> list[dict]:
                        'buy': np.array(['no', 'yes'], dtype=object)[rng.randint(0, 2, (n, 1))]},
                       {'w': weights_of(rng, n, rank1=True)}))
 
-    # -- Vectors of heads_spec.md section 12, recorded here too as a check of the recorder ------
+    # -- Two hand-checked vectors (B1, E6; values in the notes), as a check of the recorder -----
     cases.append(case('binary/spec_b1', H('BinaryClassHead'), np.array([[45], [-41]], np.int32),
                       np.array([[1], [1]], np.int32), sizes=(2,),
                       note='spec B1: loss 20.5, accuracy 0.5, auc 0.0, auc_precision_recall 1.0'))
@@ -600,7 +600,7 @@ def decode(enc: dict) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# Non-finite logits: tf.estimator gives NaN losses silently (heads_spec.md section 12, E2, E3).
+# Non-finite logits: tf.estimator gives NaN losses silently (vectors E2, E3).
 # ---------------------------------------------------------------------------------------------
 
 def nonfinite_cases() -> list[dict]:

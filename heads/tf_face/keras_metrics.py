@@ -1,4 +1,4 @@
-"""Streaming metric objects of the TF face, with Keras 2 semantics (heads_spec.md §2.6).
+"""Streaming metric objects of the TF face, with Keras 2 semantics.
 
 tf.estimator's heads delegated their metrics to Keras 2 (`tf.keras.metrics.Mean`, `AUC`, ...). The
 Keras 3 that ships with TF 2.21 computes several of them differently (weight broadcasting, AUC
