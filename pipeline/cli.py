@@ -48,7 +48,7 @@ def _report(argv: Sequence[str]) -> int:
     except ImportError as e:
         if e.name not in ('pipeline.report',):
             raise
-        print('headstream report: the report module (pipeline/report.py) is not installed',
+        print('headstream report: the report module (pipeline/report/) is not installed',
               file=sys.stderr)
         return EXIT_FAILED
     from pipeline.writers.publish import check_complete
