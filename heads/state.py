@@ -12,19 +12,39 @@
     state.plots() -> {plot column: array}
 
 A subclass lists the attribute names of its mergeable components in `_components` (each a state
-of `heads.metrics`, or a list / tuple / dict of them), implements `update_groups` (or overrides
-`update`), `result` and `loss`, and may override `bounds` and `plots`. The per-family states are in
-`heads.array`. `state_arrays` / `load_state_arrays` give a state's numbers as named arrays and
-back (persistence in a data format, without pickle). Never imports TensorFlow.
+of `heads.metrics`, or a list / tuple / dict of them), creates them in `__init__`, and implements
+a batch in two steps: `_prepare(face, labels, logits, features)` validates a batch and returns its
+per-example arrays (a dict, first dimension the examples; None: not representable, then
+`update_groups` returns False), and `_update_rows(states, codes, rows)` adds them (or overrides
+`update_groups` / `update` altogether); it implements `result` and `loss`, and may override
+`bounds` and `plots`.
+
+Small states. A subclass setting `BUFFER_ROWS > 0` (the binary and multi-label states, whose
+dense components hold thousands of buckets) gets `_update_rows` from this class, and its faces
+make states with `small(face)`: such a state holds the prepared rows themselves (a
+`heads.metrics.rows.RowBuffer`, with a field `w` of per-example weights for the counts) until it
+has more than `BUFFER_ROWS` of them; then it builds its components (`__init__`'s) and adds the
+rows with `_add_rows(states, groups, rows) -> Σw per state`, the family's dense grouped update.
+Reading any component of a small state (`result()`, `bounds()`, `plots()`, ... or a method added
+later) first turns it dense the same way (`__getattr__`), so every answer is the dense state's,
+over the same rows. A batch's rows for many small states are sorted by state once and shared
+(see `RowBuffer`); states turning dense in a batch are filled together, `MAX_GROUPS` at a time.
+
+The per-family states are in `heads.array`. `state_arrays` / `load_state_arrays` give a state's
+numbers as named arrays and back (persistence in a data format, without pickle; a small state is
+written as its dense equivalent). Never imports TensorFlow.
 """
 from __future__ import annotations
 
 import abc
+import copy
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from heads.metrics.groups import Groups, group_order
 from heads.metrics.plots import empty_plots
+from heads.metrics.rows import RowBuffer, as_records, record_fields
 
 __all__ = ['HeadState', 'add_counts_groups', 'state_arrays', 'load_state_arrays']
 
@@ -56,11 +76,50 @@ class HeadState(abc.ABC):
     """
 
     _components: tuple[str, ...] = ()
+    # Rows a small state holds before it builds its dense components (0: always dense).
+    BUFFER_ROWS = 0
+    # States per dense grouped update (`_add_rows`), whose per-state sums are taken at once.
+    MAX_GROUPS = 128
+    # The rows of a small state (None: dense, the components are the state).
+    _buffer: RowBuffer | None = None
 
     def __init__(self, signature: Any = None) -> None:
         self.signature = signature
         self.example_count = 0.0
         self.weighted_example_count = 0.0
+
+    @classmethod
+    def small(cls, face: Any) -> 'HeadState':
+        """An empty state of `face`'s head that holds its rows until it has more than
+        `BUFFER_ROWS` (a dense `cls(face)` when BUFFER_ROWS is 0): building it allocates no
+        component."""
+        if cls.BUFFER_ROWS <= 0:
+            return cls(face)
+        state = cls.__new__(cls)
+        state.signature = face.signature
+        state.face = face
+        state.example_count = 0.0
+        state.weighted_example_count = 0.0
+        state._buffer = RowBuffer()
+        return state
+
+    @property
+    def is_small(self) -> bool:
+        """Whether the state holds rows rather than its dense components."""
+        return self._buffer is not None
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes not found: a small state's components. Build them (from
+        # the rows held) and answer as the dense state.
+        if name.startswith('__') or self.__dict__.get('_buffer') is None:
+            raise AttributeError('{!r} object has no attribute {!r}'.format(
+                type(self).__name__, name))
+        self._densify()
+        try:
+            return self.__dict__[name]
+        except KeyError:
+            raise AttributeError('{!r} object has no attribute {!r}'.format(
+                type(self).__name__, name)) from None
 
     def _add_counts(self, examples: int | float, weighted: float) -> None:
         self.example_count += float(examples)
@@ -75,23 +134,145 @@ class HeadState(abc.ABC):
                 type(self).__name__))
         return self
 
-    @staticmethod
-    def update_groups(states: Sequence['HeadState'], codes: np.ndarray | None, labels: Any,
+    @classmethod
+    def update_groups(cls, states: Sequence['HeadState'], codes: np.ndarray | None, labels: Any,
                       logits: Any, features: Mapping[str, Any] | None = None) -> bool:
         """Adds row i of one batch to `states[codes[i]]` (a negative code: to none; `codes` None:
-        every row to the single state) in one pass, when the head's state supports it. The batch
-        is validated as a whole first (errors leave every state unchanged). Returns False,
-        changing nothing, when it does not: the caller then updates each state with its own
-        rows."""
-        return False
+        every row to the single state) in one pass, whatever the number of states. The batch is
+        validated as a whole first (errors leave every state unchanged). Returns False, changing
+        nothing, when the state cannot take this batch so (no `_prepare`, or `_prepare` returns
+        None): the caller then updates each state with its own rows."""
+        if not states:
+            return True
+        prepare = getattr(cls, '_prepare', None)
+        if prepare is None:
+            return False
+        rows = prepare(states[0].face, labels, logits, features)
+        if rows is None:
+            return False
+        cls._update_rows(states, codes, rows)
+        return True
+
+    # -- small states: rows held until they are many ------------------------------------------
+    @classmethod
+    def _add_rows(cls, states: Sequence['HeadState'], groups: Groups,
+                  rows: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The family's dense grouped update: adds the prepared `rows` of group g to the
+        components of `states[g]` (at most MAX_GROUPS states; not the counts); returns Σw per
+        state (of the field `w`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _update_rows(cls, states: Sequence['HeadState'], codes: np.ndarray | None,
+                     rows: Mapping[str, np.ndarray]) -> None:
+        """Adds prepared rows (`_prepare`'s) to the states, each row to `states[codes[i]]`:
+        dense states, and small states growing past BUFFER_ROWS, take them through `_add_rows`;
+        the other small states keep them (one stable sort of the rows by state, one shared
+        record block)."""
+        n_rows = rows['w'].shape[0]
+        k = len(states)
+        groups = Groups.of(codes, k, n_rows)
+        n_g = groups.sum()
+        held = np.fromiter((-1 if st._buffer is None else st._buffer.n for st in states),
+                           np.int64, k)
+        active = n_g > 0
+        dense = active & ((held < 0) | (held + n_g > cls.BUFFER_ROWS))
+        kept = active & ~dense
+        w_sum = np.zeros(k)
+        leaving = np.flatnonzero(dense & (held >= 0))
+        if leaving.size:  # their rows so far first (counted already)
+            cls._densify_states([states[i] for i in leaving])
+        if codes is None:  # one state taking every row
+            if dense[0]:
+                w_sum = cls._dense_add(states, None, rows)
+            elif kept[0]:
+                w_sum = np.array([float(np.sum(rows['w']))])
+                states[0]._buffer.append(as_records(rows), 0, n_rows)
+        else:
+            codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+            if dense.any():
+                idx = np.flatnonzero(dense)
+                w_sum[idx] = cls._dense_add(*_subset(states, codes, rows, idx, n_g))
+            if kept.any():
+                idx = np.flatnonzero(kept)
+                w_sum[idx] = _keep_rows([states[i] for i in idx], codes, rows, idx, k)
+        for st, examples, weighted, on in zip(states, n_g.tolist(), w_sum.tolist(),
+                                              active.tolist()):
+            if on:
+                st._add_counts(examples, weighted)
+
+    @classmethod
+    def _dense_add(cls, states: Sequence['HeadState'], codes: np.ndarray | None,
+                   rows: Mapping[str, np.ndarray]) -> np.ndarray:
+        """`_add_rows` for any number of dense states (`codes` None: one state, every row):
+        MAX_GROUPS states at a time, each over its own rows (sorted by state once)."""
+        n_rows = rows['w'].shape[0]
+        k = len(states)
+        if codes is None:
+            return cls._add_rows(states, Groups.one(n_rows), rows)
+        if k <= cls.MAX_GROUPS:
+            return cls._add_rows(states, Groups.of(codes, k, n_rows), rows)
+        order, counts = group_order(codes, k)
+        codes = codes[order]
+        rows = {name: np.take(v, order, axis=0) for name, v in rows.items()}
+        bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        out = np.zeros(k)
+        for g0 in range(0, k, cls.MAX_GROUPS):
+            g1 = min(g0 + cls.MAX_GROUPS, k)
+            a, b = bounds[g0], bounds[g1]
+            part = {name: v[a:b] for name, v in rows.items()}
+            out[g0:g1] = cls._add_rows(states[g0:g1], Groups.of(codes[a:b] - g0, g1 - g0, b - a),
+                                       part)
+        return out
+
+    @classmethod
+    def _densify_states(cls, states: Sequence['HeadState']) -> None:
+        """Turns small states dense: each builds its components (its class's `__init__`) and
+        adds the rows it holds, all states in one grouped update."""
+        holders, parts, sizes = [], [], []
+        for st in states:
+            buf = st._buffer
+            if buf is None:
+                continue
+            fresh = type(st)(st.face)
+            for name, value in fresh.__dict__.items():
+                if name not in ('signature', 'face', 'example_count', 'weighted_example_count'):
+                    st.__dict__[name] = value
+            del st.__dict__['_buffer']
+            if buf.n:
+                holders.append(st)
+                parts.append(buf.rows())
+                sizes.append(buf.n)
+        if not holders:
+            return
+        rows = record_fields(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        if len(holders) == 1:
+            cls._dense_add(holders, None, rows)
+        else:
+            cls._dense_add(holders, np.repeat(np.arange(len(holders)), sizes), rows)
+
+    def _densify(self) -> None:
+        """Builds the components of a small state from its rows (nothing for a dense state)."""
+        if self._buffer is not None:
+            type(self)._densify_states([self])
 
     def merge(self, other: 'HeadState') -> 'HeadState':
         """Adds `other` (a state of the same head) into self; `other` is unchanged."""
         if type(other) is not type(self) or other.signature != self.signature:
             raise ValueError('Cannot merge a {} of {!r} into a {} of {!r}.'.format(
                 type(other).__name__, other.signature, type(self).__name__, self.signature))
-        for name in self._components:
-            _merge_component(getattr(self, name), getattr(other, name))
+        theirs = other._buffer
+        if theirs is not None:
+            if self._buffer is not None:
+                self._buffer.extend(theirs)  # references to other's (read-only) rows
+                if self._buffer.n > self.BUFFER_ROWS:
+                    self._densify()
+            elif theirs.n:
+                type(self)._dense_add([self], None, record_fields(theirs.rows()))
+        else:
+            self._densify()
+            for name in self._components:
+                _merge_component(getattr(self, name), getattr(other, name))
         self.example_count += other.example_count
         self.weighted_example_count += other.weighted_example_count
         return self
@@ -115,6 +296,40 @@ class HeadState(abc.ABC):
     def plots(self) -> dict[str, np.ndarray]:
         """Plot rows, columns `heads.metrics.PLOT_COLUMNS` (none by default)."""
         return empty_plots()
+
+
+def _subset(states: Sequence[HeadState], codes: np.ndarray, rows: Mapping[str, np.ndarray],
+            idx: np.ndarray, n_g: np.ndarray
+            ) -> tuple[list[HeadState], np.ndarray, Mapping[str, np.ndarray]]:
+    """(states[idx], their codes 0..len(idx)-1 per row (−1: another state's row), rows): the rows
+    gathered when the chosen states hold a minority of them, else all rows with codes −1."""
+    k = len(states)
+    if idx.size == k:
+        return list(states), codes, rows
+    remap = np.full(k + 1, -1, np.int64)
+    remap[idx] = np.arange(idx.size)
+    local = remap[codes]  # code −1 → remap[−1] = −1
+    if 2 * float(n_g[idx].sum()) < codes.size:
+        take = np.flatnonzero(local >= 0)
+        local = local[take]
+        rows = {name: np.take(v, take, axis=0) for name, v in rows.items()}
+    return [states[i] for i in idx], local, rows
+
+
+def _keep_rows(states: Sequence[HeadState], codes: np.ndarray, rows: Mapping[str, np.ndarray],
+               idx: np.ndarray, k: int) -> np.ndarray:
+    """Adds to each small state `states[j]` (group idx[j] of `codes`) its rows, by reference into
+    one record block of the rows sorted by state; returns Σw per state."""
+    remap = np.full(k + 1, -1, np.int64)
+    remap[idx] = np.arange(idx.size)
+    order, counts = group_order(remap[codes], idx.size)
+    block = as_records(rows, order)
+    stops = np.cumsum(counts)
+    starts = (stops - counts).tolist()
+    w_sum = np.add.reduceat(block['w'], starts) if order.size else np.zeros(idx.size)
+    for st, a, b in zip(states, starts, stops.tolist()):
+        st._buffer.append(block, a, b)
+    return w_sum
 
 
 def add_counts_groups(states: Sequence[HeadState], n_rows: np.ndarray, w_sum: np.ndarray
@@ -167,6 +382,9 @@ def _put_arrays(out: dict[str, np.ndarray], path: str, value: Any) -> None:
         for k, v in value.items():
             _put_arrays(out, '%s/%s' % (path, k) if path else str(k), v)
     elif _is_state(value):
+        if isinstance(value, HeadState) and value.is_small:
+            value = copy.deepcopy(value)  # written as its dense equivalent; `state` unchanged
+            value._densify()
         for name, v in _fields(value).items():
             _put_arrays(out, '%s/%s' % (path, name) if path else name, v)
     # Anything else (None, strings, heads) is configuration: the fresh state has it.
@@ -189,6 +407,8 @@ def load_state_arrays(state: Any, arrays: Mapping[str, np.ndarray]) -> Any:
 
 
 def _load_state(state: Any, path: str, arrays: Mapping[str, np.ndarray], used: set[str]) -> None:
+    if isinstance(state, HeadState):
+        state._densify()  # the arrays are a dense state's
     fields = _fields(state)
     prefix = path + '/' if path else ''
     for name, value in fields.items():

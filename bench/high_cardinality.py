@@ -1,0 +1,240 @@
+"""High-cardinality slicing: the same rows sliced by columns of 5, 100k or 1M values, through the
+real pipeline (`python -m pipeline evaluate` on the DirectRunner, as bench/run.py runs it).
+
+    .venv/bin/python bench/high_cardinality.py [--rows 1000000] [--values 5,100000]
+        [--heads binary|five] [--timeout 1800] [--max-rss-mb 12000] [--repeat 1]
+    .venv/bin/python bench/high_cardinality.py --quick   # 200k rows: 5, 2k, 20k values
+    .venv/bin/python bench/high_cardinality.py --big     # 10M rows: 1M values (issue 21's target)
+
+Data (bench/out/data/highcard_<rows>[_five]/, cached): bench/datagen.py's columns (a binary head's
+logit, label and weight `w`; with `--heads five` also the 5-head workload's columns) in 8 Parquet
+shards, plus int64 slice columns `s<K>` for K in 5, 2k, 20k, 100k, 1M: row i of the whole dataset
+holds value `perm(i) mod K` (a fixed random permutation), so every value has rows/K or rows/K + 1
+rows (as many distinct values as rows when K > rows).
+
+Each measurement is one whole CLI process (start-up, reading, evaluation, every writer: metrics,
+plots, summary, the TFMA output and report.html), slices Overall + `s<K>`. Printed (one JSON line
+each, all also in bench/out/high_cardinality.json): wall seconds, rows/s, the peak RSS of the
+process tree (sampled every 50 ms, as bench/run.py) and the process's own maximum RSS from the
+kernel (`os.wait4`'s ru_maxrss), the metrics rows written and the sizes of the plots table and of
+report.html. A run exceeding `--timeout` seconds or `--max-rss-mb` is killed and reported as such
+(`killed`), with what it had used until then. Then the issue's targets, MET or NOT MET (measured,
+never asserted): K=100k ≤ 3x the time of K=5 on the same rows with peak RSS ≤ 2 GB; K=1M on 10M
+rows completes with peak RSS ≤ 4 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+OUT = os.path.join(HERE, 'out')
+sys.path.insert(0, HERE)
+import datagen  # noqa: E402
+from run import BINARY_HEADS, FIVE_HEADS  # noqa: E402
+
+CARDINALITIES = (5, 2_000, 20_000, 100_000, 1_000_000)
+SHARDS = 8
+PAUSE_S = 2.0
+
+
+def slice_column(name_k: int) -> str:
+    return 's%d' % name_k
+
+
+def write_dataset(rows: int, five_heads: bool = False) -> str:
+    """`rows` rows in 8 Parquet shards (datagen's columns plus the `s<K>` slice columns); returns
+    the glob pattern. Idempotent."""
+    directory = os.path.join(OUT, 'data', 'highcard_%d%s' % (rows, '_five' if five_heads else ''))
+    os.makedirs(directory, exist_ok=True)
+    marker = os.path.join(directory, '_COMPLETE')
+    pattern = os.path.join(directory, 'part-*.parquet')
+    if os.path.exists(marker):
+        return pattern
+    perm = np.random.default_rng(21).permutation(rows)
+    per_shard = np.full(SHARDS, rows // SHARDS)
+    per_shard[: rows % SHARDS] += 1
+    start = 0
+    for i, n in enumerate(per_shard):
+        table = datagen.make_shard(int(n), seed=2100 + i, five_heads=five_heads)
+        ids = perm[start:start + n]
+        for k in CARDINALITIES:
+            table = table.append_column(slice_column(k), pa.array((ids % k).astype(np.int64)))
+        pq.write_table(table, os.path.join(directory, 'part-%05d.parquet' % i),
+                       row_group_size=256 * 1024)
+        start += n
+    open(marker, 'w').close()
+    return pattern
+
+
+def measure(cmd: list[str], timeout: float, max_rss_mb: float) -> dict:
+    """Runs cmd; wall seconds, the peak RSS of its process tree (sampled) and its own ru_maxrss
+    (MB); kills it past `timeout` seconds or `max_rss_mb`."""
+    load = os.getloadavg()[0]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    start = time.time()
+    os.makedirs(OUT, exist_ok=True)
+    err_file = open(os.path.join(OUT, 'high_cardinality.stderr'), 'w+')
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file, env=env, cwd=ROOT,
+                            start_new_session=True)
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    killed = None
+    while True:
+        # wait4: this child's own rusage (its maximum RSS as the kernel counted it).
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        try:
+            tree = [ps] + ps.children(recursive=True)
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        if killed is None and time.time() - start > timeout:
+            killed = 'timeout after %.0f s' % timeout
+            os.killpg(proc.pid, signal.SIGKILL)
+        elif killed is None and peak > max_rss_mb * 2**20:
+            killed = 'RSS above %.0f MB' % max_rss_mb
+            os.killpg(proc.pid, signal.SIGKILL)
+        time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.time() - start
+    err_file.seek(0)
+    err = err_file.read()
+    err_file.close()
+    if killed is None and proc.returncode != 0:
+        raise RuntimeError('%s failed (%d):\n%s' % (' '.join(cmd), proc.returncode,
+                                                      err[-3000:]))
+    return {'seconds': seconds, 'peak_rss_mb': peak / 2**20,
+            'maxrss_mb': usage.ru_maxrss / 1024.0, 'cpu_s': usage.ru_utime + usage.ru_stime,
+            'load_1min': load, 'killed': killed}
+
+
+def headstream(pattern: str, k: int, heads: str, out_dir: str, timeout: float,
+               max_rss_mb: float) -> dict:
+    config = {'input': {'pattern': pattern, 'format': 'parquet'},
+              'heads': FIVE_HEADS if heads == 'five' else BINARY_HEADS,
+              'slices': [[], [slice_column(k)]], 'output': out_dir}
+    if heads == 'five':
+        config['head_weights'] = [1.0, 0.5, 0.5, 0.2, 0.2]
+    path = out_dir.rstrip('/') + '.yaml'
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        yaml.safe_dump(config, f)
+    row = measure([sys.executable, '-m', 'pipeline', 'evaluate', '--config', path, '--runner',
+                   'DirectRunner', '--overwrite'], timeout, max_rss_mb)
+    row['config'] = path
+    if not row['killed']:
+        row.update(_outputs(out_dir))
+    return row
+
+
+def _outputs(out_dir: str) -> dict:
+    """Sizes of what the run wrote: metrics rows, plots rows and bytes, report.html bytes."""
+    def rows_and_bytes(table: str) -> tuple[int, int]:
+        files = glob.glob(os.path.join(out_dir, table, '*.parquet'))
+        return (sum(pq.ParquetFile(f).metadata.num_rows for f in files),
+                sum(os.path.getsize(f) for f in files))
+    metrics_rows, metrics_bytes = rows_and_bytes('metrics')
+    plots_rows, plots_bytes = rows_and_bytes('plots')
+    report = os.path.join(out_dir, 'report.html')
+    return {'metrics_rows': metrics_rows, 'metrics_mb': metrics_bytes / 2**20,
+            'plots_rows': plots_rows, 'plots_mb': plots_bytes / 2**20,
+            'report_mb': os.path.getsize(report) / 2**20 if os.path.exists(report) else None}
+
+
+def targets(runs: list[dict]) -> list[str]:
+    """The issue's targets, each with its measured value (never asserted)."""
+    def verdict(ok: bool) -> str:
+        return 'MET' if ok else 'NOT MET'
+
+    lines = []
+    by = {(r['rows'], r['values'], r['heads']): r for r in runs}
+    for (rows, values, heads), r in sorted(by.items()):
+        if values != 100_000:
+            continue
+        base = by.get((rows, 5, heads))
+        if base and not base['killed']:
+            ratio = r['seconds'] / base['seconds']
+            lines.append('target K=100k <= 3x the time of K=5 (%d rows, %s): %.2fx%s  %s'
+                         % (rows, heads, ratio, ' (killed)' if r['killed'] else '',
+                            verdict(ratio <= 3 and not r['killed'])))
+        lines.append('target K=100k peak RSS <= 2048 MB (%d rows, %s): %.0f MB  %s'
+                     % (rows, heads, r['peak_rss_mb'],
+                        verdict(r['peak_rss_mb'] <= 2048 and not r['killed'])))
+    for (rows, values, heads), r in sorted(by.items()):
+        if values == 1_000_000 and rows >= 10_000_000:
+            lines.append('target K=1M on %d rows completes with peak RSS <= 4096 MB (%s): '
+                         '%.0f MB%s  %s' % (rows, heads, r['peak_rss_mb'],
+                                            ' (killed: %s)' % r['killed'] if r['killed'] else '',
+                                            verdict(r['peak_rss_mb'] <= 4096
+                                                    and not r['killed'])))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--rows', type=int, default=1_000_000)
+    parser.add_argument('--values', default='5,100000',
+                        help='slice cardinalities, of %s' % (CARDINALITIES,))
+    parser.add_argument('--heads', choices=('binary', 'five'), default='binary')
+    parser.add_argument('--quick', action='store_true', help='200k rows: 5, 2k and 20k values')
+    parser.add_argument('--big', action='store_true', help='10M rows, 1M values')
+    parser.add_argument('--timeout', type=float, default=1800.0)
+    parser.add_argument('--max-rss-mb', type=float, default=12000.0)
+    parser.add_argument('--repeat', type=int, default=1, help='runs per measurement (median)')
+    parser.add_argument('--tag', default='', help='a label stored with the results')
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.values = 200_000, '5,2000,20000'
+    if args.big:
+        args.rows, args.values = 10_000_000, '1000000'
+    values = [int(v) for v in args.values.split(',')]
+    if any(v not in CARDINALITIES for v in values):
+        parser.error('--values must be among %s' % (CARDINALITIES,))
+    pattern = write_dataset(args.rows, five_heads=args.heads == 'five')
+    path = os.path.join(OUT, 'high_cardinality.json')
+    results = json.load(open(path)) if os.path.exists(path) else {'runs': []}
+    runs = []
+    for k in values:
+        out_dir = os.path.join(OUT, 'hc_%s_%d_%d' % (args.heads, args.rows, k))
+        tries = []
+        for _ in range(max(1, args.repeat)):
+            time.sleep(PAUSE_S)
+            tries.append(headstream(pattern, k, args.heads, out_dir, args.timeout,
+                                    args.max_rss_mb))
+            if tries[-1]['killed']:
+                break
+        tries.sort(key=lambda r: r['seconds'])
+        row = dict(tries[len(tries) // 2])
+        row.update({'what': 'high_cardinality', 'tag': args.tag, 'heads': args.heads,
+                    'rows': args.rows, 'values': k, 'slices': min(k, args.rows),
+                    'examples_per_s': args.rows / row['seconds'],
+                    'all_seconds': [round(r['seconds'], 2) for r in tries],
+                    'when': time.strftime('%Y-%m-%d %H:%M')})
+        runs.append(row)
+        print(json.dumps({k2: (round(v, 3) if isinstance(v, float) else v)
+                          for k2, v in row.items()}), flush=True)
+    for line in targets(runs):
+        print(line)
+    results['runs'].extend(runs)
+    os.makedirs(OUT, exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(results, f, indent=1, default=str)
+
+
+if __name__ == '__main__':
+    main()
