@@ -80,8 +80,13 @@ class HeadState(abc.ABC):
     BUFFER_ROWS = 0
     # States per dense grouped update (`_add_rows`), whose per-state sums are taken at once.
     MAX_GROUPS = 128
-    # The rows of a small state (None: dense, the components are the state).
+    # Rows a dense state holds beside its components (`_parked`) before adding them: merging
+    # many small states into one adds their rows in a few passes rather than one each.
+    PENDING_ROWS = 1 << 16
+    # The rows a state holds (None: dense, the components are the state's attributes) and, when
+    # it holds rows, its components set aside (None: a small state, none built yet).
     _buffer: RowBuffer | None = None
+    _parked: dict[str, Any] | None = None
 
     def __init__(self, signature: Any = None) -> None:
         self.signature = signature
@@ -105,7 +110,8 @@ class HeadState(abc.ABC):
 
     @property
     def is_small(self) -> bool:
-        """Whether the state holds rows rather than its dense components."""
+        """Whether the state holds rows (then its components are built, or read back, on first
+        use)."""
         return self._buffer is not None
 
     def __getattr__(self, name: str) -> Any:
@@ -165,33 +171,35 @@ class HeadState(abc.ABC):
     @classmethod
     def _update_rows(cls, states: Sequence['HeadState'], codes: np.ndarray | None,
                      rows: Mapping[str, np.ndarray]) -> None:
-        """Adds prepared rows (`_prepare`'s) to the states, each row to `states[codes[i]]`:
-        dense states, and small states growing past BUFFER_ROWS, take them through `_add_rows`;
-        the other small states keep them (one stable sort of the rows by state, one shared
-        record block)."""
+        """Adds prepared rows (`_prepare`'s) to the states, each row to `states[codes[i]]`. A
+        state taking BUFFER_ROWS rows or more of the batch, or whose held rows would pass its
+        limit, is made dense (with the rows it held) and takes them through `_add_rows`, at most
+        MAX_GROUPS states a pass; every other state keeps them (a dense one holding them as
+        pending rows): one stable sort of their rows by state, one shared record block."""
         n_rows = rows['w'].shape[0]
         k = len(states)
         groups = Groups.of(codes, k, n_rows)
         n_g = groups.sum()
-        held = np.fromiter((-1 if st._buffer is None else st._buffer.n for st in states),
-                           np.int64, k)
+        held, limit = _held_and_limits(states)
         active = n_g > 0
-        dense = active & ((held < 0) | (held + n_g > cls.BUFFER_ROWS))
-        kept = active & ~dense
+        direct = active & ((n_g >= cls.BUFFER_ROWS) | ((held >= 0) & (held + n_g > limit)))
+        kept = active & ~direct
         w_sum = np.zeros(k)
-        leaving = np.flatnonzero(dense & (held >= 0))
-        if leaving.size:  # their rows so far first (counted already)
-            cls._densify_states([states[i] for i in leaving])
+        flush = np.flatnonzero(direct & (held >= 0))
+        if flush.size:  # the rows they held first (counted already)
+            cls._densify_states([states[i] for i in flush])
+        for i in np.flatnonzero(kept & (held < 0)).tolist():
+            states[i]._park()
         if codes is None:  # one state taking every row
-            if dense[0]:
+            if direct[0]:
                 w_sum = cls._dense_add(states, None, rows)
             elif kept[0]:
                 w_sum = np.array([float(np.sum(rows['w']))])
                 states[0]._buffer.append(as_records(rows), 0, n_rows)
         else:
             codes = np.asarray(codes, dtype=np.int64).reshape(-1)
-            if dense.any():
-                idx = np.flatnonzero(dense)
+            if direct.any():
+                idx = np.flatnonzero(direct)
                 w_sum[idx] = cls._dense_add(*_subset(states, codes, rows, idx, n_g))
             if kept.any():
                 idx = np.flatnonzero(kept)
@@ -227,18 +235,16 @@ class HeadState(abc.ABC):
 
     @classmethod
     def _densify_states(cls, states: Sequence['HeadState']) -> None:
-        """Turns small states dense: each builds its components (its class's `__init__`) and
-        adds the rows it holds, all states in one grouped update."""
+        """Makes states dense: each takes back its components (a small state builds them with
+        its class's `__init__`) and adds the rows it holds, all states in one grouped update."""
         holders, parts, sizes = [], [], []
         for st in states:
             buf = st._buffer
             if buf is None:
                 continue
-            fresh = type(st)(st.face)
-            for name, value in fresh.__dict__.items():
-                if name not in ('signature', 'face', 'example_count', 'weighted_example_count'):
-                    st.__dict__[name] = value
+            st.__dict__.update(st._parked if st._parked is not None else st._new_components())
             del st.__dict__['_buffer']
+            st.__dict__.pop('_parked', None)
             if buf.n:
                 holders.append(st)
                 parts.append(buf.rows())
@@ -251,28 +257,55 @@ class HeadState(abc.ABC):
         else:
             cls._dense_add(holders, np.repeat(np.arange(len(holders)), sizes), rows)
 
+    def _new_components(self) -> dict[str, Any]:
+        """The components of an empty dense state of this head (what `__init__` makes)."""
+        return {name: value for name, value in type(self)(self.face).__dict__.items()
+                if name not in _CORE}
+
+    def _park(self) -> None:
+        """Turns a dense state into one holding rows: its components set aside (`_parked`, read
+        back by `_densify`), so that rows added from now on are pending until many."""
+        if self._buffer is not None:
+            return
+        d = self.__dict__
+        parked = {name: d.pop(name) for name in list(d) if name not in _CORE}
+        self._parked = parked
+        self._buffer = RowBuffer()
+
     def _densify(self) -> None:
-        """Builds the components of a small state from its rows (nothing for a dense state)."""
+        """Makes the state dense: its components, with every row it holds added (nothing for a
+        dense state)."""
         if self._buffer is not None:
             type(self)._densify_states([self])
+
+    def _limit(self) -> int:
+        """Rows the state may hold: BUFFER_ROWS without components, PENDING_ROWS beside them."""
+        return self.BUFFER_ROWS if self._parked is None else self.PENDING_ROWS
+
+    def _component_dict(self) -> dict[str, Any] | None:
+        """Where the state's components are (None: a small state has none yet)."""
+        if self._buffer is None:
+            return self.__dict__
+        return self._parked
 
     def merge(self, other: 'HeadState') -> 'HeadState':
         """Adds `other` (a state of the same head) into self; `other` is unchanged."""
         if type(other) is not type(self) or other.signature != self.signature:
             raise ValueError('Cannot merge a {} of {!r} into a {} of {!r}.'.format(
                 type(other).__name__, other.signature, type(self).__name__, self.signature))
-        theirs = other._buffer
+        theirs = other._component_dict()
         if theirs is not None:
-            if self._buffer is not None:
-                self._buffer.extend(theirs)  # references to other's (read-only) rows
-                if self._buffer.n > self.BUFFER_ROWS:
-                    self._densify()
-            elif theirs.n:
-                type(self)._dense_add([self], None, record_fields(theirs.rows()))
-        else:
-            self._densify()
+            mine = self._component_dict()
+            if mine is None:  # a small state: empty components beside its rows
+                mine = self._parked = self._new_components()
             for name in self._components:
-                _merge_component(getattr(self, name), getattr(other, name))
+                _merge_component(mine[name], theirs[name])
+        their_rows = other._buffer
+        if their_rows is not None and their_rows.n:
+            self._park()
+            self._buffer.extend(their_rows)  # references to other's (read-only) rows
+        if self._buffer is not None and self._buffer.n > self._limit():
+            self._densify()
         self.example_count += other.example_count
         self.weighted_example_count += other.weighted_example_count
         return self
@@ -296,6 +329,23 @@ class HeadState(abc.ABC):
     def plots(self) -> dict[str, np.ndarray]:
         """Plot rows, columns `heads.metrics.PLOT_COLUMNS` (none by default)."""
         return empty_plots()
+
+
+_CORE = ('signature', 'face', 'example_count', 'weighted_example_count')
+
+
+def _held_and_limits(states: Sequence[HeadState]) -> tuple[np.ndarray, np.ndarray]:
+    """Per state: rows held (−1: dense) and how many it may hold."""
+    held, limit = [], []
+    for st in states:
+        buf = st._buffer
+        if buf is None:
+            held.append(-1)
+            limit.append(0)
+        else:
+            held.append(buf.n)
+            limit.append(st.BUFFER_ROWS if st._parked is None else st.PENDING_ROWS)
+    return np.array(held, np.int64), np.array(limit, np.int64)
 
 
 def _subset(states: Sequence[HeadState], codes: np.ndarray, rows: Mapping[str, np.ndarray],

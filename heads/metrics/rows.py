@@ -15,9 +15,12 @@ import numpy as np
 
 __all__ = ['RowBuffer', 'as_records', 'record_fields']
 
-# References held before the rows are copied into one array of their own (a state taking a few
-# rows from many batches would otherwise keep every batch's block alive and pickle slowly).
-MAX_CHUNKS = 16
+# References held before the short ones are copied into one array of their own (a state taking a
+# few rows from many batches would otherwise keep every batch's block alive and pickle slowly).
+# Only references of fewer than SHORT rows are copied, so no row is copied more than about
+# SHORT / MAX_CHUNKS times however many merges a state takes.
+MAX_CHUNKS = 32
+SHORT = 256
 
 
 def as_records(rows: Mapping[str, np.ndarray], index: np.ndarray | None = None) -> np.ndarray:
@@ -75,9 +78,13 @@ class RowBuffer:
         return np.concatenate([b[s:e] for b, s, e in self._chunks])
 
     def _compact(self) -> None:
-        rows = self.rows()
+        short = [c for c in self._chunks if c[2] - c[1] < SHORT]
+        if len(short) < 2:
+            return
+        rows = np.concatenate([b[s:e] for b, s, e in short])
         rows.flags.writeable = False
-        self._chunks = [(rows, 0, rows.shape[0])]
+        self._chunks = [c for c in self._chunks if c[2] - c[1] >= SHORT]
+        self._chunks.append((rows, 0, rows.shape[0]))
 
     def __getstate__(self) -> tuple[np.ndarray | None]:
         # A view of a shared block pickles (and deep-copies) its own rows only.
