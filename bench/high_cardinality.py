@@ -5,12 +5,21 @@ real pipeline (`python -m pipeline evaluate` on the DirectRunner, as bench/run.p
         [--heads binary|five] [--timeout 1800] [--max-rss-mb 12000] [--repeat 1]
     .venv/bin/python bench/high_cardinality.py --quick   # 200k rows: 5, 2k, 20k values
     .venv/bin/python bench/high_cardinality.py --big     # 10M rows: 1M values (issue 21's target)
+    .venv/bin/python bench/high_cardinality.py --phases [--root DIR] ...  # in-process, see below
 
 Data (bench/out/data/highcard_<rows>[_five]/, cached): bench/datagen.py's columns (a binary head's
 logit, label and weight `w`; with `--heads five` also the 5-head workload's columns) in 8 Parquet
 shards, plus int64 slice columns `s<K>` for K in 5, 2k, 20k, 100k, 1M: row i of the whole dataset
 holds value `perm(i) mod K` (a fixed random permutation), so every value has rows/K or rows/K + 1
 rows (as many distinct values as rows when K > rows).
+
+`--phases` measures the state work alone, in this process, on the same data and config (no Beam,
+no writers): `apply` (`ApplyHeads` over every batch, one bundle per file, as a local run bundles
+them, its states emitted at the bundle's end), `pickle` (every emitted state pickled and
+unpickled, as they cross to the combine), `combine` (`HeadStateCombineFn` per key) and `extract`
+(`pipeline.results.state_result` per key: the metrics, bounds and plots of every state), each with
+its seconds and the process's RSS after it, plus the pickled bytes. `--root DIR` imports
+`heads` and `pipeline` from another checkout (e.g. main, for the numbers before a change).
 
 Each measurement is one whole CLI process (start-up, reading, evaluation, every writer: metrics,
 plots, summary, the TFMA output and report.html), slices Overall + `s<K>`. Printed (one JSON line
@@ -156,6 +165,96 @@ def _outputs(out_dir: str) -> dict:
             'report_mb': os.path.getsize(report) / 2**20 if os.path.exists(report) else None}
 
 
+def phases(pattern: str, k: int, heads: str, root: str | None) -> dict:
+    """The state work of a run in-process, by phase (see the module docstring)."""
+    import gc
+    import pickle
+    import resource
+    if root:
+        sys.path.insert(0, root)
+    else:
+        sys.path.insert(0, ROOT)
+    from pipeline import run as run_lib
+    from pipeline import sources
+    from pipeline.apply import ApplyHeads
+    from pipeline.combine import HeadStateCombineFn
+    from pipeline.results import state_result
+
+    out_dir = os.path.join(OUT, 'hc_phases')
+    config = {'input': {'pattern': pattern, 'format': 'parquet'},
+              'heads': FIVE_HEADS if heads == 'five' else BINARY_HEADS,
+              'slices': [[], [slice_column(k)]], 'output': out_dir}
+    if heads == 'five':
+        config['head_weights'] = [1.0, 0.5, 0.5, 0.2, 0.2]
+    path = out_dir + '.yaml'
+    with open(path, 'w') as f:
+        yaml.safe_dump(config, f)
+    config, files, dictionary_columns = run_lib.prepare(path)
+    bundles = []
+    for file in files:
+        batches = []
+        for item in sources.plan_file(file, config.format):
+            batches.extend(sources.read_item(item, config.columns(),
+                                             dictionary_columns=dictionary_columns))
+        bundles.append(batches)
+    rows = sum(b.batch.num_rows for batches in bundles for b in batches)
+
+    def rss_mb() -> float:
+        return psutil.Process().memory_info().rss / 2**20
+
+    row: dict = {'what': 'high_cardinality_phases', 'heads': heads, 'rows': rows, 'values': k,
+                 'root': root or ROOT, 'rss_mb_loaded': rss_mb()}
+    gc.collect()
+    t = time.perf_counter()
+    dofn = ApplyHeads(config, 'bench')
+    dofn.setup()
+    emitted = []
+    for batches in bundles:
+        dofn.start_bundle()
+        for b in batches:
+            for out in dofn.process(b):
+                if isinstance(out, tuple):
+                    emitted.append(out)
+        for out in dofn.finish_bundle():
+            value = getattr(out, 'value', out)
+            if isinstance(value, tuple):
+                emitted.append(value)
+    row['apply_s'] = time.perf_counter() - t
+    row['rss_mb_apply'] = rss_mb()
+    row['partial_states'] = len(emitted)
+    t = time.perf_counter()
+    nbytes = 0
+    crossed = []
+    for key, state in emitted:
+        data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        nbytes += len(data)
+        crossed.append((key, data))
+    del emitted
+    crossed = [(key, pickle.loads(data)) for key, data in crossed]
+    row['pickle_s'] = time.perf_counter() - t
+    row['pickled_mb'] = nbytes / 2**20
+    row['rss_mb_pickle'] = rss_mb()
+    t = time.perf_counter()
+    combine = HeadStateCombineFn(config)
+    combine.setup()
+    accumulators: dict = {}
+    for key, state in crossed:
+        accumulators[key] = combine.add_input(accumulators.get(key), state)
+    del crossed
+    row['combine_s'] = time.perf_counter() - t
+    row['keys'] = len(accumulators)
+    row['rss_mb_combine'] = rss_mb()
+    t = time.perf_counter()
+    names = config.head_names
+    results = [state_result(key, state, names) for key, state in accumulators.items()]
+    row['extract_s'] = time.perf_counter() - t
+    row['rss_mb_extract'] = rss_mb()
+    row['plot_rows'] = sum(len(r.plots.get('curve', ())) for r in results)
+    row['maxrss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    row['when'] = time.strftime('%Y-%m-%d %H:%M')
+    return row
+
+
 def targets(runs: list[dict]) -> list[str]:
     """The issue's targets, each with its measured value (never asserted)."""
     def verdict(ok: bool) -> str:
@@ -197,6 +296,10 @@ def main() -> None:
     parser.add_argument('--max-rss-mb', type=float, default=12000.0)
     parser.add_argument('--repeat', type=int, default=1, help='runs per measurement (median)')
     parser.add_argument('--tag', default='', help='a label stored with the results')
+    parser.add_argument('--phases', action='store_true',
+                        help='the state work alone, in-process, by phase (no Beam, no writers)')
+    parser.add_argument('--root', default=None,
+                        help='with --phases: import heads and pipeline from this checkout')
     args = parser.parse_args()
     if args.quick:
         args.rows, args.values = 200_000, '5,2000,20000'
@@ -209,6 +312,17 @@ def main() -> None:
     path = os.path.join(OUT, 'high_cardinality.json')
     results = json.load(open(path)) if os.path.exists(path) else {'runs': []}
     runs = []
+    if args.phases:
+        for k in values:
+            row = phases(pattern, k, args.heads, args.root)
+            row['tag'] = args.tag
+            runs.append(row)
+            print(json.dumps({k2: (round(v, 3) if isinstance(v, float) else v)
+                              for k2, v in row.items()}), flush=True)
+        results['runs'].extend(runs)
+        with open(path, 'w') as f:
+            json.dump(results, f, indent=1, default=str)
+        return
     for k in values:
         out_dir = os.path.join(OUT, 'hc_%s_%d_%d' % (args.heads, args.rows, k))
         tries = []

@@ -171,6 +171,7 @@ class BinaryClassState(HeadState):
         K = MetricKeys
         name = self.face.name
         lm = self.label_mean
+        auc, auc_pr = self.auc.roc_pr()
         baseline = div_no_nan(max(lm.total, lm.count - lm.total), lm.count)
         out = {
             K.LOSS_MEAN: self.average_loss.result(),
@@ -180,8 +181,8 @@ class BinaryClassState(HeadState):
             K.PREDICTION_MEAN: self.prediction_mean.result(),
             K.LABEL_MEAN: lm.result(),
             K.ACCURACY_BASELINE: baseline,
-            K.AUC: self.auc.roc(),
-            K.AUC_PR: self.auc.pr(),
+            K.AUC: auc,
+            K.AUC_PR: auc_pr,
         }
         precision = self.threshold_confusion.precision()
         recall = self.threshold_confusion.recall()

@@ -326,9 +326,10 @@ class MultiLabelState(HeadState):
     def result(self) -> dict[str, float]:
         face = self.face
         name = face.name
+        auc, auc_pr = self.auc.roc_pr()
         out = {summary_key(MetricKeys.LOSS_MEAN, name): self.average_loss.result(),
-               summary_key(MetricKeys.AUC, name): self.auc.roc(),
-               summary_key(MetricKeys.AUC_PR, name): self.auc.pr()}
+               summary_key(MetricKeys.AUC, name): auc,
+               summary_key(MetricKeys.AUC_PR, name): auc_pr}
         if face.thresholds:
             precision = self.confusion.precision()
             recall = self.confusion.recall()
@@ -343,8 +344,7 @@ class MultiLabelState(HeadState):
         for i, c in enumerate(face.classes_for_class_based_metrics):
             mean_key, auc_key, pr_key = self._class_keys(c)
             out[mean_key] = self.class_mean[i].result()
-            out[auc_key] = self.class_auc[i].roc()
-            out[pr_key] = self.class_auc[i].pr()
+            out[auc_key], out[pr_key] = self.class_auc[i].roc_pr()
         return out
 
     def loss(self) -> float:

@@ -28,8 +28,12 @@ def empty_plots() -> dict[str, np.ndarray]:
             for c in PLOT_COLUMNS}
 
 
+_NUMBER_COLUMNS = tuple(c for c in PLOT_COLUMNS if c not in _TEXT_COLUMNS)
+
+
 def _plot_rows(n: int, sub_key: str, curve: str, **columns: np.ndarray) -> dict[str, np.ndarray]:
-    out = {c: np.full(n, np.nan) for c in PLOT_COLUMNS if c not in _TEXT_COLUMNS}
+    nan = np.full((len(_NUMBER_COLUMNS), n), np.nan)  # one allocation: a row per column
+    out = dict(zip(_NUMBER_COLUMNS, nan))
     out['sub_key'] = np.full(n, sub_key, dtype=object)
     out['curve'] = np.full(n, curve, dtype=object)
     for k, v in columns.items():

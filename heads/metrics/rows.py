@@ -42,29 +42,44 @@ def record_fields(records: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(records[k]) for k in records.dtype.names}
 
 
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    """Record arrays of one dtype concatenated (a copy per part: np.concatenate first works out a
+    common record dtype, which costs more than the copy for short parts)."""
+    out = np.empty(sum(p.shape[0] for p in parts), dtype=parts[0].dtype)
+    at = 0
+    for p in parts:
+        out[at:at + p.shape[0]] = p
+        at += p.shape[0]
+    return out
+
+
 class RowBuffer:
     """Rows held by a small state: references (block, start, stop) into read-only record arrays,
     `n` rows in all. Blocks are never written after they are made, so two buffers may share them
     (a merge copies references only). Pickles as one record array of its own rows."""
 
-    __slots__ = ('n', '_chunks')
+    __slots__ = ('n', '_chunks', '_short')
 
     def __init__(self) -> None:
         self.n = 0
         self._chunks: list[tuple[np.ndarray, int, int]] = []
+        self._short = 0  # references of fewer than SHORT rows
 
     def append(self, block: np.ndarray, start: int, stop: int) -> None:
         """Adds rows [start, stop) of the read-only record array `block`."""
         self._chunks.append((block, start, stop))
         self.n += stop - start
-        if len(self._chunks) > MAX_CHUNKS:
-            self._compact()
+        if stop - start < SHORT:
+            self._short += 1
+            if self._short > MAX_CHUNKS:
+                self._compact()
 
     def extend(self, other: 'RowBuffer') -> None:
         """Adds the rows of `other` (left unchanged: its blocks are shared, never copied)."""
         self._chunks.extend(other._chunks)
         self.n += other.n
-        if len(self._chunks) > MAX_CHUNKS:
+        self._short += other._short
+        if self._short > MAX_CHUNKS:
             self._compact()
 
     def rows(self) -> np.ndarray | None:
@@ -75,16 +90,16 @@ class RowBuffer:
         if len(self._chunks) == 1:
             block, start, stop = self._chunks[0]
             return block[start:stop]
-        return np.concatenate([b[s:e] for b, s, e in self._chunks])
+        return _concat([b[s:e] for b, s, e in self._chunks])
 
     def _compact(self) -> None:
+        """The short references' rows copied into one array of their own."""
         short = [c for c in self._chunks if c[2] - c[1] < SHORT]
-        if len(short) < 2:
-            return
-        rows = np.concatenate([b[s:e] for b, s, e in short])
-        rows.flags.writeable = False
         self._chunks = [c for c in self._chunks if c[2] - c[1] >= SHORT]
+        rows = _concat([b[s:e] for b, s, e in short])
+        rows.flags.writeable = False
         self._chunks.append((rows, 0, rows.shape[0]))
+        self._short = 1 if rows.shape[0] < SHORT else 0
 
     def __getstate__(self) -> tuple[np.ndarray | None]:
         # A view of a shared block pickles (and deep-copies) its own rows only.
@@ -92,13 +107,13 @@ class RowBuffer:
 
     def __setstate__(self, state: tuple[np.ndarray | None]) -> None:
         rows = state[0]
+        self.n, self._chunks, self._short = 0, [], 0
         if rows is None:
-            self.n, self._chunks = 0, []
             return
-        if rows.flags.writeable:
-            rows.flags.writeable = False
+        rows.flags.writeable = False
         self.n = int(rows.shape[0])
         self._chunks = [(rows, 0, self.n)]
+        self._short = 1 if self.n < SHORT else 0
 
     def __repr__(self) -> str:
         return 'RowBuffer(n={})'.format(self.n)
