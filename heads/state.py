@@ -172,7 +172,7 @@ class HeadState(abc.ABC):
     def _update_rows(cls, states: Sequence['HeadState'], codes: np.ndarray | None,
                      rows: Mapping[str, np.ndarray]) -> None:
         """Adds prepared rows (`_prepare`'s) to the states, each row to `states[codes[i]]`. A
-        state taking BUFFER_ROWS rows or more of the batch, or whose held rows would pass its
+        state taking more than BUFFER_ROWS rows of the batch, or whose held rows would pass its
         limit, is made dense (with the rows it held) and takes them through `_add_rows`, at most
         MAX_GROUPS states a pass; every other state keeps them (a dense one holding them as
         pending rows): one stable sort of their rows by state, one shared record block."""
@@ -182,7 +182,7 @@ class HeadState(abc.ABC):
         n_g = groups.sum()
         held, limit = _held_and_limits(states)
         active = n_g > 0
-        direct = active & ((n_g >= cls.BUFFER_ROWS) | ((held >= 0) & (held + n_g > limit)))
+        direct = active & ((n_g > cls.BUFFER_ROWS) | ((held >= 0) & (held + n_g > limit)))
         kept = active & ~direct
         w_sum = np.zeros(k)
         flush = np.flatnonzero(direct & (held >= 0))

@@ -53,6 +53,28 @@ def _concat(parts: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+_LAYOUTS: dict[np.dtype, tuple] = {}
+_DTYPES: dict[tuple, np.dtype] = {}
+
+
+def _layout(dtype: np.dtype) -> tuple:
+    """A record dtype as a tuple of (name, type string, shape) fields (cached)."""
+    out = _LAYOUTS.get(dtype)
+    if out is None:
+        out = _LAYOUTS[dtype] = tuple(
+            (name, dtype.fields[name][0].base.str, dtype.fields[name][0].shape)
+            for name in dtype.names)
+    return out
+
+
+def _dtype(layout: tuple) -> np.dtype:
+    """The record dtype of a `_layout` (cached)."""
+    out = _DTYPES.get(layout)
+    if out is None:
+        out = _DTYPES[layout] = np.dtype([(name, base, shape) for name, base, shape in layout])
+    return out
+
+
 class RowBuffer:
     """Rows held by a small state: references (block, start, stop) into read-only record arrays,
     `n` rows in all. Blocks are never written after they are made, so two buffers may share them
@@ -101,16 +123,20 @@ class RowBuffer:
         self._chunks.append((rows, 0, rows.shape[0]))
         self._short = 1 if rows.shape[0] < SHORT else 0
 
-    def __getstate__(self) -> tuple[np.ndarray | None]:
-        # A view of a shared block pickles (and deep-copies) its own rows only.
-        return (self.rows(),)
-
-    def __setstate__(self, state: tuple[np.ndarray | None]) -> None:
-        rows = state[0]
-        self.n, self._chunks, self._short = 0, [], 0
+    def __getstate__(self) -> tuple:
+        # The rows' bytes and their record layout as plain tuples (a record dtype pickles slowly):
+        # a view of a shared block pickles (and deep-copies) its own rows only.
+        rows = self.rows()
         if rows is None:
+            return (None, b'')
+        return (_layout(rows.dtype), rows.tobytes())
+
+    def __setstate__(self, state: tuple) -> None:
+        layout, data = state
+        self.n, self._chunks, self._short = 0, [], 0
+        if layout is None:
             return
-        rows.flags.writeable = False
+        rows = np.frombuffer(data, dtype=_dtype(layout))  # read-only, as every block
         self.n = int(rows.shape[0])
         self._chunks = [(rows, 0, self.n)]
         self._short = 1 if self.n < SHORT else 0
