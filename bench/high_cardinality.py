@@ -22,7 +22,8 @@ its seconds and the process's RSS after it, plus the pickled bytes. `--root DIR`
 `heads` and `pipeline` from another checkout (e.g. main, for the numbers before a change).
 
 Each measurement is one whole CLI process (start-up, reading, evaluation, every writer: metrics,
-plots, summary, the TFMA output and report.html), slices Overall + `s<K>`. Printed (one JSON line
+plots, summary, the TFMA output and report.html; `--core-writers`: the TFMA output and the
+report replaced by no-ops), slices Overall + `s<K>`. Printed (one JSON line
 each, all also in bench/out/high_cardinality.json): wall seconds, rows/s, the peak RSS of the
 process tree (sampled every 50 ms, as bench/run.py) and the process's own maximum RSS from the
 kernel (`os.wait4`'s ru_maxrss), the metrics rows written and the sizes of the plots table and of
@@ -132,8 +133,23 @@ def measure(cmd: list[str], timeout: float, max_rss_mb: float) -> dict:
             'load_1min': load, 'killed': killed}
 
 
+# `python -m pipeline` with the TFMA writer and the report replaced by no-op stand-ins (the
+# metrics and plots tables and summary.json are still written).
+CORE_WRITERS = (
+    "import sys, types\n"
+    "for name, fns in (('pipeline.writers.tfma', ('write_tfma',)),\n"
+    "                  ('pipeline.report', ('write_report', 'prepare_in_background'))):\n"
+    "    stub = types.ModuleType(name)\n"
+    "    for fn in fns:\n"
+    "        setattr(stub, fn, lambda *a, **k: None)\n"
+    "    sys.modules[name] = stub\n"
+    "sys.argv = ['headstream'] + sys.argv[1:]\n"
+    "from pipeline.cli import main\n"
+    "sys.exit(main())\n")
+
+
 def headstream(pattern: str, k: int, heads: str, out_dir: str, timeout: float,
-               max_rss_mb: float) -> dict:
+               max_rss_mb: float, core_writers: bool = False) -> dict:
     config = {'input': {'pattern': pattern, 'format': 'parquet'},
               'heads': FIVE_HEADS if heads == 'five' else BINARY_HEADS,
               'slices': [[], [slice_column(k)]], 'output': out_dir}
@@ -143,8 +159,10 @@ def headstream(pattern: str, k: int, heads: str, out_dir: str, timeout: float,
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as f:
         yaml.safe_dump(config, f)
-    row = measure([sys.executable, '-m', 'pipeline', 'evaluate', '--config', path, '--runner',
-                   'DirectRunner', '--overwrite'], timeout, max_rss_mb)
+    command = [sys.executable] + (['-c', CORE_WRITERS] if core_writers else ['-m', 'pipeline'])
+    row = measure(command + ['evaluate', '--config', path, '--runner', 'DirectRunner',
+                             '--overwrite'], timeout, max_rss_mb)
+    row['writers'] = 'core' if core_writers else 'all'
     row['config'] = path
     if not row['killed']:
         row.update(_outputs(out_dir))
@@ -296,6 +314,8 @@ def main() -> None:
     parser.add_argument('--max-rss-mb', type=float, default=12000.0)
     parser.add_argument('--repeat', type=int, default=1, help='runs per measurement (median)')
     parser.add_argument('--tag', default='', help='a label stored with the results')
+    parser.add_argument('--core-writers', action='store_true',
+                        help='skip the TFMA writer and report.html (no-op stand-ins)')
     parser.add_argument('--phases', action='store_true',
                         help='the state work alone, in-process, by phase (no Beam, no writers)')
     parser.add_argument('--root', default=None,
@@ -329,7 +349,7 @@ def main() -> None:
         for _ in range(max(1, args.repeat)):
             time.sleep(PAUSE_S)
             tries.append(headstream(pattern, k, args.heads, out_dir, args.timeout,
-                                    args.max_rss_mb))
+                                    args.max_rss_mb, args.core_writers))
             if tries[-1]['killed']:
                 break
         tries.sort(key=lambda r: r['seconds'])
