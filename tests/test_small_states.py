@@ -22,7 +22,7 @@ from heads.array.multi_label import MultiLabelState
 from heads.metrics import Groups
 from heads.metrics.groups import group_order
 from heads.metrics.rows import RowBuffer, as_records
-from heads.state import HeadState, load_state_arrays, state_arrays
+from heads.state import load_state_arrays, state_arrays
 
 BUFFERED = (BinaryClassState, MultiLabelState)
 KINDS = ['binary', 'binary_soft', 'binary_edges', 'multi_label', 'multi_label_soft',
@@ -226,7 +226,8 @@ def test_random_splits_merges_and_pickles_equal_the_dense_state(kind, seed, monk
     head, labels, logits, features = _data(kind, n, rng)
     with dense_only:
         want = _answers(head.new_state().update(labels, logits, features))
-    _limits(monkeypatch, buffer_rows=int(rng.integers(1, 40)), pending_rows=int(rng.integers(1, 90)))
+    _limits(monkeypatch, buffer_rows=int(rng.integers(1, 40)),
+            pending_rows=int(rng.integers(1, 90)))
     # Rows in random parts, each part's rows in random batches over a few states.
     parts = np.split(rng.permutation(n), np.sort(rng.integers(0, n + 1, rng.integers(0, 12))))
     pool = []

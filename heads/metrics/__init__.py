@@ -38,5 +38,5 @@ from heads.metrics.plots import (PLOT_COLUMNS, calibration_plot, concat_plots, c
 from heads.metrics.rows import RowBuffer
 
 __all__ = ['CHUNK', 'cumulative_from_top', 'div_no_nan', 'Confusion', 'Groups', 'flat_weights',
-           'group_order', 'Histogram', 'KerasAUC', 'LossSum', 'WeightedMean', 'PLOT_COLUMNS', 'calibration_plot',
-           'concat_plots', 'confusion_plot', 'empty_plots', 'RowBuffer']
+           'group_order', 'Histogram', 'KerasAUC', 'LossSum', 'WeightedMean', 'PLOT_COLUMNS',
+           'calibration_plot', 'concat_plots', 'confusion_plot', 'empty_plots', 'RowBuffer']
