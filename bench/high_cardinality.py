@@ -15,10 +15,12 @@ rows (as many distinct values as rows when K > rows).
 
 `--phases` measures the state work alone, in this process, on the same data and config (no Beam,
 no writers): `apply` (`ApplyHeads` over every batch, one bundle per file, as a local run bundles
-them, its states emitted at the bundle's end), `pickle` (every emitted state pickled and
-unpickled, as they cross to the combine), `combine` (`HeadStateCombineFn` per key) and `extract`
-(`pipeline.results.state_result` per key: the metrics, bounds and plots of every state), each with
-its seconds and the process's RSS after it, plus the pickled bytes. `--root DIR` imports
+them, its states emitted at the bundle's end or when it holds too many keys), `pickle` (each
+emitted state pickled and unpickled, as it crosses to the combine), `combine`
+(`HeadStateCombineFn` per key, as each state arrives) and `extract`
+(`pipeline.results.state_result` per key: the metrics, bounds and plots of every state, each
+result dropped once read), each with its seconds and the process's RSS after it, plus the pickled
+bytes and the process's peak RSS (`maxrss_mb`). `--root DIR` imports
 `heads` and `pipeline` from another checkout (e.g. main, for the numbers before a change).
 
 Each measurement is one whole CLI process (start-up, reading, evaluation, every writer: metrics,
@@ -208,66 +210,80 @@ def phases(pattern: str, k: int, heads: str, root: str | None) -> dict:
     with open(path, 'w') as f:
         yaml.safe_dump(config, f)
     config, files, dictionary_columns = run_lib.prepare(path)
-    bundles = []
-    for file in files:
+    def read(file: str) -> list:
         batches = []
         for item in sources.plan_file(file, config.format):
             batches.extend(sources.read_item(item, config.columns(),
                                              dictionary_columns=dictionary_columns))
-        bundles.append(batches)
-    rows = sum(b.batch.num_rows for batches in bundles for b in batches)
+        return batches
 
     def rss_mb() -> float:
         return psutil.Process().memory_info().rss / 2**20
 
-    row: dict = {'what': 'high_cardinality_phases', 'heads': heads, 'rows': rows, 'values': k,
+    row: dict = {'what': 'high_cardinality_phases', 'heads': heads, 'values': k,
                  'root': root or ROOT, 'rss_mb_loaded': rss_mb()}
     gc.collect()
-    t = time.perf_counter()
-    dofn = ApplyHeads(config, 'bench')
-    dofn.setup()
-    emitted = []
-    for batches in bundles:
-        dofn.start_bundle()
-        for b in batches:
-            for out in dofn.process(b):
-                if isinstance(out, tuple):
-                    emitted.append(out)
-        for out in dofn.finish_bundle():
-            value = getattr(out, 'value', out)
-            if isinstance(value, tuple):
-                emitted.append(value)
-    row['apply_s'] = time.perf_counter() - t
-    row['rss_mb_apply'] = rss_mb()
-    row['partial_states'] = len(emitted)
-    t = time.perf_counter()
-    nbytes = 0
-    crossed = []
-    for key, state in emitted:
-        data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        nbytes += len(data)
-        crossed.append((key, data))
-    del emitted
-    crossed = [(key, pickle.loads(data)) for key, data in crossed]
-    row['pickle_s'] = time.perf_counter() - t
-    row['pickled_mb'] = nbytes / 2**20
-    row['rss_mb_pickle'] = rss_mb()
-    t = time.perf_counter()
+    # Streamed as a runner would: each emitted state pickled, unpickled and combined at once
+    # (keeping every partial state of 10M rows would take more memory than the run).
+    timers = {'apply': 0.0, 'pickle': 0.0, 'combine': 0.0}
+    nbytes = n_partial = 0
     combine = HeadStateCombineFn(config)
     combine.setup()
     accumulators: dict = {}
-    for key, state in crossed:
-        accumulators[key] = combine.add_input(accumulators.get(key), state)
-    del crossed
-    row['combine_s'] = time.perf_counter() - t
+    dofn = ApplyHeads(config, 'bench')
+    dofn.setup()
+
+    def consume(outputs) -> None:
+        nonlocal nbytes, n_partial
+        it = iter(outputs)
+        while True:
+            t0 = time.perf_counter()
+            out = next(it, None)
+            t1 = time.perf_counter()
+            timers['apply'] += t1 - t0
+            if out is None:
+                return
+            value = getattr(out, 'value', out)
+            if not isinstance(value, tuple) or len(value) != 2:
+                continue
+            key, state = value
+            data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+            state = pickle.loads(data)
+            t2 = time.perf_counter()
+            accumulators[key] = combine.add_input(accumulators.get(key), state)
+            timers['pickle'] += t2 - t1
+            timers['combine'] += time.perf_counter() - t2
+            nbytes += len(data)
+            n_partial += 1
+
+    rows = 0
+    for file in files:  # one bundle per file, read first (not timed)
+        batches = read(file)
+        rows += sum(b.batch.num_rows for b in batches)
+        t0 = time.perf_counter()
+        dofn.start_bundle()
+        timers['apply'] += time.perf_counter() - t0
+        for b in batches:
+            consume(dofn.process(b))
+        consume(dofn.finish_bundle())
+        del batches
+    row['rows'] = rows
+    for name, seconds in timers.items():
+        row[name + '_s'] = seconds
+    row['partial_states'] = n_partial
+    row['pickled_mb'] = nbytes / 2**20
     row['keys'] = len(accumulators)
     row['rss_mb_combine'] = rss_mb()
     t = time.perf_counter()
     names = config.head_names
-    results = [state_result(key, state, names) for key, state in accumulators.items()]
+    plot_rows = 0
+    while accumulators:  # each state read once and dropped, as the pipeline's Map does
+        key, state = accumulators.popitem()
+        plot_rows += len(state_result(key, state, names).plots.get('curve', ()))
     row['extract_s'] = time.perf_counter() - t
+    row['extract_us_per_key'] = row['extract_s'] / max(row['keys'], 1) * 1e6
     row['rss_mb_extract'] = rss_mb()
-    row['plot_rows'] = sum(len(r.plots.get('curve', ())) for r in results)
+    row['plot_rows'] = plot_rows
     row['maxrss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     row['when'] = time.strftime('%Y-%m-%d %H:%M')
     return row

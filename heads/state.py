@@ -127,6 +127,16 @@ class HeadState(abc.ABC):
             raise AttributeError('{!r} object has no attribute {!r}'.format(
                 type(self).__name__, name)) from None
 
+    def __reduce_ex__(self, protocol: int) -> Any:
+        # A small state (no components yet) pickles as its face, counts and rows' bytes: no
+        # attribute names, no signature (the face's). Any other state pickles its attributes.
+        d = self.__dict__
+        if d.get('_buffer') is None or d.get('_parked') is not None or len(d) != 5:
+            return super().__reduce_ex__(protocol)
+        layout, data = d['_buffer'].__getstate__()
+        return (_small_state, (type(self), d['face'], d['example_count'],
+                               d['weighted_example_count'], layout, data))
+
     def _add_counts(self, examples: int | float, weighted: float) -> None:
         self.example_count += float(examples)
         self.weighted_example_count += float(weighted)
@@ -332,6 +342,16 @@ class HeadState(abc.ABC):
 
 
 _CORE = ('signature', 'face', 'example_count', 'weighted_example_count')
+
+
+def _small_state(cls: type, face: Any, examples: float, weighted: float, layout: tuple | None,
+                 data: bytes) -> HeadState:
+    """A small state from its pickle (`HeadState.__reduce_ex__`)."""
+    state = cls.small(face)
+    state.example_count = examples
+    state.weighted_example_count = weighted
+    state._buffer.__setstate__((layout, data))
+    return state
 
 
 def _held_and_limits(states: Sequence[HeadState]) -> tuple[np.ndarray, np.ndarray]:
