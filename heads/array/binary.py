@@ -20,7 +20,7 @@ from heads.keys import MetricKeys, PredictionKeys, summary_key, threshold_key
 from heads.metrics import (Confusion, Groups, Histogram, KerasAUC, LossSum, WeightedMean,
                            calibration_plot, concat_plots, confusion_plot, div_no_nan,
                            flat_weights)
-from heads.state import HeadState, add_counts_groups
+from heads.state import HeadState
 
 __all__ = ['BinaryClassFace', 'BinaryClassState']
 
@@ -46,7 +46,9 @@ class BinaryClassFace:
         return ('BinaryClassHead', self.name, self.thresholds, self.loss_reduction)
 
     def new_state(self) -> 'BinaryClassState':
-        return BinaryClassState(self)
+        """An empty state: small (holding its rows) until it has more than
+        `BinaryClassState.BUFFER_ROWS`."""
+        return BinaryClassState.small(self)
 
     def inputs(self, labels: Any, logits: Any, features: Mapping[str, Any] | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | float]:
@@ -116,7 +118,11 @@ class BinaryClassState(HeadState):
 
     _components = ('loss_sum', 'average_loss', 'accuracy', 'class_confusion', 'prediction_mean',
                    'label_mean', 'auc', 'histogram', 'threshold_accuracy', 'threshold_confusion')
-    MAX_GROUPS = 128  # states per grouped update: 128 × 2 × 8194 float64 histogram sums = 16 MB
+    MAX_GROUPS = 128  # states per dense update: 128 × 2 × 8194 float64 histogram sums = 16 MB
+    # A small state's rows (x, y float32; w, u float64: 24 bytes each) cost about what the dense
+    # components do (~10 kB with Python's objects) at a few hundred rows; up to 1024 rows (24 kB)
+    # building them is amortized over many rows.
+    BUFFER_ROWS = 1024
 
     def __init__(self, face: BinaryClassFace) -> None:
         super().__init__(signature=face.signature)
@@ -133,42 +139,39 @@ class BinaryClassState(HeadState):
         self.threshold_confusion = Confusion(face.thresholds)
 
     @staticmethod
-    def update_groups(states: Sequence['BinaryClassState'], codes: np.ndarray | None,
-                      labels: Any, logits: Any, features: Mapping[str, Any] | None = None
-                      ) -> bool:
-        """Adds row i of one batch to `states[codes[i]]` (rows with a negative code to none), in
-        one pass over the rows; `codes` None: every row to the single state. The batch is validated
-        as a whole first (errors leave every state unchanged). Returns False, changing nothing, for
-        more than `MAX_GROUPS` states (their histograms' sums would take too much memory at once).
-        """
-        if not states:
-            return True
-        if len(states) > BinaryClassState.MAX_GROUPS:
-            return False
-        face = states[0].face
+    def _prepare(face: BinaryClassFace, labels: Any, logits: Any,
+                 features: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+        """A validated batch (errors raise before any state changes) as per-example arrays: float32
+        logits `x` and labels `y`, float64 weights `w` and unweighted loss `u`."""
         labels, logits, weights = face.inputs(labels, logits, features)
         unweighted = face.unweighted_loss(labels, logits, features)
         # Logits, labels and weights are all [D0..DN, 1]: one value per example, flattened.
-        groups = Groups.of(codes, len(states), ai.batch_size(logits))
-        x = logits.reshape(-1)
-        y = labels.reshape(-1)
-        w = flat_weights(weights, logits.shape)
+        return {'x': logits.reshape(-1), 'y': labels.reshape(-1),
+                'w': flat_weights(weights, logits.shape),
+                'u': np.asarray(unweighted, dtype=np.float64).reshape(-1)}
+
+    @classmethod
+    def _add_rows(cls, states: Sequence['BinaryClassState'], groups: Groups,
+                  rows: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Adds the rows of group g to the components of `states[g]` in one pass over the rows;
+        returns Σw per group."""
+        face = states[0].face
+        x, y, w = rows['x'], rows['y'], rows['w']
         p = sigmoid32(x)
         positive = y != 0
         # Each per-group sum is a pass over the batch: every sum is taken once and shared.
         n_rows = groups.sum()
         # Labels all 0 or 1 (label != 0 iff label == 1) let several sums come from one pass.
         hard = np.count_nonzero(y == 1) == np.count_nonzero(positive)
-        w_sum = _add_means_and_curves(states, groups, y, w, unweighted.reshape(-1), p, positive,
-                                      hard, n_rows)
+        w_sum = _add_means_and_curves(states, groups, y, w, rows['u'], p, positive, hard, n_rows)
         _add_confusions(states, face.thresholds, groups, x, y, w, p, positive, hard, w_sum)
-        add_counts_groups(states, n_rows, w_sum)
-        return True
+        return w_sum
 
     def result(self) -> dict[str, float]:
         K = MetricKeys
         name = self.face.name
         lm = self.label_mean
+        auc, auc_pr = self.auc.roc_pr()
         baseline = div_no_nan(max(lm.total, lm.count - lm.total), lm.count)
         out = {
             K.LOSS_MEAN: self.average_loss.result(),
@@ -178,8 +181,8 @@ class BinaryClassState(HeadState):
             K.PREDICTION_MEAN: self.prediction_mean.result(),
             K.LABEL_MEAN: lm.result(),
             K.ACCURACY_BASELINE: baseline,
-            K.AUC: self.auc.roc(),
-            K.AUC_PR: self.auc.pr(),
+            K.AUC: auc,
+            K.AUC_PR: auc_pr,
         }
         precision = self.threshold_confusion.precision()
         recall = self.threshold_confusion.recall()

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from heads.keys import MetricKeys, Reduction
-from heads.metrics import concat_plots
+from heads.metrics import Groups, concat_plots
 from heads.state import HeadState
 
 __all__ = ['MultiHeadFace', 'MultiHeadState']
@@ -116,6 +116,11 @@ class MultiHeadFace:
         return out
 
 
+def _examples(rows: Mapping[str, Any]) -> int:
+    """Number of examples of a head's prepared rows (the per-row weights' length)."""
+    return int(rows['w_row'].shape[0] if 'w_row' in rows else rows['w'].shape[0])
+
+
 class MultiHeadState(HeadState):
     """`MultiHead` metrics over all data seen: every head's own metrics (dataset semantics, not the
     eager last-batch quirk of tf.estimator), `loss/<head>` = that head's loss over all data, and the
@@ -128,8 +133,45 @@ class MultiHeadState(HeadState):
         super().__init__(('MultiHead', tuple(s.signature for s in self.states), face.weights))
         self.face = face
 
+    @staticmethod
+    def _prepare(face: MultiHeadFace, labels: Any, logits: Any,
+                 features: Mapping[str, Any] | None) -> tuple | None:
+        """Every head's prepared rows (each head's `_prepare` on its logits and labels), all
+        validated before any state changes; None when a head's state has no such step or cannot
+        take this batch in one pass."""
+        parts = face.split_logits(logits)
+        labels = face.split_labels(labels)
+        out = []
+        for head in face.heads:
+            state = head.new_state()  # its class and face (an empty state allocates little)
+            cls = type(state)
+            prepare = getattr(cls, '_prepare', None)
+            if prepare is None or getattr(state, 'face', None) is None:
+                return None
+            rows = prepare(state.face, labels[head.name], parts[head.name], features)
+            if rows is None:
+                return None
+            out.append((cls, rows))
+        return tuple(out)
+
+    @staticmethod
+    def _update_rows(states: Sequence['MultiHeadState'], codes: np.ndarray | None,
+                     rows: tuple) -> None:
+        """Adds each head's prepared rows to its states (that head's grouped update), and the
+        example counts (a MultiHead row weighs 1)."""
+        n_rows = None
+        for i, (cls, head_rows) in enumerate(rows):
+            member = [st.states[i] for st in states]
+            if n_rows is None:
+                n_rows = Groups.of(codes, len(states), _examples(head_rows)).sum()
+            cls._update_rows(member, codes, head_rows)
+        for st, n in zip(states, n_rows.tolist() if n_rows is not None else ()):
+            st._add_counts(n, n)
+
     def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
                ) -> 'MultiHeadState':
+        if type(self).update_groups([self], None, labels, logits, features):
+            return self
         parts = self.face.split_logits(logits)
         labels = self.face.split_labels(labels)
         # Each head's batch goes to a fresh state first, so one head's bad labels change nothing.

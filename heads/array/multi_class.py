@@ -162,25 +162,29 @@ class MultiClassState(HeadState):
         self.loss_sum = LossSum()
 
     @staticmethod
-    def update_groups(states: Sequence['MultiClassState'], codes: np.ndarray | None,
-                      labels: Any, logits: Any, features: Mapping[str, Any] | None = None
-                      ) -> bool:
-        """Adds row i to `states[codes[i]]` in one pass (see `HeadState.update_groups`); the
-        batch is validated as a whole first (a rejected batch leaves no trace)."""
-        if not states:
-            return True
-        lg, ids, weights, u = states[0].face.inputs(labels, logits, features)
-        groups = Groups.of(codes, len(states), ai.batch_size(lg))
+    def _prepare(face: MultiClassFace, labels: Any, logits: Any,
+                 features: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+        """A validated batch (errors raise before any state changes) as per-example float64
+        arrays: weights `w`, unweighted loss `u` and label-prediction matches `m`."""
+        lg, ids, weights, u = face.inputs(labels, logits, features)
         # The loss, the matches and the weights are all [D0..DN, 1]: one value per example.
-        w = flat_weights(weights, u.shape)
+        return {'w': flat_weights(weights, u.shape),
+                'u': np.asarray(u, dtype=np.float64).reshape(-1),
+                'm': (ids == class_ids_of(lg)).reshape(-1)}
+
+    @staticmethod
+    def _update_rows(states: Sequence['MultiClassState'], codes: np.ndarray | None,
+                     rows: Mapping[str, np.ndarray]) -> None:
+        """Adds the prepared rows: row i to `states[codes[i]]`, one bincount per sum."""
+        w = rows['w']
+        groups = Groups.of(codes, len(states), w.shape[0])
         w_sum = groups.sum(w)
-        wu_sum = groups.sum(np.asarray(u, dtype=np.float64).reshape(-1) * w)
-        matches = (ids == class_ids_of(lg)).reshape(-1)
-        LossSum.add_groups([s.loss_sum for s in states], wu_sum, groups.sum())
+        wu_sum = groups.sum(rows['u'] * w)
+        n_rows = groups.sum()
+        LossSum.add_groups([s.loss_sum for s in states], wu_sum, n_rows)
         WeightedMean.add_groups([s.average_loss for s in states], wu_sum, w_sum)
-        WeightedMean.update_groups([s.accuracy for s in states], groups, matches, w, w_sum)
-        add_counts_groups(states, groups.sum(), w_sum)
-        return True
+        WeightedMean.update_groups([s.accuracy for s in states], groups, rows['m'], w, w_sum)
+        add_counts_groups(states, n_rows, w_sum)
 
     def result(self) -> dict[str, float]:
         name = self.face.name

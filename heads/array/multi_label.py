@@ -25,7 +25,7 @@ from heads.array.row_problems import logits_and_weight_problems, row_problems
 from heads.keys import MetricKeys, PredictionKeys, summary_key, threshold_key
 from heads.metrics import (Confusion, Groups, Histogram, KerasAUC, LossSum, WeightedMean,
                            calibration_plot, concat_plots, confusion_plot, flat_weights)
-from heads.state import HeadState, add_counts_groups
+from heads.state import HeadState
 
 __all__ = ['MultiLabelFace', 'MultiLabelState', 'LABELS_NOT_INDICATOR', 'LABELS_NOT_SPARSE_IDS',
            'LABELS_UNKNOWN_NAME']
@@ -146,7 +146,9 @@ class MultiLabelFace:
         return 'class%d' % class_id
 
     def new_state(self) -> 'MultiLabelState':
-        return MultiLabelState(self)
+        """An empty state: small (holding its rows) until it has more than
+        `MultiLabelState.BUFFER_ROWS`."""
+        return MultiLabelState.small(self)
 
     def labels(self, labels: Any, logits: np.ndarray) -> np.ndarray:
         """Checked multi-hot labels `[D0..DN, n_classes]`: dense labels keep their dtype, id lists
@@ -251,7 +253,10 @@ class MultiLabelState(HeadState):
 
     _components = ('average_loss', 'auc', 'histogram', 'accuracy_at', 'confusion', 'class_mean',
                    'class_auc', 'class_histogram', 'class_confusion', 'loss_sum')
-    MAX_GROUPS = 128  # states per grouped update (histogram sums: see BinaryClassState)
+    MAX_GROUPS = 128  # states per dense update (histogram sums: see BinaryClassState)
+    # A small state's rows (x, y float32 per class; w, u float64) against the dense components
+    # (a 200-bucket AUC, a histogram and calibration per class and pooled): see BinaryClassState.
+    BUFFER_ROWS = 1024
 
     def __init__(self, face: MultiLabelFace) -> None:
         super().__init__(face.signature)
@@ -271,41 +276,45 @@ class MultiLabelState(HeadState):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        if 'class_confusion' not in state:  # pickled before the per-class confusion existed
+        if state.get('_buffer') is None and 'class_confusion' not in state:  # pickled before the per-class confusion existed
             self.class_confusion = [Confusion(self.face.thresholds)
                                     for _ in self.face.classes_for_class_based_metrics]
 
     @staticmethod
-    def update_groups(states: Sequence['MultiLabelState'], codes: np.ndarray | None,
-                      labels: Any, logits: Any, features: Mapping[str, Any] | None = None
-                      ) -> bool:
-        """Adds row i to `states[codes[i]]` in one pass (see `HeadState.update_groups`); the
-        batch is validated as a whole first (a rejected batch leaves no trace). Returns False,
-        changing nothing, for more than `MAX_GROUPS` states."""
-        if not states:
-            return True
-        if len(states) > MultiLabelState.MAX_GROUPS:
-            return False
-        face = states[0].face
+    def _prepare(face: MultiLabelFace, labels: Any, logits: Any,
+                 features: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+        """A validated batch (errors raise before any state changes) as per-example arrays: float32
+        logits `x` and labels `y` [examples, n_classes], float64 weights `w` and unweighted loss
+        `u`."""
         lg, y, weights, u = face.inputs(labels, logits, features)
-        rows = Groups.of(codes, len(states), ai.batch_size(lg))
-        probs = sigmoid32(lg)
-        y32 = np.asarray(y, dtype=np.float32)  # Keras casts y_true to the predictions' dtype
+        n_classes = lg.shape[-1]
+        return {'x': lg.reshape(-1, n_classes),
+                # Keras casts y_true to the predictions' dtype.
+                'y': np.asarray(y, dtype=np.float32).reshape(-1, n_classes),
+                'w': flat_weights(weights, lg.shape[:-1] + (1,)),
+                'u': np.asarray(u, dtype=np.float64).reshape(-1)}
+
+    @classmethod
+    def _add_rows(cls, states: Sequence['MultiLabelState'], groups: Groups,
+                  rows: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Adds the rows of group g to the components of `states[g]`; returns Σw per group."""
+        face = states[0].face
+        probs = sigmoid32(rows['x'])
+        y32 = rows['y']
         positive = y32 != 0
-        w_row = flat_weights(weights, lg.shape[:-1] + (1,))
-        w_sum = rows.sum(w_row)
-        wu_sum = rows.sum(np.asarray(u, dtype=np.float64).reshape(-1) * w_row)
-        LossSum.add_groups([s.loss_sum for s in states], wu_sum, rows.sum())
+        w_row = rows['w']
+        w_sum = groups.sum(w_row)
+        wu_sum = groups.sum(rows['u'] * w_row)
+        LossSum.add_groups([s.loss_sum for s in states], wu_sum, groups.sum())
         WeightedMean.add_groups([s.average_loss for s in states], wu_sum, w_sum)
         # Indicator labels (all 0 or 1) are the positive flags: the histograms need no label values.
         hard = np.count_nonzero(y32 == 1) == np.count_nonzero(positive)
-        _add_pooled(states, face.thresholds, rows, probs, y32, positive, w_row, w_sum, hard)
+        _add_pooled(states, face.thresholds, groups, probs, y32, positive, w_row, w_sum, hard)
         for i, c in enumerate(face.classes_for_class_based_metrics):
-            _add_class(states, i, bool(face.thresholds), rows, probs[..., c].reshape(-1),
+            _add_class(states, i, bool(face.thresholds), groups, probs[..., c].reshape(-1),
                        positive[..., c].reshape(-1),
                        None if hard else y32[..., c].reshape(-1).astype(np.float64), w_row, w_sum)
-        add_counts_groups(states, rows.sum(), w_sum)
-        return True
+        return w_sum
 
     def _class_keys(self, c: int) -> tuple[str, str, str]:
         name = self.face.name
@@ -317,9 +326,10 @@ class MultiLabelState(HeadState):
     def result(self) -> dict[str, float]:
         face = self.face
         name = face.name
+        auc, auc_pr = self.auc.roc_pr()
         out = {summary_key(MetricKeys.LOSS_MEAN, name): self.average_loss.result(),
-               summary_key(MetricKeys.AUC, name): self.auc.roc(),
-               summary_key(MetricKeys.AUC_PR, name): self.auc.pr()}
+               summary_key(MetricKeys.AUC, name): auc,
+               summary_key(MetricKeys.AUC_PR, name): auc_pr}
         if face.thresholds:
             precision = self.confusion.precision()
             recall = self.confusion.recall()
@@ -334,8 +344,7 @@ class MultiLabelState(HeadState):
         for i, c in enumerate(face.classes_for_class_based_metrics):
             mean_key, auc_key, pr_key = self._class_keys(c)
             out[mean_key] = self.class_mean[i].result()
-            out[auc_key] = self.class_auc[i].roc()
-            out[pr_key] = self.class_auc[i].pr()
+            out[auc_key], out[pr_key] = self.class_auc[i].roc_pr()
         return out
 
     def loss(self) -> float:

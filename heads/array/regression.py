@@ -179,7 +179,7 @@ class RegressionState(HeadState):
     def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
                ) -> 'RegressionState':
         """Adds one batch (validated exactly as the head's loss; errors leave self unchanged)."""
-        if RegressionState.update_groups([self], None, labels, logits, features):
+        if type(self).update_groups([self], None, labels, logits, features):
             return self
         processed, logits, weights = self.face.inputs(labels, logits, features)
         unweighted = self.face.unweighted_loss(processed, logits, features)
@@ -195,41 +195,46 @@ class RegressionState(HeadState):
         return self
 
     @staticmethod
-    def update_groups(states: Sequence['RegressionState'], codes: np.ndarray | None,
-                      labels: Any, logits: Any, features: Mapping[str, Any] | None = None
-                      ) -> bool:
-        """Adds row i to `states[codes[i]]` in one pass (see `BinaryClassState.update_groups`).
-        Returns False, changing nothing, unless the labels as given, the loss and the predictions
-        hold one value per logit and the weights one per example (then `update` takes Keras'
-        general path, which broadcasts them)."""
-        if not states:
-            return True
-        face = states[0].face
+    def _prepare(face: RegressionFace, labels: Any, logits: Any,
+                 features: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """A validated batch (errors raise before any state changes) as flat per-element float64
+        arrays (`u` loss, `p` predictions, `y` labels as given, `w` weights broadcast) and per-row
+        weights `w_row`; `d` values per row. None unless the labels as given, the loss and the
+        predictions hold one value per logit and the weights one per example (then `update`
+        takes Keras' general path, which broadcasts them)."""
         processed, lg, weights = face.inputs(labels, logits, features)
         raw = np.asarray(labels, dtype=np.float32)
         if raw.size != lg.size or np.ndim(weights) not in (0, lg.ndim) or (
                 np.ndim(weights) and np.shape(weights)[-1] != 1):
-            return False
+            return None
         unweighted = face.unweighted_loss(processed, lg, features)
         predictions = np.asarray(face.link(lg))
         if unweighted.size != lg.size or predictions.size != lg.size:
-            return False  # e.g. an inverse_link_fn of another shape
-        rows = Groups.of(codes, len(states), ai.batch_size(lg))
+            return None  # e.g. an inverse_link_fn of another shape
+        return {'u': np.asarray(unweighted, dtype=np.float64).reshape(-1),
+                'p': predictions.reshape(-1).astype(np.float64),
+                'y': raw.reshape(-1).astype(np.float64),
+                'w': flat_weights(weights, lg.shape),
+                'w_row': flat_weights(weights, lg.shape[:-1] + (1,)),
+                'd': lg.shape[-1]}
+
+    @staticmethod
+    def _update_rows(states: Sequence['RegressionState'], codes: np.ndarray | None,
+                     rows: Mapping[str, Any]) -> None:
+        """Adds the prepared rows: row i to `states[codes[i]]`, one bincount per sum."""
+        groups = Groups.of(codes, len(states), rows['w_row'].shape[0])
         # Every metric is a Keras mean over the (example, logit) elements, weights broadcast.
-        elements = rows.repeat(lg.shape[-1]) if lg.shape[-1] != 1 else rows
-        w = flat_weights(weights, lg.shape)
-        # All sums first: nothing changes unless every one of them could be taken.
+        elements = groups.repeat(rows['d']) if rows['d'] != 1 else groups
+        w = rows['w']
         w_sum = elements.sum(w)
-        wu_sum = elements.sum(np.asarray(unweighted, dtype=np.float64).reshape(-1) * w)
-        wp_sum = elements.sum(predictions.reshape(-1).astype(np.float64) * w)
-        wy_sum = elements.sum(raw.reshape(-1).astype(np.float64) * w)
-        row_w_sum = rows.sum(flat_weights(weights, lg.shape[:-1] + (1,)))
+        wu_sum = elements.sum(rows['u'] * w)
+        wp_sum = elements.sum(rows['p'] * w)
+        wy_sum = elements.sum(rows['y'] * w)
         LossSum.add_groups([st.loss_sum for st in states], wu_sum, elements.sum())
         WeightedMean.add_groups([st.average_loss for st in states], wu_sum, w_sum)
         WeightedMean.add_groups([st.prediction_mean for st in states], wp_sum, w_sum)
         WeightedMean.add_groups([st.label_mean for st in states], wy_sum, w_sum)
-        add_counts_groups(states, rows.sum(), row_w_sum)
-        return True
+        add_counts_groups(states, groups.sum(), groups.sum(rows['w_row']))
 
     def result(self) -> dict[str, float]:
         K = MetricKeys

@@ -9,7 +9,9 @@
 * `keras_auc` — `KerasAUC`: `tf.keras.metrics.AUC(num_thresholds=200)`, ROC and PR;
 * `histogram` — `Histogram`: high-resolution score histogram (exact-AUC bounds, calibration,
   curves); `histogram_cuts` — its cuts and float32 lookup tables;
-* `plots` — plot rows (`PLOT_COLUMNS`) from the curve states.
+* `plots` — plot rows (`PLOT_COLUMNS`) from the curve states;
+* `rows` — `RowBuffer`: the rows a small head state holds until it builds these components
+  (`heads.state`).
 
 Each state holds a few fixed-size float64 numpy arrays (or float64 scalars), so states pickle small
 and their size does not grow with the data. Every state has
@@ -27,13 +29,14 @@ The per-head states built from these are in `heads.array` (their base, `HeadStat
 """
 from heads.metrics.common import CHUNK, cumulative_from_top, div_no_nan
 from heads.metrics.confusion import Confusion
-from heads.metrics.groups import Groups, flat_weights
+from heads.metrics.groups import Groups, flat_weights, group_order
 from heads.metrics.histogram import Histogram
 from heads.metrics.keras_auc import KerasAUC
 from heads.metrics.means import LossSum, WeightedMean
 from heads.metrics.plots import (PLOT_COLUMNS, calibration_plot, concat_plots, confusion_plot,
                                  empty_plots)
+from heads.metrics.rows import RowBuffer
 
 __all__ = ['CHUNK', 'cumulative_from_top', 'div_no_nan', 'Confusion', 'Groups', 'flat_weights',
-           'Histogram', 'KerasAUC', 'LossSum', 'WeightedMean', 'PLOT_COLUMNS', 'calibration_plot',
-           'concat_plots', 'confusion_plot', 'empty_plots']
+           'group_order', 'Histogram', 'KerasAUC', 'LossSum', 'WeightedMean', 'PLOT_COLUMNS',
+           'calibration_plot', 'concat_plots', 'confusion_plot', 'empty_plots', 'RowBuffer']

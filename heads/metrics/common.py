@@ -19,9 +19,12 @@ CHUNK = 1 << 16
 
 def div_no_nan(num: Any, den: Any) -> Any:
     """`num / den`, and 0 where `den` is 0 (tf.math.divide_no_nan); scalars give a float."""
+    if isinstance(num, (float, int, np.floating)) and isinstance(den, (float, int, np.floating)):
+        den = float(den)  # the same IEEE float64 division, without arrays
+        return float(num) / den if den != 0 else 0.0
     num = np.asarray(num, dtype=np.float64)
     den = np.asarray(den, dtype=np.float64)
-    out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
+    out = np.zeros(num.shape if num.shape == den.shape else np.broadcast(num, den).shape)
     np.divide(num, den, out=out, where=den != 0)
     return float(out) if out.ndim == 0 else out
 
@@ -78,4 +81,6 @@ def cumulative_from_top(counts: np.ndarray, axis: int = 0) -> np.ndarray:
     above a threshold (`Histogram.curve`). One implementation keeps their float64 sums in the
     same order everywhere.
     """
-    return np.flip(np.cumsum(np.flip(counts, axis=axis), axis=axis), axis=axis)
+    # Reversed views (what np.flip returns, without its argument handling): the same sums.
+    flip = (slice(None),) * (axis % counts.ndim) + (slice(None, None, -1),)
+    return np.cumsum(counts[flip], axis=axis)[flip]

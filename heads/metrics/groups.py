@@ -9,12 +9,33 @@ import numpy as np
 
 from heads.metrics.common import CHUNK
 
-__all__ = ['Groups', 'flat_weights']
+__all__ = ['Groups', 'flat_weights', 'group_order']
 
 
 def flat_weights(weights: np.ndarray | float, shape: tuple[int, ...]) -> np.ndarray:
     """Example weights (`[D0..DN, 1]` or a scalar) broadcast to `shape` and flattened, float64."""
     return np.broadcast_to(np.asarray(weights, dtype=np.float64), shape).reshape(-1)
+
+
+def group_order(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, counts): the indices of the entries with a code in [0, n), stably sorted by code,
+    and the number of entries of each code (int64 [n]). Negative codes are left out.
+
+    A stable LSD radix sort on 16-bit digits (numpy's stable sort of 16-bit keys is a counting
+    sort): one pass for fewer than 2^16 codes, two below 2^32 — linear, ~4x faster than a
+    comparison sort of int64 keys."""
+    codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+    counts = np.bincount(codes[codes >= 0], minlength=n) if codes.size else np.zeros(n, np.int64)
+    # Codes out of range (none) or negative sort after every valid code and are cut off.
+    key = np.where(codes < 0, n, codes)
+    if n < (1 << 16):
+        order = np.argsort(key.astype(np.uint16), kind='stable')
+    elif n < (1 << 32):
+        order = np.argsort((key & 0xFFFF).astype(np.uint16), kind='stable')
+        order = order[np.argsort((key[order] >> 16).astype(np.uint16), kind='stable')]
+    else:  # pragma: no cover - more groups than rows any batch holds
+        order = np.argsort(key, kind='stable')
+    return order[:int(counts.sum())], counts
 
 
 class Groups:

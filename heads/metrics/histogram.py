@@ -329,16 +329,18 @@ class Histogram:
         undefined = (float('nan'), float('nan'))
         if self.negative_weights > 0:
             return undefined
-        pos = np.concatenate([[self.nan_pos], self.pos])
-        neg = np.concatenate([[self.nan_neg], self.neg])
+        # The non-empty entries only (empty ones add nothing), after the NaN-scored weight.
+        idx, pos, neg = self._sparse()
+        pos = np.concatenate([[self.nan_pos], pos])
+        neg = np.concatenate([[self.nan_neg], neg])
         wp, wn = float(np.sum(pos)), float(np.sum(neg))
         if wp <= 0 or wn <= 0:
             return undefined
         below = np.cumsum(neg) - neg  # negative weight strictly below each entry
         ordered = float(np.sum(pos * below))
         same = pos * neg
-        point = np.zeros(same.size, dtype=bool)
-        point[[0, 1, same.size - 1]] = True  # NaN, exactly 0, exactly 1
+        point = np.ones(same.size, dtype=bool)  # NaN, exactly 0, exactly 1
+        point[1:] = (idx == 0) | (idx == self.size - 1)
         ties = 0.5 * float(np.sum(same[point]))
         spread = float(np.sum(same[~point]))
         scale = wp * wn

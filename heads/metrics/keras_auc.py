@@ -85,9 +85,8 @@ class KerasAUC:
         return self
 
     def thresholds(self) -> np.ndarray:
-        n = self.num_thresholds
-        inner = [(i + 1) * 1.0 / (n - 1) for i in range(n - 2)]
-        return np.asarray([0.0 - self.EPSILON] + inner + [1.0 + self.EPSILON], dtype=np.float64)
+        """The num_thresholds thresholds, increasing (read-only: shared by every state)."""
+        return _thresholds(self.num_thresholds)
 
     def confusion(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(thresholds, tp, fp, tn, fn), each of length num_thresholds."""
@@ -98,26 +97,54 @@ class KerasAUC:
     def roc(self) -> float:
         """Area under the ROC curve, trapezoids between thresholds (0 without positives or
         negatives, as Keras)."""
-        _, tp, fp, tn, fn = self.confusion()
-        recall = div_no_nan(tp, tp + fn)
-        fpr = div_no_nan(fp, fp + tn)
-        return float(np.sum((fpr[:-1] - fpr[1:]) * (recall[:-1] + recall[1:]) / 2.0))
+        return _roc(self.confusion())
 
     def pr(self) -> float:
         """Area under the precision-recall curve with Davis & Goadrich interpolation (Keras)."""
-        _, tp, fp, _, fn = self.confusion()
-        p = tp + fp
-        dtp = tp[:-1] - tp[1:]
-        dp = p[:-1] - p[1:]
-        slope = div_no_nan(dtp, np.maximum(dp, 0.0))
-        intercept = tp[1:] - slope * p[1:]
-        both = (p[:-1] > 0) & (p[1:] > 0)
-        ratio = np.where(both, div_no_nan(p[:-1], np.maximum(p[1:], 0.0)), 1.0)
-        with np.errstate(divide='ignore', invalid='ignore'):
-            log_ratio = np.log(ratio)
-        increment = div_no_nan(slope * (dtp + intercept * log_ratio),
-                               np.maximum(tp[1:] + fn[1:], 0.0))
-        return float(np.sum(increment))
+        return _pr(self.confusion())
+
+    def roc_pr(self) -> tuple[float, float]:
+        """(`roc()`, `pr()`) from one reading of the confusion matrices."""
+        confusion = self.confusion()
+        return _roc(confusion), _pr(confusion)
 
     def __repr__(self) -> str:
         return 'KerasAUC(num_thresholds={})'.format(self.num_thresholds)
+
+
+_THRESHOLDS: dict[int, np.ndarray] = {}
+
+
+def _thresholds(n: int) -> np.ndarray:
+    """Keras' thresholds `−1e-7, 1/(n−1), …, (n−2)/(n−1), 1 + 1e-7`, computed once per n."""
+    out = _THRESHOLDS.get(n)
+    if out is None:
+        inner = [(i + 1) * 1.0 / (n - 1) for i in range(n - 2)]
+        out = np.asarray([0.0 - KerasAUC.EPSILON] + inner + [1.0 + KerasAUC.EPSILON],
+                         dtype=np.float64)
+        out.flags.writeable = False
+        _THRESHOLDS[n] = out
+    return out
+
+
+def _roc(confusion: tuple[np.ndarray, ...]) -> float:
+    _, tp, fp, tn, fn = confusion
+    recall = div_no_nan(tp, tp + fn)
+    fpr = div_no_nan(fp, fp + tn)
+    return float(np.sum((fpr[:-1] - fpr[1:]) * (recall[:-1] + recall[1:]) / 2.0))
+
+
+def _pr(confusion: tuple[np.ndarray, ...]) -> float:
+    _, tp, fp, _, fn = confusion
+    p = tp + fp
+    dtp = tp[:-1] - tp[1:]
+    dp = p[:-1] - p[1:]
+    slope = div_no_nan(dtp, np.maximum(dp, 0.0))
+    intercept = tp[1:] - slope * p[1:]
+    both = (p[:-1] > 0) & (p[1:] > 0)
+    ratio = np.where(both, div_no_nan(p[:-1], np.maximum(p[1:], 0.0)), 1.0)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        log_ratio = np.log(ratio)
+    increment = div_no_nan(slope * (dtp + intercept * log_ratio),
+                           np.maximum(tp[1:] + fn[1:], 0.0))
+    return float(np.sum(increment))

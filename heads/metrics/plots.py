@@ -28,12 +28,17 @@ def empty_plots() -> dict[str, np.ndarray]:
             for c in PLOT_COLUMNS}
 
 
+_NUMBER_COLUMNS = tuple(c for c in PLOT_COLUMNS if c not in _TEXT_COLUMNS)
+
+
 def _plot_rows(n: int, sub_key: str, curve: str, **columns: np.ndarray) -> dict[str, np.ndarray]:
-    out = {c: np.full(n, np.nan) for c in PLOT_COLUMNS if c not in _TEXT_COLUMNS}
+    nan = np.full((len(_NUMBER_COLUMNS), n), np.nan)  # one allocation: a row per column
+    out = dict(zip(_NUMBER_COLUMNS, nan))
     out['sub_key'] = np.full(n, sub_key, dtype=object)
     out['curve'] = np.full(n, curve, dtype=object)
     for k, v in columns.items():
-        out[k] = np.asarray(v, dtype=np.float64)
+        v = np.asarray(v, dtype=np.float64)
+        out[k] = v if v.flags.writeable else v.copy()  # never hand out a shared array
     return {c: out[c] for c in PLOT_COLUMNS}
 
 
@@ -49,29 +54,60 @@ def confusion_plot(sub_key: str, auc: KerasAUC, exact: Confusion | None = None
     """
     t, tp, fp, tn, fn = auc.confusion()
     if exact is not None and exact.thresholds.size:
-        # np.unique: a threshold listed twice by the head is one row (its counts are identical).
-        uniq, first = np.unique(exact.thresholds, return_index=True)
-        keep = ~np.isin(t, uniq)
-        t = np.concatenate([t[keep], uniq])
-        tp = np.concatenate([tp[keep], exact.tp[first]])
-        fp = np.concatenate([fp[keep], exact.fp[first]])
-        tn = np.concatenate([tn[keep], exact.tn[first]])
-        fn = np.concatenate([fn[keep], exact.fn[first]])
-        order = np.argsort(t, kind='stable')
-        t, tp, fp, tn, fn = t[order], tp[order], fp[order], tn[order], fn[order]
+        keep, first, order, t = _merged_thresholds(t, exact.thresholds)
+        tp = np.concatenate([tp[keep], exact.tp[first]])[order]
+        fp = np.concatenate([fp[keep], exact.fp[first]])[order]
+        tn = np.concatenate([tn[keep], exact.tn[first]])[order]
+        fn = np.concatenate([fn[keep], exact.fn[first]])[order]
     return _plot_rows(t.size, sub_key, 'confusion', threshold=t, tp=tp, fp=fp, tn=tn, fn=fn,
                       precision=div_no_nan(tp, tp + fp), recall=div_no_nan(tp, tp + fn),
                       false_positive_rate=div_no_nan(fp, fp + tn))
 
 
+_MERGED: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _merged_thresholds(auc_t: np.ndarray, head_t: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(keep, first, order, thresholds): the AUC's thresholds not among the head's (`keep`), the
+    first of each distinct head threshold (`first`: np.unique, a threshold listed twice is one
+    row, its counts identical), and the increasing order of the concatenation (stable), with the
+    merged thresholds. They depend on the thresholds only: computed once per pair."""
+    key = (auc_t.tobytes(), head_t.tobytes())
+    out = _MERGED.get(key)
+    if out is None:
+        uniq, first = np.unique(head_t, return_index=True)
+        keep = ~np.isin(auc_t, uniq)
+        t = np.concatenate([auc_t[keep], uniq])
+        order = np.argsort(t, kind='stable')
+        out = (keep, first, order, t[order])
+        for a in out:
+            a.flags.writeable = False
+        if len(_MERGED) < 1024:
+            _MERGED[key] = out
+    return out
+
+
 def calibration_plot(sub_key: str, hist: Histogram) -> dict[str, np.ndarray]:
     """Rows of curve 'calibration': Σw, Σw·label, Σw·p per evenly spaced probability bucket."""
     m = hist.n_calibration
-    lower = np.arange(m) / m
-    upper = np.arange(1, m + 1) / m
+    lower, upper = _calibration_bounds(m)
     return _plot_rows(m, sub_key, 'calibration', bucket_lower=lower, bucket_upper=upper,
                       weighted_examples=hist.cal_examples, weighted_labels=hist.cal_labels,
                       weighted_predictions=hist.cal_predictions)
+
+
+_BOUNDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _calibration_bounds(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) of m evenly spaced probability buckets (computed once per m)."""
+    out = _BOUNDS.get(m)
+    if out is None:
+        out = _BOUNDS[m] = (np.arange(m) / m, np.arange(1, m + 1) / m)
+        for a in out:
+            a.flags.writeable = False
+    return out
 
 
 def concat_plots(parts: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
