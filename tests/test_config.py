@@ -200,3 +200,41 @@ def test_csv_vector_regression_labels_are_json_list_strings():
         check_columns(cfg('parquet', 2), csv_schema.set(0, pa.field('rg_logits',
                                                                      pa.list_(pa.float32()))),
                       'part-0.parquet')
+
+
+def _minimal(**extra):
+    raw = {'input': {'pattern': 'x.parquet'},
+           'heads': [{'type': 'BinaryClassHead', 'logits': 'logits', 'labels': 'label'}]}
+    raw.update(extra)
+    return raw
+
+
+def test_confidence_defaults_to_a_95_percent_analytic_interval_and_is_absent_without_the_key():
+    from pipeline.config import parse_config
+    assert parse_config(_minimal()).confidence is None
+    spec = parse_config(_minimal(confidence={})).confidence
+    assert (spec.level, spec.method) == (0.95, 'analytic')
+    spec = parse_config(_minimal(confidence={'level': 0.9, 'method': 'bootstrap'})).confidence
+    assert (spec.level, spec.method) == (0.9, 'bootstrap')
+    again = parse_config(parse_config(_minimal(confidence={'level': 0.8})).to_dict())
+    assert again.confidence.level == 0.8
+
+
+@pytest.mark.parametrize('bad, message', [
+    ({'level': 1.0}, 'confidence.level'), ({'level': 0}, 'confidence.level'),
+    ({'level': True}, 'confidence.level'), ({'level': '95%'}, 'confidence.level'),
+    ({'method': 'jackknife'}, 'confidence.method'), ({'levels': 0.9}, 'confidence.levels'),
+])
+def test_a_bad_confidence_section_is_a_config_error_naming_its_key(bad, message):
+    from pipeline.config import ConfigError, parse_config
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_minimal(confidence=bad))
+
+
+def test_min_slice_size_is_a_whole_number_of_rows():
+    from pipeline.config import ConfigError, parse_config
+    assert parse_config(_minimal()).min_slice_size == 0
+    assert parse_config(_minimal(min_slice_size=50)).min_slice_size == 50
+    for bad in (-1, 2.5, True, '10'):
+        with pytest.raises(ConfigError, match='min_slice_size'):
+            parse_config(_minimal(min_slice_size=bad))

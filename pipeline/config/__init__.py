@@ -23,8 +23,8 @@ here, and every error is a `ConfigError` whose message names the offending key o
 
 This package's public names are imported from here; its modules:
 
-    spec.py     ConfigError, EvalConfig and its HeadSpec / WindowSpec / TensorBoardSpec, the
-                formats, config_summary
+    spec.py     ConfigError, EvalConfig and its HeadSpec / WindowSpec / TensorBoardSpec /
+                ConfidenceSpec, the formats, config_summary
     parse.py    load_config, parse_config (every key's checks), format_from_pattern, the run id
                 rule (RUN_ID_PATTERN, check_run_id)
     columns.py  check_columns, slice_kind(s), check_slice_kinds: the config against the data
@@ -32,12 +32,12 @@ This package's public names are imported from here; its modules:
 from pipeline.config.columns import check_columns, check_slice_kinds, slice_kind, slice_kinds
 from pipeline.config.parse import (RUN_ID_PATTERN, check_run_id, format_from_pattern,
                                    load_config, parse_config)
-from pipeline.config.spec import (FORMATS, LABEL_FORMATS, ConfigError, EvalConfig, HeadSpec,
-                                  TensorBoardSpec, WindowSpec, config_summary)
+from pipeline.config.spec import (FORMATS, LABEL_FORMATS, ConfidenceSpec, ConfigError, EvalConfig,
+                                  HeadSpec, TensorBoardSpec, WindowSpec, config_summary)
 
 __all__ = [
-    'FORMATS', 'LABEL_FORMATS', 'RUN_ID_PATTERN', 'ConfigError', 'EvalConfig', 'HeadSpec',
-    'TensorBoardSpec', 'WindowSpec', 'check_columns', 'check_run_id', 'check_slice_kinds',
-    'config_summary', 'format_from_pattern', 'load_config', 'parse_config', 'slice_kind',
+    'FORMATS', 'LABEL_FORMATS', 'RUN_ID_PATTERN', 'ConfidenceSpec', 'ConfigError', 'EvalConfig',
+    'HeadSpec', 'TensorBoardSpec', 'WindowSpec', 'check_columns', 'check_run_id',
+    'check_slice_kinds', 'config_summary', 'format_from_pattern', 'load_config', 'parse_config', 'slice_kind',
     'slice_kinds',
 ]

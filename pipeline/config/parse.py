@@ -13,8 +13,8 @@ import re
 from typing import Any, Mapping, Sequence
 
 from pipeline import fileio
-from pipeline.config.spec import (FORMATS, LABEL_FORMATS, ConfigError, EvalConfig, HeadSpec,
-                                  TensorBoardSpec, WindowSpec)
+from pipeline.config.spec import (CONFIDENCE_METHODS, FORMATS, LABEL_FORMATS, ConfidenceSpec,
+                                  ConfigError, EvalConfig, HeadSpec, TensorBoardSpec, WindowSpec)
 
 _EXTENSIONS = {
     '.parquet': 'parquet', '.pq': 'parquet',
@@ -22,11 +22,13 @@ _EXTENSIONS = {
     '.csv': 'csv',
     '.jsonl': 'jsonl', '.ndjson': 'jsonl', '.json': 'jsonl',
 }
-_TOP_KEYS = ('input', 'heads', 'head_weights', 'slices', 'window', 'tensorboard', 'output')
+_TOP_KEYS = ('input', 'heads', 'head_weights', 'slices', 'window', 'tensorboard', 'output',
+             'confidence', 'min_slice_size')
 _INPUT_KEYS = ('pattern', 'format')
 _HEAD_KEYS = ('type', 'args', 'logits', 'labels', 'label_format')
 _WINDOW_KEYS = ('column', 'size', 'period', 'allowed_lateness', 'early_firing')
 _TENSORBOARD_KEYS = ('dir', 'step')
+_CONFIDENCE_KEYS = ('level', 'method')
 # Heads a config may name: every concrete single head (MultiHead is built from `head_weights`).
 _HEAD_TYPES = ('BinaryClassHead', 'MultiClassHead', 'MultiLabelHead', 'RegressionHead',
                'LogisticRegressionHead', 'PoissonRegressionHead')
@@ -146,10 +148,13 @@ def parse_config(raw: Any) -> EvalConfig:
     output = raw.get('output')
     if output is not None and (not isinstance(output, str) or not output):
         raise ConfigError('output: expected a directory path, got %r' % (output,))
+    confidence = (_parse_confidence(raw['confidence'])
+                  if raw.get('confidence') is not None else None)
+    min_slice_size = _parse_min_slice_size(raw.get('min_slice_size', 0))
 
     config = EvalConfig(pattern=pattern, format=fmt, heads=specs, slices=slices,
                         head_weights=head_weights, window=window, tensorboard=tensorboard,
-                        output=output)
+                        output=output, confidence=confidence, min_slice_size=min_slice_size)
     built = [_build_head(spec, 'heads[%d]' % i) for i, spec in enumerate(specs)]
     for i, (spec, head) in enumerate(zip(specs, built)):
         _check_head_spec(spec, head, 'heads[%d]' % i)
@@ -338,3 +343,22 @@ def _parse_tensorboard(raw: Any) -> TensorBoardSpec:
     if isinstance(step, bool) or not isinstance(step, (int, str)) or step == '':
         raise ConfigError('tensorboard.step: expected an int or a column name, got %r' % (step,))
     return TensorBoardSpec(dir=tb_dir, step=step)
+
+
+def _parse_confidence(raw: Any) -> ConfidenceSpec:
+    raw = _check_keys(raw, _CONFIDENCE_KEYS, 'confidence')
+    level = raw.get('level', 0.95)
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < level < 1.0:
+        raise ConfigError('confidence.level: expected a number in (0, 1) such as 0.95, got %r'
+                          % (level,))
+    method = raw.get('method', 'analytic')
+    if method not in CONFIDENCE_METHODS:
+        raise ConfigError('confidence.method: expected one of %s, got %r'
+                          % (', '.join(CONFIDENCE_METHODS), method))
+    return ConfidenceSpec(level=float(level), method=method)
+
+
+def _parse_min_slice_size(raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise ConfigError('min_slice_size: expected a whole number of rows >= 0, got %r' % (raw,))
+    return raw

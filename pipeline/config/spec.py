@@ -74,6 +74,18 @@ class TensorBoardSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ConfidenceSpec:
+    """`confidence:`: the two-sided level of every metric's interval (in (0, 1)) and the method:
+    'analytic' (closed forms from the one-pass states: DeLong, Wilson score, delta method) or
+    'bootstrap' (Poisson-bootstrap replicates kept in the same states)."""
+    level: float = 0.95
+    method: str = 'analytic'
+
+
+CONFIDENCE_METHODS = ('analytic', 'bootstrap')
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """A validated evaluation config (see the module docstring)."""
     pattern: str
@@ -84,6 +96,8 @@ class EvalConfig:
     window: WindowSpec | None = None
     tensorboard: TensorBoardSpec | None = None
     output: str | None = None
+    confidence: ConfidenceSpec | None = None
+    min_slice_size: int = 0
 
     def build_heads(self) -> list:
         """The configured heads, in config order."""
@@ -153,6 +167,10 @@ class EvalConfig:
             out['tensorboard'] = dataclasses.asdict(self.tensorboard)
         if self.output:
             out['output'] = self.output
+        if self.confidence:
+            out['confidence'] = dataclasses.asdict(self.confidence)
+        if self.min_slice_size:
+            out['min_slice_size'] = self.min_slice_size
         return out
 
 
