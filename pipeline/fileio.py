@@ -59,7 +59,9 @@ def write_atomically(path: str, write: Callable[[BinaryIO], Any], tmp: str | Non
         tmp = '%s.tmp-%s' % (path, uuid.uuid4().hex[:12])
     with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         write(f)
-    if FileSystems.exists(path):
+    # A local rename (os.rename) replaces the old file in one atomic step; object stores cannot
+    # rename onto an existing object, so there the old one is deleted first.
+    if '://' in path and FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([tmp], [path])
 

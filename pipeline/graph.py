@@ -20,6 +20,7 @@ from typing import Sequence
 
 import apache_beam as beam
 
+from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline import sources
 from pipeline.apply import ApplyHeads
@@ -48,7 +49,7 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
                | 'Read' >> sources.ReadBatches(files, config.format, columns,
                                                dictionary_columns=options.dictionary_columns)
                | 'Progress' >> beam.ParDo(CountRows(options.run_id)))
-    predictions_dir = (parquet_writer.join(
+    predictions_dir = (fileio.join(
         parquet_writer.staging_dir(config.output, options.run_id), 'predictions')
         if options.write_predictions else None)
     apply_heads = ApplyHeads(config, options.run_id, options.bad_records,

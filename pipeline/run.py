@@ -47,6 +47,7 @@ from typing import Any, Mapping, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline import sources, tuning
 from pipeline.elements import BAD_RECORD, BadRecordError
@@ -335,5 +336,5 @@ def _discard_staging(output: str, run_id: str) -> None:
 def _read_summary(output: str) -> dict:
     import json
     from apache_beam.io.filesystems import FileSystems
-    with FileSystems.open(parquet_writer.join(output, parquet_writer.SUMMARY_FILE)) as f:
+    with FileSystems.open(fileio.join(output, fileio.SUMMARY_FILE)) as f:
         return json.loads(f.read().decode('utf-8'))

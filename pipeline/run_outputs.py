@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import apache_beam as beam
 import pyarrow as pa
 
+from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline.results import KeyResult, build_tables, typed_slice_values
 from pipeline.run_options import RunOptions
@@ -80,7 +81,7 @@ class WriteRun(beam.DoFn):
         written = parquet_writer.write_outputs(out, metrics, plots, self._error_table(pieces))
         summary = self._summary(pieces, metrics, plots, [
             p[len(out.rstrip('/')) + 1:] for p in written])
-        summary_path = parquet_writer.join(out, parquet_writer.SUMMARY_FILE)
+        summary_path = fileio.join(out, fileio.SUMMARY_FILE)
         parquet_writer.write_json(summary, summary_path)
         _write_optional_outputs(config, out, metrics, plots, pieces.results)
         # The summary was written before the other writers (the report shows it); now that they
@@ -91,7 +92,7 @@ class WriteRun(beam.DoFn):
         summary['wall_time_s'] = round((finished - options.started_at).total_seconds(), 3)
         # Every file of the run: what a later run may replace (publish_lib.our_files).
         summary['files'] = [rel for rel in parquet_writer.list_files(out)
-                            if rel not in (parquet_writer.SUMMARY_FILE, publish_lib.OWNER_FILE)]
+                            if rel not in (fileio.SUMMARY_FILE, publish_lib.OWNER_FILE)]
         parquet_writer.write_json(summary, summary_path)
         publish_locked(out, config.output, options.run_id, options.overwrite)
         _log.info('headstream: run %s wrote %d metric rows to %s (%d rows read, %d bad)',
@@ -172,11 +173,11 @@ def _tensorboard_dir(configured: str | None, output: str, staging: str) -> str:
     """Where the TensorBoard writer writes: `tensorboard/` under the staging directory, or the
     configured `dir` (staged at its place under the output directory when it lies there)."""
     if not configured:
-        return parquet_writer.join(staging, 'tensorboard')
+        return fileio.join(staging, 'tensorboard')
     base = output.rstrip('/') + '/'
     path = configured.rstrip('/')
     if path.startswith(base):
-        return parquet_writer.join(staging, path[len(base):])
+        return fileio.join(staging, path[len(base):])
     return configured
 
 

@@ -50,12 +50,13 @@ from apache_beam.transforms import trigger as beam_trigger
 from apache_beam.transforms import window as beam_window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline import sources
 from pipeline.apply import ApplyHeads
 from pipeline.cli_args import streaming_parser
 from pipeline.combine import HeadStateCombineFn
-from pipeline.elements import ERRORS_TAG, STATS_TAG, Key, SourceBatch
+from pipeline.elements import ERRORS_TAG, STATS_TAG, Key
 from pipeline.results import KeyResult, build_tables, state_result
 from pipeline.streaming_sources import ReadNewFiles, ReadPubSubBatches
 from pipeline.writers import parquet as parquet_writer
@@ -219,7 +220,7 @@ class WriteErrors(beam.DoFn):
         self._output = output
 
     def process(self, table: pa.Table) -> Iterator[str]:
-        path = parquet_writer.join(self._output, 'errors/errors-%s.parquet' % uuid.uuid4().hex)
+        path = fileio.join(self._output, 'errors/errors-%s.parquet' % uuid.uuid4().hex)
         parquet_writer.write_table(table, path)
         yield path
 

@@ -50,6 +50,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 
+from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline import sources
 from pipeline import streaming
@@ -244,7 +245,7 @@ def _add_file(config: config_lib.EvalConfig, state: WatchState, path: str, stat:
         stem = os.path.basename(path).split('.')[0] or 'part'
         parquet_writer.write_table(
             pa.concat_tables(errors),
-            parquet_writer.join(config.output, 'errors/errors-%s-%s.parquet' % (stem, tag)))
+            fileio.join(config.output, 'errors/errors-%s-%s.parquet' % (stem, tag)))
     state.files.append(path)
     state.stats[path] = stat
     state.waiting.pop(path, None)

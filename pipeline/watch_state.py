@@ -19,17 +19,15 @@ import datetime
 import decimal
 import io
 import json
-import os
-import uuid
 import zipfile
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from heads import state as head_states
+from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline.elements import Key
-from pipeline.writers import parquet as parquet_writer
 
 STATE_FILE = '_watch/state.npz'
 OLD_STATE_FILE = '_watch/state.pkl'  # pickles of older versions: refused, never loaded
@@ -228,9 +226,9 @@ def load_state(config: config_lib.EvalConfig) -> WatchState | None:
         only an older pickled state is there (never loaded: a pickle can run code).
     """
     from apache_beam.io.filesystems import FileSystems
-    path = parquet_writer.join(config.output, STATE_FILE)
+    path = fileio.join(config.output, STATE_FILE)
     if not FileSystems.exists(path):
-        old = parquet_writer.join(config.output, OLD_STATE_FILE)
+        old = fileio.join(config.output, OLD_STATE_FILE)
         if FileSystems.exists(old):
             raise config_lib.ConfigError(
                 '%s: a pickled watch state (older headstream) is never loaded, as a pickle can '
@@ -249,19 +247,5 @@ def load_state(config: config_lib.EvalConfig) -> WatchState | None:
 
 def save_state(output: str, state: WatchState) -> None:
     """Writes the state atomically (temporary name, then rename)."""
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-    path = parquet_writer.join(output, STATE_FILE)
-    local = '://' not in path
-    if local:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = '%s.tmp-%s' % (path, uuid.uuid4().hex[:12])
-    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        f.write(state_bytes(state))
-    if local:
-        os.replace(tmp, path)  # atomic: the old state or the new one, never neither
-        return
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
+    fileio.write_bytes(fileio.join(output, STATE_FILE), state_bytes(state))
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline import fileio
 from pipeline.writers import parquet as parquet_writer
 
 # Pane timing names, as the `pane` column spells them.
@@ -56,7 +57,7 @@ def window_tag(start_us: int) -> str:
 def pane_paths(output: str, start_us: int, index: int) -> dict[str, str]:
     """The files one pane of one window is written to (see the module docstring)."""
     tag = window_tag(start_us)
-    join = parquet_writer.join
+    join = fileio.join
     return {
         'metrics': join(output, 'metrics/window-%s.parquet' % tag),
         'plots': join(output, 'plots/window-%s.parquet' % tag),

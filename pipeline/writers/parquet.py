@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import fileio
-from pipeline.fileio import join  # also reached as `parquet.join` by run.py, streaming.py, watch.py
+from pipeline.fileio import join
 
 METRICS_FILE = 'metrics/metrics.parquet'
 PLOTS_FILE = 'plots/plots.parquet'
