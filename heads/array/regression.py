@@ -262,7 +262,7 @@ class RegressionIntervalState(RegressionState):
 
     def __init__(self, face: RegressionFace) -> None:
         super().__init__(face)
-        self.ci = ci.CISums([('w2', 1), ('means', 6), ('per_row', 1), ('unsupported', 1)])
+        self.ci = ci.CISums([('w2', 1), ('means', 6), ('unsupported', 1)])
 
     def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
                ) -> 'RegressionIntervalState':
@@ -281,7 +281,7 @@ class RegressionIntervalState(RegressionState):
         if s.scalar('unsupported') > 0:
             return {summary_key(k, self.face.name): None for k, _ in means}
         w2, mom = s.scalar('w2'), s.get('means')
-        d = max(int(round(s.scalar('per_row'))), 1)
+        d = int(self.face.label_dimension)  # values per row
         return {summary_key(k, self.face.name): ci.mean_interval(
                     mean.count, mean.total, w2, mom[2 * i], mom[2 * i + 1], z, d)
                 for i, (k, mean) in enumerate(means)}
@@ -301,5 +301,3 @@ def _add_interval_sums(states: Sequence[RegressionState], groups: Groups,
         mom.append(groups.sum(w2x))
         mom.append(groups.sum(w2x * row_sum))
     ci.CISums.add_groups(sums, 'means', np.stack(mom, axis=1))
-    for st in sums:  # the values per row (the same for every batch of the head)
-        st.v[st._slice('per_row')] = float(d)
