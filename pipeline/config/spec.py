@@ -103,6 +103,16 @@ class EvalConfig:
         """The configured heads, in config order."""
         return [spec.build() for spec in self.heads]
 
+    def new_state(self, head: Any) -> Any:
+        """An empty state of `head` (one of `build_heads()`): one keeping the sums of confidence
+        intervals when `confidence:` is set."""
+        return head.new_state(intervals=True) if self.confidence else head.new_state()
+
+    @property
+    def confidence_level(self) -> float | None:
+        """The level of the metrics' intervals (None: no `confidence:`)."""
+        return self.confidence.level if self.confidence else None
+
     def build_multi_head(self, built: Sequence[Any] | None = None) -> Any:
         """The heads' MultiHead (several heads only), else None."""
         if len(self.heads) < 2:
