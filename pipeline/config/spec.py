@@ -76,13 +76,13 @@ class TensorBoardSpec:
 @dataclasses.dataclass(frozen=True)
 class ConfidenceSpec:
     """`confidence:`: the two-sided level of every metric's interval (in (0, 1)) and the method:
-    'analytic' (closed forms from the one-pass states: DeLong, Wilson score, delta method) or
-    'bootstrap' (Poisson-bootstrap replicates kept in the same states)."""
+    'analytic' (closed forms from the one-pass states: DeLong, Wilson score, delta method;
+    docs/intervals.md), the only one built."""
     level: float = 0.95
     method: str = 'analytic'
 
 
-CONFIDENCE_METHODS = ('analytic', 'bootstrap')
+CONFIDENCE_METHODS = ('analytic',)
 
 
 @dataclasses.dataclass(frozen=True)
