@@ -325,3 +325,16 @@ def test_interval_states_are_binary_interval_states_small_until_many_rows():
     state = BinaryClassHead().new_state(intervals=True)
     assert isinstance(state, BinaryClassIntervalState) and state.is_small
     copy.deepcopy(state).update(np.ones((3, 1), np.float32), np.ones((3, 1), np.float32))
+
+
+def test_soft_labels_give_the_label_mean_interval_of_their_values():
+    rng = np.random.default_rng(9)
+    y = rng.random((500, 1)).astype(np.float32)
+    x = rng.normal(size=(500, 1)).astype(np.float32)
+    w = rng.uniform(0.2, 3.0, 500).astype(np.float32).astype(np.float64)
+    hard = (y > 0.5).astype(np.float32)
+    state = binary_state(y[:250], x[:250], w[:250])  # one soft batch, then one hard
+    state.update(hard[250:], x[250:], {'w': w[250:, None]})
+    labels = np.concatenate([y[:250, 0], hard[250:, 0]]).astype(np.float64)
+    lower, upper, se = ref_mean(labels, w, Z95)
+    assert_estimate(state.interval_estimates()['label/mean'], lower, upper, se)

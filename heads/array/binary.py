@@ -167,7 +167,7 @@ class BinaryClassState(HeadState):
         w_sum = _add_means_and_curves(states, groups, y, w, rows['u'], p, positive, hard, n_rows)
         key = _add_confusions(states, face.thresholds, groups, x, y, w, p, positive, hard, w_sum)
         if cls.INTERVALS:
-            _add_interval_sums(states, groups, rows, p, key)
+            _add_interval_sums(states, groups, rows, p, key, hard)
         return w_sum
 
     def result(self) -> dict[str, float]:
@@ -330,18 +330,28 @@ def _rate(hits: float, total: float, w2: float, z: float) -> ci.Estimate | None:
 
 
 def _add_interval_sums(states: Sequence[BinaryClassState], groups: Groups,
-                       rows: Mapping[str, np.ndarray], p: np.ndarray, cell_key: np.ndarray
-                       ) -> None:
-    """Adds the interval sums (`BinaryClassIntervalState.ci`) of the rows of each group."""
+                       rows: Mapping[str, np.ndarray], p: np.ndarray, cell_key: np.ndarray,
+                       hard: bool) -> None:
+    """Adds the interval sums (`BinaryClassIntervalState.ci`) of the rows of each group. Every row
+    is in one confusion cell, so Σw² per cell also gives Σw² of all rows and, with labels all 0 or
+    1 (`hard`: y² = y = [label != 0]), the label's Σw²·y and Σw²·y²."""
     w = rows['w']
     w2 = w * w
     sums = [st.ci for st in states]
-    ci.CISums.add_groups(sums, 'w2', groups.sum(w2))
+    n_cells = sums[0].get('cells').size
+    cells = groups.cells(cell_key, n_cells, w2)
+    ci.CISums.add_groups(sums, 'cells', cells)
+    ci.CISums.add_groups(sums, 'w2', cells.sum(axis=1))
     mom = []
-    for x in (rows['u'], p.astype(np.float64), rows['y'].astype(np.float64)):
+    for x in (rows['u'], p.astype(np.float64)):
         w2x = w2 * x
         mom.append(groups.sum(w2x))
         mom.append(groups.sum(w2x * x))
+    if hard:
+        w2_pos = cells.reshape(len(sums), -1, 2)[:, :, 1].sum(axis=1)
+        mom += [w2_pos, w2_pos]
+    else:
+        y = rows['y'].astype(np.float64)
+        w2y = w2 * y
+        mom += [groups.sum(w2y), groups.sum(w2y * y)]
     ci.CISums.add_groups(sums, 'means', np.stack(mom, axis=1))
-    n_cells = sums[0].get('cells').size
-    ci.CISums.add_groups(sums, 'cells', groups.cells(cell_key, n_cells, w2))
