@@ -358,3 +358,83 @@ def test_the_95_percent_intervals_cover_the_truth_about_95_percent_of_the_time(w
     for metric, r in results.items():
         assert r['undefined'] == 0
         assert 0.915 <= r['coverage'] <= 0.985, (metric, r)
+
+
+# -- the other families against direct formulas ---------------------------------------------------
+
+def _grid_logits(rng: np.random.Generator, shape: tuple, shift: np.ndarray) -> np.ndarray:
+    """Logits on a grid of quarter steps (exact ties, each value in a histogram entry of its
+    own) shifted up for positives."""
+    return (rng.integers(-12, 13, shape) / 4.0 + shift).astype(np.float32)
+
+
+def _wilson_rate(hit: np.ndarray, of: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    n_eff = w[of].sum() ** 2 / np.sum(w[of] ** 2)
+    return ref_wilson(w[hit & of].sum() / w[of].sum(), n_eff, Z95)
+
+
+def test_multi_class_intervals_equal_their_formulas():
+    rng = np.random.default_rng(11)
+    n = 600
+    ids = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    w = rng.uniform(0.2, 3.0, n).astype(np.float32).astype(np.float64)
+    head = MultiClassHead(3, weight_column='w')
+    got = head.new_state(intervals=True).update(ids[:, None], x, {'w': w[:, None]}
+                                                ).interval_estimates()
+    x64 = x.astype(np.float64)
+    loss = np.log(np.exp(x64).sum(axis=1)) - x64[np.arange(n), ids]
+    assert_estimate(got['average_loss'], *ref_mean(loss, w, Z95), tol=1e-7)
+    assert_estimate(got['accuracy'], *_wilson_rate(np.argmax(x, axis=1) == ids,
+                                                   np.ones(n, bool), w))
+
+
+def test_regression_intervals_treat_each_example_as_one_unit():
+    rng = np.random.default_rng(12)
+    n, d = 300, 2
+    y = rng.normal(size=(n, d)).astype(np.float32)
+    p = (y + rng.normal(size=(n, d))).astype(np.float32)
+    w = rng.uniform(0.2, 3.0, n).astype(np.float32).astype(np.float64)
+    got = RegressionHead(label_dimension=d, weight_column='w').new_state(intervals=True).update(
+        y, p, {'w': w[:, None]}).interval_estimates()
+    for key, values in (('label/mean', y), ('prediction/mean', p),
+                        ('average_loss', (y.astype(np.float64) - p) ** 2)):
+        values = values.astype(np.float64)
+        m = np.sum(w[:, None] * values) / (d * w.sum())
+        # Linearization with the example as the unit: its residual w·Σ_d (x − m).
+        resid = w * (values - m).sum(axis=1)
+        n_eff = w.sum() ** 2 / np.sum(w * w)
+        se = math.sqrt(n_eff / (n_eff - 1) * np.sum(resid ** 2) / (d * w.sum()) ** 2)
+        assert_estimate(got[key], m - Z95 * se, m + Z95 * se, se, tol=1e-9)
+
+
+def test_multi_label_intervals_equal_their_formulas():
+    rng = np.random.default_rng(13)
+    n, c = 500, 3
+    y = (rng.random((n, c)) < 0.4).astype(np.int64)
+    x = _grid_logits(rng, (n, c), y)
+    w = rng.uniform(0.2, 3.0, n).astype(np.float32).astype(np.float64)
+    head = MultiLabelHead(c, weight_column='w', thresholds=[0.5],
+                          classes_for_class_based_metrics=[0, 2])
+    got = head.new_state(intervals=True).update(y, x, {'w': w[:, None]}).interval_estimates()
+    p = sigmoid32(x).astype(np.float64)
+    pos = y == 1
+    for k in (0, 2):
+        assert_estimate(got['auc/class%d' % k], *ref_delong(p[:, k], pos[:, k], w, Z95)[1:])
+        # float32 sigmoids may differ from the head's by an ulp: 1e-7.
+        assert_estimate(got['probability_mean/class%d' % k], *ref_mean(p[:, k], w, Z95),
+                        tol=1e-7)
+    # Pooled: every (example, class) pair a unit with its example's weight.
+    wp = np.repeat(w, c)
+    assert_estimate(got['auc'], *ref_delong(p.reshape(-1), pos.reshape(-1), wp, Z95)[1:])
+    above = (sigmoid32(x) > np.float32(0.5)).reshape(-1)
+    assert_estimate(got['precision/positive_threshold_0.5'],
+                    *_wilson_rate(pos.reshape(-1), above, wp))
+    assert_estimate(got['recall/positive_threshold_0.5'],
+                    *_wilson_rate(above, pos.reshape(-1), wp))
+    match = (pos == (sigmoid32(x) > np.float32(0.5))).mean(axis=1)
+    assert_estimate(got['accuracy/positive_threshold_0.5'], *ref_mean(match, w, Z95))
+    x64 = x.astype(np.float64)
+    loss = (np.maximum(x64, 0) - x64 * y + np.log1p(np.exp(-np.abs(x64)))).mean(axis=1)
+    assert_estimate(got['average_loss'], *ref_mean(loss, w, Z95), tol=1e-7)
+    assert 'auc_precision_recall' not in got
