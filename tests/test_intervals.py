@@ -127,6 +127,23 @@ def test_delong_with_unit_weights_is_delongs_sample_variance_formula():
     assert state.interval_estimates()['auc'].standard_error == pytest.approx(se, abs=1e-12)
 
 
+def test_four_examples_whose_intervals_are_known_by_hand():
+    """Labels 0, 0, 1, 1 with logits −2, 0, −1, 2 (order: neg < pos < neg < pos).
+    AUC = 3/4. DeLong: positives' V10 = 1/2, 1; negatives' V01 = 1, 1/2; S10 = S01 =
+    var([1/2, 1], ddof=1) = 1/8; Var = 1/8 / 2 + 1/8 / 2 = 1/8. label/mean = 1/2 with
+    s² = 1/3, se² = 1/3 / 4 = 1/12. Accuracy (class id: logit > 0): 3 of 4."""
+    state = BinaryClassHead().new_state(intervals=True).update(
+        np.array([[0], [0], [1], [1]], np.float32), np.array([[-2], [0], [-1], [2]], np.float32))
+    got = state.interval_estimates()
+    se = math.sqrt(1 / 8)
+    assert_estimate(got['auc'], 0.75 - Z95 * se, min(1.0, 0.75 + Z95 * se), se)
+    se = math.sqrt(1 / 12)
+    assert_estimate(got['label/mean'], 0.5 - Z95 * se, 0.5 + Z95 * se, se)
+    center = (0.75 + Z95 ** 2 / 8) / (1 + Z95 ** 2 / 4)
+    half = Z95 / (1 + Z95 ** 2 / 4) * math.sqrt(0.75 * 0.25 / 4 + Z95 ** 2 / 64)
+    assert_estimate(got['accuracy'], center - half, center + half, math.sqrt(0.75 * 0.25 / 4))
+
+
 # -- the binary state against direct formulas -----------------------------------------------------
 
 @pytest.mark.parametrize('weighted', [False, True])
