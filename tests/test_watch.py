@@ -501,6 +501,7 @@ def test_watched_windows_carry_intervals_that_survive_the_state_file(tmp_path, c
                 assert got == pytest.approx(tuple(e), rel=1e-9, abs=1e-12), (name, key)
         assert rows['loss']['ci_lower'] is None
     live = watch_state.load_state(config)
-    again = watch_state.parse_state(watch_state.state_bytes(live), config.build_heads(), True)
+    again = watch_state.parse_state(watch_state.state_bytes(live), config.build_heads(),
+                                   config.new_state)
     for key, s in live.states.items():
         assert s.INTERVALS and again.states[key].interval_estimates() == s.interval_estimates()

@@ -76,13 +76,13 @@ class TensorBoardSpec:
 @dataclasses.dataclass(frozen=True)
 class ConfidenceSpec:
     """`confidence:`: the two-sided level of every metric's interval (in (0, 1)) and the method:
-    'analytic' (closed forms from the one-pass states: DeLong, Wilson score, delta method;
-    docs/intervals.md), the only one built."""
+    'analytic' (closed forms from the one-pass states: DeLong, Wilson score, delta method) or
+    'bootstrap' (Poisson-bootstrap replicates kept beside the state; docs/intervals.md)."""
     level: float = 0.95
     method: str = 'analytic'
 
 
-CONFIDENCE_METHODS = ('analytic',)
+CONFIDENCE_METHODS = ('analytic', 'bootstrap')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +105,14 @@ class EvalConfig:
 
     def new_state(self, head: Any) -> Any:
         """An empty state of `head` (one of `build_heads()`): one keeping the sums of confidence
-        intervals when `confidence:` is set."""
-        return head.new_state(intervals=True) if self.confidence else head.new_state()
+        intervals when `confidence:` is set (for `method: bootstrap`, the head's state with its
+        Poisson-bootstrap replicates)."""
+        if not self.confidence:
+            return head.new_state()
+        if self.confidence.method == 'bootstrap':
+            from heads.array.bootstrap import BootstrapState
+            return BootstrapState(head.new_state())
+        return head.new_state(intervals=True)
 
     @property
     def confidence_level(self) -> float | None:
