@@ -34,6 +34,7 @@ from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 import pyarrow as pa
 
+from heads.array.bootstrap import ROW_ID, row_ids
 from pipeline.config import EvalConfig, check_slice_kinds
 from pipeline.decode import (Problems, batch_column, epoch_micros, head_arrays, negative_weights,
                              scalar_column, take_rows)
@@ -106,6 +107,7 @@ class BatchEvaluator:
         check_bad_records(bad_records)
         self.config = config
         self.heads = config.build_heads()
+        self._row_ids = bool(config.confidence and config.confidence.method == 'bootstrap')
         self._run_id = run_id
         self._bad_records = bad_records
         self._precombine = precombine
@@ -160,6 +162,11 @@ class BatchEvaluator:
             numbers = (np.arange(rows.batch.num_rows) if keep is None else keep) + sb.first_row
             predictions = predictions_table(self.config, self.heads, rows.batch, rows.arrays,
                                             sb.path, numbers)
+        if self._row_ids:  # `method: bootstrap`: each row's identity, for its resampling counts
+            numbers = (np.arange(rows.batch.num_rows) if keep is None else keep) + sb.first_row
+            ids = row_ids(sb.path, numbers)
+            rows = rows._replace(arrays=[a._replace(features=dict(a.features, **{ROW_ID: ids}))
+                                         for a in rows.arrays])
         if not self._precombine:
             return BatchOutput(errors, predictions, self._sub_batches(rows))
         for keys, codes, base_rows in key_codes(self.config, rows.batch, rows.micros, rows.steps,

@@ -13,7 +13,8 @@ import pytest
 from scipy import stats
 
 from heads import BinaryClassHead, MultiClassHead, MultiLabelHead, RegressionHead
-from heads.array.bootstrap import BootstrapState, poisson_counts, row_hashes
+from heads.array.bootstrap import (ROW_ID, BootstrapState, poisson_counts, row_hashes,
+                                   row_ids)
 from heads.state import load_state_arrays, state_arrays
 
 
@@ -115,8 +116,28 @@ def test_degenerate_data_give_none_never_nan():
     reg.update(x, x, {'w': np.ones((4, 2))})  # Keras' broadcasting path: no replicates
     assert set(reg.interval_estimates().values()) == {None}
     ones = np.ones((30, 1), np.float32)
-    all_pos = BootstrapState(head.new_state()).update(ones, ones, {'w': np.ones((30, 1))})
+    ids = row_ids('f.parquet', np.arange(30))  # identical rows, told apart by their identity
+    all_pos = BootstrapState(head.new_state()).update(ones, ones,
+                                                      {'w': np.ones((30, 1)), ROW_ID: ids})
     est = all_pos.interval_estimates()
     assert est['auc'] is None and est['label/mean'] == (1.0, 1.0, 0.0)  # no spread: documented
     with pytest.raises(ValueError, match='Cannot merge'):
         BootstrapState(head.new_state(), 5).merge(BootstrapState(head.new_state(), 6))
+
+
+def test_row_identities_decide_the_counts_and_identical_rows_without_them_move_together():
+    ones = np.ones((200, 1), np.float32)
+    y = np.concatenate([ones[:100], 0 * ones[:100]])
+    head = BinaryClassHead()
+    ids = row_ids('part-0.parquet', np.arange(200))
+    with_ids = BootstrapState(head.new_state(), 50).update(y, ones, {ROW_ID: ids})
+    # Two distinct rows, 100 copies each: label/mean = 1/2 with se sqrt(1/4 / 200) = 0.035.
+    se = with_ids.interval_estimates()['label/mean'].standard_error
+    assert 0.025 < se < 0.045
+    # By content, the copies share counts: the replicates resample 2 rows, not 200.
+    by_content = BootstrapState(head.new_state(), 50).update(y, ones)
+    assert by_content.interval_estimates()['label/mean'].standard_error > 0.2
+    assert not np.array_equal(row_ids('part-0.parquet', np.arange(5)),
+                              row_ids('part-1.parquet', np.arange(5)))
+    with pytest.raises(ValueError, match=ROW_ID):
+        BootstrapState(head.new_state()).update(y, ones, {ROW_ID: ids[:5]})

@@ -155,3 +155,43 @@ def test_a_one_row_slice_has_null_intervals_not_nan(tmp_path, table):
             assert row[c] is None or math.isfinite(row[c]), (row['metric'], c)
         if row['metric'] in ('auc', 'label/mean', 'average_loss'):
             assert row['ci_lower'] is None, row['metric']
+
+
+def test_bootstrap_rows_are_the_replicates_of_each_file_row_whatever_the_batching(tmp_path,
+                                                                                   table):
+    """`method: bootstrap`: each row's counts come from (file, row number), so runs batching the
+    same files differently give the same intervals — those of a `BootstrapState` fed the slice
+    as one batch with those row identities."""
+    from heads.array.bootstrap import ROW_ID, BootstrapState, row_ids
+    small = table.slice(0, 900)
+    pattern = _write(small, tmp_path / 'in', 2)
+    old = sources.TARGET_ROWS
+    outs = []
+    try:
+        for target in (150, 100_000):
+            sources.TARGET_ROWS = target
+            out = tmp_path / ('out%d' % target)
+            evaluate(_config(pattern, out, slices=[[]],
+                             confidence={'level': 0.95, 'method': 'bootstrap'}), RUNNER)
+            outs.append(_metrics(out).to_pylist())
+    finally:
+        sources.TARGET_ROWS = old
+    a, b = ({(r['head'], r['metric']): tuple(r[c] for c in CI) for r in rows} for rows in outs)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k][0] is None) == (b[k][0] is None), k
+        if a[k][0] is not None:
+            assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12), k
+    d = {k: np.asarray(v) for k, v in small.to_pydict().items()}
+    ids = np.concatenate([row_ids(os.path.join(str(tmp_path / 'in'), 'part-%03d.parquet' % i),
+                                  np.arange(450)) for i in range(2)])
+    head = heads.BinaryClassHead(name='click', weight_column='w', thresholds=[0.5])
+    want = BootstrapState(head.new_state()).update(
+        d['y'][:, None], d['x'][:, None], {'w': d['w'], ROW_ID: ids}).interval_estimates()
+    for key, e in want.items():
+        got = a[('click', key[:-len('/click')])]
+        if e is None:
+            assert got == (None, None, None), key
+        else:
+            assert got == pytest.approx(tuple(e), rel=1e-9, abs=1e-12), key
+    assert a[('click', 'auc_precision_recall')][0] is not None  # every metric has one

@@ -2,10 +2,12 @@
 
 A `BootstrapState` holds the head's own state and `replicates` more states of the same class.
 Each example enters replicate r with its weight times a count c_r ~ Poisson(1) (Oza's online
-bootstrap), drawn from a hash of the example's content (its prepared logits, labels, loss and
-weight bits) and r: the same example always gets the same counts, so the intervals do not depend
-on sharding, bundling or the order of merges. Identical rows share their counts (a duplicated row
-is resampled as one unit: documented in docs/intervals.md).
+bootstrap), drawn from a hash of the example's identity and r: the same example always gets the
+same counts, so the intervals do not depend on how the rows are split into batches, bundles or
+workers, nor on the order of merges. The identity is the feature `ROW_ID` when the batch carries
+it (the pipeline gives each row `row_ids(file, row number)`), else the example's content (its
+prepared logits, labels, loss and weight bits) — then identical rows share their counts, i.e. a
+duplicated row is resampled as one unit (a reason the pipeline passes row identities).
 
 `interval_estimates(level)`: for every finite metric of `result()`, value ± z·sd where sd is the
 standard deviation (ddof 1) of the replicates' values of that metric. It costs about
@@ -16,6 +18,7 @@ replicates: the intervals are then None. Never imports TensorFlow.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from typing import Any, Mapping, Sequence
 
@@ -23,9 +26,10 @@ import numpy as np
 
 from heads.metrics.intervals import Estimate, normal_quantile
 
-__all__ = ['BootstrapState', 'poisson_counts', 'row_hashes', 'REPLICATES']
+__all__ = ['BootstrapState', 'poisson_counts', 'row_hashes', 'row_ids', 'REPLICATES', 'ROW_ID']
 
 REPLICATES = 20
+ROW_ID = '__headstream_row_id__'  # the feature carrying each example's identity (uint64)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 # P(Poisson(1) <= j), j = 0..19: a uniform u gives the count searchsorted(_CDF, u, 'right').
 _CDF = np.cumsum([math.exp(-1.0) / math.factorial(j) for j in range(20)])
@@ -56,6 +60,13 @@ def row_hashes(rows: Mapping[str, Any], n: int) -> np.ndarray:
             with np.errstate(over='ignore'):
                 h = _mix(h ^ bits[:, j].astype(np.uint64) + _GOLDEN)
     return h
+
+
+def row_ids(path: str, numbers: np.ndarray) -> np.ndarray:
+    """Identities of rows `numbers` (0-based) of the file `path`, uint64."""
+    seed = int.from_bytes(hashlib.blake2b(path.encode('utf-8'), digest_size=8).digest(), 'little')
+    with np.errstate(over='ignore'):
+        return _mix(np.asarray(numbers, dtype=np.uint64) * _GOLDEN ^ np.uint64(seed))
 
 
 def poisson_counts(hashes: np.ndarray, replicate: int) -> np.ndarray:
@@ -108,7 +119,14 @@ class BootstrapState:
             return False
         inner._update_rows([s.main for s in states], codes, rows)
         n = _examples(rows)
-        hashes = row_hashes(rows, n)
+        ids = None if not features else features.get(ROW_ID)
+        if ids is None:
+            hashes = row_hashes(rows, n)
+        else:
+            hashes = np.asarray(ids, dtype=np.uint64).reshape(-1)
+            if hashes.shape[0] != n:
+                raise ValueError('feature {}: {} row identities for {} examples'.format(
+                    ROW_ID, hashes.shape[0], n))
         for r in range(len(states[0].replicates)):
             inner._update_rows([s.replicates[r] for s in states], codes,
                                _reweighted(rows, poisson_counts(hashes, r)))
