@@ -1,6 +1,7 @@
 """Coverage of the confidence intervals on simulated data whose true metrics are known.
 
     .venv/bin/python bench/coverage.py [--replicates 1000] [--rows 2000] [--level 0.95]
+                                       [--method analytic|bootstrap]
 
 Each replicate draws `--rows` examples: label 1 with probability PREVALENCE, logit ~ N(+Δ/2, 1)
 for positives and N(−Δ/2, 1) for negatives (binormal, equal variances), so that
@@ -13,7 +14,8 @@ Weighted replicates draw each example's weight from a lognormal (σ = 0.7) indep
 everything else, so the weighted population metrics are the same numbers. All replicates of a
 setting go through one grouped update (`update_groups`, one state per replicate) of
 `BinaryClassHead(weight_column='w')` interval states; each interval at `--level` is checked for
-the truth. Prints a markdown table (coverage, its Monte Carlo standard error, mean width) and
+the truth (`--method bootstrap`: `BootstrapState`s of 20 Poisson-bootstrap replicates, rows
+identified by their index). Prints a markdown table (coverage, its Monte Carlo standard error, mean width) and
 writes bench/out/coverage.json.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ import statistics
 import numpy as np
 
 import heads
+from heads.array.bootstrap import ROW_ID, BootstrapState, row_ids
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREVALENCE = 0.3
@@ -56,8 +59,8 @@ def truths(delta: float = DELTA, prevalence: float = PREVALENCE) -> dict[str, fl
     }
 
 
-def simulate(replicates: int, rows: int, weighted: bool, level: float, seed: int
-             ) -> dict[str, dict[str, float]]:
+def simulate(replicates: int, rows: int, weighted: bool, level: float, seed: int,
+             method: str = 'analytic') -> dict[str, dict[str, float]]:
     """{metric: {coverage, mc_se, mean_width, undefined}} over `replicates` replicates."""
     rng = np.random.default_rng(seed)
     head = heads.BinaryClassHead(weight_column='w')
@@ -73,8 +76,13 @@ def simulate(replicates: int, rows: int, weighted: bool, level: float, seed: int
         x = (rng.normal(size=n) + DELTA * (y - 0.5)).astype(np.float32)
         w = rng.lognormal(0.0, 0.7, n) if weighted else np.ones(n)
         codes = np.repeat(np.arange(k), rows)
-        states = [head.new_state(intervals=True) for _ in range(k)]
-        type(states[0]).update_groups(states, codes, y[:, None], x[:, None], {'w': w})
+        features = {'w': w}
+        if method == 'bootstrap':
+            states = [BootstrapState(head.new_state()) for _ in range(k)]
+            features[ROW_ID] = row_ids('replicates-%d' % r0, np.arange(n))
+        else:
+            states = [head.new_state(intervals=True) for _ in range(k)]
+        type(states[0]).update_groups(states, codes, y[:, None], x[:, None], features)
         for st in states:
             est = st.intervals(level)
             for m in METRICS:
@@ -101,11 +109,13 @@ def main() -> None:
     parser.add_argument('--rows', type=int, default=2000)
     parser.add_argument('--level', type=float, default=0.95)
     parser.add_argument('--seed', type=int, default=17)
+    parser.add_argument('--method', default='analytic', choices=('analytic', 'bootstrap'))
     args = parser.parse_args()
-    results = {name: simulate(args.replicates, args.rows, weighted, args.level, args.seed + i)
+    results = {name: simulate(args.replicates, args.rows, weighted, args.level, args.seed + i,
+                              args.method)
                for i, (name, weighted) in enumerate((('unweighted', False), ('weighted', True)))}
-    print('%d replicates of %d rows, level %g, binormal Δ = %g, prevalence %g'
-          % (args.replicates, args.rows, args.level, DELTA, PREVALENCE))
+    print('%s: %d replicates of %d rows, level %g, binormal Δ = %g, prevalence %g'
+          % (args.method, args.replicates, args.rows, args.level, DELTA, PREVALENCE))
     print('| metric | truth | coverage (unweighted) | coverage (weighted) | mean width (unw. / w.) |')
     print('|---|---|---|---|---|')
     for m in METRICS:
@@ -114,7 +124,7 @@ def main() -> None:
               % (m, u['truth'], 100 * u['coverage'], 100 * u['mc_se'], 100 * w['coverage'],
                  100 * w['mc_se'], u['mean_width'], w['mean_width']))
     os.makedirs(os.path.join(HERE, 'out'), exist_ok=True)
-    with open(os.path.join(HERE, 'out', 'coverage.json'), 'w') as f:
+    with open(os.path.join(HERE, 'out', 'coverage_%s.json' % args.method), 'w') as f:
         json.dump({'args': vars(args), 'results': results}, f, indent=1)
 
 

@@ -106,6 +106,13 @@ def test_the_normal_quantile_of_a_level_is_scipys():
         ci.normal_quantile(1.0)
 
 
+def test_the_student_t_quantile_is_scipys_to_1e_3():
+    for df in (5, 10, 19, 99, 1000):
+        for level in (0.8, 0.9, 0.95, 0.99) if df >= 10 else (0.8, 0.9, 0.95):
+            assert ci.student_t_quantile(level, df) == pytest.approx(
+                stats.t.ppf(0.5 + level / 2, df), abs=1e-3), (df, level)
+
+
 def test_wilson_is_the_root_pair_of_its_defining_equation():
     for p, n in ((0.3, 50.0), (0.0, 10.0), (1.0, 7.5), (0.5, 1.0), (0.91, 1234.5)):
         lower, upper = ref_wilson(p, n, Z95)

@@ -9,8 +9,9 @@ it (the pipeline gives each row `row_ids(file, row number)`), else the example's
 prepared logits, labels, loss and weight bits) — then identical rows share their counts, i.e. a
 duplicated row is resampled as one unit (a reason the pipeline passes row identities).
 
-`interval_estimates(level)`: for every finite metric of `result()`, value ± z·sd where sd is the
-standard deviation (ddof 1) of the replicates' values of that metric. It costs about
+`interval_estimates(level)`: for every finite metric of `result()`, value ± t·sd where sd is the
+standard deviation (ddof 1) of the replicates' values of that metric and t Student's quantile
+with replicates − 1 degrees of freedom (as TFMA's bootstrap). It costs about
 (replicates + 1) times the state update of the head alone (bench/README.md). A batch the head
 cannot take through its prepared rows (a regression batch on Keras' broadcasting path) leaves no
 replicates: the intervals are then None. Never imports TensorFlow.
@@ -24,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from heads.metrics.intervals import Estimate, normal_quantile
+from heads.metrics.intervals import Estimate, student_t_quantile
 
 __all__ = ['BootstrapState', 'poisson_counts', 'row_hashes', 'row_ids', 'REPLICATES', 'ROW_ID']
 
@@ -166,9 +167,9 @@ class BootstrapState:
         return self.main.plots()
 
     def interval_estimates(self, level: float = 0.95) -> dict[str, Estimate | None]:
-        """{metric key: value ± z·sd of the replicates' values} (None: a non-finite or undefined
+        """{metric key: value ± t·sd of the replicates' values} (None: a non-finite or undefined
         value, fewer than 2 examples or no weight, or a batch taken without replicates)."""
-        z = normal_quantile(level)
+        z = student_t_quantile(level, len(self.replicates) - 1)
         values = self.main.result()
         examples, weighted = self.main.counts()
         if examples < 2 or not weighted > 0 or self.unsupported:
