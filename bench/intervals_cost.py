@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/intervals_cost.py [--sizes 5000000,20000000] [--five-head-rows 2000000]
                                              [--repeat 3] [--state-rows 1000000]
+                                             [--method analytic|bootstrap]
 
 1. The array face alone: `state.update` of a plain and of an interval state
    (`new_state(intervals=True)`) on one `--state-rows` batch, per head family (best of 5, after a
@@ -10,6 +11,7 @@
    (one BinaryClassHead, slices Overall + country) at each size, and of its 5-head workload, each
    with and without `confidence: {level: 0.95}`, runs alternating, `--repeat` times each (median).
 
+`--method bootstrap` measures `method: bootstrap` (20 Poisson-bootstrap replicates) instead.
 Prints one JSON line per measurement and the ratios; writes bench/out/intervals_cost.json.
 """
 from __future__ import annotations
@@ -30,8 +32,10 @@ import datagen  # noqa: E402
 from run import BINARY_HEADS, FIVE_HEADS, PAUSE_S, measure  # noqa: E402
 from states_throughput import workloads  # noqa: E402
 
+from heads.array.bootstrap import BootstrapState  # noqa: E402
 
-def state_costs(rows: int) -> list[dict]:
+
+def state_costs(rows: int, method: str = 'analytic') -> list[dict]:
     """Per head: best update seconds of a plain and of an interval state on one batch."""
     out = []
     for name, (head, labels, logits, features) in workloads(rows, np.random.default_rng(0)
@@ -40,12 +44,18 @@ def state_costs(rows: int) -> list[dict]:
         for kind, intervals in (('plain', False), ('intervals', True)):
             best = float('inf')
             for i in range(6):
-                state = head.new_state(intervals=True) if intervals else head.new_state()
+                if not intervals:
+                    state = head.new_state()
+                elif method == 'bootstrap':
+                    state = BootstrapState(head.new_state())
+                else:
+                    state = head.new_state(intervals=True)
                 t0 = time.perf_counter()
                 state.update(labels, logits, features)
                 if i:  # the first is a warm-up
                     best = min(best, time.perf_counter() - t0)
             row[kind + '_s'] = best
+            row['method'] = method
             if intervals:
                 t0 = time.perf_counter()
                 state.interval_estimates()
@@ -55,14 +65,14 @@ def state_costs(rows: int) -> list[dict]:
     return out
 
 
-def run_config(pattern: str, heads: list, out_dir: str, confidence: bool,
+def run_config(pattern: str, heads: list, out_dir: str, confidence: str | None,
                head_weights: list | None = None) -> dict:
     config = {'input': {'pattern': pattern, 'format': 'parquet'}, 'heads': heads,
               'slices': [[], ['country']], 'output': out_dir}
     if head_weights:
         config['head_weights'] = head_weights
     if confidence:
-        config['confidence'] = {'level': 0.95}
+        config['confidence'] = {'level': 0.95, 'method': confidence}
     path = out_dir.rstrip('/') + '.yaml'
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as f:
@@ -72,7 +82,7 @@ def run_config(pattern: str, heads: list, out_dir: str, confidence: bool,
 
 
 def paired_runs(label: str, pattern: str, heads: list, rows: int, repeat: int,
-                head_weights: list | None = None) -> dict:
+                head_weights: list | None = None, method: str = 'analytic') -> dict:
     """Runs without and with `confidence:` alternately; medians and their ratio."""
     seconds: dict[str, list[float]] = {'plain': [], 'intervals': []}
     rss: dict[str, float] = {'plain': 0.0, 'intervals': 0.0}
@@ -80,11 +90,11 @@ def paired_runs(label: str, pattern: str, heads: list, rows: int, repeat: int,
         for kind in ('plain', 'intervals'):
             time.sleep(PAUSE_S)
             m = run_config(pattern, heads, os.path.join(OUT, 'ci_%s_%s_%d' % (label, kind, rows)),
-                           kind == 'intervals', head_weights)
+                           method if kind == 'intervals' else None, head_weights)
             seconds[kind].append(m['seconds'])
             rss[kind] = max(rss[kind], m['peak_rss_mb'])
     med = {k: float(np.median(v)) for k, v in seconds.items()}
-    return {'what': 'run_' + label, 'rows': rows, 'plain_s': med['plain'],
+    return {'what': 'run_' + label, 'method': method, 'rows': rows, 'plain_s': med['plain'],
             'intervals_s': med['intervals'], 'ratio': med['intervals'] / med['plain'],
             'all_plain_s': [round(s, 3) for s in seconds['plain']],
             'all_intervals_s': [round(s, 3) for s in seconds['intervals']],
@@ -97,6 +107,7 @@ def main() -> None:
     parser.add_argument('--five-head-rows', type=int, default=2_000_000)
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--state-rows', type=int, default=1_000_000)
+    parser.add_argument('--method', default='analytic', choices=('analytic', 'bootstrap'))
     args = parser.parse_args()
     results = []
 
@@ -106,19 +117,20 @@ def main() -> None:
                           for k, v in row.items()}), flush=True)
 
     if args.state_rows:
-        for row in state_costs(args.state_rows):
+        for row in state_costs(args.state_rows, args.method):
             report(row)
     for n in [int(s) for s in args.sizes.split(',') if s]:
         pattern = datagen.write_dataset(os.path.join(OUT, 'data', 'binary_%d' % n), n)
-        report(paired_runs('binary', pattern, BINARY_HEADS, n, args.repeat))
+        report(paired_runs('binary', pattern, BINARY_HEADS, n, args.repeat,
+                           method=args.method))
     n = args.five_head_rows
     if n:
         pattern = datagen.write_dataset(os.path.join(OUT, 'data', 'five_%d' % n), n,
                                         five_heads=True)
         report(paired_runs('five_heads', pattern, FIVE_HEADS, n, args.repeat,
-                           head_weights=[1.0, 0.5, 0.5, 0.2, 0.2]))
+                           head_weights=[1.0, 0.5, 0.5, 0.2, 0.2], method=args.method))
     os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, 'intervals_cost.json'), 'w') as f:
+    with open(os.path.join(OUT, 'intervals_cost_%s.json' % args.method), 'w') as f:
         json.dump(results, f, indent=1)
 
 
