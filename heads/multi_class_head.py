@@ -198,9 +198,10 @@ class MultiClassHead(base.Head):
             label_vocabulary=self._label_vocabulary, loss_reduction=self._loss_reduction,
             loss_fn=self._loss_fn)
 
-    def new_state(self) -> array_multi_class.MultiClassState:
-        """An empty mergeable `MultiClassState` (metrics over all data it is updated with)."""
-        return self._array_face().new_state()
+    def new_state(self, intervals: bool = False) -> array_multi_class.MultiClassState:
+        """An empty mergeable `MultiClassState` (metrics over all data it is updated with).
+        `intervals`: a state also keeping the sums of confidence intervals."""
+        return self._array_face().new_state(intervals)
 
     def array_predictions(self, logits, keys=None) -> dict:
         return self._array_face().predictions(logits, keys)

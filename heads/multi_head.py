@@ -252,9 +252,10 @@ class MultiHead(base.Head):
         """This head's array face (numpy; never imports TensorFlow)."""
         return array_multi.MultiHeadFace(heads=self._heads, head_weights=self._head_weights)
 
-    def new_state(self) -> array_multi.MultiHeadState:
-        """An empty mergeable `MultiHeadState` (metrics over all data it is updated with)."""
-        return self._array_face().new_state()
+    def new_state(self, intervals: bool = False) -> array_multi.MultiHeadState:
+        """An empty mergeable `MultiHeadState` (metrics over all data it is updated with).
+        `intervals`: a state also keeping the sums of confidence intervals."""
+        return self._array_face().new_state(intervals)
 
     def array_predictions(self, logits, keys=None) -> dict:
         return self._array_face().predictions(logits, keys)

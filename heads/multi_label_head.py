@@ -328,9 +328,10 @@ class MultiLabelHead(base.Head):
             loss_reduction=self._loss_reduction, loss_fn=self._loss_fn,
             classes_for_class_based_metrics=self._classes_for_class_based_metrics)
 
-    def new_state(self) -> array_multi_label.MultiLabelState:
-        """An empty mergeable `MultiLabelState` (metrics over all data it is updated with)."""
-        return self._array_face().new_state()
+    def new_state(self, intervals: bool = False) -> array_multi_label.MultiLabelState:
+        """An empty mergeable `MultiLabelState` (metrics over all data it is updated with).
+        `intervals`: a state also keeping the sums of confidence intervals."""
+        return self._array_face().new_state(intervals)
 
     def array_predictions(self, logits, keys=None) -> dict:
         return self._array_face().predictions(logits, keys)

@@ -179,9 +179,10 @@ class RegressionHead(base.Head):
             inverse_link_fn=self._inverse_link_fn, glm=self._glm,
             compute_full_loss=getattr(self, '_compute_full_loss', True))
 
-    def new_state(self) -> array_regression.RegressionState:
-        """An empty mergeable `RegressionState` (metrics over all data it is updated with)."""
-        return self._array_face().new_state()
+    def new_state(self, intervals: bool = False) -> array_regression.RegressionState:
+        """An empty mergeable `RegressionState` (metrics over all data it is updated with).
+        `intervals`: a state also keeping the sums of confidence intervals."""
+        return self._array_face().new_state(intervals)
 
     def array_predictions(self, logits, keys=None) -> dict:
         return self._array_face().predictions(logits, keys)

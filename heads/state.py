@@ -10,6 +10,13 @@
     state.counts() -> (examples, Σ weights)
     state.bounds() -> {metric key: (lower, upper)}
     state.plots() -> {plot column: array}
+    state.intervals(level=0.95) -> {metric key: (lower, upper) | None}   # interval states only
+    state.interval_estimates(level=0.95) -> {metric key: Estimate | None}  # with standard errors
+
+Intervals are opt-in: `face.new_state(intervals=True)` (and `head.new_state(intervals=True)`)
+makes a state of the family's interval class (a subclass with `INTERVALS = True` and one more
+component, `ci`, a `heads.metrics.intervals.CISums` of the extra sums its formulas need); a plain
+state holds and computes nothing more. The two kinds do not merge with each other.
 
 A subclass lists the attribute names of its mergeable components in `_components` (each a state
 of `heads.metrics`, or a list / tuple / dict of them), creates them in `__init__`, and implements
@@ -87,6 +94,8 @@ class HeadState(abc.ABC):
     # it holds rows, its components set aside (None: a small state, none built yet).
     _buffer: RowBuffer | None = None
     _parked: dict[str, Any] | None = None
+    # Whether the state keeps the sums of confidence intervals (its family's interval subclass).
+    INTERVALS = False
 
     def __init__(self, signature: Any = None) -> None:
         self.signature = signature
@@ -339,6 +348,17 @@ class HeadState(abc.ABC):
     def plots(self) -> dict[str, np.ndarray]:
         """Plot rows, columns `heads.metrics.PLOT_COLUMNS` (none by default)."""
         return empty_plots()
+
+    def interval_estimates(self, level: float = 0.95) -> dict[str, Any]:
+        """{metric key: `heads.metrics.intervals.Estimate` (lower, upper, standard_error), or None
+        where the interval is undefined on the data seen} for the metrics with an interval (an
+        interval state's; {} for a plain state or a head without intervals)."""
+        return {}
+
+    def intervals(self, level: float = 0.95) -> dict[str, tuple[float, float] | None]:
+        """{metric key: (lower, upper), or None where undefined} at confidence `level`."""
+        return {k: None if e is None else (e.lower, e.upper)
+                for k, e in self.interval_estimates(level).items()}
 
 
 _CORE = ('signature', 'face', 'example_count', 'weighted_example_count')

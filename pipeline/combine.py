@@ -43,7 +43,7 @@ class HeadStateCombineFn(beam.CombineFn):
     def add_input(self, accumulator: Any, element: Any) -> Any:
         if isinstance(element, SubBatch):
             if accumulator is None:
-                accumulator = self._head(element.head).new_state()
+                accumulator = self._config.new_state(self._head(element.head))
             a = element.arrays
             return accumulator.update(a.labels, a.logits, a.features or None)
         if accumulator is None:

@@ -27,12 +27,14 @@ Per `SourceBatch` (`BatchEvaluator.add`):
 """
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from heads.array.bootstrap import ROW_ID, row_ids
 from pipeline.config import EvalConfig, check_slice_kinds
 from pipeline.decode import (Problems, batch_column, epoch_micros, head_arrays, negative_weights,
                              scalar_column, take_rows)
@@ -105,6 +107,7 @@ class BatchEvaluator:
         check_bad_records(bad_records)
         self.config = config
         self.heads = config.build_heads()
+        self._row_ids = bool(config.confidence and config.confidence.method == 'bootstrap')
         self._run_id = run_id
         self._bad_records = bad_records
         self._precombine = precombine
@@ -159,6 +162,11 @@ class BatchEvaluator:
             numbers = (np.arange(rows.batch.num_rows) if keep is None else keep) + sb.first_row
             predictions = predictions_table(self.config, self.heads, rows.batch, rows.arrays,
                                             sb.path, numbers)
+        if self._row_ids:  # `method: bootstrap`: each row's identity, for its resampling counts
+            numbers = (np.arange(rows.batch.num_rows) if keep is None else keep) + sb.first_row
+            ids = row_ids(sb.path, numbers)
+            rows = rows._replace(arrays=[a._replace(features=dict(a.features, **{ROW_ID: ids}))
+                                         for a in rows.arrays])
         if not self._precombine:
             return BatchOutput(errors, predictions, self._sub_batches(rows))
         for keys, codes, base_rows in key_codes(self.config, rows.batch, rows.micros, rows.steps,
@@ -234,7 +242,7 @@ class BatchEvaluator:
             full_key = Key(columns, values, h, w, s)
             state = self._states.get(full_key)
             if state is None:
-                state = self._states[full_key] = self.heads[h].new_state()
+                state = self._states[full_key] = self.config.new_state(self.heads[h])
             states.append(state)
         features = a.features or None
         grouped = getattr(type(states[0]), 'update_groups', None)  # optional in the interface
@@ -292,17 +300,17 @@ def overall_donor(slices: Sequence[tuple[str, ...]]) -> tuple[str, ...] | None:
 
 def derive_overall_states(states: dict[Key, Any], donor: tuple[str, ...],
                           heads: Sequence[Any]) -> dict[Key, Any]:
-    """`states` with each Overall key's state completed: per (head, window, step), a new state
-    merged with every `donor` key's state and the Overall key's own state (its rows with a null
-    donor value), if any. Donor states are left unchanged."""
+    """`states` with each Overall key's state completed: per (head, window, step), a copy of the
+    first `donor` key's state merged with every other donor key's state and the Overall key's own
+    state (its rows with a null donor value), if any. Donor states are left unchanged. (`heads`:
+    the config's heads, unused since the copy has the donors' kind.)"""
     derived: dict[Key, Any] = {}
     for key, state in states.items():
         if tuple(key.slice_columns) == donor:
             overall = Key((), (), key.head, key.window_start, key.step)
             acc = derived.get(overall)
-            if acc is None:
-                acc = heads[key.head].new_state()
-            derived[overall] = acc.merge(state)
+            # A copy of the first donor state (of the same kind: with interval sums or not).
+            derived[overall] = copy.deepcopy(state) if acc is None else acc.merge(state)
     out = dict(states)
     for key, acc in derived.items():
         own = out.get(key)

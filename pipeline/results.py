@@ -28,6 +28,9 @@ class KeyResult(NamedTuple):
     weighted_example_count: float | None
     loss: float
     plots: dict[str, np.ndarray]
+    # metric → (ci_lower, ci_upper, standard_error), each None where undefined (runs with
+    # `confidence:`; metrics without an interval are absent)
+    intervals: dict[str, tuple[float | None, float | None, float | None]] = {}
 
 
 def strip_suffix(metric_key: str, head_name: str | None) -> str:
@@ -43,8 +46,10 @@ def _bound(b: float | None) -> float | None:
     return None if b is None or not math.isfinite(b) else float(b)
 
 
-def state_result(key: tuple, state: Any, head_names: Sequence[str]) -> KeyResult:
-    """Reads a head state's metrics, loss, counts, bounds and plots."""
+def state_result(key: tuple, state: Any, head_names: Sequence[str],
+                 level: float | None = None) -> KeyResult:
+    """Reads a head state's metrics, loss, counts, bounds and plots, and its intervals at
+    confidence `level` (None: none)."""
     key = Key(*key)
     name = head_names[key.head]
     bounds = state.bounds() or {}
@@ -60,7 +65,20 @@ def state_result(key: tuple, state: Any, head_names: Sequence[str]) -> KeyResult
     count, weighted = state.counts()
     plots = state.plots() or {}
     return KeyResult(key, list(rows.values()), int(count), float(weighted), loss,
-                     {k: np.asarray(v) for k, v in plots.items()})
+                     {k: np.asarray(v) for k, v in plots.items()},
+                     _intervals(state, name, level) if level is not None else {})
+
+
+def _intervals(state: Any, head_name: str, level: float
+               ) -> dict[str, tuple[float | None, float | None, float | None]]:
+    """{metric: (ci_lower, ci_upper, standard_error)} of a state (nulls where undefined)."""
+    estimates = getattr(state, 'interval_estimates', None)
+    out = {}
+    for k, e in (estimates(level) if estimates is not None else {}).items():
+        out[strip_suffix(k, head_name)] = ((None, None, None) if e is None else
+                                           (_bound(e.lower), _bound(e.upper),
+                                            _bound(e.standard_error)))
+    return out
 
 
 def typed_slice_values(results: Iterable[KeyResult]) -> dict[tuple[str, str], tuple]:
@@ -150,6 +168,10 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
             m['value'].append(value)
             m['lower_bound'].append(lo)
             m['upper_bound'].append(hi)
+            ci_lo, ci_hi, se = r.intervals.get(metric, (None, None, None))
+            m['ci_lower'].append(ci_lo)
+            m['ci_upper'].append(ci_hi)
+            m['standard_error'].append(se)
         m['example_count'] += [r.example_count] * n
         m['weighted_example_count'] += [r.weighted_example_count] * n
         if r.plots:

@@ -17,6 +17,13 @@ metrics/*.parquet — one row per (slice, head, metric[, window_start][, step]):
   lower_bound, upper_bound  for `auc` rows: an interval that provably contains the exact
                             (unbucketed, ties = 1/2) weighted ROC AUC; null elsewhere, and where
                             that AUC is undefined (weighted_example_count 0, or one class only)
+  ci_lower, ci_upper        (runs with `confidence:`) the metric's confidence interval at the
+                            configured level (DeLong for AUC, Wilson for rates, delta method for
+                            means: docs/intervals.md); null for metrics without one (loss,
+                            auc_precision_recall, ...), where the slice's data leave it undefined
+                            (no weight, one row, one class for AUC), and in every row of a run
+                            without `confidence:`
+  standard_error            the standard error the interval was built from (null alike)
   example_count             rows of the slice the head evaluated
   weighted_example_count    Σ weights of those rows
   window_start, window_end  (windowed runs only) timestamp[us, tz=UTC]
@@ -60,6 +67,9 @@ METRICS = pa.schema(_ID_FIELDS + [
     pa.field('value', pa.float64()),
     pa.field('lower_bound', pa.float64()),
     pa.field('upper_bound', pa.float64()),
+    pa.field('ci_lower', pa.float64()),
+    pa.field('ci_upper', pa.float64()),
+    pa.field('standard_error', pa.float64()),
     pa.field('example_count', pa.int64()),
     pa.field('weighted_example_count', pa.float64()),
 ])

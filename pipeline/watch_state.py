@@ -20,7 +20,7 @@ import decimal
 import io
 import json
 import zipfile
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -182,7 +182,8 @@ def _state_from_meta(meta: dict[str, Any]) -> WatchState:
         on_time_fired=set(meta['on_time_fired']), dirty=set(meta['dirty']))
 
 
-def _load_states(entries: list[dict], npz: Any, heads: Sequence[Any]) -> dict[tuple, Any]:
+def _load_states(entries: list[dict], npz: Any, heads: Sequence[Any],
+                 new_state: Callable[[Any], Any] | None = None) -> dict[tuple, Any]:
     """Each saved state filled into a fresh state of the config's head (the file names no class;
     a state of another head configuration is refused)."""
     by_state: dict[str, dict[str, np.ndarray]] = {}
@@ -193,7 +194,8 @@ def _load_states(entries: list[dict], npz: Any, heads: Sequence[Any]) -> dict[tu
     states: dict[tuple, Any] = {}
     for i, entry in enumerate(entries):
         key = _decode_key(entry['key'])
-        fresh = heads[key.head].new_state()
+        head = heads[key.head]
+        fresh = new_state(head) if new_state is not None else head.new_state()
         if entry['class'] != type(fresh).__name__ or entry['signature'] != repr(fresh.signature):
             raise ValueError('its state of head %d is a %s of %s; the config now makes a %s of %s'
                              % (key.head, entry['class'], entry['signature'],
@@ -202,7 +204,8 @@ def _load_states(entries: list[dict], npz: Any, heads: Sequence[Any]) -> dict[tu
     return states
 
 
-def parse_state(data: bytes, heads: Sequence[Any]) -> WatchState:
+def parse_state(data: bytes, heads: Sequence[Any],
+                new_state: Callable[[Any], Any] | None = None) -> WatchState:
     """A state from `state_bytes` (numpy reads it with allow_pickle=False).
 
     Raises:
@@ -214,7 +217,7 @@ def parse_state(data: bytes, heads: Sequence[Any]) -> WatchState:
     with npz:
         meta = json.loads(npz['meta'].tobytes().decode('utf-8'))
         state = _state_from_meta(meta)
-        state.states = _load_states(meta['states'], npz, heads)
+        state.states = _load_states(meta['states'], npz, heads, new_state)
     return state
 
 
@@ -237,7 +240,7 @@ def load_state(config: config_lib.EvalConfig) -> WatchState | None:
     with FileSystems.open(path) as f:
         data = f.read()
     try:
-        return parse_state(data, config.build_heads())
+        return parse_state(data, config.build_heads(), config.new_state)
     except (ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile,
             UnicodeDecodeError) as e:
         raise config_lib.ConfigError(

@@ -668,3 +668,39 @@ def test_the_page_template_is_compiled_once_and_can_be_prepared_in_the_backgroun
     template.prepare_in_background().join(timeout=30)
     with pytest.raises(FileNotFoundError, match='/nonexistent/templates/report.html.j2'):
         template.page_template()
+
+
+def test_confidence_intervals_are_error_bars_in_the_slice_comparison(tmp_path):
+    """A run with `confidence:`: each slice's interval is an error bar (capped line) drawn on the
+    same axis as its dot, and the metrics table shows it; slices without one have none."""
+    rows = _metric_rows('click', CLICK)
+    ci = {'Overall': (0.70, 0.90), 'country:DE': (0.40, 0.85)}  # country:US: none (null)
+    for r in rows:
+        if r['metric'] == 'auc' and r['slice'] in ci:
+            r.update(ci_lower=ci[r['slice']][0], ci_upper=ci[r['slice']][1], standard_error=0.05)
+    out = str(tmp_path)
+    _write(out, rows, _plots())
+    text, page = _parse(report.write_report(out))
+    (chart,) = page.find('svg', data_chart='slices')
+    assert 'bars: confidence interval' in chart[2]
+    groups = {e[1]['data-slice']: e for e in page.elements
+              if e[0] == 'g' and 'data-slice' in e[1]}
+    assert 'interval [0.4000, 0.8500]' in groups['country:DE'][2]
+    assert 'interval' not in groups['country:US'][2]
+    # The bar's ends and the dots share the axis: pixel = a·value + b for all of them.
+    bars = re.findall(r'<g class="ci"><title>[^<]*</title><line x1="([\d.]+)" y1="\d+" '
+                      r'x2="([\d.]+)"', text)
+    assert len(bars) == 1  # Overall is the dashed reference line, not a ranked row
+    dots = [float(x) for x in re.findall(r'<circle class="dot" cx="([\d.]+)"', chart_svg(text))]
+    pixels = np.array(dots + [float(bars[0][0]), float(bars[0][1])])
+    values = np.array([0.625, 0.9375, 0.40, 0.85])
+    slope, intercept = np.polyfit(values, pixels, 1)
+    assert slope > 0 and np.max(np.abs(slope * values + intercept - pixels)) < 0.1  # %.1f px
+    assert 'CI [0.7000, 0.9000]' in text  # the metrics table's cells
+    assert 'CI [0.4000, 0.8500]' in text
+
+
+def chart_svg(text: str) -> str:
+    """The slice comparison's SVG source."""
+    start = text.index('data-chart="slices"')
+    return text[start:text.index('</svg>', start)]

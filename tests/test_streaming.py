@@ -366,3 +366,30 @@ def test_an_older_pane_never_replaces_the_latest_file(tmp_path):
     latest = pq.read_table(pane_paths(config.output, T0 * 10**6, 0)['metrics'])
     assert set(latest.column('pane_index').to_pylist()) == {2}
     assert sorted(_pane_files(config.output)) == [(T0, 1), (T0, 2)]   # both on record
+
+
+def test_streaming_panes_carry_each_windows_intervals(tmp_path):
+    """With `confidence:`, every pane row carries the interval of its window's rows (an interval
+    state fed them as one batch); rows of metrics without one hold nulls."""
+    config = _config(tmp_path, {'column': 'ts', 'size': 60}, confidence={'level': 0.95})
+    head = config.build_heads()[0]
+    rng = np.random.default_rng(12)
+    ts = [T0 + i % 60 for i in range(40)] + [T0 + 60 + i % 60 for i in range(25)]
+    rows = _rows(rng, ts, ('UD' * 40)[:65])
+    stream = (test_stream.TestStream(coder=beam.coders.PickleCoder())
+              .advance_watermark_to(T0)
+              .add_elements([beam_window.TimestampedValue(_batch(rows, 'all'), T0)])
+              .advance_watermark_to_infinity())
+    _run(config, stream)
+    panes = _pane_files(config.output)
+    assert sorted(panes) == [(T0, 0), (T0 + 60, 0)]
+    for start in (T0, T0 + 60):
+        inside = (rows['ts'] >= start) & (rows['ts'] < start + 60)
+        want = head.new_state(intervals=True).update(
+            rows['label'][inside][:, None], rows['logit'][inside][:, None]).interval_estimates()
+        got = {r['metric']: r for r in panes[(start, 0)].to_pylist() if r['slice'] == 'Overall'}
+        for key, e in want.items():
+            r = got[key[:-len('/click')]]
+            assert e is not None and (r['ci_lower'], r['ci_upper'], r['standard_error']) == \
+                pytest.approx(tuple(e), rel=1e-9, abs=1e-12), (start, key)
+        assert got['loss']['ci_lower'] is None and got['auc_precision_recall']['ci_upper'] is None

@@ -472,3 +472,36 @@ def test_a_pickle_in_the_state_file_is_never_run(tmp_path, capsys, name):
     (line,) = capsys.readouterr().out.splitlines()       # one line naming the file
     assert os.path.join(config.output, '_watch', name) in line
     assert not os.path.exists(os.path.join(config.output, 'metrics'))
+
+
+def test_watched_windows_carry_intervals_that_survive_the_state_file(tmp_path, clock):
+    """With `confidence:`, each pane's rows carry the interval of the window's rows seen so far
+    (an interval state fed them as one batch), and the saved state reloads into interval
+    states with the same intervals."""
+    raw = _config(tmp_path).to_dict()
+    raw['confidence'] = {'level': 0.9}
+    config = config_lib.parse_config(raw)
+    shards = Shards(tmp_path, seed=6)
+    shards.write('part-1.parquet', [W0 + i % 50 for i in range(40)])
+    _poll(config)
+    shards.write('part-2.parquet', [W0 + 5 + i % 40 for i in range(30)] + [W1 + 1])
+    _poll(config)
+    table = _latest(config, W0).to_pylist()
+    head = config.build_heads()[0]
+    for name, country in (('Overall', None), ('country:U', 'U'), ('country:D', 'D')):
+        labels, logits = shards.window(W0, country)
+        want = head.new_state(intervals=True).update(labels, logits).interval_estimates(0.9)
+        rows = {r['metric']: r for r in table if r['slice'] == name}
+        for key, e in want.items():
+            r = rows[key[:-len('/click')]]
+            got = (r['ci_lower'], r['ci_upper'], r['standard_error'])
+            if e is None:
+                assert got == (None, None, None), (name, key)
+            else:
+                assert got == pytest.approx(tuple(e), rel=1e-9, abs=1e-12), (name, key)
+        assert rows['loss']['ci_lower'] is None
+    live = watch_state.load_state(config)
+    again = watch_state.parse_state(watch_state.state_bytes(live), config.build_heads(),
+                                   config.new_state)
+    for key, s in live.states.items():
+        assert s.INTERVALS and again.states[key].interval_estimates() == s.interval_estimates()

@@ -41,6 +41,9 @@ def test_schema_is_metrics_plus_window_and_step_columns():
         {'name': 'value', 'type': 'FLOAT64', 'mode': 'NULLABLE'},
         {'name': 'lower_bound', 'type': 'FLOAT64', 'mode': 'NULLABLE'},
         {'name': 'upper_bound', 'type': 'FLOAT64', 'mode': 'NULLABLE'},
+        {'name': 'ci_lower', 'type': 'FLOAT64', 'mode': 'NULLABLE'},
+        {'name': 'ci_upper', 'type': 'FLOAT64', 'mode': 'NULLABLE'},
+        {'name': 'standard_error', 'type': 'FLOAT64', 'mode': 'NULLABLE'},
         {'name': 'example_count', 'type': 'INT64', 'mode': 'NULLABLE'},
         {'name': 'weighted_example_count', 'type': 'FLOAT64', 'mode': 'NULLABLE'},
         {'name': 'window_start', 'type': 'TIMESTAMP', 'mode': 'NULLABLE'},
@@ -55,9 +58,12 @@ def _metrics(rows, windowed=False, stepped=False):
                     schema=schema.with_extras(schema.METRICS, windowed, stepped))
 
 
-ROWS = [('r1', AT, 'Overall', '', '', 'click', 'auc', 0.75, 0.74, 0.76, 10, 12.5),
-        ('r1', AT, 'country:US', 'country', 'US', 'click', 'loss', math.nan, None, None, 3, 3.0),
-        ('r1', AT, 'Overall', '', '', 'click', 'x', math.inf, None, None, 0, -math.inf)]
+ROWS = [('r1', AT, 'Overall', '', '', 'click', 'auc', 0.75, 0.74, 0.76, 0.7, 0.8, 0.025, 10,
+         12.5),
+        ('r1', AT, 'country:US', 'country', 'US', 'click', 'loss', math.nan, None, None, None,
+         None, None, 3, 3.0),
+        ('r1', AT, 'Overall', '', '', 'click', 'x', math.inf, None, None, None, None, None, 0,
+         -math.inf)]
 W0 = datetime.datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 W1 = datetime.datetime(2026, 11, 23, 8, 1, tzinfo=UTC)
 
@@ -75,13 +81,16 @@ def test_rows_keep_every_column_in_schema_order():
               'window_start': None, 'window_end': None, 'step': None}
     want = [
         dict(common, slice='Overall', slice_columns='', slice_values='', metric='auc',
-             value=0.75, lower_bound=0.74, upper_bound=0.76, example_count=10,
+             value=0.75, lower_bound=0.74, upper_bound=0.76, ci_lower=0.7, ci_upper=0.8,
+             standard_error=0.025, example_count=10,
              weighted_example_count=12.5),
         dict(common, slice='country:US', slice_columns='country', slice_values='US',
-             metric='loss', value=math.nan, lower_bound=None, upper_bound=None, example_count=3,
+             metric='loss', value=math.nan, lower_bound=None, upper_bound=None, ci_lower=None,
+             ci_upper=None, standard_error=None, example_count=3,
              weighted_example_count=3.0),
         dict(common, slice='Overall', slice_columns='', slice_values='', metric='x',
-             value=math.inf, lower_bound=None, upper_bound=None, example_count=0,
+             value=math.inf, lower_bound=None, upper_bound=None, ci_lower=None, ci_upper=None,
+             standard_error=None, example_count=0,
              weighted_example_count=-math.inf),
     ]
     assert len(got) == len(want) and all(_same(g, w) for g, w in zip(got, want)), got

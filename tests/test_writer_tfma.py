@@ -58,6 +58,8 @@ def metrics_table(rows=METRIC_ROWS, steps=None):
     for name, j in (('metric', 3), ('value', 4), ('lower_bound', 5), ('upper_bound', 6),
                     ('example_count', 7), ('weighted_example_count', 8)):
         cols[name] = [r[j] for r in rows]
+    for name, j in (('ci_lower', 9), ('ci_upper', 10), ('standard_error', 11)):
+        cols[name] = [r[j] if len(r) > j else None for r in rows]  # a confidence run's rows
     s = schema.with_extras(schema.METRICS, stepped=steps is not None)
     if steps is not None:
         cols['step'] = steps
@@ -378,3 +380,33 @@ def test_tfma_module_is_tfmas_own_once_tfma_is_imported():
 
     assert tfma_protos.tfma_module('proto.metrics_for_slice_pb2') is metrics_for_slice_pb2
     assert tfma_protos.tfma_module('version').VERSION == tfma.__version__
+
+
+def test_confidence_intervals_are_the_values_confidence_interval_in_tfmas_loaders(tmp_path):
+    import tensorflow_model_analysis as tfma
+
+    rows = [('', '', 'click', 'auc', 0.75, 0.74, 0.76, 10, 12.5, 0.70, 0.80, 0.025),
+            ('', '', 'click', 'accuracy', 0.6, None, None, 10, 12.5, 0.55, 0.64, 0.02),
+            ('', '', 'click', 'loss', 0.4, None, None, 10, 12.5, None, None, None),
+            ('country', 'US', 'click', 'auc', 1.0, 1.0, 1.0, 4, 5.0, None, None, None)]
+    out = str(tmp_path / 'run')
+    tfma_writer.write_tfma(out, metrics_table(rows), plots_table(), SLICES, HEADS)
+    path = os.path.join(out, 'tfma')
+    got = dict(tfma.load_eval_result(path).slicing_metrics)
+    overall = got[()]['click']['']
+    # A confidence interval takes the place of the AUC's bucketing bound (kept in the table).
+    bounded = overall['auc']['boundedValue']
+    assert (bounded['value'], bounded['lowerBound'], bounded['upperBound']) == (0.75, 0.70, 0.80)
+    assert (overall['accuracy']['boundedValue']['lowerBound'],
+            overall['accuracy']['boundedValue']['upperBound']) == (0.55, 0.64)
+    assert overall['loss'] == {'doubleValue': 0.4}
+    us = got[(('country', 'US'),)]['click']['']  # no interval: the bucketing bound as before
+    assert (us['auc']['boundedValue']['lowerBound'], us['auc']['boundedValue']['upperBound']) == (
+        1.0, 1.0)
+    (metrics,) = [m for m in tfma.load_metrics(path) if not m.slice_key.single_slice_keys]
+    by_name = {kv.key.name: kv for kv in metrics.metric_keys_and_values
+               if kv.key.output_name == 'click'}
+    ci = by_name['auc'].confidence_interval
+    assert (ci.lower_bound.double_value.value, ci.upper_bound.double_value.value,
+            ci.standard_error.double_value.value) == (0.70, 0.80, 0.025)
+    assert not by_name['loss'].HasField('confidence_interval')

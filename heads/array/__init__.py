@@ -11,6 +11,10 @@ head's configuration by `head._array_face()`: validation, loss, predictions, inv
 * `multi_label` — `MultiLabelHead`: `MultiLabelFace`, `MultiLabelState`;
 * `multi` — `MultiHead`: `MultiHeadFace`, `MultiHeadState` (through each member head's face).
 
+Each family's interval state (`new_state(intervals=True)`) subclasses its state (`multi_label_ci`
+for the multi-label one); `bootstrap` holds `BootstrapState`, any head's state with Poisson-
+bootstrap replicates (docs/intervals.md).
+
 Shared by the families: `inputs` (input checks with the TF face's messages), `numerics` (float32
 activations, float64 losses, chunked kernels) and `row_problems` (helpers of `invalid_rows`). The
 state primitives are in `heads.metrics`, the state protocol in `heads.state`. Nothing here imports

@@ -18,11 +18,12 @@ from heads.array.numerics import log_sigmoid_cross_entropy, sigmoid32, softmax32
 from heads.array.row_problems import classifier_invalid_rows
 from heads.keys import MetricKeys, PredictionKeys, summary_key, threshold_key
 from heads.metrics import (Confusion, Groups, Histogram, KerasAUC, LossSum, WeightedMean,
-                           calibration_plot, concat_plots, confusion_plot, div_no_nan,
-                           flat_weights)
+                           calibration_plot, concat_plots, confusion_plot, cumulative_from_top,
+                           div_no_nan, flat_weights)
+from heads.metrics import intervals as ci
 from heads.state import HeadState
 
-__all__ = ['BinaryClassFace', 'BinaryClassState']
+__all__ = ['BinaryClassFace', 'BinaryClassState', 'BinaryClassIntervalState']
 
 _PREDICTION_KEYS = (PredictionKeys.LOGITS, PredictionKeys.LOGISTIC, PredictionKeys.PROBABILITIES,
                     PredictionKeys.CLASS_IDS, PredictionKeys.CLASSES, PredictionKeys.ALL_CLASS_IDS,
@@ -45,10 +46,10 @@ class BinaryClassFace:
         """What identifies the configuration for merging states."""
         return ('BinaryClassHead', self.name, self.thresholds, self.loss_reduction)
 
-    def new_state(self) -> 'BinaryClassState':
+    def new_state(self, intervals: bool = False) -> 'BinaryClassState':
         """An empty state: small (holding its rows) until it has more than
-        `BinaryClassState.BUFFER_ROWS`."""
-        return BinaryClassState.small(self)
+        `BinaryClassState.BUFFER_ROWS`; `intervals`: one keeping confidence-interval sums."""
+        return (BinaryClassIntervalState if intervals else BinaryClassState).small(self)
 
     def inputs(self, labels: Any, logits: Any, features: Mapping[str, Any] | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | float]:
@@ -164,7 +165,9 @@ class BinaryClassState(HeadState):
         # Labels all 0 or 1 (label != 0 iff label == 1) let several sums come from one pass.
         hard = np.count_nonzero(y == 1) == np.count_nonzero(positive)
         w_sum = _add_means_and_curves(states, groups, y, w, rows['u'], p, positive, hard, n_rows)
-        _add_confusions(states, face.thresholds, groups, x, y, w, p, positive, hard, w_sum)
+        key = _add_confusions(states, face.thresholds, groups, x, y, w, p, positive, hard, w_sum)
+        if cls.INTERVALS:
+            _add_interval_sums(states, groups, rows, p, key, hard)
         return w_sum
 
     def result(self) -> dict[str, float]:
@@ -226,8 +229,9 @@ def _add_means_and_curves(states: Sequence[BinaryClassState], groups: Groups, y:
 
 def _add_confusions(states: Sequence[BinaryClassState], thresholds: tuple[float, ...],
                     groups: Groups, x: np.ndarray, y: np.ndarray, w: np.ndarray, p: np.ndarray,
-                    positive: np.ndarray, hard: bool, w_sum: np.ndarray) -> None:
-    """Adds both confusion matrices and the accuracies (overall and at each threshold)."""
+                    positive: np.ndarray, hard: bool, w_sum: np.ndarray) -> np.ndarray:
+    """Adds both confusion matrices and the accuracies (overall and at each threshold); returns
+    each row's confusion cell (class id, thresholds below p, label != 0)."""
     predicted = x > 0  # class id 1: argmax([0, x]); NaN → 0
     class_ids = predicted.astype(np.float32)
     # Both confusion matrices from one pass: Σw per (class id, number of thresholds below p,
@@ -238,6 +242,7 @@ def _add_confusions(states: Sequence[BinaryClassState], thresholds: tuple[float,
     key += above * 2
     key += positive
     joint = groups.cells(key, 4 * n_t, w).reshape(groups.n, 2, n_t, 2)
+    cell_key = key
     by_threshold = joint.sum(axis=1)
     Confusion.add_groups([st.class_confusion for st in states], joint.sum(axis=2))
     Confusion.add_groups([st.threshold_confusion for st in states], by_threshold)
@@ -257,3 +262,96 @@ def _add_confusions(states: Sequence[BinaryClassState], thresholds: tuple[float,
         else:
             correct = groups.sum((y == (p > np.float32(t)).astype(np.float32)) * w)
         WeightedMean.add_groups([st.threshold_accuracy[i] for st in states], correct, w_sum)
+    return cell_key
+
+
+class BinaryClassIntervalState(BinaryClassState):
+    """A `BinaryClassState` that also keeps the sums of its confidence intervals (`ci`): Σw², the
+    Σw²·x and Σw²·x² of the loss, prediction and label, and Σw² per confusion cell (class id,
+    thresholds below the score, label != 0). Intervals (`interval_estimates`): DeLong for `auc`
+    (from the histogram's tie groups), Wilson for accuracy, precision and recall (overall and at
+    each threshold), the delta method for average_loss, prediction/mean and label/mean; none for
+    auc_precision_recall and accuracy_baseline."""
+
+    _components = BinaryClassState._components + ('ci',)
+    INTERVALS = True
+
+    def __init__(self, face: BinaryClassFace) -> None:
+        super().__init__(face)
+        n_t = len(face.thresholds) + 1
+        self.ci = ci.CISums([('w2', 1), ('means', 6), ('cells', 4 * n_t)])
+
+    def interval_estimates(self, level: float = 0.95) -> dict[str, ci.Estimate | None]:
+        K = MetricKeys
+        z = ci.normal_quantile(level)
+        s = self.ci
+        w2 = s.scalar('w2')
+        mom = s.get('means')
+        out: dict[str, ci.Estimate | None] = {}
+        for i, (key, mean) in enumerate(((K.LOSS_MEAN, self.average_loss),
+                                         (K.PREDICTION_MEAN, self.prediction_mean),
+                                         (K.LABEL_MEAN, self.label_mean))):
+            out[key] = ci.mean_interval(mean.count, mean.total, w2, mom[2 * i], mom[2 * i + 1], z)
+        out[K.ACCURACY] = _rate(self.accuracy.total, self.accuracy.count, w2, z)
+        n_t = len(self.face.thresholds) + 1
+        cells = s.get('cells').reshape(2, n_t, 2)  # Σw² per (class id, above, label != 0)
+        w2_pos = float(cells[:, :, 1].sum())
+        cc = self.class_confusion
+        out[K.PRECISION] = _rate(cc.tp[0], cc.tp[0] + cc.fp[0], float(cells[1].sum()), z)
+        out[K.RECALL] = _rate(cc.tp[0], cc.tp[0] + cc.fn[0], w2_pos, z)
+        h = self.histogram
+        idx, pos, neg = h._sparse()
+        if h.negative_weights <= 0:
+            out[K.AUC] = ci.delong_auc(np.concatenate([[h.nan_pos], pos]),
+                                       np.concatenate([[h.nan_neg], neg]),
+                                       w2_pos, float(cells[:, :, 0].sum()), z)[1]
+        else:
+            out[K.AUC] = None
+        tc = self.threshold_confusion
+        at_least = cumulative_from_top(cells.sum(axis=0), axis=0)  # Σw² with above >= r
+        order = np.argsort(np.asarray(self.face.thresholds, np.float64).astype(np.float32),
+                           kind='stable')
+        for i, t in enumerate(self.face.thresholds):
+            rank = int(np.flatnonzero(order == i)[0])  # predicted positive iff above > rank
+            acc = self.threshold_accuracy[i]
+            out[threshold_key(K.ACCURACY_AT_THRESHOLD, t)] = _rate(acc.total, acc.count, w2, z)
+            out[threshold_key(K.PRECISION_AT_THRESHOLD, t)] = _rate(
+                tc.tp[i], tc.tp[i] + tc.fp[i], float(at_least[rank + 1].sum()), z)
+            out[threshold_key(K.RECALL_AT_THRESHOLD, t)] = _rate(
+                tc.tp[i], tc.tp[i] + tc.fn[i], w2_pos, z)
+        return {summary_key(k, self.face.name): v for k, v in out.items()}
+
+
+def _rate(hits: float, total: float, w2: float, z: float) -> ci.Estimate | None:
+    """Wilson's interval of the weighted rate hits / total on the effective size total² / w2."""
+    if total <= 0:
+        return None
+    return ci.wilson(hits / total, ci.effective_size(total, w2), z)
+
+
+def _add_interval_sums(states: Sequence[BinaryClassState], groups: Groups,
+                       rows: Mapping[str, np.ndarray], p: np.ndarray, cell_key: np.ndarray,
+                       hard: bool) -> None:
+    """Adds the interval sums (`BinaryClassIntervalState.ci`) of the rows of each group. Every row
+    is in one confusion cell, so Σw² per cell also gives Σw² of all rows and, with labels all 0 or
+    1 (`hard`: y² = y = [label != 0]), the label's Σw²·y and Σw²·y²."""
+    w = rows['w']
+    w2 = w * w
+    sums = [st.ci for st in states]
+    n_cells = sums[0].get('cells').size
+    cells = groups.cells(cell_key, n_cells, w2)
+    ci.CISums.add_groups(sums, 'cells', cells)
+    ci.CISums.add_groups(sums, 'w2', cells.sum(axis=1))
+    mom = []
+    for x in (rows['u'], p.astype(np.float64)):
+        w2x = w2 * x
+        mom.append(groups.sum(w2x))
+        mom.append(groups.sum(w2x * x))
+    if hard:
+        w2_pos = cells.reshape(len(sums), -1, 2)[:, :, 1].sum(axis=1)
+        mom += [w2_pos, w2_pos]
+    else:
+        y = rows['y'].astype(np.float64)
+        w2y = w2 * y
+        mom += [groups.sum(w2y), groups.sum(w2y * y)]
+    ci.CISums.add_groups(sums, 'means', np.stack(mom, axis=1))

@@ -17,7 +17,7 @@ from heads.keys import MetricKeys, Reduction
 from heads.metrics import Groups, concat_plots
 from heads.state import HeadState
 
-__all__ = ['MultiHeadFace', 'MultiHeadState']
+__all__ = ['MultiHeadFace', 'MultiHeadState', 'MultiHeadIntervalState']
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -33,8 +33,8 @@ class MultiHeadFace:
         """Each head's weight in the loss."""
         return tuple(self.head_weights) or tuple(1.0 for _ in self.heads)
 
-    def new_state(self) -> 'MultiHeadState':
-        return MultiHeadState(self)
+    def new_state(self, intervals: bool = False) -> 'MultiHeadState':
+        return (MultiHeadIntervalState if intervals else MultiHeadState)(self)
 
     def split_logits(self, logits: Any) -> dict[str, Any]:
         """Logits per head name: from a dict (every head present) or one array split on the last
@@ -129,7 +129,8 @@ class MultiHeadState(HeadState):
     _components = ('states',)
 
     def __init__(self, face: MultiHeadFace) -> None:
-        self.states = [h.new_state() for h in face.heads]
+        self.states = [h.new_state(intervals=True) if self.INTERVALS else h.new_state()
+                       for h in face.heads]
         super().__init__(('MultiHead', tuple(s.signature for s in self.states), face.weights))
         self.face = face
 
@@ -160,8 +161,9 @@ class MultiHeadState(HeadState):
         """Adds each head's prepared rows to its states (that head's grouped update), and the
         example counts (a MultiHead row weighs 1)."""
         n_rows = None
-        for i, (cls, head_rows) in enumerate(rows):
+        for i, (_, head_rows) in enumerate(rows):
             member = [st.states[i] for st in states]
+            cls = type(member[0])  # the member's own class (an interval state's, maybe)
             if n_rows is None:
                 n_rows = Groups.of(codes, len(states), _examples(head_rows)).sum()
             cls._update_rows(member, codes, head_rows)
@@ -175,8 +177,8 @@ class MultiHeadState(HeadState):
         parts = self.face.split_logits(logits)
         labels = self.face.split_labels(labels)
         # Each head's batch goes to a fresh state first, so one head's bad labels change nothing.
-        fresh = [h.new_state().update(labels[h.name], parts[h.name], features)
-                 for h in self.face.heads]
+        fresh = [(h.new_state(intervals=True) if self.INTERVALS else h.new_state())
+                 .update(labels[h.name], parts[h.name], features) for h in self.face.heads]
         for mine, batch in zip(self.states, fresh):
             mine.merge(batch)
         rows, _ = fresh[0].counts()
@@ -210,3 +212,16 @@ class MultiHeadState(HeadState):
                                          for k in p['sub_key']], dtype=object)
             parts.append(p)
         return concat_plots(parts)
+
+
+class MultiHeadIntervalState(MultiHeadState):
+    """A `MultiHeadState` whose member states keep confidence-interval sums: its intervals are
+    the member heads' (keys as in `result()`)."""
+
+    INTERVALS = True
+
+    def interval_estimates(self, level: float = 0.95) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for state in self.states:
+            out.update(state.interval_estimates(level))
+        return out

@@ -19,9 +19,10 @@ from heads.array.numerics import class_ids_of, softmax32, softmax_cross_entropy
 from heads.array.row_problems import logits_and_weight_problems, row_problems
 from heads.keys import MetricKeys, PredictionKeys, summary_key
 from heads.metrics import Groups, LossSum, WeightedMean, flat_weights
+from heads.metrics import intervals as ci
 from heads.state import HeadState, add_counts_groups
 
-__all__ = ['MultiClassFace', 'MultiClassState', 'classifier_signature']
+__all__ = ['MultiClassFace', 'MultiClassState', 'MultiClassIntervalState', 'classifier_signature']
 
 _PREDICTION_KEYS = (PredictionKeys.LOGITS, PredictionKeys.PROBABILITIES, PredictionKeys.CLASS_IDS,
                     PredictionKeys.CLASSES, PredictionKeys.ALL_CLASS_IDS,
@@ -58,8 +59,8 @@ class MultiClassFace:
                                     self.loss_reduction, self.weight_column,
                                     self.label_vocabulary, (), (), self.loss_fn)
 
-    def new_state(self) -> 'MultiClassState':
-        return MultiClassState(self)
+    def new_state(self, intervals: bool = False) -> 'MultiClassState':
+        return (MultiClassIntervalState if intervals else MultiClassState)(self)
 
     def raw_ids(self, labels: Any, logits: np.ndarray) -> np.ndarray:
         """Label ids `[D0..DN, 1]` int64 before the range check (unknown vocabulary strings → −1).
@@ -185,6 +186,11 @@ class MultiClassState(HeadState):
         WeightedMean.add_groups([s.average_loss for s in states], wu_sum, w_sum)
         WeightedMean.update_groups([s.accuracy for s in states], groups, rows['m'], w, w_sum)
         add_counts_groups(states, n_rows, w_sum)
+        if states and states[0].INTERVALS:
+            w2 = w * w
+            w2u = w2 * rows['u']
+            ci.CISums.add_groups([s.ci for s in states], 'sums', np.stack(
+                [groups.sum(w2), groups.sum(w2u), groups.sum(w2u * rows['u'])], axis=1))
 
     def result(self) -> dict[str, float]:
         name = self.face.name
@@ -193,3 +199,26 @@ class MultiClassState(HeadState):
 
     def loss(self) -> float:
         return self.loss_sum.value(self.face.loss_reduction)
+
+
+class MultiClassIntervalState(MultiClassState):
+    """A `MultiClassState` that also keeps the sums of its confidence intervals (`ci`: Σw², Σw²·u,
+    Σw²·u² of the loss u): Wilson for accuracy, the delta method for average_loss."""
+
+    _components = MultiClassState._components + ('ci',)
+    INTERVALS = True
+
+    def __init__(self, face: MultiClassFace) -> None:
+        super().__init__(face)
+        self.ci = ci.CISums([('sums', 3)])
+
+    def interval_estimates(self, level: float = 0.95) -> dict[str, ci.Estimate | None]:
+        z = ci.normal_quantile(level)
+        w2, w2u, w2u2 = self.ci.get('sums').tolist()
+        loss, acc = self.average_loss, self.accuracy
+        accuracy = (ci.wilson(acc.total / acc.count, ci.effective_size(acc.count, w2), z)
+                    if acc.count > 0 else None)
+        name = self.face.name
+        return {summary_key(MetricKeys.LOSS_MEAN, name):
+                ci.mean_interval(loss.count, loss.total, w2, w2u, w2u2, z),
+                summary_key(MetricKeys.ACCURACY, name): accuracy}

@@ -145,10 +145,10 @@ class MultiLabelFace:
             return str(self.label_vocabulary[class_id])
         return 'class%d' % class_id
 
-    def new_state(self) -> 'MultiLabelState':
+    def new_state(self, intervals: bool = False) -> 'MultiLabelState':
         """An empty state: small (holding its rows) until it has more than
-        `MultiLabelState.BUFFER_ROWS`."""
-        return MultiLabelState.small(self)
+        `MultiLabelState.BUFFER_ROWS`; `intervals`: one keeping confidence-interval sums."""
+        return (MultiLabelIntervalState if intervals else MultiLabelState).small(self)
 
     def labels(self, labels: Any, logits: np.ndarray) -> np.ndarray:
         """Checked multi-hot labels `[D0..DN, n_classes]`: dense labels keep their dtype, id lists
@@ -314,6 +314,8 @@ class MultiLabelState(HeadState):
             _add_class(states, i, bool(face.thresholds), groups, probs[..., c].reshape(-1),
                        positive[..., c].reshape(-1),
                        None if hard else y32[..., c].reshape(-1).astype(np.float64), w_row, w_sum)
+        if cls.INTERVALS:
+            add_interval_sums(states, groups, rows, probs, positive)
         return w_sum
 
     def _class_keys(self, c: int) -> tuple[str, str, str]:
@@ -408,3 +410,7 @@ def _add_class(states: Sequence[MultiLabelState], i: int, with_confusion: bool, 
     Histogram.update_groups([s.class_histogram[i] for s in states], rows, pos_c, p_c, w_row, y_c)
     if with_confusion:
         Confusion.update_groups([s.class_confusion[i] for s in states], rows, pos_c, p_c, w_row)
+
+
+# The interval state subclasses MultiLabelState (hence imported after it).
+from heads.array.multi_label_ci import MultiLabelIntervalState, add_interval_sums  # noqa: E402

@@ -19,9 +19,10 @@ from heads.array.numerics import log_poisson_loss, log_sigmoid_cross_entropy, si
 from heads.array.row_problems import logits_problems, weight_problems
 from heads.keys import MetricKeys, PredictionKeys, summary_key
 from heads.metrics import Groups, LossSum, WeightedMean, flat_weights
+from heads.metrics import intervals as ci
 from heads.state import HeadState, add_counts_groups
 
-__all__ = ['RegressionFace', 'RegressionState']
+__all__ = ['RegressionFace', 'RegressionState', 'RegressionIntervalState']
 
 _LOGISTIC_LABELS = 'Labels must be in range [0, 1]'
 _POISSON_LABELS = ('Labels must be >= 0 for the full Poisson loss (its Stirling term is NaN for '
@@ -61,8 +62,8 @@ class RegressionFace:
         """Whether predictions differ from logits (then predictions also carry `logits`)."""
         return self.inverse_link_fn is not None or self.glm is not None
 
-    def new_state(self) -> 'RegressionState':
-        return RegressionState(self)
+    def new_state(self, intervals: bool = False) -> 'RegressionState':
+        return (RegressionIntervalState if intervals else RegressionState)(self)
 
     def inputs(self, labels: Any, logits: Any, features: Mapping[str, Any] | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | float]:
@@ -235,6 +236,8 @@ class RegressionState(HeadState):
         WeightedMean.add_groups([st.prediction_mean for st in states], wp_sum, w_sum)
         WeightedMean.add_groups([st.label_mean for st in states], wy_sum, w_sum)
         add_counts_groups(states, groups.sum(), groups.sum(rows['w_row']))
+        if states and states[0].INTERVALS:
+            _add_interval_sums(states, groups, rows)
 
     def result(self) -> dict[str, float]:
         K = MetricKeys
@@ -245,3 +248,56 @@ class RegressionState(HeadState):
 
     def loss(self) -> float:
         return self.loss_sum.value(self.face.loss_reduction)
+
+
+class RegressionIntervalState(RegressionState):
+    """A `RegressionState` that also keeps the sums of its confidence intervals (`ci`: per row,
+    Σw², and Σw²·S, Σw²·S² of the row's sum S of losses, predictions and labels): delta-method
+    intervals of average_loss, prediction/mean and label/mean, rows as the units. A batch taking
+    Keras' broadcasting path (weights per logit, labels of another shape) has no such sums: the
+    state then gives no intervals (None)."""
+
+    _components = RegressionState._components + ('ci',)
+    INTERVALS = True
+
+    def __init__(self, face: RegressionFace) -> None:
+        super().__init__(face)
+        self.ci = ci.CISums([('w2', 1), ('means', 6), ('unsupported', 1)])
+
+    def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+               ) -> 'RegressionIntervalState':
+        if type(self).update_groups([self], None, labels, logits, features):
+            return self
+        super().update(labels, logits, features)  # Keras' general path: no interval sums
+        self.ci.v[self.ci._slice('unsupported')] += 1.0
+        return self
+
+    def interval_estimates(self, level: float = 0.95) -> dict[str, ci.Estimate | None]:
+        K = MetricKeys
+        z = ci.normal_quantile(level)
+        s = self.ci
+        means = ((K.LOSS_MEAN, self.average_loss), (K.PREDICTION_MEAN, self.prediction_mean),
+                 (K.LABEL_MEAN, self.label_mean))
+        if s.scalar('unsupported') > 0:
+            return {summary_key(k, self.face.name): None for k, _ in means}
+        w2, mom = s.scalar('w2'), s.get('means')
+        d = int(self.face.label_dimension)  # values per row
+        return {summary_key(k, self.face.name): ci.mean_interval(
+                    mean.count, mean.total, w2, mom[2 * i], mom[2 * i + 1], z, d)
+                for i, (k, mean) in enumerate(means)}
+
+
+def _add_interval_sums(states: Sequence[RegressionState], groups: Groups,
+                       rows: Mapping[str, Any]) -> None:
+    """Adds the interval sums of each group's rows (`RegressionIntervalState.ci`)."""
+    d = rows['d']
+    w2 = rows['w_row'] * rows['w_row']
+    sums = [st.ci for st in states]
+    ci.CISums.add_groups(sums, 'w2', groups.sum(w2))
+    mom = []
+    for name in ('u', 'p', 'y'):
+        row_sum = rows[name].reshape(-1, d).sum(axis=1) if d != 1 else rows[name]
+        w2x = w2 * row_sum
+        mom.append(groups.sum(w2x))
+        mom.append(groups.sum(w2x * row_sum))
+    ci.CISums.add_groups(sums, 'means', np.stack(mom, axis=1))

@@ -77,7 +77,7 @@ class TensorBoardSpec:
 class ConfidenceSpec:
     """`confidence:`: the two-sided level of every metric's interval (in (0, 1)) and the method:
     'analytic' (closed forms from the one-pass states: DeLong, Wilson score, delta method) or
-    'bootstrap' (Poisson-bootstrap replicates kept in the same states)."""
+    'bootstrap' (Poisson-bootstrap replicates kept beside the state; docs/intervals.md)."""
     level: float = 0.95
     method: str = 'analytic'
 
@@ -102,6 +102,22 @@ class EvalConfig:
     def build_heads(self) -> list:
         """The configured heads, in config order."""
         return [spec.build() for spec in self.heads]
+
+    def new_state(self, head: Any) -> Any:
+        """An empty state of `head` (one of `build_heads()`): one keeping the sums of confidence
+        intervals when `confidence:` is set (for `method: bootstrap`, the head's state with its
+        Poisson-bootstrap replicates)."""
+        if not self.confidence:
+            return head.new_state()
+        if self.confidence.method == 'bootstrap':
+            from heads.array.bootstrap import BootstrapState
+            return BootstrapState(head.new_state())
+        return head.new_state(intervals=True)
+
+    @property
+    def confidence_level(self) -> float | None:
+        """The level of the metrics' intervals (None: no `confidence:`)."""
+        return self.confidence.level if self.confidence else None
 
     def build_multi_head(self, built: Sequence[Any] | None = None) -> Any:
         """The heads' MultiHead (several heads only), else None."""

@@ -191,9 +191,11 @@ def bar_chart(labels: Sequence[str], values: Sequence[float | None],
               counts: Sequence[int | None], *, title: str,
               reference: float | None = None,
               bounds: Sequence[tuple[float | None, float | None]] | None = None,
+              intervals: Sequence[tuple[float | None, float | None]] | None = None,
               width: int = 660) -> str:
     """An inline SVG dot plot, one row per label in the order given: the value as a dot (with
-    its bounds as a whisker when given), `reference` (the Overall value) as a dashed line.
+    its bounds as a whisker when given, and its confidence interval from `intervals` as an error
+    bar with end caps), `reference` (the Overall value) as a dashed line.
 
     Dots rather than bars: slices of one head differ by little (auc 0.83 against 0.87), and an
     axis fitted to the values shows that difference where bars from zero would hide it."""
@@ -202,7 +204,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[float | None],
     height = top + row * len(labels) + 8
     pw = width - left - right
     known = [v for v in values if finite(v)]
-    for lo, hi in bounds or []:
+    for lo, hi in list(bounds or []) + list(intervals or []):
         known += [b for b in (lo, hi) if finite(b)]
     if reference is not None and finite(reference):
         known.append(reference)
@@ -234,6 +236,10 @@ def bar_chart(labels: Sequence[str], values: Sequence[float | None],
             if bounds and finite(bounds[i][0]) and finite(bounds[i][1]):
                 out.append('<line class="whisker" x1="%.1f" y1="%d" x2="%.1f" y2="%d"/>'
                            % (sx(bounds[i][0]), y + 9, sx(bounds[i][1]), y + 9))
+            if intervals and finite(intervals[i][0]) and finite(intervals[i][1]):
+                out.append(_error_bar(sx(intervals[i][0]), sx(intervals[i][1]), y + 9,
+                                      '%s: interval [%s, %s]' % (label, fmt(intervals[i][0]),
+                                                                 fmt(intervals[i][1]))))
             out.append('<circle class="dot" cx="%.1f" cy="%d" r="4"><title>%s: %s</title>'
                        '</circle>' % (sx(v), y + 9, _e(label), _e(fmt(v))))
         out.append('<text class="tick" x="%d" y="%d">%s  (n=%s)</text>'
@@ -245,6 +251,14 @@ def bar_chart(labels: Sequence[str], values: Sequence[float | None],
                                         top + row * len(labels), _e(fmt(reference))))
     out.append('</svg>')
     return ''.join(out)
+
+
+def _error_bar(x0: float, x1: float, y: int, title: str) -> str:
+    """A horizontal error bar from x0 to x1 at height y, with end caps."""
+    return ('<g class="ci"><title>%s</title><line x1="%.1f" y1="%d" x2="%.1f" y2="%d"/>'
+            '<line x1="%.1f" y1="%d" x2="%.1f" y2="%d"/><line x1="%.1f" y1="%d" x2="%.1f" '
+            'y2="%d"/></g>' % (_e(title), x0, y, x1, y, x0, y - 4, x0, y + 4, x1, y - 4, x1,
+                               y + 4))
 
 
 def _e(text: Any) -> str:

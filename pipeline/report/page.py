@@ -142,10 +142,15 @@ def _metric_table(slices: list[str], metrics: list[str], cell: dict[tuple[str, s
             v = None if r is None else r.get('value')
             lo = None if r is None else r.get('lower_bound')
             hi = None if r is None else r.get('upper_bound')
+            ci_lo = None if r is None else r.get('ci_lower')
+            ci_hi = None if r is None else r.get('ci_upper')
+            label = ''
+            if finite(ci_lo) and finite(ci_hi):  # a confidence interval: shown before a bound
+                lo, hi, label = ci_lo, ci_hi, 'CI '
             cells.append({'metric': m, 'value': v, 'text': fmt(v),
                           'sort': repr(float(v)) if finite(v) else '',
                           'full': '' if v is None else repr(v),
-                          'bounds': ('[%s, %s]' % (fmt(lo), fmt(hi))
+                          'bounds': ('%s[%s, %s]' % (label, fmt(lo), fmt(hi))
                                      if finite(lo) and finite(hi) else '')})
         c = counts[s]
         rows.append({'label': s, 'cells': cells,
@@ -166,14 +171,19 @@ def _comparison(slices: list[str], cell: dict[tuple[str, str], dict], counts: di
     not_ranked = ['%s (%s)' % pair for pair in left_out]
     ordered = ranked or [s for s in slices if s == schema.OVERALL]
     ref = cell.get((schema.OVERALL, primary), {}).get('value')
+    intervals = [(cell.get((s, primary), {}).get('ci_lower'),
+                  cell.get((s, primary), {}).get('ci_upper')) for s in ordered]
+    has_ci = any(finite(lo) and finite(hi) for lo, hi in intervals)
     comparison = bar_chart(
         ordered, [cell.get((s, primary), {}).get('value') for s in ordered],
         [counts[s].get('example_count') for s in ordered],
-        title='%s by slice, worst first (%s is better; dashed line: Overall)'
-              % (primary, 'lower' if worse_high else 'higher'),
+        title='%s by slice, worst first (%s is better; dashed line: Overall%s)'
+              % (primary, 'lower' if worse_high else 'higher',
+                 '; bars: confidence interval' if has_ci else ''),
         reference=ref if ranked else None,
         bounds=[(cell.get((s, primary), {}).get('lower_bound'),
-                 cell.get((s, primary), {}).get('upper_bound')) for s in ordered])
+                 cell.get((s, primary), {}).get('upper_bound')) for s in ordered],
+        intervals=intervals if has_ci else None)
     return comparison, not_ranked
 
 

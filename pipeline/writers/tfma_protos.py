@@ -15,9 +15,11 @@ How the tables map onto TFMA's protos:
   metric key. Per-class keys follow TFMA's convention of one name with a `SubKey`:
   `auc/class2` → name `auc`, `sub_key.class_id` = 2 (so TFMA shows it under sub key
   "classId:2"); every other key (`accuracy/positive_threshold_0.5`, `loss`, ...) is the name as
-  is. A row with `lower_bound` and `upper_bound` carries them as the value's
-  `confidence_interval`: TFMA shows it as a bounded value. (For `auc` that interval is the
-  bucketing bound on the exact AUC, not a sampling interval.) A null value is written as NaN.
+  is. A row with `ci_lower` and `ci_upper` (a run with `confidence:`) carries them, and its
+  `standard_error`, as the value's `confidence_interval` (where TFMA's own writer puts its
+  bootstrap / jackknife intervals): TFMA shows it as a bounded value. Otherwise a row with
+  `lower_bound` and `upper_bound` carries those there (for `auc` the bucketing bound on the exact
+  AUC, not a sampling interval; the metrics table keeps both). A null value is written as NaN.
 - Per (slice, head), two more metrics as TFMA's own: `example_count` (example_weighted false) and
   `weighted_example_count` (example_weighted true), from the rows' count columns.
 - Plots: per (slice, head, sub_key) one `PlotKeyAndValue` with an unnamed `PlotKey` (as TFMA's
@@ -202,6 +204,9 @@ def metrics_records(metrics: pa.Table, rows: list[int], slices: Sequence[Sequenc
     cols = {name: metrics.column(name).to_pylist() for name in
             ('slice_columns', 'slice_values', 'head', 'metric', 'value', 'lower_bound',
              'upper_bound', 'example_count', 'weighted_example_count')}
+    for name in ('ci_lower', 'ci_upper', 'standard_error'):  # absent from older tables
+        cols[name] = (metrics.column(name).to_pylist() if name in metrics.column_names
+                      else [None] * metrics.num_rows)
     order = {h: i for i, h in enumerate(head_names)}
     by_slice: dict[tuple, list[int]] = {}
     for i in rows:
@@ -225,7 +230,12 @@ def metrics_records(metrics: pa.Table, rows: list[int], slices: Sequence[Sequenc
                 kv.key.sub_key.class_id.value = class_id
             value = cols['value'][i]
             kv.value.double_value.value = math.nan if value is None else float(value)
-            lo, hi = cols['lower_bound'][i], cols['upper_bound'][i]
+            lo, hi = cols['ci_lower'][i], cols['ci_upper'][i]
+            if lo is None or hi is None:
+                lo, hi = cols['lower_bound'][i], cols['upper_bound'][i]
+            elif cols['standard_error'][i] is not None:
+                kv.confidence_interval.standard_error.double_value.value = float(
+                    cols['standard_error'][i])
             if lo is not None and hi is not None:
                 kv.confidence_interval.lower_bound.double_value.value = float(lo)
                 kv.confidence_interval.upper_bound.double_value.value = float(hi)
