@@ -1,0 +1,239 @@
+"""A candidate and a baseline model scored on the same rows: `ComparedHead` and `PairedState`.
+
+`ComparedHead(head)` is the head itself (every attribute delegates to it) except that its states
+are `PairedState`s and its `invalid_rows` also checks the baseline's logits. The baseline's logits
+travel with each batch in the features under `BASELINE_LOGITS` (a key no column can have).
+
+A `PairedState` holds the head's own state for each model (so `result()`, `loss()`, `counts()`,
+`bounds()` and `plots()` are the candidate's, exactly as without a baseline) and the paired
+states of `heads.metrics.paired` for the difference's uncertainty. `comparison(level)` gives the
+baseline's metrics and, for every metric both models have, the difference candidate − baseline
+with its paired interval (None: no level, or no paired form for that metric). Paired forms: the
+binary head's ROC AUC (DeLong's paired covariance), its means (average_loss, prediction/mean,
+label/mean, accuracy at each threshold) and rates (precision, recall) by the delta method on the
+per-row vectors; any other head's average_loss (per-row loss differences). Never imports
+TensorFlow.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from heads.array.binary import BinaryClassFace, BinaryClassState
+from heads.array.numerics import sigmoid32
+from heads.keys import MetricKeys, summary_key, threshold_key
+from heads.metrics.paired import PairedAUC, PairedRatios, interval
+
+__all__ = ['BASELINE_LOGITS', 'ComparedHead', 'PairedState', 'Difference']
+
+BASELINE_LOGITS = '\x00baseline_logits'
+
+
+class Difference(NamedTuple):
+    """candidate − baseline of one metric, with its paired interval (None without one)."""
+    value: float
+    lower: float | None
+    upper: float | None
+    standard_error: float | None
+
+
+class ComparedHead:
+    """`head` with paired states (see the module docstring)."""
+
+    def __init__(self, head: Any) -> None:
+        self.head = head
+
+    def __getattr__(self, name: str) -> Any:
+        if name == 'head':  # not set yet (unpickling)
+            raise AttributeError(name)
+        return getattr(self.head, name)
+
+    def new_state(self) -> 'PairedState':
+        return PairedState(self.head._array_face(), self.head.new_state(), self.head.new_state())
+
+    def invalid_rows(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+                     ) -> list:
+        """The head's invalid rows for the candidate's logits, then for the baseline's (role
+        'baseline_logits')."""
+        features = dict(features or {})
+        baseline = features.pop(BASELINE_LOGITS, None)
+        out = list(self.head.invalid_rows(labels, logits, features))
+        if baseline is not None:
+            out += [('baseline_logits' if role == 'logits' else role, reason, mask)
+                    for role, reason, mask in self.head.invalid_rows(labels, baseline, features)]
+        return out
+
+
+def _split(features: Mapping[str, Any] | None) -> tuple[Any, dict]:
+    features = dict(features or {})
+    if BASELINE_LOGITS not in features:
+        raise ValueError('A compared head needs the baseline logits with every batch (features '
+                         '[BASELINE_LOGITS]).')
+    return features.pop(BASELINE_LOGITS), features
+
+
+def _ratio_names(face: Any) -> list[str]:
+    """The metrics with a paired ratio form, in the order of the state's ratio arrays."""
+    K = MetricKeys
+    if not isinstance(face, BinaryClassFace):
+        return [summary_key(K.LOSS_MEAN, face.name)]
+    names = [K.LOSS_MEAN, K.ACCURACY, K.PRECISION, K.RECALL, K.PREDICTION_MEAN, K.LABEL_MEAN]
+    for t in face.thresholds:
+        names += [threshold_key(K.ACCURACY_AT_THRESHOLD, t),
+                  threshold_key(K.PRECISION_AT_THRESHOLD, t),
+                  threshold_key(K.RECALL_AT_THRESHOLD, t)]
+    return [summary_key(k, face.name) for k in names]
+
+
+def _binary_vectors(face: BinaryClassFace, rows: dict, x: np.ndarray) -> np.ndarray:
+    """One model's (n_i, d_i) per ratio metric of a binary head: [rows, k, 2]."""
+    y, w, u = rows['y'], rows['w'], rows['u']
+    p = sigmoid32(x)
+    positive = (y != 0).astype(np.float64)
+    ones = np.ones_like(w)
+    pairs = [(u, ones), ((y == (x > 0)).astype(np.float64), ones)]
+    a = (x > 0).astype(np.float64)
+    pairs += [(a * positive, a), (a * positive, positive), (p.astype(np.float64), ones),
+              (y.astype(np.float64), ones)]
+    for t in face.thresholds:
+        a = (p > np.float32(t)).astype(np.float64)
+        pairs += [((y == a).astype(np.float64), ones), (a * positive, a), (a * positive, positive)]
+    return np.stack([np.stack([n * w, d * w], axis=1) for n, d in pairs], axis=1)
+
+
+def _generic_vectors(face: Any, labels: Any, logits: Any, features: dict) -> np.ndarray | None:
+    """(Σ-ready) per-row (weighted loss, weight) of one model of a non-binary head, [rows, 1, 2];
+    None when a row has several loss values (vector labels)."""
+    loss = np.asarray(face.loss(labels, logits, features), dtype=np.float64)
+    rows = loss.shape[0]
+    loss = loss.reshape(rows, -1)
+    if loss.shape[1] != 1:
+        return None
+    wc = face.weight_column
+    w = (np.ones(rows) if wc is None else
+         np.asarray(features[wc], dtype=np.float64).reshape(rows, -1)[:, 0])
+    return np.stack([loss[:, 0], w], axis=1)[:, None, :]
+
+
+class PairedState:
+    """A head state for the candidate and one for the baseline, and their paired states."""
+
+    def __init__(self, face: Any, candidate: Any, baseline: Any) -> None:
+        self.face = face
+        self.candidate = candidate
+        self.baseline = baseline
+        self.names = _ratio_names(face)
+        self.ratios = PairedRatios(len(self.names))
+        self.auc = PairedAUC() if isinstance(face, BinaryClassFace) else None
+
+    # -- updates ------------------------------------------------------------------------------
+    def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+               ) -> 'PairedState':
+        baseline, feats = _split(features)
+        self.candidate.update(labels, logits, feats)
+        self.baseline.update(labels, baseline, feats)
+        self._add_paired([self], None, labels, logits, baseline, feats)
+        return self
+
+    @classmethod
+    def update_groups(cls, states: Sequence['PairedState'], codes: np.ndarray | None,
+                      labels: Any, logits: Any, features: Mapping[str, Any] | None = None
+                      ) -> bool:
+        """Row i into states[codes[i]] for both models and the paired states; False (nothing
+        changed) when the head's own state has no grouped update for this batch."""
+        if not states:
+            return True
+        baseline, feats = _split(features)
+        grouped = getattr(type(states[0].candidate), 'update_groups', None)
+        if grouped is None or not grouped([s.candidate for s in states], codes, labels, logits,
+                                          feats):
+            return False
+        if not grouped([s.baseline for s in states], codes, labels, baseline, feats):
+            for code, state in enumerate(states):  # the head's grouped update refused it
+                idx = np.flatnonzero(np.asarray(codes) == code) if codes is not None else None
+                state.baseline.update(*_rows(labels, baseline, feats, idx))
+        cls._add_paired(states, codes, labels, logits, baseline, feats)
+        return True
+
+    @staticmethod
+    def _add_paired(states: Sequence['PairedState'], codes: np.ndarray | None, labels: Any,
+                    logits: Any, baseline: Any, features: dict) -> None:
+        face = states[0].face
+        if isinstance(face, BinaryClassFace):
+            rows_c = BinaryClassState._prepare(face, labels, logits, features)
+            rows_b = BinaryClassState._prepare(face, labels, baseline, features)
+            z = np.concatenate([_binary_vectors(face, rows_c, rows_c['x']),
+                                _binary_vectors(face, rows_b, rows_b['x'])], axis=2)
+            PairedAUC.add_groups([s.auc for s in states], codes, rows_c['y'] != 0, rows_c['x'],
+                                 rows_b['x'], rows_c['w'])
+        else:
+            z_c = _generic_vectors(face, labels, logits, features)
+            z_b = _generic_vectors(face, labels, baseline, features)
+            if z_c is None or z_b is None:
+                z = np.full((z_c.shape[0] if z_c is not None else 0, 1, 4), np.nan)
+            else:
+                z = np.concatenate([z_c, z_b], axis=2)
+        PairedRatios.add_groups([s.ratios for s in states], codes, z)
+
+    def merge(self, other: 'PairedState') -> 'PairedState':
+        self.candidate.merge(other.candidate)
+        self.baseline.merge(other.baseline)
+        self.ratios.merge(other.ratios)
+        if self.auc is not None:
+            self.auc.merge(other.auc)
+        return self
+
+    # -- the candidate's answers (a PairedState reads as the candidate's head state) ----------
+    def result(self) -> dict[str, float]:
+        return self.candidate.result()
+
+    def loss(self) -> float:
+        return self.candidate.loss()
+
+    def counts(self) -> tuple[int, float]:
+        return self.candidate.counts()
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        return self.candidate.bounds()
+
+    def plots(self) -> dict[str, np.ndarray]:
+        return self.candidate.plots()
+
+    # -- the comparison -----------------------------------------------------------------------
+    def _variances(self) -> dict[str, tuple[float, float, float]]:
+        out = {name: self.ratios.variances(j) for j, name in enumerate(self.names)}
+        if self.auc is not None:
+            out[summary_key(MetricKeys.AUC, self.face.name)] = self.auc.variances()
+        return out
+
+    def comparison(self, level: float | None) -> tuple[dict[str, float], dict[str, Difference],
+                                                        dict[str, tuple]]:
+        """(the baseline's metrics (with 'loss'), the differences (with 'loss'), the candidate's
+        own paired-form intervals {metric: (lower, upper, standard error)}); intervals at
+        `level` (None: no intervals)."""
+        cand = dict(self.candidate.result())
+        cand['loss'] = self.candidate.loss()
+        base = dict(self.baseline.result())
+        base['loss'] = self.baseline.loss()
+        variances = self._variances() if level is not None else {}
+        diffs: dict[str, Difference] = {}
+        own: dict[str, tuple] = {}
+        for key, value in cand.items():
+            if key not in base:
+                continue
+            d = float(value) - float(base[key])
+            if key in variances:
+                v_diff, v_c, _ = variances[key]
+                diffs[key] = Difference(d, *interval(d, v_diff, level))
+                own[key] = interval(float(value), v_c, level)
+            else:
+                diffs[key] = Difference(d, None, None, None)
+        return base, diffs, own
+
+
+def _rows(labels: Any, logits: Any, features: dict, idx: np.ndarray | None) -> tuple:
+    if idx is None:
+        return labels, logits, features
+    return (np.take(labels, idx, axis=0), np.take(logits, idx, axis=0),
+            {k: np.take(v, idx, axis=0) for k, v in features.items()})

@@ -1,0 +1,185 @@
+"""Paired states: the uncertainty of a difference between two models scored on the same rows.
+
+Both models see the same rows, so their metrics are correlated and the difference's variance is
+far smaller than the sum of the two variances. Two fixed-size float64 states, mergeable by
+elementwise addition (associative and commutative; exact under any split up to rounding):
+
+* `PairedRatios` — metrics that are ratios of weighted sums, R = Σ n_i / Σ d_i (means: d_i = w_i;
+  accuracy: n_i = w_i·1[correct]; recall: d_i = w_i·1[positive]; precision: d_i = w_i·1[predicted
+  positive]). Per metric it keeps Σ z_i and Σ z_i z_iᵀ of the per-row vector
+  z_i = (n_i of the candidate, d_i of the candidate, n_i of the baseline, d_i of the baseline).
+  The delta method (linearisation of the ratios; rows are the independent units, weights fixed)
+  gives the influence of row i on R_c − R_b as ψ_i = gᵀ z_i with
+  g = (1/D_c, −R_c/D_c, −1/D_b, R_b/D_b), and Var(R_c − R_b) ≈ Σ ψ_i² = gᵀ (Σ z zᵀ) g. The same
+  sums give each model's own variance (g with the other model's half set to 0). For a mean this is
+  the variance of the weighted mean of the per-row differences.
+* `PairedAUC` — DeLong's paired covariance of two ROC AUCs. Each model's logits are put in `BINS`
+  fixed bins of width 0.25 on [−8, 8] (the outer bins take the tails); rows in one bin are ties
+  (counted 1/2). The structural components are V10(a) = (W_N below bin a + ½ W_N in a) / W_N for a
+  positive in bin a and V01(a) = (W_P above a + ½ W_P in a) / W_P for a negative. With weights,
+  the influence of a positive row i is w_i·(V10(a_i) − A)/W_P (of a negative j:
+  w_j·(V01(a_j) − A)/W_N), so
+  Var(A_c − A_b) = Σ_pos w²(s_c(a) − s_b(b))²/W_P² + Σ_neg w²(t_c(a) − t_b(b))²/W_N², with s, t the
+  centred components of each model at its bin. The state keeps per class Σw per bin of each model
+  and Σw² per (candidate bin, baseline bin): 2·(2·64 + 64²) float64 (66 kB). Unit weights give
+  DeLong's estimator with 1/m, 1/n in place of 1/(m−1), 1/(n−1).
+
+A variance is NaN where it is undefined (a denominator of 0, one class only).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+
+__all__ = ['PairedRatios', 'PairedAUC', 'normal_quantile', 'interval', 'group_sums', 'BINS']
+
+BINS = 64
+_LOW, _HIGH = -8.0, 8.0
+
+
+def normal_quantile(level: float) -> float:
+    """z with P(|Z| ≤ z) = level for a standard normal Z (two-sided)."""
+    return statistics.NormalDist().inv_cdf(0.5 + level / 2.0)
+
+
+def interval(value: float, variance: float, level: float
+             ) -> tuple[float | None, float | None, float | None]:
+    """(lower, upper, standard error) of a normal interval around `value`; Nones when the
+    variance is undefined (NaN) or the value is not finite."""
+    if not (math.isfinite(value) and math.isfinite(variance)):
+        return None, None, None
+    se = math.sqrt(max(variance, 0.0))
+    half = normal_quantile(level) * se
+    return value - half, value + half, se
+
+
+def group_sums(codes: np.ndarray | None, n: int, values: np.ndarray) -> np.ndarray:
+    """Σ of the rows of `values` [rows, c] per group: float64 [n, c]; codes < 0 or ≥ n belong to
+    no group; codes None: one group of every row."""
+    values = np.asarray(values, dtype=np.float64)
+    if codes is None:
+        return values.sum(axis=0, keepdims=True)
+    codes = np.asarray(codes)
+    keep = (codes >= 0) & (codes < n)
+    order = np.argsort(codes[keep], kind='stable')
+    sorted_codes = codes[keep][order]
+    rows = values[keep][order]
+    out = np.zeros((n, values.shape[1]))
+    if rows.shape[0] == 0:
+        return out
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    out[sorted_codes[starts]] = np.add.reduceat(rows, starts, axis=0)
+    return out
+
+
+class PairedRatios:
+    """Σ z and Σ z zᵀ per ratio metric (see the module docstring): float64 [k, 4] and [k, 4, 4]."""
+
+    def __init__(self, k: int) -> None:
+        self.first = np.zeros((k, 4))
+        self.second = np.zeros((k, 4, 4))
+
+    @staticmethod
+    def add_groups(states: list['PairedRatios'], codes: np.ndarray | None,
+                   z: np.ndarray) -> None:
+        """Adds per-row vectors z [rows, k, 4] to states[codes[i]] (codes None: states[0])."""
+        rows, k, _ = z.shape
+        products = (z[:, :, :, None] * z[:, :, None, :]).reshape(rows, k * 16)
+        sums = group_sums(codes, len(states), np.concatenate([z.reshape(rows, k * 4), products],
+                                                             axis=1))
+        for g, st in enumerate(states):
+            st.first += sums[g, :k * 4].reshape(k, 4)
+            st.second += sums[g, k * 4:].reshape(k, 4, 4)
+
+    def merge(self, other: 'PairedRatios') -> 'PairedRatios':
+        if self.first.shape != other.first.shape:
+            raise ValueError('Cannot merge paired ratios of %d and %d metrics.'
+                             % (self.first.shape[0], other.first.shape[0]))
+        self.first += other.first
+        self.second += other.second
+        return self
+
+    def variances(self, j: int) -> tuple[float, float, float]:
+        """(Var(R_c − R_b), Var(R_c), Var(R_b)) of metric j; NaN where a denominator is 0."""
+        n_c, d_c, n_b, d_b = self.first[j]
+        if d_c == 0 or d_b == 0:
+            return math.nan, math.nan, math.nan
+        g_c = np.array([1.0 / d_c, -n_c / d_c / d_c, 0.0, 0.0])
+        g_b = np.array([0.0, 0.0, 1.0 / d_b, -n_b / d_b / d_b])
+        m = self.second[j]
+        g = g_c - g_b
+        return float(g @ m @ g), float(g_c @ m @ g_c), float(g_b @ m @ g_b)
+
+
+def bins_of(logits: np.ndarray) -> np.ndarray:
+    """Each logit's bin in [0, BINS): width (_HIGH − _LOW)/BINS, tails in the outer bins, NaN in
+    bin 0."""
+    x = np.nan_to_num(np.asarray(logits, dtype=np.float64), nan=_LOW)
+    b = np.floor((x - _LOW) * (BINS / (_HIGH - _LOW)))
+    return np.clip(b, 0, BINS - 1).astype(np.intp)
+
+
+class PairedAUC:
+    """DeLong's paired state for two ROC AUCs (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.weights_c = np.zeros((2, BINS))       # Σw per (class, candidate bin)
+        self.weights_b = np.zeros((2, BINS))       # Σw per (class, baseline bin)
+        self.joint = np.zeros((2, BINS, BINS))     # Σw² per (class, candidate bin, baseline bin)
+
+    @staticmethod
+    def add_groups(states: list['PairedAUC'], codes: np.ndarray | None, positive: np.ndarray,
+                   logits_c: np.ndarray, logits_b: np.ndarray, w: np.ndarray) -> None:
+        """Adds rows (class `positive`, both models' logits, weight w) to states[codes[i]]."""
+        n = len(states)
+        cls = positive.astype(np.intp)
+        a, b = bins_of(logits_c), bins_of(logits_b)
+        if codes is None:
+            group = np.zeros(cls.size, np.intp)
+        else:
+            group = np.asarray(codes, np.intp)
+            keep = (group >= 0) & (group < n)
+            group, cls, a, b, w = group[keep], cls[keep], a[keep], b[keep], w[keep]
+        base = (group * 2 + cls)
+        marg_c = np.bincount(base * BINS + a, w, n * 2 * BINS).reshape(n, 2, BINS)
+        marg_b = np.bincount(base * BINS + b, w, n * 2 * BINS).reshape(n, 2, BINS)
+        joint = np.bincount((base * BINS + a) * BINS + b, w * w,
+                            n * 2 * BINS * BINS).reshape(n, 2, BINS, BINS)
+        for g, st in enumerate(states):
+            st.weights_c += marg_c[g]
+            st.weights_b += marg_b[g]
+            st.joint += joint[g]
+
+    def merge(self, other: 'PairedAUC') -> 'PairedAUC':
+        self.weights_c += other.weights_c
+        self.weights_b += other.weights_b
+        self.joint += other.joint
+        return self
+
+    @staticmethod
+    def _components(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Centred structural components of one model per bin: (positives', negatives', AUC)."""
+        neg, pos = weights[0], weights[1]
+        w_n, w_p = neg.sum(), pos.sum()
+        below = np.cumsum(neg) - neg
+        above = pos.sum() - np.cumsum(pos)
+        v10 = (below + 0.5 * neg) / w_n
+        v01 = (above + 0.5 * pos) / w_p
+        auc = float(pos @ v10 / w_p)
+        return v10 - auc, v01 - auc, auc
+
+    def variances(self) -> tuple[float, float, float]:
+        """(Var(A_c − A_b), Var(A_c), Var(A_b)) by DeLong on the bins; NaN with one class only."""
+        w_n, w_p = self.weights_c[0].sum(), self.weights_c[1].sum()
+        if not (w_n > 0 and w_p > 0):
+            return math.nan, math.nan, math.nan
+        s_c, t_c, _ = self._components(self.weights_c)
+        s_b, t_b, _ = self._components(self.weights_b)
+        pos, neg = self.joint[1], self.joint[0]
+        diff = (np.sum(pos * (s_c[:, None] - s_b[None, :]) ** 2) / w_p ** 2
+                + np.sum(neg * (t_c[:, None] - t_b[None, :]) ** 2) / w_n ** 2)
+        var_c = (pos.sum(axis=1) @ s_c ** 2) / w_p ** 2 + (neg.sum(axis=1) @ t_c ** 2) / w_n ** 2
+        var_b = (pos.sum(axis=0) @ s_b ** 2) / w_p ** 2 + (neg.sum(axis=0) @ t_b ** 2) / w_n ** 2
+        return float(diff), float(var_c), float(var_b)
