@@ -57,13 +57,15 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
     applied = batches | 'ApplyHeads' >> beam.ParDo(apply_heads).with_outputs(
         ERRORS_TAG, STATS_TAG, main='states')
     head_names = list(config.head_names)
+    level = config.confidence.level if config.confidence else None
     # Every piece of the results is tagged with its kind and keyed by the one key (0) of the group
     # that gathers them all, in the same step (each step costs the pipeline's construction and
     # each run a few milliseconds).
     results = (applied.states
                | 'Combine' >> CombineStates(config)
                | 'Results' >> beam.Map(lambda kv: (0, ('result', state_result(kv[0], kv[1],
-                                                                              head_names)))))
+                                                                              head_names,
+                                                                              level)))))
     errors = applied[ERRORS_TAG] | 'TagErrors' >> beam.Map(lambda t: (0, ('errors', t)))
     stats = applied[STATS_TAG] | 'TagStats' >> beam.Map(lambda s: (0, ('stats', tuple(s))))
     marker = p | 'Marker' >> beam.Create([(0, ('marker', None))])

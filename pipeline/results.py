@@ -28,6 +28,9 @@ class KeyResult(NamedTuple):
     weighted_example_count: float | None
     loss: float
     plots: dict[str, np.ndarray]
+    # With a baseline: its rows and the diff rows, (model, metric, value, ci_lower, ci_upper,
+    # standard_error), the intervals on diff rows only (None without `confidence:`).
+    compared: tuple = ()
 
 
 def strip_suffix(metric_key: str, head_name: str | None) -> str:
@@ -43,8 +46,11 @@ def _bound(b: float | None) -> float | None:
     return None if b is None or not math.isfinite(b) else float(b)
 
 
-def state_result(key: tuple, state: Any, head_names: Sequence[str]) -> KeyResult:
-    """Reads a head state's metrics, loss, counts, bounds and plots."""
+def state_result(key: tuple, state: Any, head_names: Sequence[str],
+                 level: float | None = None) -> KeyResult:
+    """Reads a head state's metrics, loss, counts, bounds and plots; a compared head's state
+    (`heads.array.paired.PairedState`) also its baseline's and the diffs, with paired intervals
+    at `level` (the config's confidence level; None: no intervals)."""
     key = Key(*key)
     name = head_names[key.head]
     bounds = state.bounds() or {}
@@ -59,8 +65,19 @@ def state_result(key: tuple, state: Any, head_names: Sequence[str]) -> KeyResult
     rows['loss'] = ('loss', loss, None, None)
     count, weighted = state.counts()
     plots = state.plots() or {}
+    compared = _compared_rows(state, name, level) if hasattr(state, 'comparison') else ()
     return KeyResult(key, list(rows.values()), int(count), float(weighted), loss,
-                     {k: np.asarray(v) for k, v in plots.items()})
+                     {k: np.asarray(v) for k, v in plots.items()}, compared)
+
+
+def _compared_rows(state: Any, name: str, level: float | None) -> tuple:
+    """A paired state's baseline rows and diff rows (see `KeyResult.compared`)."""
+    base, diffs, _ = state.comparison(level)
+    out = [('baseline', strip_suffix(k, name), float(v), None, None, None)
+           for k, v in base.items()]
+    out += [('diff', strip_suffix(k, name), d.value, _bound(d.lower), _bound(d.upper),
+             _bound(d.standard_error)) for k, d in diffs.items()]
+    return tuple(out)
 
 
 def typed_slice_values(results: Iterable[KeyResult]) -> dict[tuple[str, str], tuple]:
@@ -143,13 +160,24 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
 
     plot_parts = []
     for r in results:
-        n = len(r.metrics)
+        n = len(r.metrics) + len(r.compared)
         ids(m, r, n)
         for metric, value, lo, hi in r.metrics:
+            m['model'].append('candidate')
             m['metric'].append(metric)
             m['value'].append(value)
             m['lower_bound'].append(lo)
             m['upper_bound'].append(hi)
+        for model, metric, value, ci_lo, ci_hi, se in r.compared:
+            m['model'].append(model)
+            m['metric'].append(metric)
+            m['value'].append(value)
+            m['lower_bound'].append(None)
+            m['upper_bound'].append(None)
+        # Interval columns: on diff rows (the candidate's own are the confidence work's).
+        m['ci_lower'] += [None] * len(r.metrics) + [c[3] for c in r.compared]
+        m['ci_upper'] += [None] * len(r.metrics) + [c[4] for c in r.compared]
+        m['standard_error'] += [None] * len(r.metrics) + [c[5] for c in r.compared]
         m['example_count'] += [r.example_count] * n
         m['weighted_example_count'] += [r.weighted_example_count] * n
         if r.plots:

@@ -24,6 +24,7 @@ import pyarrow as pa
 from pipeline import config as config_lib
 from pipeline.results import KeyResult, build_tables, typed_slice_values
 from pipeline.run_options import RunOptions
+from pipeline import schema
 from pipeline.schema import ERRORS
 from pipeline.writers import parquet as parquet_writer
 from pipeline.writers import publish as publish_lib
@@ -147,6 +148,7 @@ def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa
     """The TFMA, TensorBoard (when configured) and report writers, into the staging dir `out`."""
     names = list(config.head_names) + ([config.multi_head_name]
                                        if config.multi_head_name else [])
+    metrics = schema.candidate_rows(metrics)  # baseline and diff rows: the tables and report
     _optional_writer('pipeline.writers.tfma', 'write_tfma', out, metrics, plots,
                      [list(s) for s in config.slices], names, typed_slice_values(results))
     if config.tensorboard is not None:

@@ -11,12 +11,18 @@ metrics/*.parquet — one row per (slice, head, metric[, window_start][, step]):
                             value escaped (`escape_slice_part`: `%`→%25, `_X`→_%58, in columns
                             `:`→%3A), `split_slice_parts` gives them back
   head                      the head's name (a MultiHead's merged `loss` under the MultiHead's name)
+  model                     "candidate" (the head's `logits`; also without a baseline), "baseline"
+                            (its `baseline_logits`, same rows) or "diff" (candidate − baseline, for
+                            every metric both have)
   metric                    tf.estimator's key without the "/head" suffix ("auc",
                             "accuracy/positive_threshold_0.5", "auc/class2", "loss")
   value                     float64
   lower_bound, upper_bound  for `auc` rows: an interval that provably contains the exact
                             (unbucketed, ties = 1/2) weighted ROC AUC; null elsewhere, and where
                             that AUC is undefined (weighted_example_count 0, or one class only)
+  ci_lower, ci_upper,       with `confidence:`, the interval at its level (and its standard error)
+  standard_error            where a method exists; null elsewhere. On `diff` rows the paired
+                            interval of the difference (docs/validation.md)
   example_count             rows of the slice the head evaluated
   weighted_example_count    Σ weights of those rows
   window_start, window_end  (windowed runs only) timestamp[us, tz=UTC]
@@ -55,11 +61,17 @@ _ID_FIELDS = [
 WINDOW_FIELDS = [pa.field('window_start', TIMESTAMP), pa.field('window_end', TIMESTAMP)]
 STEP_FIELDS = [pa.field('step', pa.int64())]
 
+MODELS = ('candidate', 'baseline', 'diff')
+
 METRICS = pa.schema(_ID_FIELDS + [
+    pa.field('model', pa.string(), nullable=False),
     pa.field('metric', pa.string(), nullable=False),
     pa.field('value', pa.float64()),
     pa.field('lower_bound', pa.float64()),
     pa.field('upper_bound', pa.float64()),
+    pa.field('ci_lower', pa.float64()),
+    pa.field('ci_upper', pa.float64()),
+    pa.field('standard_error', pa.float64()),
     pa.field('example_count', pa.int64()),
     pa.field('weighted_example_count', pa.float64()),
 ])
@@ -92,6 +104,15 @@ ERRORS = pa.schema([
 ])
 
 OVERALL = 'Overall'
+
+
+def candidate_rows(metrics: pa.Table) -> pa.Table:
+    """The metrics rows of the candidate model only (what the TFMA, TensorBoard and report
+    writers show as the run's metrics); a table without a `model` column as it is."""
+    if 'model' not in metrics.column_names:
+        return metrics
+    import pyarrow.compute as pc
+    return metrics.filter(pc.equal(metrics.column('model'), 'candidate'))
 
 
 def with_extras(schema: pa.Schema, windowed: bool = False, stepped: bool = False) -> pa.Schema:

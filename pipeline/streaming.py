@@ -203,7 +203,8 @@ class WritePane(beam.DoFn):
             if key.window_start != start:
                 raise RuntimeError('state for window start %s arrived in window %s'
                                    % (key.window_start, window))
-            results.append(state_result(key, state, names))
+            results.append(state_result(key, state, names, self._config.confidence.level
+                                        if self._config.confidence else None))
         summary = write_pane(self._config, results, self._run_id, start, _timing_name(pane),
                              int(getattr(pane, 'index', 0)))
         _log.info('headstream: window %s pane %d (%s): %d metric rows',

@@ -302,7 +302,8 @@ def poll_once(config: config_lib.EvalConfig, state: WatchState, bad_records: str
     for start in sorted(state.dirty):
         timing = _timing(state, start, start + size_us, watermark)
         index = state.pane_index.get(start, 0)
-        results = [state_result(k, state.states[k], names)
+        level = config.confidence.level if config.confidence else None
+        results = [state_result(k, state.states[k], names, level)
                    for k in sorted(by_window.get(start, []), key=repr)]
         summary = streaming.write_pane(config, results, state.run_id, start, timing, index)
         summary['files'] = new

@@ -238,6 +238,7 @@ def build_page(metrics: pa.Table | None, plots: pa.Table | None, summary: dict |
     import markupsafe
     if metrics is not None:
         require(metrics, REQUIRED['metrics'], 'metrics table')
+        metrics = schema.candidate_rows(metrics)  # the baseline's and diff rows: not charted
     if plots is not None and plots.num_rows:
         require(plots, REQUIRED['plots'], 'plots table')
     metric_rows, plot_rows = table_rows(metrics), table_rows(plots)
