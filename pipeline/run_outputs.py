@@ -24,7 +24,7 @@ import pyarrow as pa
 from pipeline import config as config_lib
 from pipeline.results import KeyResult, build_tables, typed_slice_values
 from pipeline.run_options import RunOptions
-from pipeline import schema
+from pipeline import schema, validation
 from pipeline.schema import ERRORS
 from pipeline.writers import parquet as parquet_writer
 from pipeline.writers import publish as publish_lib
@@ -82,6 +82,12 @@ class WriteRun(beam.DoFn):
         summary = self._summary(pieces, metrics, plots, [
             p[len(out.rstrip('/')) + 1:] for p in written])
         summary_path = parquet_writer.join(out, parquet_writer.SUMMARY_FILE)
+        verdict = validation.check_rules(config, metrics)
+        if verdict is not None:
+            summary['outputs'] += validation.write_validation(out, verdict, config)
+            summary['validation'] = {'blessed': verdict['blessed'],
+                                     'checks': len(verdict['checks']),
+                                     'failing': validation.failing(verdict)}
         parquet_writer.write_json(summary, summary_path)
         _write_optional_outputs(config, out, metrics, plots, pieces.results)
         # The summary was written before the other writers (the report shows it); now that they
