@@ -15,8 +15,8 @@ every 30 s. Exit codes: 0 success, 1 a failed run (a bad record names
 file, row and column), 2 an invalid config or command line, or an output directory that cannot
 take the run (another run holds its lock; it holds files no headstream run wrote and
 `--overwrite` is not given), 3 not blessed (a `validation:` rule failed; every output is written
-and published first: docs/validation.md), 130 interrupted (Ctrl-C: nothing is published, the run's staging
-files are deleted).
+and published first: docs/validation.md), 130 interrupted (Ctrl-C: nothing is published, the
+run's staging files are deleted).
 
 This module owns the commands' dispatch, their exit codes and one-line error messages (and the
 filters keeping Beam's tracebacks of those errors out of the output); the argument parsers are

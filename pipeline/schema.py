@@ -11,9 +11,9 @@ metrics/*.parquet — one row per (slice, head, metric[, window_start][, step]):
                             value escaped (`escape_slice_part`: `%`→%25, `_X`→_%58, in columns
                             `:`→%3A), `split_slice_parts` gives them back
   head                      the head's name (a MultiHead's merged `loss` under the MultiHead's name)
-  model                     "candidate" (the head's `logits`; also without a baseline), "baseline"
-                            (its `baseline_logits`, same rows) or "diff" (candidate − baseline, for
-                            every metric both have)
+  model                     "candidate" (the head's `logits`; also without a baseline),
+                            "baseline" (its `baseline_logits`, same rows) or "diff"
+                            (candidate − baseline, for every metric both have)
   metric                    tf.estimator's key without the "/head" suffix ("auc",
                             "accuracy/positive_threshold_0.5", "auc/class2", "loss")
   value                     float64
@@ -64,7 +64,9 @@ STEP_FIELDS = [pa.field('step', pa.int64())]
 MODELS = ('candidate', 'baseline', 'diff')
 
 METRICS = pa.schema(_ID_FIELDS + [
-    pa.field('model', pa.string(), nullable=False),
+    # Nullable: rows of tables written before the column existed (a BigQuery table appended to
+    # across versions) read as the candidate's.
+    pa.field('model', pa.string()),
     pa.field('metric', pa.string(), nullable=False),
     pa.field('value', pa.float64()),
     pa.field('lower_bound', pa.float64()),
@@ -108,11 +110,13 @@ OVERALL = 'Overall'
 
 def candidate_rows(metrics: pa.Table) -> pa.Table:
     """The metrics rows of the candidate model only (what the TFMA, TensorBoard and report
-    writers show as the run's metrics); a table without a `model` column as it is."""
+    writers show as the run's metrics): `model` 'candidate' or null; a table without a `model`
+    column as it is."""
     if 'model' not in metrics.column_names:
         return metrics
     import pyarrow.compute as pc
-    return metrics.filter(pc.equal(metrics.column('model'), 'candidate'))
+    model = metrics.column('model')
+    return metrics.filter(pc.or_kleene(pc.is_null(model), pc.equal(model, 'candidate')))
 
 
 def with_extras(schema: pa.Schema, windowed: bool = False, stepped: bool = False) -> pa.Schema:

@@ -58,6 +58,9 @@ def metrics_table(rows=METRIC_ROWS, steps=None):
     for name, j in (('metric', 3), ('value', 4), ('lower_bound', 5), ('upper_bound', 6),
                     ('example_count', 7), ('weighted_example_count', 8)):
         cols[name] = [r[j] for r in rows]
+    cols['model'] = ['candidate'] * len(rows)
+    for name in ('ci_lower', 'ci_upper', 'standard_error'):
+        cols[name] = [None] * len(rows)
     s = schema.with_extras(schema.METRICS, stepped=steps is not None)
     if steps is not None:
         cols['step'] = steps
