@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -260,6 +261,12 @@ def test_better_overall_but_worse_on_one_slice_is_not_blessed(tmp_path, capsys, 
     failed = [(s.slice_key.single_slice_keys[0].bytes_value, f.metric_key.name)
               for s in result.metric_validations_per_slice for f in s.failures]
     assert failed == [(b'DE', 'auc')]
+    with open(os.path.join(out, 'report.html')) as f:
+        page = f.read()
+    assert 'Candidate vs baseline' in page and 'NOT BLESSED (1 failing)' in page
+    failing_rows = re.findall(r'<tr class="failing"><td class="slice" data-v="([^"]*)">.*?'
+                              r'<td data-v="([^"]*)">', page)
+    assert failing_rows == [('country:DE', 'auc')]
 
 
 def test_an_aa_run_is_blessed_with_and_without_intervals(tmp_path, capsys):
