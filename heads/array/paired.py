@@ -86,34 +86,38 @@ def _ratio_names(face: Any) -> list[str]:
     return [summary_key(k, face.name) for k in names]
 
 
-def _binary_vectors(face: BinaryClassFace, rows: dict, x: np.ndarray) -> np.ndarray:
-    """One model's (n_i, d_i) per ratio metric of a binary head: [rows, k, 2]."""
+def _binary_vectors(face: BinaryClassFace, rows: dict, x: np.ndarray, out: np.ndarray) -> None:
+    """One model's weighted (n_i, d_i) per ratio metric of a binary head into `out` [k, 2, rows]
+    (metric order: `_ratio_names`)."""
     y, w, u = rows['y'], rows['w'], rows['u']
     p = sigmoid32(x)
-    positive = (y != 0).astype(np.float64)
-    ones = np.ones_like(w)
-    pairs = [(u, ones), ((y == (x > 0)).astype(np.float64), ones)]
-    a = (x > 0).astype(np.float64)
-    pairs += [(a * positive, a), (a * positive, positive), (p.astype(np.float64), ones),
-              (y.astype(np.float64), ones)]
+    positive = y != 0
+    wp = w * positive
+    a = x > 0
+    columns = [(u * w, w), ((y == a) * w, w), (a * wp, a * w), (a * wp, wp),
+               (p * w, w), (y * w, w)]
     for t in face.thresholds:
-        a = (p > np.float32(t)).astype(np.float64)
-        pairs += [((y == a).astype(np.float64), ones), (a * positive, a), (a * positive, positive)]
-    return np.stack([np.stack([n * w, d * w], axis=1) for n, d in pairs], axis=1)
+        a = p > np.float32(t)
+        columns += [((y == a) * w, w), (a * wp, a * w), (a * wp, wp)]
+    for j, (n, d) in enumerate(columns):
+        out[j, 0] = n
+        out[j, 1] = d
 
 
-def _generic_vectors(face: Any, labels: Any, logits: Any, features: dict) -> np.ndarray | None:
-    """(Σ-ready) per-row (weighted loss, weight) of one model of a non-binary head, [rows, 1, 2];
-    None when a row has several loss values (vector labels)."""
+def _generic_vectors(face: Any, labels: Any, logits: Any, features: dict,
+                     out: np.ndarray) -> bool:
+    """One model's per-row (weighted loss, weight) of a non-binary head into `out` [1, 2, rows];
+    False when a row has several loss values (vector labels)."""
     loss = np.asarray(face.loss(labels, logits, features), dtype=np.float64)
     rows = loss.shape[0]
     loss = loss.reshape(rows, -1)
     if loss.shape[1] != 1:
-        return None
+        return False
     wc = face.weight_column
-    w = (np.ones(rows) if wc is None else
-         np.asarray(features[wc], dtype=np.float64).reshape(rows, -1)[:, 0])
-    return np.stack([loss[:, 0], w], axis=1)[:, None, :]
+    out[0, 0] = loss[:, 0]
+    out[0, 1] = (1.0 if wc is None else
+                 np.asarray(features[wc], dtype=np.float64).reshape(rows, -1)[:, 0])
+    return True
 
 
 class PairedState:
@@ -160,21 +164,22 @@ class PairedState:
     def _add_paired(states: Sequence['PairedState'], codes: np.ndarray | None, labels: Any,
                     logits: Any, baseline: Any, features: dict) -> None:
         face = states[0].face
+        k = len(states[0].names)
         if isinstance(face, BinaryClassFace):
             rows_c = BinaryClassState._prepare(face, labels, logits, features)
             rows_b = BinaryClassState._prepare(face, labels, baseline, features)
-            z = np.concatenate([_binary_vectors(face, rows_c, rows_c['x']),
-                                _binary_vectors(face, rows_b, rows_b['x'])], axis=2)
+            zt = np.empty((k, 4, rows_c['x'].size))
+            _binary_vectors(face, rows_c, rows_c['x'], zt[:, :2])
+            _binary_vectors(face, rows_b, rows_b['x'], zt[:, 2:])
             PairedAUC.add_groups([s.auc for s in states], codes, rows_c['y'] != 0, rows_c['x'],
                                  rows_b['x'], rows_c['w'])
         else:
-            z_c = _generic_vectors(face, labels, logits, features)
-            z_b = _generic_vectors(face, labels, baseline, features)
-            if z_c is None or z_b is None:
-                z = np.full((z_c.shape[0] if z_c is not None else 0, 1, 4), np.nan)
-            else:
-                z = np.concatenate([z_c, z_b], axis=2)
-        PairedRatios.add_groups([s.ratios for s in states], codes, z)
+            n = np.asarray(logits).shape[0]
+            zt = np.empty((k, 4, n))
+            if not (_generic_vectors(face, labels, logits, features, zt[:, :2])
+                    and _generic_vectors(face, labels, baseline, features, zt[:, 2:])):
+                zt[:] = np.nan  # no per-row loss: no interval (NaN variance)
+        PairedRatios.add_groups([s.ratios for s in states], codes, zt)
 
     def merge(self, other: 'PairedState') -> 'PairedState':
         self.candidate.merge(other.candidate)

@@ -33,7 +33,7 @@ import statistics
 
 import numpy as np
 
-__all__ = ['PairedRatios', 'PairedAUC', 'normal_quantile', 'interval', 'group_sums', 'BINS']
+__all__ = ['PairedRatios', 'PairedAUC', 'normal_quantile', 'interval', 'BINS']
 
 BINS = 64
 _LOW, _HIGH = -8.0, 8.0
@@ -55,23 +55,20 @@ def interval(value: float, variance: float, level: float
     return value - half, value + half, se
 
 
-def group_sums(codes: np.ndarray | None, n: int, values: np.ndarray) -> np.ndarray:
-    """Σ of the rows of `values` [rows, c] per group: float64 [n, c]; codes < 0 or ≥ n belong to
-    no group; codes None: one group of every row."""
-    values = np.asarray(values, dtype=np.float64)
+def _group_rows(codes: np.ndarray | None, n: int, rows: int):
+    """(group, its row indices) for each group with rows, from one stable sort; codes < 0 or
+    >= n belong to no group; codes None: (0, None), group 0 holds every row."""
     if codes is None:
-        return values.sum(axis=0, keepdims=True)
+        if rows:
+            yield 0, None
+        return
     codes = np.asarray(codes)
-    keep = (codes >= 0) & (codes < n)
-    order = np.argsort(codes[keep], kind='stable')
-    sorted_codes = codes[keep][order]
-    rows = values[keep][order]
-    out = np.zeros((n, values.shape[1]))
-    if rows.shape[0] == 0:
-        return out
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    out[sorted_codes[starts]] = np.add.reduceat(rows, starts, axis=0)
-    return out
+    keep = np.flatnonzero((codes >= 0) & (codes < n))
+    order = keep[np.argsort(codes[keep], kind='stable')]
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    for idx in np.split(order, bounds):
+        if idx.size:
+            yield int(codes[idx[0]]), idx
 
 
 class PairedRatios:
@@ -83,15 +80,15 @@ class PairedRatios:
 
     @staticmethod
     def add_groups(states: list['PairedRatios'], codes: np.ndarray | None,
-                   z: np.ndarray) -> None:
-        """Adds per-row vectors z [rows, k, 4] to states[codes[i]] (codes None: states[0])."""
-        rows, k, _ = z.shape
-        products = (z[:, :, :, None] * z[:, :, None, :]).reshape(rows, k * 16)
-        sums = group_sums(codes, len(states), np.concatenate([z.reshape(rows, k * 4), products],
-                                                             axis=1))
-        for g, st in enumerate(states):
-            st.first += sums[g, :k * 4].reshape(k, 4)
-            st.second += sums[g, k * 4:].reshape(k, 4, 4)
+                   zt: np.ndarray) -> None:
+        """Adds the per-row vectors zt [k, 4, rows] (metric, component, row) to
+        states[codes[i]] (codes None: states[0]): per group Σz and one batched matrix product
+        [k, 4, rows] @ [k, rows, 4] (BLAS)."""
+        zt = np.asarray(zt, dtype=np.float64)
+        for g, idx in _group_rows(codes, len(states), zt.shape[2]):
+            part = zt if idx is None else zt[:, :, idx]
+            states[g].first += part.sum(axis=2)
+            states[g].second += np.matmul(part, part.transpose(0, 2, 1))
 
     def merge(self, other: 'PairedRatios') -> 'PairedRatios':
         if self.first.shape != other.first.shape:
