@@ -236,3 +236,18 @@ def test_a_max_decrease_0_gate_falsely_blocks_equal_models_about_5_percent_with_
         assert blocked_ci[m] <= 4, (m, blocked_ci[m])     # ≤ 8% of 50 (2.5% expected)
         assert blocked_point[m] >= 15, (m, blocked_point[m])
     assert sum(blocked_ci.values()) <= 0.05 * 50 * len(metrics) + 3
+
+
+def test_paired_states_pickle_and_persist_as_named_arrays():
+    import pickle
+
+    from heads.state import load_state_arrays, state_arrays
+    y, xc, xb, w = _data(2000, 8)
+    state = _state(BINARY, y, xc, xb, w)
+    want = state.comparison(0.95)
+    for back in (pickle.loads(pickle.dumps(state)),
+                 load_state_arrays(BINARY.new_state(), state_arrays(state)),
+                 pickle.loads(pickle.dumps(BINARY)).new_state().merge(state)):
+        assert back.comparison(0.95) == want
+    with pytest.raises(ValueError, match='Cannot merge'):
+        BINARY.new_state().merge(BINARY.head.new_state())

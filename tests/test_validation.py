@@ -299,3 +299,28 @@ def test_a_run_without_a_baseline_has_candidate_rows_only_and_exits_0(tmp_path):
     assert set(metrics.column('model').to_pylist()) == {'candidate'}
     assert metrics.column('ci_lower').null_count == metrics.num_rows
     assert not os.path.exists(str(tmp_path / 'plain' / 'validation.json'))
+
+
+def test_a_rule_is_checked_in_every_window(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 4000
+    hour = rng.integers(0, 2, n)
+    y = rng.integers(0, 2, n).astype(np.float64)
+    x = 1.5 * y + rng.normal(size=n)
+    # the baseline is better in the second hour only
+    b = np.where(hour == 1, 3.0 * y, 1.5 * y) + rng.normal(size=n)
+    path = str(tmp_path / 'w.parquet')
+    pq.write_table(pa.table({'x': x, 'b': b, 'y': y, 'country': np.array(['US'] * n),
+                             'ts': 1_700_000_000 - 1_700_000_000 % 3600 + hour * 3600
+                             + rng.integers(0, 3600, n)}), path)
+    raw = _raw(validation=[{'metric': 'auc', 'max_decrease': 0.01}],
+               window={'column': 'ts', 'size': 3600}, confidence={'level': 0.95})
+    raw['input'] = {'pattern': path}
+    raw['output'] = str(tmp_path / 'out')
+    config_path = tmp_path / 'c.yaml'
+    config_path.write_text(yaml.safe_dump(raw))
+    assert cli.main(['evaluate', '--config', str(config_path)]) == 3
+    with open(str(tmp_path / 'out' / 'validation.json')) as f:
+        checks = json.load(f)['checks']
+    assert [c['passed'] for c in checks] == [True, False]
+    assert checks[0]['window_start'] < checks[1]['window_start']

@@ -131,6 +131,12 @@ class PairedState:
         self.ratios = PairedRatios(len(self.names))
         self.auc = PairedAUC() if isinstance(face, BinaryClassFace) else None
 
+    @property
+    def signature(self) -> tuple:
+        """What identifies the configuration (a compared head's states merge only with their
+        own kind)."""
+        return ('Paired', self.candidate.signature)
+
     # -- updates ------------------------------------------------------------------------------
     def update(self, labels: Any, logits: Any, features: Mapping[str, Any] | None = None
                ) -> 'PairedState':
@@ -182,6 +188,9 @@ class PairedState:
         PairedRatios.add_groups([s.ratios for s in states], codes, zt)
 
     def merge(self, other: 'PairedState') -> 'PairedState':
+        if not isinstance(other, PairedState):
+            raise ValueError('Cannot merge a compared head\'s state with a %s.'
+                             % type(other).__name__)
         self.candidate.merge(other.candidate)
         self.baseline.merge(other.baseline)
         self.ratios.merge(other.ratios)
