@@ -3,8 +3,11 @@ same head compared with a baseline (`ComparedHead`: the baseline's own state plu
 states), one state and 50 grouped states, in batches as the pipeline hands them over.
 
     PYTHONPATH=$PWD .venv/bin/python bench/paired_cost.py [--rows 2000000] [--batch 65536]
+    PYTHONPATH=$PWD .venv/bin/python bench/paired_cost.py --pipeline DIR [--rows 2000000]
 
-Prints rows/s per configuration and the paired overhead; numbers go to bench/README.md.
+Prints rows/s per configuration and the paired overhead; `--pipeline DIR` instead times whole
+DirectRunner runs (Parquet under DIR, slices Overall and country, `confidence:`) without and with
+`baseline_logits`. Numbers go to bench/README.md.
 """
 from __future__ import annotations
 
@@ -44,11 +47,52 @@ def _time(head, batches, groups: int, compared: bool) -> float:
     return time.perf_counter() - start
 
 
+def _pipeline(directory: str, rows: int) -> None:
+    """Whole runs (best of two each) without and with a baseline."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.run import evaluate
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(0)
+    shards = 4
+    for i in range(shards):
+        n = rows // shards
+        y = rng.integers(0, 2, n).astype(np.float64)
+        pq.write_table(pa.table({
+            'x': 1.2 * y + rng.normal(size=n), 'b': 1.0 * y + rng.normal(size=n), 'y': y,
+            'country': rng.choice(['US', 'JP', 'DE', 'FR', 'BR'], n)}),
+            os.path.join(directory, 'part-%d.parquet' % i), row_group_size=65536)
+    head = {'type': 'BinaryClassHead', 'args': {'thresholds': [0.3, 0.5, 0.7]}, 'logits': 'x',
+            'labels': 'y'}
+    times = {}
+    for name, extra in (('candidate only', {}), ('with baseline', {'baseline_logits': 'b'})):
+        raw = {'input': {'pattern': os.path.join(directory, 'part-*.parquet')},
+               'heads': [dict(head, **extra)], 'slices': [[], ['country']],
+               'confidence': {'level': 0.95}, 'output': os.path.join(directory, 'out')}
+        best = float('inf')
+        for attempt in range(2):
+            start = time.perf_counter()
+            evaluate(raw, ['--runner=DirectRunner'], run_id='bench-%d' % attempt,
+                     overwrite=True)
+            best = min(best, time.perf_counter() - start)
+        times[name] = best
+        print('%s: %.2f s (%.2f M rows/s)' % (name, best, rows / best / 1e6))
+    print('with baseline / candidate only: %.2fx'
+          % (times['with baseline'] / times['candidate only']))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument('--rows', type=int, default=2_000_000)
     parser.add_argument('--batch', type=int, default=65536)
+    parser.add_argument('--pipeline', help='time whole runs with their data under this directory')
     args = parser.parse_args()
+    if args.pipeline:
+        _pipeline(args.pipeline, args.rows)
+        return
     batches = _batches(args.rows, args.batch)
     plain = heads.BinaryClassHead(thresholds=[0.3, 0.5, 0.7])
     compared = ComparedHead(heads.BinaryClassHead(thresholds=[0.3, 0.5, 0.7]))

@@ -23,7 +23,7 @@ import numpy as np
 from heads.array.binary import BinaryClassFace, BinaryClassState
 from heads.array.numerics import sigmoid32
 from heads.keys import MetricKeys, summary_key, threshold_key
-from heads.metrics.paired import PairedAUC, PairedRatios, interval
+from heads.metrics.paired import PairedAUC, PairedRatios, group_spans, interval
 
 __all__ = ['BASELINE_LOGITS', 'ComparedHead', 'PairedState', 'Difference']
 
@@ -104,20 +104,23 @@ def _binary_vectors(face: BinaryClassFace, rows: dict, x: np.ndarray, out: np.nd
         out[j, 1] = d
 
 
-def _generic_vectors(face: Any, labels: Any, logits: Any, features: dict,
-                     out: np.ndarray) -> bool:
-    """One model's per-row (weighted loss, weight) of a non-binary head into `out` [1, 2, rows];
-    False when a row has several loss values (vector labels)."""
+def _generic_columns(face: Any, labels: Any, logits: Any, features: dict
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    """One model's per-row (weighted loss, weight) of a non-binary head; None when a row has
+    several loss values (vector labels)."""
     loss = np.asarray(face.loss(labels, logits, features), dtype=np.float64)
     rows = loss.shape[0]
     loss = loss.reshape(rows, -1)
     if loss.shape[1] != 1:
-        return False
+        return None
     wc = face.weight_column
-    out[0, 0] = loss[:, 0]
-    out[0, 1] = (1.0 if wc is None else
-                 np.asarray(features[wc], dtype=np.float64).reshape(rows, -1)[:, 0])
-    return True
+    w = (np.ones(rows) if wc is None else
+         np.asarray(features[wc], dtype=np.float64).reshape(rows, -1)[:, 0])
+    return loss[:, 0], w
+
+
+def _take(arrays: dict, order: np.ndarray | None) -> dict:
+    return arrays if order is None else {k: v[order] for k, v in arrays.items()}
 
 
 class PairedState:
@@ -169,23 +172,33 @@ class PairedState:
     @staticmethod
     def _add_paired(states: Sequence['PairedState'], codes: np.ndarray | None, labels: Any,
                     logits: Any, baseline: Any, features: dict) -> None:
+        """The paired states' part of a batch: per-row vectors built in group order (one gather
+        of the 1-D per-row arrays), then summed per group's span."""
         face = states[0].face
         k = len(states[0].names)
+        n = len(states)
         if isinstance(face, BinaryClassFace):
             rows_c = BinaryClassState._prepare(face, labels, logits, features)
             rows_b = BinaryClassState._prepare(face, labels, baseline, features)
+            order, spans = group_spans(codes, n, rows_c['x'].size)
+            rows_c, rows_b = _take(rows_c, order), _take(rows_b, order)
             zt = np.empty((k, 4, rows_c['x'].size))
             _binary_vectors(face, rows_c, rows_c['x'], zt[:, :2])
             _binary_vectors(face, rows_b, rows_b['x'], zt[:, 2:])
-            PairedAUC.add_groups([s.auc for s in states], codes, rows_c['y'] != 0, rows_c['x'],
-                                 rows_b['x'], rows_c['w'])
+            PairedAUC.add_groups([s.auc for s in states],
+                                 None if order is None else np.asarray(codes)[order],
+                                 rows_c['y'] != 0, rows_c['x'], rows_b['x'], rows_c['w'])
         else:
-            n = np.asarray(logits).shape[0]
-            zt = np.empty((k, 4, n))
-            if not (_generic_vectors(face, labels, logits, features, zt[:, :2])
-                    and _generic_vectors(face, labels, baseline, features, zt[:, 2:])):
-                zt[:] = np.nan  # no per-row loss: no interval (NaN variance)
-        PairedRatios.add_groups([s.ratios for s in states], codes, zt)
+            cols_c = _generic_columns(face, labels, logits, features)
+            cols_b = _generic_columns(face, labels, baseline, features)
+            rows = np.asarray(logits).shape[0]
+            order, spans = group_spans(codes, n, rows)
+            size = rows if order is None else order.size
+            zt = np.full((k, 4, size), np.nan)  # NaN: no per-row loss, no interval
+            if cols_c is not None and cols_b is not None:
+                for j, column in enumerate(cols_c + cols_b):
+                    zt[0, j] = column if order is None else column[order]
+        PairedRatios.add_spans([s.ratios for s in states], spans, zt)
 
     def merge(self, other: 'PairedState') -> 'PairedState':
         if not isinstance(other, PairedState):

@@ -33,7 +33,7 @@ import statistics
 
 import numpy as np
 
-__all__ = ['PairedRatios', 'PairedAUC', 'normal_quantile', 'interval', 'BINS']
+__all__ = ['PairedRatios', 'PairedAUC', 'normal_quantile', 'interval', 'group_spans', 'BINS']
 
 BINS = 64
 _LOW, _HIGH = -8.0, 8.0
@@ -55,20 +55,21 @@ def interval(value: float, variance: float, level: float
     return value - half, value + half, se
 
 
-def _group_rows(codes: np.ndarray | None, n: int, rows: int):
-    """(group, its row indices) for each group with rows, from one stable sort; codes < 0 or
-    >= n belong to no group; codes None: (0, None), group 0 holds every row."""
+def group_spans(codes: np.ndarray | None, n: int, rows: int
+                ) -> tuple[np.ndarray | None, list[tuple[int, int, int]]]:
+    """Rows in group order: (the order, None for codes None: every row in group 0) and
+    (group, start, stop) per group with rows, positions in that order; codes < 0 or >= n belong
+    to no group. One stable sort."""
     if codes is None:
-        if rows:
-            yield 0, None
-        return
+        return None, [(0, 0, rows)] if rows else []
     codes = np.asarray(codes)
     keep = np.flatnonzero((codes >= 0) & (codes < n))
     order = keep[np.argsort(codes[keep], kind='stable')]
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    for idx in np.split(order, bounds):
-        if idx.size:
-            yield int(codes[idx[0]]), idx
+    ordered = codes[order]
+    bounds = np.flatnonzero(np.diff(ordered)) + 1
+    starts = np.r_[0, bounds]
+    stops = np.r_[bounds, order.size]
+    return order, [(int(ordered[a]), int(a), int(b)) for a, b in zip(starts, stops) if b > a]
 
 
 class PairedRatios:
@@ -79,14 +80,14 @@ class PairedRatios:
         self.second = np.zeros((k, 4, 4))
 
     @staticmethod
-    def add_groups(states: list['PairedRatios'], codes: np.ndarray | None,
-                   zt: np.ndarray) -> None:
-        """Adds the per-row vectors zt [k, 4, rows] (metric, component, row) to
-        states[codes[i]] (codes None: states[0]): per group Σz and one batched matrix product
-        [k, 4, rows] @ [k, rows, 4] (BLAS)."""
+    def add_spans(states: list['PairedRatios'], spans: list[tuple[int, int, int]],
+                  zt: np.ndarray) -> None:
+        """Adds the per-row vectors zt [k, 4, rows] (metric, component, row; rows in group order,
+        `group_spans`) to their states: per (group, start, stop) Σz and one batched matrix product
+        [k, 4, rows] @ [k, rows, 4] over the span (a view: no copy)."""
         zt = np.asarray(zt, dtype=np.float64)
-        for g, idx in _group_rows(codes, len(states), zt.shape[2]):
-            part = zt if idx is None else zt[:, :, idx]
+        for g, start, stop in spans:
+            part = zt[:, :, start:stop]
             states[g].first += part.sum(axis=2)
             states[g].second += np.matmul(part, part.transpose(0, 2, 1))
 
