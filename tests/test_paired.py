@@ -251,3 +251,27 @@ def test_paired_states_pickle_and_persist_as_named_arrays():
         assert back.comparison(0.95) == want
     with pytest.raises(ValueError, match='Cannot merge'):
         BINARY.new_state().merge(BINARY.head.new_state())
+
+
+@pytest.mark.parametrize('make', [lambda: heads.RegressionHead(weight_column='w'),
+                                  lambda: heads.PoissonRegressionHead(weight_column='w')])
+def test_regression_means_get_the_variance_of_weighted_per_row_differences(make):
+    rng = np.random.default_rng(9)
+    n = 400
+    labels = rng.poisson(2.0, n).astype(np.float32).reshape(-1, 1)
+    lc = rng.normal(size=(n, 1)).astype(np.float32)
+    lb = rng.normal(size=(n, 1)).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, n)
+    head = ComparedHead(make())
+    _, diffs, _ = head.new_state().update(labels, lc, {'w': w, BASELINE_LOGITS: lb}
+                                          ).comparison(0.95)
+    link = np.exp if isinstance(head.head, heads.PoissonRegressionHead) else (lambda v: v)
+    pc = link(lc.astype(np.float64)).reshape(-1)
+    pb = link(lb.astype(np.float64)).reshape(-1)
+    d = pc - pb
+    mean = float(np.sum(w * d) / np.sum(w))
+    expected = sum(w[i] ** 2 * (d[i] - mean) ** 2 for i in range(n)) / np.sum(w) ** 2
+    assert diffs['prediction/mean'].value == pytest.approx(mean, rel=1e-5)
+    assert diffs['prediction/mean'].standard_error ** 2 == pytest.approx(expected, rel=1e-5)
+    assert diffs['label/mean'].value == 0.0
+    assert diffs['label/mean'].standard_error == pytest.approx(0.0, abs=1e-12)

@@ -11,7 +11,8 @@ baseline's metrics and, for every metric both models have, the difference candid
 with its paired interval (None: no level, or no paired form for that metric). Paired forms: the
 binary head's ROC AUC (DeLong's paired covariance), its means (average_loss, prediction/mean,
 label/mean, accuracy at each threshold) and rates (precision, recall) by the delta method on the
-per-row vectors; any other head's average_loss (per-row loss differences). Never imports
+per-row vectors; a one-label regression head's (and its GLM variants') average_loss,
+prediction/mean and label/mean; any other head's average_loss (per-row loss differences). Never imports
 TensorFlow.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from heads.array.binary import BinaryClassFace, BinaryClassState
+from heads.array.regression import RegressionFace, RegressionState
 from heads.array.numerics import sigmoid32
 from heads.keys import MetricKeys, summary_key, threshold_key
 from heads.metrics.paired import PairedAUC, PairedRatios, group_spans, interval
@@ -76,6 +78,9 @@ def _split(features: Mapping[str, Any] | None) -> tuple[Any, dict]:
 def _ratio_names(face: Any) -> list[str]:
     """The metrics with a paired ratio form, in the order of the state's ratio arrays."""
     K = MetricKeys
+    if _scalar_regression(face):
+        return [summary_key(k, face.name) for k in (K.LOSS_MEAN, K.PREDICTION_MEAN,
+                                                     K.LABEL_MEAN)]
     if not isinstance(face, BinaryClassFace):
         return [summary_key(K.LOSS_MEAN, face.name)]
     names = [K.LOSS_MEAN, K.ACCURACY, K.PRECISION, K.RECALL, K.PREDICTION_MEAN, K.LABEL_MEAN]
@@ -84,6 +89,22 @@ def _ratio_names(face: Any) -> list[str]:
                   threshold_key(K.PRECISION_AT_THRESHOLD, t),
                   threshold_key(K.RECALL_AT_THRESHOLD, t)]
     return [summary_key(k, face.name) for k in names]
+
+
+def _scalar_regression(face: Any) -> bool:
+    """A regression head (or GLM variant) with one label per row."""
+    return isinstance(face, RegressionFace) and face.label_dimension == 1
+
+
+def _regression_columns(face: RegressionFace, labels: Any, logits: Any, features: dict
+                        ) -> list[np.ndarray] | None:
+    """One model's weighted (n, d) columns of average_loss, prediction/mean and label/mean per
+    row; None when the rows do not hold one value each (the state's own general path)."""
+    rows = RegressionState._prepare(face, labels, logits, features)
+    if rows is None:
+        return None
+    w = rows['w']
+    return [rows['u'] * w, w, rows['p'] * w, w, rows['y'] * w, w]
 
 
 def _binary_vectors(face: BinaryClassFace, rows: dict, x: np.ndarray, out: np.ndarray) -> None:
@@ -105,7 +126,7 @@ def _binary_vectors(face: BinaryClassFace, rows: dict, x: np.ndarray, out: np.nd
 
 
 def _generic_columns(face: Any, labels: Any, logits: Any, features: dict
-                     ) -> tuple[np.ndarray, np.ndarray] | None:
+                     ) -> list[np.ndarray] | None:
     """One model's per-row (weighted loss, weight) of a non-binary head; None when a row has
     several loss values (vector labels)."""
     loss = np.asarray(face.loss(labels, logits, features), dtype=np.float64)
@@ -116,7 +137,7 @@ def _generic_columns(face: Any, labels: Any, logits: Any, features: dict
     wc = face.weight_column
     w = (np.ones(rows) if wc is None else
          np.asarray(features[wc], dtype=np.float64).reshape(rows, -1)[:, 0])
-    return loss[:, 0], w
+    return [loss[:, 0], w]
 
 
 def _take(arrays: dict, order: np.ndarray | None) -> dict:
@@ -189,15 +210,19 @@ class PairedState:
                                  None if order is None else np.asarray(codes)[order],
                                  rows_c['y'] != 0, rows_c['x'], rows_b['x'], rows_c['w'])
         else:
-            cols_c = _generic_columns(face, labels, logits, features)
-            cols_b = _generic_columns(face, labels, baseline, features)
+            columns = _regression_columns if _scalar_regression(face) else _generic_columns
+            cols_c = columns(face, labels, logits, features)
+            cols_b = columns(face, labels, baseline, features)
             rows = np.asarray(logits).shape[0]
             order, spans = group_spans(codes, n, rows)
             size = rows if order is None else order.size
             zt = np.full((k, 4, size), np.nan)  # NaN: no per-row loss, no interval
             if cols_c is not None and cols_b is not None:
-                for j, column in enumerate(cols_c + cols_b):
-                    zt[0, j] = column if order is None else column[order]
+                half = len(cols_c) // 2  # (n, d) per metric, candidate's then baseline's
+                for j in range(half):
+                    for i, column in enumerate((cols_c[2 * j], cols_c[2 * j + 1],
+                                                cols_b[2 * j], cols_b[2 * j + 1])):
+                        zt[j, i] = column if order is None else column[order]
         PairedRatios.add_spans([s.ratios for s in states], spans, zt)
 
     def merge(self, other: 'PairedState') -> 'PairedState':
