@@ -324,3 +324,20 @@ def test_a_rule_is_checked_in_every_window(tmp_path):
         checks = json.load(f)['checks']
     assert [c['passed'] for c in checks] == [True, False]
     assert checks[0]['window_start'] < checks[1]['window_start']
+
+
+def test_watch_prints_each_windows_verdict(tmp_path, capsys):
+    from pipeline import watch
+    data = tmp_path / 'in'
+    data.mkdir()
+    _write_data(data, 5)  # worse than the baseline in DE
+    raw = _raw(validation=[{'metric': 'auc', 'slices': [['country']], 'max_decrease': 0.01}],
+               window={'column': 'ts', 'size': 3600})
+    table = pq.read_table(str(data / 'data.parquet'))
+    pq.write_table(table.append_column('ts', pa.array(np.full(table.num_rows, 1_700_000_000))),
+                   str(data / 'data.parquet'))
+    raw['input'] = {'pattern': str(data / '*.parquet')}
+    raw['output'] = str(tmp_path / 'out')
+    (tmp_path / 'w.yaml').write_text(yaml.safe_dump(raw))
+    assert watch.main(['--config', str(tmp_path / 'w.yaml'), '--once', '--settle', '0']) == 0
+    assert 'NOT BLESSED: failing (country:DE, click, auc)' in capsys.readouterr().out
