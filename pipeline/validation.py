@@ -36,6 +36,7 @@ import pyarrow as pa
 
 from pipeline import fileio, schema
 from pipeline.config import EvalConfig
+from pipeline.config.validation import CHANGE_BOUNDS
 
 VALIDATION_FILE = 'validation.json'
 TFMA_VALIDATIONS_FILE = 'tfma/validations.tfrecord'
@@ -85,8 +86,9 @@ def check_rules(config: EvalConfig, metrics: pa.Table) -> dict | None:
 
 
 def _rule_text(rule: Any, bound: str, limit: float) -> str:
-    return '%s %g%s' % (bound, limit, ' (relative)' if rule.relative and bound.startswith(
-        'max_') and bound != 'max' else '')
+    """'min 0.7', 'max_decrease 0.01', 'max_increase 0.02 (relative)'."""
+    return '%s %g%s' % (bound, limit,
+                        ' (relative)' if rule.relative and bound in CHANGE_BOUNDS else '')
 
 
 def _no_rows(rule: Any, spec: Sequence[str], bound: str, limit: float) -> dict:
@@ -102,7 +104,7 @@ def _check(rule: Any, bound: str, limit: float, candidate: dict, baseline: dict 
     value = _number(candidate['value'])
     base = _number(baseline['value']) if baseline else None
     change = _number(diff['value']) if diff else None
-    source = diff if bound in ('max_decrease', 'max_increase') else candidate
+    source = diff if bound in CHANGE_BOUNDS else candidate
     lo = _number(source.get('ci_lower')) if source and use_intervals else None
     hi = _number(source.get('ci_upper')) if source and use_intervals else None
     if bound == 'min':
@@ -187,8 +189,7 @@ def tfma_validation_record(verdict: dict, config: EvalConfig) -> bytes:
         failure = by_slice[c['slice']].failures.add()
         failure.metric_key.name = c['metric']
         failure.metric_key.output_name = c['head']
-        failure.metric_key.is_diff = c['rule'].startswith('max_de') or c['rule'].startswith(
-            'max_in')
+        failure.metric_key.is_diff = c['rule'].split()[0] in CHANGE_BOUNDS
         shown = c['diff'] if failure.metric_key.is_diff else c['value']
         if shown is not None:
             failure.metric_value.double_value.value = shown
