@@ -341,3 +341,28 @@ def test_watch_prints_each_windows_verdict(tmp_path, capsys):
     (tmp_path / 'w.yaml').write_text(yaml.safe_dump(raw))
     assert watch.main(['--config', str(tmp_path / 'w.yaml'), '--once', '--settle', '0']) == 0
     assert 'NOT BLESSED: failing (country:DE, click, auc)' in capsys.readouterr().out
+
+
+def test_paired_states_are_the_same_with_and_without_the_precombine(tmp_path):
+    from pipeline.combine import HeadStateCombineFn
+    from pipeline.elements import SourceBatch
+    from pipeline.evaluate import BatchEvaluator
+    path = _write_data(tmp_path, 6)
+    config = parse_config(dict(_raw(), input={'pattern': path}))
+    batch = pq.read_table(path).to_batches()[0]
+    split = BatchEvaluator(config, 'r', precombine=False)
+    combine = HeadStateCombineFn(config)
+    combine.setup()
+    accumulators: dict = {}
+    for key, sub in split.add(SourceBatch(path, 0, batch)).keyed:
+        accumulators[key] = combine.add_input(accumulators.get(key), sub)
+    whole = BatchEvaluator(config, 'r')  # pre-combined, Overall derived from the countries
+    whole.add(SourceBatch(path, 0, batch))
+    states = whole.finish().states
+    assert set(accumulators) == set(states) and len(states) == 4
+    for key, state in states.items():
+        _, want, _ = state.comparison(0.95)
+        _, got, _ = accumulators[key].comparison(0.95)
+        for metric, d in want.items():
+            for a, b in zip(d, got[metric]):
+                assert (a is None and b is None) or a == pytest.approx(b, rel=1e-9, abs=1e-12)
