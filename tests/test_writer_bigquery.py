@@ -194,6 +194,8 @@ def test_dataflow_graph_builds_with_the_sink(tmp_path):
     assert sink.write_disposition == 'WRITE_APPEND'
     assert sink.method == 'FILE_LOADS' and sink._temp_file_format == 'AVRO'
     assert sink.schema == bigquery.bigquery_schema()
+    # a table created by an earlier version gains the newer nullable columns (model, ci_*)
+    assert sink.additional_bq_parameters == {'schemaUpdateOptions': ['ALLOW_FIELD_ADDITION']}
     # Beam turns it into the TableSchema it sends with the load jobs.
     from apache_beam.io.gcp.bigquery_tools import get_bq_tableschema
     table_schema = get_bq_tableschema(sink.schema)
