@@ -366,3 +366,18 @@ def test_paired_states_are_the_same_with_and_without_the_precombine(tmp_path):
         for metric, d in want.items():
             for a, b in zip(d, got[metric]):
                 assert (a is None and b is None) or a == pytest.approx(b, rel=1e-9, abs=1e-12)
+
+
+def test_several_heads_may_gate_their_multihead_loss_but_not_its_change():
+    two = [dict(BINARY), {'type': 'RegressionHead', 'args': {'name': 'spend'}, 'logits': 'x',
+                          'labels': 'y'}]
+    config = parse_config(_raw(heads=two, validation=[
+        {'head': 'click_spend', 'metric': 'loss', 'max': 2.0}]))
+    assert config.validation[0].head == 'click_spend'
+    with pytest.raises(ConfigError, match=r"unknown metric 'auc' for head 'click_spend' "
+                                          r"\(metrics: loss\)"):
+        parse_config(_raw(heads=two, validation=[{'head': 'click_spend', 'metric': 'auc',
+                                                  'min': 0.5}]))
+    with pytest.raises(ConfigError, match='a change rule needs a baseline'):
+        parse_config(_raw(heads=two, validation=[{'head': 'click_spend', 'metric': 'loss',
+                                                  'max_increase': 0.1}]))

@@ -6,7 +6,8 @@ and checked with the config before any data is read.
       - {head: click, metric: auc, slices: [[country]], max_decrease: 0.01}
       - {head: click, metric: average_loss, max_increase: 0.02, relative: true}
 
-`head` names a configured head (may be left out with a single head); `metric` one of its metric
+`head` names a configured head (may be left out with a single head) or, with several heads, their
+MultiHead (the names joined by `_`; its one metric is `loss`); `metric` one of its metric
 keys without the head suffix (`auc`, `accuracy/positive_threshold_0.5`, `loss`, ...); `slices` a
 list of slice specs, each one listed in `slices:` (default: Overall); bounds `min` / `max` on the
 candidate's value, `max_decrease` / `max_increase` (≥ 0) on candidate − baseline, which needs the
@@ -68,6 +69,18 @@ def parse_validation(raw: Any, specs: Sequence[HeadSpec], built: Sequence[Any],
                  for i, r in enumerate(raw))
 
 
+class _MultiHeadLoss:
+    """The MultiHead of several heads as a rule sees it: one metric, `loss`, no baseline."""
+
+    @staticmethod
+    def new_state() -> Any:
+        class _Empty:
+            @staticmethod
+            def result() -> dict:
+                return {}
+        return _Empty()
+
+
 def _parse_rule(raw: Any, where: str, specs: Sequence[HeadSpec], built: Sequence[Any],
                 names: list[str], slices: Sequence[tuple[str, ...]]) -> ValidationRule:
     if not isinstance(raw, Mapping):
@@ -80,6 +93,10 @@ def _parse_rule(raw: Any, where: str, specs: Sequence[HeadSpec], built: Sequence
     if head is None:
         raise ConfigError('%s.head: missing; name one of the heads (%s)' % (where,
                                                                          ', '.join(names)))
+    if len(names) > 1:  # the heads' MultiHead: its merged `loss` rows
+        names = names + ['_'.join(names)]
+        specs = list(specs) + [HeadSpec(type='MultiHead', args={}, logits='', labels='')]
+        built = list(built) + [_MultiHeadLoss()]
     if head not in names:
         raise ConfigError('%s.head: unknown head %r (heads: %s)' % (
             where, head, ', '.join(repr(n) for n in names)))
@@ -96,6 +113,9 @@ def _parse_rule(raw: Any, where: str, specs: Sequence[HeadSpec], built: Sequence
     if 'min' in bounds and 'max' in bounds and bounds['min'] > bounds['max']:
         raise ConfigError('%s: min %g exceeds max %g' % (where, bounds['min'], bounds['max']))
     change = [k for k in CHANGE_BOUNDS if k in bounds]
+    if change and specs[h].type == 'MultiHead':
+        raise ConfigError('%s.%s: a change rule needs a baseline; the heads\' MultiHead has none '
+                          '(gate each head\'s own loss instead)' % (where, change[0]))
     if change and specs[h].baseline_logits is None:
         raise ConfigError('%s.%s: a change rule needs a baseline; set heads[%d].baseline_logits'
                           % (where, change[0], h))
