@@ -275,3 +275,19 @@ def test_regression_means_get_the_variance_of_weighted_per_row_differences(make)
     assert diffs['prediction/mean'].standard_error ** 2 == pytest.approx(expected, rel=1e-5)
     assert diffs['label/mean'].value == 0.0
     assert diffs['label/mean'].standard_error == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_mean_loss_diff_has_the_variance_of_per_row_weighted_loss_differences():
+    y, xc, xb, w = _data(400, 10)
+    _, diffs, _ = _state(BINARY, y, xc, xb, w).comparison(0.95)
+    # sigmoid cross-entropy per row: log(1 + e^x) − y·x; loss = Σ w·u / rows
+    uc = np.logaddexp(0.0, xc.astype(np.float64)) - y * xc.astype(np.float64)
+    ub = np.logaddexp(0.0, xb.astype(np.float64)) - y * xb.astype(np.float64)
+    d = w * (uc - ub)
+    n = y.size
+    expected = sum((d[i] - d.mean()) ** 2 for i in range(n)) / n ** 2
+    assert diffs['loss'].value == pytest.approx(d.mean(), rel=1e-5)
+    assert diffs['loss'].standard_error ** 2 == pytest.approx(expected, rel=1e-5)
+    summed = ComparedHead(heads.BinaryClassHead(weight_column='w', loss_reduction='sum'))
+    _, diffs, _ = _state(summed, y, xc, xb, w).comparison(0.95)
+    assert diffs['loss'].lower is None  # a sum over rows: no interval

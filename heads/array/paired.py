@@ -12,7 +12,8 @@ with its paired interval (None: no level, or no paired form for that metric). Pa
 binary head's ROC AUC (DeLong's paired covariance), its means (average_loss, prediction/mean,
 label/mean, accuracy at each threshold) and rates (precision, recall) by the delta method on the
 per-row vectors; a one-label regression head's (and its GLM variants') average_loss,
-prediction/mean and label/mean; any other head's average_loss (per-row loss differences). Never imports
+prediction/mean and label/mean; any other head's average_loss (per-row loss differences); and
+the binary and one-label regression heads' `loss` when it is a mean over rows. Never imports
 TensorFlow.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from heads.array.binary import BinaryClassFace, BinaryClassState
 from heads.array.regression import RegressionFace, RegressionState
 from heads.array.numerics import sigmoid32
-from heads.keys import MetricKeys, summary_key, threshold_key
+from heads.keys import MetricKeys, Reduction, summary_key, threshold_key
 from heads.metrics.paired import PairedAUC, PairedRatios, group_spans, interval
 
 __all__ = ['BASELINE_LOGITS', 'ComparedHead', 'PairedState', 'Difference']
@@ -75,12 +76,21 @@ def _split(features: Mapping[str, Any] | None) -> tuple[Any, dict]:
     return features.pop(BASELINE_LOGITS), features
 
 
+def _mean_loss(face: Any) -> bool:
+    """Whether the head's `loss` is a mean over rows (one loss value per row, reduced
+    sum_over_batch_size / auto): then its diff has a per-row interval too."""
+    return ((isinstance(face, BinaryClassFace) or _scalar_regression(face))
+            and face.loss_reduction in (Reduction.SUM_OVER_BATCH_SIZE, Reduction.AUTO))
+
+
 def _ratio_names(face: Any) -> list[str]:
-    """The metrics with a paired ratio form, in the order of the state's ratio arrays."""
+    """The metrics with a paired ratio form, in the order of the state's ratio arrays (`loss`,
+    when it is a mean over rows, last)."""
     K = MetricKeys
+    loss = ['loss'] if _mean_loss(face) else []
     if _scalar_regression(face):
         return [summary_key(k, face.name) for k in (K.LOSS_MEAN, K.PREDICTION_MEAN,
-                                                     K.LABEL_MEAN)]
+                                                     K.LABEL_MEAN)] + loss
     if not isinstance(face, BinaryClassFace):
         return [summary_key(K.LOSS_MEAN, face.name)]
     names = [K.LOSS_MEAN, K.ACCURACY, K.PRECISION, K.RECALL, K.PREDICTION_MEAN, K.LABEL_MEAN]
@@ -88,7 +98,7 @@ def _ratio_names(face: Any) -> list[str]:
         names += [threshold_key(K.ACCURACY_AT_THRESHOLD, t),
                   threshold_key(K.PRECISION_AT_THRESHOLD, t),
                   threshold_key(K.RECALL_AT_THRESHOLD, t)]
-    return [summary_key(k, face.name) for k in names]
+    return [summary_key(k, face.name) for k in names] + loss
 
 
 def _scalar_regression(face: Any) -> bool:
@@ -104,7 +114,10 @@ def _regression_columns(face: RegressionFace, labels: Any, logits: Any, features
     if rows is None:
         return None
     w = rows['w']
-    return [rows['u'] * w, w, rows['p'] * w, w, rows['y'] * w, w]
+    out = [rows['u'] * w, w, rows['p'] * w, w, rows['y'] * w, w]
+    if _mean_loss(face):  # loss = Σ u·w / rows
+        out += [rows['u'] * w, np.ones_like(w)]
+    return out
 
 
 def _binary_vectors(face: BinaryClassFace, rows: dict, x: np.ndarray, out: np.ndarray) -> None:
@@ -120,6 +133,8 @@ def _binary_vectors(face: BinaryClassFace, rows: dict, x: np.ndarray, out: np.nd
     for t in face.thresholds:
         a = p > np.float32(t)
         columns += [((y == a) * w, w), (a * wp, a * w), (a * wp, wp)]
+    if _mean_loss(face):  # loss = Σ u·w / rows
+        columns.append((u * w, np.ones_like(w)))
     for j, (n, d) in enumerate(columns):
         out[j, 0] = n
         out[j, 1] = d
