@@ -1,4 +1,5 @@
-"""Head states → rows of the metrics and plots tables (`pipeline.schema`).
+"""Head states → rows of the metrics and plots tables (`pipeline.schema`): per key the candidate's
+rows and, for a head with a baseline, the baseline's and the diffs (`model` column).
 
 `state_result` turns one (key, state) into a small `KeyResult` (parallel, per key); `build_tables`
 gathers every key's results into the two tables, adds the MultiHead `loss` rows and sorts the rows
@@ -162,22 +163,7 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
     for r in results:
         n = len(r.metrics) + len(r.compared)
         ids(m, r, n)
-        for metric, value, lo, hi in r.metrics:
-            m['model'].append('candidate')
-            m['metric'].append(metric)
-            m['value'].append(value)
-            m['lower_bound'].append(lo)
-            m['upper_bound'].append(hi)
-        for model, metric, value, ci_lo, ci_hi, se in r.compared:
-            m['model'].append(model)
-            m['metric'].append(metric)
-            m['value'].append(value)
-            m['lower_bound'].append(None)
-            m['upper_bound'].append(None)
-        # Interval columns: on diff rows (the candidate's own are the confidence work's).
-        m['ci_lower'] += [None] * len(r.metrics) + [c[3] for c in r.compared]
-        m['ci_upper'] += [None] * len(r.metrics) + [c[4] for c in r.compared]
-        m['standard_error'] += [None] * len(r.metrics) + [c[5] for c in r.compared]
+        _add_metric_rows(m, r)
         m['example_count'] += [r.example_count] * n
         m['weighted_example_count'] += [r.weighted_example_count] * n
         if r.plots:
@@ -191,6 +177,26 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
     metrics = _table(m, schema.with_extras(schema.METRICS, windowed, stepped))
     plots = _table(p, schema.with_extras(schema.PLOTS, windowed, stepped))
     return metrics, plots
+
+
+def _add_metric_rows(m: dict[str, list], r: KeyResult) -> None:
+    """A key's metric rows: the candidate's, then (with a baseline) the baseline's and the diffs,
+    the interval columns filled on diff rows (a candidate row's own interval is not set here)."""
+    for metric, value, lo, hi in r.metrics:
+        m['model'].append('candidate')
+        m['metric'].append(metric)
+        m['value'].append(value)
+        m['lower_bound'].append(lo)
+        m['upper_bound'].append(hi)
+    for model, metric, value, _, _, _ in r.compared:
+        m['model'].append(model)
+        m['metric'].append(metric)
+        m['value'].append(value)
+        m['lower_bound'].append(None)
+        m['upper_bound'].append(None)
+    m['ci_lower'] += [None] * len(r.metrics) + [c[3] for c in r.compared]
+    m['ci_upper'] += [None] * len(r.metrics) + [c[4] for c in r.compared]
+    m['standard_error'] += [None] * len(r.metrics) + [c[5] for c in r.compared]
 
 
 def _table(columns: dict[str, Any], table_schema: pa.Schema) -> pa.Table:
