@@ -381,3 +381,18 @@ def test_several_heads_may_gate_their_multihead_loss_but_not_its_change():
     with pytest.raises(ConfigError, match='a change rule needs a baseline'):
         parse_config(_raw(heads=two, validation=[{'head': 'click_spend', 'metric': 'loss',
                                                   'max_increase': 0.1}]))
+
+
+def test_the_reports_comparison_keeps_every_failing_row_when_it_is_cut():
+    from pipeline.report import compare
+    rows, checks = [], []
+    failing = (10, compare.MAX_ROWS + 20, compare.MAX_ROWS + 40)  # two beyond the cut
+    for i in range(compare.MAX_ROWS + 50):
+        name = 'id:%d' % i
+        for r in _rows(name, 'auc', 0.5, 0.6 if i in failing else 0.5):
+            rows.append(dict(r, head='click', window_start=None, step=None))
+        checks.append({'head': 'click', 'slice': name, 'metric': 'auc',
+                       'rule': 'max_decrease 0.01', 'passed': i not in failing})
+    table = compare.comparison_rows(rows, {'blessed': False, 'checks': checks})['click']
+    assert len(table) == compare.MAX_ROWS + 1 and table[-1]['slice'].startswith('… 50 more')
+    assert [r['slice'] for r in table if r['failed']] == ['id:%d' % i for i in failing]

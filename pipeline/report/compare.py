@@ -12,6 +12,9 @@ from pipeline.report.labels import fmt
 
 # Metrics shown for every slice; a metric some rule checks is shown too.
 SHOWN = ('auc', 'auc_precision_recall', 'accuracy', 'precision', 'recall', 'average_loss', 'loss')
+# Rows per head at most (a high-cardinality slice would make a page of megabytes): rows of failing
+# checks first, then the others in table order; the rest are in metrics/ (model = 'diff').
+MAX_ROWS = 400
 
 
 def _interval(row: dict | None) -> str:
@@ -66,6 +69,14 @@ def comparison_rows(rows: list[dict], verdict: dict | None) -> dict[str, list[di
             'check': '; '.join('%s %s' % (c['rule'], 'ok' if c['passed'] else 'FAILED')
                                for c in mine),
             'failed': any(not c['passed'] for c in mine)})
+    for head, table in out.items():
+        if len(table) > MAX_ROWS:
+            kept = sorted(range(len(table)), key=lambda i: (not table[i]['failed'], i))[:MAX_ROWS]
+            out[head] = [table[i] for i in sorted(kept)]
+            out[head].append({'slice': '… %d more rows in metrics/ (model = diff)'
+                              % (len(table) - MAX_ROWS), 'metric': '', 'candidate': '',
+                              'baseline': '', 'diff': '', 'interval': '', 'check': '',
+                              'failed': False})
     return out
 
 
