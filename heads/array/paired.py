@@ -122,22 +122,35 @@ def _regression_columns(face: RegressionFace, labels: Any, logits: Any, features
 
 def _binary_vectors(face: BinaryClassFace, rows: dict, x: np.ndarray, out: np.ndarray) -> None:
     """One model's weighted (n_i, d_i) per ratio metric of a binary head into `out` [k, 2, rows]
-    (metric order: `_ratio_names`)."""
+    (metric order: `_ratio_names`), each product written in place (no temporaries per metric)."""
     y, w, u = rows['y'], rows['w'], rows['u']
     p = sigmoid32(x)
-    positive = y != 0
-    wp = w * positive
-    a = x > 0
-    columns = [(u * w, w), ((y == a) * w, w), (a * wp, a * w), (a * wp, wp),
-               (p * w, w), (y * w, w)]
+    wp = np.multiply(w, y != 0)   # the positives' weights (Confusion's positive: label != 0)
+    mul = np.multiply
+
+    def rates(j: int, a: np.ndarray) -> None:
+        """accuracy, precision, recall of predicted-positive mask `a` at rows j, j+1, j+2."""
+        mul(y == a, w, out=out[j, 0])
+        out[j, 1] = w
+        mul(a, wp, out=out[j + 1, 0])
+        mul(a, w, out=out[j + 1, 1])
+        out[j + 2, 0] = out[j + 1, 0]
+        out[j + 2, 1] = wp
+
+    mul(u, w, out=out[0, 0])      # average_loss
+    out[0, 1] = w
+    rates(1, x > 0)               # accuracy, precision, recall on the class ids
+    mul(p, w, out=out[4, 0])      # prediction/mean
+    out[4, 1] = w
+    mul(y, w, out=out[5, 0])      # label/mean
+    out[5, 1] = w
+    j = 6
     for t in face.thresholds:
-        a = p > np.float32(t)
-        columns += [((y == a) * w, w), (a * wp, a * w), (a * wp, wp)]
-    if _mean_loss(face):  # loss = Σ u·w / rows
-        columns.append((u * w, np.ones_like(w)))
-    for j, (n, d) in enumerate(columns):
-        out[j, 0] = n
-        out[j, 1] = d
+        rates(j, p > np.float32(t))
+        j += 3
+    if _mean_loss(face):          # loss = Σ u·w / rows
+        mul(u, w, out=out[j, 0])
+        out[j, 1] = 1.0
 
 
 def _generic_columns(face: Any, labels: Any, logits: Any, features: dict
