@@ -82,9 +82,19 @@ BINARY = ComparedHead(heads.BinaryClassHead(weight_column='w', thresholds=[0.3, 
 def test_paired_auc_variances_equal_delong_pair_by_pair(weighted):
     y, xc, xb, w = _data(300, 1, weighted)
     state = PairedAUC()
-    PairedAUC.add_groups([state], None, y != 0, xc, xb, w)
+    PairedAUC.add_spans([state], [(0, 0, y.size)], y != 0, xc, xb, w)
     expected = _delong_reference(y, xc, xb, w)
     np.testing.assert_allclose(state.variances(), expected, rtol=1e-9)
+    # the same rows held small (a state of few rows keeps them) and merged piece by piece
+    pieces = PairedAUC()
+    for start in range(0, y.size, 100):
+        part = PairedAUC()
+        PairedAUC.add_spans([part], [(0, 0, 100)], y[start:start + 100] != 0,
+                            xc[start:start + 100], xb[start:start + 100], w[start:start + 100])
+        assert part._rows is not None  # 100 rows: small
+        pieces.merge(part)
+    assert pieces._rows is None  # 300 rows: dense
+    np.testing.assert_allclose(pieces.variances(), expected, rtol=1e-9)
 
 
 def test_auc_diff_interval_is_the_delong_se_times_the_normal_quantile():
@@ -291,3 +301,17 @@ def test_a_mean_loss_diff_has_the_variance_of_per_row_weighted_loss_differences(
     summed = ComparedHead(heads.BinaryClassHead(weight_column='w', loss_reduction='sum'))
     _, diffs, _ = _state(summed, y, xc, xb, w).comparison(0.95)
     assert diffs['loss'].lower is None  # a sum over rows: no interval
+
+
+def test_a_small_paired_state_stays_small_through_pickling_and_persists_as_the_dense_one():
+    import pickle
+
+    from heads.state import load_state_arrays, state_arrays
+    y, xc, xb, w = _data(50, 11)
+    state = _state(BINARY, y, xc, xb, w)
+    data = pickle.dumps(state.auc)
+    assert len(data) < 5000  # the rows, not the 66 kB arrays
+    back = pickle.loads(data)
+    assert back._rows is not None and back.variances() == state.auc.variances()
+    loaded = load_state_arrays(BINARY.new_state(), state_arrays(state))
+    assert loaded.comparison(0.95) == state.comparison(0.95)

@@ -234,9 +234,8 @@ class PairedState:
             zt = np.empty((k, 4, rows_c['x'].size))
             _binary_vectors(face, rows_c, rows_c['x'], zt[:, :2])
             _binary_vectors(face, rows_b, rows_b['x'], zt[:, 2:])
-            PairedAUC.add_groups([s.auc for s in states],
-                                 None if order is None else np.asarray(codes)[order],
-                                 rows_c['y'] != 0, rows_c['x'], rows_b['x'], rows_c['w'])
+            PairedAUC.add_spans([s.auc for s in states], spans, rows_c['y'] != 0, rows_c['x'],
+                                rows_b['x'], rows_c['w'])
         else:
             columns = _regression_columns if _scalar_regression(face) else _generic_columns
             cols_c = columns(face, labels, logits, features)

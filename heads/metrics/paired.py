@@ -21,7 +21,8 @@ elementwise addition (associative and commutative; exact under any split up to r
   w_j·(V01(a_j) − A)/W_N), so
   Var(A_c − A_b) = Σ_pos w²(s_c(a) − s_b(b))²/W_P² + Σ_neg w²(t_c(a) − t_b(b))²/W_N², with s, t the
   centred components of each model at its bin. The state keeps per class Σw per bin of each model
-  and Σw² per (candidate bin, baseline bin): 2·(2·64 + 64²) float64 (66 kB). Unit weights give
+  and Σw² per (candidate bin, baseline bin): 2·(2·64 + 64²) float64 (66 kB; a state of at most
+  256 rows holds the rows instead, 32 bytes each). Unit weights give
   DeLong's estimator with 1/m, 1/n in place of 1/(m−1), 1/(n−1).
 
 A variance is NaN where it is undefined (a denominator of 0, one class only).
@@ -119,42 +120,90 @@ def bins_of(logits: np.ndarray) -> np.ndarray:
     return np.clip(b, 0, BINS - 1).astype(np.intp)
 
 
+def _auc_arrays(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The dense arrays (Σw per class and candidate bin, per class and baseline bin; Σw² per class
+    and bin pair) of rows (class, candidate bin, baseline bin, weight) [n, 4]."""
+    cls, a, b = (rows[:, i].astype(np.intp) for i in range(3))
+    w = rows[:, 3]
+    base = cls * BINS
+    out = (np.bincount(base + a, w, 2 * BINS).reshape(2, BINS),
+           np.bincount(base + b, w, 2 * BINS).reshape(2, BINS),
+           np.bincount((base + a) * BINS + b, w * w, 2 * BINS * BINS).reshape(2, BINS, BINS))
+    # (bincount of no rows gives integers)
+    return tuple(x.astype(np.float64, copy=False) for x in out)
+
+
 class PairedAUC:
-    """DeLong's paired state for two ROC AUCs (see the module docstring)."""
+    """DeLong's paired state for two ROC AUCs (see the module docstring).
+
+    Small at first: up to `SMALL_ROWS` rows are held as (class, candidate bin, baseline bin,
+    weight) and the dense arrays (66 kB) are built when there are more, so that thousands of
+    small slices stay small (in memory and across the shuffle). Answers, merges and the named
+    arrays of `heads.state.state_arrays` (`__getstate__`) are the dense state's either way.
+    """
+
+    SMALL_ROWS = 256
 
     def __init__(self) -> None:
-        self.weights_c = np.zeros((2, BINS))       # Σw per (class, candidate bin)
-        self.weights_b = np.zeros((2, BINS))       # Σw per (class, baseline bin)
-        self.joint = np.zeros((2, BINS, BINS))     # Σw² per (class, candidate bin, baseline bin)
+        self._rows: np.ndarray | None = np.zeros((0, 4))
+        self.weights_c = self.weights_b = self.joint = None
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._rows is not None:
+            return _auc_arrays(self._rows)
+        return self.weights_c, self.weights_b, self.joint
+
+    def _densify(self) -> None:
+        if self._rows is not None:
+            self.weights_c, self.weights_b, self.joint = _auc_arrays(self._rows)
+            self._rows = None
+
+    def _add_rows(self, rows: np.ndarray) -> None:
+        if self._rows is not None and len(self._rows) + len(rows) <= self.SMALL_ROWS:
+            self._rows = np.concatenate([self._rows, rows])
+            return
+        self._densify()
+        wc, wb, joint = _auc_arrays(rows)
+        self.weights_c += wc
+        self.weights_b += wb
+        self.joint += joint
 
     @staticmethod
-    def add_groups(states: list['PairedAUC'], codes: np.ndarray | None, positive: np.ndarray,
-                   logits_c: np.ndarray, logits_b: np.ndarray, w: np.ndarray) -> None:
-        """Adds rows (class `positive`, both models' logits, weight w) to states[codes[i]]."""
-        n = len(states)
-        cls = positive.astype(np.intp)
-        a, b = bins_of(logits_c), bins_of(logits_b)
-        if codes is None:
-            group = np.zeros(cls.size, np.intp)
-        else:
-            group = np.asarray(codes, np.intp)
-            keep = (group >= 0) & (group < n)
-            group, cls, a, b, w = group[keep], cls[keep], a[keep], b[keep], w[keep]
-        base = (group * 2 + cls)
-        marg_c = np.bincount(base * BINS + a, w, n * 2 * BINS).reshape(n, 2, BINS)
-        marg_b = np.bincount(base * BINS + b, w, n * 2 * BINS).reshape(n, 2, BINS)
-        joint = np.bincount((base * BINS + a) * BINS + b, w * w,
-                            n * 2 * BINS * BINS).reshape(n, 2, BINS, BINS)
-        for g, st in enumerate(states):
-            st.weights_c += marg_c[g]
-            st.weights_b += marg_b[g]
-            st.joint += joint[g]
+    def add_spans(states: list['PairedAUC'], spans: list[tuple[int, int, int]],
+                  positive: np.ndarray, logits_c: np.ndarray, logits_b: np.ndarray,
+                  w: np.ndarray) -> None:
+        """Adds rows in group order (`group_spans`: (group, start, stop)) of class `positive`,
+        both models' logits and weight w to their states."""
+        rows = np.stack([np.asarray(positive, np.float64), bins_of(logits_c),
+                         bins_of(logits_b), np.asarray(w, np.float64)], axis=1)
+        for g, start, stop in spans:
+            states[g]._add_rows(rows[start:stop])
 
     def merge(self, other: 'PairedAUC') -> 'PairedAUC':
+        if other._rows is not None:
+            self._add_rows(other._rows)
+            return self
+        self._densify()
         self.weights_c += other.weights_c
         self.weights_b += other.weights_b
         self.joint += other.joint
         return self
+
+    def __getstate__(self) -> dict:
+        wc, wb, joint = self._arrays()
+        return {'weights_c': wc, 'weights_b': wb, 'joint': joint}
+
+    def __setstate__(self, state: dict) -> None:
+        self._rows = None
+        self.weights_c = np.asarray(state['weights_c'], np.float64)
+        self.weights_b = np.asarray(state['weights_b'], np.float64)
+        self.joint = np.asarray(state['joint'], np.float64)
+
+    def __reduce__(self) -> tuple:
+        # Pickles small while small (a pre-combined state crosses the shuffle so).
+        if self._rows is not None:
+            return (_small_auc, (self._rows.copy(),))
+        return (_dense_auc, (self.__getstate__(),))
 
     @staticmethod
     def _components(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -170,14 +219,27 @@ class PairedAUC:
 
     def variances(self) -> tuple[float, float, float]:
         """(Var(A_c − A_b), Var(A_c), Var(A_b)) by DeLong on the bins; NaN with one class only."""
-        w_n, w_p = self.weights_c[0].sum(), self.weights_c[1].sum()
+        weights_c, weights_b, joint = self._arrays()
+        w_n, w_p = weights_c[0].sum(), weights_c[1].sum()
         if not (w_n > 0 and w_p > 0):
             return math.nan, math.nan, math.nan
-        s_c, t_c, _ = self._components(self.weights_c)
-        s_b, t_b, _ = self._components(self.weights_b)
-        pos, neg = self.joint[1], self.joint[0]
+        s_c, t_c, _ = self._components(weights_c)
+        s_b, t_b, _ = self._components(weights_b)
+        pos, neg = joint[1], joint[0]
         diff = (np.sum(pos * (s_c[:, None] - s_b[None, :]) ** 2) / w_p ** 2
                 + np.sum(neg * (t_c[:, None] - t_b[None, :]) ** 2) / w_n ** 2)
         var_c = (pos.sum(axis=1) @ s_c ** 2) / w_p ** 2 + (neg.sum(axis=1) @ t_c ** 2) / w_n ** 2
         var_b = (pos.sum(axis=0) @ s_b ** 2) / w_p ** 2 + (neg.sum(axis=0) @ t_b ** 2) / w_n ** 2
         return float(diff), float(var_c), float(var_b)
+
+
+def _small_auc(rows: np.ndarray) -> PairedAUC:
+    state = PairedAUC()
+    state._rows = rows
+    return state
+
+
+def _dense_auc(arrays: dict) -> PairedAUC:
+    state = PairedAUC.__new__(PairedAUC)
+    state.__setstate__(arrays)
+    return state
