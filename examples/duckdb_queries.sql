@@ -13,9 +13,12 @@
 SET VARIABLE output = COALESCE(getvariable('output'), 'demo_out/example');
 
 -- Every file under metrics/ and plots/; union_by_name joins runs with and without window or
--- step columns.
-CREATE OR REPLACE VIEW metrics AS
+-- step columns. `metrics` holds the candidate model's rows (a run with a baseline also has
+-- `baseline` and `diff` rows: the view `comparison` below).
+CREATE OR REPLACE VIEW all_metrics AS
   SELECT * FROM read_parquet(getvariable('output') || '/metrics/*.parquet', union_by_name = true);
+CREATE OR REPLACE VIEW metrics AS
+  SELECT * FROM all_metrics WHERE model = 'candidate';
 CREATE OR REPLACE VIEW plots AS
   SELECT * FROM read_parquet(getvariable('output') || '/plots/*.parquet', union_by_name = true);
 
@@ -76,3 +79,16 @@ SELECT head, slice, bucket_lower, bucket_upper, weighted_examples,
 FROM plots
 WHERE curve = 'calibration' AND weighted_examples > 0
 ORDER BY head, slice, bucket_lower;
+
+-- name: comparison
+-- Candidate vs baseline per slice (runs with `baseline_logits`), with the paired interval of the
+-- difference (with `confidence:`).
+SELECT c.head, c.slice, c.metric, c.value AS candidate, b.value AS baseline, d.value AS diff,
+       d.ci_lower, d.ci_upper
+FROM all_metrics AS c
+JOIN all_metrics AS b ON b.model = 'baseline' AND b.head = c.head AND b.slice = c.slice
+  AND b.metric = c.metric
+JOIN all_metrics AS d ON d.model = 'diff' AND d.head = c.head AND d.slice = c.slice
+  AND d.metric = c.metric
+WHERE c.model = 'candidate'
+ORDER BY c.head, c.slice, c.metric;

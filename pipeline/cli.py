@@ -14,8 +14,9 @@ the default runner is the DirectRunner. While the run goes on, the rows read so 
 every 30 s. Exit codes: 0 success, 1 a failed run (a bad record names
 file, row and column), 2 an invalid config or command line, or an output directory that cannot
 take the run (another run holds its lock; it holds files no headstream run wrote and
-`--overwrite` is not given), 130 interrupted (Ctrl-C: nothing is published, the run's staging
-files are deleted).
+`--overwrite` is not given), 3 not blessed (a `validation:` rule failed; every output is written
+and published first: docs/validation.md), 130 interrupted (Ctrl-C: nothing is published, the
+run's staging files are deleted).
 
 This module owns the commands' dispatch, their exit codes and one-line error messages (and the
 filters keeping Beam's tracebacks of those errors out of the output); the argument parsers are
@@ -36,6 +37,7 @@ from pipeline.cli_args import evaluate_parser, given, report_parser
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_NOT_BLESSED = 3  # every output written and published; a `validation:` rule failed
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a process killed by Ctrl-C
 
 
@@ -119,6 +121,13 @@ def _evaluate(argv: Sequence[str]) -> int:
     print('headstream: run %s: %d rows read, %d bad; outputs in %s' % (
         summary['run_id'], summary['rows_read'], summary['bad_rows'],
         summary['config']['output']))
+    verdict = summary.get('validation')
+    if verdict is not None:
+        print('headstream: %s' % ('BLESSED (%d checks passed)' % verdict['checks']
+                                  if verdict['blessed'] else
+                                  'NOT BLESSED: failing %s' % ', '.join(verdict['failing'])))
+        if not verdict['blessed']:
+            return EXIT_NOT_BLESSED
     return 0
 
 

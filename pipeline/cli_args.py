@@ -17,6 +17,9 @@ Any other option is a Beam pipeline option and passes through, e.g.
   --dask_client_address tcp://HOST:8786                 (Dask; without it, a local cluster of
   --dask_local_workers N                                 N worker processes, default 2)
   --direct_num_workers N --direct_running_mode multi_processing
+
+Exit codes: 0 done (and blessed, with `validation:` rules), 1 a failed run, 2 an invalid config
+or command line, 3 not blessed (every output written and published), 130 interrupted.
 """
 
 

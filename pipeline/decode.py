@@ -328,6 +328,11 @@ def head_arrays(batch: pa.RecordBatch, config: EvalConfig, heads: Sequence[Any],
         features = {}
         if spec.weight_column:
             features[spec.weight_column] = scalar(spec.weight_column)
+        if spec.baseline_columns:
+            from heads.array.paired import BASELINE_LOGITS
+            base = spec.baseline_columns
+            features[BASELINE_LOGITS] = (matrix(base[0], d) if len(base) == 1
+                                         else np.stack([scalar(c) for c in base], axis=1))
         out.append(HeadArrays(labels, logits, features))
     return out
 

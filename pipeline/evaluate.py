@@ -197,6 +197,7 @@ class BatchEvaluator:
         for spec, head, a in zip(config.heads, self.heads, arrays):
             for role, reason, mask in head.invalid_rows(a.labels, a.logits, a.features):
                 column = {'logits': ','.join(spec.logits_columns),
+                          'baseline_logits': ','.join(spec.baseline_columns),
                           'labels': spec.labels}.get(role, role)
                 problems.add(column, reason, mask)
         negative_weights(config, arrays, problems)

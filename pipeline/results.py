@@ -1,4 +1,5 @@
-"""Head states → rows of the metrics and plots tables (`pipeline.schema`).
+"""Head states → rows of the metrics and plots tables (`pipeline.schema`): per key the candidate's
+rows and, for a head with a baseline, the baseline's and the diffs (`model` column).
 
 `state_result` turns one (key, state) into a small `KeyResult` (parallel, per key); `build_tables`
 gathers every key's results into the two tables, adds the MultiHead `loss` rows and sorts the rows
@@ -31,6 +32,10 @@ class KeyResult(NamedTuple):
     # metric → (ci_lower, ci_upper, standard_error), each None where undefined (runs with
     # `confidence:`; metrics without an interval are absent)
     intervals: dict[str, tuple[float | None, float | None, float | None]] = {}
+    # With a baseline: its rows and the diff rows, (model, metric, value, ci_lower, ci_upper,
+    # standard_error) — a baseline row's own interval, a diff row's paired one (None without
+    # `confidence:`).
+    compared: tuple = ()
 
 
 def strip_suffix(metric_key: str, head_name: str | None) -> str:
@@ -49,7 +54,8 @@ def _bound(b: float | None) -> float | None:
 def state_result(key: tuple, state: Any, head_names: Sequence[str],
                  level: float | None = None) -> KeyResult:
     """Reads a head state's metrics, loss, counts, bounds and plots, and its intervals at
-    confidence `level` (None: none)."""
+    confidence `level` (the config's confidence level; None: none); a compared head's state
+    (`heads.array.paired.PairedState`) also its baseline's and the diffs, with paired intervals."""
     key = Key(*key)
     name = head_names[key.head]
     bounds = state.bounds() or {}
@@ -64,9 +70,10 @@ def state_result(key: tuple, state: Any, head_names: Sequence[str],
     rows['loss'] = ('loss', loss, None, None)
     count, weighted = state.counts()
     plots = state.plots() or {}
+    compared = _compared_rows(state, name, level) if hasattr(state, 'comparison') else ()
     return KeyResult(key, list(rows.values()), int(count), float(weighted), loss,
                      {k: np.asarray(v) for k, v in plots.items()},
-                     _intervals(state, name, level) if level is not None else {})
+                     _intervals(state, name, level) if level is not None else {}, compared)
 
 
 def _intervals(state: Any, head_name: str, level: float
@@ -79,6 +86,17 @@ def _intervals(state: Any, head_name: str, level: float
                                            (_bound(e.lower), _bound(e.upper),
                                             _bound(e.standard_error)))
     return out
+
+
+def _compared_rows(state: Any, name: str, level: float | None) -> tuple:
+    """A paired state's baseline rows and diff rows (see `KeyResult.compared`)."""
+    base, diffs, _ = state.comparison(level)
+    base_ci = _intervals(state.baseline, name, level) if level is not None else {}
+    out = [('baseline', strip_suffix(k, name), float(v))
+           + base_ci.get(strip_suffix(k, name), (None, None, None)) for k, v in base.items()]
+    out += [('diff', strip_suffix(k, name), d.value, _bound(d.lower), _bound(d.upper),
+             _bound(d.standard_error)) for k, d in diffs.items()]
+    return tuple(out)
 
 
 def typed_slice_values(results: Iterable[KeyResult]) -> dict[tuple[str, str], tuple]:
@@ -161,17 +179,9 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
 
     plot_parts = []
     for r in results:
-        n = len(r.metrics)
+        n = len(r.metrics) + len(r.compared)
         ids(m, r, n)
-        for metric, value, lo, hi in r.metrics:
-            m['metric'].append(metric)
-            m['value'].append(value)
-            m['lower_bound'].append(lo)
-            m['upper_bound'].append(hi)
-            ci_lo, ci_hi, se = r.intervals.get(metric, (None, None, None))
-            m['ci_lower'].append(ci_lo)
-            m['ci_upper'].append(ci_hi)
-            m['standard_error'].append(se)
+        _add_metric_rows(m, r)
         m['example_count'] += [r.example_count] * n
         m['weighted_example_count'] += [r.weighted_example_count] * n
         if r.plots:
@@ -185,6 +195,31 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
     metrics = _table(m, schema.with_extras(schema.METRICS, windowed, stepped))
     plots = _table(p, schema.with_extras(schema.PLOTS, windowed, stepped))
     return metrics, plots
+
+
+def _add_metric_rows(m: dict[str, list], r: KeyResult) -> None:
+    """A key's metric rows: the candidate's, then (with a baseline) the baseline's and the diffs;
+    the interval columns from the candidate's and the baseline's own intervals and the diffs'
+    paired ones (null where there is none)."""
+    for metric, value, lo, hi in r.metrics:
+        m['model'].append('candidate')
+        m['metric'].append(metric)
+        m['value'].append(value)
+        m['lower_bound'].append(lo)
+        m['upper_bound'].append(hi)
+        ci_lo, ci_hi, se = r.intervals.get(metric, (None, None, None))
+        m['ci_lower'].append(ci_lo)
+        m['ci_upper'].append(ci_hi)
+        m['standard_error'].append(se)
+    for model, metric, value, ci_lo, ci_hi, se in r.compared:
+        m['model'].append(model)
+        m['metric'].append(metric)
+        m['value'].append(value)
+        m['lower_bound'].append(None)
+        m['upper_bound'].append(None)
+        m['ci_lower'].append(ci_lo)
+        m['ci_upper'].append(ci_hi)
+        m['standard_error'].append(se)
 
 
 def _table(columns: dict[str, Any], table_schema: pa.Schema) -> pa.Table:

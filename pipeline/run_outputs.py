@@ -25,6 +25,7 @@ from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline.results import KeyResult, build_tables, typed_slice_values
 from pipeline.run_options import RunOptions
+from pipeline import schema, validation
 from pipeline.schema import ERRORS
 from pipeline.writers import parquet as parquet_writer
 from pipeline.writers import publish as publish_lib
@@ -82,6 +83,12 @@ class WriteRun(beam.DoFn):
         summary = self._summary(pieces, metrics, plots, [
             p[len(out.rstrip('/')) + 1:] for p in written])
         summary_path = fileio.join(out, fileio.SUMMARY_FILE)
+        verdict = validation.check_rules(config, metrics)
+        if verdict is not None:
+            summary['outputs'] += validation.write_validation(out, verdict, config)
+            summary['validation'] = {'blessed': verdict['blessed'],
+                                     'checks': len(verdict['checks']),
+                                     'failing': validation.failing(verdict)}
         parquet_writer.write_json(summary, summary_path)
         _write_optional_outputs(config, out, metrics, plots, pieces.results)
         # The summary was written before the other writers (the report shows it); now that they
@@ -148,6 +155,7 @@ def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa
     """The TFMA, TensorBoard (when configured) and report writers, into the staging dir `out`."""
     names = list(config.head_names) + ([config.multi_head_name]
                                        if config.multi_head_name else [])
+    metrics = schema.candidate_rows(metrics)  # baseline and diff rows: the tables and report
     _optional_writer('pipeline.writers.tfma', 'write_tfma', out, metrics, plots,
                      [list(s) for s in config.slices], names, typed_slice_values(results))
     if config.tensorboard is not None:

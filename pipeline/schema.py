@@ -11,6 +11,9 @@ metrics/*.parquet — one row per (slice, head, metric[, window_start][, step]):
                             value escaped (`escape_slice_part`: `%`→%25, `_X`→_%58, in columns
                             `:`→%3A), `split_slice_parts` gives them back
   head                      the head's name (a MultiHead's merged `loss` under the MultiHead's name)
+  model                     "candidate" (the head's `logits`; also without a baseline),
+                            "baseline" (its `baseline_logits`, same rows) or "diff"
+                            (candidate − baseline, for every metric both have)
   metric                    tf.estimator's key without the "/head" suffix ("auc",
                             "accuracy/positive_threshold_0.5", "auc/class2", "loss")
   value                     float64
@@ -22,7 +25,8 @@ metrics/*.parquet — one row per (slice, head, metric[, window_start][, step]):
                             means: docs/intervals.md); null for metrics without one (loss,
                             auc_precision_recall, ...), where the slice's data leave it undefined
                             (no weight, one row, one class for AUC), and in every row of a run
-                            without `confidence:`
+                            without `confidence:`. On `diff` rows the paired interval of the
+                            difference (docs/validation.md)
   standard_error            the standard error the interval was built from (null alike)
   example_count             rows of the slice the head evaluated
   weighted_example_count    Σ weights of those rows
@@ -62,7 +66,12 @@ _ID_FIELDS = [
 WINDOW_FIELDS = [pa.field('window_start', TIMESTAMP), pa.field('window_end', TIMESTAMP)]
 STEP_FIELDS = [pa.field('step', pa.int64())]
 
+MODELS = ('candidate', 'baseline', 'diff')
+
 METRICS = pa.schema(_ID_FIELDS + [
+    # Nullable: rows of tables written before the column existed (a BigQuery table appended to
+    # across versions) read as the candidate's.
+    pa.field('model', pa.string()),
     pa.field('metric', pa.string(), nullable=False),
     pa.field('value', pa.float64()),
     pa.field('lower_bound', pa.float64()),
@@ -102,6 +111,17 @@ ERRORS = pa.schema([
 ])
 
 OVERALL = 'Overall'
+
+
+def candidate_rows(metrics: pa.Table) -> pa.Table:
+    """The metrics rows of the candidate model only (what the TFMA, TensorBoard and report
+    writers show as the run's metrics): `model` 'candidate' or null; a table without a `model`
+    column as it is."""
+    if 'model' not in metrics.column_names:
+        return metrics
+    import pyarrow.compute as pc
+    model = metrics.column('model')
+    return metrics.filter(pc.or_kleene(pc.is_null(model), pc.equal(model, 'candidate')))
 
 
 def with_extras(schema: pa.Schema, windowed: bool = False, stepped: bool = False) -> pa.Schema:

@@ -83,11 +83,18 @@ def write_pane(config: config_lib.EvalConfig, results: Sequence[KeyResult], run_
       index: the pane's index within its window (0 for the first pane).
 
     Returns:
-      {'window_start', 'pane', 'pane_index', 'metrics_rows', 'paths'}.
+      {'window_start', 'pane', 'pane_index', 'metrics_rows', 'paths'} and, with validation
+      rules, 'validation': the window's verdict line (BLESSED / NOT BLESSED: failing ...).
     """
     evaluated_at = datetime.datetime.now(datetime.timezone.utc)
     metrics, plots = build_tables(config, results, run_id, evaluated_at)
-    return write_pane_tables(config.output, metrics, plots, start_us, timing, index)
+    summary = write_pane_tables(config.output, metrics, plots, start_us, timing, index)
+    # With `validation:` rules, the pane's verdict (its window's checks) for the pane's line.
+    from pipeline import validation
+    verdict = validation.check_rules(config, metrics)
+    if verdict is not None:
+        summary['validation'] = validation.verdict_line(verdict)
+    return summary
 
 
 # -------------------------------------------------------------------------------------------------
@@ -207,9 +214,10 @@ class WritePane(beam.DoFn):
             results.append(state_result(key, state, names, self._config.confidence_level))
         summary = write_pane(self._config, results, self._run_id, start, _timing_name(pane),
                              int(getattr(pane, 'index', 0)))
-        _log.info('headstream: window %s pane %d (%s): %d metric rows',
+        _log.info('headstream: window %s pane %d (%s): %d metric rows%s',
                   window_tag(start), summary['pane_index'], summary['pane'],
-                  summary['metrics_rows'])
+                  summary['metrics_rows'],
+                  '; ' + summary['validation'] if 'validation' in summary else '')
         yield summary
 
 

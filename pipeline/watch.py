@@ -384,9 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for panes in watch(config, args.poll, args.once, args.bad_records, args.max_polls,
                            args.settle):
             for s in panes:
-                print('window %s pane %d %-7s %d metric rows' % (
+                print('window %s pane %d %-7s %d metric rows%s' % (
                     pane_lib.window_tag(s['window_start']), s['pane_index'], s['pane'],
-                    s['metrics_rows']), flush=True)
+                    s['metrics_rows'],
+                    '; ' + s['validation'] if 'validation' in s else ''), flush=True)
     except (config_lib.ConfigError, BadRecordError) as e:
         print('headstream watch: error: %s' % e, flush=True)
         return 2

@@ -49,8 +49,9 @@ def _ids(name, head):
 
 
 def _metric(name, head, metric, value, **extra):
-    return dict(_ids(name, head), metric=metric, value=value, lower_bound=None,
-                upper_bound=None, example_count=SLICES[name],
+    return dict(_ids(name, head), model='candidate', metric=metric, value=value,
+                lower_bound=None, upper_bound=None, ci_lower=None, ci_upper=None,
+                standard_error=None, example_count=SLICES[name],
                 weighted_example_count=float(SLICES[name]), **extra)
 
 
@@ -130,7 +131,28 @@ def _close(a, b):
 def test_file_names_every_query_once():
     assert list(NAMED) == ['overall', 'worst_slices_by_auc', 'slice_size_filter',
                            'auc_over_windows', 'worst_slices_latest_window', 'roc_curve',
-                           'calibration']
+                           'calibration', 'comparison']
+
+
+@pytest.fixture(scope='module')
+def compared_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('compared'))
+    rows = [_metric('Overall', 'click', 'auc', 0.8),
+            dict(_metric('Overall', 'click', 'auc', 0.75), model='baseline'),
+            dict(_metric('Overall', 'click', 'auc', 0.05), model='diff', ci_lower=0.01,
+                 ci_upper=0.09)]
+    _write(out, rows, [])
+    return out
+
+
+def test_comparison_sets_candidate_baseline_and_diff_side_by_side(compared_run):
+    rows = _run(compared_run, 'comparison')
+    assert [(r['slice'], r['metric'], r['candidate'], r['baseline'], r['diff'], r['ci_lower'],
+             r['ci_upper']) for r in rows] == [('Overall', 'auc', 0.8, 0.75, 0.05, 0.01, 0.09)]
+
+
+def test_the_metrics_view_holds_the_candidates_rows_only(compared_run):
+    assert [(r['metric'], r['value']) for r in _run(compared_run, 'overall')] == [('auc', 0.8)]
 
 
 def test_overall(batch_run):

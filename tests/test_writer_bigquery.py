@@ -37,6 +37,7 @@ def test_schema_is_metrics_plus_window_and_step_columns():
         {'name': 'slice_columns', 'type': 'STRING', 'mode': 'REQUIRED'},
         {'name': 'slice_values', 'type': 'STRING', 'mode': 'REQUIRED'},
         {'name': 'head', 'type': 'STRING', 'mode': 'REQUIRED'},
+        {'name': 'model', 'type': 'STRING', 'mode': 'NULLABLE'},
         {'name': 'metric', 'type': 'STRING', 'mode': 'REQUIRED'},
         {'name': 'value', 'type': 'FLOAT64', 'mode': 'NULLABLE'},
         {'name': 'lower_bound', 'type': 'FLOAT64', 'mode': 'NULLABLE'},
@@ -52,10 +53,16 @@ def test_schema_is_metrics_plus_window_and_step_columns():
     ]}
 
 
+# Columns the rows below leave out: the candidate's rows, without intervals.
+_DEFAULTS = {'model': 'candidate', 'ci_lower': None, 'ci_upper': None, 'standard_error': None}
+
+
 def _metrics(rows, windowed=False, stepped=False):
-    names = schema.with_extras(schema.METRICS, windowed, stepped).names
-    return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)},
-                    schema=schema.with_extras(schema.METRICS, windowed, stepped))
+    full = schema.with_extras(schema.METRICS, windowed, stepped)
+    names = [n for n in full.names if n not in _DEFAULTS]
+    cols = {n: [r[i] for r in rows] for i, n in enumerate(names)}
+    cols.update({n: [v] * len(rows) for n, v in _DEFAULTS.items()})
+    return pa.table(cols, schema=full)
 
 
 ROWS = [('r1', AT, 'Overall', '', '', 'click', 'auc', 0.75, 0.74, 0.76, 0.7, 0.8, 0.025, 10,
@@ -78,7 +85,7 @@ def _same(a, b):
 def test_rows_keep_every_column_in_schema_order():
     got = bigquery.metric_rows(_metrics(ROWS))
     common = {'run_id': 'r1', 'evaluated_at': AT, 'head': 'click',
-              'window_start': None, 'window_end': None, 'step': None}
+              'window_start': None, 'window_end': None, 'step': None, **_DEFAULTS}
     want = [
         dict(common, slice='Overall', slice_columns='', slice_values='', metric='auc',
              value=0.75, lower_bound=0.74, upper_bound=0.76, ci_lower=0.7, ci_upper=0.8,
@@ -193,6 +200,8 @@ def test_dataflow_graph_builds_with_the_sink(tmp_path):
     assert sink.write_disposition == 'WRITE_APPEND'
     assert sink.method == 'FILE_LOADS' and sink._temp_file_format == 'AVRO'
     assert sink.schema == bigquery.bigquery_schema()
+    # a table created by an earlier version gains the newer nullable columns (model, ci_*)
+    assert sink.additional_bq_parameters == {'schemaUpdateOptions': ['ALLOW_FIELD_ADDITION']}
     # Beam turns it into the TableSchema it sends with the load jobs.
     from apache_beam.io.gcp.bigquery_tools import get_bq_tableschema
     table_schema = get_bq_tableschema(sink.schema)

@@ -58,9 +58,9 @@ def metrics_table(rows=METRIC_ROWS, stepped=True, windows=None):
     cols = id_columns([r[:3] for r in rows])
     cols.update(metric=[r[3] for r in rows], value=[r[4] for r in rows],
                 lower_bound=[None] * len(rows), upper_bound=[None] * len(rows),
-                ci_lower=[None] * len(rows), ci_upper=[None] * len(rows),
-                standard_error=[None] * len(rows),
-                example_count=[10] * len(rows), weighted_example_count=[10.0] * len(rows))
+                example_count=[10] * len(rows), weighted_example_count=[10.0] * len(rows),
+                model=['candidate'] * len(rows), ci_lower=[None] * len(rows),
+                ci_upper=[None] * len(rows), standard_error=[None] * len(rows))
     if windows is not None:
         cols['window_start'] = [w[0] for w in windows]
         cols['window_end'] = [w[1] for w in windows]

@@ -58,6 +58,7 @@ def metrics_table(rows=METRIC_ROWS, steps=None):
     for name, j in (('metric', 3), ('value', 4), ('lower_bound', 5), ('upper_bound', 6),
                     ('example_count', 7), ('weighted_example_count', 8)):
         cols[name] = [r[j] for r in rows]
+    cols['model'] = ['candidate'] * len(rows)
     for name, j in (('ci_lower', 9), ('ci_upper', 10), ('standard_error', 11)):
         cols[name] = [r[j] if len(r) > j else None for r in rows]  # a confidence run's rows
     s = schema.with_extras(schema.METRICS, stepped=steps is not None)

@@ -11,11 +11,13 @@ here, and every error is a `ConfigError` whose message names the offending key o
         logits: click_logit            # a column (number or list of numbers), or a list of columns
         labels: click_label
         label_format: multi_hot        # MultiLabelHead only: multi_hot (default) | ids
+        baseline_logits: old_logit     # optional: the baseline model's logits (same rules)
     head_weights: [1.0, 2.0]          # optional; with several heads their MultiHead loss is written
     slices: [[], [country], [country, device]]
     window: {column: ts, size: 60, period: 30}
     tensorboard: {dir: tb, step: global_step}
     output: out/run1
+    validation: [{head: click, metric: auc, max_decrease: 0.01}]   # optional gates
 
 `check_columns` then checks the columns against the first input file's Arrow schema, and
 `check_slice_kinds` another file's (or batch's) slice columns against the first file's kinds
@@ -27,6 +29,7 @@ This package's public names are imported from here; its modules:
                 ConfidenceSpec, the formats, config_summary
     parse.py    load_config, parse_config (every key's checks), format_from_pattern, the run id
                 rule (RUN_ID_PATTERN, check_run_id)
+    validation.py  ValidationRule, parse_validation: the `validation:` rules
     columns.py  check_columns, slice_kind(s), check_slice_kinds: the config against the data
 """
 from pipeline.config.columns import check_columns, check_slice_kinds, slice_kind, slice_kinds
@@ -34,10 +37,11 @@ from pipeline.config.parse import (RUN_ID_PATTERN, check_run_id, format_from_pat
                                    load_config, parse_config)
 from pipeline.config.spec import (FORMATS, LABEL_FORMATS, ConfidenceSpec, ConfigError, EvalConfig,
                                   HeadSpec, TensorBoardSpec, WindowSpec, config_summary)
+from pipeline.config.validation import ValidationRule
 
 __all__ = [
     'FORMATS', 'LABEL_FORMATS', 'RUN_ID_PATTERN', 'ConfidenceSpec', 'ConfigError', 'EvalConfig',
     'HeadSpec', 'TensorBoardSpec', 'WindowSpec', 'check_columns', 'check_run_id',
     'check_slice_kinds', 'config_summary', 'format_from_pattern', 'load_config', 'parse_config', 'slice_kind',
-    'slice_kinds',
+    'slice_kinds', 'ValidationRule',
 ]

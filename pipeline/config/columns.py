@@ -59,7 +59,9 @@ def check_columns(config: EvalConfig, schema: pa.Schema, source: str = '') -> No
     fmt = config.format
     for i, spec in enumerate(config.heads):
         key = 'heads[%d]' % i
-        _check_logits(cols, spec, key, fmt)
+        _check_logits(cols, spec.logits_columns, key + '.logits', fmt)
+        if spec.baseline_columns:
+            _check_logits(cols, spec.baseline_columns, key + '.baseline_logits', fmt)
         _check_labels(cols, spec, key, fmt)
         if spec.weight_column:
             t = cols.field(spec.weight_column, key + '.args.weight_column')
@@ -108,17 +110,16 @@ class _Columns:
             key, col, t, self.where, expected))
 
 
-def _check_logits(cols: _Columns, spec: HeadSpec, key: str, fmt: str) -> None:
+def _check_logits(cols: _Columns, names: tuple[str, ...], key: str, fmt: str) -> None:
     """Several logits columns hold a number each; one holds a number or a list of numbers (in
-    CSV, a JSON list string)."""
-    names = spec.logits_columns
+    CSV, a JSON list string). `key`: the config key naming them."""
     for col in names:
-        t = cols.field(col, key + '.logits')
+        t = cols.field(col, key)
         ok = _is_numeric(t) if len(names) > 1 else (
             _is_numeric(t) or (_is_list(t) and _is_numeric(t.value_type))
             or (fmt == 'csv' and _is_text(t)))
         if not ok:
-            raise cols.mistyped(key + '.logits', col, t,
+            raise cols.mistyped(key, col, t,
                                 'numbers' if len(names) > 1 else
                                 'a number or a list of numbers per row'
                                 + (' (in CSV: a JSON list string)' if fmt == 'csv' else ''))

@@ -8,11 +8,13 @@ first input file's schema, by pipeline/config/columns.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import Any, Mapping, Sequence
 
 from pipeline import fileio
+from pipeline.config.validation import parse_validation
 from pipeline.config.spec import (CONFIDENCE_METHODS, FORMATS, LABEL_FORMATS, ConfidenceSpec,
                                   ConfigError, EvalConfig, HeadSpec, TensorBoardSpec, WindowSpec)
 
@@ -23,9 +25,9 @@ _EXTENSIONS = {
     '.jsonl': 'jsonl', '.ndjson': 'jsonl', '.json': 'jsonl',
 }
 _TOP_KEYS = ('input', 'heads', 'head_weights', 'slices', 'window', 'tensorboard', 'output',
-             'confidence', 'min_slice_size')
+             'confidence', 'min_slice_size', 'validation')
 _INPUT_KEYS = ('pattern', 'format')
-_HEAD_KEYS = ('type', 'args', 'logits', 'labels', 'label_format')
+_HEAD_KEYS = ('type', 'args', 'logits', 'labels', 'label_format', 'baseline_logits')
 _WINDOW_KEYS = ('column', 'size', 'period', 'allowed_lateness', 'early_firing')
 _TENSORBOARD_KEYS = ('dir', 'step')
 _CONFIDENCE_KEYS = ('level', 'method')
@@ -163,7 +165,8 @@ def parse_config(raw: Any) -> EvalConfig:
             config.build_multi_head(built)
         except ValueError as e:
             raise ConfigError('head_weights: %s' % e) from None
-    return config
+    rules = parse_validation(raw.get('validation'), specs, built, slices)
+    return dataclasses.replace(config, validation=rules) if rules else config
 
 
 def _parse_input(raw: Mapping[str, Any]) -> tuple[str, str]:
@@ -230,14 +233,10 @@ def _parse_head(raw: Any, where: str) -> HeadSpec:
             where, args))
     if 'loss_fn' in args:
         raise ConfigError('%s.args.loss_fn: a config cannot name a Python function' % where)
-    logits = raw.get('logits')
-    if isinstance(logits, list):
-        if not logits or not all(isinstance(c, str) and c for c in logits):
-            raise ConfigError('%s.logits: expected a column name or a list of column names, got %r'
-                              % (where, logits))
-        logits = tuple(logits) if len(logits) > 1 else logits[0]
-    elif not isinstance(logits, str) or not logits:
-        raise ConfigError('%s.logits: expected a column name, got %r' % (where, logits))
+    logits = _logits_columns(raw.get('logits'), where + '.logits')
+    baseline = raw.get('baseline_logits')
+    if baseline is not None:
+        baseline = _logits_columns(baseline, where + '.baseline_logits')
     labels = raw.get('labels')
     if not isinstance(labels, str) or not labels:
         raise ConfigError('%s.labels: expected a column name, got %r' % (where, labels))
@@ -251,7 +250,19 @@ def _parse_head(raw: Any, where: str) -> HeadSpec:
     if weight is not None and (not isinstance(weight, str) or not weight):
         raise ConfigError('%s.args.weight_column: expected a column name, got %r' % (where, weight))
     return HeadSpec(type=htype, args=dict(args), logits=logits, labels=labels,
-                    label_format=label_format)
+                    label_format=label_format, baseline_logits=baseline)
+
+
+def _logits_columns(logits: Any, where: str) -> str | tuple[str, ...]:
+    """`logits` / `baseline_logits`: a column name, or a list of them."""
+    if isinstance(logits, list):
+        if not logits or not all(isinstance(c, str) and c for c in logits):
+            raise ConfigError('%s: expected a column name or a list of column names, got %r'
+                              % (where, logits))
+        return tuple(logits) if len(logits) > 1 else logits[0]
+    if not isinstance(logits, str) or not logits:
+        raise ConfigError('%s: expected a column name, got %r' % (where, logits))
+    return logits
 
 
 def _check_head_type(htype: Any, where: str) -> None:
@@ -283,10 +294,12 @@ def _build_head(spec: HeadSpec, where: str) -> Any:
 
 
 def _check_head_spec(spec: HeadSpec, head: Any, where: str) -> None:
-    n_cols = len(spec.logits_columns)
-    if n_cols > 1 and n_cols != head.logits_dimension:
-        raise ConfigError('%s.logits: %d columns for a head with logits_dimension %d' % (
-            where, n_cols, head.logits_dimension))
+    for key, columns in (('logits', spec.logits_columns),
+                         ('baseline_logits', spec.baseline_columns)):
+        n_cols = len(columns)
+        if n_cols > 1 and n_cols != head.logits_dimension:
+            raise ConfigError('%s.%s: %d columns for a head with logits_dimension %d' % (
+                where, key, n_cols, head.logits_dimension))
 
 
 def _parse_slices(raw: Any) -> tuple[tuple[str, ...], ...]:

@@ -29,16 +29,27 @@ class HeadSpec:
       labels: the labels column.
       label_format: for MultiLabelHead: 'multi_hot' (a list of n_classes numbers per row) or 'ids'
         (a list of class ids or names per row).
+      baseline_logits: the baseline model's logits in the same rows (the same column rules as
+        `logits`), or None: no comparison.
     """
     type: str
     args: Mapping[str, Any]
     logits: str | tuple[str, ...]
     labels: str
     label_format: str = 'multi_hot'
+    baseline_logits: str | tuple[str, ...] | None = None
 
     @property
     def logits_columns(self) -> tuple[str, ...]:
         return (self.logits,) if isinstance(self.logits, str) else tuple(self.logits)
+
+    @property
+    def baseline_columns(self) -> tuple[str, ...]:
+        """The baseline's logits columns (none without a baseline)."""
+        if self.baseline_logits is None:
+            return ()
+        b = self.baseline_logits
+        return (b,) if isinstance(b, str) else tuple(b)
 
     @property
     def weight_column(self) -> str | None:
@@ -47,7 +58,11 @@ class HeadSpec:
     def build(self) -> Any:
         """Returns the head object (raises the head's own ValueError on bad args)."""
         import heads
-        return getattr(heads, self.type)(**dict(self.args))
+        head = getattr(heads, self.type)(**dict(self.args))
+        if self.baseline_logits is not None:
+            from heads.array.paired import ComparedHead
+            return ComparedHead(head)
+        return head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +113,7 @@ class EvalConfig:
     output: str | None = None
     confidence: ConfidenceSpec | None = None
     min_slice_size: int = 0
+    validation: tuple = ()  # pipeline.config.validation.ValidationRule, in config order
 
     def build_heads(self) -> list:
         """The configured heads, in config order."""
@@ -107,6 +123,9 @@ class EvalConfig:
         """An empty state of `head` (one of `build_heads()`): one keeping the sums of confidence
         intervals when `confidence:` is set (for `method: bootstrap`, the head's state with its
         Poisson-bootstrap replicates)."""
+        from heads.array.paired import ComparedHead
+        if isinstance(head, ComparedHead):  # a baseline: two of the head's states, paired
+            return head.new_state(make=lambda own: self.new_state(own))
         if not self.confidence:
             return head.new_state()
         if self.confidence.method == 'bootstrap':
@@ -124,7 +143,9 @@ class EvalConfig:
         if len(self.heads) < 2:
             return None
         import heads
-        return heads.MultiHead(list(built if built is not None else self.build_heads()),
+        built = [getattr(h, 'head', h)  # a ComparedHead's own head
+                 for h in (built if built is not None else self.build_heads())]
+        return heads.MultiHead(built,
                                head_weights=list(self.head_weights) if self.head_weights else None)
 
     @property
@@ -152,7 +173,7 @@ class EvalConfig:
         """Every input column the evaluation reads, in a stable order."""
         cols: list[str] = []
         for spec in self.heads:
-            cols += list(spec.logits_columns) + [spec.labels]
+            cols += list(spec.logits_columns) + [spec.labels] + list(spec.baseline_columns)
             if spec.weight_column:
                 cols.append(spec.weight_column)
         for s in self.slices:
@@ -172,7 +193,10 @@ class EvalConfig:
             'input': {'pattern': self.pattern, 'format': self.format},
             'heads': [{'type': h.type, 'args': dict(h.args),
                        'logits': h.logits if isinstance(h.logits, str) else list(h.logits),
-                       'labels': h.labels, 'label_format': h.label_format} for h in self.heads],
+                       'labels': h.labels, 'label_format': h.label_format,
+                       **({'baseline_logits': h.baseline_logits if isinstance(
+                           h.baseline_logits, str) else list(h.baseline_logits)}
+                          if h.baseline_logits is not None else {})} for h in self.heads],
             'slices': [list(s) for s in self.slices],
         }
         if self.head_weights is not None:
@@ -187,7 +211,14 @@ class EvalConfig:
             out['confidence'] = dataclasses.asdict(self.confidence)
         if self.min_slice_size:
             out['min_slice_size'] = self.min_slice_size
+        if self.validation:
+            out['validation'] = [rule.to_dict() for rule in self.validation]
         return out
+
+    @property
+    def compared(self) -> bool:
+        """Whether any head has a baseline."""
+        return any(spec.baseline_logits is not None for spec in self.heads)
 
 
 def config_summary(config: EvalConfig) -> str:

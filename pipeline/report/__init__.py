@@ -12,13 +12,15 @@ without JavaScript; a few lines of inline JavaScript only add table sorting and 
 Per head the page shows: the headline metrics per slice (a sortable table), a slice comparison
 (one metric per slice with its example count, worst slices first), per slice the ROC and PR curves
 (from the `confusion` rows), the calibration plot (`calibration` rows) and the confusion matrix at
-the head's thresholds, and, for runs with several windows or steps, each metric over time.
+the head's thresholds, and, for runs with several windows or steps, each metric over time. Runs
+with a baseline add candidate vs baseline per slice with the diff (failing checks marked).
 Runs with windows or steps show their latest window (step) in everything but the over-time charts.
 
 This module owns the command and the page's file (`write_report`, `main`); the package's modules:
 
     data.py      the tables read back, rows by evaluation (window, step) and curve, slice ranking
     page.py      the page's content per head, rendered through the template (`build_page`)
+    compare.py   candidate vs baseline per slice with the diff and the validation checks
     charts.py    the inline SVG charts (lines, slice comparison dots), ticks and ranges
     labels.py    numbers, counts, times and anchors as the page writes them
     template.py  the Jinja template (templates/report/report.html.j2), compiled once per process
@@ -31,6 +33,7 @@ from typing import Sequence
 
 from pipeline import fileio
 from pipeline.report.data import read_tables
+from pipeline.report.compare import read_verdict
 from pipeline.report.page import build_page
 
 REPORT_FILE = 'report.html'
@@ -52,7 +55,8 @@ def write_report(output_dir: str, source: str | None = None) -> str:
     plots = read_tables(output_dir, 'plots')
     # A summary is decoration: a missing or broken one (None) must not hide the metrics.
     summary = fileio.read_summary(output_dir)
-    page = build_page(metrics, plots, summary, source=source or output_dir)
+    page = build_page(metrics, plots, summary, source=source or output_dir,
+                      verdict=read_verdict(output_dir))
     path = fileio.join(output_dir, REPORT_FILE)
     # Written under a temporary name and renamed, so a reader never sees half a page.
     fileio.write_bytes(path, page.encode('utf-8'))

@@ -9,6 +9,7 @@ import datetime
 import pyarrow as pa
 
 from pipeline import schema
+from pipeline.report.compare import comparison_rows, verdict_fact
 from pipeline.report.charts import PALETTE, Series, bar_chart, line_chart, time_ticks, value_range
 from pipeline.report.data import (REQUIRED, calibration_points, confusion_at, curve_points,
                                   curves_by_sub_key, head_thresholds, lower_is_better, period,
@@ -86,6 +87,7 @@ class _HeadView:
     over_time_more: list[str]    # SVGs folded away
     period_note: str
     thresholds: list[float]
+    compared: list[dict] = dataclasses.field(default_factory=list)  # compare.comparison_rows
 
 
 def _head_view(head: str, metric_rows: list[dict], plot_rows: list[dict], time_axis: str | None,
@@ -243,11 +245,16 @@ def _over_time(head: str, metric_rows: list[dict], metrics: list[str], slices: l
 
 
 def build_page(metrics: pa.Table | None, plots: pa.Table | None, summary: dict | None,
-               source: str = '') -> str:
-    """The report page's HTML from the metrics and plots tables (`pipeline.schema` layout)."""
+               source: str = '', verdict: dict | None = None) -> str:
+    """The report page's HTML from the metrics and plots tables (`pipeline.schema` layout) and
+    the run's validation verdict (validation.json), if any."""
     import markupsafe
+    compared: dict[str, list[dict]] = {}
     if metrics is not None:
         require(metrics, REQUIRED['metrics'], 'metrics table')
+        if 'model' in metrics.column_names:
+            compared = comparison_rows(table_rows(metrics), verdict)
+        metrics = schema.candidate_rows(metrics)  # the baseline's and diff rows: their table
     if plots is not None and plots.num_rows:
         require(plots, REQUIRED['plots'], 'plots table')
     metric_rows, plot_rows = table_rows(metrics), table_rows(plots)
@@ -261,6 +268,8 @@ def build_page(metrics: pa.Table | None, plots: pa.Table | None, summary: dict |
         plots_by_head.setdefault(r['head'], []).append(r)
     views = [_head_view(h, by_head[h], plots_by_head.get(h, []), time_axis, i)
              for i, h in enumerate(heads)]
+    for v in views:
+        v.compared = compared.get(v.name, [])
     run_ids = list(dict.fromkeys(r['run_id'] for r in metric_rows if r.get('run_id')))
     evaluated = sorted({r['evaluated_at'] for r in metric_rows if r.get('evaluated_at')})
     facts = []
@@ -272,6 +281,8 @@ def build_page(metrics: pa.Table | None, plots: pa.Table | None, summary: dict |
         pattern = (summary.get('input') or {}).get('pattern')
         if pattern:
             facts.append(('input', str(pattern)))
+    if verdict_fact(verdict):
+        facts.append(verdict_fact(verdict))
     n_slices = len({r['slice'] for r in metric_rows})
     template = page_template()
     safe = markupsafe.Markup

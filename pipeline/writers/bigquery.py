@@ -6,7 +6,9 @@ Every run appends its metrics rows to one BigQuery table, created on first use:
         --runner DataflowRunner --temp_location gs://bucket/tmp ...
 
 - Schema: `pipeline.schema.METRICS` plus the window and step columns, always (NULLABLE), so runs
-  with and without windows or steps append to the same table. Arrow types map to BigQuery's:
+  with and without windows or steps append to the same table; the load jobs allow field
+  addition, so a table created by an earlier version gains newer nullable columns (`model`,
+  `ci_lower`, `ci_upper`, `standard_error`; its older rows read null there: the candidate's). Arrow types map to BigQuery's:
   string → STRING, timestamp[us, UTC] → TIMESTAMP, float64 → FLOAT64, int64 → INT64; a
   non-nullable Arrow field is REQUIRED.
 - Rows: the metrics table's rows as they are written to metrics/ (timestamps as UTC datetimes,
@@ -122,4 +124,7 @@ class WriteMetrics(beam.PTransform):
             table=self._table, schema=bigquery_schema(),
             create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
             write_disposition=BigQueryDisposition.WRITE_APPEND,
-            method=WriteToBigQuery.Method.FILE_LOADS, temp_file_format=FileFormat.AVRO)
+            method=WriteToBigQuery.Method.FILE_LOADS, temp_file_format=FileFormat.AVRO,
+            # A table created by an earlier version gains the newer nullable columns (`model`,
+            # `ci_lower`, ...) instead of refusing the rows.
+            additional_bq_parameters={'schemaUpdateOptions': ['ALLOW_FIELD_ADDITION']})

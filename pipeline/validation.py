@@ -1,0 +1,208 @@
+"""Validation gates: the config's `validation:` rules checked on a run's metrics table, the verdict
+(`validation.json`, TFMA's validation result, the summary line) and what it means for the exit
+code.
+
+A rule (`pipeline.config.validation.ValidationRule`) is checked for every slice of each of its
+slice specs, in every window (and step) of the run, one check per bound:
+
+    min m           the candidate's value ≥ m
+    max M           the candidate's value ≤ M
+    max_decrease δ  candidate − baseline ≥ −δ   (relative: −δ·|baseline|)
+    max_increase δ  candidate − baseline ≤ δ    (relative: δ·|baseline|)
+
+Without `confidence:` the point estimates decide (as TFMA's and MLflow's validators do). With it,
+a check fails only when the whole interval lies beyond the bound: a change rule uses the `diff`
+row's paired interval, a value rule the candidate row's interval (`ci_lower` / `ci_upper`); a
+row without an interval (a metric without an interval method) falls back to its point estimate.
+A value that is null or NaN fails its check (nothing can be vouched for), and so does a rule whose
+(head, metric, slice spec) has no row at all (an empty input, say).
+
+The run is blessed when every check passes (no rules: blessed, no files). `validation.json`:
+
+    {"blessed": bool, "checks": [{"head", "metric", "slice", ["window_start", "step",] "rule",
+      "limit", "value", "baseline", "diff", "ci_lower", "ci_upper", "passed"}, ...]}
+
+and `tfma/validations.tfrecord` holds TFMA's `ValidationResult` (`validation_ok` = blessed, the
+failing checks per slice), which `tfma.load_validation_result(<output>/tfma)` reads.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+from pipeline import fileio, schema
+from pipeline.config import EvalConfig
+from pipeline.config.validation import CHANGE_BOUNDS
+
+VALIDATION_FILE = 'validation.json'
+TFMA_VALIDATIONS_FILE = 'tfma/validations.tfrecord'
+EXIT_NOT_BLESSED = 3
+
+
+def _number(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _period(row: dict) -> tuple:
+    return (row.get('window_start'), row.get('step'))
+
+
+def _index(metrics: pa.Table) -> dict[tuple, dict]:
+    """(model, head, metric, slice_columns, slice_values, window_start, step) → row."""
+    out = {}
+    for row in metrics.to_pylist():
+        out[(row.get('model', 'candidate'), row['head'], row['metric'], row['slice_columns'],
+             row['slice_values']) + _period(row)] = row
+    return out
+
+
+def check_rules(config: EvalConfig, metrics: pa.Table) -> dict | None:
+    """The verdict {'blessed', 'checks'} of the config's rules on a metrics table (any runner's,
+    any window's); None without rules."""
+    if not config.validation:
+        return None
+    rows = _index(metrics)
+    use_intervals = config.confidence is not None
+    checks = []
+    for rule in config.validation:
+        for spec in rule.slices:
+            columns = schema.join_slice_parts(spec, columns=True)
+            matching = [k for k in rows if k[0] == 'candidate' and k[1] == rule.head
+                        and k[2] == rule.metric and k[3] == columns]
+            if not matching:
+                checks += [_no_rows(rule, spec, bound, limit) for bound, limit in rule.bounds()]
+            for key in sorted(matching, key=lambda k: (k[4], str(k[5]), str(k[6]))):
+                candidate = rows[key]
+                baseline = rows.get(('baseline',) + key[1:])
+                diff = rows.get(('diff',) + key[1:])
+                for bound, limit in rule.bounds():
+                    checks.append(_check(rule, bound, limit, candidate, baseline, diff,
+                                         use_intervals))
+    return {'blessed': all(c['passed'] for c in checks), 'checks': checks}
+
+
+def _rule_text(rule: Any, bound: str, limit: float) -> str:
+    """'min 0.7', 'max_decrease 0.01', 'max_increase 0.02 (relative)'."""
+    return '%s %g%s' % (bound, limit,
+                        ' (relative)' if rule.relative and bound in CHANGE_BOUNDS else '')
+
+
+def _no_rows(rule: Any, spec: Sequence[str], bound: str, limit: float) -> dict:
+    return {'head': rule.head, 'metric': rule.metric,
+            'slice': schema.OVERALL if not spec else '%s:*' % schema.join_slice_parts(spec, True),
+            'rule': _rule_text(rule, bound, limit) + ': no rows', 'limit': limit, 'value': None,
+            'baseline': None, 'diff': None, 'ci_lower': None, 'ci_upper': None, 'passed': False}
+
+
+def _check(rule: Any, bound: str, limit: float, candidate: dict, baseline: dict | None,
+           diff: dict | None, use_intervals: bool) -> dict:
+    """One check of one bound on one (slice, window, step)."""
+    value = _number(candidate['value'])
+    base = _number(baseline['value']) if baseline else None
+    change = _number(diff['value']) if diff else None
+    source = diff if bound in CHANGE_BOUNDS else candidate
+    lo = _number(source.get('ci_lower')) if source and use_intervals else None
+    hi = _number(source.get('ci_upper')) if source and use_intervals else None
+    if bound == 'min':
+        x = hi if hi is not None else value
+        passed = x is not None and x >= limit
+    elif bound == 'max':
+        x = lo if lo is not None else value
+        passed = x is not None and x <= limit
+    else:
+        allowed = limit * abs(base) if rule.relative and base is not None else limit
+        if bound == 'max_decrease':
+            x = hi if hi is not None else change
+            passed = x is not None and x >= -allowed
+        else:
+            x = lo if lo is not None else change
+            passed = x is not None and x <= allowed
+        if rule.relative and base is None:
+            passed = False
+    out = {'head': rule.head, 'metric': rule.metric, 'slice': candidate['slice']}
+    if candidate.get('window_start') is not None:
+        out['window_start'] = _iso(candidate['window_start'])
+    if candidate.get('step') is not None:
+        out['step'] = candidate['step']
+    out.update({'rule': _rule_text(rule, bound, limit), 'limit': limit, 'value': value,
+                'baseline': base, 'diff': change, 'ci_lower': lo, 'ci_upper': hi,
+                'passed': bool(passed)})
+    return out
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime.datetime) else value
+
+
+def failing(verdict: dict) -> list[str]:
+    """The failing checks as '(slice, head, metric)' texts, each once, in order."""
+    names = ['(%s, %s, %s)' % (c['slice'], c['head'] or '-', c['metric'])
+             for c in verdict['checks'] if not c['passed']]
+    return list(dict.fromkeys(names))
+
+
+def verdict_line(verdict: dict | None) -> str:
+    """'BLESSED' / 'NOT BLESSED: failing (slice, head, metric), ...' ('' without rules)."""
+    if verdict is None:
+        return ''
+    if verdict['blessed']:
+        return 'BLESSED (%d checks passed)' % len(verdict['checks'])
+    return 'NOT BLESSED: failing %s' % ', '.join(failing(verdict))
+
+
+def write_validation(out: str, verdict: dict, config: EvalConfig) -> list[str]:
+    """Writes validation.json (and TFMA's validation result, when TFMA's protos are there) under
+    the run's directory `out`; returns the written paths relative to it."""
+    fileio.write_bytes(fileio.join(out, VALIDATION_FILE),
+                       json.dumps(verdict, indent=1, default=str).encode('utf-8'))
+    written = [VALIDATION_FILE]
+    try:
+        data = tfma_validation_record(verdict, config)
+    except ImportError:
+        return written
+    fileio.write_bytes(fileio.join(out, TFMA_VALIDATIONS_FILE), fileio.tfrecord_bytes([data]))
+    return written + [TFMA_VALIDATIONS_FILE]
+
+
+def tfma_validation_record(verdict: dict, config: EvalConfig) -> bytes:
+    """TFMA's serialized `ValidationResult`: validation_ok and the failures per slice."""
+    from pipeline.writers import tfma_protos as protos
+    protos.tfma_module('proto.config_pb2')
+    protos.tfma_module('proto.metrics_for_slice_pb2')
+    vr = protos.tfma_module('proto.validation_result_pb2')
+    result = vr.ValidationResult(validation_ok=bool(verdict['blessed']))
+    slices = [list(s) for s in config.slices]
+    by_slice: dict[str, Any] = {}
+    for c in verdict['checks']:
+        if c['passed']:
+            continue
+        if c['slice'] not in by_slice:
+            entry = result.metric_validations_per_slice.add()
+            key = _slice_key(c['slice'], slices)
+            if key is not None:
+                entry.slice_key.CopyFrom(protos.slice_key_proto(key))
+            by_slice[c['slice']] = entry
+        failure = by_slice[c['slice']].failures.add()
+        failure.metric_key.name = c['metric']
+        failure.metric_key.output_name = c['head']
+        failure.metric_key.is_diff = c['rule'].split()[0] in CHANGE_BOUNDS
+        shown = c['diff'] if failure.metric_key.is_diff else c['value']
+        if shown is not None:
+            failure.metric_value.double_value.value = shown
+        failure.message = '%s: %s' % (c['rule'], 'failed')
+    return result.SerializeToString()
+
+
+def _slice_key(name: str, slices: list[list[str]]) -> tuple | None:
+    """A check's slice as TFMA's slice key (None: a whole spec without rows, `col:*`)."""
+    if name == schema.OVERALL:
+        return ()
+    if name.endswith(':*'):
+        return None
+    from pipeline.writers import tfma_protos as protos
+    columns, values = name.split(':', 1)
+    return protos.slice_key(columns, values, slices, None)
