@@ -53,8 +53,8 @@ def test_schema_is_metrics_plus_window_and_step_columns():
     ]}
 
 
-# Columns the rows below leave out: the candidate's rows, without intervals.
-_DEFAULTS = {'model': 'candidate', 'ci_lower': None, 'ci_upper': None, 'standard_error': None}
+# The column the rows below leave out: they are the candidate's rows.
+_DEFAULTS = {'model': 'candidate'}
 
 
 def _metrics(rows, windowed=False, stepped=False):
