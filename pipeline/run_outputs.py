@@ -22,6 +22,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from pipeline import config as config_lib
+from pipeline import slice_sizes
 from pipeline.results import KeyResult, build_tables, typed_slice_values
 from pipeline.run_options import RunOptions
 from pipeline.schema import ERRORS
@@ -74,12 +75,17 @@ class WriteRun(beam.DoFn):
         for name, count in sorted(pieces.unsliced.items()):
             _log.warning('headstream: %d evaluated rows have a null %s: they are in Overall but '
                          'in no %s slice', count, name, name)
+        counts = slice_sizes.slices_per_spec(pieces.results)
+        too_many = slice_sizes.many_slices_warnings(counts)
+        sized = slice_sizes.apply_min_slice_size(pieces.results, config.min_slice_size)
+        pieces.results = sized.kept
         metrics, plots = build_tables(config, pieces.results, options.run_id, options.started_at)
         # Everything is written under the run's staging directory and published at the end.
         out = parquet_writer.staging_dir(config.output, options.run_id)
         written = parquet_writer.write_outputs(out, metrics, plots, self._error_table(pieces))
         summary = self._summary(pieces, metrics, plots, [
             p[len(out.rstrip('/')) + 1:] for p in written])
+        summary.update(_slice_summary(config, counts, sized.left_out, too_many))
         summary_path = parquet_writer.join(out, parquet_writer.SUMMARY_FILE)
         parquet_writer.write_json(summary, summary_path)
         _write_optional_outputs(config, out, metrics, plots, pieces.results)
@@ -140,6 +146,16 @@ class WriteRun(beam.DoFn):
             'bigquery_table': options.bigquery_table,
             'config': config.to_dict(),
         }
+
+
+def _slice_summary(config: config_lib.EvalConfig, counts: dict[str, int],
+                   left_out: dict[str, dict[str, int]], warnings: list[str]) -> dict[str, Any]:
+    """summary.json's slice keys: slices per spec, those `min_slice_size` left out (per spec: slices
+    and rows) and the warnings about specs with very many slices."""
+    return {'slices_per_spec': counts,
+            'min_slice_size': config.min_slice_size,
+            'slices_left_out': left_out,
+            'slice_warnings': warnings}
 
 
 def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa.Table,

@@ -31,8 +31,10 @@ REQUIRED = {'metrics': ('slice', 'head', 'metric', 'value'),
 # Reading the outputs
 
 
-def read_tables(output_dir: str, kind: str) -> pa.Table | None:
+def read_tables(output_dir: str, kind: str, slices: set[str] | None = None) -> pa.Table | None:
     """All `<kind>/*.parquet` files under `output_dir` as one table; None when there are none.
+    With `slices`, only the rows of those slices are kept (file by file, so a large table is
+    never held whole).
 
     Raises:
       ValueError: a file cannot be read, or lacks a column the page needs (naming file and
@@ -62,6 +64,10 @@ def read_tables(output_dir: str, kind: str) -> pa.Table | None:
             raise ValueError('headstream report: %s lacks column(s) %s (the %s table\'s '
                              'layout is in pipeline/schema.py)'
                              % (path, ', '.join(missing), kind))
+        if slices is not None:
+            import pyarrow.compute as pc
+            tables[-1] = tables[-1].filter(pc.is_in(
+                tables[-1]['slice'], value_set=pa.array(sorted(slices), pa.string())))
     # Files of one run share a schema; files of different runs may differ in the optional
     # window/step columns, which promotion fills with nulls.
     return pa.concat_tables(tables, promote_options='default')
