@@ -1,5 +1,6 @@
-"""Slices by size: `min_slice_size` (slices with too few rows left out of the outputs, counted)
-and the count of slices per slice spec (a warning past `MANY_SLICES`).
+"""Slices by size: `min_slice_size` (slices with too few rows left out of the outputs, counted),
+the count of slices per slice spec (a warning past `MANY_SLICES`) and TensorBoard's cap on runs
+(`cap_runs`, `tensorboard.max_runs`).
 
 A slice here is one (slice spec, slice values, window, step): its size is the number of rows its
 heads evaluated (the largest `example_count` among its heads; every head sees the same rows). A
@@ -13,7 +14,12 @@ from __future__ import annotations
 import logging
 from typing import Iterable, NamedTuple, Sequence
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipeline.results import KeyResult
+from pipeline.schema import OVERALL
 
 _log = logging.getLogger(__name__)
 # A slice spec with more slices than this gets a warning (log and summary): such runs are slow to
@@ -88,3 +94,29 @@ def many_slices_warnings(counts: dict[str, int], limit: int = MANY_SLICES) -> li
             _log.warning('headstream: %s', message)
             out.append(message)
     return out
+
+
+def cap_runs(metrics: pa.Table, max_runs: int) -> tuple[pa.Table, int]:
+    """The metrics rows of at most `max_runs` slices (TensorBoard runs): Overall and then the
+    largest slices by example count (ties by name); and how many slices were left out. A cap
+    that bites is logged, naming the count."""
+    if metrics.num_rows == 0:
+        return metrics, 0
+    sizes = metrics.select(['slice', 'example_count']).group_by('slice').aggregate(
+        [('example_count', 'max')])
+    total = sizes.num_rows
+    if total <= max_runs:
+        return metrics, 0
+    names = np.asarray(sizes.column('slice').to_pylist(), dtype=object)
+    counts = sizes.column('example_count_max').fill_null(-1).to_numpy()
+    overall = names == OVERALL
+    # Overall first, then by example count descending, then by name.
+    order = np.lexsort((names.astype(str), -counts, ~overall))
+    keep = names[order[:max_runs]]
+    _log.warning('headstream: tensorboard: %d slices would make %d runs, more than '
+                 'tensorboard.max_runs %d: writing Overall and the %d largest slices, leaving out '
+                 '%d (raise tensorboard.max_runs to write more)', total, total, max_runs,
+                 len(keep) - int(overall.any()), total - len(keep))
+    kept = metrics.filter(pc.is_in(metrics['slice'], value_set=pa.array(keep.tolist(),
+                                                                         pa.string())))
+    return kept, total - len(keep)

@@ -87,10 +87,10 @@ def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC) -> Selection:
         chosen, primary = _chosen(rows, n)
         keep |= chosen
         by = ('by %s ' % primary) if primary else 'by each head\'s primary metric '
-        notes.append('%s: showing %d of %d slices (per head the %d worst and %d best %sand the '
-                     '%d largest); %d left out of this page (all are in the metrics and plots '
-                     'tables)' % (_spec_label(columns), len(chosen), total, n, n, by, n,
-                                  total - len(chosen)))
+        notes.append('%s: showing %s of %s slices (per head the %d worst and %d best %sand the '
+                     '%d largest); %s left out of this page (all are in the metrics and plots '
+                     'tables)' % (_spec_label(columns), f'{len(chosen):,}', f'{total:,}', n, n,
+                                  by, n, f'{total - len(chosen):,}'))
     return Selection(keep, notes)
 
 

@@ -258,8 +258,12 @@ def plots_records(plots: pa.Table, rows: list[int], slices: Sequence[Sequence[st
     cols = {name: plots.column(name).to_pylist() for name in _PLOT_COLUMNS}
     order = {h: i for i, h in enumerate(head_names)}
     groups: dict[tuple, dict[tuple[str, str], list[int]]] = {}
+    keys: dict[tuple[str, str], tuple] = {}  # each slice's key parsed once
     for i in rows:
-        key = slice_key(cols['slice_columns'][i], cols['slice_values'][i], slices, typed)
+        text = (cols['slice_columns'][i], cols['slice_values'][i])
+        key = keys.get(text)
+        if key is None:
+            key = keys[text] = slice_key(text[0], text[1], slices, typed)
         check_head(cols['head'][i], head_names, 'plots', i)
         if cols['curve'][i] not in ('confusion', 'calibration'):
             raise ValueError('tfma: plots row %d: curve %r is not confusion or calibration'
