@@ -120,8 +120,8 @@ def prepare_results(config: EvalConfig, results: Sequence[KeyResult]) -> list[Ke
     return results
 
 
-# Keys per plots table of `plot_tables` (a few hundred rows each: ~1M rows, ~100 MB a table).
-PLOT_KEYS_PER_TABLE = 4000
+# Keys per plots table of `plot_tables` (a few hundred rows each: ~300k rows, ~40 MB a table).
+PLOT_KEYS_PER_TABLE = 1000
 
 
 def _slice_of(r: KeyResult) -> tuple:
@@ -167,20 +167,25 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
     m: dict[str, list] = {f.name: [] for f in schema.with_extras(schema.METRICS, windowed, stepped)}
     p: dict[str, list] = {f.name: [] for f in schema.with_extras(schema.PLOTS, windowed, stepped)}
 
+    # The id columns hold one value per key, repeated over the key's rows at the end
+    # (`_repeat_ids`): Arrow repeats them far faster than Python lists of every row would.
+    repeats: dict[int, list[int]] = {id(m): [], id(p): []}
+
     def ids(target: dict[str, list], r: KeyResult, n: int) -> None:
         k = r.key
         cols = tuple(k.slice_columns)
-        target['run_id'] += [run_id] * n
-        target['evaluated_at'] += [evaluated_at] * n
-        target['slice'] += [schema.slice_name(cols, tuple(k.slice_values))] * n
-        target['slice_columns'] += [schema.join_slice_parts(cols, columns=True)] * n
-        target['slice_values'] += [schema.join_slice_parts(k.slice_values)] * n
-        target['head'] += [names[k.head]] * n
+        repeats[id(target)].append(n)
+        target['run_id'].append(run_id)
+        target['evaluated_at'].append(evaluated_at)
+        target['slice'].append(schema.slice_name(cols, tuple(k.slice_values)))
+        target['slice_columns'].append(schema.join_slice_parts(cols, columns=True))
+        target['slice_values'].append(schema.join_slice_parts(k.slice_values))
+        target['head'].append(names[k.head])
         if windowed:
-            target['window_start'] += [k.window_start] * n
-            target['window_end'] += [k.window_start + size_us] * n
+            target['window_start'].append(k.window_start)
+            target['window_end'].append(k.window_start + size_us)
         if stepped:
-            target['step'] += [k.step if k.step is not None else default_step] * n
+            target['step'].append(k.step if k.step is not None else default_step)
 
     plot_parts = []
     for r in results:
@@ -201,15 +206,35 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
     for col in _PLOT_COLUMNS:
         p[col] = (np.concatenate([np.asarray(part[col]) for part in plot_parts])
                   if plot_parts else [])
-    return (_table(m, schema.with_extras(schema.METRICS, windowed, stepped)),
-            _table(p, schema.with_extras(schema.PLOTS, windowed, stepped)))
+    m_schema = schema.with_extras(schema.METRICS, windowed, stepped)
+    p_schema = schema.with_extras(schema.PLOTS, windowed, stepped)
+    _repeat_ids(m, repeats[id(m)], m_schema)
+    _repeat_ids(p, repeats[id(p)], p_schema)
+    return _table(m, m_schema), _table(p, p_schema)
+
+
+def _repeat_ids(columns: dict[str, Any], repeats: list[int], table_schema: pa.Schema) -> None:
+    """Replaces the id columns' one value per key by Arrow arrays repeating each `repeats[i]`
+    times."""
+    fields = [f for f in table_schema if f.name in _ID_NAMES]
+    per_key = _table({f.name: columns[f.name] for f in fields}, pa.schema(fields))
+    index = pa.array(np.repeat(np.arange(len(repeats), dtype=np.int64),
+                               np.asarray(repeats, dtype=np.int64)))
+    for f in fields:
+        columns[f.name] = per_key.column(f.name).take(index).combine_chunks()
+
+
+_ID_NAMES = frozenset([f.name for f in schema._ID_FIELDS] + [
+    f.name for f in schema.WINDOW_FIELDS + schema.STEP_FIELDS])
 
 
 def _table(columns: dict[str, Any], table_schema: pa.Schema) -> pa.Table:
     arrays = []
     for field in table_schema:
         values = columns[field.name]
-        if pa.types.is_timestamp(field.type) and field.name in ('window_start', 'window_end'):
+        if isinstance(values, pa.Array):
+            arrays.append(values)
+        elif pa.types.is_timestamp(field.type) and field.name in ('window_start', 'window_end'):
             arrays.append(pa.array(np.asarray(values, dtype=np.int64), pa.int64()).cast(field.type))
         elif isinstance(values, np.ndarray) and pa.types.is_floating(field.type):
             # NaN marks "does not apply" in plots (a confusion row has no bucket): null in tables.
