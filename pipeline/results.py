@@ -139,21 +139,24 @@ def plot_tables(config: EvalConfig, prepared: Sequence[KeyResult], run_id: str,
     emitted = False
     for r in prepared:
         if len(chunk) >= keys_per_table and _slice_of(r) != _slice_of(chunk[-1]):
-            yield build_tables(config, chunk, run_id, evaluated_at, prepared=True)[1]
+            yield build_tables(config, chunk, run_id, evaluated_at, prepared=True,
+                               metrics=False)[1]
             emitted = True
             chunk = []
         chunk.append(r)
     if chunk or not emitted:
-        yield build_tables(config, chunk, run_id, evaluated_at, prepared=True)[1]
+        yield build_tables(config, chunk, run_id, evaluated_at, prepared=True,
+                               metrics=False)[1]
 
 
 def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
-                 evaluated_at: datetime.datetime, prepared: bool = False, plots: bool = True
-                 ) -> tuple[pa.Table, pa.Table]:
+                 evaluated_at: datetime.datetime, prepared: bool = False, plots: bool = True,
+                 metrics: bool = True) -> tuple[pa.Table, pa.Table]:
     """The metrics and plots tables of a run (schemas `with_extras` for window and step).
 
     `prepared`: `results` come from `prepare_results` (else they are prepared here); with
-    `plots` False the plots table is left empty (`plot_tables` builds it in pieces).
+    `plots` (`metrics`) False the plots (metrics) table is left empty (`plot_tables` builds the
+    plots in pieces).
     """
     names = list(config.head_names)
     if config.multi_head_name:
@@ -171,15 +174,23 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
     # (`_repeat_ids`): Arrow repeats them far faster than Python lists of every row would.
     repeats: dict[int, list[int]] = {id(m): [], id(p): []}
 
+    texts: dict[tuple, tuple[str, str, str]] = {}  # each slice's three spellings, made once
+
     def ids(target: dict[str, list], r: KeyResult, n: int) -> None:
         k = r.key
         cols = tuple(k.slice_columns)
         repeats[id(target)].append(n)
         target['run_id'].append(run_id)
         target['evaluated_at'].append(evaluated_at)
-        target['slice'].append(schema.slice_name(cols, tuple(k.slice_values)))
-        target['slice_columns'].append(schema.join_slice_parts(cols, columns=True))
-        target['slice_values'].append(schema.join_slice_parts(k.slice_values))
+        text = texts.get((cols, tuple(k.slice_values)))
+        if text is None:
+            text = texts[(cols, tuple(k.slice_values))] = (
+                schema.slice_name(cols, tuple(k.slice_values)),
+                schema.join_slice_parts(cols, columns=True),
+                schema.join_slice_parts(k.slice_values))
+        target['slice'].append(text[0])
+        target['slice_columns'].append(text[1])
+        target['slice_values'].append(text[2])
         target['head'].append(names[k.head])
         if windowed:
             target['window_start'].append(k.window_start)
@@ -189,15 +200,16 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
 
     plot_parts = []
     for r in results:
-        n = len(r.metrics)
-        ids(m, r, n)
-        for metric, value, lo, hi in r.metrics:
-            m['metric'].append(metric)
-            m['value'].append(value)
-            m['lower_bound'].append(lo)
-            m['upper_bound'].append(hi)
-        m['example_count'] += [r.example_count] * n
-        m['weighted_example_count'] += [r.weighted_example_count] * n
+        if metrics:
+            n = len(r.metrics)
+            ids(m, r, n)
+            for metric, value, lo, hi in r.metrics:
+                m['metric'].append(metric)
+                m['value'].append(value)
+                m['lower_bound'].append(lo)
+                m['upper_bound'].append(hi)
+            m['example_count'] += [r.example_count] * n
+            m['weighted_example_count'] += [r.weighted_example_count] * n
         if plots and r.plots:
             rows = plot_rows(r.plots)
             if rows:
