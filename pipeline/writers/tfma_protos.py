@@ -48,9 +48,11 @@ import threading
 import types
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline import schema
+from pipeline.writers import tfma_plot_bytes
 
 UNKNOWN = '<unknown>'
 
@@ -255,7 +257,16 @@ def plots_records(plots: pa.Table, rows: list[int], slices: Sequence[Sequence[st
     """One serialized `PlotsForSlice` per slice of the plots table's `rows`: a `PlotKeyAndValue`
     per (head, sub_key), heads in `head_names` order."""
     mfs = tfma_module('proto.metrics_for_slice_pb2')
-    cols = {name: plots.column(name).to_pylist() for name in _PLOT_COLUMNS}
+    # Text columns as lists, numbers as float64 arrays (NaN for null) for `_plot_data`.
+    cols: dict[str, Any] = {}
+    for name in _PLOT_COLUMNS:
+        column = plots.column(name)
+        if pa.types.is_floating(column.type):
+            cols[name] = column.to_numpy().astype(np.float64) if column.null_count == 0 else (
+                np.asarray(column.to_pylist(), dtype=np.float64))
+        else:
+            cols[name] = column.to_pylist()
+    cols['_curve'] = np.asarray(cols['curve'], dtype=object)
     order = {h: i for i, h in enumerate(head_names)}
     groups: dict[tuple, dict[tuple[str, str], list[int]]] = {}
     keys: dict[tuple[str, str], tuple] = {}  # each slice's key parsed once
@@ -287,9 +298,31 @@ def plots_records(plots: pa.Table, rows: list[int], slices: Sequence[Sequence[st
     return records
 
 
-def _plot_data(value: Any, rows: list[int], cols: dict[str, list]) -> None:
+_ENCODERS: dict[Any, Any] = {}
+
+
+def _plot_data(value: Any, rows: list[int], cols: dict[str, Any]) -> None:
     """Fills a `PlotData` from one (slice, head, sub_key)'s rows: the confusion matrices by
-    threshold, the calibration buckets by lower bound."""
+    threshold, the calibration buckets by lower bound (encoded with numpy, all rows at once,
+    when the message layout allows: `tfma_plot_bytes`)."""
+    kind = type(value)
+    if kind not in _ENCODERS:
+        _ENCODERS[kind] = tfma_plot_bytes.encoder(kind)
+    encode = _ENCODERS[kind]
+    if encode is not None:
+        index = np.asarray(rows, dtype=np.int64)
+        curves = cols['_curve'][index]
+        confusion = index[curves == 'confusion']
+        confusion = confusion[np.argsort(cols['threshold'][confusion], kind='stable')]
+        calibration = index[curves == 'calibration']
+        calibration = calibration[np.argsort(cols['bucket_lower'][calibration], kind='stable')]
+        value.MergeFromString(encode(cols, confusion, calibration))
+        return
+    _plot_data_by_row(value, rows, cols)
+
+
+def _plot_data_by_row(value: Any, rows: list[int], cols: dict[str, Any]) -> None:
+    """`_plot_data` one message per row (message layouts the encoder does not know)."""
     def num(name: str, i: int) -> float:
         v = cols[name][i]
         return math.nan if v is None else float(v)
