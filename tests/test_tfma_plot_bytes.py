@@ -23,7 +23,8 @@ def _cols(n: int, seed: int) -> dict:
     cols['weighted_examples'][::2] = 0.0
     curve = np.where(rng.random(n) < 0.6, 'confusion', 'calibration').astype(object)
     cols['curve'] = curve.tolist()
-    cols['_curve'] = curve
+    cols['_confusion'] = curve == 'confusion'
+    cols['_calibration'] = curve == 'calibration'
     return cols
 
 
