@@ -99,9 +99,7 @@ def test_specs_with_more_than_the_limit_of_slices_are_warned_about(caplog):
 COUNTRY_ROWS = {'US': 40, 'JP': 5, 'DE': 1, 'FR': 6}
 
 
-@pytest.fixture(scope='module')
-def small_slices_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp('minsize')
+def _write_countries(root) -> int:
     countries = np.concatenate([np.full(n, c) for c, n in COUNTRY_ROWS.items()])
     n = len(countries)
     rng = np.random.default_rng(3)
@@ -110,10 +108,31 @@ def small_slices_run(tmp_path_factory):
                       'w': rng.uniform(0.5, 1.5, n).astype(np.float32)})
     os.makedirs(root / 'in')
     pq.write_table(table, str(root / 'in' / 'part-0.parquet'))
+    return n
+
+
+@pytest.fixture(scope='module')
+def small_slices_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp('minsize')
+    n = _write_countries(root)
     config = {'input': {'pattern': str(root / 'in' / '*.parquet')}, 'heads': [BINARY],
               'slices': [[], ['country']], 'output': str(root / 'out'), 'min_slice_size': 6}
     summary = evaluate(config, RUNNER)
     return summary, root / 'out', n
+
+
+def test_a_run_writes_at_most_max_runs_tensorboard_runs_overall_and_the_largest(tmp_path):
+    _write_countries(tmp_path)
+    config = {'input': {'pattern': str(tmp_path / 'in' / '*.parquet')}, 'heads': [BINARY],
+              'slices': [[], ['country']], 'output': str(tmp_path / 'out'),
+              'tensorboard': {'max_runs': 3}}
+    summary = evaluate(config, RUNNER)
+    runs = sorted(os.listdir(str(tmp_path / 'out' / 'tensorboard')))
+    # Countries by rows: US 40, FR 6, JP 5, DE 1 → Overall, US and FR.
+    assert runs == ['Overall', 'country=FR', 'country=US']
+    assert summary['tensorboard_runs_left_out'] == 2
+    metrics = pq.read_table(str(tmp_path / 'out' / 'metrics' / 'metrics.parquet'))
+    assert len(set(metrics.column('slice').to_pylist())) == 5  # the tables keep every slice
 
 
 def test_a_run_leaves_small_slices_out_of_every_table_and_counts_them(small_slices_run):
@@ -137,3 +156,13 @@ def test_a_run_names_the_left_out_slices_in_its_report(small_slices_run):
     page = (out / 'report.html').read_text()
     assert 'country: 2 slices (6 rows) below min_slice_size 6 left out' in page
     assert 'country:JP' not in page and 'country:DE' not in page
+
+
+def test_tensorboard_max_runs_defaults_to_1000_and_must_be_a_positive_whole_number():
+    from pipeline.config import ConfigError, parse_config
+    base = {'input': {'pattern': '/nowhere/*.parquet'}, 'heads': [BINARY], 'output': '/o'}
+    assert parse_config(dict(base, tensorboard={})).tensorboard.max_runs == 1000
+    assert parse_config(dict(base, tensorboard={'max_runs': 5})).tensorboard.max_runs == 5
+    for bad in (0, -1, 2.5, True, '10'):
+        with pytest.raises(ConfigError, match='tensorboard.max_runs'):
+            parse_config(dict(base, tensorboard={'max_runs': bad}))
