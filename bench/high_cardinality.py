@@ -140,11 +140,13 @@ def measure(cmd: list[str], timeout: float, max_rss_mb: float) -> dict:
 CORE_WRITERS = (
     "import sys, types\n"
     "for name, fns in (('pipeline.writers.tfma', ('write_tfma',)),\n"
-    "                  ('pipeline.report', ('write_report', 'prepare_in_background'))):\n"
+    "                  ('pipeline.report', ('write_report', 'prepare_in_background')),\n"
+    "                  ('pipeline.report.template', ('prepare_in_background',))):\n"
     "    stub = types.ModuleType(name)\n"
     "    for fn in fns:\n"
     "        setattr(stub, fn, lambda *a, **k: None)\n"
     "    sys.modules[name] = stub\n"
+    "sys.modules['pipeline.report'].template = sys.modules['pipeline.report.template']\n"
     "sys.argv = ['headstream'] + sys.argv[1:]\n"
     "from pipeline.cli import main\n"
     "sys.exit(main())\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +17,7 @@ import pyarrow as pa
 from pipeline import schema
 from pipeline.config import EvalConfig
 from pipeline.elements import Key
+from pipeline.packed_plots import PackedPlots, plot_arrays, plot_rows
 
 _PLOT_COLUMNS = [f.name for f in schema.PLOTS][len(schema._ID_FIELDS):]
 
@@ -28,7 +29,7 @@ class KeyResult(NamedTuple):
     example_count: int
     weighted_example_count: float | None
     loss: float
-    plots: dict[str, np.ndarray]
+    plots: Mapping[str, np.ndarray]  # a PackedPlots from state_result
     # metric → (ci_lower, ci_upper, standard_error), each None where undefined (runs with
     # `confidence:`; metrics without an interval are absent)
     intervals: dict[str, tuple[float | None, float | None, float | None]] = {}
@@ -71,8 +72,9 @@ def state_result(key: tuple, state: Any, head_names: Sequence[str],
     count, weighted = state.counts()
     plots = state.plots() or {}
     compared = _compared_rows(state, name, level) if hasattr(state, 'comparison') else ()
+    # Packed: a few KB instead of ~37 KB a key, for the gather of many slices (packed_plots.py).
     return KeyResult(key, list(rows.values()), int(count), float(weighted), loss,
-                     {k: np.asarray(v) for k, v in plots.items()},
+                     PackedPlots(plots),
                      _intervals(state, name, level) if level is not None else {}, compared)
 
 
@@ -147,14 +149,56 @@ def _common_weighted_count(results: Iterable[KeyResult]) -> float | None:
     return values[0] if hi - lo <= 1e-12 * max(abs(hi), abs(lo), 1.0) else None
 
 
+def prepare_results(config: EvalConfig, results: Sequence[KeyResult]) -> list[KeyResult]:
+    """The results with the MultiHead `loss` results added, in the tables' row order."""
+    results = list(results) + _multi_head_results(config, results)
+    results.sort(key=lambda r: (_slice_order(config, r.key), r.key.head))
+    return results
+
+
+# Keys per plots table of `plot_tables` (a few hundred rows each: ~300k rows, ~40 MB a table).
+PLOT_KEYS_PER_TABLE = 1000
+
+
+def _slice_of(r: KeyResult) -> tuple:
+    return (r.key.slice_columns, r.key.slice_values, r.key.window_start, r.key.step)
+
+
+def plot_tables(config: EvalConfig, prepared: Sequence[KeyResult], run_id: str,
+                evaluated_at: datetime.datetime, keys_per_table: int = PLOT_KEYS_PER_TABLE
+                ) -> Iterator[pa.Table]:
+    """The plots table of `prepare_results`' output in pieces of about `keys_per_table` keys, in
+    row order, each slice (with its window and step) whole in one piece; at least one piece.
+    Concatenated, they are `build_tables`' plots table; one at a time, they bound the memory of
+    a run with many slices."""
+    chunk: list[KeyResult] = []
+    emitted = False
+    for r in prepared:
+        if len(chunk) >= keys_per_table and _slice_of(r) != _slice_of(chunk[-1]):
+            yield build_tables(config, chunk, run_id, evaluated_at, prepared=True,
+                               metrics=False)[1]
+            emitted = True
+            chunk = []
+        chunk.append(r)
+    if chunk or not emitted:
+        yield build_tables(config, chunk, run_id, evaluated_at, prepared=True,
+                               metrics=False)[1]
+
+
 def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
-                 evaluated_at: datetime.datetime) -> tuple[pa.Table, pa.Table]:
-    """The metrics and plots tables of a run (schemas `with_extras` for window and step)."""
+                 evaluated_at: datetime.datetime, prepared: bool = False, plots: bool = True,
+                 metrics: bool = True) -> tuple[pa.Table, pa.Table]:
+    """The metrics and plots tables of a run (schemas `with_extras` for window and step).
+
+    `prepared`: `results` come from `prepare_results` (else they are prepared here); with
+    `plots` (`metrics`) False the plots (metrics) table is left empty (`plot_tables` builds the
+    plots in pieces).
+    """
     names = list(config.head_names)
     if config.multi_head_name:
         names.append(config.multi_head_name)
-    results = list(results) + _multi_head_results(config, results)
-    results.sort(key=lambda r: (_slice_order(config, r.key), r.key.head))
+    if not prepared:
+        results = prepare_results(config, results)
     windowed, stepped = config.windowed, config.stepped
     size_us = int(round(config.window.size * 1e6)) if windowed else 0
     default_step = (config.tensorboard.step if stepped and not config.step_column else None)
@@ -162,39 +206,70 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
     m: dict[str, list] = {f.name: [] for f in schema.with_extras(schema.METRICS, windowed, stepped)}
     p: dict[str, list] = {f.name: [] for f in schema.with_extras(schema.PLOTS, windowed, stepped)}
 
+    # The id columns hold one value per key, repeated over the key's rows at the end
+    # (`_repeat_ids`): Arrow repeats them far faster than Python lists of every row would.
+    repeats: dict[int, list[int]] = {id(m): [], id(p): []}
+
+    texts: dict[tuple, tuple[str, str, str]] = {}  # each slice's three spellings, made once
+
     def ids(target: dict[str, list], r: KeyResult, n: int) -> None:
         k = r.key
         cols = tuple(k.slice_columns)
-        target['run_id'] += [run_id] * n
-        target['evaluated_at'] += [evaluated_at] * n
-        target['slice'] += [schema.slice_name(cols, tuple(k.slice_values))] * n
-        target['slice_columns'] += [schema.join_slice_parts(cols, columns=True)] * n
-        target['slice_values'] += [schema.join_slice_parts(k.slice_values)] * n
-        target['head'] += [names[k.head]] * n
+        repeats[id(target)].append(n)
+        target['run_id'].append(run_id)
+        target['evaluated_at'].append(evaluated_at)
+        text = texts.get((cols, tuple(k.slice_values)))
+        if text is None:
+            text = texts[(cols, tuple(k.slice_values))] = (
+                schema.slice_name(cols, tuple(k.slice_values)),
+                schema.join_slice_parts(cols, columns=True),
+                schema.join_slice_parts(k.slice_values))
+        target['slice'].append(text[0])
+        target['slice_columns'].append(text[1])
+        target['slice_values'].append(text[2])
+        target['head'].append(names[k.head])
         if windowed:
-            target['window_start'] += [k.window_start] * n
-            target['window_end'] += [k.window_start + size_us] * n
+            target['window_start'].append(k.window_start)
+            target['window_end'].append(k.window_start + size_us)
         if stepped:
-            target['step'] += [k.step if k.step is not None else default_step] * n
+            target['step'].append(k.step if k.step is not None else default_step)
 
     plot_parts = []
     for r in results:
-        n = len(r.metrics) + len(r.compared)
-        ids(m, r, n)
-        _add_metric_rows(m, r)
-        m['example_count'] += [r.example_count] * n
-        m['weighted_example_count'] += [r.weighted_example_count] * n
-        if r.plots:
-            rows = len(next(iter(r.plots.values())))
+        if metrics:
+            n = len(r.metrics) + len(r.compared)
+            ids(m, r, n)
+            _add_metric_rows(m, r)
+            m['example_count'] += [r.example_count] * n
+            m['weighted_example_count'] += [r.weighted_example_count] * n
+        if plots and r.plots:
+            rows = plot_rows(r.plots)
             if rows:
                 ids(p, r, rows)
-                plot_parts.append(r.plots)
+                plot_parts.append(plot_arrays(r.plots))
     for col in _PLOT_COLUMNS:
         p[col] = (np.concatenate([np.asarray(part[col]) for part in plot_parts])
                   if plot_parts else [])
-    metrics = _table(m, schema.with_extras(schema.METRICS, windowed, stepped))
-    plots = _table(p, schema.with_extras(schema.PLOTS, windowed, stepped))
-    return metrics, plots
+    m_schema = schema.with_extras(schema.METRICS, windowed, stepped)
+    p_schema = schema.with_extras(schema.PLOTS, windowed, stepped)
+    _repeat_ids(m, repeats[id(m)], m_schema)
+    _repeat_ids(p, repeats[id(p)], p_schema)
+    return _table(m, m_schema), _table(p, p_schema)
+
+
+def _repeat_ids(columns: dict[str, Any], repeats: list[int], table_schema: pa.Schema) -> None:
+    """Replaces the id columns' one value per key by Arrow arrays repeating each `repeats[i]`
+    times."""
+    fields = [f for f in table_schema if f.name in _ID_NAMES]
+    per_key = _table({f.name: columns[f.name] for f in fields}, pa.schema(fields))
+    index = pa.array(np.repeat(np.arange(len(repeats), dtype=np.int64),
+                               np.asarray(repeats, dtype=np.int64)))
+    for f in fields:
+        columns[f.name] = per_key.column(f.name).take(index).combine_chunks()
+
+
+_ID_NAMES = frozenset([f.name for f in schema._ID_FIELDS] + [
+    f.name for f in schema.WINDOW_FIELDS + schema.STEP_FIELDS])
 
 
 def _add_metric_rows(m: dict[str, list], r: KeyResult) -> None:
@@ -226,7 +301,9 @@ def _table(columns: dict[str, Any], table_schema: pa.Schema) -> pa.Table:
     arrays = []
     for field in table_schema:
         values = columns[field.name]
-        if pa.types.is_timestamp(field.type) and field.name in ('window_start', 'window_end'):
+        if isinstance(values, pa.Array):
+            arrays.append(values)
+        elif pa.types.is_timestamp(field.type) and field.name in ('window_start', 'window_end'):
             arrays.append(pa.array(np.asarray(values, dtype=np.int64), pa.int64()).cast(field.type))
         elif isinstance(values, np.ndarray) and pa.types.is_floating(field.type):
             # NaN marks "does not apply" in plots (a confusion row has no bucket): null in tables.

@@ -23,7 +23,10 @@ import pyarrow as pa
 
 from pipeline import fileio
 from pipeline import config as config_lib
-from pipeline.results import KeyResult, build_tables, typed_slice_values
+from pipeline import slice_sizes
+from pipeline import schema as schema_lib
+from pipeline.results import (KeyResult, build_tables, plot_tables, prepare_results,
+                              typed_slice_values)
 from pipeline.run_options import RunOptions
 from pipeline import schema, validation
 from pipeline.schema import ERRORS
@@ -76,12 +79,24 @@ class WriteRun(beam.DoFn):
         for name, count in sorted(pieces.unsliced.items()):
             _log.warning('headstream: %d evaluated rows have a null %s: they are in Overall but '
                          'in no %s slice', count, name, name)
-        metrics, plots = build_tables(config, pieces.results, options.run_id, options.started_at)
+        counts = slice_sizes.slices_per_spec(pieces.results)
+        too_many = slice_sizes.many_slices_warnings(counts)
+        sized = slice_sizes.apply_min_slice_size(pieces.results, config.min_slice_size)
+        pieces.results = sized.kept
+        prepared = prepare_results(config, pieces.results)
+        metrics, _ = build_tables(config, prepared, options.run_id, options.started_at,
+                                  prepared=True, plots=False)
+        # The plots, far larger (a few hundred rows a key), are built and written in pieces.
+        plots = _PlotPieces(config, prepared, options.run_id, options.started_at)
         # Everything is written under the run's staging directory and published at the end.
         out = parquet_writer.staging_dir(config.output, options.run_id)
-        written = parquet_writer.write_outputs(out, metrics, plots, self._error_table(pieces))
-        summary = self._summary(pieces, metrics, plots, [
+        written = parquet_writer.write_outputs(out, metrics, None, self._error_table(pieces))
+        plots_path = fileio.join(out, parquet_writer.PLOTS_FILE)
+        plots.rows = parquet_writer.write_table_pieces(plots(), plots.schema, plots_path)
+        written.insert(1, plots_path)
+        summary = self._summary(pieces, metrics, plots.rows, [
             p[len(out.rstrip('/')) + 1:] for p in written])
+        summary.update(_slice_summary(config, counts, sized.left_out, too_many))
         summary_path = fileio.join(out, fileio.SUMMARY_FILE)
         verdict = validation.check_rules(config, metrics)
         if verdict is not None:
@@ -90,7 +105,7 @@ class WriteRun(beam.DoFn):
                                      'checks': len(verdict['checks']),
                                      'failing': validation.failing(verdict)}
         parquet_writer.write_json(summary, summary_path)
-        _write_optional_outputs(config, out, metrics, plots, pieces.results)
+        summary.update(_write_optional_outputs(config, out, metrics, plots, pieces.results))
         # The summary was written before the other writers (the report shows it); now that they
         # are done too, record the run's whole wall time, keeping the tables' time apart.
         finished = datetime.datetime.now(datetime.timezone.utc)
@@ -117,7 +132,7 @@ class WriteRun(beam.DoFn):
         table = pa.concat_tables(pieces.errors) if pieces.errors else ERRORS.empty_table()
         return table.sort_by([('file', 'ascending'), ('row', 'ascending')])
 
-    def _summary(self, pieces: RunPieces, metrics: pa.Table, plots: pa.Table,
+    def _summary(self, pieces: RunPieces, metrics: pa.Table, plots_rows: int,
                  outputs: list[str]) -> dict[str, Any]:
         """summary.json's content once the tables are written."""
         config, options = self._config, self._options
@@ -142,7 +157,7 @@ class WriteRun(beam.DoFn):
             'window': config.to_dict().get('window'),
             'tensorboard': config.to_dict().get('tensorboard'),
             'metrics_rows': metrics.num_rows,
-            'plots_rows': plots.num_rows,
+            'plots_rows': plots_rows,
             'outputs': outputs,
             'write_predictions': options.write_predictions,
             'bigquery_table': options.bigquery_table,
@@ -150,19 +165,55 @@ class WriteRun(beam.DoFn):
         }
 
 
+def _slice_summary(config: config_lib.EvalConfig, counts: dict[str, int],
+                   left_out: dict[str, dict[str, int]], warnings: list[str]) -> dict[str, Any]:
+    """summary.json's slice keys: slices per spec, those `min_slice_size` left out (per spec: slices
+    and rows) and the warnings about specs with very many slices."""
+    return {'slices_per_spec': counts,
+            'min_slice_size': config.min_slice_size,
+            'slices_left_out': left_out,
+            'slice_warnings': warnings}
+
+
+class _PlotPieces:
+    """The run's plots table in pieces (`results.plot_tables`), built anew on every call; called
+    with a set of slice names, only those slices' pieces."""
+
+    def __init__(self, config: config_lib.EvalConfig, prepared: list[KeyResult], run_id: str,
+                 evaluated_at: datetime.datetime):
+        self._args = (config, prepared, run_id, evaluated_at)
+        self.schema = schema_lib.with_extras(schema_lib.PLOTS, config.windowed, config.stepped)
+        self.rows = 0
+
+    def __call__(self, slices: set[str] | None = None) -> Iterable[pa.Table]:
+        config, prepared, run_id, evaluated_at = self._args
+        if slices is not None:
+            prepared = [r for r in prepared if schema_lib.slice_name(
+                tuple(r.key.slice_columns), tuple(r.key.slice_values)) in slices]
+        return plot_tables(config, prepared, run_id, evaluated_at)
+
+
 def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa.Table,
-                            plots: pa.Table, results: list[KeyResult]) -> None:
-    """The TFMA, TensorBoard (when configured) and report writers, into the staging dir `out`."""
+                            plots: _PlotPieces, results: list[KeyResult]) -> dict[str, Any]:
+    """The TFMA, TensorBoard (when configured) and report writers, into the staging dir `out`;
+    returns what they add to the summary."""
+    extra: dict[str, Any] = {}
     names = list(config.head_names) + ([config.multi_head_name]
                                        if config.multi_head_name else [])
     metrics = schema.candidate_rows(metrics)  # baseline and diff rows: the tables and report
     _optional_writer('pipeline.writers.tfma', 'write_tfma', out, metrics, plots,
                      [list(s) for s in config.slices], names, typed_slice_values(results))
     if config.tensorboard is not None:
+        # TensorBoard takes at most `max_runs` runs (slices): the metrics are capped first, and
+        # only their slices' plots are built.
+        tb_metrics, left_out = slice_sizes.cap_runs(metrics, config.tensorboard.max_runs)
+        extra['tensorboard_runs_left_out'] = left_out
+        tb_plots = pa.concat_tables(list(plots(set(tb_metrics.column('slice').to_pylist()))))
         _optional_writer('pipeline.writers.tensorboard', 'write_tensorboard',
                          _tensorboard_dir(config.tensorboard.dir, config.output, out),
-                         metrics, plots)
+                         tb_metrics, tb_plots)
     _optional_writer('pipeline.report', 'write_report', out, config.output)
+    return extra
 
 
 def publish_locked(staging: str, output: str, run_id: str, overwrite: bool) -> None:

@@ -29,7 +29,7 @@ _TOP_KEYS = ('input', 'heads', 'head_weights', 'slices', 'window', 'tensorboard'
 _INPUT_KEYS = ('pattern', 'format')
 _HEAD_KEYS = ('type', 'args', 'logits', 'labels', 'label_format', 'baseline_logits')
 _WINDOW_KEYS = ('column', 'size', 'period', 'allowed_lateness', 'early_firing')
-_TENSORBOARD_KEYS = ('dir', 'step')
+_TENSORBOARD_KEYS = ('dir', 'step', 'max_runs')
 _CONFIDENCE_KEYS = ('level', 'method')
 # Heads a config may name: every concrete single head (MultiHead is built from `head_weights`).
 _HEAD_TYPES = ('BinaryClassHead', 'MultiClassHead', 'MultiLabelHead', 'RegressionHead',
@@ -355,7 +355,11 @@ def _parse_tensorboard(raw: Any) -> TensorBoardSpec:
     step = raw.get('step', 0)
     if isinstance(step, bool) or not isinstance(step, (int, str)) or step == '':
         raise ConfigError('tensorboard.step: expected an int or a column name, got %r' % (step,))
-    return TensorBoardSpec(dir=tb_dir, step=step)
+    max_runs = raw.get('max_runs', 1000)
+    if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
+        raise ConfigError('tensorboard.max_runs: expected a whole number of runs >= 1, got %r'
+                          % (max_runs,))
+    return TensorBoardSpec(dir=tb_dir, step=step, max_runs=max_runs)
 
 
 def _parse_confidence(raw: Any) -> ConfidenceSpec:

@@ -82,6 +82,9 @@ class TensorBoardSpec:
     whose distinct values are evaluated separately)."""
     dir: str | None = None
     step: int | str = 0
+    # At most this many runs (slices) are written: Overall and the largest slices, the rest
+    # counted and logged (`pipeline.slice_sizes.cap_runs`).
+    max_runs: int = 1000
 
     @property
     def step_column(self) -> str | None:

@@ -23,6 +23,7 @@ This module owns the command and the page's file (`write_report`, `main`); the p
     compare.py   candidate vs baseline per slice with the diff and the validation checks
     charts.py    the inline SVG charts (lines, slice comparison dots), ticks and ranges
     labels.py    numbers, counts, times and anchors as the page writes them
+    select.py    which slices a spec with very many shows (worst, best, largest) and the notes
     template.py  the Jinja template (templates/report/report.html.j2), compiled once per process
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pipeline import fileio
 from pipeline.report.data import read_tables
 from pipeline.report.compare import read_verdict
 from pipeline.report.page import build_page
+from pipeline.report.select import keep_slices, left_out_notes, select_slices
 
 REPORT_FILE = 'report.html'
 
@@ -52,11 +54,15 @@ def write_report(output_dir: str, source: str | None = None) -> str:
     metrics = read_tables(output_dir, 'metrics')
     if metrics is None:
         raise FileNotFoundError('headstream report: no metrics/*.parquet under %s' % output_dir)
-    plots = read_tables(output_dir, 'plots')
+    # Specs with very many slices show a few of them (`pipeline.report.select`).
+    selection = select_slices(metrics)
+    metrics = keep_slices(metrics, selection.slices)
+    plots = read_tables(output_dir, 'plots', slices=selection.slices)
     # A summary is decoration: a missing or broken one (None) must not hide the metrics.
     summary = fileio.read_summary(output_dir)
+    notes = left_out_notes(summary) + selection.notes
     page = build_page(metrics, plots, summary, source=source or output_dir,
-                      verdict=read_verdict(output_dir))
+                      verdict=read_verdict(output_dir), notes=notes)
     path = fileio.join(output_dir, REPORT_FILE)
     # Written under a temporary name and renamed, so a reader never sees half a page.
     fileio.write_bytes(path, page.encode('utf-8'))

@@ -31,8 +31,10 @@ REQUIRED = {'metrics': ('slice', 'head', 'metric', 'value'),
 # Reading the outputs
 
 
-def read_tables(output_dir: str, kind: str) -> pa.Table | None:
+def read_tables(output_dir: str, kind: str, slices: set[str] | None = None) -> pa.Table | None:
     """All `<kind>/*.parquet` files under `output_dir` as one table; None when there are none.
+    With `slices`, only the rows of those slices are kept (file by file, so a large table is
+    never held whole).
 
     Raises:
       ValueError: a file cannot be read, or lacks a column the page needs (naming file and
@@ -54,7 +56,11 @@ def read_tables(output_dir: str, kind: str) -> pa.Table | None:
         try:
             # One file's whole table: ParquetFile reads it as read_table would, without
             # importing pyarrow.dataset (which read_table needs for directories; ~10 ms).
-            tables.append(pq.ParquetFile(pa.BufferReader(fileio.read_bytes(path))).read())
+            parquet = pq.ParquetFile(pa.BufferReader(fileio.read_bytes(path)))
+            if slices is None:
+                tables.append(parquet.read())
+            else:  # row group by row group, keeping the wanted slices' rows only
+                tables.append(_read_slices(parquet, slices))
         except Exception as e:
             raise ValueError('headstream report: cannot read %s: %s' % (path, e)) from e
         missing = [c for c in REQUIRED[kind] if c not in tables[-1].column_names]
@@ -65,6 +71,17 @@ def read_tables(output_dir: str, kind: str) -> pa.Table | None:
     # Files of one run share a schema; files of different runs may differ in the optional
     # window/step columns, which promotion fills with nulls.
     return pa.concat_tables(tables, promote_options='default')
+
+
+def _read_slices(parquet: pq.ParquetFile, slices: set[str]) -> pa.Table:
+    """The rows of `slices` in a Parquet file, read one row group at a time."""
+    import pyarrow.compute as pc
+    wanted = pa.array(sorted(slices), pa.string())
+    if 'slice' not in parquet.schema_arrow.names:
+        return parquet.read()  # the missing column is reported by the caller
+    parts = [t.filter(pc.is_in(t['slice'], value_set=wanted))
+             for t in (parquet.read_row_group(i) for i in range(parquet.num_row_groups))]
+    return pa.concat_tables(parts) if parts else parquet.schema_arrow.empty_table()
 
 
 def require(table: pa.Table, columns: Iterable[str], what: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from typing import Sequence
 
 import pyarrow as pa
 
@@ -245,9 +246,9 @@ def _over_time(head: str, metric_rows: list[dict], metrics: list[str], slices: l
 
 
 def build_page(metrics: pa.Table | None, plots: pa.Table | None, summary: dict | None,
-               source: str = '', verdict: dict | None = None) -> str:
-    """The report page's HTML from the metrics and plots tables (`pipeline.schema` layout) and
-    the run's validation verdict (validation.json), if any."""
+               source: str = '', verdict: dict | None = None, notes: Sequence[str] = ()) -> str:
+    """The report page's HTML from the metrics and plots tables (`pipeline.schema` layout), the
+    run's validation verdict (validation.json), if any, and notes on what it leaves out."""
     import markupsafe
     compared: dict[str, list[dict]] = {}
     if metrics is not None:
@@ -297,4 +298,4 @@ def build_page(metrics: pa.Table | None, plots: pa.Table | None, summary: dict |
         heads=views, run_ids=run_ids,
         evaluated_at=[time_label(t) for t in evaluated[-1:]],
         facts=facts, n_slices=n_slices, source=source, time_axis=time_axis,
-        fmt=fmt, fmt_count=fmt_count, generated=time_label(now))
+        fmt=fmt, fmt_count=fmt_count, generated=time_label(now), slice_notes=list(notes))

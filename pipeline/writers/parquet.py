@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import threading
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -72,6 +72,22 @@ def write_table(table: pa.Table, path: str) -> None:
     def write(f: Any) -> None:
         pq.write_table(table, f, compression='zstd')
     _write_bytes_atomically(path, write)
+
+
+def write_table_pieces(pieces: Iterable[pa.Table], table_schema: pa.Schema, path: str) -> int:
+    """Writes the tables `pieces` (each of `table_schema`) one after another as one Parquet file
+    (zstd) at `path`, each piece its own row group(s), so only one piece is in memory at a time;
+    returns the rows written."""
+    rows = 0
+
+    def write(f: Any) -> None:
+        nonlocal rows
+        with pq.ParquetWriter(f, table_schema, compression='zstd') as writer:
+            for piece in pieces:
+                writer.write_table(piece)
+                rows += piece.num_rows
+    _write_bytes_atomically(path, write)
+    return rows
 
 
 def write_json(obj: Any, path: str) -> None:

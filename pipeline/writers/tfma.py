@@ -25,7 +25,7 @@ Writing imports neither TensorFlow nor TFMA's package (see tfma_protos.py).
 from __future__ import annotations
 
 import datetime
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import pyarrow as pa
 
@@ -67,15 +67,29 @@ def _rows_by_key(keys: list[tuple[Any, Any]]) -> dict[tuple[Any, Any], list[int]
     return out
 
 
+def _distinct_rows(table: pa.Table, columns: Sequence[str]) -> list[tuple]:
+    """(first row, *values) of each distinct combination of `columns`, by first row."""
+    if table.num_rows == 0:
+        return []
+    import numpy as np
+    indexed = table.select(list(columns)).append_column(
+        '_row', pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    groups = indexed.group_by(list(columns), use_threads=False).aggregate([('_row', 'min')])
+    firsts = groups.column('_row_min').to_pylist()
+    values = [groups.column(c).to_pylist() for c in columns]
+    return sorted(zip(firsts, *values))
+
+
 def _validate(metrics: pa.Table, plots: pa.Table, slices: Sequence[Sequence[str]],
               head_names: Sequence[str], typed: protos.TypedValues | None) -> None:
     """Checks every row's slice, head and curve, and that no metric repeats, before TFMA loads."""
     for table, name in ((metrics, 'metrics'), (plots, 'plots')):
-        cols = {c: table.column(c).to_pylist() for c in ('slice_columns', 'slice_values', 'head')}
-        for i in range(len(table)):
-            protos.slice_key(cols['slice_columns'][i], cols['slice_values'][i], slices, typed)
-            protos.check_head(cols['head'][i], head_names, name, i)
-    for i, curve in enumerate(plots.column('curve').to_pylist()):
+        # Each distinct (slice, head) once, at its first row (so errors name that row).
+        for i, columns, values, head in _distinct_rows(table, ('slice_columns', 'slice_values',
+                                                               'head')):
+            protos.slice_key(columns, values, slices, typed)
+            protos.check_head(head, head_names, name, i)
+    for i, curve in _distinct_rows(plots, ('curve',)):
         if curve not in ('confusion', 'calibration'):
             raise ValueError('tfma: plots row %d: curve %r is not confusion or calibration'
                              % (i, curve))
@@ -89,14 +103,39 @@ def _validate(metrics: pa.Table, plots: pa.Table, slices: Sequence[Sequence[str]
         seen.add(key)
 
 
-def write_tfma(output_dir: str, metrics: pa.Table, plots: pa.Table, slices: list[list[str]],
+# The plots as one table, or as a callable giving the plots table's pieces (each slice whole in
+# one piece) anew on every call, so a run with many slices never holds all its plots at once.
+Plots = Union[pa.Table, Callable[[], Iterable[pa.Table]]]
+
+
+def _pieces(plots: Plots) -> Iterable[pa.Table]:
+    return [plots] if isinstance(plots, pa.Table) else plots()
+
+
+def _write_plot_records(path: str, plots: Plots, evaluation: tuple[Any, Any],
+                        slices: Sequence[Sequence[str]], head_names: Sequence[str],
+                        typed: protos.TypedValues | None) -> None:
+    """Streams one evaluation's PlotsForSlice records into the TFRecord file at `path`, piece
+    by piece."""
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    def write(f: Any) -> None:
+        for piece in _pieces(plots):
+            rows = _rows_by_key(_evaluation_keys(piece)).get(evaluation, [])
+            for record in protos.plots_records(piece, rows, slices, head_names, typed):
+                _TFRecordUtil.write_record(f, record)
+    fileio.write_atomically(path, write)
+
+
+def write_tfma(output_dir: str, metrics: pa.Table, plots: Plots, slices: list[list[str]],
                head_names: list[str], typed: protos.TypedValues | None = None) -> None:
     """Writes `<output_dir>/tfma/` for TFMA's loaders (the mapping is in tfma_protos.py).
 
     Args:
       output_dir: the run's output directory, local or gs://.
       metrics: the metrics table (`pipeline.schema.METRICS`, with window / step columns if any).
-      plots: the plots table (`pipeline.schema.PLOTS`, likewise).
+      plots: the plots table (`pipeline.schema.PLOTS`, likewise), or a callable giving its
+        pieces (each slice whole in one piece), read once per evaluation and streamed.
       slices: the configured slices, each a list of columns (`[]` is Overall): every row's
         `slice_columns` must be one of them.
       head_names: every head name the tables may hold (the MultiHead's included), in output order.
@@ -108,10 +147,18 @@ def write_tfma(output_dir: str, metrics: pa.Table, plots: pa.Table, slices: list
       ValueError: naming the table, row and value, for a head or slice the arguments do not
         declare, or a (slice, head, metric) that appears twice in one evaluation.
     """
-    _validate(metrics, plots, slices, head_names, typed)
+    plot_keys: set[tuple[Any, Any]] = set()
+    checked = False
+    for piece in _pieces(plots):  # each piece checked (as a table of its own) and dropped
+        _validate(metrics if not checked else metrics.slice(0, 0), piece, slices, head_names,
+                  typed)
+        checked = True
+        plot_keys |= set(_evaluation_keys(piece))
+    if not checked:
+        _validate(metrics, pa.table({c: pa.array([], pa.string()) for c in (
+            'slice_columns', 'slice_values', 'head', 'curve')}), slices, head_names, typed)
     base = fileio.join(output_dir, TFMA_DIR)
     metric_keys = _evaluation_keys(metrics)
-    plot_keys = _evaluation_keys(plots)
     evaluations = sorted(set(metric_keys) | set(plot_keys),
                          key=lambda ws: (ws[1] is not None, ws[1] or 0,
                                          ws[0] is not None, ws[0] or 0))
@@ -119,16 +166,12 @@ def write_tfma(output_dir: str, metrics: pa.Table, plots: pa.Table, slices: list
         evaluations = [(None, None)]  # empty tables: an empty but loadable result
     config_json = protos.eval_run_json(slices, head_names)
     metric_rows = _rows_by_key(metric_keys)
-    plot_rows = _rows_by_key(plot_keys)
     for n, evaluation in enumerate(evaluations):
         m_rows = metric_rows.get(evaluation, [])
-        p_rows = plot_rows.get(evaluation, [])
         files = {
             EVAL_CONFIG_FILE: config_json,
             METRICS_FILE: fileio.tfrecord_bytes(
                 protos.metrics_records(metrics, m_rows, slices, head_names, typed)),
-            PLOTS_FILE: fileio.tfrecord_bytes(
-                protos.plots_records(plots, p_rows, slices, head_names, typed)),
         }
         targets = []
         if len(evaluations) > 1:
@@ -138,3 +181,5 @@ def write_tfma(output_dir: str, metrics: pa.Table, plots: pa.Table, slices: list
         for target in targets:
             for name, data in files.items():
                 fileio.write_bytes(fileio.join(target, name), data)
+            _write_plot_records(fileio.join(target, PLOTS_FILE), plots, evaluation, slices,
+                                head_names, typed)

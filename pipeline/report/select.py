@@ -1,0 +1,115 @@
+"""Which slices the report shows: every slice of a spec with few of them; for a spec with more than
+3 × `MAX_SLICES_PER_SPEC`, per head the N worst and N best by the head's primary metric and the
+N largest by example count (their union), so the page stays small and opens quickly at any number
+of slices. Each spec cut so gets a note saying how many of its slices the page leaves out (they
+remain in the metrics and plots tables).
+
+The choice is made on the metrics table with Arrow and numpy (no Python loop over slices); the
+plots are then read keeping only the chosen slices (`pipeline.report.data.read_tables`).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.report.data import lower_is_better
+
+MAX_SLICES_PER_SPEC = 50
+# The metric a spec's slices are ranked by: the first of these a head has, else its first metric
+# (the report's slice comparison ranks by the same list).
+PRIMARY_METRICS = ('auc', 'accuracy', 'average_loss', 'loss')
+
+
+class Selection(NamedTuple):
+    """The slices to show (None: all) and a note per spec that was cut."""
+    slices: set[str] | None
+    notes: list[str]
+
+
+def _spec_label(columns: str) -> str:
+    return columns.replace('_X_', ' × ') or 'Overall'
+
+
+def _primary(metrics: list[str]) -> str | None:
+    return next((m for m in PRIMARY_METRICS if m in metrics), metrics[0] if metrics else None)
+
+
+def _chosen(rows: pa.Table, n: int) -> tuple[set[str], str | None]:
+    """One spec's slices to show, per head: the n worst and n best by the primary metric (slices
+    whose value is a 0/0 not among them: no weight, or an auc undefined) and the n largest."""
+    chosen: set[str] = set()
+    primaries = []
+    for head in pc.unique(rows['head']).to_pylist():
+        own = rows.filter(pc.equal(rows['head'], head))
+        primary = _primary(pc.unique(own['metric']).to_pylist())
+        if primary is None:
+            continue
+        primaries.append(primary)
+        m = own.filter(pc.equal(own['metric'], primary))
+        names = np.asarray(m['slice'].to_pylist(), dtype=object)
+        values = m['value'].to_numpy(zero_copy_only=False).astype(np.float64)
+        counts = m['example_count'].fill_null(0).to_numpy().astype(np.float64)
+        ok = np.isfinite(values)
+        if 'weighted_example_count' in m.column_names:
+            weighted = m['weighted_example_count'].to_numpy(zero_copy_only=False)
+            ok &= ~(weighted == 0)
+        if primary.split('/')[0] == 'auc' and 'lower_bound' in m.column_names:
+            ok &= ~((values == 0) & np.asarray(m['lower_bound'].is_null()))
+        ranked = np.flatnonzero(ok)
+        order = ranked[np.argsort(-values[ranked] if lower_is_better(primary)
+                                  else values[ranked], kind='stable')]
+        chosen.update(names[order[:n]])
+        chosen.update(names[order[::-1][:n]])
+        chosen.update(names[np.argsort(-counts, kind='stable')[:n]])
+    return chosen, (primaries[0] if len(set(primaries)) == 1 else None)
+
+
+def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC) -> Selection:
+    """The slices the report shows (see the module docstring)."""
+    if metrics.num_rows == 0 or 'slice_columns' not in metrics.column_names:
+        return Selection(None, [])
+    pairs = metrics.select(['slice_columns', 'slice']).group_by(
+        ['slice_columns', 'slice']).aggregate([])
+    per_spec = pairs.group_by('slice_columns').aggregate([('slice', 'count')])
+    big = [(c, k) for c, k in zip(per_spec['slice_columns'].to_pylist(),
+                                  per_spec['slice_count'].to_pylist()) if c and k > 3 * n]
+    if not big:
+        return Selection(None, [])
+    big_specs = pa.array([c for c, _ in big], pa.string())
+    small = pairs.filter(pc.invert(pc.is_in(pairs['slice_columns'], value_set=big_specs)))
+    keep = set(small['slice'].to_pylist())
+    notes = []
+    for columns, total in sorted(big):
+        rows = metrics.filter(pc.equal(metrics['slice_columns'], columns))
+        chosen, primary = _chosen(rows, n)
+        keep |= chosen
+        by = ('by %s ' % primary) if primary else 'by each head\'s primary metric '
+        notes.append('%s: showing %s of %s slices (per head the %d worst and %d best %sand the '
+                     '%d largest); %s left out of this page (all are in the metrics and plots '
+                     'tables)' % (_spec_label(columns), f'{len(chosen):,}', f'{total:,}', n, n,
+                                  by, n, f'{total - len(chosen):,}'))
+    return Selection(keep, notes)
+
+
+def keep_slices(table: pa.Table | None, slices: set[str] | None) -> pa.Table | None:
+    """The rows of `table` whose slice is in `slices` (None: every row)."""
+    if table is None or slices is None:
+        return table
+    return table.filter(pc.is_in(table['slice'], value_set=pa.array(sorted(slices), pa.string())))
+
+
+def left_out_notes(summary: dict | None) -> list[str]:
+    """A note per slice spec whose small slices the run left out (`min_slice_size`), from the
+    run's summary."""
+    if not summary:
+        return []
+    size = summary.get('min_slice_size')
+    out = []
+    for columns, entry in sorted((summary.get('slices_left_out') or {}).items()):
+        out.append('%s: %d slices (%d rows) below min_slice_size %s left out of the outputs '
+                   '(their rows are in Overall)' % (_spec_label(columns), entry.get('slices', 0),
+                                                    entry.get('rows', 0), size))
+    return out
