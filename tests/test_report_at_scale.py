@@ -47,7 +47,8 @@ def _write_tables(out: str, n: int) -> None:
                'example_count': np.repeat(t['count'], 2)}
     m = len(metrics['slice'])
     columns = {'run_id': ['r'] * m, 'evaluated_at': [AT] * m, 'head': ['click'] * m,
-               'lower_bound': [None] * m, 'upper_bound': [None] * m,
+               'lower_bound': [None] * m, 'upper_bound': [None] * m, 'model': ['candidate'] * m,
+               'ci_lower': [None] * m, 'ci_upper': [None] * m, 'standard_error': [None] * m,
                'weighted_example_count': metrics['example_count'].astype(float)}
     columns.update(metrics)
     os.makedirs(os.path.join(out, 'metrics'))
