@@ -7,11 +7,47 @@ source of golden values for the Keras 2 `AUC(num_thresholds=200)` the heads repr
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 import heads
+
+COUNTRIES = np.array(['US', 'JP', 'DE'])
+
+
+def pipeline_data(n: int, seed: int, ts_max: int = 600) -> pa.Table:
+    """The pipeline tests' rows: a country slice, weights, binary logits `x` with labels `y` drawn
+    from their sigmoid, a regression prediction `r` and label `ry`, epoch seconds `ts` in
+    [0, ts_max) and a step column `gs`."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 2.0, n).astype(np.float32)
+    p = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    return pa.table({
+        'country': rng.choice(COUNTRIES, n),
+        'w': rng.uniform(0.5, 1.5, n).astype(np.float32),
+        'x': x,
+        'y': (rng.random(n) < p).astype(np.int64),
+        'r': rng.normal(1.0, 1.0, n).astype(np.float32),
+        'ry': rng.normal(1.0, 1.2, n).astype(np.float32),
+        'ts': rng.integers(0, ts_max, n),
+        'gs': rng.choice([100, 200], n),
+    })
+
+
+def write_shards(table: pa.Table, directory: Any, shards: int, row_group_size: int = 400) -> str:
+    """`table` in `shards` Parquet files under `directory`; returns their glob pattern."""
+    os.makedirs(directory, exist_ok=True)
+    bounds = np.linspace(0, table.num_rows, shards + 1).astype(int)
+    for i in range(shards):
+        pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]),
+                       os.path.join(directory, 'part-%03d.parquet' % i),
+                       row_group_size=row_group_size)
+    return os.path.join(str(directory), 'part-*.parquet')
+
 
 # Every single head, built with a given loss_reduction (by a short id for test names).
 HEADS_WITH_REDUCTION: dict[str, Callable[[str], Any]] = {
@@ -83,3 +119,13 @@ def reference_keras_auc(labels, scores, weights=None, n: int = 200) -> tuple[flo
     weights = [1.0] * len(scores) if weights is None else [float(v) for v in np.ravel(weights)]
     conf = reference_confusion(labels, scores, weights, keras_thresholds(n))
     return reference_roc(conf), reference_pr(conf)
+
+
+def assert_same_intervals(a: dict, b: dict) -> None:
+    """Two states' `interval_estimates` (each as {key: tuple of floats | None}) agree to 1e-9:
+    the same keys, None in the same places."""
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert (a[k] is None) == (b[k] is None), k
+        if a[k] is not None:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-12, err_msg=k)

@@ -16,6 +16,7 @@ from heads import BinaryClassHead, MultiClassHead, MultiLabelHead, RegressionHea
 from heads.array.bootstrap import (ROW_ID, BootstrapState, poisson_counts, row_hashes,
                                    row_ids)
 from heads.state import load_state_arrays, state_arrays
+from _helpers import assert_same_intervals  # noqa: E402
 
 
 def _binary(n: int, seed: int):
@@ -28,14 +29,6 @@ def _binary(n: int, seed: int):
 
 def _flat(est: dict) -> dict:
     return {k: None if v is None else tuple(v) for k, v in est.items()}
-
-
-def _close(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys() and a
-    for k in a:
-        assert (a[k] is None) == (b[k] is None), k
-        if a[k] is not None:
-            np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-12, err_msg=k)
 
 
 def test_counts_are_poisson_1_and_a_function_of_the_row_only():
@@ -73,18 +66,18 @@ def test_intervals_do_not_depend_on_the_split_or_the_grouping(head, make):
     merged = BootstrapState(head.new_state(), 5)
     for b in reversed(batches):
         merged.merge(BootstrapState(head.new_state(), 5).update(*b))
-    _close(_flat(merged.interval_estimates()), _flat(whole.interval_estimates()))
+    assert_same_intervals(_flat(merged.interval_estimates()), _flat(whole.interval_estimates()))
     codes = np.random.default_rng(9).integers(0, 3, cat[0].shape[0])
     states = [BootstrapState(head.new_state(), 5) for _ in range(3)]
     assert BootstrapState.update_groups(states, codes, cat[0], cat[1], features)
     alone = BootstrapState(head.new_state(), 5).update(
         cat[0][codes == 1], cat[1][codes == 1],
         None if features is None else {'w': features['w'][codes == 1]})
-    _close(_flat(states[1].interval_estimates()), _flat(alone.interval_estimates()))
+    assert_same_intervals(_flat(states[1].interval_estimates()), _flat(alone.interval_estimates()))
     reloaded = pickle.loads(pickle.dumps(merged))
-    _close(_flat(reloaded.interval_estimates()), _flat(merged.interval_estimates()))
+    assert_same_intervals(_flat(reloaded.interval_estimates()), _flat(merged.interval_estimates()))
     fresh = load_state_arrays(BootstrapState(head.new_state(), 5), state_arrays(merged))
-    _close(_flat(fresh.interval_estimates()), _flat(merged.interval_estimates()))
+    assert_same_intervals(_flat(fresh.interval_estimates()), _flat(merged.interval_estimates()))
 
 
 def test_bootstrap_standard_errors_agree_with_the_analytic_ones():

@@ -17,6 +17,7 @@ from heads import BinaryClassHead, MultiClassHead, MultiHead, MultiLabelHead, Re
 from heads.array.binary import BinaryClassIntervalState
 from heads.metrics import intervals as ci
 from heads.state import load_state_arrays, state_arrays
+from _helpers import assert_same_intervals  # noqa: E402
 
 Z95 = float(stats.norm.ppf(0.975))
 
@@ -220,14 +221,6 @@ def _flat(est: dict) -> dict:
     return {k: None if v is None else tuple(float(a) for a in v) for k, v in est.items()}
 
 
-def _close(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys() and a
-    for k in a:
-        assert (a[k] is None) == (b[k] is None), k
-        if a[k] is not None:
-            np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-12, err_msg=k)
-
-
 @pytest.mark.parametrize('name', ['binary', 'multi_class', 'multi_label', 'regression'])
 def test_intervals_do_not_depend_on_the_split_the_merge_order_or_small_states(name):
     head, d, kind = _all_heads()[name]
@@ -250,9 +243,9 @@ def test_intervals_do_not_depend_on_the_split_the_merge_order_or_small_states(na
     reloaded.merge(parts[1])
     expected = _flat(whole.interval_estimates())
     for other in (merged, sequential, dense):
-        _close(_flat(other.interval_estimates()), expected)
+        assert_same_intervals(_flat(other.interval_estimates()), expected)
     check = head.new_state(intervals=True).merge(parts[0]).merge(parts[1])
-    _close(_flat(reloaded.interval_estimates()), _flat(check.interval_estimates()))
+    assert_same_intervals(_flat(reloaded.interval_estimates()), _flat(check.interval_estimates()))
 
 
 @pytest.mark.parametrize('name', ['binary', 'multi_class', 'multi_label', 'regression'])
@@ -267,7 +260,7 @@ def test_a_grouped_update_gives_each_state_the_intervals_of_its_own_rows(name):
     for g in range(3):
         rows = codes == g
         alone = head.new_state(intervals=True).update(y[rows], x[rows], {'w': f['w'][rows]})
-        _close(_flat(states[g].interval_estimates()), _flat(alone.interval_estimates()))
+        assert_same_intervals(_flat(states[g].interval_estimates()), _flat(alone.interval_estimates()))
 
 
 def test_an_interval_state_survives_state_arrays_and_reload():
@@ -275,7 +268,7 @@ def test_an_interval_state_survives_state_arrays_and_reload():
     state = binary_state(y, x, w)
     fresh = BinaryClassHead(weight_column='w', thresholds=[0.3, 0.7]).new_state(intervals=True)
     load_state_arrays(fresh, state_arrays(state))
-    _close(_flat(fresh.interval_estimates()), _flat(state.interval_estimates()))
+    assert_same_intervals(_flat(fresh.interval_estimates()), _flat(state.interval_estimates()))
 
 
 def test_a_multi_head_gives_its_members_intervals():
@@ -286,7 +279,7 @@ def test_a_multi_head_gives_its_members_intervals():
     state = head.new_state(intervals=True).update({'a': y, 'b': x[:, :1]}, x)
     a = BinaryClassHead(name='a').new_state(intervals=True).update(y, x[:, :1])
     b = RegressionHead(name='b').new_state(intervals=True).update(x[:, :1], x[:, 1:])
-    _close(_flat(state.interval_estimates()),
+    assert_same_intervals(_flat(state.interval_estimates()),
            {**_flat(a.interval_estimates()), **_flat(b.interval_estimates())})
 
 

@@ -32,9 +32,9 @@ from pipeline.config import ConfigError, HeadSpec, parse_config
 from pipeline.elements import BadRecordError, HeadArrays, SubBatch
 from pipeline.run import evaluate, prepare
 from pipeline.schema import ERRORS, METRICS, PLOTS, TIMESTAMP, with_extras
+from _helpers import COUNTRIES, pipeline_data, write_shards  # the tests' rows, in shards
 
 RUNNER = ['--runner=DirectRunner']
-COUNTRIES = np.array(['US', 'JP', 'DE'])
 
 
 # -------------------------------------------------------------------------------------------------
@@ -42,29 +42,11 @@ COUNTRIES = np.array(['US', 'JP', 'DE'])
 # -------------------------------------------------------------------------------------------------
 
 def _data(n: int = 3000, seed: int = 7) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0.0, 2.0, n).astype(np.float32)
-    p = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
-    return pa.table({
-        'country': rng.choice(COUNTRIES, n),
-        'w': rng.uniform(0.5, 1.5, n).astype(np.float32),
-        'x': x,
-        'y': (rng.random(n) < p).astype(np.int64),
-        'r': rng.normal(1.0, 1.0, n).astype(np.float32),          # regression prediction
-        'ry': rng.normal(1.0, 1.2, n).astype(np.float32),         # regression label
-        'ts': rng.integers(0, 600, n),                            # epoch seconds
-        'gs': rng.choice([100, 200], n),                          # a step column
-    })
+    return pipeline_data(n, seed)
 
 
 def _write(table: pa.Table, directory, shards: int, row_group_size: int = 400) -> str:
-    os.makedirs(directory, exist_ok=True)
-    bounds = np.linspace(0, table.num_rows, shards + 1).astype(int)
-    for i in range(shards):
-        pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]),
-                       os.path.join(directory, 'part-%03d.parquet' % i),
-                       row_group_size=row_group_size)
-    return os.path.join(str(directory), 'part-*.parquet')
+    return write_shards(table, directory, shards, row_group_size)
 
 
 def _sigmoid32(x: np.ndarray) -> np.ndarray:

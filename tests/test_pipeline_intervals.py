@@ -18,10 +18,10 @@ import pytest
 import heads
 from pipeline import sources
 from pipeline.run import evaluate
+from _helpers import COUNTRIES, pipeline_data, write_shards  # the tests' rows, in shards
 from pipeline.schema import METRICS, with_extras
 
 RUNNER = ['--runner=DirectRunner']
-COUNTRIES = np.array(['US', 'JP', 'DE'])
 BINARY = {'type': 'BinaryClassHead', 'args': {'name': 'click', 'weight_column': 'w', 'thresholds': [0.5]},
           'logits': 'x', 'labels': 'y'}
 REGRESSION = {'type': 'RegressionHead', 'args': {'name': 'spend'}, 'logits': 'r', 'labels': 'ry'}
@@ -29,27 +29,11 @@ CI = ('ci_lower', 'ci_upper', 'standard_error')
 
 
 def _data(n: int = 2400, seed: int = 3) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0.0, 2.0, n).astype(np.float32)
-    p = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
-    return pa.table({
-        'country': rng.choice(COUNTRIES, n),
-        'w': rng.uniform(0.5, 1.5, n).astype(np.float32),
-        'x': x,
-        'y': (rng.random(n) < p).astype(np.int64),
-        'r': rng.normal(1.0, 1.0, n).astype(np.float32),
-        'ry': rng.normal(1.0, 1.2, n).astype(np.float32),
-        'ts': rng.integers(0, 240, n),
-    })
+    return pipeline_data(n, seed, ts_max=240)
 
 
 def _write(table: pa.Table, directory, shards: int) -> str:
-    os.makedirs(directory, exist_ok=True)
-    bounds = np.linspace(0, table.num_rows, shards + 1).astype(int)
-    for i in range(shards):
-        pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]),
-                       os.path.join(directory, 'part-%03d.parquet' % i), row_group_size=300)
-    return os.path.join(str(directory), 'part-*.parquet')
+    return write_shards(table, directory, shards, row_group_size=300)
 
 
 def _config(pattern: str, output, **extra) -> dict:

@@ -103,6 +103,14 @@ def _pane_files(out: str) -> dict[tuple[str, int], pa.Table]:
     return files
 
 
+def _run_one_batch(config, rows: list) -> None:
+    """Runs the streaming pipeline on `rows` as one batch at T0, then ends the stream."""
+    _run(config, test_stream.TestStream(coder=beam.coders.PickleCoder())
+         .advance_watermark_to(T0)
+         .add_elements([beam_window.TimestampedValue(_batch(rows, 'all'), T0)])
+         .advance_watermark_to_infinity())
+
+
 def _run(config: config_lib.EvalConfig, stream: test_stream.TestStream,
          bad_records: str = 'fail') -> None:
     options = PipelineOptions([], streaming=True)
@@ -169,11 +177,7 @@ def test_sliding_windows_hold_exactly_their_rows(tmp_path):
     ts = [T0 + 1, T0 + 29, T0 + 30, T0 + 59, T0 + 60, T0 + 89, T0 + 90, T0 + 119, T0 + 15,
           T0 + 45, T0 + 75]
     rows = _rows(rng, ts, 'UDUDUDUDUDU')
-    stream = (test_stream.TestStream(coder=beam.coders.PickleCoder())
-              .advance_watermark_to(T0)
-              .add_elements([beam_window.TimestampedValue(_batch(rows, 'all'), T0)])
-              .advance_watermark_to_infinity())
-    _run(config, stream)
+    _run_one_batch(config, rows)
     panes = _pane_files(config.output)
     # Reference: every start that is a multiple of 30 with start <= t < start + 60.
     starts = sorted({s for t in ts for s in (t - t % 30, t - t % 30 - 30)})
@@ -376,11 +380,7 @@ def test_streaming_panes_carry_each_windows_intervals(tmp_path):
     rng = np.random.default_rng(12)
     ts = [T0 + i % 60 for i in range(40)] + [T0 + 60 + i % 60 for i in range(25)]
     rows = _rows(rng, ts, ('UD' * 40)[:65])
-    stream = (test_stream.TestStream(coder=beam.coders.PickleCoder())
-              .advance_watermark_to(T0)
-              .add_elements([beam_window.TimestampedValue(_batch(rows, 'all'), T0)])
-              .advance_watermark_to_infinity())
-    _run(config, stream)
+    _run_one_batch(config, rows)
     panes = _pane_files(config.output)
     assert sorted(panes) == [(T0, 0), (T0 + 60, 0)]
     for start in (T0, T0 + 60):
