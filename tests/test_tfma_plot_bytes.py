@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.writers import tfma_plot_bytes
+from pipeline.writers import tfma_plots
 from pipeline.writers import tfma_protos as protos
 
 NUMERIC = ('threshold', 'tp', 'fp', 'tn', 'fn', 'precision', 'recall', 'false_positive_rate',
@@ -38,8 +39,8 @@ def test_numpy_encoding_equals_the_message_built_row_by_row(n, seed):
     cols = _cols(n, seed)
     rows = list(range(n))[::-1]
     fast, slow = plot_data(), plot_data()
-    protos._plot_data(fast, rows, cols)
-    protos._plot_data_by_row(slow, rows, cols)
+    tfma_plots._plot_data(fast, rows, cols)
+    tfma_plots._plot_data_by_row(slow, rows, cols)
     assert fast.SerializeToString(deterministic=True) == slow.SerializeToString(
         deterministic=True)
     assert len(fast.confusion_matrix_at_thresholds.matrices) == cols['curve'].count('confusion')

@@ -12,7 +12,7 @@ default arguments, and TFMA's notebook views render them.
 
 This module owns the files: checking the tables' rows, splitting them into evaluations, and
 writing each evaluation's three files (TFRecord framing by `pipeline.fileio`). How rows become
-TFMA's protos (slice keys, metric keys, plots) is pipeline/writers/tfma_protos.py.
+TFMA's protos (slice keys, metric keys) is pipeline/writers/tfma_protos.py, plots tfma_plots.py.
 
 Windows and steps: TFMA has neither. When the tables hold several evaluations (several
 window_start or step values), each is written to its own loadable directory,
@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Sequence, Union
 import pyarrow as pa
 
 from pipeline import fileio
+from pipeline.writers import tfma_plots
 from pipeline.writers import tfma_protos as protos
 
 TFMA_DIR = 'tfma'
@@ -122,7 +123,7 @@ def _write_plot_records(path: str, plots: Plots, evaluation: tuple[Any, Any],
     def write(f: Any) -> None:
         for piece in _pieces(plots):
             rows = _rows_by_key(_evaluation_keys(piece)).get(evaluation, [])
-            for record in protos.plots_records(piece, rows, slices, head_names, typed):
+            for record in tfma_plots.plots_records(piece, rows, slices, head_names, typed):
                 _TFRecordUtil.write_record(f, record)
     fileio.write_atomically(path, write)
 
