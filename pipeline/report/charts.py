@@ -187,6 +187,31 @@ def _lines(p: _Plot, series: Sequence[Series], fx: Callable[[float], str]) -> li
     return out
 
 
+def _bar_row(i: int, label: str, v: float | None, n: int | None, sx: Any, y: int, row: int,
+             left: int, pw: int, width: int, bound: tuple | None, interval: tuple | None
+             ) -> list[str]:
+    """One row of `bar_chart`: its band, label, whisker, error bar, dot and value text."""
+    out = ['<g class="bar" data-slice="%s">' % _e(label)]
+    if i % 2 == 0:
+        out.append('<rect class="band" x="0" y="%d" width="%d" height="%d"/>' % (y, width, row))
+    out.append('<text class="tick" x="%d" y="%d" text-anchor="end">%s<title>%s</title>'
+               '</text>' % (left - 8, y + 12, _e(_short(label, 34)), _e(label)))
+    if finite(v):
+        if bound and finite(bound[0]) and finite(bound[1]):
+            out.append('<line class="whisker" x1="%.1f" y1="%d" x2="%.1f" y2="%d"/>'
+                       % (sx(bound[0]), y + 9, sx(bound[1]), y + 9))
+        if interval and finite(interval[0]) and finite(interval[1]):
+            out.append(_error_bar(sx(interval[0]), sx(interval[1]), y + 9,
+                                  '%s: interval [%s, %s]' % (label, fmt(interval[0]),
+                                                             fmt(interval[1]))))
+        out.append('<circle class="dot" cx="%.1f" cy="%d" r="4"><title>%s: %s</title>'
+                   '</circle>' % (sx(v), y + 9, _e(label), _e(fmt(v))))
+    out.append('<text class="tick" x="%d" y="%d">%s  (n=%s)</text>'
+               % (left + pw + 8, y + 12, _e(fmt(v)), _e(fmt_count(n))))
+    out.append('</g>')
+    return out
+
+
 def bar_chart(labels: Sequence[str], values: Sequence[float | None],
               counts: Sequence[int | None], *, title: str,
               reference: float | None = None,
@@ -225,26 +250,8 @@ def bar_chart(labels: Sequence[str], values: Sequence[float | None],
             out.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%s</text>'
                        % (sx(t), top - 7, _e(fmt_tick(t))))
     for i, (label, v, n) in enumerate(zip(labels, values, counts)):
-        y = top + i * row
-        out.append('<g class="bar" data-slice="%s">' % _e(label))
-        if i % 2 == 0:
-            out.append('<rect class="band" x="0" y="%d" width="%d" height="%d"/>'
-                       % (y, width, row))
-        out.append('<text class="tick" x="%d" y="%d" text-anchor="end">%s<title>%s</title>'
-                   '</text>' % (left - 8, y + 12, _e(_short(label, 34)), _e(label)))
-        if finite(v):
-            if bounds and finite(bounds[i][0]) and finite(bounds[i][1]):
-                out.append('<line class="whisker" x1="%.1f" y1="%d" x2="%.1f" y2="%d"/>'
-                           % (sx(bounds[i][0]), y + 9, sx(bounds[i][1]), y + 9))
-            if intervals and finite(intervals[i][0]) and finite(intervals[i][1]):
-                out.append(_error_bar(sx(intervals[i][0]), sx(intervals[i][1]), y + 9,
-                                      '%s: interval [%s, %s]' % (label, fmt(intervals[i][0]),
-                                                                 fmt(intervals[i][1]))))
-            out.append('<circle class="dot" cx="%.1f" cy="%d" r="4"><title>%s: %s</title>'
-                       '</circle>' % (sx(v), y + 9, _e(label), _e(fmt(v))))
-        out.append('<text class="tick" x="%d" y="%d">%s  (n=%s)</text>'
-                   % (left + pw + 8, y + 12, _e(fmt(v)), _e(fmt_count(n))))
-        out.append('</g>')
+        out += _bar_row(i, label, v, n, sx, top + i * row, row, left, pw, width,
+                        bounds[i] if bounds else None, intervals[i] if intervals else None)
     if reference is not None and finite(reference):
         out.append('<line class="ref" x1="%.1f" y1="%d" x2="%.1f" y2="%d"><title>Overall %s'
                    '</title></line>' % (sx(reference), top - 4, sx(reference),
