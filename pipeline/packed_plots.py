@@ -18,6 +18,21 @@ import pyarrow as pa
 CODEC = 'lz4'
 
 
+def _codes(a: np.ndarray) -> tuple[tuple, np.ndarray]:
+    """An object array's distinct values in order of first appearance and the int32 codes into
+    them (same shape). Plot columns hold long runs of one value (a curve's name, a sub_key), so
+    only the first value of each run is looked up in Python."""
+    flat = a.ravel()
+    if flat.size == 0:
+        return (), np.zeros(a.shape, np.int32)
+    starts = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
+    index: dict[Any, int] = {}
+    run_codes = [index.setdefault(v, len(index)) for v in flat[starts].tolist()]
+    lengths = np.diff(np.append(starts, flat.size))
+    codes = np.repeat(np.asarray(run_codes, np.int32), lengths)
+    return tuple(index), codes.reshape(a.shape)
+
+
 class PackedPlots(Mapping):
     """A read-only mapping column name → np.ndarray, held compressed.
 
@@ -33,10 +48,7 @@ class PackedPlots(Mapping):
             a = np.asarray(values)
             rows = len(a)
             if a.dtype == object:  # any hashable values (str, None): codes into them
-                index: dict[Any, int] = {}
-                codes = [index.setdefault(v, len(index)) for v in a.ravel().tolist()]
-                labels[name] = tuple(index)
-                a = np.asarray(codes, np.int32).reshape(a.shape)
+                labels[name], a = _codes(a)
             a = np.ascontiguousarray(a)
             names.append(name)
             specs.append((a.dtype.str, a.shape))

@@ -1,7 +1,8 @@
 """Head states → rows of the metrics and plots tables (`pipeline.schema`): per key the candidate's
 rows and, for a head with a baseline, the baseline's and the diffs (`model` column).
 
-`state_result` turns one (key, state) into a small `KeyResult` (parallel, per key); `build_tables`
+`state_result` turns one (key, state) into a small `KeyResult` (parallel, per key; `state_results`
+many at once, their small states made dense in one grouped update); `build_tables`
 gathers every key's results into the two tables, adds the MultiHead `loss` rows and sorts the rows
 (Overall first, then slices in config order and by value; heads in config order).
 """
@@ -14,6 +15,7 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 import pyarrow as pa
 
+from heads.extract import densify_together
 from pipeline import schema
 from pipeline.config import EvalConfig
 from pipeline.elements import Key
@@ -76,6 +78,14 @@ def state_result(key: tuple, state: Any, head_names: Sequence[str],
     return KeyResult(key, list(rows.values()), int(count), float(weighted), loss,
                      PackedPlots(plots),
                      _intervals(state, name, level) if level is not None else {}, compared)
+
+
+def state_results(pairs: Sequence[tuple[tuple, Any]], head_names: Sequence[str],
+                  level: float | None = None) -> list[KeyResult]:
+    """`state_result` of many (key, state) pairs, their small states made dense together first
+    (`heads.extract.densify_together`: one grouped update for many slices instead of one each)."""
+    densify_together(state for _, state in pairs)
+    return [state_result(key, state, head_names, level) for key, state in pairs]
 
 
 def _intervals(state: Any, head_name: str, level: float
