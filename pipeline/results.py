@@ -19,6 +19,7 @@ from heads.extract import densify_together
 from pipeline import schema
 from pipeline.config import EvalConfig
 from pipeline.elements import Key
+from pipeline.metric_rows import MetricRows
 from pipeline.packed_plots import PackedPlots, plot_arrays, plot_rows
 
 _PLOT_COLUMNS = [f.name for f in schema.PLOTS][len(schema._ID_FIELDS):]
@@ -27,7 +28,8 @@ _PLOT_COLUMNS = [f.name for f in schema.PLOTS][len(schema._ID_FIELDS):]
 class KeyResult(NamedTuple):
     """What one key's state says: metric rows and plot columns, without the run's id columns."""
     key: Key
-    metrics: list[tuple[str, float, float | None, float | None]]  # metric, value, lower, upper
+    # (metric, value, lower, upper) rows: a compact `MetricRows` from state_result
+    metrics: Sequence[tuple[str, float, float | None, float | None]]
     example_count: int
     weighted_example_count: float | None
     loss: float
@@ -75,7 +77,7 @@ def state_result(key: tuple, state: Any, head_names: Sequence[str],
     plots = state.plots() or {}
     compared = _compared_rows(state, name, level) if hasattr(state, 'comparison') else ()
     # Packed: a few KB instead of ~37 KB a key, for the gather of many slices (packed_plots.py).
-    return KeyResult(key, list(rows.values()), int(count), float(weighted), loss,
+    return KeyResult(key, MetricRows(rows.values()), int(count), float(weighted), loss,
                      PackedPlots(plots),
                      _intervals(state, name, level) if level is not None else {}, compared)
 

@@ -119,6 +119,23 @@ def test_the_member_states_of_a_multi_head_are_found_and_made_dense():
     assert small_states(state) == []
 
 
+def test_states_of_two_heads_of_one_family_are_made_dense_each_with_its_own_head():
+    wide = MultiLabelHead(n_classes=4, name='wide', thresholds=[0.3])
+    narrow = MultiLabelHead(n_classes=2, name='narrow', classes_for_class_based_metrics=[1])
+    rng = np.random.default_rng(5)
+    pairs = []
+    for i, head in enumerate([wide, narrow, wide, narrow]):
+        n_classes = 4 if head is wide else 2
+        state = head.new_state()
+        state.update((rng.random((3, n_classes)) < 0.5).astype(np.int64),
+                     rng.normal(size=(3, n_classes)).astype(np.float32))
+        pairs.append((_key(i, head=int(head is narrow)), state))
+    names = ['wide', 'narrow']
+    want = [state_result(k, copy.deepcopy(s), names) for k, s in pairs]
+    for g, w in zip(state_results(pairs, names), want):
+        _assert_same_result(g, w)
+
+
 def test_no_state_reads_as_no_result():
     assert state_results([], ['']) == []
 
