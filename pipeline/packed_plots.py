@@ -18,6 +18,27 @@ import pyarrow as pa
 CODEC = 'lz4'
 
 
+# The column names, specs and text values of a key's plots are the same for most keys (every
+# small slice of one head has the same rows): one shared copy instead of ~3 KB of tuples a key.
+_SHARED: dict[Any, Any] = {}
+
+
+def _shared(value: tuple) -> tuple:
+    """`value`, or an equal tuple made before (hashable values only)."""
+    if len(_SHARED) > 100_000:  # many distinct layouts: stop collecting
+        _SHARED.clear()
+    return _SHARED.setdefault(value, value)
+
+
+def _shared_labels(labels: dict[str, tuple]) -> dict[str, tuple]:
+    """A labels dict (column → distinct values), shared with equal ones made before (read only)."""
+    try:
+        key = ('labels',) + tuple(sorted(labels.items()))
+    except TypeError:  # values that do not sort (None beside str): keep this one
+        return labels
+    return _SHARED.setdefault(key, labels)
+
+
 def _codes(a: np.ndarray) -> tuple[tuple, np.ndarray]:
     """An object array's distinct values in order of first appearance and the int32 codes into
     them (same shape). Plot columns hold long runs of one value (a curve's name, a sub_key), so
@@ -54,9 +75,9 @@ class PackedPlots(Mapping):
             specs.append((a.dtype.str, a.shape))
             parts.append(a.tobytes())
         raw = b''.join(parts)
-        self._names = tuple(names)
-        self._specs = tuple(specs)
-        self._labels = labels
+        self._names = _shared(tuple(names))
+        self._specs = _shared(tuple(specs))
+        self._labels = _shared_labels(labels)
         self._size = len(raw)
         self._data = pa.compress(raw, codec=CODEC, asbytes=True) if raw else b''
         self.rows = rows
@@ -65,7 +86,9 @@ class PackedPlots(Mapping):
         return (self._names, self._specs, self._labels, self._size, self._data, self.rows)
 
     def __setstate__(self, state: tuple) -> None:
-        (self._names, self._specs, self._labels, self._size, self._data, self.rows) = state
+        (names, specs, labels, self._size, self._data, self.rows) = state
+        self._names, self._specs = _shared(names), _shared(specs)
+        self._labels = _shared_labels(labels)
 
     @property
     def nbytes(self) -> int:
