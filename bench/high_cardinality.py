@@ -20,8 +20,8 @@ emitted state pickled and unpickled, as it crosses to the combine), `combine`
 (`HeadStateCombineFn` per key, as each state arrives) and `extract`
 (`pipeline.results.state_results` over `ExtractResults.BATCH` keys at a time, as the pipeline's
 step: the metrics, bounds and plots of every state, each result dropped once read; a `--root`
-checkout without it: `state_result` per key), each with its seconds and the process's RSS after it, plus the pickled
-bytes and the process's peak RSS (`maxrss_mb`). `--root DIR` imports
+checkout without it: `state_result` per key), each with its seconds and the process's RSS
+after it, plus the pickled bytes and the process's peak RSS (`maxrss_mb`). `--root DIR` imports
 `heads` and `pipeline` from another checkout (e.g. main, for the numbers before a change).
 
 Each measurement is one whole CLI process (start-up, reading, evaluation, every writer: metrics,

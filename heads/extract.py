@@ -4,8 +4,8 @@ A small state (`HeadState.is_small`: it holds its rows) builds its dense compone
 — one grouped update over its own rows. Reading the metrics of 10^5 small states one by one pays
 that update's fixed cost (allocating and scanning histograms of thousands of buckets, Keras'
 thresholds, confusion rows) 10^5 times. `densify_together(states)` makes them dense together:
-every small state of one head (class and configuration) in one grouped update (`MAX_GROUPS` states a pass), so the fixed
-cost is paid once per pass. The components are the same as each state building its own (the same
+every small state of one head (class and configuration) in one grouped update (`MAX_GROUPS`
+states a pass), so the fixed cost is paid once per pass. The components are the same as each state building its own (the same
 rows added to the same empty components; per-state sums taken over that state's rows only).
 
 Containers are looked into: a `MultiHeadState`'s member states, a compared head's candidate and

@@ -10,9 +10,10 @@
 Every transform is a Create, ParDo, GroupByKey or Flatten, so every runner, the DaskRunner
 included, can translate it. The steps are `pipeline.sources.ReadBatches`,
 `pipeline.progress.CountRows`, `pipeline.apply.ApplyHeads`, `pipeline.combine.CombineStates`,
-`ExtractResults` (below) and `pipeline.run_outputs.WriteRun`; with `options.bigquery_table`, WriteRun also emits the metrics
-rows, which `WriteToBigQuery` appends to that table (pipeline/writers/bigquery.py). How the
-graph runs (runner, lock, progress, publishing) is `pipeline/run.py`.
+`ExtractResults` (below) and `pipeline.run_outputs.WriteRun`; with `options.bigquery_table`,
+WriteRun also emits the metrics rows, which `WriteToBigQuery` appends to that table
+(pipeline/writers/bigquery.py). How the graph runs (runner, lock, progress, publishing) is
+`pipeline/run.py`.
 """
 from __future__ import annotations
 
