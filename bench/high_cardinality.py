@@ -18,9 +18,10 @@ no writers): `apply` (`ApplyHeads` over every batch, one bundle per file, as a l
 them, its states emitted at the bundle's end or when it holds too many keys), `pickle` (each
 emitted state pickled and unpickled, as it crosses to the combine), `combine`
 (`HeadStateCombineFn` per key, as each state arrives) and `extract`
-(`pipeline.results.state_result` per key: the metrics, bounds and plots of every state, each
-result dropped once read), each with its seconds and the process's RSS after it, plus the pickled
-bytes and the process's peak RSS (`maxrss_mb`). `--root DIR` imports
+(`pipeline.results.state_results` over `ExtractResults.BATCH` keys at a time, as the pipeline's
+step: the metrics, bounds and plots of every state, each result dropped once read; a `--root`
+checkout without it: `state_result` per key), each with its seconds and the process's RSS
+after it, plus the pickled bytes and the process's peak RSS (`maxrss_mb`). `--root DIR` imports
 `heads` and `pipeline` from another checkout (e.g. main, for the numbers before a change).
 
 Each measurement is one whole CLI process (start-up, reading, evaluation, every writer: metrics,
@@ -200,7 +201,11 @@ def phases(pattern: str, k: int, heads: str, root: str | None) -> dict:
     from pipeline import sources
     from pipeline.apply import ApplyHeads
     from pipeline.combine import HeadStateCombineFn
+    from pipeline import graph, results as results_lib
     from pipeline.results import state_result
+    # A checkout from before the extraction in batches (--root) reads one key at a time.
+    many = getattr(results_lib, 'state_results', None)
+    extract_step = getattr(graph, 'ExtractResults', None)
 
     out_dir = os.path.join(OUT, 'hc_phases')
     config = {'input': {'pattern': pattern, 'format': 'parquet'},
@@ -279,9 +284,15 @@ def phases(pattern: str, k: int, heads: str, root: str | None) -> dict:
     t = time.perf_counter()
     names = config.head_names
     plot_rows = 0
-    while accumulators:  # each state read once and dropped, as the pipeline's Map does
-        key, state = accumulators.popitem()
-        plot_rows += len(state_result(key, state, names).plots.get('curve', ()))
+    batch = getattr(extract_step, 'BATCH', 1)
+    while accumulators:  # read BATCH at a time and dropped, as the pipeline's ExtractResults
+        pairs = [accumulators.popitem() for _ in range(min(batch, len(accumulators)))]
+        if many is None:
+            results = [state_result(key, state, names) for key, state in pairs]
+        else:
+            results = many(pairs, names)
+        plot_rows += sum(len(r.plots.get('curve', ())) for r in results)
+        del pairs, results
     row['extract_s'] = time.perf_counter() - t
     row['extract_us_per_key'] = row['extract_s'] / max(row['keys'], 1) * 1e6
     row['rss_mb_extract'] = rss_mb()

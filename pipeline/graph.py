@@ -2,21 +2,22 @@
 
     Read (Create files → plan → Reshuffle → read) → Progress (counts rows)
       → ApplyHeads (partial states per bundle)
-      ├─ states → CombinePerKey(HeadStateCombineFn) → state_result ─┐
+      ├─ states → CombinePerKey(HeadStateCombineFn) → ExtractResults ┐
       ├─ errors (dead_letter rows) ──────────────────────────────────┤→ Flatten → one group → WriteRun
       ├─ stats (rows read / rejected per bundle) ────────────────────┤   (GroupByKey on key 0)
       └─ (a marker, so an empty input still writes empty tables) ────┘
 
 Every transform is a Create, ParDo, GroupByKey or Flatten, so every runner, the DaskRunner
 included, can translate it. The steps are `pipeline.sources.ReadBatches`,
-`pipeline.progress.CountRows`, `pipeline.apply.ApplyHeads`, `pipeline.combine.CombineStates` and
-`pipeline.run_outputs.WriteRun`; with `options.bigquery_table`, WriteRun also emits the metrics
-rows, which `WriteToBigQuery` appends to that table (pipeline/writers/bigquery.py). How the
-graph runs (runner, lock, progress, publishing) is `pipeline/run.py`.
+`pipeline.progress.CountRows`, `pipeline.apply.ApplyHeads`, `pipeline.combine.CombineStates`,
+`ExtractResults` (below) and `pipeline.run_outputs.WriteRun`; with `options.bigquery_table`,
+WriteRun also emits the metrics rows, which `WriteToBigQuery` appends to that table
+(pipeline/writers/bigquery.py). How the graph runs (runner, lock, progress, publishing) is
+`pipeline/run.py`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import apache_beam as beam
 
@@ -27,7 +28,7 @@ from pipeline.apply import ApplyHeads
 from pipeline.elements import ERRORS_TAG, STATS_TAG
 from pipeline.combine import CombineStates
 from pipeline.progress import CountRows
-from pipeline.results import state_result
+from pipeline.results import state_results
 from pipeline.run_options import RunOptions
 from pipeline.run_outputs import BIGQUERY_TAG, WriteRun
 from pipeline.writers import parquet as parquet_writer
@@ -64,8 +65,7 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
     # each run a few milliseconds).
     results = (applied.states
                | 'Combine' >> CombineStates(config)
-               | 'Results' >> beam.Map(lambda kv: (0, ('result', state_result(kv[0], kv[1],
-                                                                              head_names, level)))))
+               | 'Results' >> beam.ParDo(ExtractResults(head_names, level)))
     errors = applied[ERRORS_TAG] | 'TagErrors' >> beam.Map(lambda t: (0, ('errors', t)))
     stats = applied[STATS_TAG] | 'TagStats' >> beam.Map(lambda s: (0, ('stats', tuple(s))))
     marker = p | 'Marker' >> beam.Create([(0, ('marker', None))])
@@ -78,6 +78,40 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
         from pipeline.writers import bigquery
         _ = written[BIGQUERY_TAG] | 'BigQuery' >> bigquery.WriteMetrics(options.bigquery_table)
     return written.summary
+
+
+class ExtractResults(beam.DoFn):
+    """(key, state) → (0, ('result', KeyResult)), `BATCH` keys at a time (`state_results`: their
+    small states made dense in one grouped update rather than one each); the last keys of a
+    bundle at its end, in the global window (the batch graph's only window)."""
+
+    BATCH = 256
+
+    def __init__(self, head_names: Sequence[str], level: float | None) -> None:
+        self._head_names = list(head_names)
+        self._level = level
+        self._pending: list[tuple[tuple, Any]] = []
+
+    def start_bundle(self) -> None:
+        self._pending = []
+
+    def process(self, kv: tuple[tuple, Any]) -> Iterator[tuple]:
+        self._pending.append(kv)
+        if len(self._pending) >= self.BATCH:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+        window = GlobalWindow()
+        ts = window.max_timestamp()
+        for out in self._flush():
+            yield WindowedValue(out, ts, [window])
+
+    def _flush(self) -> Iterator[tuple]:
+        pending, self._pending = self._pending, []
+        for result in state_results(pending, self._head_names, self._level):
+            yield 0, ('result', result)
 
 
 def _batch_slice_kinds(config: config_lib.EvalConfig, files: Sequence[str]

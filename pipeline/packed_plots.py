@@ -18,6 +18,42 @@ import pyarrow as pa
 CODEC = 'lz4'
 
 
+# The column names, specs and text values of a key's plots are the same for most keys (every
+# small slice of one head has the same rows): one shared copy instead of ~3 KB of tuples a key.
+_SHARED: dict[Any, Any] = {}
+
+
+def _shared(value: tuple) -> tuple:
+    """`value`, or an equal tuple made before (hashable values only)."""
+    if len(_SHARED) > 100_000:  # many distinct layouts: stop collecting
+        _SHARED.clear()
+    return _SHARED.setdefault(value, value)
+
+
+def _shared_labels(labels: dict[str, tuple]) -> dict[str, tuple]:
+    """A labels dict (column → distinct values), shared with equal ones made before (read only)."""
+    try:
+        key = ('labels',) + tuple(sorted(labels.items()))
+    except TypeError:  # values that do not sort (None beside str): keep this one
+        return labels
+    return _SHARED.setdefault(key, labels)
+
+
+def _codes(a: np.ndarray) -> tuple[tuple, np.ndarray]:
+    """An object array's distinct values in order of first appearance and the int32 codes into
+    them (same shape). Plot columns hold long runs of one value (a curve's name, a sub_key), so
+    only the first value of each run is looked up in Python."""
+    flat = a.ravel()
+    if flat.size == 0:
+        return (), np.zeros(a.shape, np.int32)
+    starts = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
+    index: dict[Any, int] = {}
+    run_codes = [index.setdefault(v, len(index)) for v in flat[starts].tolist()]
+    lengths = np.diff(np.append(starts, flat.size))
+    codes = np.repeat(np.asarray(run_codes, np.int32), lengths)
+    return tuple(index), codes.reshape(a.shape)
+
+
 class PackedPlots(Mapping):
     """A read-only mapping column name → np.ndarray, held compressed.
 
@@ -33,18 +69,15 @@ class PackedPlots(Mapping):
             a = np.asarray(values)
             rows = len(a)
             if a.dtype == object:  # any hashable values (str, None): codes into them
-                index: dict[Any, int] = {}
-                codes = [index.setdefault(v, len(index)) for v in a.ravel().tolist()]
-                labels[name] = tuple(index)
-                a = np.asarray(codes, np.int32).reshape(a.shape)
+                labels[name], a = _codes(a)
             a = np.ascontiguousarray(a)
             names.append(name)
             specs.append((a.dtype.str, a.shape))
             parts.append(a.tobytes())
         raw = b''.join(parts)
-        self._names = tuple(names)
-        self._specs = tuple(specs)
-        self._labels = labels
+        self._names = _shared(tuple(names))
+        self._specs = _shared(tuple(specs))
+        self._labels = _shared_labels(labels)
         self._size = len(raw)
         self._data = pa.compress(raw, codec=CODEC, asbytes=True) if raw else b''
         self.rows = rows
@@ -53,7 +86,9 @@ class PackedPlots(Mapping):
         return (self._names, self._specs, self._labels, self._size, self._data, self.rows)
 
     def __setstate__(self, state: tuple) -> None:
-        (self._names, self._specs, self._labels, self._size, self._data, self.rows) = state
+        (names, specs, labels, self._size, self._data, self.rows) = state
+        self._names, self._specs = _shared(names), _shared(specs)
+        self._labels = _shared_labels(labels)
 
     @property
     def nbytes(self) -> int:

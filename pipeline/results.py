@@ -1,7 +1,8 @@
 """Head states → rows of the metrics and plots tables (`pipeline.schema`): per key the candidate's
 rows and, for a head with a baseline, the baseline's and the diffs (`model` column).
 
-`state_result` turns one (key, state) into a small `KeyResult` (parallel, per key); `build_tables`
+`state_result` turns one (key, state) into a small `KeyResult` (parallel, per key; `state_results`
+many at once, their small states made dense in one grouped update); `build_tables`
 gathers every key's results into the two tables, adds the MultiHead `loss` rows and sorts the rows
 (Overall first, then slices in config order and by value; heads in config order).
 """
@@ -14,9 +15,11 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 import pyarrow as pa
 
+from heads.extract import densify_together
 from pipeline import schema
 from pipeline.config import EvalConfig
 from pipeline.elements import Key
+from pipeline.metric_rows import MetricRows
 from pipeline.packed_plots import PackedPlots, plot_arrays, plot_rows
 
 _PLOT_COLUMNS = [f.name for f in schema.PLOTS][len(schema._ID_FIELDS):]
@@ -25,7 +28,8 @@ _PLOT_COLUMNS = [f.name for f in schema.PLOTS][len(schema._ID_FIELDS):]
 class KeyResult(NamedTuple):
     """What one key's state says: metric rows and plot columns, without the run's id columns."""
     key: Key
-    metrics: list[tuple[str, float, float | None, float | None]]  # metric, value, lower, upper
+    # (metric, value, lower, upper) rows: a compact `MetricRows` from state_result
+    metrics: Sequence[tuple[str, float, float | None, float | None]]
     example_count: int
     weighted_example_count: float | None
     loss: float
@@ -73,9 +77,17 @@ def state_result(key: tuple, state: Any, head_names: Sequence[str],
     plots = state.plots() or {}
     compared = _compared_rows(state, name, level) if hasattr(state, 'comparison') else ()
     # Packed: a few KB instead of ~37 KB a key, for the gather of many slices (packed_plots.py).
-    return KeyResult(key, list(rows.values()), int(count), float(weighted), loss,
+    return KeyResult(key, MetricRows(rows.values()), int(count), float(weighted), loss,
                      PackedPlots(plots),
                      _intervals(state, name, level) if level is not None else {}, compared)
+
+
+def state_results(pairs: Sequence[tuple[tuple, Any]], head_names: Sequence[str],
+                  level: float | None = None) -> list[KeyResult]:
+    """`state_result` of many (key, state) pairs, their small states made dense together first
+    (`heads.extract.densify_together`: one grouped update for many slices instead of one each)."""
+    densify_together(state for _, state in pairs)
+    return [state_result(key, state, head_names, level) for key, state in pairs]
 
 
 def _intervals(state: Any, head_name: str, level: float

@@ -93,3 +93,20 @@ def test_plots_in_pieces_concatenate_to_the_whole_table_with_each_slice_in_one_p
         for b in slices_per_piece[i + 1:]:
             assert not a & b  # no slice split between two pieces
     assert len(list(plot_tables(config, [], 'r', at))) == 1  # no results: one empty piece
+
+
+def test_keys_of_one_layout_share_their_column_specs_after_a_pickle():
+    columns = {'curve': np.array(['confusion', 'confusion', 'calibration'], object),
+               'sub_key': np.array(['', '', ''], object), 'tp': np.array([1.0, 2.0, 3.0])}
+    a = pickle.loads(pickle.dumps(PackedPlots(columns)))
+    b = pickle.loads(pickle.dumps(PackedPlots(dict(columns, tp=np.array([4.0, 5.0, 6.0])))))
+    assert a._specs is b._specs and a._names is b._names and a._labels is b._labels
+    assert b.arrays()['tp'].tolist() == [4.0, 5.0, 6.0]
+    assert a.arrays()['curve'].tolist() == ['confusion', 'confusion', 'calibration']
+
+
+def test_text_columns_with_none_and_runs_code_back_in_order():
+    values = np.array([None, None, 'a', 'b', 'b', None, 'a', 'c'], object)
+    packed = PackedPlots({'sub_key': values, 'x': np.arange(8.0)})
+    assert packed.arrays()['sub_key'].tolist() == values.tolist()
+    assert packed._labels['sub_key'] == (None, 'a', 'b', 'c')  # first appearance
