@@ -17,10 +17,16 @@ row without an interval (a metric without an interval method) falls back to its 
 A value that is null or NaN fails its check (nothing can be vouched for), and so does a rule whose
 (head, metric, slice spec) has no row at all (an empty input, say).
 
+Slices that `min_slice_size` left out (`pipeline.slice_sizes`) are too small to judge and are not
+checked, but never silently: the verdict's `not_checked` lists, per (rule, slice spec), how many
+slices and rows were left out, and the verdict line says how many slices went unchecked. A spec
+whose every slice was left out is such an entry, not a "no rows" failure.
+
 The run is blessed when every check passes (no rules: blessed, no files). `validation.json`:
 
     {"blessed": bool, "checks": [{"head", "metric", "slice", ["window_start", "step",] "rule",
-      "limit", "value", "baseline", "diff", "ci_lower", "ci_upper", "passed"}, ...]}
+      "limit", "value", "baseline", "diff", "ci_lower", "ci_upper", "passed"}, ...],
+     ["not_checked": [{"head", "metric", "slice", "slices", "rows", "reason"}, ...]]}
 
 and `tfma/validations.tfrecord` holds TFMA's `ValidationResult` (`validation_ok` = blessed, the
 failing checks per slice), which `tfma.load_validation_result(<output>/tfma)` reads.
@@ -60,20 +66,29 @@ def _index(metrics: pa.Table) -> dict[tuple, dict]:
     return out
 
 
-def check_rules(config: EvalConfig, metrics: pa.Table) -> dict | None:
-    """The verdict {'blessed', 'checks'} of the config's rules on a metrics table (any runner's,
-    any window's); None without rules."""
+def check_rules(config: EvalConfig, metrics: pa.Table,
+                left_out: dict[str, dict[str, int]] | None = None) -> dict | None:
+    """The verdict {'blessed', 'checks'[, 'not_checked']} of the config's rules on a metrics table
+    (any runner's, any window's); None without rules.
+
+    `left_out`: the slices `min_slice_size` took out of `metrics`, per slice spec ('_X_'-joined
+    columns) {'slices', 'rows'} (`pipeline.slice_sizes.SliceSizes.left_out`); each rule over such
+    a spec gets a `not_checked` entry."""
     if not config.validation:
         return None
     rows = _index(metrics)
     use_intervals = config.confidence is not None
-    checks = []
+    checks: list[dict] = []
+    not_checked: list[dict] = []
     for rule in config.validation:
         for spec in rule.slices:
             columns = schema.join_slice_parts(spec, columns=True)
             matching = [k for k in rows if k[0] == 'candidate' and k[1] == rule.head
                         and k[2] == rule.metric and k[3] == columns]
-            if not matching:
+            small = (left_out or {}).get('_X_'.join(spec)) if spec else None
+            if small:
+                not_checked.append(_not_checked(rule, spec, small, config.min_slice_size))
+            if not matching and not small:
                 checks += [_no_rows(rule, spec, bound, limit) for bound, limit in rule.bounds()]
             for key in sorted(matching, key=lambda k: (k[4], str(k[5]), str(k[6]))):
                 candidate = rows[key]
@@ -82,7 +97,10 @@ def check_rules(config: EvalConfig, metrics: pa.Table) -> dict | None:
                 for bound, limit in rule.bounds():
                     checks.append(_check(rule, bound, limit, candidate, baseline, diff,
                                          use_intervals))
-    return {'blessed': all(c['passed'] for c in checks), 'checks': checks}
+    verdict = {'blessed': all(c['passed'] for c in checks), 'checks': checks}
+    if not_checked:
+        verdict['not_checked'] = not_checked
+    return verdict
 
 
 def _rule_text(rule: Any, bound: str, limit: float) -> str:
@@ -96,6 +114,19 @@ def _no_rows(rule: Any, spec: Sequence[str], bound: str, limit: float) -> dict:
             'slice': schema.OVERALL if not spec else '%s:*' % schema.join_slice_parts(spec, True),
             'rule': _rule_text(rule, bound, limit) + ': no rows', 'limit': limit, 'value': None,
             'baseline': None, 'diff': None, 'ci_lower': None, 'ci_upper': None, 'passed': False}
+
+
+def _not_checked(rule: Any, spec: Sequence[str], small: dict[str, int], size: int) -> dict:
+    return {'head': rule.head, 'metric': rule.metric,
+            'slice': '%s:*' % schema.join_slice_parts(spec, True), 'slices': small['slices'],
+            'rows': small['rows'], 'reason': 'below min_slice_size %d' % size}
+
+
+def unchecked_text(verdict: dict) -> str:
+    """'; 3 slices below min_slice_size not checked' ('' when every slice was checked)."""
+    per_spec = {e['slice']: e['slices'] for e in verdict.get('not_checked') or []}
+    n = sum(per_spec.values())
+    return '; %d slices below min_slice_size not checked' % n if n else ''
 
 
 def _check(rule: Any, bound: str, limit: float, candidate: dict, baseline: dict | None,
@@ -150,8 +181,8 @@ def verdict_line(verdict: dict | None) -> str:
     if verdict is None:
         return ''
     if verdict['blessed']:
-        return 'BLESSED (%d checks passed)' % len(verdict['checks'])
-    return 'NOT BLESSED: failing %s' % ', '.join(failing(verdict))
+        return 'BLESSED (%d checks passed%s)' % (len(verdict['checks']), unchecked_text(verdict))
+    return 'NOT BLESSED: failing %s%s' % (', '.join(failing(verdict)), unchecked_text(verdict))
 
 
 def write_validation(out: str, verdict: dict, config: EvalConfig) -> list[str]:
