@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.report.data import lower_is_better
+from pipeline.schema import candidate_rows
 
 MAX_SLICES_PER_SPEC = 50
 # The metric a spec's slices are ranked by: the first of these a head has, else its first metric
@@ -81,11 +82,13 @@ def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC,
     if not big:
         return Selection(None, [])
     big_specs = pa.array([c for c, _ in big], pa.string())
+    # Ranked by the candidate's values: a baseline's or diff row's value is not the slice's.
+    candidate = candidate_rows(metrics)
     small = pairs.filter(pc.invert(pc.is_in(pairs['slice_columns'], value_set=big_specs)))
     keep = set(small['slice'].to_pylist())
     notes = []
     for columns, total in sorted(big):
-        rows = metrics.filter(pc.equal(metrics['slice_columns'], columns))
+        rows = candidate.filter(pc.equal(candidate['slice_columns'], columns))
         chosen, primary = _chosen(rows, n)
         keep |= chosen
         by = ('by %s ' % primary) if primary else 'by each head\'s primary metric '
