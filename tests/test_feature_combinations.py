@@ -210,6 +210,37 @@ def test_a_value_rule_uses_the_candidates_interval_not_the_diffs(run):
     assert (check['ci_lower'], check['ci_upper']) == (cand['ci_lower'], cand['ci_upper'])
 
 
+def test_with_the_bootstrap_each_model_has_its_replicates_interval_and_the_diff_its_paired_one(
+        tmp_path):
+    d = {k: v[::4] for k, v in make_data(14).items()}  # 2550 rows, LU's 2 left out
+    data = write_parquet(d, str(tmp_path / 'data.parquet'))
+    hits = float(np.sum((d['x'] > 0) == (d['y'] == 1)))
+    limit = hits / len(d['y']) + 0.005  # the point misses it; the bootstrap's interval reaches it
+    raw = raw_config(data, str(tmp_path / 'out'), limit, slices=[[], ['country']],
+                     confidence={'level': 0.95, 'method': 'bootstrap'})
+    raw['validation'] = raw['validation'][2:]
+    (tmp_path / 'c.yaml').write_text(yaml.safe_dump(raw))
+    assert cli.main(['evaluate', '--config', str(tmp_path / 'c.yaml')]) == 0
+    metrics = _metrics(str(tmp_path / 'out'))
+    cand = _row(metrics, 'candidate', 'Overall', 'click', 'accuracy')
+    base = _row(metrics, 'baseline', 'Overall', 'click', 'accuracy')
+    for row in (cand, base):  # value ± t·sd of the replicates: symmetric, not Wilson's
+        assert row['ci_lower'] < row['value'] < row['ci_upper']
+        assert row['value'] - row['ci_lower'] == pytest.approx(row['ci_upper'] - row['value'],
+                                                               rel=1e-9)
+    assert cand['ci_lower'] != base['ci_lower']
+    # the metric without a closed form gets the bootstrap's interval on both models' rows
+    for model in ('candidate', 'baseline'):
+        assert _row(metrics, model, 'Overall', 'click', 'auc_precision_recall')['ci_lower'] > 0
+    diff = _row(metrics, 'diff', 'Overall', 'click', 'accuracy')
+    per_row = (((d['x'] > 0) == (d['y'] == 1)).astype(float)
+               - ((d['b'] > 0) == (d['y'] == 1)).astype(float))
+    assert (diff['ci_lower'], diff['ci_upper']) == pytest.approx(paired_mean(per_row), abs=1e-9)
+    (check,) = _verdict(str(tmp_path / 'out'))['checks']
+    assert check['passed'] == (cand['ci_upper'] >= limit)
+    assert (check['ci_lower'], check['ci_upper']) == (cand['ci_lower'], cand['ci_upper'])
+
+
 # -------------------------------------------------------------------------------------------------
 # the outputs: report (many slices), TFMA, BigQuery, TensorBoard
 # -------------------------------------------------------------------------------------------------
@@ -283,11 +314,11 @@ def test_tensorboard_caps_runs_over_the_candidates_slices_only(run):
 # windows, watch, the config
 # -------------------------------------------------------------------------------------------------
 
-def test_every_window_is_checked_and_its_small_slices_listed(tmp_path):
+def test_every_window_and_step_is_checked_and_tensorboard_charts_the_candidate(tmp_path):
     d = make_data(12)
     data = write_parquet(d, str(tmp_path / 'data.parquet'))
     raw = raw_config(data, str(tmp_path / 'out'), 0.0, window={'column': 'ts', 'size': 3600},
-                     slices=[[], ['country']])
+                     slices=[[], ['country']], tensorboard={'step': 120000})
     raw['validation'] = raw['validation'][:1]
     (tmp_path / 'c.yaml').write_text(yaml.safe_dump(raw))
     assert cli.main(['evaluate', '--config', str(tmp_path / 'c.yaml')]) == 3
@@ -302,7 +333,28 @@ def test_every_window_is_checked_and_its_small_slices_listed(tmp_path):
     assert verdict['not_checked'] == [
         {'head': 'click', 'metric': 'auc', 'slice': 'country:*', 'slices': lu_windows,
          'rows': TINY, 'reason': 'below min_slice_size %d' % MIN_SLICE_SIZE}]
-    assert not _metrics(str(tmp_path / 'out'))['slice'].isin(['country:LU']).any()
+    metrics = _metrics(str(tmp_path / 'out'))
+    assert not metrics['slice'].isin(['country:LU']).any()
+    assert {c['step'] for c in verdict['checks']} == {120000}
+    # TensorBoard: one run per kept slice and the step, each window's candidate value at its end
+    from tensorboard.backend.event_processing import plugin_event_accumulator as pea
+    from tensorboard.util import tensor_util
+    tb = str(tmp_path / 'out' / 'tensorboard')
+    runs = sorted(os.path.relpath(root, tb) for root, _, files in os.walk(tb)
+                  if any('tfevents' in f for f in files))
+    assert runs == ['Overall/step=120000', 'country=DE/step=120000', 'country=JP/step=120000',
+                    'country=US/step=120000']
+    acc = pea.EventAccumulator(os.path.join(tb, 'country=DE', 'step=120000'),
+                               size_guidance={pea.TENSORS: 0})
+    acc.Reload()
+    got = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
+           for e in acc.Tensors('click/auc')]
+    cand = metrics[(metrics['model'] == 'candidate') & (metrics['slice'] == 'country:DE')
+                   & (metrics['head'] == 'click') & (metrics['metric'] == 'auc')]
+    want = sorted((int(w.timestamp()) + 3600, v) for w, v in zip(cand['window_start'],
+                                                                 cand['value']))
+    assert [s for s, _ in got] == [s for s, _ in want] and len(got) == 2
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-6)  # float32
 
 
 def test_watch_applies_min_slice_size_and_prints_each_panes_verdict(tmp_path, capsys):
