@@ -46,7 +46,8 @@ def make_data(seed: int = 11) -> dict[str, np.ndarray]:
     """US, JP, DE 3400 rows each and LU 6 rows. Head click: the candidate's logits `x` are the
     baseline's `b` except in DE, where they barely separate the classes; in LU they are reversed.
     Head ctr: `x2` is `b2` except in id234, where it is `b2` + 0.6 (the same ranking, every
-    prediction higher: its prediction/mean grows by about 0.1, its loss barely moves). Ids id000..id499 cycle over the big countries, LU's rows are id 'tiny'."""
+    prediction higher: its prediction/mean grows by about 0.1, its loss barely moves). Ids
+    id000..id499 cycle over the big countries, LU's rows are id 'tiny'."""
     rng = np.random.default_rng(seed)
     big = 10200
     country = np.array(['US'] * 3400 + ['JP'] * 3400 + ['DE'] * 3400 + ['LU'] * TINY)
@@ -261,6 +262,23 @@ def test_the_report_shows_every_failing_check_even_for_a_slice_its_top_n_cut(run
     assert 'below min_slice_size %d left out' % MIN_SLICE_SIZE in page
 
 
+def test_the_reports_top_slices_are_ranked_by_the_candidates_values_not_the_diffs():
+    from pipeline.report.select import select_slices
+    n = 200  # > 150: the spec is cut to the 50 worst, 50 best and 50 largest
+    rows = []
+    for i in range(n):
+        name = 'id:%03d' % i
+        value = 0.5 + 0.4 * i / n  # the candidate's auc grows with i: 000..049 worst, 150.. best
+        for model, v in (('candidate', value), ('baseline', value), ('diff', 0.0)):
+            # a middle slice's diff and baseline are the extremes of the whole table
+            if i == 100 and model != 'candidate':
+                v = -0.9 if model == 'diff' else 1.0
+            rows.append({'slice_columns': 'id', 'slice': name, 'head': 'click', 'model': model,
+                         'metric': 'auc', 'value': v, 'example_count': 10})
+    chosen = select_slices(pa.Table.from_pylist(rows)).slices
+    assert chosen == {'id:%03d' % i for i in list(range(50)) + list(range(150, 200))}
+
+
 def test_tfma_gets_the_candidates_rows_with_intervals_and_the_validation_result(run):
     import tensorflow_model_analysis as tfma
     _, out, _, _ = run
@@ -336,6 +354,12 @@ def test_every_window_and_step_is_checked_and_tensorboard_charts_the_candidate(t
     metrics = _metrics(str(tmp_path / 'out'))
     assert not metrics['slice'].isin(['country:LU']).any()
     assert {c['step'] for c in verdict['checks']} == {120000}
+    # the report shows the latest window and still lists the earlier window's failing check
+    first, _ = sorted(by_window)
+    with open(str(tmp_path / 'out' / 'report.html')) as f:
+        page = f.read()
+    assert re.findall(r'<tr class="failing"><td class="slice" data-v="([^"]*)">', page) == [
+        'country:DE', 'country:DE @ ' + first]
     # TensorBoard: one run per kept slice and the step, each window's candidate value at its end
     from tensorboard.backend.event_processing import plugin_event_accumulator as pea
     from tensorboard.util import tensor_util

@@ -1,8 +1,10 @@
 """Which slices the report shows: every slice of a spec with few of them; for a spec with more than
 3 × `MAX_SLICES_PER_SPEC`, per head the N worst and N best by the head's primary metric and the
 N largest by example count (their union), and every slice with a failing validation check, so
-the page stays small and opens quickly at any number of slices. Each spec cut so gets a note saying how many of its slices the page leaves out (they
-remain in the metrics and plots tables).
+the page stays small and opens quickly at any number of slices. Each spec cut so gets a note
+saying how many of its slices the page leaves out (they remain in the metrics and plots tables).
+The ranking uses the candidate's rows only (a run with a baseline also has baseline and diff
+rows).
 
 The choice is made on the metrics table with Arrow and numpy (no Python loop over slices); the
 plots are then read keeping only the chosen slices (`pipeline.report.data.read_tables`).
