@@ -257,7 +257,7 @@ def test_the_report_shows_every_failing_check_even_for_a_slice_its_top_n_cut(run
     failing = re.findall(r'<tr class="failing"><td class="slice" data-v="([^"]*)">.*?'
                          r'<td data-v="([^"]*)">', page)
     assert sorted(failing) == [('country:DE', 'auc'), ('id:' + BAD_ID, 'prediction/mean')]
-    assert 'NOT BLESSED (2 failing)' in page
+    assert 'NOT BLESSED (2 failing; 2 slices below min_slice_size not checked)' in page
     assert '1 more slices shown for their failing validation checks' in page
     assert 'below min_slice_size %d left out' % MIN_SLICE_SIZE in page
 

@@ -117,8 +117,12 @@ def verdict_fact(verdict: dict | None) -> tuple[str, str] | None:
     if not verdict:
         return None
     failing = sum(not c['passed'] for c in verdict.get('checks', []))
-    return ('validation', 'BLESSED' if verdict.get('blessed') else
-            'NOT BLESSED (%d failing)' % failing)
+    small = {e['slice']: e['slices'] for e in verdict.get('not_checked') or []}
+    unchecked = ('; %d slices below min_slice_size not checked' % sum(small.values())
+                 if small else '')
+    return ('validation', ('BLESSED' if verdict.get('blessed') else
+                           'NOT BLESSED (%d failing' % failing) + unchecked
+            + ('' if verdict.get('blessed') else ')'))
 
 
 def read_verdict(output_dir: str) -> Any:
