@@ -412,3 +412,41 @@ def test_the_config_round_trips_with_every_new_key():
     assert again.min_slice_size == MIN_SLICE_SIZE and again.confidence.method == 'bootstrap'
     assert again.tensorboard.max_runs == 40 and len(again.validation) == 3
     assert again.heads[0].baseline_columns == ('b',)
+
+
+def test_streaming_panes_leave_out_small_slices_and_log_each_panes_verdict(tmp_path, caplog):
+    import logging
+
+    import apache_beam as beam
+    from apache_beam.testing import test_stream
+    from apache_beam.transforms import window as beam_window
+
+    from tests.test_streaming import T0, _batch, _pane_files, _run
+    rng = np.random.default_rng(15)
+    n = 400
+    country = np.array(['US'] * (n - 3) + ['LU'] * 3)
+    y = rng.integers(0, 2, n).astype(np.int64)
+    b = 2.0 * y + rng.normal(size=n)
+    rows = {'ts': np.asarray([T0 + i % 60 for i in range(n)], np.int64), 'country': country,
+            'label': y, 'b': b, 'logit': np.where(country == 'US', -b, b)}  # US: reversed
+    raw = raw_config('unused/*.parquet', str(tmp_path / 'out'), 0.0, slices=[[], ['country']],
+                     window={'column': 'ts', 'size': 60}, min_slice_size=5)
+    raw['heads'] = [{'type': 'BinaryClassHead', 'args': {'name': 'click'}, 'logits': 'logit',
+                     'baseline_logits': 'b', 'labels': 'label'}]
+    raw['validation'] = raw['validation'][:1]
+    config = parse_config(raw)
+    stream = (test_stream.TestStream(coder=beam.coders.PickleCoder())
+              .advance_watermark_to(T0)
+              .add_elements([beam_window.TimestampedValue(_batch(rows, 'all'), T0)])
+              .advance_watermark_to_infinity())
+    with caplog.at_level(logging.INFO, logger='pipeline.streaming'):
+        _run(config, stream)
+    (pane,) = _pane_files(config.output).values()
+    table = pane.to_pandas()
+    assert set(table['slice']) == {'Overall', 'country:US'}  # LU's 3 rows: left out
+    us = table[(table['slice'] == 'country:US') & (table['metric'] == 'auc')]
+    assert set(us['model']) == {'candidate', 'baseline', 'diff'}
+    assert us['ci_lower'].notna().all()
+    lines = [r.getMessage() for r in caplog.records if 'pane 0' in r.getMessage()]
+    assert len(lines) == 1 and lines[0].endswith(
+        'NOT BLESSED: failing (country:US, click, auc); 1 slices below min_slice_size not checked')
