@@ -15,7 +15,9 @@ a check fails only when the whole interval lies beyond the bound: a change rule 
 row's paired interval, a value rule the candidate row's interval (`ci_lower` / `ci_upper`); a
 row without an interval (a metric without an interval method) falls back to its point estimate.
 A value that is null or NaN fails its check (nothing can be vouched for), and so does a rule whose
-(head, metric, slice spec) has no row at all (an empty input, say).
+(head, metric, slice spec) has no row at all (an empty input, say). A 0/0 the tables report as 0
+(a slice of weight 0; an `auc` of one class only, its bounds null: docs/tables.md) counts as null:
+a slice without positives fails an auc rule rather than passing it on 0 − 0.
 
 Slices that `min_slice_size` left out (`pipeline.slice_sizes`) are too small to judge and are not
 checked, but never silently: the verdict's `not_checked` lists, per (rule, slice spec), how many
@@ -51,6 +53,16 @@ EXIT_NOT_BLESSED = 3
 
 def _number(v: Any) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _undefined(candidate: dict) -> bool:
+    """Whether the candidate's value is a 0/0 reported as 0 (docs/tables.md): a slice of weight
+    0, or an `auc` of one class only (0 with null bounds). Both models see the same rows and
+    labels, so the baseline's value is then one too (its rows carry no bounds to tell)."""
+    if candidate.get('weighted_example_count') == 0:
+        return True
+    return (candidate['metric'].split('/')[0] == 'auc' and 'lower_bound' in candidate
+            and candidate['lower_bound'] is None and _number(candidate['value']) == 0)
 
 
 def _period(row: dict) -> tuple:
@@ -132,9 +144,11 @@ def unchecked_text(verdict: dict) -> str:
 def _check(rule: Any, bound: str, limit: float, candidate: dict, baseline: dict | None,
            diff: dict | None, use_intervals: bool) -> dict:
     """One check of one bound on one (slice, window, step)."""
-    value = _number(candidate['value'])
-    base = _number(baseline['value']) if baseline else None
-    change = _number(diff['value']) if diff else None
+    undefined = _undefined(candidate)
+    value = None if undefined else _number(candidate['value'])
+    base = _number(baseline['value']) if baseline and not undefined else None
+    # a diff of two undefined values (one class, no weight) is no evidence either way
+    change = _number(diff['value']) if diff and not undefined else None
     source = diff if bound in CHANGE_BOUNDS else candidate
     lo = _number(source.get('ci_lower')) if source and use_intervals else None
     hi = _number(source.get('ci_upper')) if source and use_intervals else None

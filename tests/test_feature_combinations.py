@@ -171,6 +171,39 @@ def test_a_spec_whose_every_slice_is_too_small_is_not_checked_rather_than_no_row
     assert {c['rule'].endswith(': no rows') for c in verdict['checks'][:2]} == {True}
 
 
+def test_a_slice_of_one_class_or_no_weight_fails_its_rules_instead_of_passing_on_zero():
+    """The tables report such a 0/0 as 0 (tf.estimator's div_no_nan); a gate cannot vouch for it:
+    a change rule would pass on 0 − 0, a value rule fail on a made-up 0."""
+    from pipeline.validation import check_rules
+    raw = raw_config('d/*.parquet', 'out', 0.0, slices=[[], ['country']],
+                     confidence={'level': 0.95})
+    raw['validation'] = [
+        {'head': 'click', 'metric': 'auc', 'slices': [['country']], 'max_decrease': 0.05},
+        {'head': 'click', 'metric': 'accuracy', 'slices': [['country']], 'min': 0.0}]
+    config = parse_config(raw)
+
+    def rows(slice_value, metric, value, weight, bound):
+        common = {'head': 'click', 'metric': metric, 'slice': 'country:' + slice_value,
+                  'slice_columns': 'country', 'slice_values': slice_value,
+                  'weighted_example_count': weight, 'lower_bound': bound,
+                  'ci_lower': None, 'ci_upper': None}
+        return [dict(common, model='candidate', value=value),
+                dict(common, model='baseline', value=value), dict(common, model='diff', value=0.0)]
+    table = pa.Table.from_pylist(
+        rows('JP', 'auc', 0.0, 40.0, None)             # no positives: auc is 0/0
+        + rows('JP', 'accuracy', 0.7, 40.0, None)      # defined
+        + rows('LU', 'auc', 0.0, 0.0, None)            # every weight 0
+        + rows('LU', 'accuracy', 0.0, 0.0, None)
+        + rows('US', 'auc', 0.8, 40.0, 0.79)           # an ordinary slice
+        + rows('US', 'accuracy', 0.7, 40.0, None))
+    checks = check_rules(config, table)['checks']
+    assert [(c['slice'], c['metric'], c['passed'], c['value'], c['diff']) for c in checks] == [
+        ('country:JP', 'auc', False, None, None), ('country:LU', 'auc', False, None, None),
+        ('country:US', 'auc', True, 0.8, 0.0),
+        ('country:JP', 'accuracy', True, 0.7, 0.0), ('country:LU', 'accuracy', False, None, None),
+        ('country:US', 'accuracy', True, 0.7, 0.0)]
+
+
 # -------------------------------------------------------------------------------------------------
 # confidence × baseline
 # -------------------------------------------------------------------------------------------------
