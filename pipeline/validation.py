@@ -150,8 +150,9 @@ def _check(rule: Any, bound: str, limit: float, candidate: dict, baseline: dict 
     # a diff of two undefined values (one class, no weight) is no evidence either way
     change = _number(diff['value']) if diff and not undefined else None
     source = diff if bound in CHANGE_BOUNDS else candidate
-    lo = _number(source.get('ci_lower')) if source and use_intervals else None
-    hi = _number(source.get('ci_upper')) if source and use_intervals else None
+    use_intervals = use_intervals and source is not None and not undefined
+    lo = _number(source.get('ci_lower')) if use_intervals else None
+    hi = _number(source.get('ci_upper')) if use_intervals else None
     if bound == 'min':
         x = hi if hi is not None else value
         passed = x is not None and x >= limit
