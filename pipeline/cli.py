@@ -123,9 +123,9 @@ def _evaluate(argv: Sequence[str]) -> int:
         summary['config']['output']))
     verdict = summary.get('validation')
     if verdict is not None:
-        print('headstream: %s' % ('BLESSED (%d checks passed)' % verdict['checks']
-                                  if verdict['blessed'] else
-                                  'NOT BLESSED: failing %s' % ', '.join(verdict['failing'])))
+        print('headstream: %s' % (verdict.get('line') or (
+            'BLESSED (%d checks passed)' % verdict['checks'] if verdict['blessed'] else
+            'NOT BLESSED: failing %s' % ', '.join(verdict['failing']))))
         if not verdict['blessed']:
             return EXIT_NOT_BLESSED
     return 0

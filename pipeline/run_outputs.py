@@ -98,12 +98,13 @@ class WriteRun(beam.DoFn):
             p[len(out.rstrip('/')) + 1:] for p in written])
         summary.update(_slice_summary(config, counts, sized.left_out, too_many))
         summary_path = fileio.join(out, fileio.SUMMARY_FILE)
-        verdict = validation.check_rules(config, metrics)
+        verdict = validation.check_rules(config, metrics, sized.left_out)
         if verdict is not None:
             summary['outputs'] += validation.write_validation(out, verdict, config)
             summary['validation'] = {'blessed': verdict['blessed'],
                                      'checks': len(verdict['checks']),
-                                     'failing': validation.failing(verdict)}
+                                     'failing': validation.failing(verdict),
+                                     'line': validation.verdict_line(verdict)}
         parquet_writer.write_json(summary, summary_path)
         summary.update(_write_optional_outputs(config, out, metrics, plots, pieces.results))
         # The summary was written before the other writers (the report shows it); now that they

@@ -86,12 +86,17 @@ def write_pane(config: config_lib.EvalConfig, results: Sequence[KeyResult], run_
       {'window_start', 'pane', 'pane_index', 'metrics_rows', 'paths'} and, with validation
       rules, 'validation': the window's verdict line (BLESSED / NOT BLESSED: failing ...).
     """
+    from pipeline import slice_sizes, validation
     evaluated_at = datetime.datetime.now(datetime.timezone.utc)
-    metrics, plots = build_tables(config, results, run_id, evaluated_at)
+    # `min_slice_size` applies per pane as in batch runs: the window's small slices so far are
+    # left out of its tables (logged), and the verdict lists them as not checked.
+    sized = slice_sizes.apply_min_slice_size(results, config.min_slice_size)
+    metrics, plots = build_tables(config, sized.kept, run_id, evaluated_at)
     summary = write_pane_tables(config.output, metrics, plots, start_us, timing, index)
+    if sized.left_out:
+        summary['slices_left_out'] = sized.left_out
     # With `validation:` rules, the pane's verdict (its window's checks) for the pane's line.
-    from pipeline import validation
-    verdict = validation.check_rules(config, metrics)
+    verdict = validation.check_rules(config, metrics, sized.left_out)
     if verdict is not None:
         summary['validation'] = validation.verdict_line(verdict)
     return summary

@@ -15,12 +15,20 @@ a check fails only when the whole interval lies beyond the bound: a change rule 
 row's paired interval, a value rule the candidate row's interval (`ci_lower` / `ci_upper`); a
 row without an interval (a metric without an interval method) falls back to its point estimate.
 A value that is null or NaN fails its check (nothing can be vouched for), and so does a rule whose
-(head, metric, slice spec) has no row at all (an empty input, say).
+(head, metric, slice spec) has no row at all (an empty input, say). A 0/0 the tables report as 0
+(a slice of weight 0; an `auc` of one class only, its bounds null: docs/tables.md) counts as null:
+a slice without positives fails an auc rule rather than passing it on 0 − 0.
+
+Slices that `min_slice_size` left out (`pipeline.slice_sizes`) are too small to judge and are not
+checked, but never silently: the verdict's `not_checked` lists, per (rule, slice spec), how many
+slices and rows were left out, and the verdict line says how many slices went unchecked. A spec
+whose every slice was left out is such an entry, not a "no rows" failure.
 
 The run is blessed when every check passes (no rules: blessed, no files). `validation.json`:
 
     {"blessed": bool, "checks": [{"head", "metric", "slice", ["window_start", "step",] "rule",
-      "limit", "value", "baseline", "diff", "ci_lower", "ci_upper", "passed"}, ...]}
+      "limit", "value", "baseline", "diff", "ci_lower", "ci_upper", "passed"}, ...],
+     ["not_checked": [{"head", "metric", "slice", "slices", "rows", "reason"}, ...]]}
 
 and `tfma/validations.tfrecord` holds TFMA's `ValidationResult` (`validation_ok` = blessed, the
 failing checks per slice), which `tfma.load_validation_result(<output>/tfma)` reads.
@@ -47,6 +55,16 @@ def _number(v: Any) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
+def _undefined(candidate: dict) -> bool:
+    """Whether the candidate's value is a 0/0 reported as 0 (docs/tables.md): a slice of weight
+    0, or an `auc` of one class only (0 with null bounds). Both models see the same rows and
+    labels, so the baseline's value is then one too (its rows carry no bounds to tell)."""
+    if candidate.get('weighted_example_count') == 0:
+        return True
+    return (candidate['metric'].split('/')[0] == 'auc' and 'lower_bound' in candidate
+            and candidate['lower_bound'] is None and _number(candidate['value']) == 0)
+
+
 def _period(row: dict) -> tuple:
     return (row.get('window_start'), row.get('step'))
 
@@ -60,20 +78,29 @@ def _index(metrics: pa.Table) -> dict[tuple, dict]:
     return out
 
 
-def check_rules(config: EvalConfig, metrics: pa.Table) -> dict | None:
-    """The verdict {'blessed', 'checks'} of the config's rules on a metrics table (any runner's,
-    any window's); None without rules."""
+def check_rules(config: EvalConfig, metrics: pa.Table,
+                left_out: dict[str, dict[str, int]] | None = None) -> dict | None:
+    """The verdict {'blessed', 'checks'[, 'not_checked']} of the config's rules on a metrics table
+    (any runner's, any window's); None without rules.
+
+    `left_out`: the slices `min_slice_size` took out of `metrics`, per slice spec ('_X_'-joined
+    columns) {'slices', 'rows'} (`pipeline.slice_sizes.SliceSizes.left_out`); each rule over such
+    a spec gets a `not_checked` entry."""
     if not config.validation:
         return None
     rows = _index(metrics)
     use_intervals = config.confidence is not None
-    checks = []
+    checks: list[dict] = []
+    not_checked: list[dict] = []
     for rule in config.validation:
         for spec in rule.slices:
             columns = schema.join_slice_parts(spec, columns=True)
             matching = [k for k in rows if k[0] == 'candidate' and k[1] == rule.head
                         and k[2] == rule.metric and k[3] == columns]
-            if not matching:
+            small = (left_out or {}).get('_X_'.join(spec)) if spec else None
+            if small:
+                not_checked.append(_not_checked(rule, spec, small, config.min_slice_size))
+            if not matching and not small:
                 checks += [_no_rows(rule, spec, bound, limit) for bound, limit in rule.bounds()]
             for key in sorted(matching, key=lambda k: (k[4], str(k[5]), str(k[6]))):
                 candidate = rows[key]
@@ -82,7 +109,10 @@ def check_rules(config: EvalConfig, metrics: pa.Table) -> dict | None:
                 for bound, limit in rule.bounds():
                     checks.append(_check(rule, bound, limit, candidate, baseline, diff,
                                          use_intervals))
-    return {'blessed': all(c['passed'] for c in checks), 'checks': checks}
+    verdict = {'blessed': all(c['passed'] for c in checks), 'checks': checks}
+    if not_checked:
+        verdict['not_checked'] = not_checked
+    return verdict
 
 
 def _rule_text(rule: Any, bound: str, limit: float) -> str:
@@ -98,15 +128,31 @@ def _no_rows(rule: Any, spec: Sequence[str], bound: str, limit: float) -> dict:
             'baseline': None, 'diff': None, 'ci_lower': None, 'ci_upper': None, 'passed': False}
 
 
+def _not_checked(rule: Any, spec: Sequence[str], small: dict[str, int], size: int) -> dict:
+    return {'head': rule.head, 'metric': rule.metric,
+            'slice': '%s:*' % schema.join_slice_parts(spec, True), 'slices': small['slices'],
+            'rows': small['rows'], 'reason': 'below min_slice_size %d' % size}
+
+
+def unchecked_text(verdict: dict) -> str:
+    """'; 3 slices below min_slice_size not checked' ('' when every slice was checked)."""
+    per_spec = {e['slice']: e['slices'] for e in verdict.get('not_checked') or []}
+    n = sum(per_spec.values())
+    return '; %d slices below min_slice_size not checked' % n if n else ''
+
+
 def _check(rule: Any, bound: str, limit: float, candidate: dict, baseline: dict | None,
            diff: dict | None, use_intervals: bool) -> dict:
     """One check of one bound on one (slice, window, step)."""
-    value = _number(candidate['value'])
-    base = _number(baseline['value']) if baseline else None
-    change = _number(diff['value']) if diff else None
+    undefined = _undefined(candidate)
+    value = None if undefined else _number(candidate['value'])
+    base = _number(baseline['value']) if baseline and not undefined else None
+    # a diff of two undefined values (one class, no weight) is no evidence either way
+    change = _number(diff['value']) if diff and not undefined else None
     source = diff if bound in CHANGE_BOUNDS else candidate
-    lo = _number(source.get('ci_lower')) if source and use_intervals else None
-    hi = _number(source.get('ci_upper')) if source and use_intervals else None
+    use_intervals = use_intervals and source is not None and not undefined
+    lo = _number(source.get('ci_lower')) if use_intervals else None
+    hi = _number(source.get('ci_upper')) if use_intervals else None
     if bound == 'min':
         x = hi if hi is not None else value
         passed = x is not None and x >= limit
@@ -150,8 +196,8 @@ def verdict_line(verdict: dict | None) -> str:
     if verdict is None:
         return ''
     if verdict['blessed']:
-        return 'BLESSED (%d checks passed)' % len(verdict['checks'])
-    return 'NOT BLESSED: failing %s' % ', '.join(failing(verdict))
+        return 'BLESSED (%d checks passed%s)' % (len(verdict['checks']), unchecked_text(verdict))
+    return 'NOT BLESSED: failing %s%s' % (', '.join(failing(verdict)), unchecked_text(verdict))
 
 
 def write_validation(out: str, verdict: dict, config: EvalConfig) -> list[str]:

@@ -55,14 +55,17 @@ def write_report(output_dir: str, source: str | None = None) -> str:
     if metrics is None:
         raise FileNotFoundError('headstream report: no metrics/*.parquet under %s' % output_dir)
     # Specs with very many slices show a few of them (`pipeline.report.select`).
-    selection = select_slices(metrics)
+    verdict = read_verdict(output_dir)
+    # ... but every slice with a failing validation check stays on the page.
+    failing = {c.get('slice') for c in (verdict or {}).get('checks', []) if not c.get('passed')}
+    selection = select_slices(metrics, always=failing)
     metrics = keep_slices(metrics, selection.slices)
     plots = read_tables(output_dir, 'plots', slices=selection.slices)
     # A summary is decoration: a missing or broken one (None) must not hide the metrics.
     summary = fileio.read_summary(output_dir)
     notes = left_out_notes(summary) + selection.notes
     page = build_page(metrics, plots, summary, source=source or output_dir,
-                      verdict=read_verdict(output_dir), notes=notes)
+                      verdict=verdict, notes=notes)
     path = fileio.join(output_dir, REPORT_FILE)
     # Written under a temporary name and renamed, so a reader never sees half a page.
     fileio.write_bytes(path, page.encode('utf-8'))

@@ -50,9 +50,9 @@ def comparison_rows(rows: list[dict], verdict: dict | None) -> dict[str, list[di
         model = r.get('model') or 'candidate'
         if model in by_model and period(r) == latest:
             by_model[model][(r['head'], r['slice'], r['metric'])] = r
-    if not by_model['diff']:
-        return {}
     checks = _checks(verdict)
+    if not by_model['diff'] and not any(not c['passed'] for cs in checks.values() for c in cs):
+        return {}
     ruled = {(h, m) for h, _, m in checks}
     out: dict[str, list[dict]] = {}
     for key, diff in by_model['diff'].items():
@@ -69,6 +69,7 @@ def comparison_rows(rows: list[dict], verdict: dict | None) -> dict[str, list[di
             'check': '; '.join('%s %s' % (c['rule'], 'ok' if c['passed'] else 'FAILED')
                                for c in mine),
             'failed': any(not c['passed'] for c in mine)})
+    _add_unshown_failures(out, checks, latest, set(by_model['diff']))
     for head, table in out.items():
         if len(table) > MAX_ROWS:
             kept = sorted(range(len(table)), key=lambda i: (not table[i]['failed'], i))[:MAX_ROWS]
@@ -80,13 +81,48 @@ def comparison_rows(rows: list[dict], verdict: dict | None) -> dict[str, list[di
     return out
 
 
+def _add_unshown_failures(out: dict[str, list[dict]], checks: dict[tuple, list[dict]],
+                          latest: tuple, shown: set[tuple]) -> None:
+    """A row per failing check the table would not show otherwise: one of an earlier window or
+    step (its slice cell names it), a spec without rows (`country:*`) or a run without a
+    baseline's rows (a value rule)."""
+    for (head, slice_, metric), mine in checks.items():
+        for c in mine:
+            own_period = (c.get('window_start'), c.get('step'))
+            if c['passed'] or ((head, slice_, metric) in shown and
+                               own_period in ((None, None), _iso_period(latest))):
+                continue
+            at = ' @ %s' % (c.get('window_start') or 'step %s' % c.get('step')) if any(
+                x is not None for x in own_period) else ''
+            out.setdefault(head, []).append({
+                'slice': slice_ + at, 'metric': metric,
+                'candidate': fmt(c['value']) if c.get('value') is not None else '',
+                'baseline': fmt(c['baseline']) if c.get('baseline') is not None else '',
+                'diff': fmt(c['diff']) if c.get('diff') is not None else '',
+                'interval': _interval(c) if c['rule'].split()[0] in _CHANGE else '',
+                'check': '%s FAILED' % c['rule'], 'failed': True})
+
+
+_CHANGE = ('max_decrease', 'max_increase')
+
+
+def _iso_period(p: tuple) -> tuple:
+    """A table row's (window_start, step) as validation.json spells them."""
+    start, step = p
+    return (start.isoformat() if hasattr(start, 'isoformat') else start, step)
+
+
 def verdict_fact(verdict: dict | None) -> tuple[str, str] | None:
     """The page header's verdict: ('validation', 'BLESSED' | 'NOT BLESSED (n failing)')."""
     if not verdict:
         return None
     failing = sum(not c['passed'] for c in verdict.get('checks', []))
-    return ('validation', 'BLESSED' if verdict.get('blessed') else
-            'NOT BLESSED (%d failing)' % failing)
+    small = {e['slice']: e['slices'] for e in verdict.get('not_checked') or []}
+    unchecked = ('; %d slices below min_slice_size not checked' % sum(small.values())
+                 if small else '')
+    return ('validation', ('BLESSED' if verdict.get('blessed') else
+                           'NOT BLESSED (%d failing' % failing) + unchecked
+            + ('' if verdict.get('blessed') else ')'))
 
 
 def read_verdict(output_dir: str) -> Any:

@@ -1,8 +1,10 @@
 """Which slices the report shows: every slice of a spec with few of them; for a spec with more than
 3 × `MAX_SLICES_PER_SPEC`, per head the N worst and N best by the head's primary metric and the
-N largest by example count (their union), so the page stays small and opens quickly at any number
-of slices. Each spec cut so gets a note saying how many of its slices the page leaves out (they
-remain in the metrics and plots tables).
+N largest by example count (their union), and every slice with a failing validation check, so
+the page stays small and opens quickly at any number of slices. Each spec cut so gets a note
+saying how many of its slices the page leaves out (they remain in the metrics and plots tables).
+The ranking uses the candidate's rows only (a run with a baseline also has baseline and diff
+rows).
 
 The choice is made on the metrics table with Arrow and numpy (no Python loop over slices); the
 plots are then read keeping only the chosen slices (`pipeline.report.data.read_tables`).
@@ -16,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.report.data import lower_is_better
+from pipeline.schema import candidate_rows
 
 MAX_SLICES_PER_SPEC = 50
 # The metric a spec's slices are ranked by: the first of these a head has, else its first metric
@@ -67,8 +70,10 @@ def _chosen(rows: pa.Table, n: int) -> tuple[set[str], str | None]:
     return chosen, (primaries[0] if len(set(primaries)) == 1 else None)
 
 
-def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC) -> Selection:
-    """The slices the report shows (see the module docstring)."""
+def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC,
+                  always: set[str] | frozenset[str] = frozenset()) -> Selection:
+    """The slices the report shows (see the module docstring); the slices in `always` (those
+    with a failing validation check) are shown whatever their rank."""
     if metrics.num_rows == 0 or 'slice_columns' not in metrics.column_names:
         return Selection(None, [])
     pairs = metrics.select(['slice_columns', 'slice']).group_by(
@@ -79,11 +84,13 @@ def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC) -> Selection:
     if not big:
         return Selection(None, [])
     big_specs = pa.array([c for c, _ in big], pa.string())
+    # Ranked by the candidate's values: a baseline's or diff row's value is not the slice's.
+    candidate = candidate_rows(metrics)
     small = pairs.filter(pc.invert(pc.is_in(pairs['slice_columns'], value_set=big_specs)))
     keep = set(small['slice'].to_pylist())
     notes = []
     for columns, total in sorted(big):
-        rows = metrics.filter(pc.equal(metrics['slice_columns'], columns))
+        rows = candidate.filter(pc.equal(candidate['slice_columns'], columns))
         chosen, primary = _chosen(rows, n)
         keep |= chosen
         by = ('by %s ' % primary) if primary else 'by each head\'s primary metric '
@@ -91,7 +98,11 @@ def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC) -> Selection:
                      '%d largest); %s left out of this page (all are in the metrics and plots '
                      'tables)' % (_spec_label(columns), f'{len(chosen):,}', f'{total:,}', n, n,
                                   by, n, f'{total - len(chosen):,}'))
-    return Selection(keep, notes)
+    extra = (set(always) & set(pairs['slice'].to_pylist())) - keep
+    if extra:
+        notes.append('%s more slices shown for their failing validation checks'
+                     % f'{len(extra):,}')
+    return Selection(keep | extra, notes)
 
 
 def keep_slices(table: pa.Table | None, slices: set[str] | None) -> pa.Table | None:
