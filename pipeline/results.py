@@ -8,6 +8,7 @@ gathers every key's results into the two tables, adds the MultiHead `loss` rows 
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import math
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
@@ -197,6 +198,40 @@ def plot_tables(config: EvalConfig, prepared: Sequence[KeyResult], run_id: str,
                                metrics=False)[1]
 
 
+class _IdColumns:
+    """Appends a key's id cells (run, slice spellings, head, window, step) to a table's columns,
+    once per key, and records how many rows of that table the key has (`repeats`)."""
+
+    def __init__(self, names: Sequence[str], run_id: str, evaluated_at: datetime.datetime,
+                 windowed: bool, stepped: bool, size_us: int, default_step: Any) -> None:
+        self.names, self.run_id, self.evaluated_at = names, run_id, evaluated_at
+        self.windowed, self.stepped = windowed, stepped
+        self.size_us, self.default_step = size_us, default_step
+        self.repeats: dict[int, list[int]] = collections.defaultdict(list)
+        self.texts: dict[tuple, tuple[str, str, str]] = {}  # each slice's spellings, made once
+
+    def add(self, target: dict[str, list], r: KeyResult, n: int) -> None:
+        k = r.key
+        cols, values = tuple(k.slice_columns), tuple(k.slice_values)
+        self.repeats[id(target)].append(n)
+        target['run_id'].append(self.run_id)
+        target['evaluated_at'].append(self.evaluated_at)
+        text = self.texts.get((cols, values))
+        if text is None:
+            text = self.texts[(cols, values)] = (
+                schema.slice_name(cols, values), schema.join_slice_parts(cols, columns=True),
+                schema.join_slice_parts(k.slice_values))
+        target['slice'].append(text[0])
+        target['slice_columns'].append(text[1])
+        target['slice_values'].append(text[2])
+        target['head'].append(self.names[k.head])
+        if self.windowed:
+            target['window_start'].append(k.window_start)
+            target['window_end'].append(k.window_start + self.size_us)
+        if self.stepped:
+            target['step'].append(k.step if k.step is not None else self.default_step)
+
+
 def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
                  evaluated_at: datetime.datetime, prepared: bool = False, plots: bool = True,
                  metrics: bool = True) -> tuple[pa.Table, pa.Table]:
@@ -220,52 +255,28 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
 
     # The id columns hold one value per key, repeated over the key's rows at the end
     # (`_repeat_ids`): Arrow repeats them far faster than Python lists of every row would.
-    repeats: dict[int, list[int]] = {id(m): [], id(p): []}
-
-    texts: dict[tuple, tuple[str, str, str]] = {}  # each slice's three spellings, made once
-
-    def ids(target: dict[str, list], r: KeyResult, n: int) -> None:
-        k = r.key
-        cols = tuple(k.slice_columns)
-        repeats[id(target)].append(n)
-        target['run_id'].append(run_id)
-        target['evaluated_at'].append(evaluated_at)
-        text = texts.get((cols, tuple(k.slice_values)))
-        if text is None:
-            text = texts[(cols, tuple(k.slice_values))] = (
-                schema.slice_name(cols, tuple(k.slice_values)),
-                schema.join_slice_parts(cols, columns=True),
-                schema.join_slice_parts(k.slice_values))
-        target['slice'].append(text[0])
-        target['slice_columns'].append(text[1])
-        target['slice_values'].append(text[2])
-        target['head'].append(names[k.head])
-        if windowed:
-            target['window_start'].append(k.window_start)
-            target['window_end'].append(k.window_start + size_us)
-        if stepped:
-            target['step'].append(k.step if k.step is not None else default_step)
+    ids = _IdColumns(names, run_id, evaluated_at, windowed, stepped, size_us, default_step)
 
     plot_parts = []
     for r in results:
         if metrics:
             n = len(r.metrics) + len(r.compared)
-            ids(m, r, n)
+            ids.add(m, r, n)
             _add_metric_rows(m, r)
             m['example_count'] += [r.example_count] * n
             m['weighted_example_count'] += [r.weighted_example_count] * n
         if plots and r.plots:
             rows = plot_rows(r.plots)
             if rows:
-                ids(p, r, rows)
+                ids.add(p, r, rows)
                 plot_parts.append(plot_arrays(r.plots))
     for col in _PLOT_COLUMNS:
         p[col] = (np.concatenate([np.asarray(part[col]) for part in plot_parts])
                   if plot_parts else [])
     m_schema = schema.with_extras(schema.METRICS, windowed, stepped)
     p_schema = schema.with_extras(schema.PLOTS, windowed, stepped)
-    _repeat_ids(m, repeats[id(m)], m_schema)
-    _repeat_ids(p, repeats[id(p)], p_schema)
+    _repeat_ids(m, ids.repeats[id(m)], m_schema)
+    _repeat_ids(p, ids.repeats[id(p)], p_schema)
     return _table(m, m_schema), _table(p, p_schema)
 
 
