@@ -13,8 +13,8 @@ import pytest
 from scipy import stats
 
 from heads import BinaryClassHead, MultiClassHead, MultiLabelHead, RegressionHead
-from heads.array.bootstrap import (ROW_ID, BootstrapState, poisson_counts, row_hashes,
-                                   row_ids)
+from heads.array.bootstrap import (REPLICATES, ROW_ID, BootstrapState, poisson_counts,
+                                   row_hashes, row_ids)
 from heads.state import load_state_arrays, state_arrays
 from _helpers import assert_same_intervals  # noqa: E402
 
@@ -134,3 +134,28 @@ def test_row_identities_decide_the_counts_and_identical_rows_without_them_move_t
                               row_ids('part-1.parquet', np.arange(5)))
     with pytest.raises(ValueError, match=ROW_ID):
         BootstrapState(head.new_state()).update(y, ones, {ROW_ID: ids[:5]})
+
+
+def test_on_a_few_rows_proportions_keep_to_0_1_and_other_metrics_are_not_cut():
+    """Six rows: the replicates' AUC and accuracy spread so widely that value ± t·sd reaches past
+    [0, 1]; those intervals end at 0 and 1, while a mean of logits-scale losses is not cut."""
+    head = BinaryClassHead(weight_column='w')
+    y = np.array([[0], [1], [0], [1], [1], [0]], np.float32)
+    x = np.array([[-0.2], [0.1], [0.3], [-0.4], [2.0], [-2.0]], np.float32)
+    state = BootstrapState(head.new_state()).update(
+        y, x, {'w': np.ones((6, 1)), ROW_ID: row_ids('few.parquet', np.arange(6))})
+    est = state.interval_estimates()
+    values = state.result()
+    z = stats.t.ppf(0.975, REPLICATES - 1)
+    cut = 0
+    for key in ('auc', 'accuracy', 'precision', 'recall'):
+        e = est[key]
+        assert 0.0 <= e.lower <= values[key] <= e.upper <= 1.0, key
+        uncut = (values[key] - z * e.standard_error, values[key] + z * e.standard_error)
+        # (the state's t quantile agrees with scipy's to ~1e-6)
+        assert e.lower == pytest.approx(max(uncut[0], 0.0), abs=1e-5), key
+        assert e.upper == pytest.approx(min(uncut[1], 1.0), abs=1e-5), key
+        cut += uncut[0] < 0.0 or uncut[1] > 1.0
+    assert cut > 0  # the data reach past the range, so the cut is exercised
+    loss = est['average_loss']
+    assert loss.upper - loss.lower == pytest.approx(2 * z * loss.standard_error, rel=1e-5)

@@ -32,6 +32,10 @@ __all__ = ['BootstrapState', 'poisson_counts', 'row_hashes', 'row_ids', 'REPLICA
 REPLICATES = 20
 ROW_ID = '__headstream_row_id__'  # the feature carrying each example's identity (uint64)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+# Metrics that are proportions for every head (AUCs and rates at a threshold): a value ± t·sd
+# interval is cut to [0, 1], where it can reach past on a few rows. Means, losses and regression
+# metrics have no such range and are left as they are.
+_PROPORTIONS = ('auc', 'auc_precision_recall', 'accuracy', 'precision', 'recall')
 # P(Poisson(1) <= j), j = 0..19: a uniform u gives the count searchsorted(_CDF, u, 'right').
 _CDF = np.cumsum([math.exp(-1.0) / math.factorial(j) for j in range(20)])
 
@@ -186,7 +190,10 @@ class BootstrapState:
                 out[key] = None
                 continue
             sd = float(np.std(samples, ddof=1))
-            out[key] = Estimate(v - z * sd, v + z * sd, sd)
+            lower, upper = v - z * sd, v + z * sd
+            if key.split('/')[0] in _PROPORTIONS:
+                lower, upper = max(lower, 0.0), min(upper, 1.0)
+            out[key] = Estimate(lower, upper, sd)
         return out
 
     def intervals(self, level: float = 0.95) -> dict[str, tuple[float, float] | None]:
