@@ -52,6 +52,7 @@ from heads.metrics.groups import Groups, group_order
 from heads.metrics.plots import empty_plots
 from heads.metrics.rows import RowBuffer, as_records, record_fields
 from heads.state_arrays import load_state_arrays, state_arrays  # part of this module's API
+from heads.state_rows import held_and_limits, keep_rows, subset
 
 __all__ = ['HeadState', 'add_counts_groups', 'state_arrays', 'load_state_arrays']
 
@@ -199,7 +200,7 @@ class HeadState(abc.ABC):
         k = len(states)
         groups = Groups.of(codes, k, n_rows)
         n_g = groups.sum()
-        held, limit = _held_and_limits(states)
+        held, limit = held_and_limits(states)
         active = n_g > 0
         direct = active & ((n_g > cls.BUFFER_ROWS) | ((held >= 0) & (held + n_g > limit)))
         kept = active & ~direct
@@ -219,10 +220,10 @@ class HeadState(abc.ABC):
             codes = np.asarray(codes, dtype=np.int64).reshape(-1)
             if direct.any():
                 idx = np.flatnonzero(direct)
-                w_sum[idx] = cls._dense_add(*_subset(states, codes, rows, idx, n_g))
+                w_sum[idx] = cls._dense_add(*subset(states, codes, rows, idx, n_g))
             if kept.any():
                 idx = np.flatnonzero(kept)
-                w_sum[idx] = _keep_rows([states[i] for i in idx], codes, rows, idx, k)
+                w_sum[idx] = keep_rows([states[i] for i in idx], codes, rows, idx, k)
         for st, examples, weighted, on in zip(states, n_g.tolist(), w_sum.tolist(),
                                               active.tolist()):
             if on:
@@ -372,54 +373,6 @@ def _small_state(cls: type, face: Any, examples: float, weighted: float, layout:
     state.weighted_example_count = weighted
     state._buffer.__setstate__((layout, data))
     return state
-
-
-def _held_and_limits(states: Sequence[HeadState]) -> tuple[np.ndarray, np.ndarray]:
-    """Per state: rows held (−1: dense) and how many it may hold."""
-    held, limit = [], []
-    for st in states:
-        buf = st._buffer
-        if buf is None:
-            held.append(-1)
-            limit.append(0)
-        else:
-            held.append(buf.n)
-            limit.append(st.BUFFER_ROWS if st._parked is None else st.PENDING_ROWS)
-    return np.array(held, np.int64), np.array(limit, np.int64)
-
-
-def _subset(states: Sequence[HeadState], codes: np.ndarray, rows: Mapping[str, np.ndarray],
-            idx: np.ndarray, n_g: np.ndarray
-            ) -> tuple[list[HeadState], np.ndarray, Mapping[str, np.ndarray]]:
-    """(states[idx], their codes 0..len(idx)-1 per row (−1: another state's row), rows): the rows
-    gathered when the chosen states hold a minority of them, else all rows with codes −1."""
-    k = len(states)
-    if idx.size == k:
-        return list(states), codes, rows
-    remap = np.full(k + 1, -1, np.int64)
-    remap[idx] = np.arange(idx.size)
-    local = remap[codes]  # code −1 → remap[−1] = −1
-    if 2 * float(n_g[idx].sum()) < codes.size:
-        take = np.flatnonzero(local >= 0)
-        local = local[take]
-        rows = {name: np.take(v, take, axis=0) for name, v in rows.items()}
-    return [states[i] for i in idx], local, rows
-
-
-def _keep_rows(states: Sequence[HeadState], codes: np.ndarray, rows: Mapping[str, np.ndarray],
-               idx: np.ndarray, k: int) -> np.ndarray:
-    """Adds to each small state `states[j]` (group idx[j] of `codes`) its rows, by reference into
-    one record block of the rows sorted by state; returns Σw per state."""
-    remap = np.full(k + 1, -1, np.int64)
-    remap[idx] = np.arange(idx.size)
-    order, counts = group_order(remap[codes], idx.size)
-    block = as_records(rows, order)
-    stops = np.cumsum(counts)
-    starts = (stops - counts).tolist()
-    w_sum = np.add.reduceat(block['w'], starts) if order.size else np.zeros(idx.size)
-    for st, a, b in zip(states, starts, stops.tolist()):
-        st._buffer.append(block, a, b)
-    return w_sum
 
 
 def add_counts_groups(states: Sequence[HeadState], n_rows: np.ndarray, w_sum: np.ndarray
