@@ -41,6 +41,7 @@ import math
 from typing import Any, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline import fileio, schema
 from pipeline.config import EvalConfig
@@ -69,10 +70,12 @@ def _period(row: dict) -> tuple:
     return (row.get('window_start'), row.get('step'))
 
 
-def _index(metrics: pa.Table) -> dict[tuple, dict]:
-    """(model, head, metric, slice_columns, slice_values, window_start, step) → row."""
+def _index(metrics: pa.Table, wanted: set[str]) -> dict[tuple, dict]:
+    """(model, head, metric, slice_columns, slice_values, window_start, step) → row, for the
+    rows of the `wanted` metrics only (a table of many slices holds millions of other rows)."""
     out = {}
-    for row in metrics.to_pylist():
+    keep = pc.is_in(metrics.column('metric'), value_set=pa.array(sorted(wanted), pa.string()))
+    for row in metrics.filter(keep).to_pylist():
         out[(row.get('model', 'candidate'), row['head'], row['metric'], row['slice_columns'],
              row['slice_values']) + _period(row)] = row
     return out
@@ -88,15 +91,18 @@ def check_rules(config: EvalConfig, metrics: pa.Table,
     a spec gets a `not_checked` entry."""
     if not config.validation:
         return None
-    rows = _index(metrics)
+    rows = _index(metrics, {rule.metric for rule in config.validation})
+    by_rule: dict[tuple, list[tuple]] = {}  # (head, metric, slice_columns) → candidate keys
+    for k in rows:
+        if k[0] == 'candidate':
+            by_rule.setdefault(k[1:4], []).append(k)
     use_intervals = config.confidence is not None
     checks: list[dict] = []
     not_checked: list[dict] = []
     for rule in config.validation:
         for spec in rule.slices:
             columns = schema.join_slice_parts(spec, columns=True)
-            matching = [k for k in rows if k[0] == 'candidate' and k[1] == rule.head
-                        and k[2] == rule.metric and k[3] == columns]
+            matching = by_rule.get((rule.head, rule.metric, columns), [])
             small = (left_out or {}).get('_X_'.join(spec)) if spec else None
             if small:
                 not_checked.append(_not_checked(rule, spec, small, config.min_slice_size))
