@@ -5,8 +5,9 @@ A small state (`HeadState.is_small`: it holds its rows) builds its dense compone
 that update's fixed cost (allocating and scanning histograms of thousands of buckets, Keras'
 thresholds, confusion rows) 10^5 times. `densify_together(states)` makes them dense together:
 every small state of one head (class and configuration) in one grouped update (`MAX_GROUPS`
-states a pass), so the fixed cost is paid once per pass. The components are the same as each state building its own (the same
-rows added to the same empty components; per-state sums taken over that state's rows only).
+states a pass), so the fixed cost is paid once per pass. The components are the same as each
+state building its own (the same rows added to the same empty components; per-state sums taken
+over that state's rows only).
 
 Containers are looked into: a `MultiHeadState`'s member states, a compared head's candidate and
 baseline, a bootstrap state's main state and replicates. Never imports TensorFlow.
