@@ -157,6 +157,16 @@ def _plot_data(value: Any, rows: list[int], cols: dict[str, Any]) -> None:
     _plot_data_by_row(value, rows, cols)
 
 
+# (proto field, plots column) of a confusion matrix row and of a calibration bucket's totals.
+_CONFUSION_FIELDS = (
+    ('threshold', 'threshold'), ('true_positives', 'tp'), ('false_positives', 'fp'),
+    ('true_negatives', 'tn'), ('false_negatives', 'fn'), ('precision', 'precision'),
+    ('recall', 'recall'), ('false_positive_rate', 'false_positive_rate'))
+_CALIBRATION_TOTALS = (
+    ('num_weighted_examples', 'weighted_examples'), ('total_weighted_label', 'weighted_labels'),
+    ('total_weighted_refined_prediction', 'weighted_predictions'))
+
+
 def _plot_data_by_row(value: Any, rows: list[int], cols: dict[str, Any]) -> None:
     """`_plot_data` one message per row (message layouts the encoder does not know)."""
     def num(name: str, i: int) -> float:
@@ -167,20 +177,13 @@ def _plot_data_by_row(value: Any, rows: list[int], cols: dict[str, Any]) -> None
                        key=lambda i: num('threshold', i))
     for i in confusion:
         mat = value.confusion_matrix_at_thresholds.matrices.add()
-        mat.threshold = num('threshold', i)
-        mat.true_positives = num('tp', i)
-        mat.false_positives = num('fp', i)
-        mat.true_negatives = num('tn', i)
-        mat.false_negatives = num('fn', i)
-        mat.precision = num('precision', i)
-        mat.recall = num('recall', i)
-        mat.false_positive_rate = num('false_positive_rate', i)
+        for field, column in _CONFUSION_FIELDS:
+            setattr(mat, field, num(column, i))
     calibration = sorted((i for i in rows if cols['curve'][i] == 'calibration'),
                          key=lambda i: num('bucket_lower', i))
     for i in calibration:
         b = value.calibration_histogram_buckets.buckets.add()
         b.lower_threshold_inclusive = num('bucket_lower', i)
         b.upper_threshold_exclusive = num('bucket_upper', i)
-        b.num_weighted_examples.value = num('weighted_examples', i)
-        b.total_weighted_label.value = num('weighted_labels', i)
-        b.total_weighted_refined_prediction.value = num('weighted_predictions', i)
+        for field, column in _CALIBRATION_TOTALS:  # wrapped doubles
+            getattr(b, field).value = num(column, i)
