@@ -53,7 +53,7 @@ import pyarrow as pa
 from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline import sources
-from pipeline import streaming
+from pipeline import pane_results
 from pipeline.writers import panes as pane_lib
 from pipeline.decode import Problems, epoch_micros
 from pipeline.elements import BadRecordError
@@ -280,7 +280,7 @@ def _read_files(config: config_lib.EvalConfig, state: WatchState, paths: list[st
 def poll_once(config: config_lib.EvalConfig, state: WatchState, bad_records: str = 'fail',
               settle: float = DEFAULT_SETTLE_S) -> list[dict]:
     """Evaluates every new complete file and rewrites the affected windows; returns one summary
-    per pane written (`streaming.write_pane`'s, plus 'files': the new files)."""
+    per pane written (`pane_results.write_pane`'s, plus 'files': the new files)."""
     before = _bookkeeping(state)
     listing = _list_files(config.pattern)
     _report_changed(state, listing)
@@ -305,7 +305,7 @@ def poll_once(config: config_lib.EvalConfig, state: WatchState, bad_records: str
         index = state.pane_index.get(start, 0)
         results = [state_result(k, state.states[k], names, config.confidence_level)
                    for k in sorted(by_window.get(start, []), key=repr)]
-        summary = streaming.write_pane(config, results, state.run_id, start, timing, index)
+        summary = pane_results.write_pane(config, results, state.run_id, start, timing, index)
         summary['files'] = new
         written.append(summary)
         state.pane_index[start] = index + 1

@@ -23,7 +23,7 @@ from apache_beam.testing import test_stream
 from apache_beam.transforms import window as beam_window
 
 from pipeline import config as config_lib
-from pipeline import streaming, streaming_sources
+from pipeline import pane_results, streaming, streaming_sources
 from pipeline.elements import SourceBatch
 from pipeline.writers.panes import pane_paths, window_tag
 
@@ -365,8 +365,8 @@ def test_an_older_pane_never_replaces_the_latest_file(tmp_path):
     from pipeline.results import state_result
     state = head.new_state().update(np.asarray([[1.0], [0.0]]), np.asarray([[0.3], [-0.2]]))
     results = [state_result(((), (), 0, T0 * 10**6, None), state, config.head_names)]
-    streaming.write_pane(config, results, 'r', T0 * 10**6, 'late', 2)
-    streaming.write_pane(config, results, 'r', T0 * 10**6, 'on_time', 1)   # arrives after pane 2
+    pane_results.write_pane(config, results, 'r', T0 * 10**6, 'late', 2)
+    pane_results.write_pane(config, results, 'r', T0 * 10**6, 'on_time', 1)   # arrives after pane 2
     latest = pq.read_table(pane_paths(config.output, T0 * 10**6, 0)['metrics'])
     assert set(latest.column('pane_index').to_pylist()) == {2}
     assert sorted(_pane_files(config.output)) == [(T0, 1), (T0, 2)]   # both on record

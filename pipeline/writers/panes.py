@@ -2,7 +2,7 @@
 
     write_pane_tables(output, metrics, plots, start_us, timing, index) -> summary dict
 
-Used by the streaming graph (`pipeline/streaming.py`, `write_pane`) and by `headstream watch`.
+Used by `pipeline/pane_results.py` (`write_pane`: the streaming graph and `headstream watch`).
 Takes the window's tables (`pipeline.schema` layout with the window columns), adds the `pane`
 (early | on_time | late | unknown) and `pane_index` columns, and writes, under `output`:
 
