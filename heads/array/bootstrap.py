@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from heads.metrics.intervals import Estimate, student_t_quantile
+from heads.wrapped_state import ReadsAsInner
 
 __all__ = ['BootstrapState', 'poisson_counts', 'row_hashes', 'row_ids', 'REPLICATES', 'ROW_ID']
 
@@ -94,9 +95,10 @@ def _reweighted(rows: Mapping[str, Any], counts: np.ndarray) -> dict[str, Any]:
     return out
 
 
-class BootstrapState:
+class BootstrapState(ReadsAsInner):
     """A head's state plus `replicates` Poisson-bootstrap replicates of it (see the module
     docstring); mergeable like the head's state. `head_state` is an empty state of the head."""
+    READS_AS = 'main'  # metrics, loss, counts, bounds and plots are the head's state's
 
     INTERVALS = True
 
@@ -154,21 +156,6 @@ class BootstrapState:
             mine.merge(theirs)
         self.unsupported += other.unsupported
         return self
-
-    def result(self) -> dict[str, float]:
-        return self.main.result()
-
-    def loss(self) -> float:
-        return self.main.loss()
-
-    def counts(self) -> tuple[int, float]:
-        return self.main.counts()
-
-    def bounds(self) -> dict[str, tuple[float, float]]:
-        return self.main.bounds()
-
-    def plots(self) -> dict[str, np.ndarray]:
-        return self.main.plots()
 
     def interval_estimates(self, level: float = 0.95) -> dict[str, Estimate | None]:
         """{metric key: value ± t·sd of the replicates' values} (None: a non-finite or undefined

@@ -27,6 +27,7 @@ from heads.array.regression import RegressionFace, RegressionState
 from heads.array.numerics import sigmoid32
 from heads.keys import MetricKeys, Reduction, summary_key, threshold_key
 from heads.metrics.paired import PairedAUC, PairedRatios, group_spans, interval
+from heads.wrapped_state import ReadsAsInner
 
 __all__ = ['BASELINE_LOGITS', 'ComparedHead', 'PairedState', 'Difference']
 
@@ -177,8 +178,9 @@ def _take(arrays: dict, order: np.ndarray | None) -> dict:
     return arrays if order is None else {k: v[order] for k, v in arrays.items()}
 
 
-class PairedState:
+class PairedState(ReadsAsInner):
     """A head state for the candidate and one for the baseline, and their paired states."""
+    READS_AS = 'candidate'  # a PairedState reads as the candidate's head state
 
     def __init__(self, face: Any, candidate: Any, baseline: Any) -> None:
         self.face = face
@@ -268,27 +270,12 @@ class PairedState:
             self.auc.merge(other.auc)
         return self
 
-    # -- the candidate's answers (a PairedState reads as the candidate's head state) ----------
-    def result(self) -> dict[str, float]:
-        return self.candidate.result()
-
-    def loss(self) -> float:
-        return self.candidate.loss()
-
-    def counts(self) -> tuple[int, float]:
-        return self.candidate.counts()
-
-    def bounds(self) -> dict[str, tuple[float, float]]:
-        return self.candidate.bounds()
-
+    # -- the candidate's intervals ---------------------------------------------------------------
     def interval_estimates(self, level: float = 0.95) -> dict[str, Any]:
         """The candidate's own intervals (the baseline's: `self.baseline`; the diffs':
         `comparison`)."""
         estimates = getattr(self.candidate, 'interval_estimates', None)
         return estimates(level) if estimates is not None else {}
-
-    def plots(self) -> dict[str, np.ndarray]:
-        return self.candidate.plots()
 
     # -- the comparison -----------------------------------------------------------------------
     def _variances(self) -> dict[str, tuple[float, float, float]]:
