@@ -36,12 +36,12 @@ from pipeline.config.columns import check_columns, check_slice_kinds, slice_kind
 from pipeline.config.parse import (RUN_ID_PATTERN, check_run_id, format_from_pattern,
                                    load_config, parse_config)
 from pipeline.config.spec import (FORMATS, LABEL_FORMATS, ConfidenceSpec, ConfigError, EvalConfig,
-                                  HeadSpec, TensorBoardSpec, WindowSpec, config_summary)
+                                  HeadSpec, PlotsSpec, TensorBoardSpec, WindowSpec, config_summary)
 from pipeline.config.validation import ValidationRule
 
 __all__ = [
     'FORMATS', 'LABEL_FORMATS', 'RUN_ID_PATTERN', 'ConfidenceSpec', 'ConfigError', 'EvalConfig',
-    'HeadSpec', 'TensorBoardSpec', 'WindowSpec', 'check_columns', 'check_run_id',
+    'HeadSpec', 'PlotsSpec', 'TensorBoardSpec', 'WindowSpec', 'check_columns', 'check_run_id',
     'check_slice_kinds', 'config_summary', 'format_from_pattern', 'load_config', 'parse_config', 'slice_kind',
     'slice_kinds', 'ValidationRule',
 ]

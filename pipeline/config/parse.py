@@ -16,7 +16,8 @@ from typing import Any, Mapping, Sequence
 from pipeline import fileio
 from pipeline.config.validation import parse_validation
 from pipeline.config.spec import (CONFIDENCE_METHODS, FORMATS, LABEL_FORMATS, ConfidenceSpec,
-                                  ConfigError, EvalConfig, HeadSpec, TensorBoardSpec, WindowSpec)
+                                  ConfigError, EvalConfig, HeadSpec, PlotsSpec, TensorBoardSpec,
+                                  WindowSpec)
 
 _EXTENSIONS = {
     '.parquet': 'parquet', '.pq': 'parquet',
@@ -25,7 +26,7 @@ _EXTENSIONS = {
     '.jsonl': 'jsonl', '.ndjson': 'jsonl', '.json': 'jsonl',
 }
 _TOP_KEYS = ('input', 'heads', 'head_weights', 'slices', 'window', 'tensorboard', 'output',
-             'confidence', 'min_slice_size', 'validation')
+             'confidence', 'min_slice_size', 'validation', 'plots')
 _INPUT_KEYS = ('pattern', 'format')
 _HEAD_KEYS = ('type', 'args', 'logits', 'labels', 'label_format', 'baseline_logits')
 _WINDOW_KEYS = ('column', 'size', 'period', 'allowed_lateness', 'early_firing')
@@ -153,10 +154,12 @@ def parse_config(raw: Any) -> EvalConfig:
     confidence = (_parse_confidence(raw['confidence'])
                   if raw.get('confidence') is not None else None)
     min_slice_size = _parse_min_slice_size(raw.get('min_slice_size', 0))
+    plots = _parse_plots(raw['plots']) if raw.get('plots') is not None else PlotsSpec()
 
     config = EvalConfig(pattern=pattern, format=fmt, heads=specs, slices=slices,
                         head_weights=head_weights, window=window, tensorboard=tensorboard,
-                        output=output, confidence=confidence, min_slice_size=min_slice_size)
+                        output=output, confidence=confidence, min_slice_size=min_slice_size,
+                        plots=plots)
     built = [_build_head(spec, 'heads[%d]' % i) for i, spec in enumerate(specs)]
     for i, (spec, head) in enumerate(zip(specs, built)):
         _check_head_spec(spec, head, 'heads[%d]' % i)
@@ -373,6 +376,15 @@ def _parse_confidence(raw: Any) -> ConfidenceSpec:
         raise ConfigError('confidence.method: expected one of %s, got %r'
                           % (', '.join(CONFIDENCE_METHODS), method))
     return ConfidenceSpec(level=float(level), method=method)
+
+
+def _parse_plots(raw: Any) -> PlotsSpec:
+    raw = _check_keys(raw, ('max_slices',), 'plots')
+    limit = raw.get('max_slices', PlotsSpec.max_slices)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigError('plots.max_slices: expected a whole number of slices >= 0 or null '
+                          '(every slice), got %r' % (limit,))
+    return PlotsSpec(max_slices=limit)
 
 
 def _parse_min_slice_size(raw: Any) -> int:

@@ -92,6 +92,15 @@ class TensorBoardSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class PlotsSpec:
+    """`plots:`: plots (confusion rows, calibration) are written for Overall and, per slice spec,
+    at most the `max_slices` largest slices (by example count); the rest are counted and logged.
+    None: every slice. Plots of a slice of a few rows say nothing, and 100k slices' plots are 30M
+    rows."""
+    max_slices: int | None = 1000
+
+
+@dataclasses.dataclass(frozen=True)
 class ConfidenceSpec:
     """`confidence:`: the two-sided level of every metric's interval (in (0, 1)) and the method:
     'analytic' (closed forms from the one-pass states: DeLong, Wilson score, delta method) or
@@ -117,6 +126,7 @@ class EvalConfig:
     confidence: ConfidenceSpec | None = None
     min_slice_size: int = 0
     validation: tuple = ()  # pipeline.config.validation.ValidationRule, in config order
+    plots: PlotsSpec = PlotsSpec()
 
     def build_heads(self) -> list:
         """The configured heads, in config order."""
@@ -216,6 +226,8 @@ class EvalConfig:
             out['min_slice_size'] = self.min_slice_size
         if self.validation:
             out['validation'] = [rule.to_dict() for rule in self.validation]
+        if self.plots != PlotsSpec():
+            out['plots'] = dataclasses.asdict(self.plots)
         return out
 
     @property
