@@ -34,12 +34,14 @@ class ApplyHeads(beam.DoFn):
       slice_kinds: (reference file, its slice columns' `config.slice_kind`s): every batch's slice
         columns must hold the same kinds (formats without a footer to check beforehand); a batch
         that does not raises `ConfigError` naming its file and the column.
+      blocks: many keys of a spec as one columnar block per (spec, head) (`BatchEvaluator`).
     """
 
     def __init__(self, config: EvalConfig, run_id: str, bad_records: str = 'fail',
                  precombine: bool = True, predictions_dir: str | None = None,
                  derive_overall: bool = True,
-                 slice_kinds: tuple[str, Mapping[str, str]] | None = None):
+                 slice_kinds: tuple[str, Mapping[str, str]] | None = None,
+                 blocks: bool = False):
         check_bad_records(bad_records)
         self._config = config
         self._run_id = run_id
@@ -48,6 +50,7 @@ class ApplyHeads(beam.DoFn):
         self._predictions_dir = predictions_dir
         self._derive_overall = derive_overall
         self._slice_kinds = slice_kinds
+        self._blocks = blocks
         self._bad_counter = beam.metrics.Metrics.counter('headstream', 'bad_rows')
         self._evaluator: BatchEvaluator | None = None
 
@@ -55,7 +58,7 @@ class ApplyHeads(beam.DoFn):
         self._evaluator = BatchEvaluator(
             self._config, self._run_id, self._bad_records, precombine=self._precombine,
             predictions=self._predictions_dir is not None, derive_overall=self._derive_overall,
-            slice_kinds=self._slice_kinds)
+            slice_kinds=self._slice_kinds, blocks=self._blocks)
 
     def start_bundle(self) -> None:
         self._evaluator.start()

@@ -40,6 +40,7 @@ from pipeline.decode import (Problems, batch_column, epoch_micros, head_arrays, 
                              scalar_column, take_rows)
 from pipeline.elements import (BadRecordError, BundleStats, HeadArrays, Key, SourceBatch,
                                SubBatch, bad_record_message)
+from pipeline.key_blocks import KeyBlock, block_key
 from pipeline.keys import SliceKey, group_rows, key_codes
 from pipeline.predictions import predictions_table
 
@@ -98,12 +99,17 @@ class BatchEvaluator:
       slice_kinds: (reference file, its slice columns' `config.slice_kind`s): every batch's slice
         columns must hold the same kinds (formats without a footer to check beforehand); a batch
         that does not raises `ConfigError` naming its file and the column.
+      blocks: with the pre-combine, the keys of each non-Overall spec of a head that has blocks
+        (`EvalConfig.new_block`) are held in one `pipeline.key_blocks.KeyBlock` per (spec, head),
+        handed on in shards (`block_key`) instead of one state per key; the Overall slice is
+        then evaluated with every row.
     """
 
     def __init__(self, config: EvalConfig, run_id: str, bad_records: str = 'fail',
                  precombine: bool = True, predictions: bool = False,
                  derive_overall: bool = True,
-                 slice_kinds: tuple[str, Mapping[str, str]] | None = None):
+                 slice_kinds: tuple[str, Mapping[str, str]] | None = None,
+                 blocks: bool = False):
         check_bad_records(bad_records)
         self.config = config
         self.heads = config.build_heads()
@@ -114,12 +120,16 @@ class BatchEvaluator:
         self._predictions = predictions
         self._slice_kinds = slice_kinds
         self._columns = config.columns()
+        self._blocked = [precombine and blocks and config.new_block(h) is not None
+                         for h in self.heads]
+        derive_overall = derive_overall and not any(self._blocked)
         self._donor = overall_donor(config.slices) if precombine and derive_overall else None
         self.start()
 
     def start(self) -> None:
         """Starts a bundle: no states, nothing counted."""
         self._states: dict[Key, Any] = {}
+        self._blocks: dict[tuple[tuple[str, ...], int], KeyBlock] = {}
         self._rows = 0
         self._bad = 0
         self._unsliced: dict[tuple[str, ...], int] = {}
@@ -172,8 +182,12 @@ class BatchEvaluator:
         for keys, codes, base_rows in key_codes(self.config, rows.batch, rows.micros, rows.steps,
                                                 self._donor, self._unsliced):
             split: list = []  # the rows of each code, found once for all heads that need them
+            columns = keys[0][0]
             for h, a in enumerate(rows.arrays):
-                self._update_states(h, keys, codes, take_rows(a, base_rows), split)
+                if columns and self._blocked[h]:
+                    self._update_block(columns, h, keys, codes, take_rows(a, base_rows))
+                else:
+                    self._update_states(h, keys, codes, take_rows(a, base_rows), split)
         early = self._flush() if len(self._states) > MAX_BUNDLE_KEYS else {}
         return BatchOutput(errors, predictions, iter(early.items()))
 
@@ -255,11 +269,25 @@ class BatchEvaluator:
             sub = take_rows(a, idx)
             states[code].update(sub.labels, sub.logits, sub.features or None)
 
-    def _flush(self) -> dict[Key, Any]:
-        """The bundle's states so far (the Overall keys' completed), handed over: none kept."""
+    def _update_block(self, columns: tuple[str, ...], h: int, keys: list[SliceKey],
+                      codes: np.ndarray, a: HeadArrays) -> None:
+        """Adds row j of head h's arrays to `keys[codes[j]]` in the bundle's block of (columns, h)."""
+        block = self._blocks.get((columns, h))
+        if block is None:
+            block = self._blocks[(columns, h)] = KeyBlock(
+                columns, h, self.config.new_block(self.heads[h]))
+        block.add(keys, codes, a)
+
+    def _flush(self) -> dict[Any, Any]:
+        """The bundle's states so far (the Overall keys' completed) and its blocks in shards
+        (keyed `block_key`), handed over: none kept."""
         states, self._states = self._states, {}
         if self._donor is not None:
             states = derive_overall_states(states, self._donor, self.heads)
+        blocks, self._blocks = self._blocks, {}
+        for (columns, h), block in blocks.items():
+            for shard, part in block.shards():
+                states[block_key(columns, h, shard)] = part
         return states
 
 

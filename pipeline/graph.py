@@ -25,7 +25,9 @@ from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline import sources
 from pipeline.apply import ApplyHeads
+from pipeline.block_results import block_results
 from pipeline.elements import ERRORS_TAG, STATS_TAG
+from pipeline.key_blocks import is_block_key
 from pipeline.combine import CombineStates
 from pipeline.progress import CountRows
 from pipeline.results import state_results
@@ -55,7 +57,8 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
         if options.write_predictions else None)
     apply_heads = ApplyHeads(config, options.run_id, options.bad_records,
                              precombine=options.precombine, predictions_dir=predictions_dir,
-                             slice_kinds=_batch_slice_kinds(config, files))
+                             slice_kinds=_batch_slice_kinds(config, files),
+                             blocks=options.precombine)
     applied = batches | 'ApplyHeads' >> beam.ParDo(apply_heads).with_outputs(
         ERRORS_TAG, STATS_TAG, main='states')
     head_names = list(config.head_names)
@@ -65,7 +68,8 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
     # each run a few milliseconds).
     results = (applied.states
                | 'Combine' >> CombineStates(config)
-               | 'Results' >> beam.ParDo(ExtractResults(head_names, level)))
+               | 'Results' >> beam.ParDo(ExtractResults(head_names, level,
+                                                         config.plots.max_slices)))
     errors = applied[ERRORS_TAG] | 'TagErrors' >> beam.Map(lambda t: (0, ('errors', t)))
     stats = applied[STATS_TAG] | 'TagStats' >> beam.Map(lambda s: (0, ('stats', tuple(s))))
     marker = p | 'Marker' >> beam.Create([(0, ('marker', None))])
@@ -83,19 +87,27 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
 class ExtractResults(beam.DoFn):
     """(key, state) → (0, ('result', KeyResult)), `BATCH` keys at a time (`state_results`: their
     small states made dense in one grouped update rather than one each); the last keys of a
-    bundle at its end, in the global window (the batch graph's only window)."""
+    bundle at its end, in the global window (the batch graph's only window). A shard's block
+    (`pipeline.key_blocks`) gives every key's result at once (`block_results`: plots only for
+    the keys that can be among the `max_plots` largest of their spec)."""
 
     BATCH = 256
 
-    def __init__(self, head_names: Sequence[str], level: float | None) -> None:
+    def __init__(self, head_names: Sequence[str], level: float | None,
+                 max_plots: int | None = None) -> None:
         self._head_names = list(head_names)
         self._level = level
+        self._max_plots = max_plots
         self._pending: list[tuple[tuple, Any]] = []
 
     def start_bundle(self) -> None:
         self._pending = []
 
     def process(self, kv: tuple[tuple, Any]) -> Iterator[tuple]:
+        if is_block_key(kv[0]):
+            for result in block_results(kv[1], self._head_names, self._max_plots):
+                yield 0, ('result', result)
+            return
         self._pending.append(kv)
         if len(self._pending) >= self.BATCH:
             yield from self._flush()

@@ -43,6 +43,15 @@ class MetricRows(Sequence):
         self._values = values
 
     @classmethod
+    def from_array(cls, names: tuple[str, ...], values: np.ndarray) -> 'MetricRows':
+        """Rows from their names and a (rows, 3) float64 array of (value, lower, upper), NaN where
+        a bound is absent (the array is kept, not copied)."""
+        out = cls.__new__(cls)
+        out._names = _shared(names)
+        out._values = values
+        return out
+
+    @classmethod
     def _restore(cls, names: tuple[str, ...], data: bytes) -> 'MetricRows':
         out = cls.__new__(cls)
         out._names = _shared(names)

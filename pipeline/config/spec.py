@@ -146,6 +146,16 @@ class EvalConfig:
             return BootstrapState(head.new_state())
         return head.new_state(intervals=True)
 
+    def new_block(self, head: Any) -> Any:
+        """An empty columnar block of many keys' states of `head` (`pipeline.key_blocks`), or None
+        when its states must stay one per key: heads without a block (`new_block`), a head with a
+        baseline, and runs with `confidence:` (interval and bootstrap states have no block)."""
+        from heads.array.paired import ComparedHead
+        if self.confidence or isinstance(head, ComparedHead):
+            return None
+        make = getattr(head, 'new_block', None)
+        return make() if make is not None else None
+
     @property
     def confidence_level(self) -> float | None:
         """The level of the metrics' intervals (None: no `confidence:`)."""

@@ -1,0 +1,129 @@
+"""Every key of one (slice spec, head) as one columnar state: `KeyBlock`.
+
+A slice spec with 10^5 values makes 10^5 keys. As one head-state object per key, each key costs
+about a millisecond across the update, the pickling of partial states, their merging and the
+reading of its metrics — minutes for such a spec, against a second for a spec of 5 values. A
+`KeyBlock` holds every key of one spec and head that a bundle saw: the key table (per key index,
+its slice values, window start and step) and the head's columnar block (`head.new_block()`, e.g.
+`heads.array.binary_block.BinaryClassBlock`), whose update, merge and metrics are vectorised over
+keys. Python touches a key only to find its index in the table (one dict lookup per key and batch).
+
+How a block travels (batch runs with the pre-combine; `pipeline.config.EvalConfig.new_block` says
+which heads have blocks): `BatchEvaluator` updates one KeyBlock per (spec, head) for the bundle and
+at its end splits it into `SHARDS` blocks by a hash of each key that does not depend on the
+process (`shards`), keyed `block_key(columns, head, shard)`; the CombineFn merges the blocks of a
+shard (`merge`: the key tables joined, the numbers added); `pipeline.block_results` reads a shard's
+metrics as one array per metric. Every key lands in one shard whatever the bundles, so results do
+not depend on sharding or bundle order (merging is associative and commutative, as for states).
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from pipeline.elements import HeadArrays, Key
+
+__all__ = ['BLOCK_TAG', 'SHARDS', 'KeyBlock', 'block_key', 'is_block_key']
+
+BLOCK_TAG = '__block__'
+# Shards of a spec's keys: the unit of the combine and of reading metrics (bounded memory each,
+# parallel on runners with several workers).
+SHARDS = 8
+
+#: A key's place in its block's table: (slice values, window start, step).
+TableKey = tuple[tuple[Any, ...], int | None, int | None]
+
+
+def block_key(columns: tuple[str, ...], head: int, shard: int) -> tuple:
+    """The Beam key of a shard's block: a plain tuple (Beam's deterministic coder), told apart
+    from a state's key (`tuple(Key)`, whose first item is a tuple of columns) by its tag."""
+    return (BLOCK_TAG, tuple(columns), int(head), int(shard))
+
+
+def is_block_key(key: Sequence[Any]) -> bool:
+    return len(key) == 4 and key[0] == BLOCK_TAG
+
+
+def _stable_hash(key: TableKey) -> int:
+    """The same number for the same key in every process (Python's hash of a str is salted)."""
+    return zlib.crc32(repr(key).encode('utf-8', 'surrogatepass'))
+
+
+class KeyBlock:
+    """The states of every key of slice spec `columns` for head index `head`, columnar.
+
+    `keys[i]` is key i's (slice values, window start, step); `block` the head's block over them.
+    """
+
+    __slots__ = ('columns', 'head', 'keys', 'block', '_index')
+
+    def __init__(self, columns: tuple[str, ...], head: int, block: Any) -> None:
+        self.columns = tuple(columns)
+        self.head = int(head)
+        self.keys: list[TableKey] = []
+        self.block = block
+        self._index: dict[TableKey, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def key(self, i: int) -> Key:
+        values, window, step = self.keys[i]
+        return Key(self.columns, values, self.head, window, step)
+
+    def _indices(self, keys: Sequence[TableKey]) -> np.ndarray:
+        """Each key's index in the table, adding the keys it does not hold yet."""
+        index, table = self._index, self.keys
+        out = np.empty(len(keys), np.int64)
+        for i, k in enumerate(keys):
+            j = index.get(k)
+            if j is None:
+                j = index[k] = len(table)
+                table.append(k)
+            out[i] = j
+        return out
+
+    def add(self, keys: Sequence[tuple], codes: np.ndarray, arrays: HeadArrays) -> None:
+        """Adds row j of `arrays` to key `keys[codes[j]]` ((columns, values, window, step), as
+        `pipeline.keys.key_codes` lists them; codes[j] < 0: the row is in no key)."""
+        index = self._indices([(k[1], k[2], k[3]) for k in keys])
+        rows = np.where(codes >= 0, index[np.maximum(codes, 0)], -1) if index.size else codes
+        self.block.add(rows, len(self.keys), arrays.labels, arrays.logits,
+                       arrays.features or None)
+
+    def merge(self, other: 'KeyBlock') -> 'KeyBlock':
+        """Adds `other`'s keys (left unchanged) to this block; returns self."""
+        if (other.columns, other.head) != (self.columns, self.head):
+            raise ValueError('Cannot merge the blocks of %r head %d and %r head %d.'
+                             % (self.columns, self.head, other.columns, other.head))
+        self.block.merge(other.block, self._indices(other.keys))
+        return self
+
+    def take(self, indices: np.ndarray) -> 'KeyBlock':
+        """A new block of these keys, in this order."""
+        out = KeyBlock(self.columns, self.head, self.block.take(indices))
+        out._indices([self.keys[i] for i in indices.tolist()])
+        return out
+
+    def shards(self, n: int = SHARDS) -> Iterator[tuple[int, 'KeyBlock']]:
+        """(shard, block of its keys) for each shard holding keys; a key's shard depends only on
+        the key (`_stable_hash`), so every bundle sends it to the same shard."""
+        if not self.keys:
+            return
+        shard = np.fromiter((_stable_hash(k) for k in self.keys), np.int64, len(self.keys)) % n
+        if (shard == shard[0]).all():
+            yield int(shard[0]), self
+            return
+        order = np.argsort(shard, kind='stable')
+        cuts = np.flatnonzero(np.diff(shard[order])) + 1
+        for part in np.split(order, cuts):
+            yield int(shard[part[0]]), self.take(part)
+
+    def __getstate__(self) -> tuple:
+        return (self.columns, self.head, self.keys, self.block)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.columns, self.head, keys, self.block = state
+        self.keys, self._index = list(keys), {k: i for i, k in enumerate(keys)}
