@@ -104,9 +104,8 @@ class ExtractResults(beam.DoFn):
         self._pending = []
 
     def process(self, kv: tuple[tuple, Any]) -> Iterator[tuple]:
-        if is_block_key(kv[0]):
-            for result in block_results(kv[1], self._head_names, self._max_plots):
-                yield 0, ('result', result)
+        if is_block_key(kv[0]):  # one element for the shard's keys (one pickle, one shuffle entry)
+            yield 0, ('results', block_results(kv[1], self._head_names, self._max_plots))
             return
         self._pending.append(kv)
         if len(self._pending) >= self.BATCH:
