@@ -1,7 +1,7 @@
 """`WriteRun`: a batch run's last step, from the one group of its results to its published outputs.
 
-    (0, [('result', KeyResult) | ('results', [KeyResult, ...]) | ('errors', Table) | ('stats', tuple)
-         | ('marker', None), ...])
+    (0, [('result', KeyResult) | ('results', [KeyResult, ...]) | ('errors', Table)
+         | ('stats', tuple) | ('marker', None), ...])
       → metrics/, plots/, errors/, summary.json, tfma/, tensorboard/, report.html
         under <output>/.staging-<run_id>/ → published (`publish_locked`) → the summary dict
         (and, with a BigQuery table, the metrics rows on the `BIGQUERY_TAG` output)
