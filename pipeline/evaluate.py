@@ -271,7 +271,8 @@ class BatchEvaluator:
 
     def _update_block(self, columns: tuple[str, ...], h: int, keys: list[SliceKey],
                       codes: np.ndarray, a: HeadArrays) -> None:
-        """Adds row j of head h's arrays to `keys[codes[j]]` in the bundle's block of (columns, h)."""
+        """Adds row j of head h's arrays to `keys[codes[j]]` in the bundle's block of (columns,
+        h)."""
         block = self._blocks.get((columns, h))
         if block is None:
             block = self._blocks[(columns, h)] = KeyBlock(

@@ -1,4 +1,4 @@
-"""Many keys of a slice spec as one columnar block (`pipeline.key_blocks`, `pipeline.block_results`):
+"""Many keys of a slice spec as one columnar block (`pipeline.key_blocks`, `block_results`):
 the same tables as one state per key, whatever the bundles, shards and merge order.
 
 The reference is the run without blocks (one head state per key, the path every other test checks
