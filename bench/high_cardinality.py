@@ -20,8 +20,9 @@ emitted state pickled and unpickled, as it crosses to the combine), `combine`
 (`HeadStateCombineFn` per key, as each state arrives) and `extract`
 (`pipeline.results.state_results` over `ExtractResults.BATCH` keys at a time, as the pipeline's
 step: the metrics, bounds and plots of every state, each result dropped once read; a `--root`
-checkout without it: `state_result` per key), each with its seconds and the process's RSS
-after it, plus the pickled bytes and the process's peak RSS (`maxrss_mb`). `--root DIR` imports
+checkout without it: `state_result` per key; a head with columnar blocks
+(`pipeline.key_blocks`): each shard's block read at once by `block_results`), each with its
+seconds and the process's RSS after it, plus the pickled bytes and the process's peak RSS (`maxrss_mb`). `--root DIR` imports
 `heads` and `pipeline` from another checkout (e.g. main, for the numbers before a change).
 
 Each measurement is one whole CLI process (start-up, reading, evaluation, every writer: metrics,
@@ -237,7 +238,9 @@ def phases(pattern: str, k: int, heads: str, root: str | None) -> dict:
     combine = HeadStateCombineFn(config)
     combine.setup()
     accumulators: dict = {}
-    dofn = ApplyHeads(config, 'bench')
+    import inspect
+    blocks = 'blocks' in inspect.signature(ApplyHeads).parameters  # a --root checkout may not
+    dofn = ApplyHeads(config, 'bench', **({'blocks': True} if blocks else {}))
     dofn.setup()
 
     def consume(outputs) -> None:
@@ -285,6 +288,14 @@ def phases(pattern: str, k: int, heads: str, root: str | None) -> dict:
     names = config.head_names
     plot_rows = 0
     batch = getattr(extract_step, 'BATCH', 1)
+    if blocks:  # a shard's block: every key's result at once, as ExtractResults
+        from pipeline.block_results import block_results
+        from pipeline.key_blocks import is_block_key
+        for key in [key for key in accumulators if is_block_key(key)]:
+            results = block_results(accumulators.pop(key), names, config.plots.max_slices)
+            row['keys'] += len(results) - 1
+            plot_rows += sum(len(r.plots.get('curve', ())) for r in results)
+            del results
     while accumulators:  # read BATCH at a time and dropped, as the pipeline's ExtractResults
         pairs = [accumulators.popitem() for _ in range(min(batch, len(accumulators)))]
         if many is None:
