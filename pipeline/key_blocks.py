@@ -107,6 +107,23 @@ class KeyBlock:
         out._indices([self.keys[i] for i in indices.tolist()])
         return out
 
+    def merged_states(self) -> Iterator[tuple[Key, Any]]:
+        """Per (window, step) of its keys: the Overall key of this head and one state of the rows
+        of every such key together (the Overall slice's share of rows with a value in this
+        spec), from one merge of the block into a block of one key per (window, step)."""
+        groups: dict[tuple[int | None, int | None], int] = {}
+        if all(w is None and s is None for _, w, s in self.keys):
+            groups[(None, None)] = 0
+            index = np.zeros(len(self.keys), np.int64)
+        else:
+            index = np.fromiter((groups.setdefault((w, s), len(groups)) for _, w, s in self.keys),
+                                np.int64, len(self.keys))
+        if not self.keys:
+            return
+        merged = self.block.take(np.empty(0, np.int64)).merge(self.block, index)
+        for (window, step), g in groups.items():
+            yield Key((), (), self.head, window, step), merged.state(g)
+
     def shards(self, n: int = SHARDS) -> Iterator[tuple[int, 'KeyBlock']]:
         """(shard, block of its keys) for each shard holding keys; a key's shard depends only on
         the key (`_stable_hash`), so every bundle sends it to the same shard."""

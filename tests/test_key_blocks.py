@@ -17,7 +17,7 @@ import pytest
 
 import heads
 from pipeline.block_results import block_results, plotted_keys
-from pipeline.elements import HeadArrays
+from pipeline.elements import HeadArrays, Key
 from pipeline.key_blocks import SHARDS, KeyBlock, block_key, is_block_key
 from pipeline.run import evaluate
 
@@ -173,3 +173,20 @@ def test_a_run_with_blocks_writes_the_tables_of_one_state_per_key(tmp_path, monk
                 'weighted_examples', 'weighted_labels', 'weighted_predictions'):
         x, y = (np.asarray(t[col].to_pylist(), dtype=float) for t in (a, b))
         np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12, err_msg=col)
+
+
+def test_merged_states_give_overall_one_state_per_window_and_step_of_every_key_s_rows():
+    rng = np.random.default_rng(4)
+    kb = KeyBlock(('c',), 1, ReferenceBlock(_face()))
+    keys = [(('c',), ('a',), 0, 7), (('c',), ('b',), 0, 7), (('c',), ('a',), 60, 7)]
+    arrays, codes = _arrays(rng, 50), rng.integers(0, 3, 50)
+    kb.add(keys, codes, arrays)
+    merged = dict(kb.merged_states())
+    assert sorted(merged, key=str) == sorted([Key((), (), 1, 0, 7), Key((), (), 1, 60, 7)],
+                                             key=str)
+    for window, rows in ((0, codes < 2), (60, codes == 2)):
+        expected = _face().new_state().update(
+            arrays.labels[rows], arrays.logits[rows], {'w': arrays.features['w'][rows]})
+        assert merged[Key((), (), 1, window, 7)].result() == pytest.approx(expected.result(),
+                                                                           rel=1e-12)
+        assert merged[Key((), (), 1, window, 7)].counts() == pytest.approx(expected.counts())
