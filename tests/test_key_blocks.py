@@ -107,7 +107,7 @@ def test_plots_go_to_the_largest_keys_ties_in_slice_order():
     assert plotted_keys(kb, counts, None) == [0, 1, 2, 3]
 
 
-def _data(tmp_path, n: int = 3000, values: int = 100, seed: int = 3) -> str:
+def _data(tmp_path, n: int = 1200, values: int = 40, seed: int = 3) -> str:
     rng = np.random.default_rng(seed)
     x = rng.normal(0, 2, n).astype(np.float32)
     table = pa.table({
@@ -118,11 +118,12 @@ def _data(tmp_path, n: int = 3000, values: int = 100, seed: int = 3) -> str:
         'y': (rng.random(n) < 1 / (1 + np.exp(-x))).astype(np.int64),
         'r': rng.normal(1, 1, n).astype(np.float32),
         'ry': rng.normal(1, 1, n).astype(np.float32),
+        'ts': rng.integers(0, 180, n),
     })
     return write_shards(table, tmp_path / 'data', 3)
 
 
-def _run(pattern: str, out, max_plots=None) -> tuple[pa.Table, pa.Table]:
+def _run(pattern: str, out, max_plots=None, window: bool = False) -> tuple[pa.Table, pa.Table]:
     config = {'input': {'pattern': pattern},
               'heads': [{'type': 'BinaryClassHead',
                          'args': {'name': 'click', 'weight_column': 'w',
@@ -132,8 +133,10 @@ def _run(pattern: str, out, max_plots=None) -> tuple[pa.Table, pa.Table]:
                          'logits': 'r', 'labels': 'ry'}],
               'slices': [[], ['user'], ['country', 'user']],
               'plots': {'max_slices': max_plots}}
+    if window:
+        config['window'] = {'column': 'ts', 'size': 60}
     evaluate(config, RUNNER, output=str(out))
-    keys = ['slice', 'head', 'model', 'metric']
+    keys = ['slice', 'head', 'model', 'metric'] + (['window_start'] if window else [])
     metrics = pq.read_table(out / 'metrics').sort_by([(k, 'ascending') for k in keys])
     plots = pq.read_table(out / 'plots')
     return metrics, plots
@@ -141,30 +144,33 @@ def _run(pattern: str, out, max_plots=None) -> tuple[pa.Table, pa.Table]:
 
 def _same_metrics(a: pa.Table, b: pa.Table) -> None:
     assert a.num_rows == b.num_rows
-    for col in ('slice', 'head', 'metric', 'example_count'):
+    for col in ('slice', 'head', 'metric', 'example_count') + (
+            ('window_start',) if 'window_start' in a.column_names else ()):
         assert a[col].to_pylist() == b[col].to_pylist(), col
     for col in ('value', 'lower_bound', 'upper_bound', 'weighted_example_count'):
         x, y = (np.asarray(t[col].to_pylist(), dtype=float) for t in (a, b))
         np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12, err_msg=col)
 
 
-@pytest.mark.parametrize('block', ['reference', 'columnar'])
-def test_a_run_with_blocks_writes_the_tables_of_one_state_per_key(tmp_path, monkeypatch, block):
-    pattern = _data(tmp_path)
-    with monkeypatch.context() as m:
-        _no_blocks(m)
-        expected, expected_plots = _run(pattern, tmp_path / 'per_key')
+@pytest.mark.parametrize('block, window', [('reference', False), ('columnar', False),
+                                           ('columnar', True)])
+def test_a_run_with_blocks_writes_the_tables_of_one_state_per_key(tmp_path, monkeypatch, block,
+                                                                 window):
     if block == 'reference':
         _reference(monkeypatch)
     elif not hasattr(heads.BinaryClassHead, 'new_block'):
         pytest.skip('BinaryClassHead has no columnar block yet')
+    pattern = _data(tmp_path)
+    with monkeypatch.context() as m:
+        _no_blocks(m)
+        expected, expected_plots = _run(pattern, tmp_path / 'per_key', window=window)
     before = ReferenceBlock.rows_added
-    got, got_plots = _run(pattern, tmp_path / 'blocks')
+    got, got_plots = _run(pattern, tmp_path / 'blocks', window=window)
     if block == 'reference':  # both non-Overall specs of the binary head went through blocks
-        assert ReferenceBlock.rows_added - before == 2 * 3000
+        assert ReferenceBlock.rows_added - before == 2 * 1200
     _same_metrics(got, expected)
     sort = [(k, 'ascending') for k in ('slice', 'head', 'sub_key', 'curve', 'threshold',
-                                       'bucket_lower')]
+                                       'bucket_lower') + (('window_start',) if window else ())]
     a, b = got_plots.sort_by(sort), expected_plots.sort_by(sort)
     assert a.num_rows == b.num_rows > 0
     for col in ('slice', 'head', 'sub_key', 'curve'):
