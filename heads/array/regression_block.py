@@ -145,9 +145,10 @@ class RegressionBlock:
         if codes.size * 8 < n_keys:
             valid = codes >= 0
             keys, inverse = np.unique(codes[valid], return_inverse=True)
-            rows = {k: (v[valid] if k == 'w_row' else
-                        v.reshape(codes.size, -1)[valid].reshape(-1)) if k != 'd' else v
-                    for k, v in rows.items()}
+            d = rows['d']
+            rows = dict(rows, w_row=rows['w_row'][valid],
+                        **{k: rows[k].reshape(codes.size, d)[valid].reshape(-1)
+                           for k in ('u', 'p', 'y', 'w')})
             codes = inverse.reshape(-1)
         n = n_keys if keys is None else keys.size
         d = rows['d']
