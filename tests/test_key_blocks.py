@@ -32,6 +32,18 @@ def _reference(monkeypatch) -> None:
                         lambda self: ReferenceBlock(self._array_face()), raising=False)
 
 
+def _count_regression_rows(monkeypatch) -> list[int]:
+    """[rows added to RegressionBlocks from now on] (their keyed rows)."""
+    from heads.array.regression_block import RegressionBlock
+    count, add = [0], RegressionBlock.add
+
+    def counting(self, codes, *args, **kwargs):
+        count[0] += int(np.count_nonzero(codes >= 0))
+        return add(self, codes, *args, **kwargs)
+    monkeypatch.setattr(RegressionBlock, 'add', counting)
+    return count
+
+
 def _no_blocks(monkeypatch) -> None:
     monkeypatch.setattr('pipeline.config.EvalConfig.new_block', lambda self, head: None)
 
@@ -159,9 +171,11 @@ def test_a_run_with_blocks_writes_the_tables_of_one_state_per_key(tmp_path, monk
     elif not hasattr(heads.BinaryClassHead, 'new_block'):
         pytest.skip('BinaryClassHead has no columnar block yet')
     before = ReferenceBlock.rows_added
+    regression_rows = _count_regression_rows(monkeypatch)
     got, got_plots = _run(pattern, tmp_path / 'blocks')
     if block == 'reference':  # both non-Overall specs of the binary head went through blocks
         assert ReferenceBlock.rows_added - before == 2 * 3000
+    assert regression_rows == [2 * 3000]  # and of the RegressionHead (its RegressionBlock)
     _same_metrics(got, expected)
     sort = [(k, 'ascending') for k in ('slice', 'head', 'sub_key', 'curve', 'threshold',
                                        'bucket_lower')]

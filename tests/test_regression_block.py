@@ -331,3 +331,20 @@ def test_every_regression_head_has_a_block():
         assert block.face.signature == head._array_face().signature
     assert not hasattr(heads.BinaryClassHead, 'new_block') or \
         type(heads.BinaryClassHead().new_block()) is not RegressionBlock
+
+
+@pytest.mark.parametrize('case', list(CASES))
+def test_only_a_loss_or_link_of_another_shape_updates_key_by_key(case, monkeypatch):
+    """Every batch the state adds columnar (and per-logit weights) is summed over keys at once:
+    no Python loop over keys."""
+    calls = []
+    per_key = RegressionBlock._per_key_sums
+    monkeypatch.setattr(RegressionBlock, '_per_key_sums',
+                        lambda self, *a: calls.append(1) or per_key(self, *a))
+    rng = np.random.default_rng(1)
+    labels, logits, features = _batch(rng, case, 100)
+    block = _face(case).new_block().add(_codes(rng, 100, 30), 30, labels, logits, features)
+    assert bool(calls) == (case == 'link_other_shape')
+    examples, weighted = block.counts()
+    examples[:] = weighted[:] = -1.0  # the arrays read are the caller's
+    assert (block.counts()[0] >= 0).all() and (block.counts()[1] >= 0).all()
