@@ -32,6 +32,18 @@ def _reference(monkeypatch) -> None:
                         lambda self: ReferenceBlock(self._array_face()), raising=False)
 
 
+def _count_regression_rows(monkeypatch) -> list[int]:
+    """[rows added to RegressionBlocks from now on] (their keyed rows)."""
+    from heads.array.regression_block import RegressionBlock
+    count, add = [0], RegressionBlock.add
+
+    def counting(self, codes, *args, **kwargs):
+        count[0] += int(np.count_nonzero(codes >= 0))
+        return add(self, codes, *args, **kwargs)
+    monkeypatch.setattr(RegressionBlock, 'add', counting)
+    return count
+
+
 def _no_blocks(monkeypatch) -> None:
     monkeypatch.setattr('pipeline.config.EvalConfig.new_block', lambda self, head: None)
 
@@ -165,9 +177,11 @@ def test_a_run_with_blocks_writes_the_tables_of_one_state_per_key(tmp_path, monk
         _no_blocks(m)
         expected, expected_plots = _run(pattern, tmp_path / 'per_key', window=window)
     before = ReferenceBlock.rows_added
+    regression_rows = _count_regression_rows(monkeypatch)
     got, got_plots = _run(pattern, tmp_path / 'blocks', window=window)
     if block == 'reference':  # both non-Overall specs of the binary head went through blocks
         assert ReferenceBlock.rows_added - before == 2 * 1200
+    assert regression_rows == [2 * 1200]  # and of the RegressionHead (its RegressionBlock)
     _same_metrics(got, expected)
     sort = [(k, 'ascending') for k in ('slice', 'head', 'sub_key', 'curve', 'threshold',
                                        'bucket_lower') + (('window_start',) if window else ())]

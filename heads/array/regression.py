@@ -4,8 +4,8 @@ its GLM variants `LogisticRegressionHead` (sigmoid cross-entropy, sigmoid link) 
 
 `RegressionFace` is built from the head's configuration (`RegressionHead._array_face`) and does the
 numpy work the head delegates: `inputs` / `unweighted_loss` / `link`, `predictions`, `loss`,
-`invalid_rows` and `new_state`. `RegressionState` accumulates average_loss, prediction/mean,
-label/mean and the loss over all data seen. Never imports TensorFlow.
+`invalid_rows`, `new_state` and `new_block`. `RegressionState` accumulates average_loss,
+prediction/mean, label/mean and the loss over all data seen. Never imports TensorFlow.
 """
 from __future__ import annotations
 
@@ -64,6 +64,12 @@ class RegressionFace:
 
     def new_state(self, intervals: bool = False) -> 'RegressionState':
         return (RegressionIntervalState if intervals else RegressionState)(self)
+
+    def new_block(self) -> Any:
+        """An empty `heads.array.regression_block.RegressionBlock`: the states of many keys of
+        this head as one columnar block (no interval variant)."""
+        from heads.array.regression_block import RegressionBlock  # it imports this module
+        return RegressionBlock(self)
 
     def inputs(self, labels: Any, logits: Any, features: Mapping[str, Any] | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | float]:
