@@ -289,10 +289,14 @@ def phases(pattern: str, k: int, heads: str, root: str | None) -> dict:
     plot_rows = 0
     batch = getattr(extract_step, 'BATCH', 1)
     if blocks:  # a shard's block: every key's result at once, as ExtractResults
-        from pipeline.block_results import block_results
+        from pipeline.block_results import block_results, plot_candidates, plot_winners
         from pipeline.key_blocks import is_block_key
-        for key in [key for key in accumulators if is_block_key(key)]:
-            results = block_results(accumulators.pop(key), names, config.plots.max_slices)
+        limit = config.plots.max_slices
+        block_keys = [key for key in accumulators if is_block_key(key)]
+        winners = None if limit is None else plot_winners(
+            [c for key in block_keys for c in plot_candidates(accumulators[key], limit)], limit)
+        for key in block_keys:
+            results = block_results(accumulators.pop(key), names, winners)
             row['keys'] += len(results) - 1
             plot_rows += sum(len(r.plots.get('curve', ())) for r in results)
             del results

@@ -1,25 +1,30 @@
 """A shard's `KeyBlock` → one `pipeline.results.KeyResult` per key, its metrics read as one array
-per metric for every key at once.
+per metric for every key at once; which keys get plots.
 
 The rows are those `pipeline.results.state_result` gives a key's own state: the head's metrics
 (keys without the head's '/name' suffix), then `loss`; the AUC's bounds where the state has them
-(null where not finite). Plots are read (from the key's dense state, `block.state(i)`) only for
-keys that can be among a spec's `plots.max_slices` largest slices: the largest of the shard by
-example count, ties broken by the tables' slice order — the rule `pipeline.run_outputs` applies
-over every shard, so a key it keeps always has its plots; every other key has none (`{}`).
+(null where not finite).
+
+Plots (`plots.max_slices` = N): a spec keeps plots for its N largest slices per window and step
+(by example count, ties in the tables' slice order — the rule `pipeline.run_outputs` applies).
+Reading a key's plots means building its dense state, so only the winners are read, found
+before any shard is read: each shard block names its own N largest per (window, step)
+(`plot_candidates`), and the largest N of all shards' candidates win (`plot_winners`) — the N
+largest overall are always among them. The batch graph computes the winners in a side step and
+hands them to every shard's reading (`pipeline.graph`).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from pipeline.key_blocks import KeyBlock
+from pipeline.key_blocks import KeyBlock, TableKey
 from pipeline.metric_rows import MetricRows
 from pipeline.packed_plots import PackedPlots
 from pipeline.results import KeyResult, strip_suffix
 
-__all__ = ['block_results', 'plotted_keys']
+__all__ = ['block_results', 'plot_candidates', 'plot_winners']
 
 
 def _value_order(values: tuple) -> tuple:
@@ -27,23 +32,46 @@ def _value_order(values: tuple) -> tuple:
     return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in values)
 
 
-def plotted_keys(kb: KeyBlock, counts: np.ndarray, limit: int | None) -> list[int]:
-    """The indices of the keys of `kb` among its `limit` largest (by example count, then in the
-    tables' slice order), all keys when `limit` is None."""
-    n = len(kb)
-    if limit is None or limit >= n:
-        return list(range(n))
-    if limit <= 0:
-        return []
-    # Every key with at least the limit-th largest count may win; only those are ordered.
-    cut = np.partition(counts, n - limit)[n - limit]
-    candidates = np.flatnonzero(counts >= cut).tolist()
+# (slice columns, window start, step): the unit the plot limit applies to.
+PlotGroup = tuple[tuple[str, ...], Any, Any]
+# (−example count, slice value order): smaller wins.
+Candidate = tuple[PlotGroup, tuple, TableKey]
 
-    def order(i: int) -> tuple:
-        values, window, step = kb.keys[i]
-        return (-counts[i], _value_order(values), window if window is not None else 0,
-                step if step is not None else 0)
-    return sorted(candidates, key=order)[:limit]
+
+def plot_candidates(kb: KeyBlock, limit: int) -> list[Candidate]:
+    """Per (window, step) of `kb`'s keys, its `limit` largest (by example count, then in the
+    tables' slice order) as (group, rank key, table key)."""
+    if limit <= 0 or not len(kb):
+        return []
+    counts = kb.block.counts()[0]
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, window, step) in enumerate(kb.keys):
+        groups.setdefault((window, step), []).append(i)
+    out: list[Candidate] = []
+    for (window, step), members in groups.items():
+        index = np.asarray(members, np.int64)
+        c = counts[index]
+        if index.size > limit:  # only keys with at least the limit-th largest count may win
+            cut = np.partition(c, index.size - limit)[index.size - limit]
+            index = index[c >= cut]
+        ranked = sorted((-float(counts[i]), _value_order(kb.keys[i][0]), i)
+                        for i in index.tolist())[:limit]
+        out += [((kb.columns, window, step), (n, order), kb.keys[i]) for n, order, i in ranked]
+    return out
+
+
+def plot_winners(candidates: Iterable[Candidate], limit: int
+                 ) -> dict[tuple[str, ...], set[TableKey]]:
+    """The `limit` best candidates of each (spec, window, step), per spec (heads name the same
+    keys: every head sees the same rows)."""
+    by_group: dict[PlotGroup, dict[TableKey, tuple]] = {}
+    for group, rank, key in candidates:
+        by_group.setdefault(group, {})[key] = rank
+    out: dict[tuple[str, ...], set[TableKey]] = {}
+    for (columns, _, _), ranks in by_group.items():
+        best = sorted(ranks, key=lambda k: ranks[k])[:limit]
+        out.setdefault(columns, set()).update(best)
+    return out
 
 
 def _metric_array(kb: KeyBlock, name: str) -> tuple[tuple[str, ...], np.ndarray]:
@@ -65,13 +93,19 @@ def _metric_array(kb: KeyBlock, name: str) -> tuple[tuple[str, ...], np.ndarray]
     return names, values
 
 
-def block_results(kb: KeyBlock, head_names: Sequence[str], max_plots: int | None
+def block_results(kb: KeyBlock, head_names: Sequence[str],
+                  winners: Mapping[tuple[str, ...], Iterable[TableKey]] | None
                   ) -> list[KeyResult]:
-    """One KeyResult per key of `kb` (in its table's order), plots only for `plotted_keys`."""
+    """One KeyResult per key of `kb` (in its table's order); plots for the keys `winners` names
+    for its spec (`plot_winners`; None: every key)."""
     name = head_names[kb.head]
     names, values = _metric_array(kb, name)
     examples, weighted = kb.block.counts()
-    plotted = set(plotted_keys(kb, examples, max_plots))
+    if winners is None:
+        plotted = set(range(len(kb)))
+    else:
+        found = (kb.index_of(k) for k in winners.get(kb.columns, ()))
+        plotted = {i for i in found if i is not None}
     out = []
     for i in range(len(kb)):
         plots = PackedPlots(kb.block.state(i).plots() or {}) if i in plotted else {}

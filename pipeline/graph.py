@@ -25,7 +25,7 @@ from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline import sources
 from pipeline.apply import ApplyHeads
-from pipeline.block_results import block_results
+from pipeline.block_results import block_results, plot_candidates, plot_winners
 from pipeline.elements import ERRORS_TAG, STATS_TAG
 from pipeline.key_blocks import is_block_key
 from pipeline.combine import CombineStates
@@ -66,10 +66,9 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
     # Every piece of the results is tagged with its kind and keyed by the one key (0) of the group
     # that gathers them all, in the same step (each step costs the pipeline's construction and
     # each run a few milliseconds).
-    results = (applied.states
-               | 'Combine' >> CombineStates(config)
-               | 'Results' >> beam.ParDo(ExtractResults(head_names, level,
-                                                         config.plots.max_slices)))
+    combined = applied.states | 'Combine' >> CombineStates(config)
+    results = combined | 'Results' >> beam.ParDo(ExtractResults(head_names, level),
+                                                 _plot_winners(p, combined, config))
     errors = applied[ERRORS_TAG] | 'TagErrors' >> beam.Map(lambda t: (0, ('errors', t)))
     stats = applied[STATS_TAG] | 'TagStats' >> beam.Map(lambda s: (0, ('stats', tuple(s))))
     marker = p | 'Marker' >> beam.Create([(0, ('marker', None))])
@@ -84,28 +83,49 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
     return written.summary
 
 
+def _plot_winners(p: beam.Pipeline, combined: beam.PCollection, config: config_lib.EvalConfig
+                  ) -> Any:
+    """The side input naming, per spec, the keys of shard blocks that get plots
+    (`block_results.plot_winners` over every shard's `plot_candidates`); None: every key (no
+    `plots.max_slices`). A marker makes the group exist when no block is combined."""
+    limit = config.plots.max_slices
+    if limit is None:
+        return None
+
+    def candidates(kv: tuple) -> Iterator[tuple]:
+        if is_block_key(kv[0]):
+            yield 0, plot_candidates(kv[1], limit)
+
+    def winners(kv: tuple) -> dict:
+        return plot_winners((c for part in kv[1] if part for c in part), limit)
+    marker = p | 'PlotMarker' >> beam.Create([(0, None)])
+    found = ((combined | 'PlotCandidates' >> beam.FlatMap(candidates), marker)
+             | 'PlotPieces' >> beam.Flatten()
+             | 'PlotGather' >> beam.GroupByKey()
+             | 'PlotWinners' >> beam.Map(winners))
+    return beam.pvalue.AsSingleton(found)
+
+
 class ExtractResults(beam.DoFn):
     """(key, state) → (0, ('result', KeyResult)), `BATCH` keys at a time (`state_results`: their
     small states made dense in one grouped update rather than one each); the last keys of a
     bundle at its end, in the global window (the batch graph's only window). A shard's block
     (`pipeline.key_blocks`) gives every key's result at once (`block_results`: plots only for
-    the keys that can be among the `max_plots` largest of their spec)."""
+    the keys the side input `winners` names; None: every key)."""
 
     BATCH = 256
 
-    def __init__(self, head_names: Sequence[str], level: float | None,
-                 max_plots: int | None = None) -> None:
+    def __init__(self, head_names: Sequence[str], level: float | None) -> None:
         self._head_names = list(head_names)
         self._level = level
-        self._max_plots = max_plots
         self._pending: list[tuple[tuple, Any]] = []
 
     def start_bundle(self) -> None:
         self._pending = []
 
-    def process(self, kv: tuple[tuple, Any]) -> Iterator[tuple]:
+    def process(self, kv: tuple[tuple, Any], winners: dict | None = None) -> Iterator[tuple]:
         if is_block_key(kv[0]):  # one element for the shard's keys (one pickle, one shuffle entry)
-            yield 0, ('results', block_results(kv[1], self._head_names, self._max_plots))
+            yield 0, ('results', block_results(kv[1], self._head_names, winners))
             return
         self._pending.append(kv)
         if len(self._pending) >= self.BATCH:

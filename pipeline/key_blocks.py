@@ -73,6 +73,10 @@ class KeyBlock:
         values, window, step = self.keys[i]
         return Key(self.columns, values, self.head, window, step)
 
+    def index_of(self, key: TableKey) -> int | None:
+        """The index of a (slice values, window, step) in the table, None if absent."""
+        return self._index.get(key)
+
     def _indices(self, keys: Sequence[TableKey]) -> np.ndarray:
         """Each key's index in the table, adding the keys it does not hold yet."""
         index, table = self._index, self.keys

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import heads
-from pipeline.block_results import block_results, plotted_keys
+from pipeline.block_results import block_results, plot_candidates, plot_winners
 from pipeline.elements import HeadArrays, Key
 from pipeline.key_blocks import SHARDS, KeyBlock, block_key, is_block_key
 from pipeline.run import evaluate
@@ -109,14 +109,41 @@ def test_merge_joins_the_key_tables_and_adds_the_same_keys_numbers():
         a.merge(KeyBlock(('c',), 1, ReferenceBlock(_face())))
 
 
-def test_plots_go_to_the_largest_keys_ties_in_slice_order():
-    kb = KeyBlock(('c',), 0, ReferenceBlock(_face()))
-    kb.keys.extend([(('b',), None, None), ((3,), None, None), (('a',), None, None),
-                    ((1,), None, None)])
-    counts = np.array([5.0, 2.0, 5.0, 2.0])
-    assert plotted_keys(kb, counts, 3) == [2, 0, 3]  # a, b (5 rows), then 1 before 3
-    assert plotted_keys(kb, counts, 0) == []
-    assert plotted_keys(kb, counts, None) == [0, 1, 2, 3]
+def _sized_block(sizes: dict, window=None, head: int = 0) -> KeyBlock:
+    """A block whose key v has sizes[v] rows (window `window`)."""
+    rng = np.random.default_rng(5)
+    kb = KeyBlock(('c',), head, ReferenceBlock(_face()))
+    values = list(sizes)
+    codes = np.repeat(np.arange(len(values)), [sizes[v] for v in values])
+    kb.add([(('c',), (v,), window, None) for v in values], codes, _arrays(rng, codes.size))
+    return kb
+
+
+def test_plots_go_to_the_largest_keys_of_all_shards_ties_in_slice_order():
+    one = _sized_block({'b': 5, 3: 2, 'a': 1})
+    two = _sized_block({'a2': 5, 1: 2, 'z': 2})
+    assert [c[2][0] for c in plot_candidates(one, 2)] == [('b',), (3,)]
+    assert [c[2][0] for c in plot_candidates(two, 2)] == [('a2',), (1,)]  # 1 before 'z'
+    winners = plot_winners(plot_candidates(one, 3) + plot_candidates(two, 3), 3)
+    # 5 rows: 'a2' and 'b' (text in order); then 2 rows: 1 before 3 (numbers by value) and 'z'.
+    assert winners == {('c',): {(('a2',), None, None), (('b',), None, None),
+                                ((1,), None, None)}}
+    assert plot_candidates(one, 0) == [] and plot_winners([], 3) == {}
+
+
+def test_the_plot_limit_applies_per_window():
+    early, late = _sized_block({'a': 3, 'b': 1}, window=0), _sized_block({'b': 4}, window=60)
+    winners = plot_winners(plot_candidates(early, 1) + plot_candidates(late, 1), 1)
+    assert winners == {('c',): {(('a',), 0, None), (('b',), 60, None)}}
+
+
+def test_block_results_read_plots_only_for_the_winners():
+    kb = _sized_block({'a': 3, 'b': 2, 'c': 1})
+    results = block_results(kb, ['click'], {('c',): {(('b',), None, None)}})
+    assert [(r.key.slice_values, bool(r.plots)) for r in results] == [
+        (('a',), False), (('b',), True), (('c',), False)]
+    assert all(r.plots for r in block_results(kb, ['click'], None))
+    assert [r.example_count for r in results] == [3, 2, 1]
 
 
 def _data(tmp_path, n: int = 1200, values: int = 40, seed: int = 3) -> str:
