@@ -5,7 +5,8 @@ Label forms: integer class ids `[D0..DN]` or `[D0..DN, 1]`; with `label_vocabula
 (bytes are decoded as UTF-8). `MultiClassFace` is built from the head's configuration
 (`MultiClassHead._array_face`) and does the numpy work the head delegates: `inputs` (validation and
 unweighted loss), `predictions`, `loss`, `invalid_rows`, `new_state` and `new_block`.
-`MultiClassState` accumulates average_loss, accuracy and the loss over all data seen. Never imports TensorFlow.
+`MultiClassState` accumulates average_loss, accuracy and the loss over all data seen. Never imports
+TensorFlow.
 """
 from __future__ import annotations
 
