@@ -1,15 +1,17 @@
-"""What many keys of a regression head cost: one `RegressionBlock` per bundle against one
-`RegressionState` per key (the pipeline's path without blocks).
+"""What many keys of a head with a sums block cost: one `RegressionBlock` (or `MultiClassBlock`,
+`--head multi_class`) per bundle against one `RegressionState` (`MultiClassState`) per key (the
+pipeline's path without blocks).
 
     .venv/bin/python bench/regression_block_cost.py [--rows 1000000] [--keys 100000]
                                                     [--batch 65536] [--partials 8]
+                                                    [--head regression|multi_class]
 
-The rows (a weighted `RegressionHead`; key sizes Zipf-like, so a few large keys and a long tail)
-are cut into `--partials` bundles. Each bundle numbers its own keys, as `pipeline.key_blocks` does,
+The rows (a weighted `RegressionHead`, or a weighted 3-class `MultiClassHead`; key sizes Zipf-like,
+so a few large keys and a long tail) are cut into `--partials` bundles. Each bundle numbers its own keys, as `pipeline.key_blocks` does,
 and adds its rows in `--batch`-row batches; then every bundle is pickled and read back (what Beam
 does between the bundles and the combine), the partials are merged into one by their index maps,
 and every key's metrics, loss and counts are read. Per-key states go through the same phases:
-`RegressionState.update_groups` over the batch's keys' states, pickling a dict of states, merging
+the state's `update_groups` over the batch's keys' states, pickling a dict of states, merging
 key by key, `result()` / `loss()` / `counts()` per key. Key-table lookups (the dict from slice
 values to index) are the pipeline's and the same for both: outside the timings.
 
@@ -27,18 +29,26 @@ from typing import Any
 import numpy as np
 
 import heads
-from heads.array.regression import RegressionState
+
+# --head → (the head, its classes: 0 for a regression head)
+HEADS = {'regression': (lambda: heads.RegressionHead(weight_column='w', name='value'), 0),
+         'multi_class': (lambda: heads.MultiClassHead(3, weight_column='w', name='topic'), 3)}
 
 
-def make_data(rows: int, keys: int, seed: int = 0) -> tuple:
-    """(codes, labels, logits, features): Zipf-like key sizes over `keys` keys, all used."""
+def make_data(rows: int, keys: int, seed: int = 0, n_classes: int = 0) -> tuple:
+    """(codes, labels, logits, features): Zipf-like key sizes over `keys` keys, all used;
+    regression labels, or class ids [rows, 1] and logits [rows, n_classes] when n_classes."""
     rng = np.random.default_rng(seed)
     p = 1.0 / np.arange(1, keys + 1) ** 1.1
     codes = rng.choice(keys, rows, p=p / p.sum())
     codes[:keys] = np.arange(keys)  # every key has at least one row
     codes = rng.permutation(keys)[rng.permutation(codes)]
-    logits = rng.normal(1.0, 1.0, (rows, 1)).astype(np.float32)
-    labels = (logits + rng.normal(0.0, 0.5, (rows, 1))).astype(np.float32)
+    if n_classes:
+        logits = rng.normal(0.0, 1.0, (rows, n_classes)).astype(np.float32)
+        labels = rng.integers(0, n_classes, (rows, 1))
+    else:
+        logits = rng.normal(1.0, 1.0, (rows, 1)).astype(np.float32)
+        labels = (logits + rng.normal(0.0, 0.5, (rows, 1))).astype(np.float32)
     w = rng.uniform(0.0, 2.0, rows)
     return codes.astype(np.int64), labels, logits, {'w': w}
 
@@ -97,11 +107,12 @@ def run_states(head: Any, data: tuple, parts: list, batch: int, keys: int) -> tu
     """Phase seconds and the metrics of one state per key."""
     _, labels, logits, features = data
     w = features['w']
+    update_groups = type(head.new_state()).update_groups
 
     def add() -> list:
         out = []
         for rows, local, global_of in parts:
-            states: dict[int, RegressionState] = {}
+            states: dict[int, Any] = {}
             for a in range(rows.start, rows.stop, batch):
                 b = min(a + batch, rows.stop)
                 batch_keys, codes = np.unique(local[a - rows.start:b - rows.start],
@@ -112,8 +123,8 @@ def run_states(head: Any, data: tuple, parts: list, batch: int, keys: int) -> tu
                     if st is None:
                         st = states[k] = head.new_state()
                     group.append(st)
-                RegressionState.update_groups(group, codes.reshape(-1), labels[a:b],
-                                              logits[a:b], {'w': w[a:b]})
+                update_groups(group, codes.reshape(-1), labels[a:b], logits[a:b],
+                              {'w': w[a:b]})
             out.append({int(global_of[k]): st for k, st in states.items()})
         return out
 
@@ -122,7 +133,7 @@ def run_states(head: Any, data: tuple, parts: list, batch: int, keys: int) -> tu
     partials, t_load = _timed(lambda: [pickle.loads(b) for b in blobs])
 
     def merge() -> dict:
-        total: dict[int, RegressionState] = {}
+        total: dict[int, Any] = {}
         for part in partials:
             for k, st in part.items():
                 mine = total.get(k)
@@ -160,14 +171,16 @@ def main() -> None:
     ap.add_argument('--keys', type=int, default=100_000)
     ap.add_argument('--batch', type=int, default=1 << 16)
     ap.add_argument('--partials', type=int, default=8)
+    ap.add_argument('--head', choices=sorted(HEADS), default='regression')
     args = ap.parse_args()
-    head = heads.RegressionHead(weight_column='w', name='value')
-    data = make_data(args.rows, args.keys)
+    make_head, n_classes = HEADS[args.head]
+    head = make_head()
+    data = make_data(args.rows, args.keys, 0, n_classes)
     parts = bundles(data[0], args.partials)
-    run_blocks(head, make_data(20_000, 2_000, 1), bundles(make_data(20_000, 2_000, 1)[0], 2),
-               args.batch)  # warm-up
-    common = {'bench': 'regression_block_cost', 'rows': args.rows, 'keys': args.keys,
-              'batch': args.batch, 'partials': args.partials}
+    warm = make_data(20_000, 2_000, 1, n_classes)
+    run_blocks(head, warm, bundles(warm[0], 2), args.batch)  # warm-up
+    common = {'bench': 'regression_block_cost', 'head': args.head, 'rows': args.rows,
+              'keys': args.keys, 'batch': args.batch, 'partials': args.partials}
     got = {}
     for impl in ('block', 'per_key'):
         if impl == 'block':

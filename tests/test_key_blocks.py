@@ -32,15 +32,14 @@ def _reference(monkeypatch) -> None:
                         lambda self: ReferenceBlock(self._array_face()), raising=False)
 
 
-def _count_regression_rows(monkeypatch) -> list[int]:
-    """[rows added to RegressionBlocks from now on] (their keyed rows)."""
-    from heads.array.regression_block import RegressionBlock
-    count, add = [0], RegressionBlock.add
+def _count_block_rows(monkeypatch, block_class: type) -> list[int]:
+    """[rows added to blocks of this class from now on] (their keyed rows)."""
+    count, add = [0], block_class.add
 
     def counting(self, codes, *args, **kwargs):
         count[0] += int(np.count_nonzero(codes >= 0))
         return add(self, codes, *args, **kwargs)
-    monkeypatch.setattr(RegressionBlock, 'add', counting)
+    monkeypatch.setattr(block_class, 'add', counting)
     return count
 
 
@@ -158,6 +157,8 @@ def _data(tmp_path, n: int = 1200, values: int = 40, seed: int = 3) -> str:
         'r': rng.normal(1, 1, n).astype(np.float32),
         'ry': rng.normal(1, 1, n).astype(np.float32),
         'ts': rng.integers(0, 180, n),
+        **{'m%d' % i: rng.normal(0, 1, n).astype(np.float32) for i in range(3)},
+        'cls': rng.integers(0, 3, n),
     })
     return write_shards(table, tmp_path / 'data', 3)
 
@@ -169,7 +170,10 @@ def _run(pattern: str, out, max_plots=None, window: bool = False) -> tuple[pa.Ta
                                   'thresholds': [0.3, 0.5]},
                          'logits': 'x', 'labels': 'y'},
                         {'type': 'RegressionHead', 'args': {'name': 'value'},
-                         'logits': 'r', 'labels': 'ry'}],
+                         'logits': 'r', 'labels': 'ry'},
+                        {'type': 'MultiClassHead',
+                         'args': {'name': 'topic', 'n_classes': 3, 'weight_column': 'w'},
+                         'logits': ['m0', 'm1', 'm2'], 'labels': 'cls'}],
               'slices': [[], ['user'], ['country', 'user']],
               'plots': {'max_slices': max_plots}}
     if window:
@@ -204,11 +208,15 @@ def test_a_run_with_blocks_writes_the_tables_of_one_state_per_key(tmp_path, monk
         _no_blocks(m)
         expected, expected_plots = _run(pattern, tmp_path / 'per_key', window=window)
     before = ReferenceBlock.rows_added
-    regression_rows = _count_regression_rows(monkeypatch)
+    from heads.array.multi_class_block import MultiClassBlock
+    from heads.array.regression_block import RegressionBlock
+    regression_rows = _count_block_rows(monkeypatch, RegressionBlock)
+    multi_class_rows = _count_block_rows(monkeypatch, MultiClassBlock)
     got, got_plots = _run(pattern, tmp_path / 'blocks', window=window)
     if block == 'reference':  # both non-Overall specs of the binary head went through blocks
         assert ReferenceBlock.rows_added - before == 2 * 1200
     assert regression_rows == [2 * 1200]  # and of the RegressionHead (its RegressionBlock)
+    assert multi_class_rows == [2 * 1200]  # and of the MultiClassHead (its MultiClassBlock)
     _same_metrics(got, expected)
     sort = [(k, 'ascending') for k in ('slice', 'head', 'sub_key', 'curve', 'threshold',
                                        'bucket_lower') + (('window_start',) if window else ())]

@@ -11,6 +11,10 @@ head's configuration by `head._array_face()`: validation, loss, predictions, inv
 * `multi_label` — `MultiLabelHead`: `MultiLabelFace`, `MultiLabelState`;
 * `multi` — `MultiHead`: `MultiHeadFace`, `MultiHeadState` (through each member head's face).
 
+`sums_block` holds `SumsBlock`, the states of many keys of one head as one float64 matrix (for a
+family whose state holds only additive scalar sums); `regression_block` (`RegressionBlock`) and
+`multi_class_block` (`MultiClassBlock`) are its subclasses, made by the faces' `new_block()`.
+
 Each family's interval state (`new_state(intervals=True)`) subclasses its state (`multi_label_ci`
 for the multi-label one); `bootstrap` holds `BootstrapState`, any head's state with Poisson-
 bootstrap replicates (docs/intervals.md).

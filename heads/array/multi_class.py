@@ -4,8 +4,9 @@ logits, label ids (or names of `label_vocabulary`), with tf.estimator 2.15's che
 Label forms: integer class ids `[D0..DN]` or `[D0..DN, 1]`; with `label_vocabulary`, strings
 (bytes are decoded as UTF-8). `MultiClassFace` is built from the head's configuration
 (`MultiClassHead._array_face`) and does the numpy work the head delegates: `inputs` (validation and
-unweighted loss), `predictions`, `loss`, `invalid_rows` and `new_state`. `MultiClassState`
-accumulates average_loss, accuracy and the loss over all data seen. Never imports TensorFlow.
+unweighted loss), `predictions`, `loss`, `invalid_rows`, `new_state` and `new_block`.
+`MultiClassState` accumulates average_loss, accuracy and the loss over all data seen. Never imports
+TensorFlow.
 """
 from __future__ import annotations
 
@@ -61,6 +62,12 @@ class MultiClassFace:
 
     def new_state(self, intervals: bool = False) -> 'MultiClassState':
         return (MultiClassIntervalState if intervals else MultiClassState)(self)
+
+    def new_block(self) -> Any:
+        """An empty `heads.array.multi_class_block.MultiClassBlock`: the states of many keys of
+        this head as one columnar block (no interval variant)."""
+        from heads.array.multi_class_block import MultiClassBlock  # it imports this module
+        return MultiClassBlock(self)
 
     def raw_ids(self, labels: Any, logits: np.ndarray) -> np.ndarray:
         """Label ids `[D0..DN, 1]` int64 before the range check (unknown vocabulary strings → −1).
