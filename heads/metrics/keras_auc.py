@@ -12,7 +12,8 @@ import numpy as np
 from heads.metrics.common import CHUNK, cumulative_from_top, div_no_nan, flatten_inputs
 from heads.metrics.groups import Groups
 
-__all__ = ['KerasAUC', 'keras_buckets', 'curve_confusion', 'roc_auc', 'pr_auc']
+__all__ = ['KerasAUC', 'keras_buckets', 'curve_confusion', 'roc_auc', 'pr_auc',
+           'roc_between', 'pr_between']
 
 
 class KerasAUC:
@@ -145,23 +146,45 @@ def curve_confusion(pos: np.ndarray, neg: np.ndarray, pos_total: Any, neg_total:
 def roc_auc(tp: np.ndarray, fp: np.ndarray, tn: np.ndarray, fn: np.ndarray) -> np.ndarray:
     """Keras' ROC AUC over the last axis (thresholds): trapezoids between thresholds, 0 without
     positives or negatives."""
-    recall = div_no_nan(tp, tp + fn)
-    fpr = div_no_nan(fp, fp + tn)
-    return np.sum((fpr[..., :-1] - fpr[..., 1:]) * (recall[..., :-1] + recall[..., 1:]) / 2.0,
-                  axis=-1)
+    lower, upper = _consecutive((tp, fp, tn, fn))
+    return roc_between(lower, upper)
 
 
 def pr_auc(tp: np.ndarray, fp: np.ndarray, tn: np.ndarray, fn: np.ndarray) -> np.ndarray:
     """Keras' PR AUC over the last axis (thresholds), Davis & Goadrich interpolation."""
-    p = tp + fp
-    dtp = tp[..., :-1] - tp[..., 1:]
-    dp = p[..., :-1] - p[..., 1:]
+    lower, upper = _consecutive((tp, fp, tn, fn))
+    return pr_between(lower, upper)
+
+
+def _consecutive(confusion: tuple[np.ndarray, ...]
+                 ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """Each threshold but the last, and the next one: the pairs the areas sum over."""
+    return (tuple(c[..., :-1] for c in confusion), tuple(c[..., 1:] for c in confusion))
+
+
+def roc_between(lower: tuple[np.ndarray, ...], upper: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Σ over the last axis of the ROC trapezoids between pairs of thresholds: (tp, fp, tn, fn)
+    at the lower threshold of each pair and at the upper. A pair whose matrices are equal adds
+    0, so the sum may run over the pairs where the curve moves only."""
+    recall0, fpr0 = div_no_nan(lower[0], lower[0] + lower[3]), div_no_nan(lower[1],
+                                                                          lower[1] + lower[2])
+    recall1, fpr1 = div_no_nan(upper[0], upper[0] + upper[3]), div_no_nan(upper[1],
+                                                                          upper[1] + upper[2])
+    return np.sum((fpr0 - fpr1) * (recall0 + recall1) / 2.0, axis=-1)
+
+
+def pr_between(lower: tuple[np.ndarray, ...], upper: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Σ over the last axis of Keras' interpolated PR areas between pairs of thresholds (as
+    `roc_between`: equal matrices add 0)."""
+    tp0, tp1, fn1 = lower[0], upper[0], upper[3]
+    p0, p1 = tp0 + lower[1], tp1 + upper[1]
+    dtp = tp0 - tp1
+    dp = p0 - p1
     slope = div_no_nan(dtp, np.maximum(dp, 0.0))
-    intercept = tp[..., 1:] - slope * p[..., 1:]
-    both = (p[..., :-1] > 0) & (p[..., 1:] > 0)
-    ratio = np.where(both, div_no_nan(p[..., :-1], np.maximum(p[..., 1:], 0.0)), 1.0)
+    intercept = tp1 - slope * p1
+    both = (p0 > 0) & (p1 > 0)
+    ratio = np.where(both, div_no_nan(p0, np.maximum(p1, 0.0)), 1.0)
     with np.errstate(divide='ignore', invalid='ignore'):
         log_ratio = np.log(ratio)
-    increment = div_no_nan(slope * (dtp + intercept * log_ratio),
-                           np.maximum(tp[..., 1:] + fn[..., 1:], 0.0))
+    increment = div_no_nan(slope * (dtp + intercept * log_ratio), np.maximum(tp1 + fn1, 0.0))
     return np.sum(increment, axis=-1)
