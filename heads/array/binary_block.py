@@ -222,7 +222,7 @@ class BinaryClassBlock:
                  'prediction': (s[:, WP], w), 'label': (s[:, WY], w)}
         for i in range(len(self.face.thresholds)):
             means[i] = (s[:, self._correct_at.start + i], w)
-        cells = s[:, self._cells].reshape(self.n_keys, 2, -1, 2)
+        cells = s[:, self._cells].reshape(self.n_keys, 2, len(self.face.thresholds) + 1, 2)
         cc = Confusion.from_cells([0.5], cells.sum(axis=2))
         tc = Confusion.from_cells(self.face.thresholds, cells.sum(axis=1))
         out = binary_metrics(self.face, means, (cc[0], cc[1], cc[3]), (tc[0], tc[1], tc[3]),
@@ -279,7 +279,7 @@ class BinaryClassBlock:
             mean.total, mean.count = float(total), float(s[WEIGHT])
         for i, mean in enumerate(st.threshold_accuracy):
             mean.total, mean.count = float(s[self._correct_at.start + i]), float(s[WEIGHT])
-        cells = s[self._cells].reshape(1, 2, -1, 2)
+        cells = s[self._cells].reshape(1, 2, len(self.face.thresholds) + 1, 2)
         Confusion.add_groups([st.class_confusion], cells.sum(axis=2))
         Confusion.add_groups([st.threshold_confusion], cells.sum(axis=1))
         auc = self.auc.dense(k, k + 1)[0]
