@@ -232,18 +232,15 @@ class BinaryClassBlock:
     def _keras_auc(self) -> tuple[np.ndarray, np.ndarray]:
         """(ROC AUC, PR AUC) per key from the non-empty buckets: Keras' curve moves only at a
         bucket holding data (thresholds between two such buckets add 0 to either area), so the
-        areas sum over the pairs (bucket b, b + 1) of each non-empty bucket b below the last."""
+        areas sum over the pairs (bucket b, b + 1) of each non-empty bucket b."""
         roc, pr = np.zeros(self.n_keys), np.zeros(self.n_keys)
         s = self.sums
-        last = self.auc.width - 1
-        for keys, buckets, values in _padded_steps(self.auc, self.n_keys):
+        for keys, _, values in _padded_steps(self.auc, self.n_keys):
             tp = cumulative_from_top(values[..., 0], axis=1)
             fp = cumulative_from_top(values[..., 1], axis=1)
-            # At the next threshold: the next entry's sums (the buckets between are empty),
-            # 0 past the last; the last bucket's entry has no next threshold (no pair).
-            moves = buckets < last
-            tp1 = np.where(moves, _next_entry(tp), tp)
-            fp1 = np.where(moves, _next_entry(fp), fp)
+            # At the next threshold: the next entry's sums (the buckets between are empty), 0
+            # past the last. Buckets run up to n − 2 (p ≤ 1): each has a next threshold.
+            tp1, fp1 = _next_entry(tp), _next_entry(fp)
             wp, wn = s[keys, POS][:, np.newaxis], s[keys, NEG][:, np.newaxis]
             at, above = (tp, fp, wn - fp, wp - tp), (tp1, fp1, wn - fp1, wp - tp1)
             roc[keys] = roc_between(at, above)
