@@ -34,15 +34,15 @@ from heads.metrics.common import cumulative_from_top
 from heads.metrics.histogram import auc_bounds_rows, calibration_buckets
 from heads.metrics.keras_auc import keras_buckets, pr_between, roc_between
 from heads.metrics.means import reduce_loss
-from heads.metrics.sparse_cells import SparseCells
+from heads.metrics.sparse_cells import SparseCells, pack_nonzero, unpack_nonzero
 
 __all__ = ['BinaryClassBlock']
 
 # Columns of `_sums` before the confusion cells.
 EXAMPLES, WEIGHT, WU, WY, WP, CORRECT, POS, NEG, NAN_POS, NAN_NEG, NEG_WEIGHT = range(11)
 _SCALARS = 11
-# Elements of the temporaries of one step of results() / bounds() (float64: 8 MB each).
-_STEP = 1 << 20
+# Elements of the temporaries of one step of results() / bounds(): cache-sized (512 kB each).
+_STEP = 1 << 16
 
 
 class BinaryClassBlock:
@@ -81,12 +81,12 @@ class BinaryClassBlock:
         return self.auc, self.histogram, self.calibration
 
     def __getstate__(self) -> dict[str, Any]:
-        return {'face': self.face, 'sums': self.sums.copy(), 'auc': self.auc,
+        return {'face': self.face, 'sums': pack_nonzero(self.sums), 'auc': self.auc,
                 'histogram': self.histogram, 'calibration': self.calibration}
 
     def __setstate__(self, state: Mapping[str, Any]) -> None:
         self.__init__(state['face'])
-        self._sums = state['sums']
+        self._sums = unpack_nonzero(state['sums'])
         self.n_keys = self._sums.shape[0]
         self.auc, self.histogram, self.calibration = (state['auc'], state['histogram'],
                                                       state['calibration'])
@@ -187,7 +187,7 @@ class BinaryClassBlock:
             raise ValueError('negative key index {}'.format(index.min()))
         if index.size:
             self._grow(int(index.max()) + 1)
-            np.add.at(self._sums, index, other.sums)
+            _scatter_add(self._sums, index, other.sums)
             for mine, theirs in zip(self._tables(), other._tables()):
                 mine.merge(theirs, index)
         return self
@@ -322,3 +322,16 @@ def _next_entry(a: np.ndarray) -> np.ndarray:
     out = np.zeros_like(a)
     out[:, :-1] = a[:, 1:]
     return out
+
+
+def _scatter_add(target: np.ndarray, index: np.ndarray, rows: np.ndarray) -> None:
+    """target[index[i]] += rows[i] for every i, repeated indices adding up (np.add.at's result,
+    through one sort and a bincount per column: several times faster)."""
+    keys, inverse = np.unique(index, return_inverse=True)
+    if keys.size == index.size:  # no index repeats: a plain fancy-index add
+        target[index] += rows
+        return
+    summed = np.empty((keys.size, rows.shape[1]))
+    for j in range(rows.shape[1]):
+        summed[:, j] = np.bincount(inverse, weights=rows[:, j], minlength=keys.size)
+    target[keys] += summed

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ['SparseCells', 'ragged_positions']
+__all__ = ['SparseCells', 'ragged_positions', 'pack_nonzero', 'unpack_nonzero']
 
 # Pending rows always allowed before a consolidation (beyond the table's own size).
 _MIN_PENDING = 1 << 20
@@ -46,13 +46,18 @@ class SparseCells:
         self._pending = 0
 
     def __getstate__(self) -> dict:
+        # Compact: the codes as their (mostly small) increments, the sums without their zeros.
         self.consolidate()
-        return {'width': self.width, 'n_values': self.n_values, 'codes': self._codes,
-                'values': self._values}
+        steps = np.diff(self._codes, prepend=0)
+        if steps.size and steps.max() < (1 << 32):
+            steps = steps.astype(np.uint32)
+        return {'width': self.width, 'n_values': self.n_values, 'steps': steps,
+                'values': pack_nonzero(self._values)}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state['width'], state['n_values'])
-        self._codes, self._values = state['codes'], state['values']
+        self._codes = np.cumsum(state['steps'], dtype=np.int64)
+        self._values = unpack_nonzero(state['values'])
 
     def add(self, keys: np.ndarray, buckets: np.ndarray, values: np.ndarray) -> None:
         """Adds values[i] (a row of n_values) to the pair (keys[i], buckets[i])."""
@@ -80,9 +85,9 @@ class SparseCells:
         if self._codes.size:  # two sorted runs: a stable sort merges them in linear time
             codes = np.concatenate([self._codes, codes])
             order = np.argsort(codes, kind='stable')
-            codes, values = _reduce_sorted(codes[order],
-                                           np.concatenate([self._values, values])[order])
-        keep = (values != 0).any(axis=1)
+            codes, values = _reduce_sorted(codes[order], np.take(
+                np.concatenate([self._values, values]), order, axis=0))
+        keep = np.logical_or.reduce([values[:, j] != 0 for j in range(self.n_values)])
         if not keep.all():
             codes, values = codes[keep], values[keep]
         self._codes, self._values = codes, values
@@ -107,7 +112,7 @@ class SparseCells:
         out = SparseCells(self.width, self.n_values)
         new_keys = np.repeat(np.arange(keys.size, dtype=np.int64), lengths)
         out._codes = new_keys * self.width + self._codes[at] % self.width
-        out._values = self._values[at]
+        out._values = np.take(self._values, at, axis=0)
         return out
 
     def key_bounds(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +152,7 @@ class SparseCells:
             return (np.full(at.shape, -1, np.int64), np.zeros(at.shape + (self.n_values,)),
                     valid)
         buckets = np.where(valid, self._codes[at] % self.width, -1)
-        values = self._values[at]
+        values = np.take(self._values, at, axis=0)  # (np.take: much faster than [] on rows)
         values[~valid] = 0.0
         return buckets, values, valid
 
@@ -160,7 +165,7 @@ class SparseCells:
 def _aggregate(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unsorted (code, values) rows summed per code: sorted unique codes and their sums."""
     order = np.argsort(codes)
-    return _reduce_sorted(codes[order], values[order])
+    return _reduce_sorted(codes[order], np.take(values, order, axis=0))
 
 
 def _reduce_sorted(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -174,3 +179,19 @@ def _reduce_sorted(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, n
     if starts.size == codes.size:
         return codes, values
     return codes[starts], np.add.reduceat(values, starts, axis=0)
+
+
+def pack_nonzero(values: np.ndarray) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    """A float64 array as (shape, bit mask of its non-zero elements, those elements): compact
+    for pickles of sums that are mostly 0 (a key's few rows fill few cells)."""
+    mask = values != 0  # NaN is kept
+    return values.shape, np.packbits(mask, axis=None), values[mask]
+
+
+def unpack_nonzero(packed: tuple[tuple[int, ...], np.ndarray, np.ndarray]) -> np.ndarray:
+    """The array `pack_nonzero` packed."""
+    shape, bits, nonzero = packed
+    size = int(np.prod(shape))
+    out = np.zeros(size)
+    np.place(out, np.unpackbits(bits, count=size).view(bool), nonzero)
+    return out.reshape(shape)
