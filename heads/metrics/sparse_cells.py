@@ -77,7 +77,7 @@ class SparseCells:
         return [(self._codes, self._values)] + self._parts
 
     def consolidate(self) -> 'SparseCells':
-        """Aggregates the pending rows into the sorted table, dropping pairs whose sums are all 0."""
+        """Aggregates the pending rows into the sorted table, dropping pairs whose sums are 0."""
         if not self._parts:
             return self
         codes, values = _aggregate(np.concatenate([c for c, _ in self._parts]),
