@@ -166,10 +166,9 @@ def roc_between(lower: tuple[np.ndarray, ...], upper: tuple[np.ndarray, ...]) ->
     """Σ over the last axis of the ROC trapezoids between pairs of thresholds: (tp, fp, tn, fn)
     at the lower threshold of each pair and at the upper. A pair whose matrices are equal adds
     0, so the sum may run over the pairs where the curve moves only."""
-    recall0, fpr0 = div_no_nan(lower[0], lower[0] + lower[3]), div_no_nan(lower[1],
-                                                                          lower[1] + lower[2])
-    recall1, fpr1 = div_no_nan(upper[0], upper[0] + upper[3]), div_no_nan(upper[1],
-                                                                          upper[1] + upper[2])
+    (tp0, fp0, tn0, fn0), (tp1, fp1, tn1, fn1) = lower, upper
+    recall0, recall1 = div_no_nan(tp0, tp0 + fn0), div_no_nan(tp1, tp1 + fn1)
+    fpr0, fpr1 = div_no_nan(fp0, fp0 + tn0), div_no_nan(fp1, fp1 + tn1)
     return np.sum((fpr0 - fpr1) * (recall0 + recall1) / 2.0, axis=-1)
 
 
