@@ -84,7 +84,7 @@ def run_block(head: BinaryClassHead, rows: dict, codes: np.ndarray, n_keys: int,
         out = head.new_block()
         for blk, (_, keys, _) in zip(blocks, parts):
             out.merge(blk, keys)
-        out._grow(n_keys)
+        out.grow(n_keys)
         return out
 
     total, t_merge = _timed(merge)

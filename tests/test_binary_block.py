@@ -151,7 +151,7 @@ def _block(head, codes, labels, logits, features, n_keys, batches=1, rng=None):
         else:
             n = n_keys
         block.add(codes[at], n, *_rows(labels, logits, features, at))
-    block._grow(n_keys)  # keys with no rows at the end
+    block.grow(n_keys)  # keys with no rows at the end
     return block
 
 
@@ -200,7 +200,7 @@ def test_partial_blocks_merged_in_any_order_through_index_maps(kind, seed):
     for i in rng.permutation(len(parts)):
         merged.merge(*parts[i])
     assert all(_same_arrays(p, b) for (p, _), b in zip(parts, before))  # merged: unchanged
-    merged._grow(n_keys)
+    merged.grow(n_keys)
     states = _per_key(head, codes, labels, logits, features, n_keys)
     inverse = np.argsort(perm)
     _assert_equal(merged, [states[inverse[j]] for j in range(n_keys)],

@@ -67,15 +67,17 @@ class BinaryClassBlock:
         """The scalar sums [n_keys, columns] (a view)."""
         return self._sums[:self.n_keys]
 
-    def _grow(self, n_keys: int) -> None:
-        """At least n_keys keys (new keys empty); capacity doubles so growing is amortised."""
+    def grow(self, n_keys: int) -> 'BinaryClassBlock':
+        """At least n_keys keys (new keys empty: keys without rows). Capacity doubles, so growing
+        key by key is amortised. Returns self."""
         if n_keys <= self.n_keys:
-            return
+            return self
         if n_keys > self._sums.shape[0]:
             grown = np.zeros((max(n_keys, 2 * self._sums.shape[0]), self._sums.shape[1]))
             grown[:self.n_keys] = self.sums
             self._sums = grown
         self.n_keys = int(n_keys)
+        return self
 
     def _tables(self) -> tuple[SparseCells, SparseCells, SparseCells]:
         return self.auc, self.histogram, self.calibration
@@ -104,7 +106,7 @@ class BinaryClassBlock:
                 codes.size, rows['w'].size))
         if codes.size and codes.max() >= n_keys:
             raise ValueError('key code {} out of range for {} keys'.format(codes.max(), n_keys))
-        self._grow(n_keys)
+        self.grow(n_keys)
         keep = codes >= 0
         if not keep.all():
             codes = codes[keep]
@@ -186,7 +188,7 @@ class BinaryClassBlock:
         if index.size and index.min() < 0:
             raise ValueError('negative key index {}'.format(index.min()))
         if index.size:
-            self._grow(int(index.max()) + 1)
+            self.grow(int(index.max()) + 1)
             _scatter_add(self._sums, index, other.sums)
             for mine, theirs in zip(self._tables(), other._tables()):
                 mine.merge(theirs, index)
