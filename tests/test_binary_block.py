@@ -214,7 +214,11 @@ def test_merge_adds_keys_together_and_a_block_into_itself(kind):
     folded = head.new_block().merge(block, np.arange(n_keys) % 3)  # keys k, k+3, ... into k % 3
     together = np.where(codes >= 0, codes % 3, -1)
     _assert_equal(folded, _per_key(head, together, labels, logits, features, 3))
-    block.merge(block.take(np.arange(n_keys)), np.arange(n_keys))  # every row twice
+    states = _per_key(head, codes, labels, logits, features, n_keys)
+    copy = pickle.loads(pickle.dumps(block))
+    copy.merge(copy, np.arange(n_keys) + n_keys)  # a block into itself, as new keys
+    _assert_equal(copy, states + states, plots=False)
+    block.merge(block, np.arange(n_keys))  # every row twice
     twice = np.concatenate([codes, codes])
     rows = _rows(labels, logits, features, np.concatenate([np.arange(codes.size)] * 2))
     _assert_equal(block, _per_key(head, twice, *rows, n_keys), plots=False)

@@ -188,8 +188,9 @@ class BinaryClassBlock:
         if index.size and index.min() < 0:
             raise ValueError('negative key index {}'.format(index.min()))
         if index.size:
+            theirs = other.sums  # before growing: `other` may be this block
             self.grow(int(index.max()) + 1)
-            _scatter_add(self._sums, index, other.sums)
+            _scatter_add(self._sums, index, theirs)
             for mine, theirs in zip(self._tables(), other._tables()):
                 mine.merge(theirs, index)
         return self
