@@ -61,7 +61,17 @@ class SparseCells:
 
     def add(self, keys: np.ndarray, buckets: np.ndarray, values: np.ndarray) -> None:
         """Adds values[i] (a row of n_values) to the pair (keys[i], buckets[i])."""
-        self._add_codes(np.asarray(keys, dtype=np.int64) * self.width + buckets, values)
+        codes = np.asarray(keys, dtype=np.int64) * self.width + buckets
+        span = int(codes.max()) + 1 if codes.size else 0
+        if codes.size and span <= 2 * codes.size:
+            # Few keys: the rows summed per pair by bincounts over the pairs (no sort), a part
+            # sorted and unique already, as small as the pairs in use.
+            sums = np.stack([np.bincount(codes, weights=values[:, j], minlength=span)
+                             for j in range(self.n_values)], axis=1)
+            codes = np.flatnonzero(np.logical_or.reduce(
+                [sums[:, j] != 0 for j in range(self.n_values)]))
+            values = np.take(sums, codes, axis=0)
+        self._add_codes(codes, values)
 
     def _add_codes(self, codes: np.ndarray, values: np.ndarray) -> None:
         if not codes.size:
