@@ -17,6 +17,8 @@ import pytest
 
 from heads import BinaryClassHead
 from heads.array.binary_block import BinaryClassBlock
+from heads.metrics.sparse_cells import (SparseCells, pack_nonzero, ragged_positions,
+                                        unpack_nonzero)
 
 RTOL, ATOL = 1e-9, 1e-12
 
@@ -357,3 +359,57 @@ def test_many_keys_stay_sparse():
     sample = np.sort(rng.choice(n_keys, 40, replace=False))
     local = np.where(np.isin(codes, sample), np.searchsorted(sample, codes), -1)
     _assert_equal(block.take(sample), _per_key(head, local, y, x, features, sample.size))
+
+
+# -- SparseCells, the blocks' bucketed components ---------------------------------------------
+
+def _dense_reference(keys, buckets, values, n_keys, width):
+    out = np.zeros((n_keys, width, values.shape[1]))
+    np.add.at(out, (keys, buckets), values)
+    return out
+
+
+@pytest.mark.parametrize('n_keys', [3, 5000])
+def test_sparse_cells_sum_take_merge_and_pickle(n_keys):
+    rng = np.random.default_rng(n_keys)
+    width, n = 50, 4000
+    keys, buckets = rng.integers(0, n_keys, n), rng.integers(0, width, n)
+    values = rng.normal(size=(n, 2))
+    values[rng.random(n) < 0.2] = 0.0
+    table = SparseCells(width, 2)
+    for at in np.array_split(np.arange(n), 7):  # few keys: summed on add; many: pending rows
+        table.add(keys[at], buckets[at], values[at])
+    want = _dense_reference(keys, buckets, values, n_keys, width)
+    np.testing.assert_allclose(table.dense(0, n_keys), want, rtol=RTOL, atol=ATOL)
+    got_keys, got_buckets, got_values = table.entries()
+    assert np.all(np.diff(got_keys * width + got_buckets) > 0)  # sorted, unique
+    assert np.all((got_values != 0).any(axis=1))                 # no empty pair kept
+    pick = rng.integers(0, n_keys, 9)
+    np.testing.assert_allclose(table.take(pick).dense(0, 9), want[pick], rtol=RTOL, atol=ATOL)
+    index = rng.integers(0, 4, n_keys)  # keys summed into 4, through the pending parts
+    merged = SparseCells(width, 2)
+    merged.merge(table, index)
+    folded = np.zeros((4, width, 2))
+    np.add.at(folded, index, want)
+    np.testing.assert_allclose(merged.dense(0, 4), folded, rtol=RTOL, atol=ATOL)
+    copy = pickle.loads(pickle.dumps(table))
+    assert all(np.array_equal(a, b) for a, b in zip(copy.entries(), table.entries()))
+
+
+def test_sparse_cells_codes_beyond_32_bits_and_nan_survive_pickles():
+    table = SparseCells(8194, 2)
+    keys = np.array([3_000_000, 3_000_000, 7, 2_000_000_000])
+    table.add(keys, np.array([5, 8193, 0, 1]), np.array([[1.0, 0], [np.nan, 2], [0, 3], [4, 0]]))
+    copy = pickle.loads(pickle.dumps(table))
+    for a, b in zip(copy.entries(), table.entries()):
+        assert np.array_equal(a, b, equal_nan=True)
+    assert copy.entries()[0].tolist() == [7, 3_000_000, 3_000_000, 2_000_000_000]
+
+
+def test_ragged_positions_and_packing():
+    assert ragged_positions(np.array([5, 0, 10, 3]), np.array([2, 0, 3, 1])).tolist() == [
+        5, 6, 10, 11, 12, 3]
+    assert ragged_positions(np.array([4]), np.array([0])).size == 0
+    a = np.array([[0.0, 1.5, np.nan], [0.0, 0.0, -2.0]])
+    assert np.array_equal(unpack_nonzero(pack_nonzero(a)), a, equal_nan=True)
+    assert unpack_nonzero(pack_nonzero(np.zeros((0, 3)))).shape == (0, 3)
