@@ -191,17 +191,27 @@ def _reduce_sorted(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, n
     return codes[starts], np.add.reduceat(values, starts, axis=0)
 
 
-def pack_nonzero(values: np.ndarray) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
-    """A float64 array as (shape, bit mask of its non-zero elements, those elements): compact
-    for pickles of sums that are mostly 0 (a key's few rows fill few cells)."""
+def pack_nonzero(values: np.ndarray) -> tuple:
+    """A float64 array as (shape, bit mask of its non-zero elements, bit mask of those that
+    float32 holds exactly, those as float32, the others as float64): compact for pickles of sums
+    that are mostly 0 (a key's few rows fill few cells) or whole (counts, unit weights)."""
     mask = values != 0  # NaN is kept
-    return values.shape, np.packbits(mask, axis=None), values[mask]
+    nonzero = values[mask]
+    narrow = nonzero.astype(np.float32)
+    exact = narrow == nonzero  # NaN is not: kept as float64
+    return (values.shape, np.packbits(mask, axis=None), np.packbits(exact), narrow[exact],
+            nonzero[~exact])
 
 
-def unpack_nonzero(packed: tuple[tuple[int, ...], np.ndarray, np.ndarray]) -> np.ndarray:
+def unpack_nonzero(packed: tuple) -> np.ndarray:
     """The array `pack_nonzero` packed."""
-    shape, bits, nonzero = packed
+    shape, bits, exact_bits, narrow, wide = packed
     size = int(np.prod(shape))
+    mask = np.unpackbits(bits, count=size).view(bool)
+    exact = np.unpackbits(exact_bits, count=narrow.size + wide.size).view(bool)
+    nonzero = np.empty(exact.size)
+    np.place(nonzero, exact, narrow)
+    np.place(nonzero, ~exact, wide)
     out = np.zeros(size)
-    np.place(out, np.unpackbits(bits, count=size).view(bool), nonzero)
+    np.place(out, mask, nonzero)
     return out.reshape(shape)
