@@ -2,7 +2,7 @@
 rows of a weighted binary head sliced into K keys, through both.
 
     .venv/bin/python bench/block_cost.py [--rows 1000000] [--keys 5,100000] [--parts 8]
-        [--batch 65536] [--no-per-key]
+        [--batch 65536] [--no-per-key] [--repeat 1]
 
 Rows are split into `--parts` partial results (as a pipeline's bundles), each adding its rows in
 batches of `--batch` with its own key numbering (the keys it saw, in order); the partials are
@@ -15,7 +15,8 @@ read: results(), bounds(), counts(), losses() for every key. Phases, in seconds:
   `pickle`, `merge` (`state.merge` per key into the global states), `read`
   (`heads.extract.densify_together`, then each state's result(), bounds(), counts(), loss()).
 
-One JSON line per (K, path); `total` is add + merge + read (+ pickle in `with_pickle`).
+One JSON line per (K, path); `total` is add + merge + read (+ pickle in `with_pickle`); with
+`--repeat N`, each phase's fastest of N runs.
 """
 from __future__ import annotations
 
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument('--parts', type=int, default=8)
     ap.add_argument('--batch', type=int, default=1 << 16)
     ap.add_argument('--no-per-key', action='store_true', help='the block only')
+    ap.add_argument('--repeat', type=int, default=1,
+                    help='runs of each path; each phase reports its fastest (shared machines)')
     args = ap.parse_args(argv)
     head = BinaryClassHead(weight_column='w', name='click')
     rows = make_rows(args.rows)
@@ -147,7 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     for n_keys in [int(k) for k in args.keys.split(',')]:
         codes = np.random.default_rng(1).integers(0, n_keys, args.rows)
         for name, fn in paths:
-            out = fn(head, rows, codes, n_keys, args.parts, args.batch)
+            runs = [fn(head, rows, codes, n_keys, args.parts, args.batch)
+                    for _ in range(args.repeat)]
+            out = {k: min(r[k] for r in runs) for k in runs[0]}
             out = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
             total = out['add'] + out['merge'] + out['read']
             print(json.dumps({'rows': args.rows, 'keys': n_keys, 'path': name, **out,
