@@ -191,8 +191,8 @@ class BinaryClassBlock:
             theirs = other.sums  # before growing: `other` may be this block
             self.grow(int(index.max()) + 1)
             _scatter_add(self._sums, index, theirs)
-            for mine, theirs in zip(self._tables(), other._tables()):
-                mine.merge(theirs, index)
+            for table, their_table in zip(self._tables(), other._tables()):
+                table.merge(their_table, index)
         return self
 
     def take(self, keys: np.ndarray) -> 'BinaryClassBlock':
