@@ -9,7 +9,7 @@ update_metrics over all data seen. Never imports TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -23,7 +23,11 @@ from heads.metrics import (Confusion, Groups, Histogram, KerasAUC, LossSum, Weig
 from heads.metrics import intervals as ci
 from heads.state import HeadState
 
-__all__ = ['BinaryClassFace', 'BinaryClassState', 'BinaryClassIntervalState']
+if TYPE_CHECKING:  # pragma: no cover
+    from heads.array.binary_block import BinaryClassBlock
+
+__all__ = ['BinaryClassFace', 'BinaryClassState', 'BinaryClassIntervalState', 'binary_metrics',
+           'confusion_cells', 'correct_at']
 
 _PREDICTION_KEYS = (PredictionKeys.LOGITS, PredictionKeys.LOGISTIC, PredictionKeys.PROBABILITIES,
                     PredictionKeys.CLASS_IDS, PredictionKeys.CLASSES, PredictionKeys.ALL_CLASS_IDS,
@@ -50,6 +54,12 @@ class BinaryClassFace:
         """An empty state: small (holding its rows) until it has more than
         `BinaryClassState.BUFFER_ROWS`; `intervals`: one keeping confidence-interval sums."""
         return (BinaryClassIntervalState if intervals else BinaryClassState).small(self)
+
+    def new_block(self) -> 'BinaryClassBlock':
+        """An empty block (0 keys): the states of many keys of this head held as columns
+        (`heads.array.binary_block`)."""
+        from heads.array.binary_block import BinaryClassBlock
+        return BinaryClassBlock(self)
 
     def inputs(self, labels: Any, logits: Any, features: Mapping[str, Any] | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | float]:
@@ -171,29 +181,15 @@ class BinaryClassState(HeadState):
         return w_sum
 
     def result(self) -> dict[str, float]:
-        K = MetricKeys
-        name = self.face.name
-        lm = self.label_mean
-        auc, auc_pr = self.auc.roc_pr()
-        baseline = div_no_nan(max(lm.total, lm.count - lm.total), lm.count)
-        out = {
-            K.LOSS_MEAN: self.average_loss.result(),
-            K.ACCURACY: self.accuracy.result(),
-            K.PRECISION: float(self.class_confusion.precision()[0]),
-            K.RECALL: float(self.class_confusion.recall()[0]),
-            K.PREDICTION_MEAN: self.prediction_mean.result(),
-            K.LABEL_MEAN: lm.result(),
-            K.ACCURACY_BASELINE: baseline,
-            K.AUC: auc,
-            K.AUC_PR: auc_pr,
-        }
-        precision = self.threshold_confusion.precision()
-        recall = self.threshold_confusion.recall()
-        for i, t in enumerate(self.face.thresholds):
-            out[threshold_key(K.ACCURACY_AT_THRESHOLD, t)] = self.threshold_accuracy[i].result()
-            out[threshold_key(K.PRECISION_AT_THRESHOLD, t)] = float(precision[i])
-            out[threshold_key(K.RECALL_AT_THRESHOLD, t)] = float(recall[i])
-        return {summary_key(k, name): float(v) for k, v in out.items()}
+        means = {name: (m.total, m.count) for name, m in (
+            ('loss', self.average_loss), ('accuracy', self.accuracy),
+            ('prediction', self.prediction_mean), ('label', self.label_mean))}
+        for i, m in enumerate(self.threshold_accuracy):
+            means[i] = (m.total, m.count)
+        cc, tc = self.class_confusion, self.threshold_confusion
+        out = binary_metrics(self.face, means, (cc.tp, cc.fp, cc.fn), (tc.tp, tc.fp, tc.fn),
+                             self.auc.roc_pr())
+        return {k: float(v) for k, v in out.items()}
 
     def loss(self) -> float:
         return self.loss_sum.value(self.face.loss_reduction)
@@ -206,6 +202,55 @@ class BinaryClassState(HeadState):
         calibration histogram, sub_key ''."""
         return concat_plots([confusion_plot('', self.auc, self.threshold_confusion),
                              calibration_plot('', self.histogram)])
+
+
+def binary_metrics(face: BinaryClassFace, means: Mapping[Any, tuple[Any, Any]],
+                   class_confusion: tuple[Any, Any, Any], threshold_confusion: tuple[Any, Any, Any],
+                   aucs: tuple[Any, Any]) -> dict[str, Any]:
+    """The head's metrics {summary key: value} from its sums — floats for one state, arrays
+    (one value per key) for a block: `means` (Σ·w, Σw) of 'loss', 'accuracy', 'prediction',
+    'label' and of the accuracy at threshold i (key i); (tp, fp, fn) of the class-id confusion
+    and at the thresholds (last axis: the thresholds); (Keras ROC AUC, PR AUC)."""
+    K = MetricKeys
+    label_total, label_count = means['label']
+    tp, fp, fn = class_confusion
+    out = {
+        K.LOSS_MEAN: div_no_nan(*means['loss']),
+        K.ACCURACY: div_no_nan(*means['accuracy']),
+        K.PRECISION: div_no_nan(tp[..., 0], tp[..., 0] + fp[..., 0]),
+        K.RECALL: div_no_nan(tp[..., 0], tp[..., 0] + fn[..., 0]),
+        K.PREDICTION_MEAN: div_no_nan(*means['prediction']),
+        K.LABEL_MEAN: div_no_nan(label_total, label_count),
+        K.ACCURACY_BASELINE: div_no_nan(np.maximum(label_total, label_count - label_total),
+                                        label_count),
+        K.AUC: aucs[0],
+        K.AUC_PR: aucs[1],
+    }
+    tp, fp, fn = threshold_confusion
+    for i, t in enumerate(face.thresholds):
+        out[threshold_key(K.ACCURACY_AT_THRESHOLD, t)] = div_no_nan(*means[i])
+        out[threshold_key(K.PRECISION_AT_THRESHOLD, t)] = div_no_nan(tp[..., i],
+                                                                     tp[..., i] + fp[..., i])
+        out[threshold_key(K.RECALL_AT_THRESHOLD, t)] = div_no_nan(tp[..., i],
+                                                                  tp[..., i] + fn[..., i])
+    return {summary_key(k, face.name): v for k, v in out.items()}
+
+
+def confusion_cells(thresholds: Sequence[float], x: np.ndarray, p: np.ndarray,
+                    positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, cell): the thresholds' float32 sort order (`Confusion.ranks`) and each row's joint
+    confusion cell `(class id · (thresholds + 1) + thresholds below p) · 2 + (label != 0)`, from
+    which both confusion matrices are read. The class id is `x > 0` (argmax([0, x]); NaN → 0)."""
+    order, above = Confusion.ranks(thresholds, p)
+    key = (x > 0) * (2 * (len(thresholds) + 1))
+    key += above * 2
+    key += positive
+    return order, key
+
+
+def correct_at(y: np.ndarray, p: np.ndarray, threshold: float) -> np.ndarray:
+    """Keras BinaryAccuracy's match per row: label == (p > threshold in float32)."""
+    return y == (p > np.float32(threshold)).astype(np.float32)
 
 
 def _add_means_and_curves(states: Sequence[BinaryClassState], groups: Groups, y: np.ndarray,
@@ -232,15 +277,10 @@ def _add_confusions(states: Sequence[BinaryClassState], thresholds: tuple[float,
                     positive: np.ndarray, hard: bool, w_sum: np.ndarray) -> np.ndarray:
     """Adds both confusion matrices and the accuracies (overall and at each threshold); returns
     each row's confusion cell (class id, thresholds below p, label != 0)."""
-    predicted = x > 0  # class id 1: argmax([0, x]); NaN → 0
-    class_ids = predicted.astype(np.float32)
     # Both confusion matrices from one pass: Σw per (class id, number of thresholds below p,
     # label != 0). The class id is `class_ids > 0.5` (a Confusion at 0.5 on the class ids).
-    order, above = Confusion.ranks(thresholds, p)
+    order, key = confusion_cells(thresholds, x, p, positive)
     n_t = len(thresholds) + 1
-    key = predicted * (2 * n_t)
-    key += above * 2
-    key += positive
     joint = groups.cells(key, 4 * n_t, w).reshape(groups.n, 2, n_t, 2)
     cell_key = key
     by_threshold = joint.sum(axis=1)
@@ -251,7 +291,7 @@ def _add_confusions(states: Sequence[BinaryClassState], thresholds: tuple[float,
     if hard:
         correct = joint[:, 1, :, 1].sum(axis=1) + joint[:, 0, :, 0].sum(axis=1)
     else:
-        correct = groups.sum((y == class_ids) * w)
+        correct = groups.sum(correct_at(y, x, 0.0) * w)  # class id 1 iff x > 0
     WeightedMean.add_groups([st.accuracy for st in states], correct, w_sum)
     for i, t in enumerate(thresholds):
         # Keras BinaryAccuracy: match per element, mean over the (length-1) last axis, weighted.
@@ -260,7 +300,7 @@ def _add_confusions(states: Sequence[BinaryClassState], thresholds: tuple[float,
             correct = (by_threshold[:, rank + 1:, 1].sum(axis=1)
                        + by_threshold[:, :rank + 1, 0].sum(axis=1))
         else:
-            correct = groups.sum((y == (p > np.float32(t)).astype(np.float32)) * w)
+            correct = groups.sum(correct_at(y, p, t) * w)
         WeightedMean.add_groups([st.threshold_accuracy[i] for st in states], correct, w_sum)
     return cell_key
 

@@ -80,17 +80,25 @@ class Confusion:
         0/1), shape [thresholds + 1, 2] per group (see `ranks`)."""
         if not matrices or not matrices[0].thresholds.size:
             return
-        order = np.argsort(matrices[0].thresholds.astype(np.float32), kind='stable')
+        tp, fp, tn, fn = Confusion.from_cells(matrices[0].thresholds, cells)
+        for m, a, b, c, d in zip(matrices, tp, fp, tn, fn):
+            m.tp += a
+            m.fp += b
+            m.tn += c
+            m.fn += d
+
+    @staticmethod
+    def from_cells(thresholds: np.ndarray, cells: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(tp, fp, tn, fn), each [groups, thresholds] in the thresholds' order, from Σw per
+        (group, number of thresholds below the score, label 0/1) cells (see `ranks`)."""
+        order = np.argsort(np.asarray(thresholds, np.float64).astype(np.float32), kind='stable')
         at_least = cumulative_from_top(cells, axis=1)
-        for m, al in zip(matrices, at_least):
-            tp = np.empty(order.size)
-            fp = np.empty(order.size)
-            tp[order] = al[1:, 1]
-            fp[order] = al[1:, 0]
-            m.tp += tp
-            m.fp += fp
-            m.fn += al[0, 1] - tp
-            m.tn += al[0, 0] - fp
+        tp = np.empty((cells.shape[0], order.size))
+        fp = np.empty((cells.shape[0], order.size))
+        tp[:, order] = at_least[:, 1:, 1]
+        fp[:, order] = at_least[:, 1:, 0]
+        return tp, fp, at_least[:, :1, 0] - fp, at_least[:, :1, 1] - tp
 
     def merge(self, other: 'Confusion') -> 'Confusion':
         if not np.array_equal(self.thresholds, other.thresholds):

@@ -14,7 +14,7 @@ from heads.metrics.common import CHUNK, cumulative_from_top, flatten_inputs
 from heads.metrics.groups import Groups
 from heads.metrics.histogram_cuts import CELL_BITS, float32_cut_tables, histogram_cuts
 
-__all__ = ['Histogram']
+__all__ = ['Histogram', 'auc_bounds_rows', 'calibration_buckets']
 
 
 class Histogram:
@@ -263,9 +263,7 @@ class Histogram:
             entry += group * (2 * n)
             cell[start:stop] = entry
             p = p32.astype(np.float64)
-            c = cal[start:stop]
-            c[:] = p * m
-            np.clip(c, 0, m - 1, out=c)
+            c = calibration_buckets(p, m, out=cal[start:stop])
             if z is None:  # with 0/1 labels, Σw·label is the positives' part of Σw
                 c *= 2
                 c += pos[start:stop]
@@ -326,28 +324,18 @@ class Histogram:
         head's `auc` value, is 0 there), or when some weight is negative (a weighted AUC is not a
         probability then and no such bound holds; the pipeline rejects negative weights).
         """
-        undefined = (float('nan'), float('nan'))
-        if self.negative_weights > 0:
-            return undefined
         # The non-empty entries only (empty ones add nothing), after the NaN-scored weight.
         idx, pos, neg = self._sparse()
-        pos = np.concatenate([[self.nan_pos], pos])
-        neg = np.concatenate([[self.nan_neg], neg])
-        wp, wn = float(np.sum(pos)), float(np.sum(neg))
-        if wp <= 0 or wn <= 0:
-            return undefined
-        below = np.cumsum(neg) - neg  # negative weight strictly below each entry
-        ordered = float(np.sum(pos * below))
-        same = pos * neg
-        point = np.ones(same.size, dtype=bool)  # NaN, exactly 0, exactly 1
-        point[1:] = (idx == 0) | (idx == self.size - 1)
-        ties = 0.5 * float(np.sum(same[point]))
-        spread = float(np.sum(same[~point]))
-        scale = wp * wn
-        # A relative 1e-12 of slack absorbs float64 rounding of the sums: the bound stays a bound.
-        lower = max(0.0, (ordered + ties) / scale - 1e-12)
-        upper = min(1.0, (ordered + ties + spread) / scale + 1e-12)
-        return (lower, upper)
+        point = np.ones(idx.size + 1, dtype=bool)  # NaN, exactly 0, exactly 1
+        point[1:] = self.point_entries(idx)
+        lower, upper = auc_bounds_rows(np.concatenate([[self.nan_pos], pos])[np.newaxis],
+                                       np.concatenate([[self.nan_neg], neg])[np.newaxis],
+                                       point[np.newaxis], np.array([self.negative_weights]))
+        return (float(lower[0]), float(upper[0]))
+
+    def point_entries(self, idx: np.ndarray) -> np.ndarray:
+        """Whether each entry index holds a single score value (exactly 0 or exactly 1)."""
+        return (idx == 0) | (idx == self.size - 1)
 
     def curve(self, thresholds: Sequence[float]
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -367,3 +355,34 @@ class Histogram:
 
     def __repr__(self) -> str:
         return 'Histogram(n_buckets={}, logit_range={})'.format(self.n_buckets, self.logit_range)
+
+
+def calibration_buckets(p: np.ndarray, m: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The calibration bucket (of m evenly spaced ones) of each float64 probability in [0, 1],
+    intp: `floor(p·m)`, the top edge in the last bucket."""
+    out = np.empty(p.shape, dtype=np.intp) if out is None else out
+    out[...] = p * m
+    return np.clip(out, 0, m - 1, out=out)
+
+
+def auc_bounds_rows(pos: np.ndarray, neg: np.ndarray, point: np.ndarray,
+                    negative_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`Histogram.auc_bounds` of each row of [rows, entries] arrays: Σw of positives and negatives
+    per entry in increasing score order (the NaN-scored weight first; entries of zeros anywhere
+    change nothing), `point` where an entry holds one score value (NaN, exactly 0 or 1), and the
+    Σ|w| of negative weights per row. (NaN, NaN) rows where the bound is undefined."""
+    wp, wn = np.sum(pos, axis=1), np.sum(neg, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negative weight strictly below each entry
+    ordered = np.sum(pos * below, axis=1)
+    same = pos * neg
+    ties = 0.5 * np.sum(np.where(point, same, 0.0), axis=1)
+    spread = np.sum(np.where(point, 0.0, same), axis=1)
+    scale = wp * wn
+    undefined = (negative_weights > 0) | (wp <= 0) | (wn <= 0)
+    scale[undefined] = 1.0
+    # A relative 1e-12 of slack absorbs float64 rounding of the sums: the bound stays a bound.
+    lower = np.maximum(0.0, (ordered + ties) / scale - 1e-12)
+    upper = np.minimum(1.0, (ordered + ties + spread) / scale + 1e-12)
+    lower[undefined] = np.nan
+    upper[undefined] = np.nan
+    return lower, upper

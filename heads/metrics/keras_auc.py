@@ -12,7 +12,8 @@ import numpy as np
 from heads.metrics.common import CHUNK, cumulative_from_top, div_no_nan, flatten_inputs
 from heads.metrics.groups import Groups
 
-__all__ = ['KerasAUC']
+__all__ = ['KerasAUC', 'keras_buckets', 'curve_confusion', 'roc_auc', 'pr_auc',
+           'roc_between', 'pr_between']
 
 
 class KerasAUC:
@@ -49,23 +50,10 @@ class KerasAUC:
         if not aucs:
             return
         n = aucs[0].num_thresholds
-        s = scores
-        cell = np.empty(s.size, dtype=np.intp)
-        with np.errstate(invalid='ignore'):
-            for start in range(0, s.size, CHUNK):  # cache-sized steps
-                p = np.clip(s[start:start + CHUNK], np.float32(0.0), np.float32(1.0))
-                p *= np.float32(n - 1)
-                bucket = np.ceil(p, out=p)
-                bucket -= np.float32(1.0)
-                np.maximum(bucket, np.float32(0.0), out=bucket)
-                # NaN goes to an extra cell outside the buckets: counted in the totals only.
-                bucket[np.isnan(bucket)] = n
-                stop = start + bucket.size
-                part = cell[start:stop]
-                part[:] = bucket
-                part *= 2
-                part += positive[start:stop]
-                part += groups.offsets(start, stop, 2 * (n + 1))
+        cell = keras_buckets(scores, n)  # NaN: bucket n, outside the buckets (totals only)
+        cell *= 2
+        cell += positive
+        cell += groups.offsets(0, cell.size, 2 * (n + 1))
         # One pass: Σw per (group, bucket, label) cell.
         cells = groups.cells_of_keys(cell, 2 * (n + 1), weights).reshape(groups.n, n + 1, 2)
         for auc, c in zip(aucs, cells):
@@ -90,23 +78,22 @@ class KerasAUC:
 
     def confusion(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(thresholds, tp, fp, tn, fn), each of length num_thresholds."""
-        tp = cumulative_from_top(self.pos)
-        fp = cumulative_from_top(self.neg)
-        return self.thresholds(), tp, fp, self.neg_total - fp, self.pos_total - tp
+        return (self.thresholds(),) + curve_confusion(self.pos, self.neg, self.pos_total,
+                                                      self.neg_total)
 
     def roc(self) -> float:
         """Area under the ROC curve, trapezoids between thresholds (0 without positives or
         negatives, as Keras)."""
-        return _roc(self.confusion())
+        return float(roc_auc(*self.confusion()[1:]))
 
     def pr(self) -> float:
         """Area under the precision-recall curve with Davis & Goadrich interpolation (Keras)."""
-        return _pr(self.confusion())
+        return float(pr_auc(*self.confusion()[1:]))
 
     def roc_pr(self) -> tuple[float, float]:
         """(`roc()`, `pr()`) from one reading of the confusion matrices."""
-        confusion = self.confusion()
-        return _roc(confusion), _pr(confusion)
+        confusion = self.confusion()[1:]
+        return float(roc_auc(*confusion)), float(pr_auc(*confusion))
 
     def __repr__(self) -> str:
         return 'KerasAUC(num_thresholds={})'.format(self.num_thresholds)
@@ -127,24 +114,76 @@ def _thresholds(n: int) -> np.ndarray:
     return out
 
 
-def _roc(confusion: tuple[np.ndarray, ...]) -> float:
-    _, tp, fp, tn, fn = confusion
-    recall = div_no_nan(tp, tp + fn)
-    fpr = div_no_nan(fp, fp + tn)
-    return float(np.sum((fpr[:-1] - fpr[1:]) * (recall[:-1] + recall[1:]) / 2.0))
+def keras_buckets(scores: np.ndarray, n: int) -> np.ndarray:
+    """Keras' bucket of each flat float32 score for n thresholds, intp: `max(ceil(p·(n−1)) − 1,
+    0)` of the score clipped to [0, 1], in float32 as Keras' evenly spaced fast path; NaN → n
+    (outside the buckets). Cache-sized steps."""
+    out = np.empty(scores.size, dtype=np.intp)
+    with np.errstate(invalid='ignore'):
+        for start in range(0, scores.size, CHUNK):
+            p = np.clip(scores[start:start + CHUNK], np.float32(0.0), np.float32(1.0))
+            p *= np.float32(n - 1)
+            bucket = np.ceil(p, out=p)
+            bucket -= np.float32(1.0)
+            np.maximum(bucket, np.float32(0.0), out=bucket)
+            bucket[np.isnan(bucket)] = n
+            out[start:start + bucket.size] = bucket
+    return out
 
 
-def _pr(confusion: tuple[np.ndarray, ...]) -> float:
-    _, tp, fp, _, fn = confusion
-    p = tp + fp
-    dtp = tp[:-1] - tp[1:]
-    dp = p[:-1] - p[1:]
+def curve_confusion(pos: np.ndarray, neg: np.ndarray, pos_total: Any, neg_total: Any
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(tp, fp, tn, fn) at each threshold from Σw per bucket (last axis) of positives and
+    negatives and the totals (including NaN scores; one per leading index): a bucket counts as
+    predicted positive at every threshold up to it. Works on one curve or on [keys, buckets]."""
+    tp = cumulative_from_top(pos, axis=-1)
+    fp = cumulative_from_top(neg, axis=-1)
+    pos_total = np.asarray(pos_total, dtype=np.float64)[..., np.newaxis]
+    neg_total = np.asarray(neg_total, dtype=np.float64)[..., np.newaxis]
+    return tp, fp, neg_total - fp, pos_total - tp
+
+
+def roc_auc(tp: np.ndarray, fp: np.ndarray, tn: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """Keras' ROC AUC over the last axis (thresholds): trapezoids between thresholds, 0 without
+    positives or negatives."""
+    lower, upper = _consecutive((tp, fp, tn, fn))
+    return roc_between(lower, upper)
+
+
+def pr_auc(tp: np.ndarray, fp: np.ndarray, tn: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """Keras' PR AUC over the last axis (thresholds), Davis & Goadrich interpolation."""
+    lower, upper = _consecutive((tp, fp, tn, fn))
+    return pr_between(lower, upper)
+
+
+def _consecutive(confusion: tuple[np.ndarray, ...]
+                 ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """Each threshold but the last, and the next one: the pairs the areas sum over."""
+    return (tuple(c[..., :-1] for c in confusion), tuple(c[..., 1:] for c in confusion))
+
+
+def roc_between(lower: tuple[np.ndarray, ...], upper: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Σ over the last axis of the ROC trapezoids between pairs of thresholds: (tp, fp, tn, fn)
+    at the lower threshold of each pair and at the upper. A pair whose matrices are equal adds
+    0, so the sum may run over the pairs where the curve moves only."""
+    (tp0, fp0, tn0, fn0), (tp1, fp1, tn1, fn1) = lower, upper
+    recall0, recall1 = div_no_nan(tp0, tp0 + fn0), div_no_nan(tp1, tp1 + fn1)
+    fpr0, fpr1 = div_no_nan(fp0, fp0 + tn0), div_no_nan(fp1, fp1 + tn1)
+    return np.sum((fpr0 - fpr1) * (recall0 + recall1) / 2.0, axis=-1)
+
+
+def pr_between(lower: tuple[np.ndarray, ...], upper: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Σ over the last axis of Keras' interpolated PR areas between pairs of thresholds (as
+    `roc_between`: equal matrices add 0)."""
+    tp0, tp1, fn1 = lower[0], upper[0], upper[3]
+    p0, p1 = tp0 + lower[1], tp1 + upper[1]
+    dtp = tp0 - tp1
+    dp = p0 - p1
     slope = div_no_nan(dtp, np.maximum(dp, 0.0))
-    intercept = tp[1:] - slope * p[1:]
-    both = (p[:-1] > 0) & (p[1:] > 0)
-    ratio = np.where(both, div_no_nan(p[:-1], np.maximum(p[1:], 0.0)), 1.0)
+    intercept = tp1 - slope * p1
+    both = (p0 > 0) & (p1 > 0)
+    ratio = np.where(both, div_no_nan(p0, np.maximum(p1, 0.0)), 1.0)
     with np.errstate(divide='ignore', invalid='ignore'):
         log_ratio = np.log(ratio)
-    increment = div_no_nan(slope * (dtp + intercept * log_ratio),
-                           np.maximum(tp[1:] + fn[1:], 0.0))
-    return float(np.sum(increment))
+    increment = div_no_nan(slope * (dtp + intercept * log_ratio), np.maximum(tp1 + fn1, 0.0))
+    return np.sum(increment, axis=-1)

@@ -13,7 +13,7 @@ from heads.keys import Reduction
 from heads.metrics.common import div_no_nan, keras_match_weights
 from heads.metrics.groups import Groups
 
-__all__ = ['WeightedMean', 'LossSum']
+__all__ = ['WeightedMean', 'LossSum', 'reduce_loss']
 
 
 class WeightedMean:
@@ -107,12 +107,19 @@ class LossSum:
 
     def value(self, reduction: str) -> float:
         """'sum' → Σ; 'sum_over_batch_size' / 'auto' → Σ / number of elements (0 when empty)."""
-        if reduction == Reduction.SUM:
-            return float(self.total)
-        if reduction in (Reduction.SUM_OVER_BATCH_SIZE, Reduction.AUTO):
-            return div_no_nan(self.total, self.count)
-        raise ValueError('Invalid loss_reduction: {}. See `tf.losses.Reduction` for valid '
-                         'options.'.format(reduction))
+        return float(reduce_loss(self.total, self.count, reduction))
 
     def __repr__(self) -> str:
         return 'LossSum(total={!r}, count={!r})'.format(self.total, self.count)
+
+
+def reduce_loss(total: Any, count: Any, reduction: str) -> Any:
+    """A Keras 2 loss reduction of Σ weighted loss `total` over `count` elements (scalars or
+    arrays, elementwise): 'sum' → the Σ; 'sum_over_batch_size' / 'auto' → Σ / count (0 when
+    empty)."""
+    if reduction == Reduction.SUM:
+        return np.asarray(total, dtype=np.float64)
+    if reduction in (Reduction.SUM_OVER_BATCH_SIZE, Reduction.AUTO):
+        return div_no_nan(total, count)
+    raise ValueError('Invalid loss_reduction: {}. See `tf.losses.Reduction` for valid '
+                     'options.'.format(reduction))

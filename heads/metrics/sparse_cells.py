@@ -1,0 +1,217 @@
+"""`SparseCells`: Σ of a few values per (key, bucket) for many keys, holding only the pairs that
+received data — the bucketed components (Keras' AUC buckets, the histogram's entries, calibration
+buckets) of a block of many keys (`heads.array.binary_block`).
+
+A pair is the int64 code `key · width + bucket`. The consolidated table is sorted and unique by
+code; rows added since are kept as pending parts and aggregated when the table is read (or when
+they outnumber it), so adding a batch costs no sort and memory stays proportional to the pairs in
+use, never keys × width. Every operation is vectorised over keys. Never imports TensorFlow.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ['SparseCells', 'ragged_positions', 'pack_nonzero', 'unpack_nonzero']
+
+# Pending rows always allowed before a consolidation (beyond the table's own size).
+_MIN_PENDING = 1 << 20
+
+
+def ragged_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The positions `starts[i] + j` for j < lengths[i], concatenated in order of i."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if not total:
+        return np.empty(0, dtype=np.int64)
+    # Each run's first position jumps from the end of the previous run; the rest step by 1.
+    steps = np.ones(total, dtype=np.int64)
+    firsts = np.cumsum(lengths) - lengths
+    nonempty = lengths > 0
+    begin = np.asarray(starts, dtype=np.int64)[nonempty]
+    prev_end = np.concatenate([[0], (begin + lengths[nonempty] - 1)[:-1]])
+    steps[firsts[nonempty]] = begin - prev_end
+    return np.cumsum(steps)
+
+
+class SparseCells:
+    """Σ of `n_values` float64 values per (key, bucket), bucket in [0, width): sorted unique int64
+    codes `key · width + bucket` and their [entries, n_values] sums."""
+
+    def __init__(self, width: int, n_values: int) -> None:
+        self.width = int(width)
+        self.n_values = int(n_values)
+        self._codes = np.empty(0, dtype=np.int64)
+        self._values = np.empty((0, self.n_values))
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending = 0
+
+    def __getstate__(self) -> dict:
+        # Compact: the codes as their (mostly small) increments, the sums without their zeros.
+        self.consolidate()
+        steps = np.diff(self._codes, prepend=0)
+        if steps.size and steps.max() < (1 << 32):
+            steps = steps.astype(np.uint32)
+        return {'width': self.width, 'n_values': self.n_values, 'steps': steps,
+                'values': pack_nonzero(self._values)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state['width'], state['n_values'])
+        self._codes = np.cumsum(state['steps'], dtype=np.int64)
+        self._values = unpack_nonzero(state['values'])
+
+    def add(self, keys: np.ndarray, buckets: np.ndarray, values: np.ndarray) -> None:
+        """Adds values[i] (a row of n_values) to the pair (keys[i], buckets[i])."""
+        codes = np.asarray(keys, dtype=np.int64) * self.width + buckets
+        span = int(codes.max()) + 1 if codes.size else 0
+        if codes.size and span <= 2 * codes.size:
+            # Few keys: the rows summed per pair by bincounts over the pairs (no sort), a part
+            # sorted and unique already, as small as the pairs in use.
+            sums = np.stack([np.bincount(codes, weights=values[:, j], minlength=span)
+                             for j in range(self.n_values)], axis=1)
+            codes = np.flatnonzero(np.logical_or.reduce(
+                [sums[:, j] != 0 for j in range(self.n_values)]))
+            values = np.take(sums, codes, axis=0)
+        self._add_codes(codes, values)
+
+    def _add_codes(self, codes: np.ndarray, values: np.ndarray) -> None:
+        if not codes.size:
+            return
+        self._parts.append((codes, np.asarray(values, dtype=np.float64)))
+        self._pending += codes.size
+        if self._pending > max(self._codes.size, _MIN_PENDING):
+            self.consolidate()
+
+    def _all_parts(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The consolidated table and the pending parts (what the sums are), without changing
+        anything."""
+        return [(self._codes, self._values)] + self._parts
+
+    def consolidate(self) -> 'SparseCells':
+        """Aggregates the pending rows into the sorted table, dropping pairs whose sums are 0."""
+        if not self._parts:
+            return self
+        codes, values = _aggregate(np.concatenate([c for c, _ in self._parts]),
+                                   np.concatenate([v for _, v in self._parts]))
+        if self._codes.size:  # two sorted runs: a stable sort merges them in linear time
+            codes = np.concatenate([self._codes, codes])
+            order = np.argsort(codes, kind='stable')
+            codes, values = _reduce_sorted(codes[order], np.take(
+                np.concatenate([self._values, values]), order, axis=0))
+        keep = np.logical_or.reduce([values[:, j] != 0 for j in range(self.n_values)])
+        if not keep.all():
+            codes, values = codes[keep], values[keep]
+        self._codes, self._values = codes, values
+        self._parts, self._pending = [], 0
+        return self
+
+    def merge(self, other: 'SparseCells', index: np.ndarray) -> None:
+        """Adds other's key i into this table's key index[i] (`other` unchanged)."""
+        index = np.asarray(index, dtype=np.int64)
+        for codes, values in other._all_parts():
+            if codes.size:
+                key = codes // other.width
+                self._add_codes(index[key] * self.width + (codes - key * other.width), values)
+
+    def take(self, keys: np.ndarray) -> 'SparseCells':
+        """A new table of these keys: new key i holds old key keys[i]'s pairs."""
+        self.consolidate()
+        keys = np.asarray(keys, dtype=np.int64)
+        starts, stops = self.key_bounds(keys)
+        lengths = stops - starts
+        at = ragged_positions(starts, lengths)
+        out = SparseCells(self.width, self.n_values)
+        new_keys = np.repeat(np.arange(keys.size, dtype=np.int64), lengths)
+        out._codes = new_keys * self.width + self._codes[at] % self.width
+        out._values = np.take(self._values, at, axis=0)
+        return out
+
+    def key_bounds(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(start, stop) of each key's entries in the consolidated table."""
+        self.consolidate()
+        keys = np.asarray(keys, dtype=np.int64)
+        return (np.searchsorted(self._codes, keys * self.width),
+                np.searchsorted(self._codes, (keys + 1) * self.width))
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keys, buckets, values) of the consolidated table, sorted by (key, bucket)."""
+        self.consolidate()
+        keys = self._codes // self.width
+        return keys, self._codes - keys * self.width, self._values
+
+    def dense(self, k0: int, k1: int) -> np.ndarray:
+        """The sums of keys [k0, k1) as a dense [k1 − k0, width, n_values] array."""
+        self.consolidate()
+        a, b = np.searchsorted(self._codes, [k0 * self.width, k1 * self.width])
+        out = np.zeros((k1 - k0, self.width, self.n_values))
+        codes = self._codes[a:b]
+        key = codes // self.width
+        out[key - k0, codes - key * self.width] = self._values[a:b]
+        return out
+
+    def padded(self, keys: np.ndarray, length: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each key's entries (at most `length`) left-aligned in rows: (buckets [keys, length],
+        values [keys, length, n_values], valid [keys, length]); padding has bucket −1 and zero
+        values."""
+        starts, stops = self.key_bounds(keys)
+        j = np.arange(length)
+        valid = j < (stops - starts)[:, np.newaxis]
+        at = np.where(valid, starts[:, np.newaxis] + j, 0)
+        if not self._codes.size:
+            at[:] = 0
+            return (np.full(at.shape, -1, np.int64), np.zeros(at.shape + (self.n_values,)),
+                    valid)
+        buckets = np.where(valid, self._codes[at] % self.width, -1)
+        values = np.take(self._values, at, axis=0)  # (np.take: much faster than [] on rows)
+        values[~valid] = 0.0
+        return buckets, values, valid
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the table and its pending parts."""
+        return sum(c.nbytes + v.nbytes for c, v in self._all_parts())
+
+
+def _aggregate(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unsorted (code, values) rows summed per code: sorted unique codes and their sums."""
+    order = np.argsort(codes)
+    return _reduce_sorted(codes[order], np.take(values, order, axis=0))
+
+
+def _reduce_sorted(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows sorted by code summed per code (in their order)."""
+    if not codes.size:
+        return codes, values
+    first = np.empty(codes.size, dtype=bool)
+    first[0] = True
+    np.not_equal(codes[1:], codes[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    if starts.size == codes.size:
+        return codes, values
+    return codes[starts], np.add.reduceat(values, starts, axis=0)
+
+
+def pack_nonzero(values: np.ndarray) -> tuple:
+    """A float64 array as (shape, bit mask of its non-zero elements, bit mask of those that
+    float32 holds exactly, those as float32, the others as float64): compact for pickles of sums
+    that are mostly 0 (a key's few rows fill few cells) or whole (counts, unit weights)."""
+    mask = values != 0  # NaN is kept
+    nonzero = values[mask]
+    narrow = nonzero.astype(np.float32)
+    exact = narrow == nonzero  # NaN is not: kept as float64
+    return (values.shape, np.packbits(mask, axis=None), np.packbits(exact), narrow[exact],
+            nonzero[~exact])
+
+
+def unpack_nonzero(packed: tuple) -> np.ndarray:
+    """The array `pack_nonzero` packed."""
+    shape, bits, exact_bits, narrow, wide = packed
+    size = int(np.prod(shape))
+    mask = np.unpackbits(bits, count=size).view(bool)
+    exact = np.unpackbits(exact_bits, count=narrow.size + wide.size).view(bool)
+    nonzero = np.empty(exact.size)
+    np.place(nonzero, exact, narrow)
+    np.place(nonzero, ~exact, wide)
+    out = np.zeros(size)
+    np.place(out, mask, nonzero)
+    return out.reshape(shape)
