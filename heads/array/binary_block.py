@@ -286,9 +286,8 @@ class BinaryClassBlock:
         st.auc.pos, st.auc.neg = auc[:, 0], auc[:, 1]
         st.auc.pos_total, st.auc.neg_total = float(s[POS]), float(s[NEG])
         h = st.histogram
-        (start,), (stop,) = self.histogram.key_bounds(np.array([k]))
-        _, idx, values = self.histogram.entries()
-        h._add_entries(idx[start:stop], values[start:stop, 0], values[start:stop, 1])
+        idx, values = self.histogram.key_entries(k)
+        h._add_entries(idx, values[:, 0], values[:, 1])
         h.nan_pos, h.nan_neg = float(s[NAN_POS]), float(s[NAN_NEG])
         h.negative_weights = float(s[NEG_WEIGHT])
         cal = self.calibration.dense(k, k + 1)[0]

@@ -138,6 +138,12 @@ class SparseCells:
         keys = self._codes // self.width
         return keys, self._codes - keys * self.width, self._values
 
+    def key_entries(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(buckets, values) of key k's entries, sorted by bucket (a search, not a pass over
+        the table: reading a few keys of a large block costs what those keys hold)."""
+        (start,), (stop,) = self.key_bounds(np.array([k]))
+        return self._codes[start:stop] - k * self.width, self._values[start:stop]
+
     def dense(self, k0: int, k1: int) -> np.ndarray:
         """The sums of keys [k0, k1) as a dense [k1 − k0, width, n_values] array."""
         self.consolidate()
