@@ -84,6 +84,10 @@ class WriteRun(beam.DoFn):
         sized = slice_sizes.apply_min_slice_size(pieces.results, config.min_slice_size)
         pieces.results = sized.kept
         prepared = prepare_results(config, pieces.results)
+        # plots.max_slices: only Overall and the largest slices keep their plots, before any
+        # plot is written (Parquet, TFMA, TensorBoard, report).
+        limited = slice_sizes.limit_plots(prepared, config.plots.max_slices)
+        prepared = limited.results
         metrics, _ = build_tables(config, prepared, options.run_id, options.started_at,
                                   prepared=True, plots=False)
         # The plots, far larger (a few hundred rows a key), are built and written in pieces.
@@ -97,6 +101,8 @@ class WriteRun(beam.DoFn):
         summary = self._summary(pieces, metrics, plots.rows, [
             p[len(out.rstrip('/')) + 1:] for p in written])
         summary.update(_slice_summary(config, counts, sized.left_out, too_many))
+        summary['plots'] = {'max_slices': config.plots.max_slices,
+                            'slices_without_plots': limited.without_plots}
         summary_path = fileio.join(out, fileio.SUMMARY_FILE)
         verdict = validation.check_rules(config, metrics, sized.left_out)
         if verdict is not None:
@@ -182,7 +188,8 @@ class _PlotPieces:
 
     def __init__(self, config: config_lib.EvalConfig, prepared: list[KeyResult], run_id: str,
                  evaluated_at: datetime.datetime):
-        self._args = (config, prepared, run_id, evaluated_at)
+        # Only keys with plots make plot rows (most keys of a run with many slices have none).
+        self._args = (config, [r for r in prepared if r.plots], run_id, evaluated_at)
         self.schema = schema_lib.with_extras(schema_lib.PLOTS, config.windowed, config.stepped)
         self.rows = 0
 

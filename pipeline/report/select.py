@@ -113,8 +113,8 @@ def keep_slices(table: pa.Table | None, slices: set[str] | None) -> pa.Table | N
 
 
 def left_out_notes(summary: dict | None) -> list[str]:
-    """A note per slice spec whose small slices the run left out (`min_slice_size`), from the
-    run's summary."""
+    """A note per slice spec whose small slices the run left out (`min_slice_size`), and per spec
+    whose slices past `plots.max_slices` have no plots, from the run's summary."""
     if not summary:
         return []
     size = summary.get('min_slice_size')
@@ -123,4 +123,9 @@ def left_out_notes(summary: dict | None) -> list[str]:
         out.append('%s: %d slices (%d rows) below min_slice_size %s left out of the outputs '
                    '(their rows are in Overall)' % (_spec_label(columns), entry.get('slices', 0),
                                                     entry.get('rows', 0), size))
+    plots = summary.get('plots') or {}
+    for columns, n in sorted((plots.get('slices_without_plots') or {}).items()):
+        out.append('%s: %s slices without plots (plots.max_slices %s: plots for Overall and the '
+                   'largest slices only)' % (_spec_label(columns), f'{n:,}',
+                                             plots.get('max_slices')))
     return out
