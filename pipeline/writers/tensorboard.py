@@ -133,8 +133,11 @@ def _steps(table: pa.Table) -> list[int]:
 
 def _runs(table: pa.Table) -> list[str]:
     """Each row's run: the slice's run, plus `/step=<step>` when the table has windows and steps."""
-    names = [run_name(*key) for key in zip(table.column('slice_columns').to_pylist(),
-                                           table.column('slice_values').to_pylist())]
+    # One name per distinct slice (a slice has hundreds of plot rows; escaping is per character).
+    made: dict[tuple[str, str], str] = {}
+    names = [made.get(key) or made.setdefault(key, run_name(*key))
+             for key in zip(table.column('slice_columns').to_pylist(),
+                            table.column('slice_values').to_pylist())]
     if not _windowed_and_stepped(table):
         return names
     return ['%s/step=%d' % (name, 0 if step is None else int(step))

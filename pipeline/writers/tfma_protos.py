@@ -198,7 +198,17 @@ def check_head(head: str, head_names: Sequence[str], table: str, row: int) -> No
 def metrics_records(metrics: pa.Table, rows: list[int], slices: Sequence[Sequence[str]],
                     head_names: Sequence[str], typed: TypedValues | None) -> list[bytes]:
     """One serialized `MetricsForSlice` per slice of the metrics table's `rows` (see the module
-    docstring), heads in `head_names` order, then each head's example counts."""
+    docstring), heads in `head_names` order, then each head's example counts: assembled as bytes,
+    all rows at once (pipeline/writers/tfma_metric_bytes.py)."""
+    from pipeline.writers import tfma_metric_bytes
+    return tfma_metric_bytes.metrics_records(metrics, rows, slices, head_names, typed)
+
+
+def metrics_records_by_message(metrics: pa.Table, rows: list[int],
+                               slices: Sequence[Sequence[str]], head_names: Sequence[str],
+                               typed: TypedValues | None) -> list[bytes]:
+    """`metrics_records` built message by message (~10 µs a row): the mapping as protobuf
+    calls, the reference the assembled bytes are checked against."""
     from google.protobuf import wrappers_pb2
     mfs = tfma_module('proto.metrics_for_slice_pb2')
     cols = {name: metrics.column(name).to_pylist() for name in
