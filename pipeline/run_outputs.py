@@ -27,8 +27,9 @@ from pipeline import slice_sizes
 from pipeline import schema as schema_lib
 from pipeline.results import (KeyResult, build_tables, plot_tables, prepare_results,
                               typed_slice_values)
+from pipeline.metrics_table import candidate_rows
 from pipeline.run_options import RunOptions
-from pipeline import schema, validation
+from pipeline import validation
 from pipeline.schema import ERRORS
 from pipeline.writers import parquet as parquet_writer
 from pipeline.writers import publish as publish_lib
@@ -208,7 +209,7 @@ def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa
     extra: dict[str, Any] = {}
     names = list(config.head_names) + ([config.multi_head_name]
                                        if config.multi_head_name else [])
-    metrics = schema.candidate_rows(metrics)  # baseline and diff rows: the tables and report
+    metrics = candidate_rows(metrics)  # baseline and diff rows: the tables and report
     _optional_writer('pipeline.writers.tfma', 'write_tfma', out, metrics, plots,
                      [list(s) for s in config.slices], names, typed_slice_values(results))
     if config.tensorboard is not None:

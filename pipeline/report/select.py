@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.report.data import lower_is_better
-from pipeline.schema import candidate_rows
+from pipeline.metrics_table import candidate_rows
 
 MAX_SLICES_PER_SPEC = 50
 # The metric a spec's slices are ranked by: the first of these a head has, else its first metric

@@ -12,11 +12,10 @@ the messages (tfma_protos.py's mapping) gives: fields in number order, each leng
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.writers import tfma_protos as protos
 
@@ -99,7 +98,8 @@ def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
 
 
 def _slice_groups(table: pa.Table, slices: Sequence[Sequence[str]],
-                  typed: protos.TypedValues | None) -> tuple[np.ndarray, list[bytes]]:
+                  typed: protos.TypedValues | None, slice_key: Callable
+                  ) -> tuple[np.ndarray, list[bytes]]:
     """Each row's slice (an index, in order of first appearance of its TFMA slice key) and each
     slice's `slice_key` field bytes."""
     columns, column_names = _codes(table.column('slice_columns'))
@@ -111,7 +111,7 @@ def _slice_groups(table: pa.Table, slices: Sequence[Sequence[str]],
     keys: dict[tuple, int] = {}
     for p in by_first.tolist():
         code = int(distinct[p])
-        key = protos.slice_key(column_names[code // max(len(value_names), 1)],
+        key = slice_key(column_names[code // max(len(value_names), 1)],
                                value_names[code % max(len(value_names), 1)], slices, typed)
         group_of_pair[p] = keys.setdefault(key, len(keys))
     fields = [_field(1, protos.slice_key_proto(key).SerializeToString()) for key in keys]
@@ -244,15 +244,18 @@ def _assemble(rows: _Rows, key_bytes: list[bytes], n_groups: int) -> tuple[np.nd
     return buffer, bounds
 
 
-def metrics_records(metrics: pa.Table, rows: list[int], slices: Sequence[Sequence[str]],
-                    head_names: Sequence[str], typed: protos.TypedValues | None) -> list[bytes]:
+def metrics_records(metrics: pa.Table, rows: Sequence[int], slices: Sequence[Sequence[str]],
+                    head_names: Sequence[str], typed: protos.TypedValues | None,
+                    slice_key: Callable = protos.slice_key) -> list[bytes]:
     """One serialized `MetricsForSlice` per slice of the metrics table's `rows` (in order of
     their first row), each head's rows in `head_names` order, then each head's example counts:
     the bytes `tfma_protos.metrics_records_by_message` builds message by message."""
-    if not rows:
+    if len(rows) == 0:
         return []
-    table = metrics.take(pa.array(rows, pa.int64()))
-    group, slice_fields = _slice_groups(table, slices, typed)
+    # An evaluation's rows ascend: as many as the table's are all of them, in order.
+    table = (metrics if len(rows) == metrics.num_rows else
+             metrics.take(pa.array(rows, pa.int64())))
+    group, slice_fields = _slice_groups(table, slices, typed, slice_key)
     rank = _head_ranks(table, rows, head_names)
     keys: dict[tuple, int] = {}
     out = _Rows()

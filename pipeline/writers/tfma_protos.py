@@ -196,12 +196,15 @@ def check_head(head: str, head_names: Sequence[str], table: str, row: int) -> No
 
 
 def metrics_records(metrics: pa.Table, rows: list[int], slices: Sequence[Sequence[str]],
-                    head_names: Sequence[str], typed: TypedValues | None) -> list[bytes]:
+                    head_names: Sequence[str], typed: TypedValues | None,
+                    keys: Any = None) -> list[bytes]:
     """One serialized `MetricsForSlice` per slice of the metrics table's `rows` (see the module
     docstring), heads in `head_names` order, then each head's example counts: assembled as bytes,
-    all rows at once (pipeline/writers/tfma_metric_bytes.py)."""
+    all rows at once (pipeline/writers/tfma_metric_bytes.py). `keys`: a `slice_key` with the same
+    arguments that remembers its answers (the writer's), else `slice_key` itself."""
     from pipeline.writers import tfma_metric_bytes
-    return tfma_metric_bytes.metrics_records(metrics, rows, slices, head_names, typed)
+    return tfma_metric_bytes.metrics_records(metrics, rows, slices, head_names, typed,
+                                             keys or slice_key)
 
 
 def metrics_records_by_message(metrics: pa.Table, rows: list[int],
