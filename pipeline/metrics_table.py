@@ -163,3 +163,13 @@ def candidate_rows(metrics: pa.Table) -> pa.Table:
         if model.null_count == 0 and pc.all(pc.equal(model, 'candidate')).as_py() is not False:
             return metrics
     return schema.candidate_rows(metrics)
+
+
+def typed_values(results: Sequence[Any]) -> dict[tuple[str, str], tuple]:
+    """`results.typed_slice_values`, each slice spelled once (`SliceTexts`)."""
+    texts = SliceTexts()
+    out = {}
+    for r in results:
+        _, columns, values = texts(r.key.slice_columns, r.key.slice_values)
+        out[(columns, values)] = tuple(r.key.slice_values)
+    return out

@@ -162,11 +162,32 @@ def _common_weighted_count(results: Iterable[KeyResult]) -> float | None:
     return values[0] if hi - lo <= 1e-12 * max(abs(hi), abs(lo), 1.0) else None
 
 
+def _values_order(values: tuple) -> tuple:
+    """Slice values as `_slice_order` orders them: numbers (by value) before text."""
+    return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in values)
+
+
 def prepare_results(config: EvalConfig, results: Sequence[KeyResult]) -> list[KeyResult]:
-    """The results with the MultiHead `loss` results added, in the tables' row order."""
+    """The results with the MultiHead `loss` results added, in the tables' row order
+    (`_slice_order`, then head): sorted with numpy on codes, each distinct slice value ranked
+    once, rather than comparing every key's tuple in Python."""
     results = list(results) + _multi_head_results(config, results)
-    results.sort(key=lambda r: (_slice_order(config, r.key), r.key.head))
-    return results
+    if not results:
+        return results
+    specs = {tuple(s): i for i, s in enumerate(config.slices)}
+    values: dict[tuple, int] = {}
+    value_code = np.fromiter((values.setdefault(tuple(r.key.slice_values), len(values))
+                              for r in results), np.int64, len(results))
+    ranked = sorted(values, key=_values_order)
+    rank = np.empty(len(values), np.int64)
+    rank[[values[v] for v in ranked]] = np.arange(len(ranked))
+    columns = [np.fromiter((f(r.key) for r in results), np.int64, len(results)) for f in (
+        lambda k: k.head, lambda k: k.step if k.step is not None else 0,
+        lambda k: k.window_start if k.window_start is not None else 0)]
+    spec = np.fromiter((specs[tuple(r.key.slice_columns)] for r in results), np.int64,
+                       len(results))
+    order = np.lexsort(tuple(columns) + (rank[value_code], spec))
+    return [results[i] for i in order.tolist()]
 
 
 # Keys per plots table of `plot_tables` (a few hundred rows each: ~300k rows, ~40 MB a table).

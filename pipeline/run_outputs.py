@@ -25,9 +25,8 @@ from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline import slice_sizes
 from pipeline import schema as schema_lib
-from pipeline.results import (KeyResult, build_tables, plot_tables, prepare_results,
-                              typed_slice_values)
-from pipeline.metrics_table import candidate_rows
+from pipeline.results import KeyResult, build_tables, plot_tables, prepare_results
+from pipeline.metrics_table import candidate_rows, typed_values
 from pipeline.run_options import RunOptions
 from pipeline import validation
 from pipeline.schema import ERRORS
@@ -211,7 +210,7 @@ def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa
                                        if config.multi_head_name else [])
     metrics = candidate_rows(metrics)  # baseline and diff rows: the tables and report
     _optional_writer('pipeline.writers.tfma', 'write_tfma', out, metrics, plots,
-                     [list(s) for s in config.slices], names, typed_slice_values(results))
+                     [list(s) for s in config.slices], names, typed_values(results))
     if config.tensorboard is not None:
         # TensorBoard takes at most `max_runs` runs (slices): the metrics are capped first, and
         # only their slices' plots are built.

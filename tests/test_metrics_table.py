@@ -118,3 +118,29 @@ def test_many_keys_of_one_head_share_their_names():
     assert metrics.column('metric').to_pylist() == ['auc', 'loss'] * 1000
     assert metrics.column('example_count').to_pylist() == list(np.repeat(np.arange(1000), 2))
     assert metrics.column('slice').to_pylist()[-1] == 'user:999'
+
+
+def test_keys_are_in_table_order_spec_then_values_numbers_first_then_window_step_head():
+    from pipeline.results import prepare_results
+    config = parse_config({'input': {'pattern': 'x.parquet'},
+                           'heads': [{'type': 'BinaryClassHead', 'logits': 'a', 'labels': 'b'}],
+                           'slices': [['user'], []]})
+
+    def r(columns, values, head=0, window=None, step=None):
+        return KeyResult(Key(columns, values, head, window, step), [], 1, 1.0, 0.0, {})
+    keys = [r(('user',), ('a',)), r(('user',), (10,)), r(('user',), (2.5,), window=60),
+            r(('user',), (2.5,), window=0, step=5), r(('user',), (2.5,), window=0, step=1),
+            r(('user',), ('B',)), r((), ()), r(('user',), (-1,))]
+    got = [(k.key.slice_values, k.key.window_start, k.key.step)
+           for k in prepare_results(config, keys)]
+    # Specs in config order ([user] first here), values numbers first then text ('B' < 'a').
+    assert got == [((-1,), None, None), ((2.5,), 0, 1), ((2.5,), 0, 5), ((2.5,), 60, None),
+                   ((10,), None, None), (('B',), None, None), (('a',), None, None),
+                   ((), None, None)]
+
+
+def test_typed_values_map_each_slice_spelling_to_its_values():
+    from pipeline.metrics_table import typed_values
+    results = _results()
+    assert typed_values(results) == {('', ''): (), ('user', '7'): (7,), ('user', '-12'): (-12,),
+                                     ('country_X_x%3Ay', 'U_%58S_X_50%25'): ('U_XS', '50%')}
