@@ -2,8 +2,8 @@
 slice's spellings (`SliceTexts`).
 
 A run with 100,000 slices has 1.3M metric rows. Appending each row's eight cells to Python lists
-costs ~5 µs a row; here a key's rows stay the arrays its `MetricRows` holds: the values of every
-key are concatenated into one (rows, 3) array, the metric names become codes into the distinct
+costs ~5 µs a row; here a key's rows stay the bytes its `MetricRows` holds: the values of every
+key are joined into one (rows, 3) array, the metric names become codes into the distinct
 names (one code array per distinct names tuple, which every key of one head shares), and the id
 columns hold one cell per key, repeated over the key's rows by Arrow (`take`). Keys with
 intervals or baseline rows (`confidence:`, `baseline_logits`) fill their interval and model cells
@@ -124,18 +124,18 @@ def metric_columns(results: Sequence[Any]) -> tuple[dict[str, pa.Array], np.ndar
     start = 0
     for i, r in enumerate(results):
         rows = r.metrics if isinstance(r.metrics, MetricRows) else MetricRows(r.metrics)
-        values.append(rows._values)
+        values.append(rows._data)
         codes.append(names.codes(rows._names))
         n = len(rows)
         if r.intervals or r.compared:
             extra = _extra(start, rows, r, names)
             extras.append(extra)
-            values.append(extra.compared_values)
+            values.append(extra.compared_values.tobytes())
             codes.append(extra.compared_codes)
             n += len(r.compared)
         counts[i] = n
         start += n
-    v = np.concatenate(values) if values else np.empty((0, 3))
+    v = np.frombuffer(b''.join(values), np.float64).reshape(-1, 3)
     code = np.concatenate(codes) if codes else np.empty(0, np.int64)
     intervals = np.full((start, 3), np.nan)
     models = np.zeros(start, np.int64)
