@@ -88,3 +88,18 @@ def test_many_random_rows_encode_as_protobuf_serializes_them():
     table = _table(rows)
     got, want = _both(table, list(range(len(rows))))
     assert got == want
+
+
+def test_the_writers_slice_keys_are_tfmas_sorted_typed_keys():
+    from pipeline.writers.tfma import _SliceKeys
+    typed = {('device_X_country', 'mobile_X_US'): ('mobile', 'US'), ('age', '30'): (30,),
+             ('age', '31'): (31,), ('country_X_device', 'DE_X_tv'): ('DE', 'tv')}
+    keys = _SliceKeys(SLICES, typed)
+    for columns, values, want in [
+            ('', '', ()), ('age', '30', (('age', 30),)), ('age', '31', (('age', 31),)),
+            ('age', '030', (('age', '030'),)),
+            ('device_X_country', 'mobile_X_US', (('country', 'US'), ('device', 'mobile'))),
+            ('country_X_device', 'DE_X_tv', (('country', 'DE'), ('device', 'tv'))),
+            ('country_X_device', 'FR_X_pc', (('country', 'FR'), ('device', 'pc')))]:
+        assert keys(columns, values) == want
+        assert keys(columns, values) == want  # made once, the same again

@@ -25,12 +25,13 @@ Writing imports neither TensorFlow nor TFMA's package (see tfma_protos.py).
 from __future__ import annotations
 
 import datetime
+import math
 from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline import fileio
+from pipeline import fileio, schema
 from pipeline.writers import tfma_plots
 from pipeline.writers import tfma_protos as protos
 
@@ -82,32 +83,67 @@ def _evaluations(table: pa.Table) -> dict[tuple[Any, Any], list[int]]:
     return out
 
 
+def _dictionary(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
+    """A column as codes (in order of first appearance, null its own code) and the values."""
+    encoded = column.combine_chunks().dictionary_encode()
+    values = encoded.dictionary.to_pylist()
+    codes = encoded.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)
+    return codes.astype(np.int64), values + [None]
+
+
+def _row_codes(table: pa.Table, columns: Sequence[str]
+               ) -> tuple[np.ndarray | None, list[tuple[np.ndarray, list]]]:
+    """One int64 per row, equal for rows equal in `columns` (the columns' codes combined in
+    mixed radix; None when that would overflow), and each column's codes and values."""
+    encoded = [_dictionary(table.column(c)) for c in columns]
+    if math.prod(len(values) for _, values in encoded) >= 2 ** 62:
+        return None, encoded
+    combined = np.zeros(table.num_rows, np.int64)
+    for codes, values in encoded:
+        combined = combined * len(values) + codes
+    return combined, encoded
+
+
 def _distinct_rows(table: pa.Table, columns: Sequence[str]) -> list[tuple]:
     """(first row, *values) of each distinct combination of `columns`, by first row."""
     if table.num_rows == 0:
         return []
-    indexed = table.select(list(columns)).append_column(
-        '_row', pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    groups = indexed.group_by(list(columns), use_threads=False).aggregate([('_row', 'min')])
-    firsts = groups.column('_row_min').to_pylist()
-    values = [groups.column(c).to_pylist() for c in columns]
-    return sorted(zip(firsts, *values))
+    combined, encoded = _row_codes(table, columns)
+    if combined is None:  # too many combinations for one int64: let Arrow group
+        indexed = table.select(list(columns)).append_column(
+            '_row', pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        groups = indexed.group_by(list(columns), use_threads=False).aggregate([('_row', 'min')])
+        return sorted(zip(groups.column('_row_min').to_pylist(),
+                          *(groups.column(c).to_pylist() for c in columns)))
+    _, first = np.unique(combined, return_index=True)
+    return [(i,) + tuple(values[codes[i]] for codes, values in encoded)
+            for i in np.sort(first).tolist()]
 
 
 class _SliceKeys:
     """`protos.slice_key` of each distinct (slice_columns, slice_values), made once for the
-    checks and the records (a run with many slices has millions of rows, 100,000s of slices)."""
+    checks and the records (a run with many slices has millions of rows, 100,000s of slices);
+    a slice of a spec seen before, with its typed values, is put together without parsing."""
 
     def __init__(self, slices: Sequence[Sequence[str]], typed: protos.TypedValues | None):
-        self.slices, self.typed = slices, typed
+        self.slices, self.typed = slices, typed or {}
         self._made: dict[tuple[str, str], tuple] = {}
+        # slice_columns → (its columns, their positions sorted by column), once checked
+        self._specs: dict[str, tuple[list[str], list[int]]] = {}
 
     def __call__(self, columns: str, values: str, slices: Any = None, typed: Any = None
                  ) -> tuple:
         key = self._made.get((columns, values))
-        if key is None:
-            key = self._made[(columns, values)] = protos.slice_key(columns, values, self.slices,
-                                                                   self.typed)
+        if key is not None:
+            return key
+        spec, typed_values = self._specs.get(columns), self.typed.get((columns, values))
+        if spec is not None and typed_values is not None and len(typed_values) == len(spec[0]):
+            key = tuple((spec[0][j], typed_values[j]) for j in spec[1])
+        else:
+            key = protos.slice_key(columns, values, self.slices, self.typed)
+            names = schema.split_slice_parts(columns)
+            self._specs[columns] = (names, sorted(range(len(names)), key=names.__getitem__))
+        self._made[(columns, values)] = key
         return key
 
 
@@ -134,8 +170,13 @@ def _check_duplicates(metrics: pa.Table) -> None:
     row (looked for row by row only when Arrow's grouping finds one)."""
     columns = [c for c in ('window_start', 'step') if c in metrics.column_names]
     columns += ['slice', 'head', 'metric']
-    if metrics.num_rows == 0 or metrics.select(columns).group_by(
-            columns, use_threads=False).aggregate([]).num_rows == metrics.num_rows:
+    if metrics.num_rows == 0:
+        return
+    combined, _ = _row_codes(metrics, columns)
+    distinct = (np.unique(combined).size if combined is not None else
+                metrics.select(columns).group_by(columns, use_threads=False).aggregate(
+                    []).num_rows)
+    if distinct == metrics.num_rows:
         return
     seen: set[tuple] = set()
     for i, key in enumerate(zip(*(metrics.column(c).to_pylist() for c in columns))):
