@@ -21,6 +21,9 @@ from pipeline.report.data import lower_is_better
 from pipeline.metrics_table import candidate_rows
 
 MAX_SLICES_PER_SPEC = 50
+# The metrics columns the choice reads.
+SELECTION_COLUMNS = ('slice', 'slice_columns', 'head', 'metric', 'value', 'example_count',
+                     'weighted_example_count', 'lower_bound', 'model')
 # The metric a spec's slices are ranked by: the first of these a head has, else its first metric
 # (the report's slice comparison ranks by the same list).
 PRIMARY_METRICS = ('auc', 'accuracy', 'average_loss', 'loss')
@@ -103,13 +106,6 @@ def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC,
         notes.append('%s more slices shown for their failing validation checks'
                      % f'{len(extra):,}')
     return Selection(keep | extra, notes)
-
-
-def keep_slices(table: pa.Table | None, slices: set[str] | None) -> pa.Table | None:
-    """The rows of `table` whose slice is in `slices` (None: every row)."""
-    if table is None or slices is None:
-        return table
-    return table.filter(pc.is_in(table['slice'], value_set=pa.array(sorted(slices), pa.string())))
 
 
 def left_out_notes(summary: dict | None) -> list[str]:
