@@ -103,3 +103,16 @@ def test_the_writers_slice_keys_are_tfmas_sorted_typed_keys():
             ('country_X_device', 'FR_X_pc', (('country', 'FR'), ('device', 'pc')))]:
         assert keys(columns, values) == want
         assert keys(columns, values) == want  # made once, the same again
+
+
+def test_records_assembled_a_few_rows_at_a_time_are_the_same(monkeypatch):
+    from pipeline.writers import tfma_metric_bytes
+    table = _table(ROWS)
+    rows = list(range(len(ROWS)))
+    whole = tfma_protos.metrics_records(table, rows, SLICES, HEADS, None)
+    for chunk in (1, 3, 5):
+        monkeypatch.setattr(tfma_metric_bytes, 'CHUNK_ROWS', chunk)
+        assert tfma_protos.metrics_records(table, rows, SLICES, HEADS, None) == whole
+        shuffled = [9, 0, 6, 10, 1, 7, 2, 8, 3, 4, 5, 11, 12]  # every row, slices' rows apart
+        want = tfma_protos.metrics_records_by_message(table, shuffled, SLICES, HEADS, None)
+        assert tfma_protos.metrics_records(table, shuffled, SLICES, HEADS, None) == want

@@ -207,6 +207,17 @@ def _pieces(plots: Plots) -> Iterable[pa.Table]:
     return [plots] if isinstance(plots, pa.Table) else plots()
 
 
+def _write_records(path: str, records: Iterable[bytes]) -> None:
+    """Streams TFRecord records into the file at `path` as they come (a metrics file of many
+    slices is hundreds of MB: never held whole)."""
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    def write(f: Any) -> None:
+        for record in records:
+            _TFRecordUtil.write_record(f, record)
+    fileio.write_atomically(path, write)
+
+
 def _write_plot_records(path: str, plots: Plots, evaluation: tuple[Any, Any],
                         slices: Sequence[Sequence[str]], head_names: Sequence[str],
                         typed: protos.TypedValues | None) -> None:
@@ -262,18 +273,14 @@ def write_tfma(output_dir: str, metrics: pa.Table, plots: Plots, slices: list[li
     config_json = protos.eval_run_json(slices, head_names)
     for n, evaluation in enumerate(evaluations):
         m_rows = metric_rows.get(evaluation, [])
-        files = {
-            EVAL_CONFIG_FILE: config_json,
-            METRICS_FILE: fileio.tfrecord_bytes(
-                protos.metrics_records(metrics, m_rows, slices, head_names, typed, keys)),
-        }
         targets = []
         if len(evaluations) > 1:
             targets.append(fileio.join(base, _evaluation_dir(*evaluation)))
         if n == len(evaluations) - 1:
             targets.append(base)  # the latest evaluation is also tfma/ itself
         for target in targets:
-            for name, data in files.items():
-                fileio.write_bytes(fileio.join(target, name), data)
+            fileio.write_bytes(fileio.join(target, EVAL_CONFIG_FILE), config_json)
+            _write_records(fileio.join(target, METRICS_FILE), protos.iter_metrics_records(
+                metrics, m_rows, slices, head_names, typed, keys))
             _write_plot_records(fileio.join(target, PLOTS_FILE), plots, evaluation, slices,
                                 head_names, typed)

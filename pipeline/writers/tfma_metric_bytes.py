@@ -12,7 +12,7 @@ the messages (tfma_protos.py's mapping) gives: fields in number order, each leng
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +22,7 @@ from pipeline.writers import tfma_protos as protos
 # MetricsForSlice.metric_keys_and_values is field 51 (a two-byte tag).
 _KV_TAG = bytes([(51 << 3 | 2) & 0x7F | 0x80, (51 << 3 | 2) >> 7])
 _SLICES_CHUNK = 200_000  # rows scattered at a time (bounds the index arrays' memory)
+CHUNK_ROWS = 500_000  # metrics rows assembled at a time (whole slices)
 # Row layouts: which interval a row carries (none; lower and upper; and a standard error).
 NO_CI, BOUNDS, BOUNDS_SE = 0, 1, 2
 
@@ -244,19 +245,9 @@ def _assemble(rows: _Rows, key_bytes: list[bytes], n_groups: int) -> tuple[np.nd
     return buffer, bounds
 
 
-def metrics_records(metrics: pa.Table, rows: Sequence[int], slices: Sequence[Sequence[str]],
-                    head_names: Sequence[str], typed: protos.TypedValues | None,
-                    slice_key: Callable = protos.slice_key) -> list[bytes]:
-    """One serialized `MetricsForSlice` per slice of the metrics table's `rows` (in order of
-    their first row), each head's rows in `head_names` order, then each head's example counts:
-    the bytes `tfma_protos.metrics_records_by_message` builds message by message."""
-    if len(rows) == 0:
-        return []
-    # An evaluation's rows ascend: as many as the table's are all of them, in order.
-    table = (metrics if len(rows) == metrics.num_rows else
-             metrics.take(pa.array(rows, pa.int64())))
-    group, slice_fields = _slice_groups(table, slices, typed, slice_key)
-    rank = _head_ranks(table, rows, head_names)
+def _records(table: pa.Table, group: np.ndarray, rank: np.ndarray, slice_fields: list[bytes],
+             head_names: Sequence[str]) -> list[bytes]:
+    """The records of the slices `slice_fields` (rows of `table` in `group` 0, 1, ...)."""
     keys: dict[tuple, int] = {}
     out = _Rows()
     names = _metric_rows(table, out, group, rank, keys)
@@ -265,3 +256,42 @@ def metrics_records(metrics: pa.Table, rows: Sequence[int], slices: Sequence[Seq
     data = buffer.tobytes()
     ends = bounds.tolist()
     return [field + data[a:b] for field, a, b in zip(slice_fields, ends, ends[1:])]
+
+
+def iter_metrics_records(metrics: pa.Table, rows: Sequence[int],
+                         slices: Sequence[Sequence[str]], head_names: Sequence[str],
+                         typed: protos.TypedValues | None,
+                         slice_key: Callable = protos.slice_key) -> Iterator[bytes]:
+    """One serialized `MetricsForSlice` per slice of the metrics table's `rows` (in order of
+    their first row), each head's rows in `head_names` order, then each head's example counts:
+    the bytes `tfma_protos.metrics_records_by_message` builds message by message. Assembled
+    `CHUNK_ROWS` rows (whole slices) at a time, so the working arrays of a table of millions of
+    rows stay small."""
+    if len(rows) == 0:
+        return
+    positions = np.asarray(rows, np.int64)
+    whole = (len(positions) == metrics.num_rows and positions[0] == 0
+             and bool(np.all(np.diff(positions) == 1)))  # every row, in order: no copy
+    table = metrics if whole else metrics.take(pa.array(positions))
+    group, slice_fields = _slice_groups(table, slices, typed, slice_key)
+    rank = _head_ranks(table, rows, head_names)
+    if table.num_rows <= CHUNK_ROWS:
+        yield from _records(table, group, rank, slice_fields, head_names)
+        return
+    order = np.argsort(group, kind='stable')  # each slice's rows together, in table order
+    starts = np.searchsorted(group[order], np.arange(len(slice_fields) + 1))
+    g = 0
+    while g < len(slice_fields):
+        end = int(np.searchsorted(starts, starts[g] + CHUNK_ROWS, side='right')) - 1
+        end = min(max(end, g + 1), len(slice_fields))
+        part = order[starts[g]:starts[end]]
+        yield from _records(table.take(pa.array(part)), group[part] - g, rank[part],
+                            slice_fields[g:end], head_names)
+        g = end
+
+
+def metrics_records(metrics: pa.Table, rows: Sequence[int], slices: Sequence[Sequence[str]],
+                    head_names: Sequence[str], typed: protos.TypedValues | None,
+                    slice_key: Callable = protos.slice_key) -> list[bytes]:
+    """`iter_metrics_records` as a list."""
+    return list(iter_metrics_records(metrics, rows, slices, head_names, typed, slice_key))
