@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime
 import functools
 import json
@@ -51,6 +52,7 @@ from heads import BinaryClassHead  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from pipeline import run_outputs  # noqa: E402
 from pipeline.elements import Key  # noqa: E402
+from pipeline.metric_rows import MetricRows  # noqa: E402
 from pipeline.results import KeyResult, state_results  # noqa: E402
 from pipeline.run_options import RunOptions  # noqa: E402
 
@@ -90,12 +92,23 @@ def make_results(keys: int, plotted: int) -> list[KeyResult]:
     with_plots = set(np.argsort(-counts, kind='stable')[:plotted].tolist())
     overall = templates[0]._replace(key=Key((), (), 0, None, None),
                                     example_count=int(counts.sum()))
-    out = [pickle.loads(pickle.dumps(overall))]
+    made = [overall]
     for i in range(keys):
         t = templates[i % TEMPLATES]
-        r = t._replace(key=Key(('user',), (i,), 0, None, None), example_count=int(counts[i]),
-                       plots=t.plots if i in with_plots else {})
-        out.append(pickle.loads(pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL)))
+        # Each key its own objects (as each arrives pickled on its own), so that pickling many
+        # at once below shares nothing that the gather would not share.
+        made.append(t._replace(key=Key(tuple(['user']), (i,), 0, None, None),
+                               metrics=MetricRows._restore(t.metrics._names,
+                                                           bytes(bytearray(t.metrics._data))),
+                               example_count=int(counts[i]), loss=float(str(t.loss)),
+                               weighted_example_count=float(str(t.weighted_example_count)),
+                               plots=copy.copy(t.plots) if i in with_plots else {}))
+    # Through pickle 10,000 keys at a time (as the gather receives them: names and plot layouts
+    # shared between keys), list by list rather than key by key.
+    out = []
+    for a in range(0, len(made), 10_000):
+        out += pickle.loads(pickle.dumps(made[a:a + 10_000], protocol=pickle.HIGHEST_PROTOCOL))
+        made[a:a + 10_000] = [None] * len(made[a:a + 10_000])
     return out
 
 

@@ -22,6 +22,7 @@ from pipeline import schema
 from pipeline.metric_rows import MetricRows
 
 _MODEL_CODES = {m: i for i, m in enumerate(schema.MODELS)}
+_INTERVALS = ('ci_lower', 'ci_upper', 'standard_error')
 
 
 class SliceTexts:
@@ -137,6 +138,13 @@ def metric_columns(results: Sequence[Any]) -> tuple[dict[str, pa.Array], np.ndar
         start += n
     v = np.frombuffer(b''.join(values), np.float64).reshape(-1, 3)
     code = np.concatenate(codes) if codes else np.empty(0, np.int64)
+    columns = {'metric': pa.array(names.names, pa.string()).take(pa.array(code)),
+               'lower_bound': _floats(v[:, 1]), 'upper_bound': _floats(v[:, 2])}
+    if not extras:  # the common case: no intervals, no baseline (constant columns cost nothing)
+        columns.update(model=pa.repeat(pa.scalar('candidate', pa.string()), start),
+                       value=pa.array(np.ascontiguousarray(v[:, 0]), pa.float64()),
+                       **{c: pa.nulls(start, pa.float64()) for c in _INTERVALS})
+        return columns, counts
     intervals = np.full((start, 3), np.nan)
     models = np.zeros(start, np.int64)
     value_nulls = np.zeros(start, bool)
@@ -144,13 +152,9 @@ def metric_columns(results: Sequence[Any]) -> tuple[dict[str, pa.Array], np.ndar
         end = e.start + len(e.models)
         intervals[e.start:end], models[e.start:end] = e.intervals, e.models
         value_nulls[e.start:end] = e.value_nulls
-    columns = {
-        'model': pa.array(schema.MODELS, pa.string()).take(pa.array(models)),
-        'metric': pa.array(names.names, pa.string()).take(pa.array(code)),
-        'value': _floats(v[:, 0], value_nulls),
-        'lower_bound': _floats(v[:, 1]), 'upper_bound': _floats(v[:, 2]),
-        'ci_lower': _floats(intervals[:, 0]), 'ci_upper': _floats(intervals[:, 1]),
-        'standard_error': _floats(intervals[:, 2])}
+    columns.update(model=pa.array(schema.MODELS, pa.string()).take(pa.array(models)),
+                   value=_floats(v[:, 0], value_nulls),
+                   **{c: _floats(intervals[:, j]) for j, c in enumerate(_INTERVALS)})
     return columns, counts
 
 

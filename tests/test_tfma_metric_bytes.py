@@ -116,3 +116,11 @@ def test_records_assembled_a_few_rows_at_a_time_are_the_same(monkeypatch):
         shuffled = [9, 0, 6, 10, 1, 7, 2, 8, 3, 4, 5, 11, 12]  # every row, slices' rows apart
         want = tfma_protos.metrics_records_by_message(table, shuffled, SLICES, HEADS, None)
         assert tfma_protos.metrics_records(table, shuffled, SLICES, HEADS, None) == want
+
+
+def test_slice_keys_encode_as_protobuf_serializes_them():
+    from pipeline.writers.tfma_metric_bytes import _slice_key_bytes
+    for key in [(), (('age', 0),), (('age', -5),), (('age', 2 ** 63 - 1),), (('age', -2 ** 63),),
+                (('country', ''),), (('', 'x'),), (('city', 'Zürich'),), (('b', b'\x00\xff'),),
+                (('a', 1), ('b', 'x' * 300)), (('price', 2.5),), (('flag', True),)]:
+        assert _slice_key_bytes(key) == tfma_protos.slice_key_proto(key).SerializeToString()

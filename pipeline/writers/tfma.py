@@ -173,10 +173,12 @@ def _check_duplicates(metrics: pa.Table) -> None:
     if metrics.num_rows == 0:
         return
     combined, _ = _row_codes(metrics, columns)
-    distinct = (np.unique(combined).size if combined is not None else
-                metrics.select(columns).group_by(columns, use_threads=False).aggregate(
-                    []).num_rows)
-    if distinct == metrics.num_rows:
+    if combined is not None:
+        ordered = np.sort(combined)
+        if not np.any(ordered[1:] == ordered[:-1]):
+            return
+    elif metrics.select(columns).group_by(columns, use_threads=False).aggregate(
+            []).num_rows == metrics.num_rows:
         return
     seen: set[tuple] = set()
     for i, key in enumerate(zip(*(metrics.column(c).to_pylist() for c in columns))):

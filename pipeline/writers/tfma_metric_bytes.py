@@ -115,8 +115,28 @@ def _slice_groups(table: pa.Table, slices: Sequence[Sequence[str]],
         key = slice_key(column_names[code // max(len(value_names), 1)],
                                value_names[code % max(len(value_names), 1)], slices, typed)
         group_of_pair[p] = keys.setdefault(key, len(keys))
-    fields = [_field(1, protos.slice_key_proto(key).SerializeToString()) for key in keys]
+    fields = [_field(1, _slice_key_bytes(key)) for key in keys]
     return group_of_pair[inverse.ravel()], fields
+
+
+def _slice_key_bytes(key: tuple) -> bytes:
+    """A serialized `SliceKey`, as `protos.slice_key_proto` serializes it: per column a
+    `SingleSliceKey` {column (left out when ''), then its value: a oneof member, so written even
+    when 0 or empty}. Text and int64 values are encoded here; any other (a float) by protobuf."""
+    out = []
+    for column, value in key:
+        name = column.encode('utf-8')
+        single = _field(1, name) if name else b''
+        if isinstance(value, str):
+            single += _field(2, value.encode('utf-8'))
+        elif isinstance(value, bytes):
+            single += _field(2, value)
+        elif isinstance(value, int) and -2 ** 63 <= value < 2 ** 63:
+            single += b'\x20' + _varint(value & 0xFFFFFFFFFFFFFFFF)
+        else:
+            return protos.slice_key_proto(key).SerializeToString()
+        out.append(_field(1, single))
+    return b''.join(out)
 
 
 def _head_ranks(table: pa.Table, rows: Sequence[int], head_names: Sequence[str]) -> np.ndarray:
