@@ -30,9 +30,13 @@ def _bound(b: float) -> float | None:
 
 class MetricRows(Sequence):
     """A read-only sequence of (metric, value, lower, upper) tuples; lower / upper None where
-    there is no bound."""
+    there is no bound.
 
-    __slots__ = ('_names', '_values')
+    The numbers are held as the bytes of a (rows, 3) float64 array (`_data`; `_values` reads
+    them as the array): an array object would add ~110 bytes a key to the gather, and the bytes
+    of many keys concatenate into one array at once (`pipeline.metrics_table`)."""
+
+    __slots__ = ('_names', '_data')
 
     def __init__(self, rows: Iterable[tuple[str, float, float | None, float | None]]) -> None:
         rows = list(rows)
@@ -40,7 +44,12 @@ class MetricRows(Sequence):
         values = np.empty((len(rows), 3), np.float64)
         for i, (_, value, lo, hi) in enumerate(rows):
             values[i] = (value, np.nan if lo is None else lo, np.nan if hi is None else hi)
-        self._values = values
+        self._data = values.tobytes()
+
+    @property
+    def _values(self) -> np.ndarray:
+        """The rows' numbers: value, lower, upper (NaN: no bound), one row per metric."""
+        return np.frombuffer(self._data, np.float64).reshape(len(self._names), 3)
 
     @classmethod
     def from_array(cls, names: tuple[str, ...], values: np.ndarray) -> 'MetricRows':
@@ -55,11 +64,11 @@ class MetricRows(Sequence):
     def _restore(cls, names: tuple[str, ...], data: bytes) -> 'MetricRows':
         out = cls.__new__(cls)
         out._names = _shared(names)
-        out._values = np.frombuffer(data, np.float64).reshape(len(names), 3)
+        out._data = data
         return out
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (MetricRows._restore, (self._names, self._values.tobytes()))
+        return (MetricRows._restore, (self._names, self._data))
 
     def __len__(self) -> int:
         return len(self._names)

@@ -8,7 +8,6 @@ gathers every key's results into the two tables, adds the MultiHead `loss` rows 
 """
 from __future__ import annotations
 
-import collections
 import datetime
 import math
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
@@ -21,6 +20,7 @@ from pipeline import schema
 from pipeline.config import EvalConfig
 from pipeline.elements import Key
 from pipeline.metric_rows import MetricRows
+from pipeline.metrics_table import SliceTexts, metric_columns
 from pipeline.packed_plots import PackedPlots, plot_arrays, plot_rows
 
 _PLOT_COLUMNS = [f.name for f in schema.PLOTS][len(schema._ID_FIELDS):]
@@ -162,11 +162,32 @@ def _common_weighted_count(results: Iterable[KeyResult]) -> float | None:
     return values[0] if hi - lo <= 1e-12 * max(abs(hi), abs(lo), 1.0) else None
 
 
+def _values_order(values: tuple) -> tuple:
+    """Slice values as `_slice_order` orders them: numbers (by value) before text."""
+    return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in values)
+
+
 def prepare_results(config: EvalConfig, results: Sequence[KeyResult]) -> list[KeyResult]:
-    """The results with the MultiHead `loss` results added, in the tables' row order."""
+    """The results with the MultiHead `loss` results added, in the tables' row order
+    (`_slice_order`, then head): sorted with numpy on codes, each distinct slice value ranked
+    once, rather than comparing every key's tuple in Python."""
     results = list(results) + _multi_head_results(config, results)
-    results.sort(key=lambda r: (_slice_order(config, r.key), r.key.head))
-    return results
+    if not results:
+        return results
+    specs = {tuple(s): i for i, s in enumerate(config.slices)}
+    values: dict[tuple, int] = {}
+    value_code = np.fromiter((values.setdefault(tuple(r.key.slice_values), len(values))
+                              for r in results), np.int64, len(results))
+    ranked = sorted(values, key=_values_order)
+    rank = np.empty(len(values), np.int64)
+    rank[[values[v] for v in ranked]] = np.arange(len(ranked))
+    columns = [np.fromiter((f(r.key) for r in results), np.int64, len(results)) for f in (
+        lambda k: k.head, lambda k: k.step if k.step is not None else 0,
+        lambda k: k.window_start if k.window_start is not None else 0)]
+    spec = np.fromiter((specs[tuple(r.key.slice_columns)] for r in results), np.int64,
+                       len(results))
+    order = np.lexsort(tuple(columns) + (rank[value_code], spec))
+    return [results[i] for i in order.tolist()]
 
 
 # Keys per plots table of `plot_tables` (a few hundred rows each: ~300k rows, ~40 MB a table).
@@ -198,38 +219,31 @@ def plot_tables(config: EvalConfig, prepared: Sequence[KeyResult], run_id: str,
                                metrics=False)[1]
 
 
-class _IdColumns:
-    """Appends a key's id cells (run, slice spellings, head, window, step) to a table's columns,
-    once per key, and records how many rows of that table the key has (`repeats`)."""
-
-    def __init__(self, names: Sequence[str], run_id: str, evaluated_at: datetime.datetime,
-                 windowed: bool, stepped: bool, size_us: int, default_step: Any) -> None:
-        self.names, self.run_id, self.evaluated_at = names, run_id, evaluated_at
-        self.windowed, self.stepped = windowed, stepped
-        self.size_us, self.default_step = size_us, default_step
-        self.repeats: dict[int, list[int]] = collections.defaultdict(list)
-        self.texts: dict[tuple, tuple[str, str, str]] = {}  # each slice's spellings, made once
-
-    def add(self, target: dict[str, list], r: KeyResult, n: int) -> None:
-        k = r.key
-        cols, values = tuple(k.slice_columns), tuple(k.slice_values)
-        self.repeats[id(target)].append(n)
-        target['run_id'].append(self.run_id)
-        target['evaluated_at'].append(self.evaluated_at)
-        text = self.texts.get((cols, values))
-        if text is None:
-            text = self.texts[(cols, values)] = (
-                schema.slice_name(cols, values), schema.join_slice_parts(cols, columns=True),
-                schema.join_slice_parts(k.slice_values))
-        target['slice'].append(text[0])
-        target['slice_columns'].append(text[1])
-        target['slice_values'].append(text[2])
-        target['head'].append(self.names[k.head])
-        if self.windowed:
-            target['window_start'].append(k.window_start)
-            target['window_end'].append(k.window_start + self.size_us)
-        if self.stepped:
-            target['step'].append(k.step if k.step is not None else self.default_step)
+def _id_columns(results: Sequence[KeyResult], repeats: np.ndarray, names: Sequence[str],
+                run_id: str, evaluated_at: datetime.datetime, windowed: bool, stepped: bool,
+                size_us: int, default_step: Any, texts: SliceTexts, table_schema: pa.Schema,
+                counts: bool = False) -> dict[str, pa.Array]:
+    """The id columns (run, slice spellings, head, window, step; with `counts` also the example
+    counts) of `results`' rows: one cell per key, repeated `repeats[i]` times by Arrow (far
+    faster than Python lists of every row)."""
+    spelled = [texts(r.key.slice_columns, r.key.slice_values) for r in results]
+    k = len(results)
+    cells: dict[str, Any] = {
+        'run_id': [run_id] * k, 'evaluated_at': [evaluated_at] * k,
+        'slice': [t[0] for t in spelled], 'slice_columns': [t[1] for t in spelled],
+        'slice_values': [t[2] for t in spelled], 'head': [names[r.key.head] for r in results]}
+    if windowed:
+        cells['window_start'] = [r.key.window_start for r in results]
+        cells['window_end'] = [r.key.window_start + size_us for r in results]
+    if stepped:
+        cells['step'] = [r.key.step if r.key.step is not None else default_step for r in results]
+    if counts:
+        cells['example_count'] = [r.example_count for r in results]
+        cells['weighted_example_count'] = [r.weighted_example_count for r in results]
+    fields = [f for f in table_schema if f.name in cells]
+    per_key = _table(cells, pa.schema(fields))
+    index = pa.array(np.repeat(np.arange(k, dtype=np.int64), np.asarray(repeats, np.int64)))
+    return {f.name: per_key.column(f.name).take(index).combine_chunks() for f in fields}
 
 
 def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
@@ -247,77 +261,35 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
     if not prepared:
         results = prepare_results(config, results)
     windowed, stepped = config.windowed, config.stepped
-    size_us = int(round(config.window.size * 1e6)) if windowed else 0
-    default_step = (config.tensorboard.step if stepped and not config.step_column else None)
-
-    m: dict[str, list] = {f.name: [] for f in schema.with_extras(schema.METRICS, windowed, stepped)}
-    p: dict[str, list] = {f.name: [] for f in schema.with_extras(schema.PLOTS, windowed, stepped)}
-
-    # The id columns hold one value per key, repeated over the key's rows at the end
-    # (`_repeat_ids`): Arrow repeats them far faster than Python lists of every row would.
-    ids = _IdColumns(names, run_id, evaluated_at, windowed, stepped, size_us, default_step)
-
-    plot_parts = []
-    for r in results:
-        if metrics:
-            n = len(r.metrics) + len(r.compared)
-            ids.add(m, r, n)
-            _add_metric_rows(m, r)
-            m['example_count'] += [r.example_count] * n
-            m['weighted_example_count'] += [r.weighted_example_count] * n
-        if plots and r.plots:
-            rows = plot_rows(r.plots)
-            if rows:
-                ids.add(p, r, rows)
-                plot_parts.append(plot_arrays(r.plots))
-    for col in _PLOT_COLUMNS:
-        p[col] = (np.concatenate([np.asarray(part[col]) for part in plot_parts])
-                  if plot_parts else [])
+    ids = dict(names=names, run_id=run_id, evaluated_at=evaluated_at, windowed=windowed,
+               stepped=stepped, size_us=int(round(config.window.size * 1e6)) if windowed else 0,
+               default_step=(config.tensorboard.step if stepped and not config.step_column
+                             else None), texts=SliceTexts())
     m_schema = schema.with_extras(schema.METRICS, windowed, stepped)
     p_schema = schema.with_extras(schema.PLOTS, windowed, stepped)
-    _repeat_ids(m, ids.repeats[id(m)], m_schema)
-    _repeat_ids(p, ids.repeats[id(p)], p_schema)
-    return _table(m, m_schema), _table(p, p_schema)
+    m_table = p_table = None
+    if metrics:
+        # Every key's rows at once (pipeline/metrics_table.py), the id cells repeated per key.
+        m, repeats = metric_columns(results)
+        m.update(_id_columns(results, repeats, table_schema=m_schema, counts=True, **ids))
+        m_table = _table(m, m_schema)
+    if plots:
+        p_table = _plots_table([r for r in results if r.plots], p_schema, ids)
+    return (m_table if m_table is not None else m_schema.empty_table(),
+            p_table if p_table is not None else p_schema.empty_table())
 
 
-def _repeat_ids(columns: dict[str, Any], repeats: list[int], table_schema: pa.Schema) -> None:
-    """Replaces the id columns' one value per key by Arrow arrays repeating each `repeats[i]`
-    times."""
-    fields = [f for f in table_schema if f.name in _ID_NAMES]
-    per_key = _table({f.name: columns[f.name] for f in fields}, pa.schema(fields))
-    index = pa.array(np.repeat(np.arange(len(repeats), dtype=np.int64),
-                               np.asarray(repeats, dtype=np.int64)))
-    for f in fields:
-        columns[f.name] = per_key.column(f.name).take(index).combine_chunks()
-
-
-_ID_NAMES = frozenset([f.name for f in schema._ID_FIELDS] + [
-    f.name for f in schema.WINDOW_FIELDS + schema.STEP_FIELDS])
-
-
-def _add_metric_rows(m: dict[str, list], r: KeyResult) -> None:
-    """A key's metric rows: the candidate's, then (with a baseline) the baseline's and the diffs;
-    the interval columns from the candidate's and the baseline's own intervals and the diffs'
-    paired ones (null where there is none)."""
-    for metric, value, lo, hi in r.metrics:
-        m['model'].append('candidate')
-        m['metric'].append(metric)
-        m['value'].append(value)
-        m['lower_bound'].append(lo)
-        m['upper_bound'].append(hi)
-        ci_lo, ci_hi, se = r.intervals.get(metric, (None, None, None))
-        m['ci_lower'].append(ci_lo)
-        m['ci_upper'].append(ci_hi)
-        m['standard_error'].append(se)
-    for model, metric, value, ci_lo, ci_hi, se in r.compared:
-        m['model'].append(model)
-        m['metric'].append(metric)
-        m['value'].append(value)
-        m['lower_bound'].append(None)
-        m['upper_bound'].append(None)
-        m['ci_lower'].append(ci_lo)
-        m['ci_upper'].append(ci_hi)
-        m['standard_error'].append(se)
+def _plots_table(results: Sequence[KeyResult], p_schema: pa.Schema,
+                 ids: dict[str, Any]) -> pa.Table:
+    """The plots table of the keys with plots: their columns concatenated, id cells repeated."""
+    repeats = np.asarray([plot_rows(r.plots) for r in results], np.int64)
+    results = [r for r, n in zip(results, repeats) if n]
+    repeats = repeats[repeats > 0]
+    p: dict[str, Any] = _id_columns(results, repeats, table_schema=p_schema, **ids)
+    parts = [plot_arrays(r.plots) for r in results]
+    for col in _PLOT_COLUMNS:
+        p[col] = np.concatenate([np.asarray(part[col]) for part in parts]) if parts else []
+    return _table(p, p_schema)
 
 
 def _table(columns: dict[str, Any], table_schema: pa.Schema) -> pa.Table:

@@ -26,10 +26,10 @@ from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline import slice_sizes
 from pipeline import schema as schema_lib
-from pipeline.results import (KeyResult, build_tables, plot_tables, prepare_results,
-                              typed_slice_values)
+from pipeline.results import KeyResult, build_tables, plot_tables, prepare_results
+from pipeline.metrics_table import candidate_rows, typed_values
 from pipeline.run_options import RunOptions
-from pipeline import schema, validation
+from pipeline import validation
 from pipeline.schema import ERRORS
 from pipeline.writers import parquet as parquet_writer
 from pipeline.writers import publish as publish_lib
@@ -87,6 +87,10 @@ class WriteRun(beam.DoFn):
         sized = slice_sizes.apply_min_slice_size(pieces.results, config.min_slice_size)
         pieces.results = sized.kept
         prepared = prepare_results(config, pieces.results)
+        # plots.max_slices: only Overall and the largest slices keep their plots, before any
+        # plot is written (Parquet, TFMA, TensorBoard, report).
+        limited = slice_sizes.limit_plots(prepared, config.plots.max_slices)
+        prepared = limited.results
         metrics, _ = build_tables(config, prepared, options.run_id, options.started_at,
                                   prepared=True, plots=False)
         # The plots, far larger (a few hundred rows a key), are built and written in pieces.
@@ -100,6 +104,8 @@ class WriteRun(beam.DoFn):
         summary = self._summary(pieces, metrics, plots.rows, [
             p[len(out.rstrip('/')) + 1:] for p in written])
         summary.update(_slice_summary(config, counts, sized.left_out, too_many))
+        summary['plots'] = {'max_slices': config.plots.max_slices,
+                            'slices_without_plots': limited.without_plots}
         summary_path = fileio.join(out, fileio.SUMMARY_FILE)
         verdict = validation.check_rules(config, metrics, sized.left_out)
         if verdict is not None:
@@ -185,7 +191,8 @@ class _PlotPieces:
 
     def __init__(self, config: config_lib.EvalConfig, prepared: list[KeyResult], run_id: str,
                  evaluated_at: datetime.datetime):
-        self._args = (config, prepared, run_id, evaluated_at)
+        # Only keys with plots make plot rows (most keys of a run with many slices have none).
+        self._args = (config, [r for r in prepared if r.plots], run_id, evaluated_at)
         self.schema = schema_lib.with_extras(schema_lib.PLOTS, config.windowed, config.stepped)
         self.rows = 0
 
@@ -204,9 +211,9 @@ def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa
     extra: dict[str, Any] = {}
     names = list(config.head_names) + ([config.multi_head_name]
                                        if config.multi_head_name else [])
-    metrics = schema.candidate_rows(metrics)  # baseline and diff rows: the tables and report
+    metrics = candidate_rows(metrics)  # baseline and diff rows: the tables and report
     _optional_writer('pipeline.writers.tfma', 'write_tfma', out, metrics, plots,
-                     [list(s) for s in config.slices], names, typed_slice_values(results))
+                     [list(s) for s in config.slices], names, typed_values(results))
     if config.tensorboard is not None:
         # TensorBoard takes at most `max_runs` runs (slices): the metrics are capped first, and
         # only their slices' plots are built.

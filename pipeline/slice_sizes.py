@@ -120,3 +120,66 @@ def cap_runs(metrics: pa.Table, max_runs: int) -> tuple[pa.Table, int]:
     kept = metrics.filter(pc.is_in(metrics['slice'], value_set=pa.array(keep.tolist(),
                                                                          pa.string())))
     return kept, total - len(keep)
+
+
+class PlotLimit(NamedTuple):
+    """What `limit_plots` kept: the results (in the same order) with the plots of every slice
+    past the limit dropped, and per slice spec how many slices lost their plots."""
+    results: list[KeyResult]
+    without_plots: dict[str, int]
+
+
+def _slice_units(prepared: Sequence[KeyResult]) -> tuple[np.ndarray, list[tuple]]:
+    """Each key's slice (spec, values, window, step) as an index into the distinct slices, which
+    `prepare_results` puts next to each other (its order is by slice, then head)."""
+    unit = np.empty(len(prepared), np.int64)
+    slices: list[tuple] = []
+    last = None
+    for i, r in enumerate(prepared):
+        s = _slice_of(r)
+        if s != last:
+            slices.append(s)
+            last = s
+        unit[i] = len(slices) - 1
+    return unit, slices
+
+
+def limit_plots(prepared: Sequence[KeyResult], max_slices: int | None) -> PlotLimit:
+    """`plots.max_slices`: keeps the plots of Overall and, per slice spec, window and step, of
+    the `max_slices` largest slices (by example count, the largest among a slice's heads); ties go
+    to the slice first in the tables' order. `prepared` is `prepare_results`' output (in that
+    order); None keeps every slice's plots. Each spec that loses plots is logged once."""
+    prepared = list(prepared)
+    if max_slices is None or not prepared:
+        return PlotLimit(prepared, {})
+    unit, slices = _slice_units(prepared)
+    sizes = np.zeros(len(slices), np.int64)
+    np.maximum.at(sizes, unit, np.fromiter((r.example_count for r in prepared), np.int64,
+                                           len(prepared)))
+    groups: dict[tuple, int] = {}
+    group = np.fromiter((groups.setdefault((s[0], s[2], s[3]), len(groups)) for s in slices),
+                        np.int64, len(slices))
+    # Per group, the slices by size descending, then in table order (their index).
+    order = np.lexsort((np.arange(len(slices)), -sizes, group))
+    starts = np.searchsorted(group[order], group[order], side='left')
+    rank = np.empty(len(slices), np.int64)
+    rank[order] = np.arange(len(slices)) - starts
+    overall = np.fromiter((not s[0] for s in slices), bool, len(slices))
+    keep = overall | (rank < max_slices)
+    if keep.all():
+        return PlotLimit(prepared, {})
+    dropped = keep[unit] == False  # noqa: E712 (numpy)
+    results = [r._replace(plots={}) if d and r.plots else r
+               for r, d in zip(prepared, dropped.tolist())]
+    without: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    for s, k in zip(slices, keep.tolist()):
+        name = spec_name(s[0])
+        totals[name] = totals.get(name, 0) + 1
+        if not k:
+            without[name] = without.get(name, 0) + 1
+    for name, n in sorted(without.items()):
+        _log.warning('headstream: plots.max_slices %d: plots for Overall and the %s largest of '
+                     '%s slices of %s; raise plots.max_slices to plot more', max_slices,
+                     f'{totals[name] - n:,}', f'{totals[name]:,}', name)
+    return PlotLimit(results, dict(sorted(without.items())))

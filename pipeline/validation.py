@@ -70,12 +70,20 @@ def _period(row: dict) -> tuple:
     return (row.get('window_start'), row.get('step'))
 
 
+_CHECKED_COLUMNS = frozenset([
+    'model', 'head', 'metric', 'slice', 'slice_columns', 'slice_values', 'window_start', 'step',
+    'value', 'lower_bound', 'ci_lower', 'ci_upper', 'weighted_example_count'])
+
+
 def _index(metrics: pa.Table, wanted: set[str]) -> dict[tuple, dict]:
     """(model, head, metric, slice_columns, slice_values, window_start, step) → row, for the
     rows of the `wanted` metrics only (a table of many slices holds millions of other rows)."""
     out = {}
     keep = pc.is_in(metrics.column('metric'), value_set=pa.array(sorted(wanted), pa.string()))
-    for row in metrics.filter(keep).to_pylist():
+    # Only the columns a check reads (reading every column of 100,000s of rows as dicts is most
+    # of the time with many slices).
+    used = [c for c in metrics.column_names if c in _CHECKED_COLUMNS]
+    for row in metrics.select(used).filter(keep).to_pylist():
         out[(row.get('model', 'candidate'), row['head'], row['metric'], row['slice_columns'],
              row['slice_values']) + _period(row)] = row
     return out
@@ -209,8 +217,7 @@ def verdict_line(verdict: dict | None) -> str:
 def write_validation(out: str, verdict: dict, config: EvalConfig) -> list[str]:
     """Writes validation.json (and TFMA's validation result, when TFMA's protos are there) under
     the run's directory `out`; returns the written paths relative to it."""
-    fileio.write_bytes(fileio.join(out, VALIDATION_FILE),
-                       json.dumps(verdict, indent=1, default=str).encode('utf-8'))
+    fileio.write_bytes(fileio.join(out, VALIDATION_FILE), verdict_json(verdict))
     written = [VALIDATION_FILE]
     try:
         data = tfma_validation_record(verdict, config)
@@ -218,6 +225,21 @@ def write_validation(out: str, verdict: dict, config: EvalConfig) -> list[str]:
         return written
     fileio.write_bytes(fileio.join(out, TFMA_VALIDATIONS_FILE), fileio.tfrecord_bytes([data]))
     return written + [TFMA_VALIDATIONS_FILE]
+
+
+def verdict_json(verdict: dict) -> bytes:
+    """validation.json's bytes: the verdict as indented JSON with each check on one line. With
+    many slices there are 100,000s of checks, and an indented dump of each goes through json's
+    Python encoder (seconds); one line per check is json's C encoder, and as easy to read."""
+    encode = json.JSONEncoder(default=str).encode
+    items = []
+    for key, value in verdict.items():
+        if key == 'checks' and value:
+            text = '[\n%s\n ]' % ',\n'.join('  ' + encode(check) for check in value)
+        else:
+            text = json.dumps(value, indent=1, default=str).replace('\n', '\n ')
+        items.append(' %s: %s' % (encode(key), text))
+    return ('{\n%s\n}' % ',\n'.join(items)).encode('utf-8')
 
 
 def tfma_validation_record(verdict: dict, config: EvalConfig) -> bytes:

@@ -36,7 +36,7 @@ from pipeline import fileio
 from pipeline.report.data import read_tables
 from pipeline.report.compare import read_verdict
 from pipeline.report.page import build_page
-from pipeline.report.select import keep_slices, left_out_notes, select_slices
+from pipeline.report.select import SELECTION_COLUMNS, left_out_notes, select_slices
 
 REPORT_FILE = 'report.html'
 
@@ -51,7 +51,9 @@ def write_report(output_dir: str, source: str | None = None) -> str:
       FileNotFoundError: `output_dir` holds no metrics/*.parquet.
       ValueError: a table lacks a required column (the message names it and the file kind).
     """
-    metrics = read_tables(output_dir, 'metrics')
+    # The slices are chosen on the columns the choice reads; only the chosen slices' rows are
+    # then read whole (a run with 100,000s of slices has millions of metrics rows).
+    metrics = read_tables(output_dir, 'metrics', columns=SELECTION_COLUMNS)
     if metrics is None:
         raise FileNotFoundError('headstream report: no metrics/*.parquet under %s' % output_dir)
     # Specs with very many slices show a few of them (`pipeline.report.select`).
@@ -59,7 +61,7 @@ def write_report(output_dir: str, source: str | None = None) -> str:
     # ... but every slice with a failing validation check stays on the page.
     failing = {c.get('slice') for c in (verdict or {}).get('checks', []) if not c.get('passed')}
     selection = select_slices(metrics, always=failing)
-    metrics = keep_slices(metrics, selection.slices)
+    metrics = read_tables(output_dir, 'metrics', slices=selection.slices)
     plots = read_tables(output_dir, 'plots', slices=selection.slices)
     # A summary is decoration: a missing or broken one (None) must not hide the metrics.
     summary = fileio.read_summary(output_dir)

@@ -31,10 +31,11 @@ REQUIRED = {'metrics': ('slice', 'head', 'metric', 'value'),
 # Reading the outputs
 
 
-def read_tables(output_dir: str, kind: str, slices: set[str] | None = None) -> pa.Table | None:
+def read_tables(output_dir: str, kind: str, slices: set[str] | None = None,
+                columns: Sequence[str] | None = None) -> pa.Table | None:
     """All `<kind>/*.parquet` files under `output_dir` as one table; None when there are none.
     With `slices`, only the rows of those slices are kept (file by file, so a large table is
-    never held whole).
+    never held whole); with `columns`, only those of them a file has (and the required ones).
 
     Raises:
       ValueError: a file cannot be read, or lacks a column the page needs (naming file and
@@ -57,7 +58,11 @@ def read_tables(output_dir: str, kind: str, slices: set[str] | None = None) -> p
             # One file's whole table: ParquetFile reads it as read_table would, without
             # importing pyarrow.dataset (which read_table needs for directories; ~10 ms).
             parquet = pq.ParquetFile(pa.BufferReader(fileio.read_bytes(path)))
-            if slices is None:
+            wanted = None if columns is None else [
+                c for c in parquet.schema_arrow.names if c in set(columns) | set(REQUIRED[kind])]
+            if wanted is not None:
+                tables.append(parquet.read(columns=wanted))
+            elif slices is None:
                 tables.append(parquet.read())
             else:  # row group by row group, keeping the wanted slices' rows only
                 tables.append(_read_slices(parquet, slices))

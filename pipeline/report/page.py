@@ -16,6 +16,7 @@ from pipeline.report.data import (REQUIRED, calibration_points, confusion_at, cu
                                   curves_by_sub_key, head_thresholds, lower_is_better, period,
                                   period_sort_key, rank_slices, require, table_rows, time_axis_of)
 from pipeline.report.labels import finite, fmt, fmt_count, fmt_tick, period_label, slug, time_label
+from pipeline.metrics_table import candidate_rows
 from pipeline.report.template import page_template
 
 # The metric a slice comparison ranks by: the first of these a head has, else its first metric.
@@ -255,7 +256,7 @@ def build_page(metrics: pa.Table | None, plots: pa.Table | None, summary: dict |
         require(metrics, REQUIRED['metrics'], 'metrics table')
         if 'model' in metrics.column_names:
             compared = comparison_rows(table_rows(metrics), verdict)
-        metrics = schema.candidate_rows(metrics)  # the baseline's and diff rows: their table
+        metrics = candidate_rows(metrics)  # the baseline's and diff rows: their table
     if plots is not None and plots.num_rows:
         require(plots, REQUIRED['plots'], 'plots table')
     metric_rows, plot_rows = table_rows(metrics), table_rows(plots)

@@ -18,9 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.report.data import lower_is_better
-from pipeline.schema import candidate_rows
+from pipeline.metrics_table import candidate_rows
 
 MAX_SLICES_PER_SPEC = 50
+# The metrics columns the choice reads.
+SELECTION_COLUMNS = ('slice', 'slice_columns', 'head', 'metric', 'value', 'example_count',
+                     'weighted_example_count', 'lower_bound', 'model')
 # The metric a spec's slices are ranked by: the first of these a head has, else its first metric
 # (the report's slice comparison ranks by the same list).
 PRIMARY_METRICS = ('auc', 'accuracy', 'average_loss', 'loss')
@@ -105,16 +108,9 @@ def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC,
     return Selection(keep | extra, notes)
 
 
-def keep_slices(table: pa.Table | None, slices: set[str] | None) -> pa.Table | None:
-    """The rows of `table` whose slice is in `slices` (None: every row)."""
-    if table is None or slices is None:
-        return table
-    return table.filter(pc.is_in(table['slice'], value_set=pa.array(sorted(slices), pa.string())))
-
-
 def left_out_notes(summary: dict | None) -> list[str]:
-    """A note per slice spec whose small slices the run left out (`min_slice_size`), from the
-    run's summary."""
+    """A note per slice spec whose small slices the run left out (`min_slice_size`), and per spec
+    whose slices past `plots.max_slices` have no plots, from the run's summary."""
     if not summary:
         return []
     size = summary.get('min_slice_size')
@@ -123,4 +119,9 @@ def left_out_notes(summary: dict | None) -> list[str]:
         out.append('%s: %d slices (%d rows) below min_slice_size %s left out of the outputs '
                    '(their rows are in Overall)' % (_spec_label(columns), entry.get('slices', 0),
                                                     entry.get('rows', 0), size))
+    plots = summary.get('plots') or {}
+    for columns, n in sorted((plots.get('slices_without_plots') or {}).items()):
+        out.append('%s: %s slices without plots (plots.max_slices %s: plots for Overall and the '
+                   'largest slices only)' % (_spec_label(columns), f'{n:,}',
+                                             plots.get('max_slices')))
     return out

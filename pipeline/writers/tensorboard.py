@@ -60,7 +60,7 @@ import datetime
 import hashlib
 import urllib.parse
 import uuid
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -133,8 +133,11 @@ def _steps(table: pa.Table) -> list[int]:
 
 def _runs(table: pa.Table) -> list[str]:
     """Each row's run: the slice's run, plus `/step=<step>` when the table has windows and steps."""
-    names = [run_name(*key) for key in zip(table.column('slice_columns').to_pylist(),
-                                           table.column('slice_values').to_pylist())]
+    # One name per distinct slice (a slice has hundreds of plot rows; escaping is per character).
+    made: dict[tuple[str, str], str] = {}
+    names = [made.get(key) or made.setdefault(key, run_name(*key))
+             for key in zip(table.column('slice_columns').to_pylist(),
+                            table.column('slice_values').to_pylist())]
     if not _windowed_and_stepped(table):
         return names
     return ['%s/step=%d' % (name, 0 if step is None else int(step))
@@ -175,10 +178,6 @@ def _histogram_value(tag: str, lower: np.ndarray, upper: np.ndarray,
         tensor=tensor_util.make_tensor_proto(data))
 
 
-def _nan(values: Iterable[Any]) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-
-
 def _sub_tag(head: str, kind: str, sub_key: str) -> str:
     return '%s/%s/%s' % (head, kind, sub_key) if sub_key else '%s/%s' % (head, kind)
 
@@ -214,35 +213,64 @@ def _metric_events(metrics: pa.Table, events: _Events) -> None:
              _scalar_value(tag, np.nan if value is None else value))
 
 
+def _float_columns(table: pa.Table, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Numeric columns as float64 arrays, null as NaN."""
+    import pyarrow.compute as pc
+    return {c: pc.fill_null(table.column(c).cast(pa.float64()), np.nan).to_numpy()
+            for c in names}
+
+
+def _codes(values: Any) -> np.ndarray:
+    """Codes of a column's (or list's) values: equal values, equal codes."""
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else pa.array(values)
+    return array.dictionary_encode().indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _plot_groups(plots: pa.Table, runs: list[str], steps: list[int]) -> list[np.ndarray]:
+    """The plots rows per (run, run_id, step, head, sub_key, curve), each group's rows in table
+    order and the groups in order of their first row."""
+    keys = np.stack([_codes(runs), _codes(plots.column('run_id')),
+                     np.asarray(steps, np.int64)] +
+                    [_codes(plots.column(c)) for c in ('head', 'sub_key', 'curve')])
+    _, first, inverse = np.unique(keys, axis=1, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    group = rank[inverse.ravel()]
+    order = np.argsort(group, kind='stable')
+    return np.split(order, np.searchsorted(group[order], np.arange(1, len(first))))
+
+
 def _plot_events(plots: pa.Table, events: _Events) -> None:
-    names = ('run_id', 'evaluated_at', 'head', 'sub_key', 'curve', 'threshold', 'tp', 'fp', 'tn',
-             'fn', 'precision', 'recall', 'bucket_lower', 'bucket_upper', 'weighted_examples')
-    cols = {c: plots.column(c).to_pylist() for c in names}
-    steps = _steps(plots)
-    runs = _runs(plots)
-    groups: dict[tuple, list[int]] = {}
-    for i in range(len(plots)):
-        curve = cols['curve'][i]
-        if curve not in ('confusion', 'calibration'):
-            raise ValueError('tensorboard: plots row %d: curve %r is not confusion or calibration'
-                             % (i, curve))
-        key = (runs[i], cols['run_id'][i], steps[i], cols['head'][i], cols['sub_key'][i], curve)
-        groups.setdefault(key, []).append(i)
-    for (run, run_id, step, head, sub_key, curve), rows in groups.items():
-        wall = max(_epoch_seconds(cols['evaluated_at'][i]) for i in rows)
+    """A PR curve per confusion group and a histogram per calibration group (see the module
+    docstring), grouped with numpy: a run capped at `max_runs` slices still has 300k rows."""
+    if plots.num_rows == 0:
+        return
+    curves = plots.column('curve').to_pylist()
+    bad = [i for i, c in enumerate(curves) if c not in ('confusion', 'calibration')][:1]
+    if bad:
+        raise ValueError('tensorboard: plots row %d: curve %r is not confusion or calibration'
+                         % (bad[0], curves[bad[0]]))
+    nums = _float_columns(plots, ('threshold', 'tp', 'fp', 'tn', 'fn', 'precision', 'recall',
+                                  'bucket_lower', 'bucket_upper', 'weighted_examples'))
+    micros = plots.column('evaluated_at').cast(pa.int64()).to_numpy(zero_copy_only=False)
+    walls = np.where(np.isnan(micros.astype(np.float64)), 0.0, micros / 1e6)
+    text = {c: plots.column(c).to_pylist() for c in ('run_id', 'head', 'sub_key')}
+    runs, steps = _runs(plots), _steps(plots)
+    for rows in _plot_groups(plots, runs, steps):
+        i = int(rows[0])
+        head, sub_key, curve = text['head'][i], text['sub_key'][i], curves[i]
         if curve == 'confusion':
-            rows = sorted(rows, key=lambda i: cols['threshold'][i])
-            rows = [rows[j] for j in even_threshold_rows([cols['threshold'][i] for i in rows])]
-            pick = {c: _nan(cols[c][i] for i in rows)
-                    for c in ('tp', 'fp', 'tn', 'fn', 'precision', 'recall')}
-            value = _pr_curve_value(_sub_tag(head, 'pr_curve', sub_key), **pick)
+            rows = rows[np.argsort(nums['threshold'][rows], kind='stable')]
+            rows = rows[even_threshold_rows(nums['threshold'][rows].tolist())]
+            value = _pr_curve_value(_sub_tag(head, 'pr_curve', sub_key),
+                                    **{c: nums[c][rows] for c in ('tp', 'fp', 'tn', 'fn',
+                                                                   'precision', 'recall')})
         else:
-            rows = sorted(rows, key=lambda i: cols['bucket_lower'][i])
+            rows = rows[np.argsort(nums['bucket_lower'][rows], kind='stable')]
             value = _histogram_value(_sub_tag(head, 'predictions', sub_key),
-                                     _nan(cols['bucket_lower'][i] for i in rows),
-                                     _nan(cols['bucket_upper'][i] for i in rows),
-                                     _nan(cols['weighted_examples'][i] for i in rows))
-        _add(events, run, run_id, step, wall, value)
+                                     nums['bucket_lower'][rows], nums['bucket_upper'][rows],
+                                     nums['weighted_examples'][rows])
+        _add(events, runs[i], text['run_id'][i], steps[i], float(walls[rows].max()), value)
 
 
 # Tolerances for recognising the AUC's threshold grid in stored float64 thresholds: its ends are

@@ -25,11 +25,13 @@ Writing imports neither TensorFlow nor TFMA's package (see tfma_protos.py).
 from __future__ import annotations
 
 import datetime
+import math
 from typing import Any, Callable, Iterable, Sequence, Union
 
+import numpy as np
 import pyarrow as pa
 
-from pipeline import fileio
+from pipeline import fileio, schema
 from pipeline.writers import tfma_plots
 from pipeline.writers import tfma_protos as protos
 
@@ -53,55 +55,149 @@ def _evaluation_dir(window_start: datetime.datetime | None, step: int | None) ->
     return ','.join(parts)
 
 
-def _column(table: pa.Table, name: str) -> list:
-    return table.column(name).to_pylist() if name in table.column_names else [None] * len(table)
-
-
-def _evaluation_keys(table: pa.Table) -> list[tuple[Any, Any]]:
-    return list(zip(_column(table, 'window_start'), _column(table, 'step')))
-
-
-def _rows_by_key(keys: list[tuple[Any, Any]]) -> dict[tuple[Any, Any], list[int]]:
-    out: dict[tuple[Any, Any], list[int]] = {}
-    for i, k in enumerate(keys):
-        out.setdefault(k, []).append(i)
+def _evaluations(table: pa.Table) -> dict[tuple[Any, Any], list[int]]:
+    """The table's rows per evaluation (window_start, step): one evaluation (None, None) when
+    the table has neither column; else grouped with numpy, not row by row."""
+    n = table.num_rows
+    columns = [c for c in ('window_start', 'step') if c in table.column_names]
+    if not n:
+        return {}
+    if not columns:
+        return {(None, None): list(range(n))}
+    parts = []
+    for c in columns:
+        col = table.column(c).combine_chunks()
+        parts.append(col.is_null().to_numpy(zero_copy_only=False).astype(np.int64))
+        parts.append(col.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False))
+    _, first, inverse = np.unique(np.stack(parts), axis=1, return_index=True,
+                                  return_inverse=True)
+    inverse = inverse.ravel()
+    order = np.argsort(inverse, kind='stable')
+    splits = np.searchsorted(inverse[order], np.arange(1, len(first)))
+    out = {}
+    for g, rows in enumerate(np.split(order, splits)):
+        row = int(first[g])
+        key = tuple(table.column(c)[row].as_py() if c in columns else None
+                    for c in ('window_start', 'step'))
+        out[key] = rows.tolist()
     return out
+
+
+def _dictionary(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
+    """A column as codes (in order of first appearance, null its own code) and the values."""
+    encoded = column.combine_chunks().dictionary_encode()
+    values = encoded.dictionary.to_pylist()
+    codes = encoded.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)
+    return codes.astype(np.int64), values + [None]
+
+
+def _row_codes(table: pa.Table, columns: Sequence[str]
+               ) -> tuple[np.ndarray | None, list[tuple[np.ndarray, list]]]:
+    """One int64 per row, equal for rows equal in `columns` (the columns' codes combined in
+    mixed radix; None when that would overflow), and each column's codes and values."""
+    encoded = [_dictionary(table.column(c)) for c in columns]
+    if math.prod(len(values) for _, values in encoded) >= 2 ** 62:
+        return None, encoded
+    combined = np.zeros(table.num_rows, np.int64)
+    for codes, values in encoded:
+        combined = combined * len(values) + codes
+    return combined, encoded
 
 
 def _distinct_rows(table: pa.Table, columns: Sequence[str]) -> list[tuple]:
     """(first row, *values) of each distinct combination of `columns`, by first row."""
     if table.num_rows == 0:
         return []
-    import numpy as np
-    indexed = table.select(list(columns)).append_column(
-        '_row', pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    groups = indexed.group_by(list(columns), use_threads=False).aggregate([('_row', 'min')])
-    firsts = groups.column('_row_min').to_pylist()
-    values = [groups.column(c).to_pylist() for c in columns]
-    return sorted(zip(firsts, *values))
+    combined, encoded = _row_codes(table, columns)
+    if combined is None:  # too many combinations for one int64: let Arrow group
+        indexed = table.select(list(columns)).append_column(
+            '_row', pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        groups = indexed.group_by(list(columns), use_threads=False).aggregate([('_row', 'min')])
+        return sorted(zip(groups.column('_row_min').to_pylist(),
+                          *(groups.column(c).to_pylist() for c in columns)))
+    _, first = np.unique(combined, return_index=True)
+    return [(i,) + tuple(values[codes[i]] for codes, values in encoded)
+            for i in np.sort(first).tolist()]
 
 
-def _validate(metrics: pa.Table, plots: pa.Table, slices: Sequence[Sequence[str]],
-              head_names: Sequence[str], typed: protos.TypedValues | None) -> None:
+class _SliceKeys:
+    """`protos.slice_key` of each distinct (slice_columns, slice_values), made once for the
+    checks and the records (a run with many slices has millions of rows, 100,000s of slices);
+    a slice of a spec seen before, with its typed values, is put together without parsing."""
+
+    def __init__(self, slices: Sequence[Sequence[str]], typed: protos.TypedValues | None):
+        self.slices, self.typed = slices, typed or {}
+        self._made: dict[tuple[str, str], tuple] = {}
+        # slice_columns → (its columns, their positions sorted by column), once checked
+        self._specs: dict[str, tuple[list[str], list[int]]] = {}
+
+    def __call__(self, columns: str, values: str, slices: Any = None, typed: Any = None
+                 ) -> tuple:
+        key = self._made.get((columns, values))
+        if key is not None:
+            return key
+        spec, typed_values = self._specs.get(columns), self.typed.get((columns, values))
+        if spec is not None and typed_values is not None and len(typed_values) == len(spec[0]):
+            key = tuple((spec[0][j], typed_values[j]) for j in spec[1])
+        else:
+            key = protos.slice_key(columns, values, self.slices, self.typed)
+            names = schema.split_slice_parts(columns)
+            self._specs[columns] = (names, sorted(range(len(names)), key=names.__getitem__))
+        self._made[(columns, values)] = key
+        return key
+
+
+def _check_slices_and_heads(table: pa.Table, name: str, head_names: Sequence[str],
+                            keys: _SliceKeys) -> None:
+    """Refuses the first row (in table order) whose slice or head is not declared, as checking
+    row by row would: each distinct slice and each distinct head at its first row."""
+    bad = None
+    for i, columns, values in _distinct_rows(table, ('slice_columns', 'slice_values')):
+        try:
+            keys(columns, values)
+        except ValueError as e:
+            bad = (i, e)
+            break
+    for i, head in _distinct_rows(table, ('head',)):
+        if head not in head_names and (bad is None or i < bad[0]):
+            protos.check_head(head, head_names, name, i)
+    if bad is not None:
+        raise bad[1]
+
+
+def _check_duplicates(metrics: pa.Table) -> None:
+    """Refuses a (slice, head, metric) that appears twice in one evaluation, naming its second
+    row (looked for row by row only when Arrow's grouping finds one)."""
+    columns = [c for c in ('window_start', 'step') if c in metrics.column_names]
+    columns += ['slice', 'head', 'metric']
+    if metrics.num_rows == 0:
+        return
+    combined, _ = _row_codes(metrics, columns)
+    if combined is not None:
+        ordered = np.sort(combined)
+        if not np.any(ordered[1:] == ordered[:-1]):
+            return
+    elif metrics.select(columns).group_by(columns, use_threads=False).aggregate(
+            []).num_rows == metrics.num_rows:
+        return
+    seen: set[tuple] = set()
+    for i, key in enumerate(zip(*(metrics.column(c).to_pylist() for c in columns))):
+        if key in seen:
+            raise ValueError('tfma: metrics row %d: (slice %r, head %r, metric %r) appears twice '
+                             'in one evaluation' % (i, key[-3], key[-2], key[-1]))
+        seen.add(key)
+
+
+def _validate(metrics: pa.Table, plots: pa.Table, head_names: Sequence[str],
+              keys: _SliceKeys) -> None:
     """Checks every row's slice, head and curve, and that no metric repeats, before TFMA loads."""
     for table, name in ((metrics, 'metrics'), (plots, 'plots')):
-        # Each distinct (slice, head) once, at its first row (so errors name that row).
-        for i, columns, values, head in _distinct_rows(table, ('slice_columns', 'slice_values',
-                                                               'head')):
-            protos.slice_key(columns, values, slices, typed)
-            protos.check_head(head, head_names, name, i)
+        _check_slices_and_heads(table, name, head_names, keys)
     for i, curve in _distinct_rows(plots, ('curve',)):
         if curve not in ('confusion', 'calibration'):
             raise ValueError('tfma: plots row %d: curve %r is not confusion or calibration'
                              % (i, curve))
-    seen: set[tuple] = set()
-    ids = zip(_evaluation_keys(metrics), *(metrics.column(c).to_pylist() for c in
-                                           ('slice', 'head', 'metric')))
-    for i, key in enumerate(ids):
-        if key in seen:
-            raise ValueError('tfma: metrics row %d: (slice %r, head %r, metric %r) appears twice '
-                             'in one evaluation' % (i, key[1], key[2], key[3]))
-        seen.add(key)
+    _check_duplicates(metrics)
 
 
 # The plots as one table, or as a callable giving the plots table's pieces (each slice whole in
@@ -113,6 +209,17 @@ def _pieces(plots: Plots) -> Iterable[pa.Table]:
     return [plots] if isinstance(plots, pa.Table) else plots()
 
 
+def _write_records(path: str, records: Iterable[bytes]) -> None:
+    """Streams TFRecord records into the file at `path` as they come (a metrics file of many
+    slices is hundreds of MB: never held whole)."""
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    def write(f: Any) -> None:
+        for record in records:
+            _TFRecordUtil.write_record(f, record)
+    fileio.write_atomically(path, write)
+
+
 def _write_plot_records(path: str, plots: Plots, evaluation: tuple[Any, Any],
                         slices: Sequence[Sequence[str]], head_names: Sequence[str],
                         typed: protos.TypedValues | None) -> None:
@@ -122,7 +229,7 @@ def _write_plot_records(path: str, plots: Plots, evaluation: tuple[Any, Any],
 
     def write(f: Any) -> None:
         for piece in _pieces(plots):
-            rows = _rows_by_key(_evaluation_keys(piece)).get(evaluation, [])
+            rows = _evaluations(piece).get(evaluation, [])
             for record in tfma_plots.plots_records(piece, rows, slices, head_names, typed):
                 _TFRecordUtil.write_record(f, record)
     fileio.write_atomically(path, write)
@@ -150,37 +257,32 @@ def write_tfma(output_dir: str, metrics: pa.Table, plots: Plots, slices: list[li
     """
     plot_keys: set[tuple[Any, Any]] = set()
     checked = False
+    keys = _SliceKeys(slices, typed)
     for piece in _pieces(plots):  # each piece checked (as a table of its own) and dropped
-        _validate(metrics if not checked else metrics.slice(0, 0), piece, slices, head_names,
-                  typed)
+        _validate(metrics if not checked else metrics.slice(0, 0), piece, head_names, keys)
         checked = True
-        plot_keys |= set(_evaluation_keys(piece))
+        plot_keys |= set(_evaluations(piece))
     if not checked:
         _validate(metrics, pa.table({c: pa.array([], pa.string()) for c in (
-            'slice_columns', 'slice_values', 'head', 'curve')}), slices, head_names, typed)
+            'slice_columns', 'slice_values', 'head', 'curve')}), head_names, keys)
     base = fileio.join(output_dir, TFMA_DIR)
-    metric_keys = _evaluation_keys(metrics)
-    evaluations = sorted(set(metric_keys) | set(plot_keys),
+    metric_rows = _evaluations(metrics)
+    evaluations = sorted(set(metric_rows) | set(plot_keys),
                          key=lambda ws: (ws[1] is not None, ws[1] or 0,
                                          ws[0] is not None, ws[0] or 0))
     if not evaluations:
         evaluations = [(None, None)]  # empty tables: an empty but loadable result
     config_json = protos.eval_run_json(slices, head_names)
-    metric_rows = _rows_by_key(metric_keys)
     for n, evaluation in enumerate(evaluations):
         m_rows = metric_rows.get(evaluation, [])
-        files = {
-            EVAL_CONFIG_FILE: config_json,
-            METRICS_FILE: fileio.tfrecord_bytes(
-                protos.metrics_records(metrics, m_rows, slices, head_names, typed)),
-        }
         targets = []
         if len(evaluations) > 1:
             targets.append(fileio.join(base, _evaluation_dir(*evaluation)))
         if n == len(evaluations) - 1:
             targets.append(base)  # the latest evaluation is also tfma/ itself
         for target in targets:
-            for name, data in files.items():
-                fileio.write_bytes(fileio.join(target, name), data)
+            fileio.write_bytes(fileio.join(target, EVAL_CONFIG_FILE), config_json)
+            _write_records(fileio.join(target, METRICS_FILE), protos.iter_metrics_records(
+                metrics, m_rows, slices, head_names, typed, keys))
             _write_plot_records(fileio.join(target, PLOTS_FILE), plots, evaluation, slices,
                                 head_names, typed)
