@@ -22,14 +22,9 @@ import numpy as np
 from pipeline.key_blocks import KeyBlock, TableKey
 from pipeline.metric_rows import MetricRows
 from pipeline.packed_plots import PackedPlots
-from pipeline.results import KeyResult, strip_suffix
+from pipeline.results import KeyResult, strip_suffix, values_order
 
 __all__ = ['block_results', 'plot_candidates', 'plot_winners']
-
-
-def _value_order(values: tuple) -> tuple:
-    """Slice values in the tables' order (numbers before text), as `results._slice_order`."""
-    return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in values)
 
 
 # (slice columns, window start, step): the unit the plot limit applies to.
@@ -54,7 +49,7 @@ def plot_candidates(kb: KeyBlock, limit: int) -> list[Candidate]:
         if index.size > limit:  # only keys with at least the limit-th largest count may win
             cut = np.partition(c, index.size - limit)[index.size - limit]
             index = index[c >= cut]
-        ranked = sorted((-float(counts[i]), _value_order(kb.keys[i][0]), i)
+        ranked = sorted((-float(counts[i]), values_order(kb.keys[i][0]), i)
                         for i in index.tolist())[:limit]
         out += [((kb.columns, window, step), (n, order), kb.keys[i]) for n, order, i in ranked]
     return out
@@ -106,10 +101,10 @@ def block_results(kb: KeyBlock, head_names: Sequence[str],
     else:
         found = (kb.index_of(k) for k in winners.get(kb.columns, ()))
         plotted = {i for i in found if i is not None}
+    rows = MetricRows.many(names, values)
+    losses = values[:, -1, 0].tolist()
     out = []
-    for i in range(len(kb)):
+    for i, (count, total) in enumerate(zip(examples.tolist(), weighted.tolist())):
         plots = PackedPlots(kb.block.state(i).plots() or {}) if i in plotted else {}
-        out.append(KeyResult(kb.key(i), MetricRows.from_array(names, values[i]),
-                             int(examples[i]), float(weighted[i]), float(values[i, -1, 0]),
-                             plots))
+        out.append(KeyResult(kb.key(i), rows[i], int(count), total, losses[i], plots))
     return out

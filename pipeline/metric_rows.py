@@ -52,12 +52,16 @@ class MetricRows(Sequence):
         return np.frombuffer(self._data, np.float64).reshape(len(self._names), 3)
 
     @classmethod
-    def from_array(cls, names: tuple[str, ...], values: np.ndarray) -> 'MetricRows':
-        """Rows from their names and a (rows, 3) float64 array of (value, lower, upper), NaN where
-        a bound is absent (the array is kept, not copied)."""
-        out = cls.__new__(cls)
-        out._names = _shared(names)
-        out._values = values
+    def many(cls, names: Sequence[str], values: np.ndarray) -> list['MetricRows']:
+        """The rows of many keys with the same metric names: `values` [keys, rows, 3] float64 of
+        (value, lower, upper), NaN where a bound is absent (names shared once for all)."""
+        shared = _shared(names)
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        out = []
+        for data in map(bytes, values):  # each key's rows as its own bytes
+            rows = cls.__new__(cls)
+            rows._names, rows._data = shared, data
+            out.append(rows)
         return out
 
     @classmethod

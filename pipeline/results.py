@@ -124,8 +124,7 @@ def typed_slice_values(results: Iterable[KeyResult]) -> dict[tuple[str, str], tu
 
 def _slice_order(config: EvalConfig, key: Key) -> tuple:
     spec = config.slices.index(tuple(key.slice_columns))
-    values = tuple((0, v) if isinstance(v, (int, float)) else (1, str(v))
-                   for v in key.slice_values)
+    values = values_order(key.slice_values)
     return (spec, values, key.window_start if key.window_start is not None else 0,
             key.step if key.step is not None else 0)
 
@@ -162,8 +161,8 @@ def _common_weighted_count(results: Iterable[KeyResult]) -> float | None:
     return values[0] if hi - lo <= 1e-12 * max(abs(hi), abs(lo), 1.0) else None
 
 
-def _values_order(values: tuple) -> tuple:
-    """Slice values as `_slice_order` orders them: numbers (by value) before text."""
+def values_order(values: tuple) -> tuple:
+    """Slice values as the tables order them: numbers (by value) before text."""
     return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in values)
 
 
@@ -178,7 +177,7 @@ def prepare_results(config: EvalConfig, results: Sequence[KeyResult]) -> list[Ke
     values: dict[tuple, int] = {}
     value_code = np.fromiter((values.setdefault(tuple(r.key.slice_values), len(values))
                               for r in results), np.int64, len(results))
-    ranked = sorted(values, key=_values_order)
+    ranked = sorted(values, key=values_order)
     rank = np.empty(len(values), np.int64)
     rank[[values[v] for v in ranked]] = np.arange(len(ranked))
     columns = [np.fromiter((f(r.key) for r in results), np.int64, len(results)) for f in (

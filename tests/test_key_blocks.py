@@ -245,3 +245,19 @@ def test_merged_states_give_overall_one_state_per_window_and_step_of_every_key_s
         assert merged[Key((), (), 1, window, 7)].result() == pytest.approx(expected.result(),
                                                                            rel=1e-12)
         assert merged[Key((), (), 1, window, 7)].counts() == pytest.approx(expected.counts())
+
+
+def test_with_a_plot_limit_blocks_plot_the_same_slices_as_one_state_per_key(tmp_path,
+                                                                           monkeypatch):
+    pattern = _data(tmp_path)
+    with monkeypatch.context() as m:
+        _no_blocks(m)
+        expected, expected_plots = _run(pattern, tmp_path / 'per_key', max_plots=3)
+    got, got_plots = _run(pattern, tmp_path / 'blocks', max_plots=3)
+    _same_metrics(got, expected)
+    plotted = sorted(set(zip(got_plots['slice'].to_pylist(), got_plots['head'].to_pylist())))
+    assert plotted == sorted(set(zip(expected_plots['slice'].to_pylist(),
+                                     expected_plots['head'].to_pylist())))
+    # Overall and 3 slices of each of the two specs, for the binary and the multi-class head.
+    assert len({s for s, _ in plotted}) == 1 + 3 + 3
+    assert got_plots.num_rows == expected_plots.num_rows
