@@ -136,8 +136,12 @@ class Fed:
         restored.add(np.arange(10), block.n_keys + 100, *rows)  # grows after a round trip
         assert restored.n_keys == block.n_keys + 100
 
-    def assert_rejects_as_state(self, labels, logits, features) -> None:
-        """A batch the state rejects is rejected alike, the block unchanged."""
+    def assert_rejects_as_state(self, broken: Callable) -> None:
+        """A seeded batch of 50 rows over 10 keys added; then the batch `broken(labels, logits,
+        features)` makes of another, which the state rejects, is rejected alike, changing
+        nothing."""
+        self.add_seeded(50, 10)
+        labels, logits, features = broken(*self.batch(self.rng, 50))
         block = self.block
         expected = error_of(lambda: self.face.new_state().update(labels, logits, features))
         n_keys, sums = block.n_keys, block.sums.copy()
@@ -161,6 +165,24 @@ class Fed:
         with pytest.raises(ValueError, match=f'index of {n - 1} keys for a block of {n}'):
             self.face.new_block().merge(block, np.arange(n - 1))
         assert block.n_keys == n and np.array_equal(block.sums, sums)
+
+
+def with_value(a: np.ndarray, row: int, value) -> np.ndarray:
+    """A copy of `a` with `value` at `row`."""
+    a = a.copy()
+    a[row] = value
+    return a
+
+
+# Batches the state of every sums block rejects: name → (labels, logits, features) → the batch.
+BROKEN = {
+    'labels_shape': lambda labels, logits, features: (labels[:-10], logits, features),
+    'logits_dim': lambda labels, logits, features: (
+        labels, np.concatenate([logits, logits], axis=1), features),
+    'missing_weight': lambda labels, logits, features: (labels, logits, {'s': features['s']}),
+    'weight_shape': lambda labels, logits, features: (
+        labels, logits, dict(features, w=features['w'][:, None, None])),
+}
 
 
 def assert_counts_are_copies(block) -> None:

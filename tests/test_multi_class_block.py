@@ -20,9 +20,8 @@ from heads.array.multi_class_block import MultiClassBlock
 from heads.array.regression_block import RegressionBlock
 from heads.array.sums_block import SumsBlock
 
-from _block_cases import (Fed, assert_counts_are_copies, assert_parts_merge_as_reference,
-                          assert_same, codes_for)
-from _reference_block import ReferenceBlock
+from _block_cases import (BROKEN, Fed, assert_counts_are_copies, assert_parts_merge_as_reference,
+                          assert_same, with_value)
 
 VOCAB5 = ('ant', 'bee', 'cat', 'dog', 'elk')
 
@@ -119,36 +118,29 @@ def test_small_batches_into_many_keys_rank3_logits_and_empty_blocks():
     assert block.results()['accuracy'][-1] == face.new_state().result()['accuracy'] == 0.0
 
 
-@pytest.mark.parametrize('bad', ['label_too_large', 'label_negative', 'float_labels',
-                                 'unknown_word', 'ids_with_vocabulary', 'labels_shape',
-                                 'logits_dim', 'missing_weight', 'weight_shape', 'loss_fn_shape'])
+# Batches the state rejects: name → (labels, logits, features) → the batch.
+BROKEN_MULTI_CLASS = dict(
+    BROKEN,
+    label_too_large=lambda labels, logits, features: (with_value(labels, 7, 3), logits,
+                                                      features),
+    label_negative=lambda labels, logits, features: (with_value(labels, 3, -1), logits,
+                                                     features),
+    float_labels=lambda labels, logits, features: (np.zeros((50, 1), np.float32), logits,
+                                                   features),
+    unknown_word=lambda labels, logits, features: (with_value(labels, 4, 'yak'), logits,
+                                                   features),
+    ids_with_vocabulary=lambda labels, logits, features: (np.zeros((50, 1), np.int64), logits,
+                                                          features),
+    # the loss comes back [n, n]
+    loss_fn_shape=lambda labels, logits, features: (labels, logits,
+                                                    dict(features, s=features['s'][:, 0])))
+
+
+@pytest.mark.parametrize('bad', list(BROKEN_MULTI_CLASS))
 def test_validation_errors_are_the_states_and_leave_the_block_unchanged(bad):
-    rng = np.random.default_rng(2)
     case = {'unknown_word': 'k5_vocab_sum', 'ids_with_vocabulary': 'k5_vocab_sum',
             'loss_fn_shape': 'k3_loss_fn'}.get(bad, 'k3')
-    fed = Fed(_face(case), None, rng)
-    labels, logits, features = _batch(rng, case, 50)
-    fed.add(codes_for(rng, 50, 10), 10, labels, logits, features)
-    labels = labels.copy()
-    if bad == 'label_too_large':
-        labels[7] = 3
-    elif bad == 'label_negative':
-        labels[3] = -1
-    elif bad in ('float_labels', 'ids_with_vocabulary'):
-        labels = np.zeros((50, 1), np.float32 if bad == 'float_labels' else np.int64)
-    elif bad == 'unknown_word':
-        labels[4] = 'yak'
-    elif bad == 'labels_shape':
-        labels = labels[:40]
-    elif bad == 'logits_dim':
-        logits = np.concatenate([logits, logits], axis=1)
-    elif bad == 'missing_weight':
-        features = {'s': features['s']}
-    elif bad == 'weight_shape':
-        features = {'w': features['w'][:, None, None], 's': features['s']}
-    else:
-        features = dict(features, s=features['s'][:, 0])  # the loss comes back [n, n]
-    fed.assert_rejects_as_state(labels, logits, features)
+    _fed(case, 2).assert_rejects_as_state(BROKEN_MULTI_CLASS[bad])
 
 
 def test_bad_codes_and_foreign_merges_are_refused_before_any_change():

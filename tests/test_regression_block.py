@@ -17,8 +17,8 @@ import heads
 from heads.array.regression import RegressionState
 from heads.array.regression_block import RegressionBlock
 
-from _block_cases import (Fed, assert_counts_are_copies, assert_parts_merge_as_reference,
-                          assert_same, codes_for)
+from _block_cases import (BROKEN, Fed, assert_counts_are_copies, assert_parts_merge_as_reference,
+                          assert_same, codes_for, with_value)
 from _reference_block import ReferenceBlock
 
 
@@ -160,27 +160,18 @@ def test_rank3_logits_take_a_code_per_first_axis_row():
     assert fed.block.counts()[0].sum() == 3 * np.count_nonzero(codes >= 0)
 
 
-@pytest.mark.parametrize('bad', ['labels_shape', 'logits_dim', 'missing_weight', 'weight_shape',
-                                 'logistic_range', 'string_labels'])
+# Batches the state rejects: name → (labels, logits, features) → the batch.
+BROKEN_REGRESSION = dict(
+    BROKEN,
+    logistic_range=lambda labels, logits, features: (with_value(labels, 7, 1.5), logits,
+                                                     features),
+    string_labels=lambda labels, logits, features: (labels.astype(str), logits, features))
+
+
+@pytest.mark.parametrize('bad', list(BROKEN_REGRESSION))
 def test_validation_errors_are_the_states_and_leave_the_block_unchanged(bad):
-    case = 'logistic' if bad == 'logistic_range' else 'mse'
-    fed = _fed(case, 2)
-    labels, logits, features = _batch(fed.rng, case, 50)
-    fed.add(codes_for(fed.rng, 50, 10), 10, labels, logits, features)
-    if bad == 'labels_shape':
-        labels = labels[:40]
-    elif bad == 'logits_dim':
-        logits = np.concatenate([logits, logits], axis=1)
-    elif bad == 'missing_weight':
-        features = {'s': features['s']}
-    elif bad == 'weight_shape':
-        features = {'w': features['w'][:, None, None]}
-    elif bad == 'logistic_range':
-        labels = labels.copy()
-        labels[7] = 1.5
-    else:
-        labels = labels.astype(str)
-    fed.assert_rejects_as_state(labels, logits, features)
+    _fed('logistic' if bad == 'logistic_range' else 'mse', 2).assert_rejects_as_state(
+        BROKEN_REGRESSION[bad])
 
 
 def test_bad_codes_and_foreign_merges_are_refused_before_any_change():
