@@ -23,16 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import sys
-import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from heads import BinaryClassHead  # noqa: E402
 from heads.extract import densify_together  # noqa: E402
+
+from _block_bench import add_blocks, batches, bundles, merge_blocks, pickled, timed  # noqa: E402
 
 
 def make_rows(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -46,92 +46,52 @@ def make_rows(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {'logits': logits, 'labels': labels, 'w': w}
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
-
-
-def _parts(codes: np.ndarray, n_parts: int) -> list[tuple[slice, np.ndarray, np.ndarray]]:
-    """Each partial's rows (a slice), its global keys (sorted) and its rows' local codes."""
-    out = []
-    bounds = np.linspace(0, codes.size, n_parts + 1).astype(int)
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        keys, local = np.unique(codes[a:b], return_inverse=True)
-        out.append((slice(a, b), keys, local))
-    return out
-
-
 def run_block(head: BinaryClassHead, rows: dict, codes: np.ndarray, n_keys: int,
               n_parts: int, batch: int) -> dict[str, Any]:
-    parts = _parts(codes, n_parts)
-
-    def add() -> list:
-        blocks = []
-        for rs, keys, local in parts:
-            blk = head.new_block()
-            for a in range(rs.start, rs.stop, batch):
-                b = min(a + batch, rs.stop)
-                blk.add(local[a - rs.start:b - rs.start], keys.size, rows['labels'][a:b],
-                        rows['logits'][a:b], {'w': rows['w'][a:b]})
-            blocks.append(blk)
-        return blocks
-
-    blocks, t_add = _timed(add)
-    blobs, t_dump = _timed(lambda: [pickle.dumps(b, protocol=5) for b in blocks])
-    blocks, t_load = _timed(lambda: [pickle.loads(b) for b in blobs])
-
-    def merge():
-        out = head.new_block()
-        for blk, (_, keys, _) in zip(blocks, parts):
-            out.merge(blk, keys)
-        out.grow(n_keys)
-        return out
-
-    total, t_merge = _timed(merge)
-    _, t_read = _timed(lambda: (total.results(), total.bounds(), total.counts(),
-                                total.losses()))
-    return {'add': t_add, 'pickle': t_dump + t_load, 'pickled_bytes': sum(map(len, blobs)),
-            'merge': t_merge, 'read': t_read}
+    parts = bundles(codes, n_parts)
+    blocks, t_add = timed(lambda: add_blocks(head, parts, batch, rows['labels'], rows['logits'],
+                                             rows['w']))
+    blocks, t_pickle, n_bytes = pickled(blocks)
+    total, t_merge = timed(lambda: merge_blocks(head, blocks, parts).grow(n_keys))
+    _, t_read = timed(lambda: (total.results(), total.bounds(), total.counts(), total.losses()))
+    return {'add': t_add, 'pickle': t_pickle, 'pickled_bytes': n_bytes, 'merge': t_merge,
+            'read': t_read}
 
 
 def run_per_key(head: BinaryClassHead, rows: dict, codes: np.ndarray, n_keys: int,
                 n_parts: int, batch: int) -> dict[str, Any]:
-    parts = _parts(codes, n_parts)
+    parts = bundles(codes, n_parts)
 
     def add() -> list:
         out = []
-        for rs, keys, local in parts:
-            states = [head.new_state() for _ in range(keys.size)]
-            for a in range(rs.start, rs.stop, batch):
-                b = min(a + batch, rs.stop)
-                type(states[0]).update_groups(states, local[a - rs.start:b - rs.start],
-                                              rows['labels'][a:b], rows['logits'][a:b],
-                                              {'w': rows['w'][a:b]})
+        for rs, local, global_of in parts:
+            states = [head.new_state() for _ in range(global_of.size)]
+            for codes_at, at in batches(rs, local, batch):
+                type(states[0]).update_groups(states, codes_at, rows['labels'][at],
+                                              rows['logits'][at], {'w': rows['w'][at]})
             out.append(states)
         return out
 
-    partials, t_add = _timed(add)
-    blobs, t_dump = _timed(lambda: [pickle.dumps(p, protocol=5) for p in partials])
-    partials, t_load = _timed(lambda: [pickle.loads(b) for b in blobs])
+    partials, t_add = timed(add)
+    partials, t_pickle, n_bytes = pickled(partials)
 
     def merge() -> list:
         out = [None] * n_keys
-        for states, (_, keys, _) in zip(partials, parts):
-            for k, st in zip(keys.tolist(), states):
+        for states, (_, _, global_of) in zip(partials, parts):
+            for k, st in zip(global_of.tolist(), states):
                 out[k] = st if out[k] is None else out[k].merge(st)
         return [head.new_state() if s is None else s for s in out]
 
-    states, t_merge = _timed(merge)
+    states, t_merge = timed(merge)
 
     def read() -> None:
         densify_together(states)
         for st in states:
             st.result(), st.bounds(), st.counts(), st.loss()
 
-    _, t_read = _timed(read)
-    return {'add': t_add, 'pickle': t_dump + t_load, 'pickled_bytes': sum(map(len, blobs)),
-            'merge': t_merge, 'read': t_read}
+    _, t_read = timed(read)
+    return {'add': t_add, 'pickle': t_pickle, 'pickled_bytes': n_bytes, 'merge': t_merge,
+            'read': t_read}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
-import time
 from typing import Any
 
 import numpy as np
 
 import heads
+from _block_bench import add_blocks, batches, bundles, merge_blocks, pickled, timed
 
 # --head → (the head, its classes: 0 for a regression head)
 HEADS = {'regression': (lambda: heads.RegressionHead(weight_column='w', name='value'), 0),
@@ -53,53 +52,16 @@ def make_data(rows: int, keys: int, seed: int = 0, n_classes: int = 0) -> tuple:
     return codes.astype(np.int64), labels, logits, {'w': w}
 
 
-def bundles(codes: np.ndarray, n_parts: int) -> list[tuple[slice, np.ndarray, np.ndarray]]:
-    """Per bundle: (its rows, its codes in its own key numbering, local key → global key)."""
-    out = []
-    for part in np.array_split(np.arange(codes.size), n_parts):
-        rows = slice(int(part[0]), int(part[-1]) + 1)
-        global_of, local = np.unique(codes[rows], return_inverse=True)
-        out.append((rows, local.reshape(-1).astype(np.int64), global_of))
-    return out
-
-
-def _timed(fn) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
-
-
 def run_blocks(head: Any, data: tuple, parts: list, batch: int) -> tuple[dict, dict]:
     """Phase seconds and the metrics of the block implementation."""
     _, labels, logits, features = data
-    w = features['w']
-
-    def add() -> list:
-        blocks = []
-        for rows, local, global_of in parts:
-            block = head.new_block()
-            for a in range(rows.start, rows.stop, batch):
-                b = min(a + batch, rows.stop)
-                block.add(local[a - rows.start:b - rows.start], global_of.size, labels[a:b],
-                          logits[a:b], {'w': w[a:b]})
-            blocks.append(block)
-        return blocks
-
-    blocks, t_add = _timed(add)
-    blobs, t_dump = _timed(lambda: [pickle.dumps(b, protocol=5) for b in blocks])
-    blocks, t_load = _timed(lambda: [pickle.loads(b) for b in blobs])
-
-    def merge() -> Any:
-        total = head.new_block()
-        for block, (_, _, global_of) in zip(blocks, parts):
-            total.merge(block, global_of)
-        return total
-
-    total, t_merge = _timed(merge)
-    (res, losses, counts), t_read = _timed(lambda: (total.results(), total.losses(),
-                                                    total.counts()))
-    seconds = {'add': t_add, 'pickle': t_dump + t_load, 'merge': t_merge, 'results': t_read,
-               'pickled_mb': sum(len(b) for b in blobs) / 2 ** 20}
+    blocks, t_add = timed(lambda: add_blocks(head, parts, batch, labels, logits, features['w']))
+    blocks, t_pickle, n_bytes = pickled(blocks)
+    total, t_merge = timed(lambda: merge_blocks(head, blocks, parts))
+    (res, losses, counts), t_read = timed(lambda: (total.results(), total.losses(),
+                                                   total.counts()))
+    seconds = {'add': t_add, 'pickle': t_pickle, 'merge': t_merge, 'results': t_read,
+               'pickled_mb': n_bytes / 2 ** 20}
     return seconds, {'results': res, 'losses': losses, 'counts': counts}
 
 
@@ -113,24 +75,20 @@ def run_states(head: Any, data: tuple, parts: list, batch: int, keys: int) -> tu
         out = []
         for rows, local, global_of in parts:
             states: dict[int, Any] = {}
-            for a in range(rows.start, rows.stop, batch):
-                b = min(a + batch, rows.stop)
-                batch_keys, codes = np.unique(local[a - rows.start:b - rows.start],
-                                              return_inverse=True)
+            for local_at, at in batches(rows, local, batch):
+                batch_keys, codes = np.unique(local_at, return_inverse=True)
                 group = []
                 for k in batch_keys.tolist():
                     st = states.get(k)
                     if st is None:
                         st = states[k] = head.new_state()
                     group.append(st)
-                update_groups(group, codes.reshape(-1), labels[a:b], logits[a:b],
-                              {'w': w[a:b]})
+                update_groups(group, codes.reshape(-1), labels[at], logits[at], {'w': w[at]})
             out.append({int(global_of[k]): st for k, st in states.items()})
         return out
 
-    partials, t_add = _timed(add)
-    blobs, t_dump = _timed(lambda: [pickle.dumps(p, protocol=5) for p in partials])
-    partials, t_load = _timed(lambda: [pickle.loads(b) for b in blobs])
+    partials, t_add = timed(add)
+    partials, t_pickle, n_bytes = pickled(partials)
 
     def merge() -> dict:
         total: dict[int, Any] = {}
@@ -142,7 +100,7 @@ def run_states(head: Any, data: tuple, parts: list, batch: int, keys: int) -> tu
                 mine.merge(st)
         return total
 
-    total, t_merge = _timed(merge)
+    total, t_merge = timed(merge)
 
     def read() -> dict:
         order = [total[k] for k in range(keys)]
@@ -152,9 +110,9 @@ def run_states(head: Any, data: tuple, parts: list, batch: int, keys: int) -> tu
                 'counts': tuple(np.array(c, np.float64)
                                 for c in zip(*(st.counts() for st in order)))}
 
-    out, t_read = _timed(read)
-    seconds = {'add': t_add, 'pickle': t_dump + t_load, 'merge': t_merge, 'results': t_read,
-               'pickled_mb': sum(len(b) for b in blobs) / 2 ** 20}
+    out, t_read = timed(read)
+    seconds = {'add': t_add, 'pickle': t_pickle, 'merge': t_merge, 'results': t_read,
+               'pickled_mb': n_bytes / 2 ** 20}
     return seconds, out
 
 

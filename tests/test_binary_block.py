@@ -20,7 +20,7 @@ from heads.array.binary_block import BinaryClassBlock
 from heads.metrics.sparse_cells import (SparseCells, pack_nonzero, ragged_positions,
                                         unpack_nonzero)
 
-RTOL, ATOL = 1e-9, 1e-12
+from _block_cases import ATOL, RTOL, merge_in_orders, partial
 
 
 def _square_loss(labels, logits):
@@ -188,25 +188,18 @@ def test_partial_blocks_merged_in_any_order_through_index_maps(kind, seed):
     perm = rng.permutation(n_keys)  # key k of the data is key perm[k] of the merged block
     cuts = np.sort(rng.integers(0, codes.size + 1, int(rng.integers(1, 8))))
     parts = []
-    for at in np.split(np.arange(codes.size), cuts):
-        part_codes = codes[at]
-        keys, local = np.unique(part_codes[part_codes >= 0], return_inverse=True)
-        local_codes = np.full(at.size, -1)
-        local_codes[part_codes >= 0] = local
-        part = head.new_block()
-        for sub in np.array_split(np.arange(at.size), int(rng.integers(1, 4))):
-            part.add(local_codes[sub], keys.size, *_rows(labels, logits, features, at[sub]))
-        parts.append((part, perm[keys]))
+    for at in np.split(np.arange(codes.size), cuts):  # each numbering the keys it saw in order
+        keys = np.unique(codes[at][codes[at] >= 0])
+        parts.append(partial(head.new_block, np.where(codes[at] >= 0, perm[codes[at]], -1),
+                             perm[keys], _rows(labels, logits, features, at),
+                             n_adds=int(rng.integers(1, 4))))
     before = [pickle.loads(pickle.dumps(p)) for p, _ in parts]
-    merged = head.new_block()
-    for i in rng.permutation(len(parts)):
-        merged.merge(*parts[i])
-    assert all(_same_arrays(p, b) for (p, _), b in zip(parts, before))  # merged: unchanged
-    merged.grow(n_keys)
     states = _per_key(head, codes, labels, logits, features, n_keys)
     inverse = np.argsort(perm)
-    _assert_equal(merged, [states[inverse[j]] for j in range(n_keys)],
-                  exact=tuple(perm[list(EMPTY)]), plots=seed == 0)
+    merge_in_orders(head.new_block, parts, n_keys, rng, lambda merged: _assert_equal(
+        merged, [states[inverse[j]] for j in range(n_keys)], exact=tuple(perm[list(EMPTY)]),
+        plots=seed == 0), trials=1)
+    assert all(_same_arrays(p, b) for (p, _), b in zip(parts, before))  # merged: unchanged
 
 
 @pytest.mark.parametrize('kind', ['weighted', 'edges'])

@@ -10,8 +10,6 @@ reading features and inverse links (one of another shape, the path that updates 
 """
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 
@@ -19,9 +17,9 @@ import heads
 from heads.array.regression import RegressionState
 from heads.array.regression_block import RegressionBlock
 
+from _block_cases import (BROKEN, Fed, assert_counts_are_copies, assert_parts_merge_as_reference,
+                          assert_same, codes_for, with_value)
 from _reference_block import ReferenceBlock
-
-RTOL, ATOL = 1e-9, 1e-12
 
 
 def _loss_with_features(labels, logits, features):
@@ -83,36 +81,13 @@ def _batch(rng: np.random.Generator, case: str, n: int) -> tuple:
     return labels, logits, {'w': w, 's': rng.random((n, d))}
 
 
-def _codes(rng: np.random.Generator, n: int, n_keys: int) -> np.ndarray:
-    """Codes for n rows: a few large keys, a long tail of tiny ones, rows in no key (-1); the
-    last tenth of the keys gets no row."""
-    live = max(1, n_keys - n_keys // 10)
-    p = 1.0 / np.arange(1, live + 1) ** 1.3
-    codes = rng.choice(live, n, p=p / p.sum())
-    perm = rng.permutation(live)  # the large keys anywhere in the table
-    codes = perm[codes]
-    codes[rng.random(n) < 0.05] = -1
-    return codes.astype(np.int64)
-
-
 def _face(case: str):
     return CASES[case][0]()._array_face()
 
 
-def assert_same(block, ref, keys=None) -> None:
-    """Results, losses, counts and bounds of `block` equal the reference's (at `keys` of the
-    reference when given), keys in the same order."""
-    pick = (lambda a: a) if keys is None else (lambda a: a[keys])
-    n = ref.n_keys if keys is None else len(keys)
-    assert block.n_keys == n
-    got, want = block.results(), ref.results()
-    assert list(got) == list(want)
-    for k in want:
-        np.testing.assert_allclose(got[k], pick(want[k]), rtol=RTOL, atol=ATOL, err_msg=k)
-    np.testing.assert_allclose(block.losses(), pick(ref.losses()), rtol=RTOL, atol=ATOL)
-    for g, w in zip(block.counts(), ref.counts()):
-        np.testing.assert_allclose(g, pick(w), rtol=RTOL, atol=ATOL)
-    assert block.bounds() == ref.bounds() == {}
+def _fed(case: str, seed: int) -> Fed:
+    """A block of the case's head and its reference, fed the case's seeded batches."""
+    return Fed(_face(case), lambda rng, n: _batch(rng, case, n), np.random.default_rng(seed))
 
 
 def _components(state: RegressionState) -> list[float]:
@@ -124,134 +99,50 @@ def _components(state: RegressionState) -> list[float]:
 
 @pytest.mark.parametrize('case', list(CASES))
 def test_one_add_and_many_adds_give_the_per_key_states(case):
-    rng = np.random.default_rng(list(CASES).index(case))
-    face = _face(case)
-    block, ref = face.new_block(), ReferenceBlock(face)
-    labels, logits, features = _batch(rng, case, 3000)
-    codes = _codes(rng, 3000, 400)
-    block.add(codes, 400, labels, logits, features)
-    ref.add(codes, 400, labels, logits, features)
-    assert_same(block, ref)
-    n_keys = 400
-    for size in (1, 7, 0, 500, 64, 2000):  # more keys as batches come (and a tiny batch)
-        n_keys += int(rng.integers(0, 300))
-        labels, logits, features = _batch(rng, case, size)
-        codes = _codes(rng, size, n_keys)
-        block.add(codes, n_keys, labels, logits, features)
-        ref.add(codes, n_keys, labels, logits, features)
-    assert_same(block, ref)
-    empty = face.new_state()
-    assert (ref.counts()[0] == 0).any()  # keys without rows read as an empty state
-    for k in [0, int(np.argmax(ref.counts()[0])), int(np.argmin(ref.counts()[0]))]:
-        st = block.state(k)
-        assert type(st) is RegressionState and st.face is face
-        np.testing.assert_allclose(_components(st), _components(ref.state(k)), rtol=RTOL,
-                                   atol=ATOL)
-        assert st.result() == pytest.approx(ref.state(k).result(), rel=RTOL, abs=ATOL)
-    k = int(np.argmin(ref.counts()[0]))
-    assert block.state(k).result() == empty.result() and block.losses()[k] == empty.loss()
+    fed = _fed(case, list(CASES).index(case))
+    fed.add_growing((3000, 1, 7, 0, 500, 64, 2000), 400)  # more keys as batches come
+    fed.assert_states(_components, RegressionState)
 
 
 @pytest.mark.parametrize('case', ['mse_named_sum', 'dim3_per_logit', 'poisson', 'logistic',
                                   'loss_fn_link', 'link_other_shape'])
 def test_blocks_merged_in_any_order_with_shuffled_index_maps(case):
-    """Partial blocks, each numbering its keys its own way, merged into one in different
-    orders (and by way of each other) equal one block of every row."""
-    rng = np.random.default_rng(7)
-    face = _face(case)
-    n_keys, ref = 300, ReferenceBlock(face)
-    parts = []
-    for _ in range(5):
-        labels, logits, features = _batch(rng, case, int(rng.integers(0, 900)))
-        codes = _codes(rng, labels.shape[0], n_keys)
-        ref.add(codes, n_keys, labels, logits, features)
-        seen = np.unique(codes[codes >= 0])
-        extra = rng.choice(np.setdiff1d(np.arange(n_keys), seen), 3, replace=False)
-        global_of = rng.permutation(np.concatenate([seen, extra]))  # local key → global key
-        local = np.full(n_keys, -1)
-        local[global_of] = np.arange(global_of.size)
-        part = face.new_block().add(np.where(codes >= 0, local[codes], -1), global_of.size,
-                                    labels, logits, features)
-        parts.append((pickle.loads(pickle.dumps(part)), global_of))
-    for trial in range(3):
-        merged = face.new_block()
-        for i in rng.permutation(len(parts)).tolist():
-            merged.merge(*parts[i])
-        merged.merge(face.new_block(), np.zeros(0, np.int64))
-        merged._grow(n_keys)  # keys no part holds: empty
-        assert_same(merged, ref)
-    # (a + b) + c == a + (b + c): parts merged into a part first.
-    a, ia = parts[0]
-    first = a.take(np.arange(a.n_keys))
-    for b, ib in parts[1:]:
-        local_a = {g: i for i, g in enumerate(ia.tolist())}
-        ext = [g for g in ib.tolist() if g not in local_a]
-        ia = np.concatenate([ia, np.array(ext, np.int64)])
-        local_a.update({g: len(local_a) + j for j, g in enumerate(ext)})
-        first.merge(b, np.array([local_a[g] for g in ib.tolist()], np.int64))
-    whole = face.new_block().merge(first, ia)
-    whole._grow(n_keys)
-    assert_same(whole, ref)
+    """Partial blocks, each numbering its keys (and 3 keys without rows) its own way, merged
+    into one in different orders (and by way of each other) equal one block of every row."""
+    parts = assert_parts_merge_as_reference(_face(case), lambda rng, n: _batch(rng, case, n), 7,
+                                            extra=3)
     for part, _ in parts:  # merging leaves the other block unchanged
         assert part.sums.shape[0] == part.n_keys
 
 
 def test_merge_with_repeated_targets_adds_each():
-    face = _face('mse')
     rng = np.random.default_rng(3)
     labels, logits, features = _batch(rng, 'mse', 200)
-    codes = _codes(rng, 200, 20)
-    src = face.new_block().add(codes, 20, labels, logits, features)
-    dst = face.new_block().merge(src, np.zeros(20, np.int64))
-    ref = ReferenceBlock(face).add(np.where(codes >= 0, 0, -1), 1, labels, logits, features)
-    assert_same(dst, ref)
+    codes = codes_for(rng, 200, 20)
+    src = _face('mse').new_block().add(codes, 20, labels, logits, features)
+    dst = _face('mse').new_block().merge(src, np.zeros(20, np.int64))
+    assert_same(dst, ReferenceBlock(_face('mse')).add(np.where(codes >= 0, 0, -1), 1, labels,
+                                                      logits, features))
 
 
 @pytest.mark.parametrize('case', ['mse', 'dim3', 'poisson_partial_sum'])
 def test_take_then_merge_back_and_pickle(case):
-    rng = np.random.default_rng(11)
-    face = _face(case)
-    block, ref = face.new_block(), ReferenceBlock(face)
-    labels, logits, features = _batch(rng, case, 2500)
-    codes = _codes(rng, 2500, 500)
-    block.add(codes, 500, labels, logits, features)
-    ref.add(codes, 500, labels, logits, features)
-    keys = rng.permutation(500)[:350]
-    taken = block.take(keys)
-    assert_same(taken, ref, keys)
-    before = block.results()
-    taken.add(np.zeros(len(labels), np.int64), 350, labels, logits, features)  # a copy
-    assert all(np.array_equal(v, block.results()[k]) for k, v in before.items())
-    back = face.new_block()
-    for part in np.array_split(np.arange(500), 4):  # shards merged back into one
-        back.merge(block.take(part), part)
-    assert_same(back, ref)
-    restored = pickle.loads(pickle.dumps(block))
-    assert_same(restored, ref)
-    assert restored.face.signature == face.signature
-    assert len(pickle.dumps(block)) < 500 * 10 * 8 + 4096  # the used rows only
-    restored.add(codes, 600, labels, logits, features)  # grows after a round trip
-    assert restored.n_keys == 600
+    fed = _fed(case, 11).add_seeded(2500, 500)
+    fed.assert_take_merge_back_and_pickle(fed.rng.permutation(500)[:350], 10 * 8)
 
 
 def test_small_batches_into_many_keys_and_empty_blocks():
     """A batch of few rows into a block of many keys (the path summing only the keys it holds),
     and an empty block's reads."""
-    face = _face('poisson')
-    rng = np.random.default_rng(5)
-    block, ref = face.new_block(), ReferenceBlock(face)
+    fed = _fed('poisson', 5)
+    block, face = fed.block, fed.face
     assert block.n_keys == 0 and block.losses().shape == (0,)
     assert all(v.shape == (0,) for v in block.results().values())
     assert list(block.results()) == list(face.new_state().result())
-    for _ in range(30):
-        labels, logits, features = _batch(rng, 'poisson', int(rng.integers(1, 40)))
-        codes = rng.integers(-1, 20000, labels.shape[0])
-        block.add(codes, 20000, labels, logits, features)
-        ref.add(codes, 20000, labels, logits, features)
-    assert_same(block, ref)
-    block.add(np.full(3, -1), 20500, *_batch(rng, 'poisson', 3))  # rows of no key: grows only
-    ref.add(np.full(3, -1), 20500, *_batch(rng, 'poisson', 3))
-    assert_same(block, ref)
+    fed.add_scattered(30, 20000)
+    assert_same(block, fed.ref)
+    fed.add(np.full(3, -1), 20500)  # rows of no key: grows only
+    assert_same(block, fed.ref)
     empty = face.new_state()
     assert block.results()['average_loss/p'][-1] == empty.result()['average_loss/p'] == 0.0
     assert block.counts()[0][-1] == 0 and block.losses()[-1] == empty.loss()
@@ -264,63 +155,28 @@ def test_rank3_logits_take_a_code_per_first_axis_row():
     logits = rng.normal(size=(60, 3, 2)).astype(np.float32)
     features = {'w': rng.uniform(0, 2, (60, 3))}
     codes = rng.integers(-1, 8, 60)
-    block = face.new_block().add(codes, 8, labels, logits, features)
-    ref = ReferenceBlock(face).add(codes, 8, labels, logits, features)
-    assert_same(block, ref)
-    assert block.counts()[0].sum() == 3 * np.count_nonzero(codes >= 0)
+    fed = Fed(face, None, rng).add(codes, 8, labels, logits, features)
+    assert_same(fed.block, fed.ref)
+    assert fed.block.counts()[0].sum() == 3 * np.count_nonzero(codes >= 0)
 
 
-def _error(call) -> tuple[type, str]:
-    with pytest.raises(Exception) as info:
-        call()
-    return type(info.value), str(info.value)
+# Batches the state rejects: name → (labels, logits, features) → the batch.
+BROKEN_REGRESSION = dict(
+    BROKEN,
+    logistic_range=lambda labels, logits, features: (with_value(labels, 7, 1.5), logits,
+                                                     features),
+    string_labels=lambda labels, logits, features: (labels.astype(str), logits, features))
 
 
-@pytest.mark.parametrize('bad', ['labels_shape', 'logits_dim', 'missing_weight', 'weight_shape',
-                                 'logistic_range', 'string_labels'])
+@pytest.mark.parametrize('bad', list(BROKEN_REGRESSION))
 def test_validation_errors_are_the_states_and_leave_the_block_unchanged(bad):
-    rng = np.random.default_rng(2)
-    case = 'logistic' if bad == 'logistic_range' else 'mse'
-    face = _face(case)
-    labels, logits, features = _batch(rng, case, 50)
-    block = face.new_block().add(_codes(rng, 50, 10), 10, labels, logits, features)
-    if bad == 'labels_shape':
-        labels = labels[:40]
-    elif bad == 'logits_dim':
-        logits = np.concatenate([logits, logits], axis=1)
-    elif bad == 'missing_weight':
-        features = {'s': features['s']}
-    elif bad == 'weight_shape':
-        features = {'w': features['w'][:, None, None]}
-    elif bad == 'logistic_range':
-        labels = labels.copy()
-        labels[7] = 1.5
-    else:
-        labels = labels.astype(str)
-    expected = _error(lambda: face.new_state().update(labels, logits, features))
-    sums = block.sums.copy()
-    assert _error(lambda: block.add(np.zeros(50, np.int64), 20, labels, logits,
-                                    features)) == expected
-    assert block.n_keys == 10 and np.array_equal(block.sums, sums)
+    _fed('logistic' if bad == 'logistic_range' else 'mse', 2).assert_rejects_as_state(
+        BROKEN_REGRESSION[bad])
 
 
 def test_bad_codes_and_foreign_merges_are_refused_before_any_change():
-    rng = np.random.default_rng(4)
-    face = _face('mse')
-    labels, logits, features = _batch(rng, 'mse', 30)
-    block = face.new_block().add(_codes(rng, 30, 5), 5, labels, logits, features)
-    sums = block.sums.copy()
-    with pytest.raises(ValueError, match='29 key codes for a batch of 30'):
-        block.add(np.zeros(29, np.int64), 5, labels, logits, features)
-    with pytest.raises(ValueError, match='key code 7 out of range for 6 keys'):
-        block.add(np.full(30, 7), 6, labels, logits, features)
-    with pytest.raises(ValueError, match='Cannot merge'):
-        block.merge(_face('mse_named_sum').new_block(), np.zeros(0, np.int64))
-    with pytest.raises(ValueError, match='Cannot merge'):
-        block.merge(ReferenceBlock(face), np.zeros(0, np.int64))
-    with pytest.raises(ValueError, match='index of 4 keys for a block of 5'):
-        face.new_block().merge(block, np.arange(4))
-    assert block.n_keys == 5 and np.array_equal(block.sums, sums)
+    _fed('mse', 4).add_seeded(30, 5).assert_bad_codes_and_merges_refused(
+        _face('mse_named_sum').new_block())
 
 
 def test_every_regression_head_has_a_block():
@@ -341,10 +197,6 @@ def test_only_a_loss_or_link_of_another_shape_updates_key_by_key(case, monkeypat
     per_key = RegressionBlock._per_key_sums
     monkeypatch.setattr(RegressionBlock, '_per_key_sums',
                         lambda self, *a: calls.append(1) or per_key(self, *a))
-    rng = np.random.default_rng(1)
-    labels, logits, features = _batch(rng, case, 100)
-    block = _face(case).new_block().add(_codes(rng, 100, 30), 30, labels, logits, features)
+    block = _fed(case, 1).add_seeded(100, 30).block
     assert bool(calls) == (case == 'link_other_shape')
-    examples, weighted = block.counts()
-    examples[:] = weighted[:] = -1.0  # the arrays read are the caller's
-    assert (block.counts()[0] >= 0).all() and (block.counts()[1] >= 0).all()
+    assert_counts_are_copies(block)
