@@ -24,6 +24,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from pipeline.elements import HeadArrays, Key
+from pipeline.keys import SpecKeys
 
 __all__ = ['BLOCK_TAG', 'SHARDS', 'KeyBlock', 'block_key', 'is_block_key']
 
@@ -51,13 +52,39 @@ def _stable_hash(key: TableKey) -> int:
     return zlib.crc32(repr(key).encode('utf-8', 'surrogatepass'))
 
 
+_INT64 = (-(1 << 63), 1 << 63)
+
+
+def _is_int_key(key: TableKey) -> bool:
+    values, window, step = key
+    return (len(values) == 1 and type(values[0]) is int and _INT64[0] <= values[0] < _INT64[1]
+            and window is None and step is None)
+
+
+def shard_numbers(keys: Sequence[TableKey]) -> np.ndarray:
+    """A number per key, the same for the same key in every process and whatever the other
+    keys: a key of one int value (no window, no step) mixed with numpy (the common case at 10^6
+    values, ~20x cheaper), any other `_stable_hash`."""
+    n = len(keys)
+    simple = np.fromiter(map(_is_int_key, keys), bool, n)
+    out = np.empty(n, np.uint64)
+    idx = np.flatnonzero(simple)
+    if idx.size:
+        values = np.fromiter((keys[i][0][0] for i in idx.tolist()), np.int64, idx.size)
+        x = values.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        out[idx] = x ^ (x >> np.uint64(29))
+    for i in np.flatnonzero(~simple).tolist():
+        out[i] = _stable_hash(keys[i])
+    return out
+
+
 class KeyBlock:
     """The states of every key of slice spec `columns` for head index `head`, columnar.
 
     `keys[i]` is key i's (slice values, window start, step); `block` the head's block over them.
     """
 
-    __slots__ = ('columns', 'head', 'keys', 'block', '_index')
+    __slots__ = ('columns', 'head', 'keys', 'block', '_index', '_by_values')
 
     def __init__(self, columns: tuple[str, ...], head: int, block: Any) -> None:
         self.columns = tuple(columns)
@@ -65,6 +92,8 @@ class KeyBlock:
         self.keys: list[TableKey] = []
         self.block = block
         self._index: dict[TableKey, int] = {}
+        # Per (window, step): slice values → index, for batches whose keys share them.
+        self._by_values: dict[tuple, dict[tuple, int]] = {}
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -89,10 +118,26 @@ class KeyBlock:
             out[i] = j
         return out
 
+    def _indices_of_values(self, combos: list[tuple], window: int | None, step: int | None
+                           ) -> np.ndarray:
+        """`_indices` of keys (combos[i], window, step): one dict lookup per key in C (`map`),
+        Python only for keys this block has not seen."""
+        table = self._by_values.setdefault((window, step), {})
+        found = list(map(table.get, combos))
+        if None in found:
+            for i, j in enumerate(found):
+                if j is None:
+                    table[combos[i]] = found[i] = int(
+                        self._indices([(combos[i], window, step)])[0])
+        return np.fromiter(found, np.int64, len(found))
+
     def add(self, keys: Sequence[tuple], codes: np.ndarray, arrays: HeadArrays) -> None:
         """Adds row j of `arrays` to key `keys[codes[j]]` ((columns, values, window, step), as
         `pipeline.keys.key_codes` lists them; codes[j] < 0: the row is in no key)."""
-        index = self._indices([(k[1], k[2], k[3]) for k in keys])
+        if isinstance(keys, SpecKeys):
+            index = self._indices_of_values(keys.combos, keys.window, keys.step)
+        else:
+            index = self._indices([(k[1], k[2], k[3]) for k in keys])
         rows = np.where(codes >= 0, index[np.maximum(codes, 0)], -1) if index.size else codes
         self.block.add(rows, len(self.keys), arrays.labels, arrays.logits,
                        arrays.features or None)
@@ -130,10 +175,10 @@ class KeyBlock:
 
     def shards(self, n: int = SHARDS) -> Iterator[tuple[int, 'KeyBlock']]:
         """(shard, block of its keys) for each shard holding keys; a key's shard depends only on
-        the key (`_stable_hash`), so every bundle sends it to the same shard."""
+        the key (`shard_numbers`), so every bundle sends it to the same shard."""
         if not self.keys:
             return
-        shard = np.fromiter((_stable_hash(k) for k in self.keys), np.int64, len(self.keys)) % n
+        shard = (shard_numbers(self.keys) % np.uint64(n)).astype(np.int64)
         if (shard == shard[0]).all():
             yield int(shard[0]), self
             return
@@ -148,3 +193,4 @@ class KeyBlock:
     def __setstate__(self, state: tuple) -> None:
         self.columns, self.head, keys, self.block = state
         self.keys, self._index = list(keys), {k: i for i, k in enumerate(keys)}
+        self._by_values = {}

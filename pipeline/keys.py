@@ -15,7 +15,7 @@ A key here is `(slice_columns, slice_values, window_start_us | None, step | None
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -147,6 +147,31 @@ def group_rows(codes: np.ndarray) -> Iterator[tuple[int, np.ndarray | None]]:
 # Every key of a batch.
 # -------------------------------------------------------------------------------------------------
 
+class SpecKeys(Sequence):
+    """The keys of one spec in a batch whose rows share one window start and step:
+    `(columns, combos[i], window, step)` for code i, each built only when read (a block looks its
+    keys up by `combos` alone: at 10^5–10^6 slice values a batch holds about as many keys as
+    rows)."""
+
+    __slots__ = ('columns', 'combos', 'window', 'step')
+
+    def __init__(self, columns: tuple[str, ...], combos: list[tuple],
+                 window: int | None, step: int | None) -> None:
+        self.columns, self.combos, self.window, self.step = columns, combos, window, step
+
+    def __len__(self) -> int:
+        return len(self.combos)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return (self.columns, self.combos[i], self.window, self.step)
+
+    def __iter__(self) -> Iterator[SliceKey]:
+        columns, window, step = self.columns, self.window, self.step
+        return ((columns, v, window, step) for v in self.combos)
+
+
 class _Extra(NamedTuple):
     """The window and step part of the keys of a batch's (row, window) pairs."""
     base_rows: np.ndarray | None  # batch row of each pair; None: one pair per row, in order
@@ -216,7 +241,8 @@ def key_codes(config: EvalConfig, batch: pa.RecordBatch, micros: np.ndarray | No
     """Per slice spec: (keys, codes, base_rows). Row j of the (row, window) pairs — batch row
     `base_rows[j]`, or row j when base_rows is None (one window or none per row) — belongs to
     `keys[codes[j]]` ((slice columns, slice values, window start, step)), or to no key when
-    codes[j] < 0. Only keys holding rows are listed, in code order.
+    codes[j] < 0. Only keys holding rows are listed, in code order: a `SpecKeys` when every
+    pair has the same window and step, else a list.
 
     With a `donor` spec, the Overall keys get only the rows where the donor's value is null
     (the rest of Overall is merged from the donor's states). `unsliced` (when given) counts per
@@ -242,7 +268,7 @@ def key_codes(config: EvalConfig, batch: pa.RecordBatch, micros: np.ndarray | No
             if not combos or (not columns and donor_split is not None
                               and not (codes >= 0).any()):
                 continue
-            yield [(columns, v) + extra.values[0] for v in combos], codes, extra.base_rows
+            yield SpecKeys(columns, combos, *extra.values[0]), codes, extra.base_rows
             continue
         crossed = _crossed(columns, codes, combos, extra)
         if crossed is not None:

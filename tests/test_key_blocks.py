@@ -18,7 +18,8 @@ import pytest
 import heads
 from pipeline.block_results import block_results, plot_candidates, plot_winners
 from pipeline.elements import HeadArrays, Key
-from pipeline.key_blocks import SHARDS, KeyBlock, block_key, is_block_key
+from pipeline.key_blocks import SHARDS, KeyBlock, block_key, is_block_key, shard_numbers
+from pipeline.keys import SpecKeys
 from pipeline.run import evaluate
 
 from _helpers import write_shards
@@ -261,3 +262,35 @@ def test_with_a_plot_limit_blocks_plot_the_same_slices_as_one_state_per_key(tmp_
     # Overall and 3 slices of each of the two specs, for the binary and the multi-class head.
     assert len({s for s, _ in plotted}) == 1 + 3 + 3
     assert got_plots.num_rows == expected_plots.num_rows
+
+
+def test_keys_found_by_their_values_are_the_keys_found_whole():
+    """A batch's keys given as values sharing one window and step (`SpecKeys`) or as whole
+    tuples land on the same table entries, in either order."""
+    rng = np.random.default_rng(6)
+    a = KeyBlock(('c',), 0, ReferenceBlock(_face()))
+    b = KeyBlock(('c',), 0, ReferenceBlock(_face()))
+    batches = [(['x', 'y'], 0), (['y', 'z'], 0), (['x'], 60), (['z', 'x'], 0)]
+    for i, (values, window) in enumerate(batches):
+        arrays, codes = _arrays(rng, 20), rng.integers(-1, len(values), 20)
+        whole = [(('c',), (v,), window, None) for v in values]
+        by_values = SpecKeys(('c',), [(v,) for v in values], window, None)
+        a.add(by_values if i % 2 else whole, codes, arrays)
+        b.add(whole if i % 2 else by_values, codes, arrays)
+    assert a.keys == b.keys == [(('x',), 0, None), (('y',), 0, None), (('z',), 0, None),
+                                (('x',), 60, None)]
+    for k in range(4):
+        assert a.block.state(k).counts() == b.block.state(k).counts()
+    keys = SpecKeys(('c',), [('z',), ('x',)], 0, None)
+    assert list(keys) == keys[:] == [(('c',), ('z',), 0, None), (('c',), ('x',), 0, None)]
+
+
+def test_a_key_s_shard_number_does_not_depend_on_the_other_keys():
+    keys = [((i,), None, None) for i in range(-3, 50)] + [
+        (('a',), None, None), ((2.5,), None, None), ((3,), 0, None), ((True,), None, None),
+        ((1, 'x'), None, None), ((2 ** 70,), None, None)]
+    whole = shard_numbers(keys)
+    for part in (keys[::3], keys[1::2], keys[-6:], [keys[4]]):
+        assert shard_numbers(part).tolist() == [whole[keys.index(k)] for k in part]
+    # Different keys, different numbers (here); True is not the int 1, (3,) in a window not 3.
+    assert len(set(whole.tolist())) == len(keys)
