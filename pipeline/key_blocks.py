@@ -107,28 +107,29 @@ class KeyBlock:
         return self._index.get(key)
 
     def _indices(self, keys: Sequence[TableKey]) -> np.ndarray:
-        """Each key's index in the table, adding the keys it does not hold yet."""
-        index, table = self._index, self.keys
-        out = np.empty(len(keys), np.int64)
-        for i, k in enumerate(keys):
-            j = index.get(k)
-            if j is None:
-                j = index[k] = len(table)
-                table.append(k)
-            out[i] = j
-        return out
+        """Each key's index in the table, adding the keys it does not hold yet (lookups and
+        inserts as whole-list dict operations, in C)."""
+        index = self._index
+        found = list(map(index.get, keys))
+        if None in found:
+            new = list(dict.fromkeys(k for k, j in zip(keys, found) if j is None))
+            start = len(self.keys)
+            self.keys.extend(new)
+            index.update(zip(new, range(start, start + len(new))))
+            found = list(map(index.get, keys))
+        return np.fromiter(found, np.int64, len(found))
 
     def _indices_of_values(self, combos: list[tuple], window: int | None, step: int | None
                            ) -> np.ndarray:
-        """`_indices` of keys (combos[i], window, step): one dict lookup per key in C (`map`),
-        Python only for keys this block has not seen."""
+        """`_indices` of keys (combos[i], window, step), looked up by `combos` alone: no key
+        tuple is built for keys this block has seen."""
         table = self._by_values.setdefault((window, step), {})
         found = list(map(table.get, combos))
         if None in found:
-            for i, j in enumerate(found):
-                if j is None:
-                    table[combos[i]] = found[i] = int(
-                        self._indices([(combos[i], window, step)])[0])
+            missing = [c for c, j in zip(combos, found) if j is None]
+            table.update(zip(missing, self._indices(
+                [(c, window, step) for c in missing]).tolist()))
+            found = list(map(table.get, combos))
         return np.fromiter(found, np.int64, len(found))
 
     def add(self, keys: Sequence[tuple], codes: np.ndarray, arrays: HeadArrays) -> None:
@@ -153,8 +154,17 @@ class KeyBlock:
     def take(self, indices: np.ndarray) -> 'KeyBlock':
         """A new block of these keys, in this order."""
         out = KeyBlock(self.columns, self.head, self.block.take(indices))
-        out._indices([self.keys[i] for i in indices.tolist()])
+        picked = indices.tolist()
+        keys = [self.keys[i] for i in picked]
+        if len(set(picked)) == len(picked):
+            out._set_keys(keys)
+        else:
+            out._indices(keys)
         return out
+
+    def _set_keys(self, keys: list[TableKey]) -> None:
+        """Makes `keys` (distinct) the table of an empty block."""
+        self.keys, self._index = keys, dict(zip(keys, range(len(keys))))
 
     def merged_states(self) -> Iterator[tuple[Key, Any]]:
         """Per (window, step) of its keys: the Overall key of this head and one state of the rows
@@ -192,5 +202,5 @@ class KeyBlock:
 
     def __setstate__(self, state: tuple) -> None:
         self.columns, self.head, keys, self.block = state
-        self.keys, self._index = list(keys), {k: i for i, k in enumerate(keys)}
+        self._set_keys(list(keys))
         self._by_values = {}
