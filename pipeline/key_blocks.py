@@ -166,23 +166,6 @@ class KeyBlock:
         """Makes `keys` (distinct) the table of an empty block."""
         self.keys, self._index = keys, dict(zip(keys, range(len(keys))))
 
-    def merged_states(self) -> Iterator[tuple[Key, Any]]:
-        """Per (window, step) of its keys: the Overall key of this head and one state of the rows
-        of every such key together (the Overall slice's share of rows with a value in this
-        spec), from one merge of the block into a block of one key per (window, step)."""
-        groups: dict[tuple[int | None, int | None], int] = {}
-        if all(w is None and s is None for _, w, s in self.keys):
-            groups[(None, None)] = 0
-            index = np.zeros(len(self.keys), np.int64)
-        else:
-            index = np.fromiter((groups.setdefault((w, s), len(groups)) for _, w, s in self.keys),
-                                np.int64, len(self.keys))
-        if not self.keys:
-            return
-        merged = self.block.take(np.empty(0, np.int64)).merge(self.block, index)
-        for (window, step), g in groups.items():
-            yield Key((), (), self.head, window, step), merged.state(g)
-
     def shards(self, n: int = SHARDS) -> Iterator[tuple[int, 'KeyBlock']]:
         """(shard, block of its keys) for each shard holding keys; a key's shard depends only on
         the key (`shard_numbers`), so every bundle sends it to the same shard."""
@@ -196,6 +179,13 @@ class KeyBlock:
         cuts = np.flatnonzero(np.diff(shard[order])) + 1
         for part in np.split(order, cuts):
             yield int(shard[part[0]]), self.take(part)
+
+    def __deepcopy__(self, memo: dict) -> 'KeyBlock':
+        """A copy through the block's own `take` (numpy copies; the key tuples are immutable and
+        shared) — Python's generic deepcopy walks every key's tuple."""
+        out = KeyBlock(self.columns, self.head, self.block.take(np.arange(len(self.keys))))
+        out._set_keys(list(self.keys))
+        return out
 
     def __getstate__(self) -> tuple:
         return (self.columns, self.head, self.keys, self.block)

@@ -231,23 +231,6 @@ def test_a_run_with_blocks_writes_the_tables_of_one_state_per_key(tmp_path, monk
         np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12, err_msg=col)
 
 
-def test_merged_states_give_overall_one_state_per_window_and_step_of_every_key_s_rows():
-    rng = np.random.default_rng(4)
-    kb = KeyBlock(('c',), 1, ReferenceBlock(_face()))
-    keys = [(('c',), ('a',), 0, 7), (('c',), ('b',), 0, 7), (('c',), ('a',), 60, 7)]
-    arrays, codes = _arrays(rng, 50), rng.integers(0, 3, 50)
-    kb.add(keys, codes, arrays)
-    merged = dict(kb.merged_states())
-    assert sorted(merged, key=str) == sorted([Key((), (), 1, 0, 7), Key((), (), 1, 60, 7)],
-                                             key=str)
-    for window, rows in ((0, codes < 2), (60, codes == 2)):
-        expected = _face().new_state().update(
-            arrays.labels[rows], arrays.logits[rows], {'w': arrays.features['w'][rows]})
-        assert merged[Key((), (), 1, window, 7)].result() == pytest.approx(expected.result(),
-                                                                           rel=1e-12)
-        assert merged[Key((), (), 1, window, 7)].counts() == pytest.approx(expected.counts())
-
-
 def test_with_a_plot_limit_blocks_plot_the_same_slices_as_one_state_per_key(tmp_path,
                                                                            monkeypatch):
     pattern = _data(tmp_path)
@@ -295,3 +278,17 @@ def test_a_key_s_shard_number_does_not_depend_on_the_other_keys():
         assert shard_numbers([keys[i] for i in part]).tolist() == [whole[i] for i in part]
     # Different keys, different numbers (here); True is not the int 1, (3,) in a window not 3.
     assert len(set(whole)) == len(keys)
+
+
+def test_a_deep_copy_is_equal_and_independent():
+    import copy
+    rng = np.random.default_rng(8)
+    kb = KeyBlock(('c',), 0, heads.BinaryClassHead(weight_column='w').new_block())
+    kb.add(_keys(['x', 'y']), rng.integers(0, 2, 30), _arrays(rng, 30))
+    twin = copy.deepcopy(kb)
+    assert twin.keys == kb.keys and twin.block.results().keys() == kb.block.results().keys()
+    for k, v in kb.block.results().items():
+        np.testing.assert_array_equal(twin.block.results()[k], v)
+    twin.add(_keys(['z']), np.zeros(10, np.int64), _arrays(rng, 10))
+    assert len(twin) == 3 and len(kb) == 2
+    assert kb.block.counts()[0].tolist() == twin.block.counts()[0][:2].tolist()
