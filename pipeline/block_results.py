@@ -15,6 +15,7 @@ hands them to every shard's reading (`pipeline.graph`).
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -22,7 +23,8 @@ import numpy as np
 from pipeline.key_blocks import KeyBlock, TableKey
 from pipeline.metric_rows import MetricRows
 from pipeline.packed_plots import PackedPlots
-from pipeline.results import KeyResult, strip_suffix, values_order
+from pipeline.elements import Key
+from pipeline.results import KeyResult, state_results, strip_suffix, values_order
 
 __all__ = ['block_results', 'plot_candidates', 'plot_winners']
 
@@ -33,14 +35,29 @@ PlotGroup = tuple[tuple[str, ...], Any, Any]
 Candidate = tuple[PlotGroup, tuple, TableKey]
 
 
+def _key_counts(kb: KeyBlock) -> tuple[list[TableKey], np.ndarray]:
+    """Every key of `kb` (block keys, then keys only in `dense`) and its example count."""
+    keys = list(kb.keys)
+    counts = kb.block.counts()[0].copy()
+    extra = []
+    for key, state in kb.dense.items():
+        i = kb.index_of(key)
+        if i is None:
+            keys.append(key)
+            extra.append(state.counts()[0])
+        else:
+            counts[i] += state.counts()[0]
+    return keys, np.concatenate([counts, np.asarray(extra, np.float64)])
+
+
 def plot_candidates(kb: KeyBlock, limit: int) -> list[Candidate]:
     """Per (window, step) of `kb`'s keys, its `limit` largest (by example count, then in the
     tables' slice order) as (group, rank key, table key)."""
     if limit <= 0 or not len(kb):
         return []
-    counts = kb.block.counts()[0]
+    keys, counts = _key_counts(kb)
     groups: dict[tuple, list[int]] = {}
-    for i, (_, window, step) in enumerate(kb.keys):
+    for i, (_, window, step) in enumerate(keys):
         groups.setdefault((window, step), []).append(i)
     out: list[Candidate] = []
     for (window, step), members in groups.items():
@@ -49,9 +66,9 @@ def plot_candidates(kb: KeyBlock, limit: int) -> list[Candidate]:
         if index.size > limit:  # only keys with at least the limit-th largest count may win
             cut = np.partition(c, index.size - limit)[index.size - limit]
             index = index[c >= cut]
-        ranked = sorted((-float(counts[i]), values_order(kb.keys[i][0]), i)
+        ranked = sorted((-float(counts[i]), values_order(keys[i][0]), i)
                         for i in index.tolist())[:limit]
-        out += [((kb.columns, window, step), (n, order), kb.keys[i]) for n, order, i in ranked]
+        out += [((kb.columns, window, step), (n, order), keys[i]) for n, order, i in ranked]
     return out
 
 
@@ -75,7 +92,7 @@ def _metric_array(kb: KeyBlock, name: str) -> tuple[tuple[str, ...], np.ndarray]
     results = {strip_suffix(k, name): v for k, v in block.results().items()}
     results.pop('loss', None)  # the `loss` row is the head's loss, as in state_result
     names = tuple(results) + ('loss',)
-    values = np.full((len(kb), len(names), 3), np.nan)
+    values = np.full((len(kb.keys), len(names), 3), np.nan)
     for j, v in enumerate(results.values()):
         values[:, j, 0] = v
     values[:, -1, 0] = block.losses()
@@ -97,14 +114,33 @@ def block_results(kb: KeyBlock, head_names: Sequence[str],
     names, values = _metric_array(kb, name)
     examples, weighted = kb.block.counts()
     if winners is None:
-        plotted = set(range(len(kb)))
+        plotted = set(kb.keys) | set(kb.dense)
     else:
-        found = (kb.index_of(k) for k in winners.get(kb.columns, ()))
-        plotted = {i for i in found if i is not None}
+        plotted = set(winners.get(kb.columns, ()))
     rows = MetricRows.many(names, values)
     losses = values[:, -1, 0].tolist()
     out = []
     for i, (count, total) in enumerate(zip(examples.tolist(), weighted.tolist())):
-        plots = PackedPlots(kb.block.state(i).plots() or {}) if i in plotted else {}
+        if kb.keys[i] in kb.dense:
+            continue  # read with its dense part, below
+        plots = (PackedPlots(kb.block.state(i).plots() or {}) if kb.keys[i] in plotted
+                 else {})
         out.append(KeyResult(kb.key(i), rows[i], int(count), total, losses[i], plots))
-    return out
+    return out + _dense_results(kb, head_names, plotted)
+
+
+def _dense_results(kb: KeyBlock, head_names: Sequence[str], plotted: set[TableKey]
+                   ) -> list[KeyResult]:
+    """The results of the keys with a dense state (merged with their block part, if any), their
+    plots dropped unless `plotted`. The states are copied: the block stays unchanged."""
+    pairs = []
+    for key, state in kb.dense.items():
+        state = copy.deepcopy(state)
+        i = kb.index_of(key)
+        if i is not None:
+            state.merge(kb.block.state(i))
+        values, window, step = key
+        pairs.append((tuple(Key(kb.columns, values, kb.head, window, step)), state))
+    results = state_results(pairs, head_names)
+    return [r if (r.key.slice_values, r.key.window_start, r.key.step) in plotted
+            else r._replace(plots={}) for r in results]

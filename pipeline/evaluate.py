@@ -28,6 +28,7 @@ Per `SourceBatch` (`BatchEvaluator.add`):
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
@@ -278,7 +279,8 @@ class BatchEvaluator:
         block = self._blocks.get((columns, h))
         if block is None:
             block = self._blocks[(columns, h)] = KeyBlock(
-                columns, h, self.config.new_block(self.heads[h]))
+                columns, h, self.config.new_block(self.heads[h]),
+                functools.partial(self.config.new_state, self.heads[h]))
         block.add(keys, codes, a)
 
     def _flush(self) -> dict[Any, Any]:

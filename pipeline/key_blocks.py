@@ -18,17 +18,24 @@ not depend on sharding or bundle order (merging is associative and commutative, 
 """
 from __future__ import annotations
 
+import copy
 import zlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from pipeline.elements import HeadArrays, Key
-from pipeline.keys import SpecKeys
+from pipeline.decode import take_rows
+from pipeline.keys import SpecKeys, group_rows
 
 __all__ = ['BLOCK_TAG', 'SHARDS', 'KeyBlock', 'block_key', 'is_block_key']
 
 BLOCK_TAG = '__block__'
+# A batch holding at most this many keys of a spec updates one dense head state per key
+# (`KeyBlock.dense`, the states' own grouped update): for a few keys that is cheaper than the
+# block's sparse buckets; many keys go to the block. A key may have rows in both: its result is
+# then its dense state merged with its block part (`pipeline.block_results`).
+DENSE_KEYS = 64
 # Shards of a spec's keys: the unit of the combine and of reading metrics (bounded memory each,
 # parallel on runners with several workers).
 SHARDS = 8
@@ -79,24 +86,31 @@ def shard_numbers(keys: Sequence[TableKey]) -> np.ndarray:
 
 
 class KeyBlock:
-    """The states of every key of slice spec `columns` for head index `head`, columnar.
+    """The states of every key of slice spec `columns` for head index `head`.
 
-    `keys[i]` is key i's (slice values, window start, step); `block` the head's block over them.
+    `keys[i]` is key i's (slice values, window start, step) and `block` the head's columnar block
+    over them; `dense` holds one head state per key for keys updated by batches with few keys
+    (made by `new_state`, given where rows are added; a merged or unpickled block only merges).
     """
 
-    __slots__ = ('columns', 'head', 'keys', 'block', '_index', '_by_values')
+    __slots__ = ('columns', 'head', 'keys', 'block', 'dense', '_index', '_by_values',
+                 '_new_state')
 
-    def __init__(self, columns: tuple[str, ...], head: int, block: Any) -> None:
+    def __init__(self, columns: tuple[str, ...], head: int, block: Any,
+                 new_state: Callable[[], Any] | None = None) -> None:
         self.columns = tuple(columns)
         self.head = int(head)
         self.keys: list[TableKey] = []
         self.block = block
+        self.dense: dict[TableKey, Any] = {}
+        self._new_state = new_state
         self._index: dict[TableKey, int] = {}
         # Per (window, step): slice values → index, for batches whose keys share them.
         self._by_values: dict[tuple, dict[tuple, int]] = {}
 
     def __len__(self) -> int:
-        return len(self.keys)
+        """The number of distinct keys (in the block, dense, or both)."""
+        return len(self.keys) + sum(1 for k in self.dense if k not in self._index)
 
     def key(self, i: int) -> Key:
         values, window, step = self.keys[i]
@@ -135,6 +149,9 @@ class KeyBlock:
     def add(self, keys: Sequence[tuple], codes: np.ndarray, arrays: HeadArrays) -> None:
         """Adds row j of `arrays` to key `keys[codes[j]]` ((columns, values, window, step), as
         `pipeline.keys.key_codes` lists them; codes[j] < 0: the row is in no key)."""
+        if self._new_state is not None and len(keys) <= DENSE_KEYS:
+            self._add_dense(keys, codes, arrays)
+            return
         if isinstance(keys, SpecKeys):
             index = self._indices_of_values(keys.combos, keys.window, keys.step)
         else:
@@ -143,12 +160,32 @@ class KeyBlock:
         self.block.add(rows, len(self.keys), arrays.labels, arrays.logits,
                        arrays.features or None)
 
+    def _add_dense(self, keys: Sequence[tuple], codes: np.ndarray, arrays: HeadArrays) -> None:
+        """Adds the rows to the keys' dense states, all keys in one grouped update when the
+        state has one, else key by key."""
+        states = []
+        for _, values, window, step in keys:
+            state = self.dense.get((values, window, step))
+            if state is None:
+                state = self.dense[(values, window, step)] = self._new_state()
+            states.append(state)
+        features = arrays.features or None
+        grouped = getattr(type(states[0]), 'update_groups', None)
+        if grouped is not None and grouped(states, codes, arrays.labels, arrays.logits, features):
+            return
+        for code, idx in group_rows(codes):
+            sub = take_rows(arrays, idx)
+            states[code].update(sub.labels, sub.logits, sub.features or None)
+
     def merge(self, other: 'KeyBlock') -> 'KeyBlock':
         """Adds `other`'s keys (left unchanged) to this block; returns self."""
         if (other.columns, other.head) != (self.columns, self.head):
             raise ValueError('Cannot merge the blocks of %r head %d and %r head %d.'
                              % (self.columns, self.head, other.columns, other.head))
         self.block.merge(other.block, self._indices(other.keys))
+        for key, state in other.dense.items():
+            mine = self.dense.get(key)
+            self.dense[key] = copy.deepcopy(state) if mine is None else mine.merge(state)
         return self
 
     def take(self, indices: np.ndarray) -> 'KeyBlock':
@@ -169,28 +206,32 @@ class KeyBlock:
     def shards(self, n: int = SHARDS) -> Iterator[tuple[int, 'KeyBlock']]:
         """(shard, block of its keys) for each shard holding keys; a key's shard depends only on
         the key (`shard_numbers`), so every bundle sends it to the same shard."""
-        if not self.keys:
+        dense = list(self.dense)
+        block_shard = (shard_numbers(self.keys) % np.uint64(n)).astype(np.int64)
+        dense_shard = (shard_numbers(dense) % np.uint64(n)).astype(np.int64)
+        shards = np.union1d(block_shard, dense_shard)
+        if shards.size == 1:
+            yield int(shards[0]), self
             return
-        shard = (shard_numbers(self.keys) % np.uint64(n)).astype(np.int64)
-        if (shard == shard[0]).all():
-            yield int(shard[0]), self
-            return
-        order = np.argsort(shard, kind='stable')
-        cuts = np.flatnonzero(np.diff(shard[order])) + 1
-        for part in np.split(order, cuts):
-            yield int(shard[part[0]]), self.take(part)
+        for shard in shards.tolist():
+            part = self.take(np.flatnonzero(block_shard == shard))
+            part.dense = {dense[i]: self.dense[dense[i]]
+                          for i in np.flatnonzero(dense_shard == shard).tolist()}
+            yield shard, part
 
     def __deepcopy__(self, memo: dict) -> 'KeyBlock':
         """A copy through the block's own `take` (numpy copies; the key tuples are immutable and
         shared) — Python's generic deepcopy walks every key's tuple."""
         out = KeyBlock(self.columns, self.head, self.block.take(np.arange(len(self.keys))))
         out._set_keys(list(self.keys))
+        out.dense = copy.deepcopy(self.dense, memo)
         return out
 
     def __getstate__(self) -> tuple:
-        return (self.columns, self.head, self.keys, self.block)
+        return (self.columns, self.head, self.keys, self.block, self.dense)
 
     def __setstate__(self, state: tuple) -> None:
-        self.columns, self.head, keys, self.block = state
+        self.columns, self.head, keys, self.block, self.dense = state
         self._set_keys(list(keys))
         self._by_values = {}
+        self._new_state = None

@@ -146,11 +146,15 @@ def test_block_results_read_plots_only_for_the_winners():
     assert [r.example_count for r in results] == [3, 2, 1]
 
 
-def _data(tmp_path, n: int = 1200, values: int = 40, seed: int = 3) -> str:
+def _data(tmp_path, n: int = 1200, values: int = 100, seed: int = 3) -> str:
+    """Three shards of n/3 rows (one batch each); the first holds 10 users (its batch updates
+    dense states, `DENSE_KEYS`), the others ~100 (the block): users 0-9 have rows in both."""
     rng = np.random.default_rng(seed)
     x = rng.normal(0, 2, n).astype(np.float32)
+    user = rng.integers(0, values, n)
+    user[:n // 3] %= 10
     table = pa.table({
-        'user': rng.integers(0, values, n),
+        'user': user,
         'country': rng.choice(['US', 'JP', 'DE'], n),
         'w': rng.uniform(0.0, 1.5, n).astype(np.float32),
         'x': x,
@@ -215,9 +219,12 @@ def test_a_run_with_blocks_writes_the_tables_of_one_state_per_key(tmp_path, monk
     multi_class_rows = _count_block_rows(monkeypatch, MultiClassBlock)
     got, got_plots = _run(pattern, tmp_path / 'blocks', window=window)
     if block == 'reference':  # both non-Overall specs of the binary head went through blocks
-        assert ReferenceBlock.rows_added - before == 2 * 1200
-    assert regression_rows == [2 * 1200]  # and of the RegressionHead (its RegressionBlock)
-    assert multi_class_rows == [2 * 1200]  # and of the MultiClassHead (its MultiClassBlock)
+        assert ReferenceBlock.rows_added - before == 2 * 800
+    # The last two shards' batches of both specs; with windows also the first shard's crossed
+    # spec (30 country × user values × 3 windows: more than DENSE_KEYS).
+    in_blocks = 2 * 800 + (400 if window else 0)
+    assert regression_rows == [in_blocks]  # and of the RegressionHead (its RegressionBlock)
+    assert multi_class_rows == [in_blocks]  # and of the MultiClassHead (its MultiClassBlock)
     _same_metrics(got, expected)
     sort = [(k, 'ascending') for k in ('slice', 'head', 'sub_key', 'curve', 'threshold',
                                        'bucket_lower') + (('window_start',) if window else ())]
@@ -292,3 +299,31 @@ def test_a_deep_copy_is_equal_and_independent():
     twin.add(_keys(['z']), np.zeros(10, np.int64), _arrays(rng, 10))
     assert len(twin) == 3 and len(kb) == 2
     assert kb.block.counts()[0].tolist() == twin.block.counts()[0][:2].tolist()
+
+
+def test_a_key_with_rows_in_both_dense_state_and_block_reads_as_all_its_rows():
+    rng = np.random.default_rng(9)
+    face = _face()
+    kb = KeyBlock(('c',), 0, face.new_block(), face.new_state)
+    few, many = _arrays(rng, 30), _arrays(rng, 400)
+    few_codes, many_codes = rng.integers(0, 2, 30), rng.integers(0, 100, 400)
+    kb.add(_keys(['a', 'b']), few_codes, few)                            # 2 keys: dense
+    kb.add(_keys(['a'] + ['v%d' % i for i in range(99)]), many_codes, many)  # 100: block
+    assert set(kb.dense) == {(('a',), None, None), (('b',), None, None)} and len(kb) == 101
+    parts = [pickle.loads(pickle.dumps(part)) for _, part in kb.shards()]
+    merged = parts[0]
+    for part in parts[1:]:
+        merged.merge(part)
+    by_value = {r.key.slice_values: r for r in block_results(merged, [''], None)}
+    assert len(by_value) == 101
+    # 'a': code 0 of both batches, read as one state of all those rows.
+    expected = face.new_state()
+    for arrays, codes in ((few, few_codes), (many, many_codes)):
+        rows = codes == 0
+        expected.update(arrays.labels[rows], arrays.logits[rows],
+                        {"w": arrays.features["w"][rows]})
+    got = dict((m, v) for m, v, _, _ in by_value[('a',)].metrics)
+    for metric, value in expected.result().items():
+        assert got[metric] == pytest.approx(value, rel=1e-9, nan_ok=True), metric
+    assert by_value[('a',)].example_count == int(expected.counts()[0])
+    assert by_value[('a',)].plots and by_value[('v0',)].plots
