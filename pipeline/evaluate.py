@@ -102,8 +102,8 @@ class BatchEvaluator:
         that does not raises `ConfigError` naming its file and the column.
       blocks: with the pre-combine, the keys of each non-Overall spec of a head that has blocks
         (`EvalConfig.new_block`) are held in one `pipeline.key_blocks.KeyBlock` per (spec, head),
-        handed on in shards (`block_key`) instead of one state per key (the Overall slice is
-        then evaluated with every row, not derived from a donor spec).
+        handed on in shards (`block_key`) instead of one state per key (the Overall slice's
+        state of such a head is derived from the donor spec's block, `KeyBlock.merged_states`).
     """
 
     def __init__(self, config: EvalConfig, run_id: str, bad_records: str = 'fail',
@@ -123,9 +123,6 @@ class BatchEvaluator:
         self._columns = config.columns()
         self._blocked = [precombine and blocks and config.new_block(h) is not None
                          for h in self.heads]
-        # A blocked head's Overall is cheaper evaluated with every row (one grouped update) than
-        # merged from thousands of a donor block's keys, so the donor is not used with blocks.
-        derive_overall = derive_overall and not any(self._blocked)
         self._donor = overall_donor(config.slices) if precombine and derive_overall else None
         self.start()
 
@@ -289,6 +286,11 @@ class BatchEvaluator:
         states, self._states = self._states, {}
         blocks, self._blocks = self._blocks, {}
         if self._donor is not None:
+            for (columns, h), block in blocks.items():
+                if columns == self._donor:  # a blocked head's Overall: its donor block merged
+                    for key, state in block.merged_states():
+                        own = states.get(key)
+                        states[key] = state if own is None else state.merge(own)
             states = derive_overall_states(states, self._donor, self.heads)
         for (columns, h), block in blocks.items():
             for shard, part in block.shards():

@@ -203,6 +203,27 @@ class KeyBlock:
         """Makes `keys` (distinct) the table of an empty block."""
         self.keys, self._index = keys, dict(zip(keys, range(len(keys))))
 
+    def merged_states(self) -> Iterator[tuple[Key, Any]]:
+        """Per (window, step) of its keys: the Overall key of this head and one state of the rows
+        of every such key together (the Overall slice's share of rows with a value in this
+        spec): the dense states merged (copies), plus the block merged into one key per (window,
+        step) when it holds keys."""
+        out: dict[tuple, Any] = {}
+        for (_, window, step), state in self.dense.items():
+            acc = out.get((window, step))
+            out[(window, step)] = copy.deepcopy(state) if acc is None else acc.merge(state)
+        if self.keys:
+            groups: dict[tuple, int] = {}
+            index = np.fromiter((groups.setdefault((w, s), len(groups)) for _, w, s in self.keys),
+                                np.int64, len(self.keys))
+            merged = self.block.take(np.empty(0, np.int64)).merge(self.block, index)
+            for (window, step), g in groups.items():
+                acc = out.get((window, step))
+                out[(window, step)] = (merged.state(g) if acc is None
+                                       else acc.merge(merged.state(g)))
+        for (window, step), state in out.items():
+            yield Key((), (), self.head, window, step), state
+
     def shards(self, n: int = SHARDS) -> Iterator[tuple[int, 'KeyBlock']]:
         """(shard, block of its keys) for each shard holding keys; a key's shard depends only on
         the key (`shard_numbers`), so every bundle sends it to the same shard."""
