@@ -55,15 +55,15 @@ def _evaluation_dir(window_start: datetime.datetime | None, step: int | None) ->
     return ','.join(parts)
 
 
-def _evaluations(table: pa.Table) -> dict[tuple[Any, Any], list[int]]:
-    """The table's rows per evaluation (window_start, step): one evaluation (None, None) when
-    the table has neither column; else grouped with numpy, not row by row."""
+def _evaluations(table: pa.Table) -> dict[tuple[Any, Any], np.ndarray]:
+    """The table's rows (ascending positions) per evaluation (window_start, step): one
+    evaluation (None, None) when the table has neither column; else grouped with numpy."""
     n = table.num_rows
     columns = [c for c in ('window_start', 'step') if c in table.column_names]
     if not n:
         return {}
     if not columns:
-        return {(None, None): list(range(n))}
+        return {(None, None): np.arange(n, dtype=np.int64)}
     parts = []
     for c in columns:
         col = table.column(c).combine_chunks()
@@ -79,7 +79,7 @@ def _evaluations(table: pa.Table) -> dict[tuple[Any, Any], list[int]]:
         row = int(first[g])
         key = tuple(table.column(c)[row].as_py() if c in columns else None
                     for c in ('window_start', 'step'))
-        out[key] = rows.tolist()
+        out[key] = rows
     return out
 
 
@@ -229,7 +229,7 @@ def _write_plot_records(path: str, plots: Plots, evaluation: tuple[Any, Any],
 
     def write(f: Any) -> None:
         for piece in _pieces(plots):
-            rows = _evaluations(piece).get(evaluation, [])
+            rows = _evaluations(piece).get(evaluation, np.empty(0, np.int64)).tolist()
             for record in tfma_plots.plots_records(piece, rows, slices, head_names, typed):
                 _TFRecordUtil.write_record(f, record)
     fileio.write_atomically(path, write)
@@ -274,7 +274,7 @@ def write_tfma(output_dir: str, metrics: pa.Table, plots: Plots, slices: list[li
         evaluations = [(None, None)]  # empty tables: an empty but loadable result
     config_json = protos.eval_run_json(slices, head_names)
     for n, evaluation in enumerate(evaluations):
-        m_rows = metric_rows.get(evaluation, [])
+        m_rows = metric_rows.get(evaluation, np.empty(0, np.int64))
         targets = []
         if len(evaluations) > 1:
             targets.append(fileio.join(base, _evaluation_dir(*evaluation)))
