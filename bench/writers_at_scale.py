@@ -52,7 +52,6 @@ from heads import BinaryClassHead  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from pipeline import run_outputs  # noqa: E402
 from pipeline.elements import Key  # noqa: E402
-from pipeline.metric_rows import MetricRows  # noqa: E402
 from pipeline.results import KeyResult, state_results  # noqa: E402
 from pipeline.run_options import RunOptions  # noqa: E402
 
@@ -98,8 +97,7 @@ def make_results(keys: int, plotted: int) -> list[KeyResult]:
         # Each key its own objects (as each arrives pickled on its own), so that pickling many
         # at once below shares nothing that the gather would not share.
         made.append(t._replace(key=Key(tuple(['user']), (i,), 0, None, None),
-                               metrics=MetricRows._restore(t.metrics._names,
-                                                           bytes(bytearray(t.metrics._data))),
+                               metrics=pickle.loads(pickle.dumps(t.metrics)),
                                example_count=int(counts[i]), loss=float(str(t.loss)),
                                weighted_example_count=float(str(t.weighted_example_count)),
                                plots=copy.copy(t.plots) if i in with_plots else {}))

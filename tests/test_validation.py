@@ -426,3 +426,21 @@ def test_with_confidence_baseline_rows_carry_the_intervals_of_a_run_of_the_basel
     assert cand['ci_lower'].notna().all()
     assert (cand['ci_lower'].to_numpy() < cand['value'].to_numpy() + 0.05).all()
     assert not np.allclose(cand['ci_lower'].to_numpy(), diff['ci_lower'].to_numpy())
+
+
+def test_validation_json_holds_the_verdict_one_check_a_line():
+    from pipeline.validation import verdict_json
+    verdict = {'blessed': False,
+               'checks': [{'head': 'click', 'metric': 'auc', 'slice': 'city:a"}, {b',
+                           'value': 0.25, 'passed': False, 'ci_lower': None},
+                          {'head': 'click', 'metric': 'auc', 'slice': 'Overall', 'value': 0.75,
+                           'passed': True, 'ci_lower': None}],
+               'not_checked': [{'slice': 'city:*', 'slices': 2, 'rows': 7}]}
+    text = verdict_json(verdict).decode('utf-8')
+    assert json.loads(text) == verdict
+    lines = text.splitlines()
+    assert lines[:3] == ['{', ' "blessed": false,', ' "checks": [']
+    assert lines[3].startswith('  {"head": "click"') and lines[3].endswith('"ci_lower": null},')
+    assert lines[4].endswith('"ci_lower": null}')
+    assert json.loads(verdict_json({'blessed': True, 'checks': []})) == {'blessed': True,
+                                                                         'checks': []}

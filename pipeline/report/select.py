@@ -43,19 +43,25 @@ def _primary(metrics: list[str]) -> str | None:
     return next((m for m in PRIMARY_METRICS if m in metrics), metrics[0] if metrics else None)
 
 
-def _chosen(rows: pa.Table, n: int) -> tuple[set[str], str | None]:
+def _chosen(metrics: pa.Table, columns: str, metric_names: dict[str, list[str]], n: int
+            ) -> tuple[set[str], str | None]:
     """One spec's slices to show, per head: the n worst and n best by the primary metric (slices
-    whose value is a 0/0 not among them: no weight, or an auc undefined) and the n largest."""
+    whose value is a 0/0 not among them: no weight, or an auc undefined) and the n largest.
+    `metric_names`: per head, its metrics in this spec. Only the rows of one (head, primary
+    metric) are taken out of the table, and only the chosen slices' names are read."""
     chosen: set[str] = set()
     primaries = []
-    for head in pc.unique(rows['head']).to_pylist():
-        own = rows.filter(pc.equal(rows['head'], head))
-        primary = _primary(pc.unique(own['metric']).to_pylist())
+    in_spec = pc.equal(metrics['slice_columns'], columns)
+    needed = [c for c in ('slice', 'value', 'example_count', 'weighted_example_count',
+                          'lower_bound') if c in metrics.column_names]
+    for head, names in metric_names.items():
+        primary = _primary(names)
         if primary is None:
             continue
         primaries.append(primary)
-        m = own.filter(pc.equal(own['metric'], primary))
-        names = np.asarray(m['slice'].to_pylist(), dtype=object)
+        mask = pc.and_(in_spec, pc.and_(pc.equal(metrics['head'], head),
+                                        pc.equal(metrics['metric'], primary)))
+        m = metrics.select(needed).filter(mask)
         values = m['value'].to_numpy(zero_copy_only=False).astype(np.float64)
         counts = m['example_count'].fill_null(0).to_numpy().astype(np.float64)
         ok = np.isfinite(values)
@@ -67,10 +73,20 @@ def _chosen(rows: pa.Table, n: int) -> tuple[set[str], str | None]:
         ranked = np.flatnonzero(ok)
         order = ranked[np.argsort(-values[ranked] if lower_is_better(primary)
                                   else values[ranked], kind='stable')]
-        chosen.update(names[order[:n]])
-        chosen.update(names[order[::-1][:n]])
-        chosen.update(names[np.argsort(-counts, kind='stable')[:n]])
+        picked = np.concatenate([order[:n], order[::-1][:n],
+                                 np.argsort(-counts, kind='stable')[:n]])
+        chosen.update(m['slice'].take(pa.array(picked, pa.int64())).to_pylist())
     return chosen, (primaries[0] if len(set(primaries)) == 1 else None)
+
+
+def _metric_names(metrics: pa.Table) -> dict[str, dict[str, list[str]]]:
+    """Per slice spec, per head (in order of first row), its metrics (in order of first row)."""
+    triples = metrics.select(['slice_columns', 'head', 'metric']).group_by(
+        ['slice_columns', 'head', 'metric'], use_threads=False).aggregate([])
+    out: dict[str, dict[str, list[str]]] = {}
+    for columns, head, metric in zip(*(triples[c].to_pylist() for c in triples.column_names)):
+        out.setdefault(columns, {}).setdefault(head, []).append(metric)
+    return out
 
 
 def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC,
@@ -92,9 +108,9 @@ def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC,
     small = pairs.filter(pc.invert(pc.is_in(pairs['slice_columns'], value_set=big_specs)))
     keep = set(small['slice'].to_pylist())
     notes = []
+    metric_names = _metric_names(candidate)
     for columns, total in sorted(big):
-        rows = candidate.filter(pc.equal(candidate['slice_columns'], columns))
-        chosen, primary = _chosen(rows, n)
+        chosen, primary = _chosen(candidate, columns, metric_names.get(columns, {}), n)
         keep |= chosen
         by = ('by %s ' % primary) if primary else 'by each head\'s primary metric '
         notes.append('%s: showing %s of %s slices (per head the %d worst and %d best %sand the '

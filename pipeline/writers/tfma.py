@@ -55,15 +55,15 @@ def _evaluation_dir(window_start: datetime.datetime | None, step: int | None) ->
     return ','.join(parts)
 
 
-def _evaluations(table: pa.Table) -> dict[tuple[Any, Any], list[int]]:
-    """The table's rows per evaluation (window_start, step): one evaluation (None, None) when
-    the table has neither column; else grouped with numpy, not row by row."""
+def _evaluations(table: pa.Table) -> dict[tuple[Any, Any], np.ndarray]:
+    """The table's rows (ascending positions) per evaluation (window_start, step): one
+    evaluation (None, None) when the table has neither column; else grouped with numpy."""
     n = table.num_rows
     columns = [c for c in ('window_start', 'step') if c in table.column_names]
     if not n:
         return {}
     if not columns:
-        return {(None, None): list(range(n))}
+        return {(None, None): np.arange(n, dtype=np.int64)}
     parts = []
     for c in columns:
         col = table.column(c).combine_chunks()
@@ -79,7 +79,7 @@ def _evaluations(table: pa.Table) -> dict[tuple[Any, Any], list[int]]:
         row = int(first[g])
         key = tuple(table.column(c)[row].as_py() if c in columns else None
                     for c in ('window_start', 'step'))
-        out[key] = rows.tolist()
+        out[key] = rows
     return out
 
 
@@ -104,8 +104,9 @@ def _row_codes(table: pa.Table, columns: Sequence[str]
     return combined, encoded
 
 
-def _distinct_rows(table: pa.Table, columns: Sequence[str]) -> list[tuple]:
-    """(first row, *values) of each distinct combination of `columns`, by first row."""
+def _distinct_rows(table: pa.Table, columns: Sequence[str]) -> Iterable[tuple]:
+    """(first row, *values) of each distinct combination of `columns`, by first row (made as
+    they are read: a table of 1M slices has 1M)."""
     if table.num_rows == 0:
         return []
     combined, encoded = _row_codes(table, columns)
@@ -116,14 +117,15 @@ def _distinct_rows(table: pa.Table, columns: Sequence[str]) -> list[tuple]:
         return sorted(zip(groups.column('_row_min').to_pylist(),
                           *(groups.column(c).to_pylist() for c in columns)))
     _, first = np.unique(combined, return_index=True)
-    return [(i,) + tuple(values[codes[i]] for codes, values in encoded)
-            for i in np.sort(first).tolist()]
+    return ((i,) + tuple(values[codes[i]] for codes, values in encoded)
+            for i in np.sort(first).tolist())
 
 
 class _SliceKeys:
-    """`protos.slice_key` of each distinct (slice_columns, slice_values), made once for the
-    checks and the records (a run with many slices has millions of rows, 100,000s of slices);
-    a slice of a spec seen before, with its typed values, is put together without parsing."""
+    """`protos.slice_key` of each distinct (slice_columns, slice_values) for the checks and the
+    records (a run with many slices has millions of rows, 100,000s of slices): a slice of a spec
+    seen before, with its typed values, is put together without parsing; any other is parsed
+    once and remembered."""
 
     def __init__(self, slices: Sequence[Sequence[str]], typed: protos.TypedValues | None):
         self.slices, self.typed = slices, typed or {}
@@ -133,17 +135,16 @@ class _SliceKeys:
 
     def __call__(self, columns: str, values: str, slices: Any = None, typed: Any = None
                  ) -> tuple:
-        key = self._made.get((columns, values))
-        if key is not None:
-            return key
         spec, typed_values = self._specs.get(columns), self.typed.get((columns, values))
         if spec is not None and typed_values is not None and len(typed_values) == len(spec[0]):
-            key = tuple((spec[0][j], typed_values[j]) for j in spec[1])
-        else:
-            key = protos.slice_key(columns, values, self.slices, self.typed)
+            # Put together each time: remembering 1M such keys would cost ~300 MB.
+            return tuple((spec[0][j], typed_values[j]) for j in spec[1])
+        key = self._made.get((columns, values))
+        if key is None:
+            key = self._made[(columns, values)] = protos.slice_key(columns, values, self.slices,
+                                                                   self.typed)
             names = schema.split_slice_parts(columns)
             self._specs[columns] = (names, sorted(range(len(names)), key=names.__getitem__))
-        self._made[(columns, values)] = key
         return key
 
 
@@ -229,7 +230,7 @@ def _write_plot_records(path: str, plots: Plots, evaluation: tuple[Any, Any],
 
     def write(f: Any) -> None:
         for piece in _pieces(plots):
-            rows = _evaluations(piece).get(evaluation, [])
+            rows = _evaluations(piece).get(evaluation, np.empty(0, np.int64)).tolist()
             for record in tfma_plots.plots_records(piece, rows, slices, head_names, typed):
                 _TFRecordUtil.write_record(f, record)
     fileio.write_atomically(path, write)
@@ -274,7 +275,7 @@ def write_tfma(output_dir: str, metrics: pa.Table, plots: Plots, slices: list[li
         evaluations = [(None, None)]  # empty tables: an empty but loadable result
     config_json = protos.eval_run_json(slices, head_names)
     for n, evaluation in enumerate(evaluations):
-        m_rows = metric_rows.get(evaluation, [])
+        m_rows = metric_rows.get(evaluation, np.empty(0, np.int64))
         targets = []
         if len(evaluations) > 1:
             targets.append(fileio.join(base, _evaluation_dir(*evaluation)))
