@@ -200,13 +200,14 @@ def _reduce_sorted(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, n
 def pack_nonzero(values: np.ndarray) -> tuple:
     """A float64 array as (shape, bit mask of its non-zero elements, bit mask of those that
     float32 holds exactly, those as float32, the others as float64): compact for pickles of sums
-    that are mostly 0 (a key's few rows fill few cells) or whole (counts, unit weights)."""
-    mask = values != 0  # NaN is kept
-    nonzero = values[mask]
+    that are mostly 0 (a key's few rows fill few cells) or whole (counts, unit weights). Works on
+    the flat array (boolean indexing of a 1-D array is several times faster)."""
+    flat = values.reshape(-1)
+    mask = flat != 0  # NaN is kept
+    nonzero = flat[mask]
     narrow = nonzero.astype(np.float32)
     exact = narrow == nonzero  # NaN is not: kept as float64
-    return (values.shape, np.packbits(mask, axis=None), np.packbits(exact), narrow[exact],
-            nonzero[~exact])
+    return (values.shape, np.packbits(mask), np.packbits(exact), narrow[exact], nonzero[~exact])
 
 
 def unpack_nonzero(packed: tuple) -> np.ndarray:
@@ -216,8 +217,8 @@ def unpack_nonzero(packed: tuple) -> np.ndarray:
     mask = np.unpackbits(bits, count=size).view(bool)
     exact = np.unpackbits(exact_bits, count=narrow.size + wide.size).view(bool)
     nonzero = np.empty(exact.size)
-    np.place(nonzero, exact, narrow)
-    np.place(nonzero, ~exact, wide)
+    nonzero[exact] = narrow
+    nonzero[~exact] = wide
     out = np.zeros(size)
-    np.place(out, mask, nonzero)
+    out[mask] = nonzero
     return out.reshape(shape)
