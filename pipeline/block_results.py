@@ -26,7 +26,7 @@ from pipeline.packed_plots import PackedPlots
 from pipeline.elements import Key
 from pipeline.results import KeyResult, state_results, strip_suffix, values_order
 
-__all__ = ['block_results', 'plot_candidates', 'plot_winners']
+__all__ = ['ResultsPack', 'block_results', 'plot_candidates', 'plot_winners', 'results_pack']
 
 
 # (slice columns, window start, step): the unit the plot limit applies to.
@@ -50,25 +50,59 @@ def _key_counts(kb: KeyBlock) -> tuple[list[TableKey], np.ndarray]:
     return keys, np.concatenate([counts, np.asarray(extra, np.float64)])
 
 
+def _first_by_value(keys: list[TableKey], index: np.ndarray, r: int) -> np.ndarray:
+    """The r of `index` whose keys' slice values come first in the tables' order: with numpy when
+    the values are single ints or single strings (their order is numpy's), else key by key."""
+    values = [keys[i][0] for i in index.tolist()]
+    flat = [v[0] for v in values] if all(len(v) == 1 for v in values) else None
+    order = None
+    if flat is not None and all(type(x) is int for x in flat):
+        try:
+            order = np.argsort(np.array(flat, np.int64), kind='stable')
+        except OverflowError:  # beyond int64: Python's order
+            order = None
+    elif flat is not None and all(type(x) is str for x in flat):
+        order = np.argsort(np.array(flat, dtype=str), kind='stable')
+    if order is None:
+        order = np.asarray(sorted(range(len(values)), key=lambda j: values_order(values[j])),
+                           np.int64)
+    return index[order[:r]]
+
+
+def _largest(keys: list[TableKey], counts: np.ndarray, index: np.ndarray, limit: int
+             ) -> list[int]:
+    """The `limit` keys of `index` with the most examples, ties in the tables' slice order, in
+    that order."""
+    c = counts[index]
+    by_count = index[np.argsort(-c, kind='stable')]
+    if by_count.size <= limit:
+        chosen = by_count
+    else:
+        edge = counts[by_count[limit - 1]]  # the count the last chosen key has
+        above = by_count[counts[by_count] > edge]
+        tied = by_count[counts[by_count] == edge]
+        chosen = np.concatenate([above, _first_by_value(keys, tied, limit - above.size)])
+    return sorted(chosen.tolist(), key=lambda i: (-counts[i], values_order(keys[i][0])))
+
+
 def plot_candidates(kb: KeyBlock, limit: int) -> list[Candidate]:
     """Per (window, step) of `kb`'s keys, its `limit` largest (by example count, then in the
     tables' slice order) as (group, rank key, table key)."""
     if limit <= 0 or not len(kb):
         return []
     keys, counts = _key_counts(kb)
-    groups: dict[tuple, list[int]] = {}
-    for i, (_, window, step) in enumerate(keys):
-        groups.setdefault((window, step), []).append(i)
+    if all(w is None and s is None for _, w, s in keys):
+        groups = {(None, None): np.arange(len(keys))}
+    else:
+        members: dict[tuple, list[int]] = {}
+        for i, (_, window, step) in enumerate(keys):
+            members.setdefault((window, step), []).append(i)
+        groups = {g: np.asarray(m, np.int64) for g, m in members.items()}
     out: list[Candidate] = []
-    for (window, step), members in groups.items():
-        index = np.asarray(members, np.int64)
-        c = counts[index]
-        if index.size > limit:  # only keys with at least the limit-th largest count may win
-            cut = np.partition(c, index.size - limit)[index.size - limit]
-            index = index[c >= cut]
-        ranked = sorted((-float(counts[i]), values_order(keys[i][0]), i)
-                        for i in index.tolist())[:limit]
-        out += [((kb.columns, window, step), (n, order), keys[i]) for n, order, i in ranked]
+    for (window, step), index in groups.items():
+        for i in _largest(keys, counts, index, limit):
+            out.append(((kb.columns, window, step), (-float(counts[i]), values_order(keys[i][0])),
+                        keys[i]))
     return out
 
 
@@ -105,28 +139,68 @@ def _metric_array(kb: KeyBlock, name: str) -> tuple[tuple[str, ...], np.ndarray]
     return names, values
 
 
+class ResultsPack:
+    """A shard's results in columns, for the trip to the run's gather: one pickle of a few arrays
+    and the key table instead of 10^5 named tuples (whose pickling is Python code, key by key).
+    `results()` gives the KeyResults."""
+
+    __slots__ = ('columns', 'head', 'keys', 'names', 'values', 'counts', 'weighted', 'plots',
+                 'extra')
+
+    def __init__(self, columns: tuple[str, ...], head: int, keys: list[TableKey],
+                 names: tuple[str, ...], values: np.ndarray, counts: np.ndarray,
+                 weighted: np.ndarray, plots: dict[int, Any], extra: list[KeyResult]) -> None:
+        self.columns, self.head, self.keys, self.names = columns, head, keys, names
+        self.values, self.counts, self.weighted = values, counts, weighted
+        self.plots, self.extra = plots, extra  # plots by position in `keys`; dense keys' results
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip(self.__slots__, state):
+            setattr(self, name, value)
+
+    def results(self) -> list[KeyResult]:
+        rows = MetricRows.many(self.names, self.values)
+        losses = self.values[:, -1, 0].tolist()
+        columns, head, plots = self.columns, self.head, self.plots
+        out = [KeyResult(Key(columns, values, head, window, step), rows[i], int(count), total,
+                         losses[i], plots.get(i, {}))
+               for i, ((values, window, step), count, total) in enumerate(
+                   zip(self.keys, self.counts.tolist(), self.weighted.tolist()))]
+        return out + self.extra
+
+
 def block_results(kb: KeyBlock, head_names: Sequence[str],
                   winners: Mapping[tuple[str, ...], Iterable[TableKey]] | None
                   ) -> list[KeyResult]:
-    """One KeyResult per key of `kb` (in its table's order); plots for the keys `winners` names
-    for its spec (`plot_winners`; None: every key)."""
-    name = head_names[kb.head]
-    names, values = _metric_array(kb, name)
+    """One KeyResult per key of `kb` (block keys in its table's order, then dense keys); plots
+    for the keys `winners` names for its spec (`plot_winners`; None: every key)."""
+    return results_pack(kb, head_names, winners).results()
+
+
+def results_pack(kb: KeyBlock, head_names: Sequence[str],
+                 winners: Mapping[tuple[str, ...], Iterable[TableKey]] | None) -> ResultsPack:
+    """`block_results` as a `ResultsPack`."""
+    names, values = _metric_array(kb, head_names[kb.head])
     examples, weighted = kb.block.counts()
-    if winners is None:
-        plotted = set(kb.keys) | set(kb.dense)
+    plotted = (set(kb.keys) | set(kb.dense) if winners is None
+               else set(winners.get(kb.columns, ())))
+    own = np.fromiter((k not in kb.dense for k in kb.keys), bool, len(kb.keys))
+    if not own.all():  # keys with a dense part are read with it (`_dense_results`)
+        keep = np.flatnonzero(own)
+        keys = [kb.keys[i] for i in keep.tolist()]
+        values, examples, weighted = values[keep], examples[keep], weighted[keep]
     else:
-        plotted = set(winners.get(kb.columns, ()))
-    rows = MetricRows.many(names, values)
-    losses = values[:, -1, 0].tolist()
-    out = []
-    for i, (count, total) in enumerate(zip(examples.tolist(), weighted.tolist())):
-        if kb.keys[i] in kb.dense:
-            continue  # read with its dense part, below
-        plots = (PackedPlots(kb.block.state(i).plots() or {}) if kb.keys[i] in plotted
-                 else {})
-        out.append(KeyResult(kb.key(i), rows[i], int(count), total, losses[i], plots))
-    return out + _dense_results(kb, head_names, plotted)
+        keep, keys = None, list(kb.keys)
+    plots = {}
+    for j, key in enumerate(keys):
+        if key in plotted:
+            i = j if keep is None else int(keep[j])
+            plots[j] = PackedPlots(kb.block.state(i).plots() or {})
+    return ResultsPack(kb.columns, kb.head, keys, names, values, examples, weighted, plots,
+                       _dense_results(kb, head_names, plotted))
 
 
 def _dense_results(kb: KeyBlock, head_names: Sequence[str], plotted: set[TableKey]

@@ -17,7 +17,6 @@ WriteRun also emits the metrics rows, which `WriteToBigQuery` appends to that ta
 """
 from __future__ import annotations
 
-import pickle
 from typing import Any, Iterator, Sequence
 
 import apache_beam as beam
@@ -26,7 +25,7 @@ from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline import sources
 from pipeline.apply import ApplyHeads
-from pipeline.block_results import block_results, plot_candidates, plot_winners
+from pipeline.block_results import plot_candidates, plot_winners, results_pack
 from pipeline.elements import ERRORS_TAG, STATS_TAG
 from pipeline.key_blocks import is_block_key
 from pipeline.combine import CombineStates
@@ -125,11 +124,8 @@ class ExtractResults(beam.DoFn):
         self._pending = []
 
     def process(self, kv: tuple[tuple, Any], winners: dict | None = None) -> Iterator[tuple]:
-        if is_block_key(kv[0]):
-            # The shard's keys as one pickled list: Beam's coder would pickle each result on
-            # its own (~10x the time of one pickle, which also shares the names between keys).
-            results = block_results(kv[1], self._head_names, winners)
-            yield 0, ('results', pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL))
+        if is_block_key(kv[0]):  # the shard's keys in columns (`ResultsPack`), one element
+            yield 0, ('results', results_pack(kv[1], self._head_names, winners))
             return
         self._pending.append(kv)
         if len(self._pending) >= self.BATCH:

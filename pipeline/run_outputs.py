@@ -1,6 +1,6 @@
 """`WriteRun`: a batch run's last step, from the one group of its results to its published outputs.
 
-    (0, [('result', KeyResult) | ('results', pickled [KeyResult, ...]) | ('errors', Table)
+    (0, [('result', KeyResult) | ('results', ResultsPack) | ('errors', Table)
          | ('stats', tuple) | ('marker', None), ...])
       → metrics/, plots/, errors/, summary.json, tfma/, tensorboard/, report.html
         under <output>/.staging-<run_id>/ → published (`publish_locked`) → the summary dict
@@ -17,7 +17,6 @@ import dataclasses
 import datetime
 import importlib
 import logging
-import pickle
 from typing import Any, Iterable
 
 import apache_beam as beam
@@ -56,8 +55,8 @@ class RunPieces:
         for kind, piece in pieces:
             if kind == 'result':
                 out.results.append(piece)
-            elif kind == 'results':  # a shard block's keys, one pickled list
-                out.results.extend(pickle.loads(piece))
+            elif kind == 'results':  # a shard block's keys (`block_results.ResultsPack`)
+                out.results.extend(piece.results())
             elif kind == 'errors':
                 out.errors.append(piece)
             elif kind == 'stats':

@@ -327,3 +327,14 @@ def test_a_key_with_rows_in_both_dense_state_and_block_reads_as_all_its_rows():
         assert got[metric] == pytest.approx(value, rel=1e-9, nan_ok=True), metric
     assert by_value[('a',)].example_count == int(expected.counts()[0])
     assert by_value[('a',)].plots and by_value[('v0',)].plots
+
+
+@pytest.mark.parametrize('values, first', [
+    ([7, -2, 30, 5, -40, 12], [-40, -2, 5]),               # ints: by value
+    (['b', 'B', 'a', 'ab', 'Z'], ['B', 'Z', 'a']),          # text: by code point
+    ([2.5, 1, 'a', 0.5], [0.5, 1, 2.5]),                    # mixed: numbers before text
+    ([2 ** 70, 3, -(2 ** 70)], [-(2 ** 70), 3, 2 ** 70]),   # beyond int64
+])
+def test_among_slices_of_equal_size_the_first_in_slice_order_get_plots(values, first):
+    kb = _sized_block({v: 2 for v in values})
+    assert [c[2][0][0] for c in plot_candidates(kb, 3)] == first
