@@ -1,5 +1,5 @@
 """One pane of one window written from its (slice, head) results: the window's tables (with
-`min_slice_size` applied per pane, as in batch runs), the pane's files
+`min_slice_size` and `plots.max_slices` applied per pane, as in batch runs), the pane's files
 (`pipeline.writers.panes.write_pane_tables`) and, with validation rules, the window's verdict.
 Used by the streaming graph (`pipeline/streaming.py`) and by `headstream watch`.
 """
@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from pipeline import config as config_lib
 from pipeline import slice_sizes, validation
-from pipeline.results import KeyResult, build_tables
+from pipeline.results import KeyResult, build_tables, prepare_results
 from pipeline.writers.panes import write_pane_tables
 
 
@@ -35,10 +35,15 @@ def write_pane(config: config_lib.EvalConfig, results: Sequence[KeyResult], run_
     # `min_slice_size` applies per pane as in batch runs: the window's small slices so far are
     # left out of its tables (logged), and the verdict lists them as not checked.
     sized = slice_sizes.apply_min_slice_size(results, config.min_slice_size)
-    metrics, plots = build_tables(config, sized.kept, run_id, evaluated_at)
+    # plots.max_slices as in batch runs: Overall and the largest slices keep their plots.
+    limited = slice_sizes.limit_plots(prepare_results(config, sized.kept),
+                                      config.plots.max_slices)
+    metrics, plots = build_tables(config, limited.results, run_id, evaluated_at, prepared=True)
     summary = write_pane_tables(config.output, metrics, plots, start_us, timing, index)
     if sized.left_out:
         summary['slices_left_out'] = sized.left_out
+    if limited.without_plots:
+        summary['slices_without_plots'] = limited.without_plots
     # With `validation:` rules, the pane's verdict (its window's checks) for the pane's line.
     verdict = validation.check_rules(config, metrics, sized.left_out)
     if verdict is not None:

@@ -393,3 +393,20 @@ def test_streaming_panes_carry_each_windows_intervals(tmp_path):
             assert e is not None and (r['ci_lower'], r['ci_upper'], r['standard_error']) == \
                 pytest.approx(tuple(e), rel=1e-9, abs=1e-12), (start, key)
         assert got['loss']['ci_lower'] is None and got['auc_precision_recall']['ci_upper'] is None
+
+
+def test_a_pane_keeps_plots_for_overall_and_its_largest_slices_only(tmp_path):
+    """`plots.max_slices` applies per pane as in batch runs: country A (3 rows) and B (2) keep
+    their plots with max_slices 2, C (1 row) loses them and is counted."""
+    config = _config(tmp_path, {'column': 'ts', 'size': 60}, plots={'max_slices': 2})
+    head = config.build_heads()[0]
+    from pipeline.results import state_result
+    results = []
+    for values, n in (((), 6), (('A',), 3), (('B',), 2), (('C',), 1)):
+        state = head.new_state().update(np.ones((n, 1)), np.full((n, 1), 0.3))
+        key = (('country',) if values else (), values, 0, T0 * 10**6, None)
+        results.append(state_result(key, state, config.head_names))
+    summary = pane_results.write_pane(config, results, 'r', T0 * 10**6, 'on_time', 0)
+    assert summary['slices_without_plots'] == {'country': 1}
+    plots = pq.read_table(pane_paths(config.output, T0 * 10**6, 0)['plots'])
+    assert set(plots.column('slice').to_pylist()) == {'Overall', 'country:A', 'country:B'}
