@@ -47,6 +47,9 @@ from pipeline.predictions import predictions_table
 
 # A bundle holding more keys than this hands its states on early (bounded memory).
 MAX_BUNDLE_KEYS = 20000
+# A bundle whose blocks hold more keys than this hands them on early too (a block's memory
+# follows its keys and their buckets: ~1M keys is a few hundred MB).
+MAX_BLOCK_KEYS = 1_000_000
 MISSING_COLUMN = 'column missing from this file'
 
 
@@ -188,7 +191,10 @@ class BatchEvaluator:
                     self._update_block(columns, h, keys, codes, take_rows(a, base_rows))
                 else:
                     self._update_states(h, keys, codes, take_rows(a, base_rows), split)
-        early = self._flush() if len(self._states) > MAX_BUNDLE_KEYS else {}
+        full = (len(self._states) > MAX_BUNDLE_KEYS
+                or sum(len(b.keys) + len(b.dense) for b in self._blocks.values())
+                > MAX_BLOCK_KEYS)
+        early = self._flush() if full else {}
         return BatchOutput(errors, predictions, iter(early.items()))
 
     def _missing_column(self, sb: SourceBatch, column: str) -> pa.Table:

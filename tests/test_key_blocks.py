@@ -146,7 +146,8 @@ def test_block_results_read_plots_only_for_the_winners():
     assert [r.example_count for r in results] == [3, 2, 1]
 
 
-def _data(tmp_path, n: int = 1200, values: int = 100, seed: int = 3) -> str:
+def _data(tmp_path, n: int = 1200, values: int = 100, seed: int = 3, rows_per_batch: int = 400
+          ) -> str:
     """Three shards of n/3 rows (one batch each); the first holds 10 users (its batch updates
     dense states, `DENSE_KEYS`), the others ~100 (the block): users 0-9 have rows in both."""
     rng = np.random.default_rng(seed)
@@ -165,7 +166,7 @@ def _data(tmp_path, n: int = 1200, values: int = 100, seed: int = 3) -> str:
         **{'m%d' % i: rng.normal(0, 1, n).astype(np.float32) for i in range(3)},
         'cls': rng.integers(0, 3, n),
     })
-    return write_shards(table, tmp_path / 'data', 3)
+    return write_shards(table, tmp_path / 'data', 3, row_group_size=rows_per_batch)
 
 
 def _run(pattern: str, out, max_plots=None, window: bool = False) -> tuple[pa.Table, pa.Table]:
@@ -338,3 +339,16 @@ def test_a_key_with_rows_in_both_dense_state_and_block_reads_as_all_its_rows():
 def test_among_slices_of_equal_size_the_first_in_slice_order_get_plots(values, first):
     kb = _sized_block({v: 2 for v in values})
     assert [c[2][0][0] for c in plot_candidates(kb, 3)] == first
+
+
+def test_blocks_handed_on_early_give_the_same_tables(tmp_path, monkeypatch):
+    """A bundle whose blocks outgrow MAX_BLOCK_KEYS hands them on mid-bundle; the combine merges
+    the parts as it merges bundles'."""
+    from pipeline import evaluate as evaluate_lib
+    pattern = _data(tmp_path, rows_per_batch=100)  # 4 batches a bundle: handed on after each
+    with monkeypatch.context() as m:
+        _no_blocks(m)
+        expected, _ = _run(pattern, tmp_path / 'per_key')
+    monkeypatch.setattr(evaluate_lib, 'MAX_BLOCK_KEYS', 30)
+    got, _ = _run(pattern, tmp_path / 'blocks')
+    _same_metrics(got, expected)
