@@ -17,6 +17,19 @@ import pyarrow.parquet as pq
 import heads
 
 COUNTRIES = np.array(['US', 'JP', 'DE'])
+RUNNER = ['--runner=DirectRunner']
+# A weighted BinaryClassHead named click over columns x, y and w (the slice-size tests' head).
+WEIGHTED_CLICK_HEAD = {'type': 'BinaryClassHead',
+                       'args': {'name': 'click', 'weight_column': 'w', 'thresholds': [0.5]},
+                       'logits': 'x', 'labels': 'y'}
+
+
+def minimal_config(**extra: Any) -> dict:
+    """The smallest raw config (one BinaryClassHead over x.parquet) with `extra` keys."""
+    raw = {'input': {'pattern': 'x.parquet'},
+           'heads': [{'type': 'BinaryClassHead', 'logits': 'logits', 'labels': 'label'}]}
+    raw.update(extra)
+    return raw
 
 
 def pipeline_data(n: int, seed: int, ts_max: int = 600) -> pa.Table:

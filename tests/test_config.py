@@ -10,6 +10,8 @@ from pipeline import config as config_lib
 from pipeline.config import ConfigError, check_columns, load_config, parse_config
 from pipeline.sources import match_files
 
+from _helpers import minimal_config
+
 
 def _config(**overrides):
     raw = {
@@ -202,11 +204,7 @@ def test_csv_vector_regression_labels_are_json_list_strings():
                       'part-0.parquet')
 
 
-def _minimal(**extra):
-    raw = {'input': {'pattern': 'x.parquet'},
-           'heads': [{'type': 'BinaryClassHead', 'logits': 'logits', 'labels': 'label'}]}
-    raw.update(extra)
-    return raw
+_minimal = minimal_config
 
 
 def test_confidence_defaults_to_a_95_percent_analytic_interval_and_is_absent_without_the_key():

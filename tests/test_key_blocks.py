@@ -17,7 +17,7 @@ import pytest
 
 import heads
 from pipeline.block_results import block_results, plot_candidates, plot_winners
-from pipeline.elements import HeadArrays, Key
+from pipeline.elements import HeadArrays
 from pipeline.key_blocks import SHARDS, KeyBlock, block_key, is_block_key, shard_numbers
 from pipeline.keys import SpecKeys
 from pipeline.run import evaluate

@@ -17,12 +17,11 @@ import pytest
 from pipeline.elements import Key
 from pipeline.results import KeyResult
 from pipeline.run import evaluate
+
+from _helpers import RUNNER, WEIGHTED_CLICK_HEAD
 from pipeline.slice_sizes import apply_min_slice_size, many_slices_warnings, slices_per_spec
 
-RUNNER = ['--runner=DirectRunner']
-BINARY = {'type': 'BinaryClassHead',
-          'args': {'name': 'click', 'weight_column': 'w', 'thresholds': [0.5]},
-          'logits': 'x', 'labels': 'y'}
+BINARY = WEIGHTED_CLICK_HEAD
 
 
 def _result(columns: tuple, values: tuple, count: int, head: int = 0,
