@@ -11,9 +11,11 @@ head's configuration by `head._array_face()`: validation, loss, predictions, inv
 * `multi_label` — `MultiLabelHead`: `MultiLabelFace`, `MultiLabelState`;
 * `multi` — `MultiHead`: `MultiHeadFace`, `MultiHeadState` (through each member head's face).
 
-`sums_block` holds `SumsBlock`, the states of many keys of one head as one float64 matrix (for a
-family whose state holds only additive scalar sums); `regression_block` (`RegressionBlock`) and
-`multi_class_block` (`MultiClassBlock`) are its subclasses, made by the faces' `new_block()`.
+Blocks hold the states of many keys of one head as arrays (`face.new_block()`, used by the
+pipeline for slice specs with many values): `binary_block` (`BinaryClassBlock`: sums per key and
+the bucketed components as sparse (key, bucket) sums); `sums_block` holds `SumsBlock`, one float64
+matrix of sums per key (for a family whose state holds only additive scalar sums), with
+`regression_block` (`RegressionBlock`) and `multi_class_block` (`MultiClassBlock`) its subclasses.
 
 Each family's interval state (`new_state(intervals=True)`) subclasses its state (`multi_label_ci`
 for the multi-label one); `bootstrap` holds `BootstrapState`, any head's state with Poisson-
