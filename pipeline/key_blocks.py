@@ -112,10 +112,6 @@ class KeyBlock:
         """The number of distinct keys (in the block, dense, or both)."""
         return len(self.keys) + sum(1 for k in self.dense if k not in self._index)
 
-    def key(self, i: int) -> Key:
-        values, window, step = self.keys[i]
-        return Key(self.columns, values, self.head, window, step)
-
     def index_of(self, key: TableKey) -> int | None:
         """The index of a (slice values, window, step) in the table, None if absent."""
         return self._index.get(key)
