@@ -116,3 +116,30 @@ def test_nan_slice_values_in_a_block_are_one_slice_as_with_one_state_per_key(tmp
         expected, _ = _run_nf(pattern, tmp_path / 'per_key', 2)
     got, _ = _run_nf(pattern, tmp_path / 'blocks', 2)
     _same_metrics(got, expected)
+
+
+def test_a_nan_slice_among_the_largest_gets_plots_as_with_one_state_per_key(tmp_path,
+                                                                          monkeypatch):
+    import numpy as np
+    import pyarrow as pa
+    from _helpers import write_shards
+    from test_key_blocks import _no_blocks
+    rng = np.random.default_rng(13)
+    n = 1200
+    x = rng.normal(0, 2, n).astype(np.float32)
+    f = rng.integers(0, 100, n).astype(np.float64) / 4
+    f[rng.random(n) < 0.2] = np.nan  # the largest slice
+    table = pa.table({
+        'user': f, 'f': f, 'b': rng.random(n) < 0.5,
+        'w': rng.uniform(0.0, 1.5, n).astype(np.float32), 'x': x,
+        'y': (rng.random(n) < 1 / (1 + np.exp(-x))).astype(np.int64),
+        'r': rng.normal(1, 1, n).astype(np.float32),
+        'ry': rng.normal(1, 1, n).astype(np.float32)})
+    pattern = write_shards(table, tmp_path / 'data', 3, row_group_size=400)
+    with monkeypatch.context() as m:
+        _no_blocks(m)
+        _, expected = _run_nf(pattern, tmp_path / 'per_key', 1)
+    _, got = _run_nf(pattern, tmp_path / 'blocks', 1)
+    assert sorted(set(zip(got['slice'].to_pylist(), got['head'].to_pylist()))) == \
+        sorted(set(zip(expected['slice'].to_pylist(), expected['head'].to_pylist())))
+    assert got.num_rows == expected.num_rows
