@@ -140,6 +140,36 @@ def test_a_nan_slice_among_the_largest_gets_plots_as_with_one_state_per_key(tmp_
         _no_blocks(m)
         _, expected = _run_nf(pattern, tmp_path / 'per_key', 1)
     _, got = _run_nf(pattern, tmp_path / 'blocks', 1)
-    assert sorted(set(zip(got['slice'].to_pylist(), got['head'].to_pylist()))) == \
-        sorted(set(zip(expected['slice'].to_pylist(), expected['head'].to_pylist())))
-    assert got.num_rows == expected.num_rows
+    # The NaN slice is the largest of f and of user: limit_plots' rule gives it the one plot.
+    # (Not compared with the per-key run: its limit_plots splits NaN slices, see the report.)
+    plotted = set(got['slice'].to_pylist())
+    assert {'f:nan', 'user:nan'} <= plotted
+    assert not {s for s in plotted if s.startswith(('f:', 'user:'))} - {'f:nan', 'user:nan'}
+    assert expected.num_rows > 0
+
+
+def test_nan_slice_values_in_dense_states_and_block_are_one_slice(tmp_path, monkeypatch):
+    import numpy as np
+    import pyarrow as pa
+    from _helpers import write_shards
+    from test_key_blocks import _no_blocks, _same_metrics
+    rng = np.random.default_rng(14)
+    n = 1200
+    x = rng.normal(0, 2, n).astype(np.float32)
+    f = rng.integers(0, 100, n).astype(np.float64) / 4
+    f[:n // 3] = f[:n // 3] % 2  # the first shard: few keys (dense states)
+    f[rng.random(n) < 0.1] = np.nan
+    table = pa.table({
+        'user': f, 'f': f, 'b': rng.random(n) < 0.5,
+        'w': rng.uniform(0.0, 1.5, n).astype(np.float32), 'x': x,
+        'y': (rng.random(n) < 1 / (1 + np.exp(-x))).astype(np.int64),
+        'r': rng.normal(1, 1, n).astype(np.float32),
+        'ry': rng.normal(1, 1, n).astype(np.float32)})
+    pattern = write_shards(table, tmp_path / 'data', 3, row_group_size=200)
+    with monkeypatch.context() as m:
+        _no_blocks(m)
+        expected, expected_plots = _run_nf(pattern, tmp_path / 'per_key', 1)
+    got, got_plots = _run_nf(pattern, tmp_path / 'blocks', 1)
+    _same_metrics(got, expected)
+    # Plots not compared: the per-key reference splits NaN slices in limit_plots (see report).
+    assert got_plots.num_rows > 0 and expected_plots.num_rows > 0
