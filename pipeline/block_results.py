@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from pipeline.key_blocks import KeyBlock, TableKey
+from pipeline.key_blocks import KeyBlock, TableKey, _canonical
 from pipeline.metric_rows import MetricRows
 from pipeline.packed_plots import PackedPlots
 from pipeline.elements import Key
@@ -112,7 +112,7 @@ def plot_winners(candidates: Iterable[Candidate], limit: int
     keys: every head sees the same rows)."""
     by_group: dict[PlotGroup, dict[TableKey, tuple]] = {}
     for group, rank, key in candidates:
-        by_group.setdefault(group, {})[key] = rank
+        by_group.setdefault(group, {})[_canonical(key)] = rank
     out: dict[tuple[str, ...], set[TableKey]] = {}
     for (columns, _, _), ranks in by_group.items():
         best = sorted(ranks, key=lambda k: ranks[k])[:limit]
@@ -186,7 +186,7 @@ def results_pack(kb: KeyBlock, head_names: Sequence[str],
     names, values = _metric_array(kb, head_names[kb.head])
     examples, weighted = kb.block.counts()
     plotted = (set(kb.keys) | set(kb.dense) if winners is None
-               else set(winners.get(kb.columns, ())))
+               else set(map(_canonical, winners.get(kb.columns, ()))))
     own = np.fromiter((k not in kb.dense for k in kb.keys), bool, len(kb.keys))
     if not own.all():  # keys with a dense part are read with it (`_dense_results`)
         keep = np.flatnonzero(own)

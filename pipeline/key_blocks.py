@@ -61,6 +61,19 @@ def _stable_hash(key: TableKey) -> int:
 
 _INT64 = (-(1 << 63), 1 << 63)
 
+# NaN slice values: one float object in every key table of this process. NaN equals no NaN, and
+# a dict finds a tuple holding NaN only by that very object, so each batch's and each unpickled
+# block's own NaN would be a key of its own (duplicate slices).
+_NAN = float('nan')
+
+
+def _canonical(key: TableKey) -> TableKey:
+    """`key` with each NaN value replaced by `_NAN`."""
+    values, window, step = key
+    if any(type(v) is float and v != v for v in values):
+        values = tuple(_NAN if type(v) is float and v != v else v for v in values)
+    return (values, window, step)
+
 
 def _is_int_key(key: TableKey) -> bool:
     values, window, step = key
@@ -122,7 +135,8 @@ class KeyBlock:
         index = self._index
         found = list(map(index.get, keys))
         if None in found:
-            new = list(dict.fromkeys(k for k, j in zip(keys, found) if j is None))
+            keys = [k if j is not None else _canonical(k) for k, j in zip(keys, found)]
+            new = list(dict.fromkeys(k for k in keys if k not in index))
             start = len(self.keys)
             self.keys.extend(new)
             index.update(zip(new, range(start, start + len(new))))
@@ -161,9 +175,13 @@ class KeyBlock:
         state has one, else key by key."""
         states = []
         for _, values, window, step in keys:
-            state = self.dense.get((values, window, step))
+            key = (values, window, step)
+            state = self.dense.get(key)
             if state is None:
-                state = self.dense[(values, window, step)] = self._new_state()
+                key = _canonical(key)
+                state = self.dense.get(key)
+            if state is None:
+                state = self.dense[key] = self._new_state()
             states.append(state)
         features = arrays.features or None
         grouped = getattr(type(states[0]), 'update_groups', None)
@@ -180,6 +198,7 @@ class KeyBlock:
                              % (self.columns, self.head, other.columns, other.head))
         self.block.merge(other.block, self._indices(other.keys))
         for key, state in other.dense.items():
+            key = _canonical(key)
             mine = self.dense.get(key)
             self.dense[key] = copy.deepcopy(state) if mine is None else mine.merge(state)
         return self
@@ -248,7 +267,10 @@ class KeyBlock:
         return (self.columns, self.head, self.keys, self.block, self.dense)
 
     def __setstate__(self, state: tuple) -> None:
-        self.columns, self.head, keys, self.block, self.dense = state
+        self.columns, self.head, keys, self.block, dense = state
+        if any(type(v) is float for k in keys for v in k[0]):  # NaN values: this process's
+            keys = [_canonical(k) for k in keys]
+        self.dense = {_canonical(k): s for k, s in dense.items()}
         self._set_keys(list(keys))
         self._by_values = {}
         self._new_state = None
