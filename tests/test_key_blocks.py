@@ -169,14 +169,17 @@ def _data(tmp_path, n: int = 1200, values: int = 100, seed: int = 3, rows_per_ba
     return write_shards(table, tmp_path / 'data', 3, row_group_size=rows_per_batch)
 
 
+# The whole-run tests' first two heads (over columns x, y, w and r, ry).
+BINARY_AND_REGRESSION = [
+    {'type': 'BinaryClassHead',
+     'args': {'name': 'click', 'weight_column': 'w', 'thresholds': [0.3, 0.5]},
+     'logits': 'x', 'labels': 'y'},
+    {'type': 'RegressionHead', 'args': {'name': 'value'}, 'logits': 'r', 'labels': 'ry'}]
+
+
 def _run(pattern: str, out, max_plots=None, window: bool = False) -> tuple[pa.Table, pa.Table]:
     config = {'input': {'pattern': pattern},
-              'heads': [{'type': 'BinaryClassHead',
-                         'args': {'name': 'click', 'weight_column': 'w',
-                                  'thresholds': [0.3, 0.5]},
-                         'logits': 'x', 'labels': 'y'},
-                        {'type': 'RegressionHead', 'args': {'name': 'value'},
-                         'logits': 'r', 'labels': 'ry'},
+              'heads': BINARY_AND_REGRESSION + [
                         {'type': 'MultiClassHead',
                          'args': {'name': 'topic', 'n_classes': 3, 'weight_column': 'w'},
                          'logits': ['m0', 'm1', 'm2'], 'labels': 'cls'}],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.block_results import plot_candidates
 from pipeline.results import values_order
 
-from test_key_blocks import _sized_block
+from test_key_blocks import _no_blocks, _sized_block
 
 
 def test_text_ties_with_trailing_nul_follow_the_tables_order():
@@ -40,16 +40,43 @@ def _null_float_data(tmp_path) -> str:
     return write_shards(table, tmp_path / 'data', 3, row_group_size=400)
 
 
+def _nan_data(tmp_path, seed: int, nan_share: float, few_first: bool = False,
+              rows_per_batch: int = 400) -> str:
+    """1200 rows, slice columns `user` and `f` the same float (quarters, a `nan_share` of NaN; with
+    `few_first` the first shard holds few values: dense states), `b` a bool."""
+    import numpy as np
+    import pyarrow as pa
+    from _helpers import write_shards
+    rng = np.random.default_rng(seed)
+    n = 1200
+    x = rng.normal(0, 2, n).astype(np.float32)
+    f = rng.integers(0, 100, n).astype(np.float64) / 4
+    if few_first:
+        f[:n // 3] = f[:n // 3] % 2
+    f[rng.random(n) < nan_share] = np.nan
+    table = pa.table({
+        'user': f, 'f': f, 'b': rng.random(n) < 0.5,
+        'w': rng.uniform(0.0, 1.5, n).astype(np.float32), 'x': x,
+        'y': (rng.random(n) < 1 / (1 + np.exp(-x))).astype(np.int64),
+        'r': rng.normal(1, 1, n).astype(np.float32),
+        'ry': rng.normal(1, 1, n).astype(np.float32)})
+    return write_shards(table, tmp_path / 'data', 3, row_group_size=rows_per_batch)
+
+
+def _both_runs(pattern, tmp_path, monkeypatch, max_plots):
+    """(metrics, plots) of a run with one state per key, then of a run with blocks."""
+    with monkeypatch.context() as m:
+        _no_blocks(m)
+        expected = _run_nf(pattern, tmp_path / 'per_key', max_plots)
+    return expected, _run_nf(pattern, tmp_path / 'blocks', max_plots)
+
+
 def _run_nf(pattern, out, max_plots):
     import pyarrow.parquet as pq
     from pipeline.run import evaluate
+    from test_key_blocks import BINARY_AND_REGRESSION
     config = {'input': {'pattern': pattern},
-              'heads': [{'type': 'BinaryClassHead',
-                         'args': {'name': 'click', 'weight_column': 'w',
-                                  'thresholds': [0.3, 0.5]},
-                         'logits': 'x', 'labels': 'y'},
-                        {'type': 'RegressionHead', 'args': {'name': 'value'},
-                         'logits': 'r', 'labels': 'ry'}],
+              'heads': BINARY_AND_REGRESSION,
               'slices': [[], ['user'], ['f'], ['b', 'user']],
               'plots': {'max_slices': max_plots}}
     evaluate(config, ['--runner=DirectRunner'], output=str(out))
@@ -65,12 +92,9 @@ import pytest  # noqa: E402
 @pytest.mark.parametrize('max_plots', [0, 2])
 def test_null_float_and_bool_values_with_blocks_match_one_state_per_key(tmp_path, monkeypatch,
                                                                         max_plots):
-    from test_key_blocks import _no_blocks, _same_metrics
+    from test_key_blocks import _same_metrics
     pattern = _null_float_data(tmp_path)
-    with monkeypatch.context() as m:
-        _no_blocks(m)
-        expected, expected_plots = _run_nf(pattern, tmp_path / 'per_key', max_plots)
-    got, got_plots = _run_nf(pattern, tmp_path / 'blocks', max_plots)
+    (expected, expected_plots), (got, got_plots) = _both_runs(pattern, tmp_path, monkeypatch, max_plots)
     _same_metrics(got, expected)
     assert sorted(set(zip(got_plots['slice'].to_pylist(), got_plots['head'].to_pylist()))) == \
         sorted(set(zip(expected_plots['slice'].to_pylist(), expected_plots['head'].to_pylist())))
@@ -78,7 +102,7 @@ def test_null_float_and_bool_values_with_blocks_match_one_state_per_key(tmp_path
 
 
 def test_early_hand_on_of_states_and_blocks_with_few_dense_keys_matches(tmp_path, monkeypatch):
-    from test_key_blocks import _no_blocks, _same_metrics
+    from test_key_blocks import _same_metrics
     pattern = _null_float_data(tmp_path)
     with monkeypatch.context() as m:
         _no_blocks(m)
@@ -95,51 +119,16 @@ def test_early_hand_on_of_states_and_blocks_with_few_dense_keys_matches(tmp_path
 
 def test_nan_slice_values_in_a_block_are_one_slice_as_with_one_state_per_key(tmp_path,
                                                                            monkeypatch):
-    import numpy as np
-    import pyarrow as pa
-    from _helpers import write_shards
-    from test_key_blocks import _no_blocks, _same_metrics
-    rng = np.random.default_rng(12)
-    n = 1200
-    x = rng.normal(0, 2, n).astype(np.float32)
-    f = rng.integers(0, 100, n).astype(np.float64) / 4
-    f[rng.random(n) < 0.1] = np.nan
-    table = pa.table({
-        'user': f, 'f': f, 'b': rng.random(n) < 0.5,
-        'w': rng.uniform(0.0, 1.5, n).astype(np.float32), 'x': x,
-        'y': (rng.random(n) < 1 / (1 + np.exp(-x))).astype(np.int64),
-        'r': rng.normal(1, 1, n).astype(np.float32),
-        'ry': rng.normal(1, 1, n).astype(np.float32)})
-    pattern = write_shards(table, tmp_path / 'data', 3, row_group_size=400)
-    with monkeypatch.context() as m:
-        _no_blocks(m)
-        expected, _ = _run_nf(pattern, tmp_path / 'per_key', 2)
-    got, _ = _run_nf(pattern, tmp_path / 'blocks', 2)
+    from test_key_blocks import _same_metrics
+    pattern = _nan_data(tmp_path, 12, 0.1, rows_per_batch=400)
+    (expected, _), (got, _) = _both_runs(pattern, tmp_path, monkeypatch, 2)
     _same_metrics(got, expected)
 
 
 def test_a_nan_slice_among_the_largest_gets_plots_as_with_one_state_per_key(tmp_path,
                                                                           monkeypatch):
-    import numpy as np
-    import pyarrow as pa
-    from _helpers import write_shards
-    from test_key_blocks import _no_blocks
-    rng = np.random.default_rng(13)
-    n = 1200
-    x = rng.normal(0, 2, n).astype(np.float32)
-    f = rng.integers(0, 100, n).astype(np.float64) / 4
-    f[rng.random(n) < 0.2] = np.nan  # the largest slice
-    table = pa.table({
-        'user': f, 'f': f, 'b': rng.random(n) < 0.5,
-        'w': rng.uniform(0.0, 1.5, n).astype(np.float32), 'x': x,
-        'y': (rng.random(n) < 1 / (1 + np.exp(-x))).astype(np.int64),
-        'r': rng.normal(1, 1, n).astype(np.float32),
-        'ry': rng.normal(1, 1, n).astype(np.float32)})
-    pattern = write_shards(table, tmp_path / 'data', 3, row_group_size=400)
-    with monkeypatch.context() as m:
-        _no_blocks(m)
-        _, expected = _run_nf(pattern, tmp_path / 'per_key', 1)
-    _, got = _run_nf(pattern, tmp_path / 'blocks', 1)
+    pattern = _nan_data(tmp_path, 13, 0.2, rows_per_batch=400)
+    (_, expected), (_, got) = _both_runs(pattern, tmp_path, monkeypatch, 1)
     # The NaN slice is the largest of f and of user: limit_plots' rule gives it the one plot.
     # (Not compared with the per-key run: its limit_plots splits NaN slices, see the report.)
     plotted = set(got['slice'].to_pylist())
@@ -149,27 +138,9 @@ def test_a_nan_slice_among_the_largest_gets_plots_as_with_one_state_per_key(tmp_
 
 
 def test_nan_slice_values_in_dense_states_and_block_are_one_slice(tmp_path, monkeypatch):
-    import numpy as np
-    import pyarrow as pa
-    from _helpers import write_shards
-    from test_key_blocks import _no_blocks, _same_metrics
-    rng = np.random.default_rng(14)
-    n = 1200
-    x = rng.normal(0, 2, n).astype(np.float32)
-    f = rng.integers(0, 100, n).astype(np.float64) / 4
-    f[:n // 3] = f[:n // 3] % 2  # the first shard: few keys (dense states)
-    f[rng.random(n) < 0.1] = np.nan
-    table = pa.table({
-        'user': f, 'f': f, 'b': rng.random(n) < 0.5,
-        'w': rng.uniform(0.0, 1.5, n).astype(np.float32), 'x': x,
-        'y': (rng.random(n) < 1 / (1 + np.exp(-x))).astype(np.int64),
-        'r': rng.normal(1, 1, n).astype(np.float32),
-        'ry': rng.normal(1, 1, n).astype(np.float32)})
-    pattern = write_shards(table, tmp_path / 'data', 3, row_group_size=200)
-    with monkeypatch.context() as m:
-        _no_blocks(m)
-        expected, expected_plots = _run_nf(pattern, tmp_path / 'per_key', 1)
-    got, got_plots = _run_nf(pattern, tmp_path / 'blocks', 1)
+    from test_key_blocks import _same_metrics
+    pattern = _nan_data(tmp_path, 14, 0.1, few_first=True, rows_per_batch=200)
+    (expected, expected_plots), (got, got_plots) = _both_runs(pattern, tmp_path, monkeypatch, 1)
     _same_metrics(got, expected)
     # Plots not compared: the per-key reference splits NaN slices in limit_plots (see report).
     assert got_plots.num_rows > 0 and expected_plots.num_rows > 0
