@@ -107,6 +107,14 @@ class Head(abc.ABC):
         """
         raise array_face_not_implemented(self, 'new_state')
 
+    def new_block(self):
+        """ARRAY FACE. An empty columnar block of the states of many keys (slice values) of this
+        head (`pipeline.key_blocks`; e.g. `heads.array.binary_block.BinaryClassBlock`), or None
+        when the head's array face has no block (its keys then keep one state each)."""
+        face = getattr(self, '_array_face', None)
+        make = getattr(face(), 'new_block', None) if face is not None else None
+        return make() if make is not None else None
+
     def array_predictions(self, logits, keys=None) -> dict:
         """ARRAY FACE. predictions() in numpy: same keys, dtypes and shapes (strings as object arrays
         of str)."""

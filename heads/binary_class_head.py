@@ -221,11 +221,6 @@ class BinaryClassHead(base.Head):
         `intervals`: a state also keeping the sums of confidence intervals."""
         return self._array_face().new_state(intervals)
 
-    def new_block(self) -> 'array_binary.BinaryClassBlock':
-        """An empty `BinaryClassBlock`: the states of many keys (slice values) of this head as
-        columns, every operation vectorised over keys."""
-        return self._array_face().new_block()
-
     def array_predictions(self, logits, keys=None) -> dict:
         return self._array_face().predictions(logits, keys)
 

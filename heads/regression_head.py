@@ -184,11 +184,6 @@ class RegressionHead(base.Head):
         `intervals`: a state also keeping the sums of confidence intervals."""
         return self._array_face().new_state(intervals)
 
-    def new_block(self) -> Any:
-        """An empty `RegressionBlock`: the states of many keys (slice values) of this head as one
-        columnar block (`pipeline.key_blocks`); no interval variant."""
-        return self._array_face().new_block()
-
     def array_predictions(self, logits, keys=None) -> dict:
         return self._array_face().predictions(logits, keys)
 
