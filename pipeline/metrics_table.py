@@ -1,5 +1,4 @@
-"""The metrics table's columns from many keys' results at once (`metric_columns`), and each
-slice's spellings (`SliceTexts`).
+"""The metrics table's row columns from many keys' results at once (`metric_rows`, `Rows`).
 
 A run with 100,000 slices has 1.3M metric rows. Appending each row's eight cells to Python lists
 costs ~5 µs a row; here a key's rows stay the bytes its `MetricRows` holds: the values of every
@@ -23,31 +22,6 @@ from pipeline.metric_rows import MetricRows
 
 _MODEL_CODES = {m: i for i, m in enumerate(schema.MODELS)}
 _INTERVALS = ('ci_lower', 'ci_upper', 'standard_error')
-
-
-class SliceTexts:
-    """A slice's `slice`, `slice_columns` and `slice_values` cells, made once per slice: integer
-    values (most slices of a high-cardinality column) are their digits, with nothing to escape."""
-
-    def __init__(self) -> None:
-        self._specs: dict[tuple, str] = {}
-        self._made: dict[tuple, tuple[str, str, str]] = {}
-
-    def __call__(self, columns: Sequence[str], values: Sequence[Any]) -> tuple[str, str, str]:
-        key = (tuple(columns), tuple(values))
-        made = self._made.get(key)
-        if made is not None:
-            return made
-        spec = self._specs.get(key[0])
-        if spec is None:
-            spec = self._specs[key[0]] = schema.join_slice_parts(key[0], columns=True)
-        if len(key[1]) == 1 and type(key[1][0]) is int:
-            joined = str(key[1][0])
-        else:
-            joined = schema.join_slice_parts(key[1])
-        made = self._made[key] = ((schema.OVERALL if not key[0] else '%s:%s' % (spec, joined)),
-                                  spec, joined)
-        return made
 
 
 class _Names:
@@ -116,10 +90,77 @@ def _floats(values: np.ndarray, nulls: np.ndarray | None = None) -> pa.Array:
     return pa.array(values, pa.float64(), mask=np.isnan(values) if nulls is None else nulls)
 
 
-def metric_columns(results: Sequence[Any]) -> tuple[dict[str, pa.Array], np.ndarray]:
-    """The metrics table's row columns (model, metric, value, bounds, interval) of every key's
-    rows, candidate rows first and then (with a baseline) the baseline's and the diffs', keys in
-    order; and how many rows each key has (for its id cells)."""
+class Rows(NamedTuple):
+    """Metric rows as arrays: row j is metric `names[code[j]]` with (value, lower, upper) =
+    `values[j]` (a NaN bound: null); with `extra`, its (ci_lower, ci_upper, standard_error)
+    (NaN: null), model code (into `schema.MODELS`) and whether its value is null."""
+    names: list[str]
+    code: np.ndarray
+    values: np.ndarray
+    extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+    @classmethod
+    def plain(cls, names: Sequence[str], code: np.ndarray, values: np.ndarray) -> 'Rows':
+        """Candidate rows without intervals."""
+        return cls(list(names), np.asarray(code, np.int64), np.asarray(values, np.float64))
+
+    @classmethod
+    def concat(cls, parts: Sequence['Rows']) -> 'Rows':
+        names: dict[str, int] = {}
+        codes = []
+        for p in parts:
+            remap = np.asarray([names.setdefault(n, len(names)) for n in p.names], np.int64)
+            codes.append(remap[p.code] if p.code.size else p.code)
+        values = np.concatenate([p.values for p in parts]) if parts else np.empty((0, 3))
+        extra = None
+        if any(p.extra is not None for p in parts):
+            extra = tuple(np.concatenate([(p.extra or _no_extra(len(p)))[j] for p in parts])
+                          for j in range(3))
+        return cls(list(names), np.concatenate(codes) if codes else np.empty(0, np.int64),
+                   values, extra)
+
+    def take(self, at: np.ndarray) -> 'Rows':
+        return Rows(self.names, self.code[at], np.take(self.values, at, axis=0),
+                    None if self.extra is None else tuple(e[at] for e in self.extra))
+
+    def columns(self, dictionary: bool = False) -> dict[str, pa.Array]:
+        """The metrics table's row columns (metric, model as dictionary arrays with
+        `dictionary`, else strings)."""
+        n, v = len(self), self.values
+        metric = _coded(self.names, self.code, dictionary)
+        if self.extra is None:  # the common case: no intervals, no baseline
+            return {'metric': metric, 'lower_bound': _floats(v[:, 1]),
+                    'upper_bound': _floats(v[:, 2]),
+                    'model': _coded(['candidate'], np.zeros(n, np.int64), dictionary),
+                    'value': pa.array(np.ascontiguousarray(v[:, 0]), pa.float64()),
+                    **{c: pa.nulls(n, pa.float64()) for c in _INTERVALS}}
+        intervals, models, value_nulls = self.extra
+        return {'metric': metric, 'lower_bound': _floats(v[:, 1]),
+                'upper_bound': _floats(v[:, 2]),
+                'model': _coded(list(schema.MODELS), models, dictionary),
+                'value': _floats(v[:, 0], value_nulls),
+                **{c: _floats(intervals[:, j]) for j, c in enumerate(_INTERVALS)}}
+
+
+def _no_extra(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The extra cells of candidate rows without intervals."""
+    return np.full((n, 3), np.nan), np.zeros(n, np.int64), np.zeros(n, bool)
+
+
+def _coded(names: Sequence[str], codes: np.ndarray, dictionary: bool) -> pa.Array:
+    """`names[codes[j]]` as a string array, or as a dictionary array (int32 indices)."""
+    names = pa.array(list(names), pa.string())
+    if dictionary:
+        return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), names)
+    return names.take(pa.array(codes))
+
+
+def metric_rows(results: Sequence[Any]) -> tuple[Rows, np.ndarray]:
+    """Every key's metric rows, candidate rows first and then (with a baseline) the baseline's
+    and the diffs', keys in order; and how many rows each key has (for its id cells)."""
     names = _Names()
     values, codes, extras, counts = [], [], [], np.empty(len(results), np.int64)
     start = 0
@@ -138,24 +179,14 @@ def metric_columns(results: Sequence[Any]) -> tuple[dict[str, pa.Array], np.ndar
         start += n
     v = np.frombuffer(b''.join(values), np.float64).reshape(-1, 3)
     code = np.concatenate(codes) if codes else np.empty(0, np.int64)
-    columns = {'metric': pa.array(names.names, pa.string()).take(pa.array(code)),
-               'lower_bound': _floats(v[:, 1]), 'upper_bound': _floats(v[:, 2])}
-    if not extras:  # the common case: no intervals, no baseline (constant columns cost nothing)
-        columns.update(model=pa.repeat(pa.scalar('candidate', pa.string()), start),
-                       value=pa.array(np.ascontiguousarray(v[:, 0]), pa.float64()),
-                       **{c: pa.nulls(start, pa.float64()) for c in _INTERVALS})
-        return columns, counts
-    intervals = np.full((start, 3), np.nan)
-    models = np.zeros(start, np.int64)
-    value_nulls = np.zeros(start, bool)
+    if not extras:
+        return Rows.plain(names.names, code, v), counts
+    intervals, models, value_nulls = _no_extra(start)
     for e in extras:
         end = e.start + len(e.models)
         intervals[e.start:end], models[e.start:end] = e.intervals, e.models
         value_nulls[e.start:end] = e.value_nulls
-    columns.update(model=pa.array(schema.MODELS, pa.string()).take(pa.array(models)),
-                   value=_floats(v[:, 0], value_nulls),
-                   **{c: _floats(intervals[:, j]) for j, c in enumerate(_INTERVALS)})
-    return columns, counts
+    return Rows(names.names, code, v, (intervals, models, value_nulls)), counts
 
 
 def candidate_rows(metrics: pa.Table) -> pa.Table:
@@ -167,13 +198,3 @@ def candidate_rows(metrics: pa.Table) -> pa.Table:
         if model.null_count == 0 and pc.all(pc.equal(model, 'candidate')).as_py() is not False:
             return metrics
     return schema.candidate_rows(metrics)
-
-
-def typed_values(results: Sequence[Any]) -> dict[tuple[str, str], tuple]:
-    """`results.typed_slice_values`, each slice spelled once (`SliceTexts`)."""
-    texts = SliceTexts()
-    out = {}
-    for r in results:
-        _, columns, values = texts(r.key.slice_columns, r.key.slice_values)
-        out[(columns, values)] = tuple(r.key.slice_values)
-    return out

@@ -20,8 +20,9 @@ from pipeline import schema
 from pipeline.config import EvalConfig
 from pipeline.elements import Key
 from pipeline.metric_rows import MetricRows
-from pipeline.metrics_table import SliceTexts, metric_columns
+from pipeline.key_columns import KeyColumns, values_order  # noqa: F401 (values_order: API)
 from pipeline.packed_plots import PackedPlots, plot_arrays, plot_rows
+from pipeline.results_frame import ResultsFrame, id_columns
 
 _PLOT_COLUMNS = [f.name for f in schema.PLOTS][len(schema._ID_FIELDS):]
 
@@ -122,70 +123,23 @@ def typed_slice_values(results: Iterable[KeyResult]) -> dict[tuple[str, str], tu
             for r in results}
 
 
-def _slice_order(config: EvalConfig, key: Key) -> tuple:
-    spec = config.slices.index(tuple(key.slice_columns))
-    values = values_order(key.slice_values)
-    return (spec, values, key.window_start if key.window_start is not None else 0,
-            key.step if key.step is not None else 0)
-
-
-def _multi_head_results(config: EvalConfig, results: Sequence[KeyResult]) -> list[KeyResult]:
-    """The MultiHead `loss` per (slice, window, step): Σ head_weight · head loss (tf.estimator's
-    MultiHead.loss, each head reduced with its own reduction and weights)."""
-    if len(config.heads) < 2:
-        return []
-    weights = config.head_weights or tuple(1.0 for _ in config.heads)
-    groups: dict[tuple, dict[int, KeyResult]] = {}
-    for r in results:
-        k = r.key
-        groups.setdefault((k.slice_columns, k.slice_values, k.window_start, k.step), {})[k.head] = r
-    out = []
-    for (cols, vals, w, s), by_head in groups.items():
-        if len(by_head) != len(config.heads):
-            continue  # every head sees the same rows, so this only happens for empty groups
-        loss = float(sum(weights[h] * by_head[h].loss for h in range(len(config.heads))))
-        count = by_head[0].example_count
-        out.append(KeyResult(Key(cols, vals, len(config.heads), w, s),
-                             [('loss', loss, None, None)], count,
-                             _common_weighted_count(by_head.values()), loss, {}))
-    return out
-
-
-def _common_weighted_count(results: Iterable[KeyResult]) -> float | None:
-    """The heads' weighted example count when they agree (up to summation order), else None:
-    heads may weight rows differently, and then the MultiHead has no single weighted count."""
-    values = [r.weighted_example_count for r in results]
-    if any(v is None for v in values):
-        return None
-    lo, hi = min(values), max(values)
-    return values[0] if hi - lo <= 1e-12 * max(abs(hi), abs(lo), 1.0) else None
-
-
-def values_order(values: tuple) -> tuple:
-    """Slice values as the tables order them: numbers (by value) before text."""
-    return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in values)
-
-
 def prepare_results(config: EvalConfig, results: Sequence[KeyResult]) -> list[KeyResult]:
-    """The results with the MultiHead `loss` results added, in the tables' row order
-    (`_slice_order`, then head): sorted with numpy on codes, each distinct slice value ranked
-    once, rather than comparing every key's tuple in Python."""
-    results = list(results) + _multi_head_results(config, results)
+    """The results with the MultiHead `loss` results added, in the tables' row order (Overall,
+    then slices in config order and by value, window, step, head): `pipeline.key_columns`'
+    rules, on codes."""
+    results = list(results)
+    keys = KeyColumns.from_results(results)
+    multi, _ = keys.multi_head(config.head_weights or [1.0] * len(config.heads))
+    results += [KeyResult(Key(multi.specs[multi.spec[i]], multi.values[i], int(multi.head[i]),
+                              None if multi.window_null[i] else int(multi.window[i]),
+                              None if multi.step_null[i] else int(multi.step[i])),
+                          [('loss', float(multi.loss[i]), None, None)],
+                          int(multi.example_count[i]),
+                          None if multi.weighted_null[i] else float(multi.weighted[i]),
+                          float(multi.loss[i]), {}) for i in range(len(multi))]
     if not results:
         return results
-    specs = {tuple(s): i for i, s in enumerate(config.slices)}
-    values: dict[tuple, int] = {}
-    value_code = np.fromiter((values.setdefault(tuple(r.key.slice_values), len(values))
-                              for r in results), np.int64, len(results))
-    ranked = sorted(values, key=values_order)
-    rank = np.empty(len(values), np.int64)
-    rank[[values[v] for v in ranked]] = np.arange(len(ranked))
-    columns = [np.fromiter((f(r.key) for r in results), np.int64, len(results)) for f in (
-        lambda k: k.head, lambda k: k.step if k.step is not None else 0,
-        lambda k: k.window_start if k.window_start is not None else 0)]
-    spec = np.fromiter((specs[tuple(r.key.slice_columns)] for r in results), np.int64,
-                       len(results))
-    order = np.lexsort(tuple(columns) + (rank[value_code], spec))
+    order = KeyColumns.concat([keys, multi]).order(config.slices)
     return [results[i] for i in order.tolist()]
 
 
@@ -218,31 +172,16 @@ def plot_tables(config: EvalConfig, prepared: Sequence[KeyResult], run_id: str,
                                metrics=False)[1]
 
 
-def _id_columns(results: Sequence[KeyResult], repeats: np.ndarray, names: Sequence[str],
-                run_id: str, evaluated_at: datetime.datetime, windowed: bool, stepped: bool,
-                size_us: int, default_step: Any, texts: SliceTexts, table_schema: pa.Schema,
-                counts: bool = False) -> dict[str, pa.Array]:
-    """The id columns (run, slice spellings, head, window, step; with `counts` also the example
-    counts) of `results`' rows: one cell per key, repeated `repeats[i]` times by Arrow (far
-    faster than Python lists of every row)."""
-    spelled = [texts(r.key.slice_columns, r.key.slice_values) for r in results]
-    k = len(results)
-    cells: dict[str, Any] = {
-        'run_id': [run_id] * k, 'evaluated_at': [evaluated_at] * k,
-        'slice': [t[0] for t in spelled], 'slice_columns': [t[1] for t in spelled],
-        'slice_values': [t[2] for t in spelled], 'head': [names[r.key.head] for r in results]}
-    if windowed:
-        cells['window_start'] = [r.key.window_start for r in results]
-        cells['window_end'] = [r.key.window_start + size_us for r in results]
-    if stepped:
-        cells['step'] = [r.key.step if r.key.step is not None else default_step for r in results]
-    if counts:
-        cells['example_count'] = [r.example_count for r in results]
-        cells['weighted_example_count'] = [r.weighted_example_count for r in results]
-    fields = [f for f in table_schema if f.name in cells]
-    per_key = _table(cells, pa.schema(fields))
-    index = pa.array(np.repeat(np.arange(k, dtype=np.int64), np.asarray(repeats, np.int64)))
-    return {f.name: per_key.column(f.name).take(index).combine_chunks() for f in fields}
+def table_ids(config: EvalConfig, run_id: str, evaluated_at: datetime.datetime
+              ) -> dict[str, Any]:
+    """What the id cells of a run's tables need besides the keys (`results_frame.id_columns`)."""
+    names = list(config.head_names) + ([config.multi_head_name] if config.multi_head_name
+                                       else [])
+    stepped = config.stepped
+    return dict(names=names, run_id=run_id, evaluated_at=evaluated_at,
+                size_us=int(round(config.window.size * 1e6)) if config.windowed else 0,
+                default_step=(config.tensorboard.step if stepped and not config.step_column
+                              else None))
 
 
 def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
@@ -254,24 +193,15 @@ def build_tables(config: EvalConfig, results: Sequence[KeyResult], run_id: str,
     `plots` (`metrics`) False the plots (metrics) table is left empty (`plot_tables` builds the
     plots in pieces).
     """
-    names = list(config.head_names)
-    if config.multi_head_name:
-        names.append(config.multi_head_name)
     if not prepared:
         results = prepare_results(config, results)
-    windowed, stepped = config.windowed, config.stepped
-    ids = dict(names=names, run_id=run_id, evaluated_at=evaluated_at, windowed=windowed,
-               stepped=stepped, size_us=int(round(config.window.size * 1e6)) if windowed else 0,
-               default_step=(config.tensorboard.step if stepped and not config.step_column
-                             else None), texts=SliceTexts())
-    m_schema = schema.with_extras(schema.METRICS, windowed, stepped)
-    p_schema = schema.with_extras(schema.PLOTS, windowed, stepped)
+    ids = table_ids(config, run_id, evaluated_at)
+    m_schema = schema.with_extras(schema.METRICS, config.windowed, config.stepped)
+    p_schema = schema.with_extras(schema.PLOTS, config.windowed, config.stepped)
     m_table = p_table = None
     if metrics:
-        # Every key's rows at once (pipeline/metrics_table.py), the id cells repeated per key.
-        m, repeats = metric_columns(results)
-        m.update(_id_columns(results, repeats, table_schema=m_schema, counts=True, **ids))
-        m_table = _table(m, m_schema)
+        # Every key's rows at once, the id cells repeated per key (pipeline/results_frame.py).
+        m_table = ResultsFrame.from_results(results).metrics_table(m_schema, ids)
     if plots:
         p_table = _plots_table([r for r in results if r.plots], p_schema, ids)
     return (m_table if m_table is not None else m_schema.empty_table(),
@@ -284,7 +214,8 @@ def _plots_table(results: Sequence[KeyResult], p_schema: pa.Schema,
     repeats = np.asarray([plot_rows(r.plots) for r in results], np.int64)
     results = [r for r, n in zip(results, repeats) if n]
     repeats = repeats[repeats > 0]
-    p: dict[str, Any] = _id_columns(results, repeats, table_schema=p_schema, **ids)
+    p: dict[str, Any] = id_columns(KeyColumns.from_results(results), repeats,
+                                   table_schema=p_schema, **ids)
     parts = [plot_arrays(r.plots) for r in results]
     for col in _PLOT_COLUMNS:
         p[col] = np.concatenate([np.asarray(part[col]) for part in parts]) if parts else []

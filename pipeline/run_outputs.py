@@ -20,14 +20,16 @@ import logging
 from typing import Any, Iterable
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 
 from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline import slice_sizes
 from pipeline import schema as schema_lib
-from pipeline.results import KeyResult, build_tables, plot_tables, prepare_results
-from pipeline.metrics_table import candidate_rows, typed_values
+from pipeline.results import KeyResult, plot_tables, table_ids
+from pipeline.results_frame import ResultsFrame, TypedValues, plain_table
+from pipeline.metrics_table import candidate_rows
 from pipeline.run_options import RunOptions
 from pipeline import validation
 from pipeline.schema import ERRORS
@@ -40,8 +42,10 @@ BIGQUERY_TAG = 'bigquery_rows'
 
 @dataclasses.dataclass
 class RunPieces:
-    """Every piece of a run's results, gathered from the group `WriteRun` receives."""
+    """Every piece of a run's results, gathered from the group `WriteRun` receives: the keys'
+    results as columns (`frame`; packs stay arrays), errors and counts."""
     results: list[KeyResult] = dataclasses.field(default_factory=list)
+    packs: list[Any] = dataclasses.field(default_factory=list)
     errors: list[pa.Table] = dataclasses.field(default_factory=list)
     rows: int = 0
     bad: int = 0
@@ -56,7 +60,7 @@ class RunPieces:
             if kind == 'result':
                 out.results.append(piece)
             elif kind == 'results':  # a shard block's keys (`block_results.ResultsPack`)
-                out.results.extend(piece.results())
+                out.packs.append(piece)
             elif kind == 'errors':
                 out.errors.append(piece)
             elif kind == 'stats':
@@ -82,32 +86,42 @@ class WriteRun(beam.DoFn):
         for name, count in sorted(pieces.unsliced.items()):
             _log.warning('headstream: %d evaluated rows have a null %s: they are in Overall but '
                          'in no %s slice', count, name, name)
-        counts = slice_sizes.slices_per_spec(pieces.results)
+        frame = ResultsFrame.concat([ResultsFrame.from_pack(p) for p in pieces.packs]
+                                    + [ResultsFrame.from_results(pieces.results)])
+        pieces.packs = pieces.results = []  # the frame holds them now
+        counts = frame.keys.spec_counts()
         too_many = slice_sizes.many_slices_warnings(counts)
-        sized = slice_sizes.apply_min_slice_size(pieces.results, config.min_slice_size)
-        pieces.results = sized.kept
-        prepared = prepare_results(config, pieces.results)
+        keep, left_out = frame.keys.small_slices(config.min_slice_size)
+        if left_out:
+            frame = frame.take(np.flatnonzero(keep))
+        frame = frame.with_multi_head(config.head_weights, len(config.heads))
+        frame = frame.take(frame.keys.order(config.slices))
         # plots.max_slices: only Overall and the largest slices keep their plots, before any
         # plot is written (Parquet, TFMA, TensorBoard, report).
-        limited = slice_sizes.limit_plots(prepared, config.plots.max_slices)
-        prepared = limited.results
-        metrics, _ = build_tables(config, prepared, options.run_id, options.started_at,
-                                  prepared=True, plots=False)
+        keep, without_plots = frame.keys.plot_limit(config.plots.max_slices)
+        frame.drop_plots(keep)
+        m_schema = schema_lib.with_extras(schema_lib.METRICS, config.windowed, config.stepped)
+        ids = table_ids(config, options.run_id, options.started_at)
+        # Text columns as dictionaries (10^7 rows at 10^6 slices); files are written as strings.
+        metrics = frame.metrics_table(m_schema, ids, dictionary=True)
+        typed = TypedValues(frame.keys)
         # The plots, far larger (a few hundred rows a key), are built and written in pieces.
-        plots = _PlotPieces(config, prepared, options.run_id, options.started_at)
+        plots = _PlotPieces(config, frame.plot_results(), options.run_id, options.started_at)
+        frame = None
         # Everything is written under the run's staging directory and published at the end.
         out = parquet_writer.staging_dir(config.output, options.run_id)
-        written = parquet_writer.write_outputs(out, metrics, None, self._error_table(pieces))
+        written = parquet_writer.write_outputs(out, metrics, None, self._error_table(pieces),
+                                               schema=m_schema)
         plots_path = fileio.join(out, parquet_writer.PLOTS_FILE)
         plots.rows = parquet_writer.write_table_pieces(plots(), plots.schema, plots_path)
         written.insert(1, plots_path)
         summary = self._summary(pieces, metrics, plots.rows, [
             p[len(out.rstrip('/')) + 1:] for p in written])
-        summary.update(_slice_summary(config, counts, sized.left_out, too_many))
+        summary.update(_slice_summary(config, counts, left_out, too_many))
         summary['plots'] = {'max_slices': config.plots.max_slices,
-                            'slices_without_plots': limited.without_plots}
+                            'slices_without_plots': without_plots}
         summary_path = fileio.join(out, fileio.SUMMARY_FILE)
-        verdict = validation.check_rules(config, metrics, sized.left_out)
+        verdict = validation.check_rules(config, metrics, left_out)
         if verdict is not None:
             summary['outputs'] += validation.write_validation(out, verdict, config)
             summary['validation'] = {'blessed': verdict['blessed'],
@@ -115,7 +129,7 @@ class WriteRun(beam.DoFn):
                                      'failing': validation.failing(verdict),
                                      'line': validation.verdict_line(verdict)}
         parquet_writer.write_json(summary, summary_path)
-        summary.update(_write_optional_outputs(config, out, metrics, plots, pieces.results))
+        summary.update(_write_optional_outputs(config, out, metrics, plots, typed))
         # The summary was written before the other writers (the report shows it); now that they
         # are done too, record the run's whole wall time, keeping the tables' time apart.
         finished = datetime.datetime.now(datetime.timezone.utc)
@@ -205,7 +219,7 @@ class _PlotPieces:
 
 
 def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa.Table,
-                            plots: _PlotPieces, results: list[KeyResult]) -> dict[str, Any]:
+                            plots: _PlotPieces, typed: TypedValues) -> dict[str, Any]:
     """The TFMA, TensorBoard (when configured) and report writers, into the staging dir `out`;
     returns what they add to the summary."""
     extra: dict[str, Any] = {}
@@ -213,11 +227,13 @@ def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa
                                        if config.multi_head_name else [])
     metrics = candidate_rows(metrics)  # baseline and diff rows: the tables and report
     _optional_writer('pipeline.writers.tfma', 'write_tfma', out, metrics, plots,
-                     [list(s) for s in config.slices], names, typed_values(results))
+                     [list(s) for s in config.slices], names, typed)
     if config.tensorboard is not None:
         # TensorBoard takes at most `max_runs` runs (slices): the metrics are capped first, and
         # only their slices' plots are built.
         tb_metrics, left_out = slice_sizes.cap_runs(metrics, config.tensorboard.max_runs)
+        tb_metrics = plain_table(tb_metrics, schema_lib.with_extras(
+            schema_lib.METRICS, config.windowed, config.stepped))
         extra['tensorboard_runs_left_out'] = left_out
         tb_plots = pa.concat_tables(list(plots(set(tb_metrics.column('slice').to_pylist()))))
         _optional_writer('pipeline.writers.tensorboard', 'write_tensorboard',

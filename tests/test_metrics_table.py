@@ -18,7 +18,8 @@ from pipeline.config import parse_config
 from pipeline.elements import Key
 from pipeline.metric_rows import MetricRows
 from pipeline.results import KeyResult, build_tables
-from pipeline.metrics_table import SliceTexts
+from pipeline.key_columns import KeyColumns
+from pipeline.results_frame import TypedValues, slice_texts
 
 AT = datetime.datetime(2026, 12, 6, 4, 0, tzinfo=datetime.timezone.utc)
 CONFIG = parse_config({
@@ -104,10 +105,14 @@ def test_a_table_with_no_keys_is_empty_with_the_schema():
     ((7,), ('user:7', 'user', '7')), (('a_Xb',), ('user:a_%58b', 'user', 'a_%58b')),
     ((2.5,), ('user:2.5', 'user', '2.5')), ((True,), ('user:True', 'user', 'True'))])
 def test_slice_spellings_are_made_once_per_slice_and_escaped(values, expected):
-    texts = SliceTexts()
-    assert texts(('user',), values) == expected
-    assert texts(('user',), values) is texts(('user',), values)
-    assert texts((), ()) == ('Overall', '', '')
+    results = [KeyResult(_key(('user',), values, h), [], 1, 1.0, 0.0, {}) for h in (0, 1)]
+    results.append(KeyResult(_key((), (), 0), [], 1, 1.0, 0.0, {}))
+    texts = slice_texts(KeyColumns.from_results(results))
+    cells = [tuple(texts[c][0][int(texts[c][1][i])].as_py()
+                   for c in ('slice', 'slice_columns', 'slice_values')) for i in range(3)]
+    assert cells == [expected, expected, ('Overall', '', '')]
+    # once per slice: the two heads' keys share one text of each column
+    assert len(texts['slice'][0]) == 2 and texts['slice'][1][0] == texts['slice'][1][1]
 
 
 def test_many_keys_of_one_head_share_their_names():
@@ -140,7 +145,14 @@ def test_keys_are_in_table_order_spec_then_values_numbers_first_then_window_step
 
 
 def test_typed_values_map_each_slice_spelling_to_its_values():
-    from pipeline.metrics_table import typed_values
-    results = _results()
-    assert typed_values(results) == {('', ''): (), ('user', '7'): (7,), ('user', '-12'): (-12,),
-                                     ('country_X_x%3Ay', 'U_%58S_X_50%25'): ('U_XS', '50%')}
+    typed = TypedValues(KeyColumns.from_results(_results()))
+    expected = {('', ''): (), ('user', '7'): (7,), ('user', '-12'): (-12,),
+                ('country_X_x%3Ay', 'U_%58S_X_50%25'): ('U_XS', '50%')}
+    assert {k: typed.get(k) for k in expected} == expected
+    assert typed.get(('user', 'x7')) is None and typed.get(('device', '7')) is None
+
+
+def test_typed_values_of_a_spec_with_ints_and_text_come_from_each_slice():
+    results = [KeyResult(_key(('user',), (v,), 0), [], 1, 1.0, 0.0, {}) for v in (7, '8')]
+    typed = TypedValues(KeyColumns.from_results(results))
+    assert typed.get(('user', '7')) == (7,) and typed.get(('user', '8')) == ('8',)

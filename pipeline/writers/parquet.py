@@ -67,11 +67,21 @@ def _write_bytes_atomically(path: str, write: Callable[[BinaryIO], Any]) -> None
         raise DiscardedError('%s: its run was discarded' % path)
 
 
-def write_table(table: pa.Table, path: str) -> None:
-    """Writes one Parquet file (zstd) at `path`."""
-    def write(f: Any) -> None:
-        pq.write_table(table, f, compression='zstd')
-    _write_bytes_atomically(path, write)
+# Rows per row group when a table with dictionary columns is written as plain strings.
+PIECE_ROWS = 1 << 20
+
+
+def write_table(table: pa.Table, path: str, table_schema: pa.Schema | None = None) -> None:
+    """Writes one Parquet file (zstd) at `path`; with `table_schema`, the table (whose text
+    columns may be dictionary arrays) as that schema's types, a million rows at a time."""
+    if table_schema is None or table.schema.equals(table_schema):
+        def write(f: Any) -> None:
+            pq.write_table(table, f, compression='zstd')
+        _write_bytes_atomically(path, write)
+        return
+    pieces = (table.slice(a, PIECE_ROWS).cast(table_schema)
+              for a in range(0, max(table.num_rows, 1), PIECE_ROWS))
+    write_table_pieces(pieces, table_schema, path)
 
 
 def write_table_pieces(pieces: Iterable[pa.Table], table_schema: pa.Schema, path: str) -> int:
@@ -102,15 +112,17 @@ def read_table(path: str) -> pa.Table:
 
 
 def write_outputs(output_dir: str, metrics: pa.Table, plots: pa.Table,
-                  errors: pa.Table | None = None) -> list[str]:
+                  errors: pa.Table | None = None, schema: pa.Schema | None = None
+                  ) -> list[str]:
     """Writes metrics/metrics.parquet, plots/plots.parquet and (when given) errors/errors.parquet
-    under `output_dir`; returns the paths written."""
+    under `output_dir`; returns the paths written. `schema`: the metrics table's (its text
+    columns may be dictionary arrays in memory; the file holds strings)."""
     written = []
     for table, name in ((metrics, METRICS_FILE), (plots, PLOTS_FILE), (errors, ERRORS_FILE)):
         if table is None:
             continue
         path = join(output_dir, name)
-        write_table(table, path)
+        write_table(table, path, schema if name == METRICS_FILE else None)
         written.append(path)
     return written
 
