@@ -109,8 +109,9 @@ class KeyColumns:
         """These keys at `index` (int positions), in that order."""
         index = np.asarray(index, np.int64)
         out = KeyColumns.__new__(KeyColumns)
-        out.specs, out._value_codes = self.specs, None
-        values = self.values
+        out.specs, values = self.specs, self.values
+        known = self._value_codes
+        out._value_codes = None if known is None else (known[0][index],) + known[1:]
         out.values = [values[i] for i in index.tolist()]
         for name in ('spec', 'head', 'window', 'window_null', 'step', 'step_null',
                      'example_count', 'weighted', 'weighted_null', 'loss'):
@@ -122,14 +123,45 @@ class KeyColumns:
         """Each key's slice values as a code into the distinct value tuples (NaN values made one
         object first, so every NaN-valued tuple is found)."""
         if self._value_codes is None:
-            values = self.values
-            if float in set(map(type, itertools.chain.from_iterable(values))):
-                values = [_canonical_values(v) for v in values]
-            table: dict[tuple, int] = {}
-            codes = np.fromiter((table.setdefault(v, len(table)) for v in values), np.int64,
-                                len(values))
-            self._value_codes = (codes, list(table))
-        return self._value_codes
+            self._value_codes = self._int_codes() or self._tuple_codes()
+        return self._value_codes[:2]
+
+    def distinct_ints(self) -> np.ndarray | None:
+        """When every key's values are one int in int64 (or Overall's ()), each distinct value
+        tuple's int (0 for ()), else None."""
+        self.value_codes()
+        return self._value_codes[2]
+
+    def _tuple_codes(self) -> tuple[np.ndarray, list[tuple], None]:
+        values = self.values
+        if float in set(map(type, itertools.chain.from_iterable(values))):
+            values = [_canonical_values(v) for v in values]
+        table: dict[tuple, int] = {}
+        codes = np.fromiter((table.setdefault(v, len(table)) for v in values), np.int64,
+                            len(values))
+        return codes, list(table), None
+
+    def _int_codes(self) -> tuple[np.ndarray, list[tuple], np.ndarray] | None:
+        """`value_codes` with numpy when every key's values are one int (or ()): the common case
+        of a high-cardinality column (ids), ~10x faster than a dict of tuples."""
+        values = self.values
+        lengths = np.fromiter(map(len, values), np.int64, len(values))
+        if lengths.size and lengths.max() > 1 or (lengths == 1).sum() == 0:
+            return None
+        one = lengths == 1
+        flat = [v[0] for v in itertools.compress(values, one.tolist())]
+        if set(map(type, flat)) != {int}:
+            return None
+        try:
+            ints = np.array(flat, np.int64)
+        except OverflowError:
+            return None
+        uniq, inverse = np.unique(ints, return_inverse=True)
+        empty = int(not one.all())  # Overall's () is code 0
+        codes = np.zeros(len(values), np.int64)
+        codes[one] = inverse.reshape(-1) + empty
+        distinct = [()] * empty + [(x,) for x in uniq.tolist()]
+        return codes, distinct, np.concatenate([np.zeros(empty, np.int64), uniq])
 
     def slice_codes(self, head: bool = False) -> np.ndarray:
         """Each key's slice (spec, values, window, step; and head with `head`) as a code."""

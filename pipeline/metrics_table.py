@@ -105,43 +105,48 @@ class Rows(NamedTuple):
     @classmethod
     def plain(cls, names: Sequence[str], code: np.ndarray, values: np.ndarray) -> 'Rows':
         """Candidate rows without intervals."""
-        return cls(list(names), np.asarray(code, np.int64), np.asarray(values, np.float64))
+        return cls(list(names), np.asarray(code, np.int32), np.asarray(values, np.float64))
 
     @classmethod
     def concat(cls, parts: Sequence['Rows']) -> 'Rows':
         names: dict[str, int] = {}
         codes = []
         for p in parts:
-            remap = np.asarray([names.setdefault(n, len(names)) for n in p.names], np.int64)
+            remap = np.asarray([names.setdefault(n, len(names)) for n in p.names], np.int32)
             codes.append(remap[p.code] if p.code.size else p.code)
         values = np.concatenate([p.values for p in parts]) if parts else np.empty((0, 3))
         extra = None
         if any(p.extra is not None for p in parts):
             extra = tuple(np.concatenate([(p.extra or _no_extra(len(p)))[j] for p in parts])
                           for j in range(3))
-        return cls(list(names), np.concatenate(codes) if codes else np.empty(0, np.int64),
+        return cls(list(names), np.concatenate(codes) if codes else np.empty(0, np.int32),
                    values, extra)
 
     def take(self, at: np.ndarray) -> 'Rows':
         return Rows(self.names, self.code[at], np.take(self.values, at, axis=0),
                     None if self.extra is None else tuple(e[at] for e in self.extra))
 
-    def columns(self, dictionary: bool = False) -> dict[str, pa.Array]:
+    def columns(self, dictionary: bool = False, at: np.ndarray | None = None
+                ) -> dict[str, pa.Array]:
         """The metrics table's row columns (metric, model as dictionary arrays with
-        `dictionary`, else strings)."""
-        n, v = len(self), self.values
-        metric = _coded(self.names, self.code, dictionary)
+        `dictionary`, else strings), of the rows at positions `at` (None: all, in order), each
+        column gathered once."""
+        if at is None:
+            at = slice(None)
+        v = self.values
+        n = len(self.code[at])
+        metric = _coded(self.names, self.code[at], dictionary)
+        bounds = {'lower_bound': _floats(v[at, 1]), 'upper_bound': _floats(v[at, 2])}
         if self.extra is None:  # the common case: no intervals, no baseline
-            return {'metric': metric, 'lower_bound': _floats(v[:, 1]),
-                    'upper_bound': _floats(v[:, 2]),
-                    'model': _coded(['candidate'], np.zeros(n, np.int64), dictionary),
-                    'value': pa.array(np.ascontiguousarray(v[:, 0]), pa.float64()),
-                    **{c: pa.nulls(n, pa.float64()) for c in _INTERVALS}}
-        intervals, models, value_nulls = self.extra
-        return {'metric': metric, 'lower_bound': _floats(v[:, 1]),
-                'upper_bound': _floats(v[:, 2]),
+            nulls = pa.nulls(n, pa.float64())  # one all-null column, shared (arrays are immutable)
+            return {'metric': metric, **bounds,
+                    'model': _coded(['candidate'], np.zeros(n, np.int32), dictionary),
+                    'value': pa.array(np.ascontiguousarray(v[at, 0]), pa.float64()),
+                    **{c: nulls for c in _INTERVALS}}
+        intervals, models, value_nulls = (e[at] for e in self.extra)
+        return {'metric': metric, **bounds,
                 'model': _coded(list(schema.MODELS), models, dictionary),
-                'value': _floats(v[:, 0], value_nulls),
+                'value': _floats(v[at, 0], value_nulls),
                 **{c: _floats(intervals[:, j]) for j, c in enumerate(_INTERVALS)}}
 
 
@@ -154,7 +159,8 @@ def _coded(names: Sequence[str], codes: np.ndarray, dictionary: bool) -> pa.Arra
     """`names[codes[j]]` as a string array, or as a dictionary array (int32 indices)."""
     names = pa.array(list(names), pa.string())
     if dictionary:
-        return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), names)
+        return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32, copy=False)),
+                                              names)
     return names.take(pa.array(codes))
 
 

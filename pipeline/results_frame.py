@@ -36,11 +36,18 @@ class ResultsFrame:
     key i has `row_count[i]` rows), and the plots of the keys that have some (`plots`: position
     → plot columns)."""
 
-    __slots__ = ('keys', 'rows', 'row_count', 'plots')
+    __slots__ = ('keys', 'rows', 'row_count', 'plots', 'row_at')
 
     def __init__(self, keys: KeyColumns, rows: Rows, row_count: np.ndarray,
-                 plots: dict[int, Mapping[str, Any]]) -> None:
+                 plots: dict[int, Mapping[str, Any]], row_at: np.ndarray | None = None) -> None:
         self.keys, self.rows, self.row_count, self.plots = keys, rows, row_count, plots
+        # The keys' rows are `rows` at these positions (None: all of them, in order): a take
+        # moves an index, not 10^7 rows; the table gathers each column once.
+        self.row_at = row_at
+
+    def _rows(self) -> Rows:
+        """The keys' rows in key order (gathered)."""
+        return self.rows if self.row_at is None else self.rows.take(self.row_at)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -79,7 +86,7 @@ class ResultsFrame:
             plots.update({start + i: v for i, v in p.plots.items()})
             start += len(p)
         return cls(KeyColumns.concat([p.keys for p in parts]),
-                   Rows.concat([p.rows for p in parts]),
+                   Rows.concat([p._rows() for p in parts]),
                    np.concatenate([p.row_count for p in parts]), plots)
 
     def take(self, index: np.ndarray) -> 'ResultsFrame':
@@ -87,11 +94,13 @@ class ResultsFrame:
         index = np.asarray(index, np.int64)
         starts = np.cumsum(self.row_count) - self.row_count
         at = ragged_positions(starts[index], self.row_count[index])
+        if self.row_at is not None:
+            at = self.row_at[at]
         where = np.full(len(self), -1, np.int64)
         where[index] = np.arange(index.size)
         plots = {int(where[i]): p for i, p in self.plots.items() if where[i] >= 0}
-        return ResultsFrame(self.keys.take(index), self.rows.take(at), self.row_count[index],
-                            dict(sorted(plots.items())))
+        return ResultsFrame(self.keys.take(index), self.rows, self.row_count[index],
+                            dict(sorted(plots.items())), at)
 
     def with_multi_head(self, weights: Sequence[float] | None, n_heads: int) -> 'ResultsFrame':
         """The frame plus the MultiHead `loss` keys (one `loss` row each; `KeyColumns.multi_head`)."""
@@ -130,7 +139,7 @@ class ResultsFrame:
         """The metrics table of these keys in frame order (`ids`: `pipeline.results.table_ids`).
         With `dictionary`, its text columns are dictionary arrays (the distinct texts once, an
         int32 index a row: ~5x less memory at 10^7 rows; `plain_table` makes them strings)."""
-        columns = self.rows.columns(dictionary)
+        columns = self.rows.columns(dictionary, self.row_at)
         columns.update(id_columns(self.keys, self.row_count, table_schema=table_schema,
                                   counts=True, dictionary=dictionary, **ids))
         fields = [pa.field(f.name, columns[f.name].type, f.nullable) for f in table_schema]
@@ -150,15 +159,12 @@ def slice_texts(keys: KeyColumns) -> dict[str, tuple[pa.Array, np.ndarray]]:
     key's code into them): every distinct value tuple spelled once (tuples of one int by Arrow's
     cast, the digits `str` gives)."""
     codes, distinct = keys.value_codes()
-    texts = None
-    if distinct and all(not v or len(v) == 1 and type(v[0]) is int for v in distinct):
-        try:  # (Overall's () has the text '', as 0 is masked out below)
-            ints = np.array([v[0] if v else 0 for v in distinct], np.int64)
-            texts = pc.if_else(pa.array([bool(v) for v in distinct]),
-                               pa.array(ints).cast(pa.string()), pa.scalar(''))
-        except OverflowError:
-            texts = None
-    if texts is None:
+    ints = keys.distinct_ints()
+    if ints is not None:  # (Overall's () has the text '')
+        present = np.ones(len(ints), bool)
+        present[:1] = [bool(v) for v in distinct[:1]]  # only code 0 can be ()
+        texts = pc.if_else(pa.array(present), pa.array(ints).cast(pa.string()), pa.scalar(''))
+    else:
         texts = pa.array([str(v[0]) if len(v) == 1 and type(v[0]) is int
                           else schema.join_slice_parts(v) for v in distinct], pa.string())
     spec_texts = pa.array([schema.join_slice_parts(s, columns=True) for s in keys.specs],
@@ -189,8 +195,8 @@ def id_columns(keys: KeyColumns, repeats: np.ndarray, names: Sequence[str],
     texts['head'] = (pa.array(list(names), pa.string()), keys.head)
     out: dict[str, pa.Array] = {}
     for name, (distinct, code) in texts.items():
-        code = code[row_key]
-        out[name] = (pa.DictionaryArray.from_arrays(pa.array(code.astype(np.int32)), distinct)
+        code = np.asarray(code).astype(np.int32)[row_key]
+        out[name] = (pa.DictionaryArray.from_arrays(pa.array(code), distinct)
                      if dictionary else distinct.take(pa.array(code)))
     at = pa.array(np.full(row_key.size, _micros(evaluated_at), np.int64)).cast(schema.TIMESTAMP)
     out['evaluated_at'] = at
@@ -228,18 +234,21 @@ class TypedValues:
         codes, distinct = keys.value_codes()
         self._int_specs: set[str] = set()
         self._other: dict[tuple[str, str], tuple] = {}
-        pairs = np.unique(keys.spec * np.int64(max(len(distinct), 1)) + codes) if len(keys) \
-            else np.empty(0, np.int64)
-        by_spec: dict[int, list[int]] = {}
-        for p in pairs.tolist():
-            by_spec.setdefault(p // max(len(distinct), 1), []).append(p % max(len(distinct), 1))
-        for s, members in by_spec.items():
-            columns = schema.join_slice_parts(keys.specs[s], columns=True)
-            values = [distinct[j] for j in members]
-            if all(len(v) == 1 and type(v[0]) is int for v in values):
+        ints = keys.distinct_ints()
+        single_int = (np.asarray([bool(v) for v in distinct[:1]] + [True] * (len(distinct) - 1),
+                                 bool) if ints is not None else
+                      np.fromiter((len(v) == 1 and type(v[0]) is int for v in distinct), bool,
+                                  len(distinct)))
+        for s, spec in enumerate(keys.specs):
+            members = np.unique(codes[keys.spec == s])
+            if not members.size:
+                continue
+            columns = schema.join_slice_parts(spec, columns=True)
+            if single_int[members].all():
                 self._int_specs.add(columns)
             else:
-                self._other.update(((columns, schema.join_slice_parts(v)), v) for v in values)
+                self._other.update(((columns, schema.join_slice_parts(distinct[j])), distinct[j])
+                                   for j in members.tolist())
 
     def __getitem__(self, key: tuple[str, str]) -> tuple:
         columns, values = key
