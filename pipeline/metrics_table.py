@@ -85,6 +85,14 @@ def _extra(start: int, rows: MetricRows, r: Any, names: _Names) -> _Extra:
     return _Extra(start, intervals, models, compared, value_nulls, codes)
 
 
+def all_null(n: int, type: pa.DataType = pa.float64()) -> pa.Array:
+    """n nulls of a fixed-width `type` on zero buffers from `np.zeros` (calloc'd: pages the
+    process never writes take no memory, where `pa.nulls` writes n zeros)."""
+    validity = pa.py_buffer(np.zeros((n + 7) // 8, np.uint8))
+    data = pa.py_buffer(np.zeros(n * type.bit_width // 8, np.uint8))
+    return pa.Array.from_buffers(type, n, [validity, data], null_count=n)
+
+
 def _floats(values: np.ndarray, nulls: np.ndarray | None = None) -> pa.Array:
     values = np.ascontiguousarray(values)
     return pa.array(values, pa.float64(), mask=np.isnan(values) if nulls is None else nulls)
@@ -138,7 +146,7 @@ class Rows(NamedTuple):
         metric = _coded(self.names, self.code[at], dictionary)
         bounds = {'lower_bound': _floats(v[at, 1]), 'upper_bound': _floats(v[at, 2])}
         if self.extra is None:  # the common case: no intervals, no baseline
-            nulls = pa.nulls(n, pa.float64())  # one all-null column, shared (arrays are immutable)
+            nulls = all_null(n)  # one all-null column, shared (arrays are immutable)
             return {'metric': metric, **bounds,
                     'model': _coded(['candidate'], np.zeros(n, np.int32), dictionary),
                     'value': pa.array(np.ascontiguousarray(v[at, 0]), pa.float64()),

@@ -189,13 +189,16 @@ def id_columns(keys: KeyColumns, repeats: np.ndarray, names: Sequence[str],
     the example counts) for keys whose rows number `repeats[i]`: one cell per key (texts: one
     per distinct text), repeated by Arrow."""
     n = len(keys)
-    row_key = np.repeat(np.arange(n, dtype=np.int64), np.asarray(repeats, np.int64))
+    row_key = np.repeat(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64),
+                        np.asarray(repeats, np.int64))
     texts = slice_texts(keys)
     texts['run_id'] = (pa.array([run_id], pa.string()), np.zeros(n, np.int64))
     texts['head'] = (pa.array(list(names), pa.string()), keys.head)
     out: dict[str, pa.Array] = {}
     for name, (distinct, code) in texts.items():
-        code = np.asarray(code).astype(np.int32)[row_key]
+        # One text (the run id, a single head or spec): zeros from calloc, which take no memory.
+        code = (np.zeros(row_key.size, np.int32) if len(distinct) == 1
+                else np.asarray(code).astype(np.int32)[row_key])
         out[name] = (pa.DictionaryArray.from_arrays(pa.array(code), distinct)
                      if dictionary else distinct.take(pa.array(code)))
     at = pa.array(np.full(row_key.size, _micros(evaluated_at), np.int64)).cast(schema.TIMESTAMP)

@@ -24,6 +24,7 @@ from pipeline.key_columns import KeyColumns, values_order
 from pipeline.metric_rows import MetricRows
 from pipeline.results import KeyResult, build_tables, table_ids
 from pipeline.results_frame import ResultsFrame
+from pipeline.writers import parquet as parquet_writer
 from pipeline.writers.parquet import write_table
 
 NAN = float('nan')
@@ -222,9 +223,13 @@ def _same(a: pa.Table, b: pa.Table) -> bool:
     return a.schema.equals(b.schema) and all(cells(a, c) == cells(b, c) for c in a.column_names)
 
 
-def test_dictionary_columns_write_as_the_schema_says(tmp_path):
+@pytest.mark.parametrize('large', [None, 1])
+def test_dictionary_columns_write_as_the_schema_says(tmp_path, monkeypatch, large):
     """A table whose text columns are dictionaries (nulls included) is written as `table_schema`:
-    read back with string columns, the window and step columns' types, the same cells."""
+    read back with string columns, the window and step columns' types, the same cells (also
+    when its dictionaries count as large: written without Parquet's dictionary pages)."""
+    if large is not None:
+        monkeypatch.setattr(parquet_writer, 'LARGE_DICTIONARY', large)
     m_schema = schema.with_extras(schema.METRICS, True, True)
     n = 7
     texts = pa.array(['a', 'b', None, 'a', 'c', 'b', 'a'], pa.string())

@@ -156,3 +156,13 @@ def test_typed_values_of_a_spec_with_ints_and_text_come_from_each_slice():
     results = [KeyResult(_key(('user',), (v,), 0), [], 1, 1.0, 0.0, {}) for v in (7, '8')]
     typed = TypedValues(KeyColumns.from_results(results))
     assert typed.get(('user', '7')) == (7,) and typed.get(('user', '8')) == ('8',)
+
+
+def test_all_null_is_pa_nulls():
+    """The calloc'd null column is the same array as Arrow's own, valid to its last bit."""
+    import pyarrow as pa
+    from pipeline.metrics_table import all_null
+    for n in (0, 1, 7, 8, 9, 1000):
+        column = all_null(n)
+        column.validate(full=True)
+        assert column.equals(pa.nulls(n, pa.float64())) and column.null_count == n

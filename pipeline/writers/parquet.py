@@ -67,6 +67,8 @@ def _write_bytes_atomically(path: str, write: Callable[[BinaryIO], Any]) -> None
         raise DiscardedError('%s: its run was discarded' % path)
 
 
+# Dictionary columns with more distinct texts than this are written without Parquet's dictionary.
+LARGE_DICTIONARY = 1 << 16
 # Rows per row group when a table with dictionary columns is written as plain strings.
 PIECE_ROWS = 1 << 20
 
@@ -89,9 +91,16 @@ def write_table(table: pa.Table, path: str, table_schema: pa.Schema | None = Non
         table = pa.Table.from_arrays([table.column(f.name) for f in table_schema],
                                      schema=as_schema)
 
+        # A column whose dictionary is large (slice names at 10^6 slices) is written plainly:
+        # Parquet's writer re-reads a whole Arrow dictionary for every row group (3 s instead of
+        # 0.7 s at 10^6 slices and 1.3 * 10^7 rows); the others keep Parquet's dictionary pages.
+        encoded = [f.name for f in table.schema if not pa.types.is_dictionary(f.type)
+                   or max((len(c.dictionary) for c in table.column(f.name).chunks),
+                          default=0) <= LARGE_DICTIONARY]
+
         def write_coded(f: Any) -> None:
             pq.write_table(table, f, compression='zstd', store_schema=False,
-                           row_group_size=PIECE_ROWS)
+                           row_group_size=PIECE_ROWS, use_dictionary=encoded)
         _write_bytes_atomically(path, write_coded)
         return
     pieces = (table.slice(a, PIECE_ROWS).cast(table_schema)
