@@ -133,7 +133,7 @@ class KeyBlock:
     """
 
     __slots__ = ('columns', 'head', '_keys', 'block', 'dense', '_index', '_by_values',
-                 '_new_state', '_ints', '_n_ints', '_slot', '_lo')
+                 '_new_state', '_ints', '_n_ints', '_slot', '_lo', '_handed')
 
     def __init__(self, columns: tuple[str, ...], head: int, block: Any,
                  new_state: Callable[[], Any] | None = None) -> None:
@@ -150,6 +150,8 @@ class KeyBlock:
         self._n_ints = 0
         self._slot: np.ndarray | None = None
         self._lo = 0
+        # A shard part `shards` made and handed on, not yet copied (see `__deepcopy__`).
+        self._handed = False
 
     # -- the key table ----------------------------------------------------------------------------
     @property
@@ -410,7 +412,9 @@ class KeyBlock:
 
     def shards(self, n: int = SHARDS) -> Iterator[tuple[int, 'KeyBlock']]:
         """(shard, block of its keys) for each shard holding keys; a key's shard depends only on
-        the key (`shard_numbers`), so every bundle sends it to the same shard."""
+        the key (`shard_numbers`), so every bundle sends it to the same shard. The parts are new
+        blocks handed over to the caller (their first deep copy is the part itself:
+        `__deepcopy__`); with one shard, the part is this block."""
         dense = list(self.dense)
         values = self.int_values()
         block_shard = ((shard_numbers(self.keys) if values is None else _int_shard_numbers(values))
@@ -424,11 +428,19 @@ class KeyBlock:
             part = self.take(np.flatnonzero(block_shard == shard))
             part.dense = {dense[i]: self.dense[dense[i]]
                           for i in np.flatnonzero(dense_shard == shard).tolist()}
+            part._handed = True
             yield shard, part
 
     def __deepcopy__(self, memo: dict) -> 'KeyBlock':
         """A copy through the block's own `take` (numpy copies; the key tuples are immutable and
-        shared) — Python's generic deepcopy walks every key's tuple."""
+        shared) — Python's generic deepcopy walks every key's tuple.
+
+        A part `shards` handed on (nobody else holds it: the bundle's block it came from is
+        dropped) is its own first deep copy: the combine copies its first input so as not to change
+        it, which for such a part only doubled the memory of every bundle's blocks."""
+        if self._handed:
+            self._handed = False
+            return self
         out = KeyBlock(self.columns, self.head, self.block.take(np.arange(self.n_keys())))
         values = self.int_values()
         if values is not None:
@@ -449,7 +461,7 @@ class KeyBlock:
 
     def __setstate__(self, state: tuple) -> None:
         self.columns, self.head, keys, self.block, dense = state
-        self._new_state = None
+        self._new_state, self._lo, self._handed = None, 0, False
         self.dense = {_canonical(k): s for k, s in dense.items()}
         if isinstance(keys, tuple) and len(keys) == 2 and keys[0] == _INT_TABLE:
             self._set_ints(keys[1].astype(np.int64))

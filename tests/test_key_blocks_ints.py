@@ -172,3 +172,21 @@ def test_key_codes_give_numbers_only_for_one_int_column():
     assert got[('c',)].ints.tolist() == [5, 3] and got[('c',)].combos == [(5,), (3,)]
     assert list(got[('c',)]) == [(('c',), (5,), None, None), (('c',), (3,), None, None)]
     assert got[('c', 'd')].ints is None and got[('d',)].ints is None and got[()].ints is None
+
+
+def test_a_handed_shard_part_is_its_own_first_copy_and_only_that():
+    rng = np.random.default_rng(15)
+    numbers, tuples = _block(), _block()
+    _add_both(rng, numbers, tuples, _batch_values(rng, 1000, 0, 300))
+    parts = dict(numbers.shards())
+    assert len(parts) > 1
+    part = next(iter(parts.values()))
+    assert copy.deepcopy(part) is part          # handed over: the combine's copy is the part
+    twin = copy.deepcopy(part)                  # any later copy is a copy
+    assert twin is not part and twin.keys == part.keys
+    twin.merge(copy.deepcopy(part))
+    np.testing.assert_array_equal(twin.block.sums, 2 * part.block.sums)
+    # The bundle's block itself, and unpickled blocks, are always copied.
+    assert copy.deepcopy(numbers) is not numbers
+    back = pickle.loads(pickle.dumps(part))
+    assert copy.deepcopy(back) is not back
