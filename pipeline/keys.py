@@ -197,7 +197,9 @@ class SpecKeys(Sequence):
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        return (self.columns, self.combos[i], self.window, self.step)
+        if self._combos is None:  # one key: its tuple alone
+            return (self.columns, (int(self.ints[i]),), self.window, self.step)
+        return (self.columns, self._combos[i], self.window, self.step)
 
     def __iter__(self) -> Iterator[SliceKey]:
         columns, window, step = self.columns, self.window, self.step
