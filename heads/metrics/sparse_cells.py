@@ -61,7 +61,11 @@ class SparseCells:
 
     def add(self, keys: np.ndarray, buckets: np.ndarray, values: np.ndarray) -> None:
         """Adds values[i] (a row of n_values) to the pair (keys[i], buckets[i])."""
-        codes = np.asarray(keys, dtype=np.int64) * self.width + buckets
+        self._add_summed(np.asarray(keys, dtype=np.int64) * self.width + buckets, values)
+
+    def _add_summed(self, codes: np.ndarray, values: np.ndarray) -> None:
+        """Adds values[i] to the pair of code codes[i]: summed per pair first when the codes span
+        few pairs (no sort)."""
         span = int(codes.max()) + 1 if codes.size else 0
         if codes.size and span <= 2 * codes.size:
             # Few keys: the rows summed per pair by bincounts over the pairs (no sort), a part
@@ -110,7 +114,7 @@ class SparseCells:
         for codes, values in other._all_parts():
             if codes.size:
                 key = codes // other.width
-                self._add_codes(index[key] * self.width + (codes - key * other.width), values)
+                self._add_summed(index[key] * self.width + (codes - key * other.width), values)
 
     def take(self, keys: np.ndarray) -> 'SparseCells':
         """A new table of these keys: new key i holds old key keys[i]'s pairs."""
