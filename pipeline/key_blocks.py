@@ -101,6 +101,13 @@ _MIN_SLOTS = 1 << 22
 _SLOTS_PER_KEY = 16
 
 
+def _distinct(indices: np.ndarray) -> bool:
+    """Whether no index repeats (increasing indices, as `shards` takes, without a sort)."""
+    if indices.size < 2 or bool((indices[1:] > indices[:-1]).all()):
+        return True
+    return np.unique(indices).size == indices.size
+
+
 def shard_numbers(keys: Sequence[TableKey]) -> np.ndarray:
     """A number per key, the same for the same key in every process and whatever the other
     keys: a key of one int value (no window, no step) mixed with numpy (the common case at 10^6
@@ -367,7 +374,7 @@ class KeyBlock:
         values = self.int_values()
         if values is not None:
             picked_values = values[indices]
-            if np.unique(indices).size == indices.size:
+            if _distinct(indices):
                 out._set_ints(picked_values)
             elif out._int_indices(picked_values) is None:
                 out._indices([self.keys[i] for i in indices.tolist()])

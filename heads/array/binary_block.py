@@ -341,8 +341,7 @@ def _unpack_sums(packed: tuple) -> np.ndarray:
     _, bits, rest = packed
     sums = unpack_nonzero(rest)
     same = np.unpackbits(bits, count=sums.size).view(bool).reshape(sums.shape)
-    rows, _ = np.nonzero(same)
-    sums[same] = sums[rows, WEIGHT]
+    np.copyto(sums, sums[:, WEIGHT:WEIGHT + 1], where=same)
     return sums
 
 
@@ -356,6 +355,11 @@ def _next_entry(a: np.ndarray) -> np.ndarray:
 def _scatter_add(target: np.ndarray, index: np.ndarray, rows: np.ndarray) -> None:
     """target[index[i]] += rows[i] for every i, repeated indices adding up (np.add.at's result,
     through one sort and a bincount per column: several times faster)."""
+    span = int(index.max()) + 1 if index.size else 0
+    if index.size and span <= index.size // 4:  # many rows onto few keys: bincounts, no sort
+        for j in range(rows.shape[1]):
+            target[:span, j] += np.bincount(index, weights=rows[:, j], minlength=span)
+        return
     keys, inverse = np.unique(index, return_inverse=True)
     if keys.size == index.size:  # no index repeats: a plain fancy-index add
         target[index] += rows
