@@ -82,3 +82,44 @@ def test_a_pickled_binary_block_has_the_same_sums_and_tables():
     for t, u in zip(block._tables(), back._tables()):
         for a, b in zip(t.entries(), u.entries()):
             np.testing.assert_array_equal(a, b)
+
+
+def _pack(keys, rng, bounds_of=(0,)):
+    from pipeline.block_results import ResultsPack
+    from pipeline.elements import Key
+    from pipeline.metric_rows import MetricRows
+    from pipeline.results import KeyResult
+    k, names = len(keys), ('auc', 'accuracy', 'precision', 'loss')
+    values = np.full((k, len(names), 3), np.nan)
+    values[:, :, 0] = rng.normal(size=(k, len(names)))
+    values[rng.random(k) < 0.2, 1, 0] = np.nan
+    values[3 % k, 2, 0] = -0.0
+    for j in bounds_of:  # a bound where finite, NaN elsewhere (as _metric_array fills them)
+        values[:, j, 1:] = rng.normal(size=(k, 2))
+        values[rng.random(k) < 0.3, j, 1:] = np.nan
+    extra = [KeyResult(Key(('c',), ('dense',), 0, None, None),
+                       MetricRows([('loss', 0.25, None, None)]), 3, 3.0, 0.25, {})]
+    return ResultsPack(('c',), 0, keys, names, values, rng.integers(1, 9, k).astype(float),
+                       rng.random(k), {1: {'curve': 'x'}}, extra)
+
+
+@pytest.mark.parametrize('kind', ['ints', 'strings', 'windows', 'big ints', 'no bounds'])
+def test_a_pickled_results_pack_is_the_same_pack(kind):
+    rng = np.random.default_rng(10)
+    values = rng.permutation(400)[:60].tolist()
+    keys = {'ints': [((v,), None, None) for v in values],
+            'no bounds': [((v,), None, None) for v in values],
+            'strings': [(('u%d' % v,), None, None) for v in values],
+            'windows': [((v,), 60 * (v % 3), None) for v in values],
+            'big ints': [((v,), None, None) for v in values[:-1]] + [((2 ** 70,), None, None)]
+            }[kind]
+    pack = _pack(keys, rng, () if kind == 'no bounds' else (0, 2))
+    back = pickle.loads(pickle.dumps(pack))
+    assert back.keys == pack.keys
+    assert [type(k[0][0]) for k in back.keys] == [type(k[0][0]) for k in pack.keys]
+    np.testing.assert_array_equal(_bits(back.values), _bits(pack.values))
+    for name in ('columns', 'head', 'names', 'plots', 'extra'):
+        assert getattr(back, name) == getattr(pack, name)
+    np.testing.assert_array_equal(back.counts, pack.counts)
+    np.testing.assert_array_equal(back.weighted, pack.weighted)
+    assert [r.key for r in back.results()] == [r.key for r in pack.results()]
