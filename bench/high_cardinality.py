@@ -21,7 +21,8 @@ emitted state pickled and unpickled, as it crosses to the combine), `combine`
 (`pipeline.results.state_results` over `ExtractResults.BATCH` keys at a time, as the pipeline's
 step: the metrics, bounds and plots of every state, each result dropped once read; a `--root`
 checkout without it: `state_result` per key; a head with columnar blocks
-(`pipeline.key_blocks`): each shard's block read at once by `block_results`), each with its
+(`pipeline.key_blocks`): each shard's block read at once into a `ResultsPack` and pickled, as
+`ExtractResults` hands it to the gather (`plotted_keys`, `pack_mb`)), each with its
 seconds and the process's RSS after it, plus the pickled bytes and the process's peak RSS (`maxrss_mb`). `--root DIR` imports
 `heads` and `pipeline` from another checkout (e.g. main, for the numbers before a change).
 
@@ -289,17 +290,29 @@ def phases(pattern: str, k: int, heads: str, root: str | None) -> dict:
     plot_rows = 0
     batch = getattr(extract_step, 'BATCH', 1)
     if blocks:  # a shard's block: every key's result at once, as ExtractResults
-        from pipeline.block_results import block_results, plot_candidates, plot_winners
+        from pipeline import block_results as block_lib
         from pipeline.key_blocks import is_block_key
         limit = config.plots.max_slices
         block_keys = [key for key in accumulators if is_block_key(key)]
-        winners = None if limit is None else plot_winners(
-            [c for key in block_keys for c in plot_candidates(accumulators[key], limit)], limit)
+        winners = None if limit is None else block_lib.plot_winners(
+            [c for key in block_keys
+             for c in block_lib.plot_candidates(accumulators[key], limit)], limit)
+        pack_of = getattr(block_lib, 'results_pack', None)
         for key in block_keys:
-            results = block_results(accumulators.pop(key), names, winners)
-            row['keys'] += len(results) - 1
-            plot_rows += sum(len(r.plots.get('curve', ())) for r in results)
-            del results
+            if pack_of is None:  # a --root checkout without packs: the KeyResults
+                results = block_lib.block_results(accumulators.pop(key), names, winners)
+                row['keys'] += len(results) - 1
+                plot_rows += sum(len(r.plots.get('curve', ())) for r in results)
+                del results
+                continue
+            # As ExtractResults: the shard's ResultsPack, pickled as it crosses to the gather.
+            pack = pack_of(accumulators.pop(key), names, winners)
+            row['keys'] += len(pack.keys) + len(pack.extra) - 1
+            row['plotted_keys'] = row.get('plotted_keys', 0) + len(pack.plots) + sum(
+                1 for r in pack.extra if r.plots)
+            row['pack_mb'] = row.get('pack_mb', 0.0) + len(
+                pickle.dumps(pack, protocol=pickle.HIGHEST_PROTOCOL)) / 2**20
+            del pack
     while accumulators:  # read BATCH at a time and dropped, as the pipeline's ExtractResults
         pairs = [accumulators.popitem() for _ in range(min(batch, len(accumulators)))]
         if many is None:

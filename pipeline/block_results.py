@@ -20,11 +20,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from pipeline.key_blocks import KeyBlock, TableKey, _canonical
+from pipeline.key_blocks import KeyBlock, TableKey, _canonical, _is_int_key
 from pipeline.metric_rows import MetricRows
 from pipeline.packed_plots import PackedPlots
 from pipeline.elements import Key
 from pipeline.results import KeyResult, state_results, strip_suffix, values_order
+
+# Tags of the compact pickled fields of a ResultsPack.
+_INT_KEYS = 'int-keys'
+_SPLIT_VALUES = 'split-values'
+_NAN_BITS = np.array(np.nan).view(np.uint64)
 
 __all__ = ['ResultsPack', 'block_results', 'plot_candidates', 'plot_winners', 'results_pack']
 
@@ -155,11 +160,36 @@ class ResultsPack:
         self.plots, self.extra = plots, extra  # plots by position in `keys`; dense keys' results
 
     def __getstate__(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        """The fields, two of them compact: keys of one int value (no window, no step) as an
+        int64 array; of `values`, the value column and only the bounds columns of metrics that
+        have a bound somewhere (the others are all the NaN they were filled with: 2/3 of the
+        array for a binary head). `__setstate__` gives the same keys and bit-identical values."""
+        state = {name: getattr(self, name) for name in self.__slots__}
+        keys = self.keys
+        if keys and all(map(_is_int_key, keys)):
+            state['keys'] = (_INT_KEYS, np.fromiter((k[0][0] for k in keys), np.int64, len(keys)))
+        v = np.ascontiguousarray(self.values)
+        if v.ndim == 3 and v.shape[2] == 3:
+            bounds = v[:, :, 1:].view(np.uint64)
+            has = ~(bounds == _NAN_BITS).all(axis=(0, 2))
+            with_bounds = np.flatnonzero(has)
+            state['values'] = (_SPLIT_VALUES, v.shape, v[:, :, 0].copy(), with_bounds,
+                               v[:, with_bounds, 1:].copy())
+        return tuple(state[name] for name in self.__slots__)
 
     def __setstate__(self, state: tuple) -> None:
         for name, value in zip(self.__slots__, state):
             setattr(self, name, value)
+        keys = self.keys
+        if isinstance(keys, tuple) and len(keys) == 2 and keys[0] == _INT_KEYS:
+            self.keys = [((v,), None, None) for v in keys[1].tolist()]
+        values = self.values
+        if isinstance(values, tuple) and values[0] == _SPLIT_VALUES:
+            _, shape, column, with_bounds, bounds = values
+            full = np.full(shape, np.nan)
+            full[:, :, 0] = column
+            full[:, with_bounds, 1:] = bounds
+            self.values = full
 
     def results(self) -> list[KeyResult]:
         rows = MetricRows.many(self.names, self.values)

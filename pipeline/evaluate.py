@@ -192,7 +192,7 @@ class BatchEvaluator:
                 else:
                     self._update_states(h, keys, codes, take_rows(a, base_rows), split)
         full = (len(self._states) > MAX_BUNDLE_KEYS
-                or sum(len(b.keys) + len(b.dense) for b in self._blocks.values())
+                or sum(b.n_keys() + len(b.dense) for b in self._blocks.values())
                 > MAX_BLOCK_KEYS)
         early = self._flush() if full else {}
         return BatchOutput(errors, predictions, iter(early.items()))
@@ -298,9 +298,11 @@ class BatchEvaluator:
                         own = states.get(key)
                         states[key] = state if own is None else state.merge(own)
             states = derive_overall_states(states, self._donor, self.heads)
-        for (columns, h), block in blocks.items():
+        for columns, h in list(blocks):
+            block = blocks.pop((columns, h))  # dropped once in shards (their memory, not twice)
             for shard, part in block.shards():
                 states[block_key(columns, h, shard)] = part
+            del block
         return states
 
 

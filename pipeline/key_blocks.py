@@ -7,6 +7,10 @@ reading of its metrics — minutes for such a spec, against a second for a spec 
 its slice values, window start and step) and the head's columnar block (`head.new_block()`, e.g.
 `heads.array.binary_block.BinaryClassBlock`), whose update, merge and metrics are vectorised over
 keys. Python touches a key only to find its index in the table (one dict lookup per key and batch).
+A spec of one integer column without windows or steps (the common high-cardinality case) keeps
+its table as numbers: the keys' values as one int64 array and a direct-address array from value to
+index, so looking keys up, merging, sharding and pickling such a table are numpy operations (the
+`(values, window, step)` tuples are built only when read, `KeyBlock.keys`).
 
 How a block travels (batch runs with the pre-combine; `pipeline.config.EvalConfig.new_block` says
 which heads have blocks): `BatchEvaluator` updates one KeyBlock per (spec, head) for the bundle and
@@ -60,6 +64,9 @@ def _stable_hash(key: TableKey) -> int:
 
 
 _INT64 = (-(1 << 63), 1 << 63)
+# The pickled key table of a table of numbers: (_INT_TABLE, values).
+_INT_TABLE = 'ints'
+
 
 # NaN slice values: one float object in every key table of this process. NaN equals no NaN, and
 # a dict finds a tuple holding NaN only by that very object, so each batch's and each unpickled
@@ -81,6 +88,26 @@ def _is_int_key(key: TableKey) -> bool:
             and window is None and step is None)
 
 
+def _int_shard_numbers(values: np.ndarray) -> np.ndarray:
+    """`shard_numbers` of keys ((v,), None, None), from their int64 values."""
+    x = np.asarray(values, np.int64).view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    return x ^ (x >> np.uint64(29))
+
+
+# A table of int keys keeps its direct-address array while it spans at most this many values, or
+# _SLOTS_PER_KEY per key when more (int32 slots: 16 MB at the minimum); beyond, the table goes
+# back to tuples and dicts (values spread too far apart: e.g. ids of 10^12).
+_MIN_SLOTS = 1 << 22
+_SLOTS_PER_KEY = 16
+
+
+def _distinct(indices: np.ndarray) -> bool:
+    """Whether no index repeats (increasing indices, as `shards` takes, without a sort)."""
+    if indices.size < 2 or bool((indices[1:] > indices[:-1]).all()):
+        return True
+    return np.unique(indices).size == indices.size
+
+
 def shard_numbers(keys: Sequence[TableKey]) -> np.ndarray:
     """A number per key, the same for the same key in every process and whatever the other
     keys: a key of one int value (no window, no step) mixed with numpy (the common case at 10^6
@@ -90,9 +117,8 @@ def shard_numbers(keys: Sequence[TableKey]) -> np.ndarray:
     out = np.empty(n, np.uint64)
     idx = np.flatnonzero(simple)
     if idx.size:
-        values = np.fromiter((keys[i][0][0] for i in idx.tolist()), np.int64, idx.size)
-        x = values.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        out[idx] = x ^ (x >> np.uint64(29))
+        out[idx] = _int_shard_numbers(
+            np.fromiter((keys[i][0][0] for i in idx.tolist()), np.int64, idx.size))
     for i in np.flatnonzero(~simple).tolist():
         out[i] = _stable_hash(keys[i])
     return out
@@ -104,41 +130,169 @@ class KeyBlock:
     `keys[i]` is key i's (slice values, window start, step) and `block` the head's columnar block
     over them; `dense` holds one head state per key for keys updated by batches with few keys
     (made by `new_state`, given where rows are added; a merged or unpickled block only merges).
+
+    The table is held in one of two ways: as tuples (`_keys`, with `_index` from key to index and
+    `_by_values` from slice values to index per (window, step)), or, while every key is one int
+    value without window and step, as numbers (`_ints[:_n_ints]` the values in table order;
+    `_slot[v - _lo]` the index of value v, −1 when absent, built when first needed). A table of
+    numbers turns into tuples when a key of another kind arrives (`_to_tuples`); both give the
+    same indices for the same keys.
     """
 
-    __slots__ = ('columns', 'head', 'keys', 'block', 'dense', '_index', '_by_values',
-                 '_new_state')
+    __slots__ = ('columns', 'head', '_keys', 'block', 'dense', '_index', '_by_values',
+                 '_new_state', '_ints', '_n_ints', '_slot', '_lo', '_handed')
 
     def __init__(self, columns: tuple[str, ...], head: int, block: Any,
                  new_state: Callable[[], Any] | None = None) -> None:
         self.columns = tuple(columns)
         self.head = int(head)
-        self.keys: list[TableKey] = []
+        self._keys: list[TableKey] = []
         self.block = block
         self.dense: dict[TableKey, Any] = {}
         self._new_state = new_state
         self._index: dict[TableKey, int] = {}
         # Per (window, step): slice values → index, for batches whose keys share them.
         self._by_values: dict[tuple, dict[tuple, int]] = {}
+        self._ints: np.ndarray | None = None  # a table of numbers: the values (capacity)
+        self._n_ints = 0
+        self._slot: np.ndarray | None = None
+        self._lo = 0
+        # A shard part `shards` made and handed on, not yet copied (see `__deepcopy__`).
+        self._handed = False
+
+    # -- the key table ----------------------------------------------------------------------------
+    @property
+    def keys(self) -> list[TableKey]:
+        """Every key of the table, in index order (a table of numbers builds the tuples here, once
+        for the keys it has; do not change the list)."""
+        if self._ints is not None and len(self._keys) < self._n_ints:
+            self._keys.extend([((v,), None, None)
+                               for v in self._ints[len(self._keys):self._n_ints].tolist()])
+        return self._keys
+
+    def n_keys(self) -> int:
+        """The number of keys in the table (not counting keys only in `dense`)."""
+        return self._n_ints if self._ints is not None else len(self._keys)
+
+    def int_values(self) -> np.ndarray | None:
+        """The keys' values (int64, in index order) of a table of numbers; None for tuples."""
+        return None if self._ints is None else self._ints[:self._n_ints]
+
+    def _to_tuples(self) -> None:
+        """A table of numbers turned into tuples (same keys, same indices)."""
+        if self._ints is None:
+            return
+        keys = self.keys
+        self._ints, self._n_ints, self._slot = None, 0, None
+        self._index = dict(zip(keys, range(len(keys))))
+        self._by_values = {}
+
+    def _set_ints(self, values: np.ndarray) -> None:
+        """Makes `values` (distinct int64) the table of numbers of an empty block."""
+        self._keys, self._index, self._by_values = [], {}, {}
+        self._ints = np.ascontiguousarray(values, dtype=np.int64)
+        self._n_ints = self._ints.size
+        self._slot = None
+
+    def _slot_range(self, lo: int, hi: int, n: int) -> bool:
+        """Whether a direct-address array over values [lo, hi] is allowed for n keys."""
+        return hi - lo + 1 <= max(_MIN_SLOTS, _SLOTS_PER_KEY * n)
+
+    def _fit_slots(self, lo: int, hi: int, n: int) -> bool:
+        """Makes `_slot` cover values [lo, hi] (with room to grow), indexing the table's keys;
+        False (nothing changed) when that range is too wide for n keys."""
+        slot = self._slot
+        if slot is None and self._n_ints:  # the range covers the values held too
+            held = self._ints[:self._n_ints]
+            lo, hi = min(lo, int(held.min())), max(hi, int(held.max()))
+        if slot is not None and lo >= self._lo and hi < self._lo + slot.size:
+            return True
+        if slot is not None:
+            lo, hi = min(lo, self._lo), max(hi, self._lo + slot.size - 1)
+        if not self._slot_range(lo, hi, n):
+            return False
+        room = (hi - lo + 1) // 2  # growing by half each time: amortised over many adds
+        if slot is not None:
+            new_lo = lo - room if lo < self._lo else lo
+            new_hi = hi + room if hi >= self._lo + slot.size else hi
+            if not self._slot_range(new_lo, new_hi, n):
+                new_lo, new_hi = lo, hi
+            lo, hi = new_lo, new_hi
+        values = self._ints[:self._n_ints]
+        out = np.full(hi - lo + 1, -1, np.int32 if n < (1 << 31) else np.int64)
+        out[values - lo] = np.arange(values.size)
+        self._slot, self._lo = out, lo
+        return True
+
+    def _int_indices(self, values: np.ndarray) -> np.ndarray | None:
+        """Each value's index in the table of numbers (an empty table becomes one), adding the
+        values it does not hold yet in order of first appearance; None (nothing changed) when the
+        table is of tuples or the values spread too far for a direct-address array."""
+        if self._ints is None:
+            if self._keys:
+                return None
+            self._set_ints(np.empty(0, np.int64))
+        values = np.asarray(values, dtype=np.int64)
+        if not values.size:
+            return np.empty(0, np.int64)
+        lo, hi = int(values.min()), int(values.max())
+        if not self._fit_slots(lo, hi, self._n_ints + values.size):
+            if not self._n_ints:
+                self._ints = None
+            return None
+        at = values - self._lo
+        found = self._slot[at].astype(np.int64)
+        missing = found < 0
+        if missing.any():
+            new = values[missing]
+            if np.unique(new).size != new.size:  # a value repeated: its first place counts
+                _, first = np.unique(new, return_index=True)
+                new = new[np.sort(first)]
+            n, m = self._n_ints, new.size
+            if n + m > self._ints.size:
+                grown = np.empty(max(n + m, 2 * self._ints.size), np.int64)
+                grown[:n] = self._ints[:n]
+                self._ints = grown
+            self._ints[n:n + m] = new
+            self._n_ints = n + m
+            self._slot[new - self._lo] = np.arange(n, n + m)
+            found = self._slot[at].astype(np.int64)
+        return found
 
     def __len__(self) -> int:
         """The number of distinct keys (in the block, dense, or both)."""
-        return len(self.keys) + sum(1 for k in self.dense if k not in self._index)
+        return self.n_keys() + sum(1 for k in self.dense if self.index_of(k) is None)
 
     def index_of(self, key: TableKey) -> int | None:
         """The index of a (slice values, window, step) in the table, None if absent."""
-        return self._index.get(key)
+        if self._ints is None:
+            return self._index.get(key)
+        if not _is_int_key(key):
+            return None
+        v = key[0][0]
+        if not self._n_ints:
+            return None
+        if self._slot is None or not self._lo <= v < self._lo + self._slot.size:
+            values = self._ints[:self._n_ints]
+            if not self._fit_slots(int(values.min()), int(values.max()), self._n_ints):
+                self._to_tuples()
+                return self._index.get(key)
+            if not self._lo <= v < self._lo + self._slot.size:
+                return None
+        i = int(self._slot[v - self._lo])
+        return i if i >= 0 else None
 
     def _indices(self, keys: Sequence[TableKey]) -> np.ndarray:
         """Each key's index in the table, adding the keys it does not hold yet (lookups and
         inserts as whole-list dict operations, in C)."""
+        self._to_tuples()
         index = self._index
         found = list(map(index.get, keys))
         if None in found:
             keys = [k if j is not None else _canonical(k) for k, j in zip(keys, found)]
             new = list(dict.fromkeys(k for k in keys if k not in index))
-            start = len(self.keys)
-            self.keys.extend(new)
+            start = len(self._keys)
+            self._keys.extend(new)
             index.update(zip(new, range(start, start + len(new))))
             found = list(map(index.get, keys))
         return np.fromiter(found, np.int64, len(found))
@@ -147,6 +301,7 @@ class KeyBlock:
                            ) -> np.ndarray:
         """`_indices` of keys (combos[i], window, step), looked up by `combos` alone: no key
         tuple is built for keys this block has seen."""
+        self._to_tuples()
         table = self._by_values.setdefault((window, step), {})
         found = list(map(table.get, combos))
         if None in found:
@@ -162,12 +317,16 @@ class KeyBlock:
         if self._new_state is not None and len(keys) <= DENSE_KEYS:
             self._add_dense(keys, codes, arrays)
             return
+        index = None
         if isinstance(keys, SpecKeys):
-            index = self._indices_of_values(keys.combos, keys.window, keys.step)
+            if keys.ints is not None and keys.window is None and keys.step is None:
+                index = self._int_indices(keys.ints)
+            if index is None:
+                index = self._indices_of_values(keys.combos, keys.window, keys.step)
         else:
             index = self._indices([(k[1], k[2], k[3]) for k in keys])
         rows = np.where(codes >= 0, index[np.maximum(codes, 0)], -1) if index.size else codes
-        self.block.add(rows, len(self.keys), arrays.labels, arrays.logits,
+        self.block.add(rows, self.n_keys(), arrays.labels, arrays.logits,
                        arrays.features or None)
 
     def _add_dense(self, keys: Sequence[tuple], codes: np.ndarray, arrays: HeadArrays) -> None:
@@ -196,7 +355,13 @@ class KeyBlock:
         if (other.columns, other.head) != (self.columns, self.head):
             raise ValueError('Cannot merge the blocks of %r head %d and %r head %d.'
                              % (self.columns, self.head, other.columns, other.head))
-        self.block.merge(other.block, self._indices(other.keys))
+        index = None
+        theirs = other.int_values()
+        if theirs is not None:
+            index = self._int_indices(theirs)
+        if index is None:
+            index = self._indices(other.keys)
+        self.block.merge(other.block, index)
         for key, state in other.dense.items():
             key = _canonical(key)
             mine = self.dense.get(key)
@@ -206,6 +371,14 @@ class KeyBlock:
     def take(self, indices: np.ndarray) -> 'KeyBlock':
         """A new block of these keys, in this order."""
         out = KeyBlock(self.columns, self.head, self.block.take(indices))
+        values = self.int_values()
+        if values is not None:
+            picked_values = values[indices]
+            if _distinct(indices):
+                out._set_ints(picked_values)
+            elif out._int_indices(picked_values) is None:
+                out._indices([self.keys[i] for i in indices.tolist()])
+            return out
         picked = indices.tolist()
         keys = [self.keys[i] for i in picked]
         if len(set(picked)) == len(picked):
@@ -216,7 +389,8 @@ class KeyBlock:
 
     def _set_keys(self, keys: list[TableKey]) -> None:
         """Makes `keys` (distinct) the table of an empty block."""
-        self.keys, self._index = keys, dict(zip(keys, range(len(keys))))
+        self._ints, self._n_ints, self._slot, self._by_values = None, 0, None, {}
+        self._keys, self._index = keys, dict(zip(keys, range(len(keys))))
 
     def merged_states(self) -> Iterator[tuple[Key, Any]]:
         """Per (window, step) of its keys: the Overall key of this head and one state of the rows
@@ -227,10 +401,14 @@ class KeyBlock:
         for (_, window, step), state in self.dense.items():
             acc = out.get((window, step))
             out[(window, step)] = copy.deepcopy(state) if acc is None else acc.merge(state)
-        if self.keys:
-            groups: dict[tuple, int] = {}
+        if self.int_values() is not None and self._n_ints:
+            groups: dict[tuple, int] = {(None, None): 0}
+            index = np.zeros(self._n_ints, np.int64)
+        elif self.n_keys():
+            groups = {}
             index = np.fromiter((groups.setdefault((w, s), len(groups)) for _, w, s in self.keys),
                                 np.int64, len(self.keys))
+        if self.n_keys():
             merged = self.block.take(np.empty(0, np.int64)).merge(self.block, index)
             for (window, step), g in groups.items():
                 acc = out.get((window, step))
@@ -241,9 +419,13 @@ class KeyBlock:
 
     def shards(self, n: int = SHARDS) -> Iterator[tuple[int, 'KeyBlock']]:
         """(shard, block of its keys) for each shard holding keys; a key's shard depends only on
-        the key (`shard_numbers`), so every bundle sends it to the same shard."""
+        the key (`shard_numbers`), so every bundle sends it to the same shard. The parts are new
+        blocks handed over to the caller (their first deep copy is the part itself:
+        `__deepcopy__`); with one shard, the part is this block."""
         dense = list(self.dense)
-        block_shard = (shard_numbers(self.keys) % np.uint64(n)).astype(np.int64)
+        values = self.int_values()
+        block_shard = ((shard_numbers(self.keys) if values is None else _int_shard_numbers(values))
+                       % np.uint64(n)).astype(np.int64)
         dense_shard = (shard_numbers(dense) % np.uint64(n)).astype(np.int64)
         shards = np.union1d(block_shard, dense_shard)
         if shards.size == 1:
@@ -253,24 +435,44 @@ class KeyBlock:
             part = self.take(np.flatnonzero(block_shard == shard))
             part.dense = {dense[i]: self.dense[dense[i]]
                           for i in np.flatnonzero(dense_shard == shard).tolist()}
+            part._handed = True
             yield shard, part
 
     def __deepcopy__(self, memo: dict) -> 'KeyBlock':
         """A copy through the block's own `take` (numpy copies; the key tuples are immutable and
-        shared) — Python's generic deepcopy walks every key's tuple."""
-        out = KeyBlock(self.columns, self.head, self.block.take(np.arange(len(self.keys))))
-        out._set_keys(list(self.keys))
+        shared) — Python's generic deepcopy walks every key's tuple.
+
+        A part `shards` handed on (nobody else holds it: the bundle's block it came from is
+        dropped) is its own first deep copy: the combine copies its first input so as not to change
+        it, which for such a part only doubled the memory of every bundle's blocks."""
+        if self._handed:
+            self._handed = False
+            return self
+        out = KeyBlock(self.columns, self.head, self.block.take(np.arange(self.n_keys())))
+        values = self.int_values()
+        if values is not None:
+            out._set_ints(values.copy())
+        else:
+            out._set_keys(list(self.keys))
         out.dense = copy.deepcopy(self.dense, memo)
         return out
 
     def __getstate__(self) -> tuple:
-        return (self.columns, self.head, self.keys, self.block, self.dense)
+        values = self.int_values()
+        if values is None:
+            keys: Any = self.keys
+        else:  # a table of numbers: its values, as int32 when they fit
+            narrow = (values.size and -(1 << 31) <= values.min() and values.max() < (1 << 31))
+            keys = (_INT_TABLE, values.astype(np.int32) if narrow else values)
+        return (self.columns, self.head, keys, self.block, self.dense)
 
     def __setstate__(self, state: tuple) -> None:
         self.columns, self.head, keys, self.block, dense = state
+        self._new_state, self._lo, self._handed = None, 0, False
+        self.dense = {_canonical(k): s for k, s in dense.items()}
+        if isinstance(keys, tuple) and len(keys) == 2 and keys[0] == _INT_TABLE:
+            self._set_ints(keys[1].astype(np.int64))
+            return
         if any(type(v) is float for k in keys for v in k[0]):  # NaN values: this process's
             keys = [_canonical(k) for k in keys]
-        self.dense = {_canonical(k): s for k, s in dense.items()}
         self._set_keys(list(keys))
-        self._by_values = {}
-        self._new_state = None

@@ -80,6 +80,27 @@ def _slice_value_codes(batch: pa.RecordBatch, col: str) -> tuple[np.ndarray, lis
     return remap[codes], list(merged)  # code -1 (null) → remap[-1] = -1
 
 
+def int_slice_codes(batch: pa.RecordBatch, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """`slice_codes` of a spec of one integer column (signed, or unsigned of at most 32 bits;
+    not dictionary-encoded) with the values as an int64 array instead of a list of tuples: the
+    same codes and the same values in the same order (value i of the array is the value of
+    `slice_codes`' tuple i). None for a column of another type."""
+    arr = list_of_one(batch_column(batch, column))
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    t = arr.type
+    if not (pa.types.is_signed_integer(t) or t in (pa.uint8(), pa.uint16(), pa.uint32())):
+        return None
+    encoded = arr.dictionary_encode()  # every entry in use, in order of first appearance
+    indices = encoded.indices
+    if indices.null_count:
+        codes = indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    else:
+        codes = indices.to_numpy().astype(np.int64)
+    values = encoded.dictionary.to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, values
+
+
 def slice_codes(batch: pa.RecordBatch, columns: tuple[str, ...]) -> tuple[np.ndarray, list[tuple]]:
     """Per row, a code into the returned list of value tuples; -1 where a slice value is null (the
     row then belongs to no slice of this spec, as in TFMA). Numbers are unified
@@ -151,21 +172,34 @@ class SpecKeys(Sequence):
     """The keys of one spec in a batch whose rows share one window start and step:
     `(columns, combos[i], window, step)` for code i, each built only when read (a block looks its
     keys up by `combos` alone: at 10^5–10^6 slice values a batch holds about as many keys as
-    rows)."""
+    rows). A spec of one integer column may give its values as an int64 array instead (`ints`;
+    combos[i] is then `(int(ints[i]),)`, built when first read)."""
 
-    __slots__ = ('columns', 'combos', 'window', 'step')
+    __slots__ = ('columns', '_combos', 'window', 'step', 'ints')
 
-    def __init__(self, columns: tuple[str, ...], combos: list[tuple],
-                 window: int | None, step: int | None) -> None:
-        self.columns, self.combos, self.window, self.step = columns, combos, window, step
+    def __init__(self, columns: tuple[str, ...], combos: list[tuple] | None,
+                 window: int | None, step: int | None, ints: np.ndarray | None = None) -> None:
+        if combos is None and ints is None:
+            raise ValueError('SpecKeys needs combos or ints')
+        self.columns, self._combos, self.window, self.step = columns, combos, window, step
+        self.ints = ints
+
+    @property
+    def combos(self) -> list[tuple]:
+        """The slice values of each code, as tuples."""
+        if self._combos is None:
+            self._combos = [(v,) for v in self.ints.tolist()]
+        return self._combos
 
     def __len__(self) -> int:
-        return len(self.combos)
+        return self.ints.size if self._combos is None else len(self._combos)
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        return (self.columns, self.combos[i], self.window, self.step)
+        if self._combos is None:  # one key: its tuple alone
+            return (self.columns, (int(self.ints[i]),), self.window, self.step)
+        return (self.columns, self._combos[i], self.window, self.step)
 
     def __iter__(self) -> Iterator[SliceKey]:
         columns, window, step = self.columns, self.window, self.step
@@ -248,12 +282,12 @@ def key_codes(config: EvalConfig, batch: pa.RecordBatch, micros: np.ndarray | No
     (the rest of Overall is merged from the donor's states). `unsliced` (when given) counts per
     non-Overall spec the rows with a null slice value."""
     extra = _extra_codes(config, batch.num_rows, micros, steps)
-    donor_split = slice_codes(batch, donor) if donor is not None else None
+    donor_split = _spec_codes(batch, donor) if donor is not None else None
     for columns in config.slices:
         if donor_split is not None and columns == donor:
-            codes, combos = donor_split
+            codes, combos, ints = donor_split
         else:
-            codes, combos = slice_codes(batch, columns)
+            codes, combos, ints = _spec_codes(batch, columns)
         if columns and unsliced is not None:
             outside = int(np.count_nonzero(codes < 0))
             if outside:
@@ -262,14 +296,29 @@ def key_codes(config: EvalConfig, batch: pa.RecordBatch, micros: np.ndarray | No
             codes = np.where(donor_split[0] < 0, 0, -1)
         if extra.base_rows is not None:
             codes = codes[extra.base_rows]
+        n_values = len(combos) if combos is not None else ints.size
         if len(extra.values) == 1:
             # slice_codes are dense over the values present; only a derived Overall (rows with a
             # null donor value) may hold no row.
-            if not combos or (not columns and donor_split is not None
-                              and not (codes >= 0).any()):
+            if not n_values or (not columns and donor_split is not None
+                                and not (codes >= 0).any()):
                 continue
-            yield SpecKeys(columns, combos, *extra.values[0]), codes, extra.base_rows
+            yield SpecKeys(columns, combos, *extra.values[0], ints=ints), codes, extra.base_rows
             continue
+        if combos is None:
+            combos = [(v,) for v in ints.tolist()]
         crossed = _crossed(columns, codes, combos, extra)
         if crossed is not None:
             yield crossed[0], crossed[1], extra.base_rows
+
+
+def _spec_codes(batch: pa.RecordBatch, columns: tuple[str, ...]
+                ) -> tuple[np.ndarray, list[tuple] | None, np.ndarray | None]:
+    """(codes, combos, ints): `slice_codes` of a spec, its values as `combos` or, for one integer
+    column (`int_slice_codes`), as the int64 array `ints` (combos None)."""
+    if len(columns) == 1:
+        found = int_slice_codes(batch, columns[0])
+        if found is not None:
+            return found[0], None, found[1]
+    codes, combos = slice_codes(batch, columns)
+    return codes, combos, None

@@ -83,12 +83,12 @@ class BinaryClassBlock:
         return self.auc, self.histogram, self.calibration
 
     def __getstate__(self) -> dict[str, Any]:
-        return {'face': self.face, 'sums': pack_nonzero(self.sums), 'auc': self.auc,
+        return {'face': self.face, 'sums': _pack_sums(self.sums), 'auc': self.auc,
                 'histogram': self.histogram, 'calibration': self.calibration}
 
     def __setstate__(self, state: Mapping[str, Any]) -> None:
         self.__init__(state['face'])
-        self._sums = unpack_nonzero(state['sums'])
+        self._sums = _unpack_sums(state['sums'])
         self.n_keys = self._sums.shape[0]
         self.auc, self.histogram, self.calibration = (state['auc'], state['histogram'],
                                                       state['calibration'])
@@ -319,6 +319,32 @@ def _padded_steps(table: SparseCells, n_keys: int
             yield part, buckets, values
 
 
+_SAME_AS_WEIGHT = 'same-as-weight'
+
+
+def _pack_sums(sums: np.ndarray) -> tuple:
+    """`pack_nonzero` of the sums, each value equal to its key's non-zero Σw (column WEIGHT:
+    for a key of few rows, its negatives' or positives' weight, a confusion cell, the correct
+    weight) kept as one bit instead: the same floats back, bit for bit (equal non-zero,
+    non-NaN floats have the same bits)."""
+    w = sums[:, WEIGHT:WEIGHT + 1]
+    same = (sums == w) & (w != 0)
+    same[:, WEIGHT] = False
+    return (_SAME_AS_WEIGHT, np.packbits(same.reshape(-1)),
+            pack_nonzero(np.where(same, 0.0, sums)))
+
+
+def _unpack_sums(packed: tuple) -> np.ndarray:
+    """The sums `_pack_sums` packed (or `pack_nonzero` packed)."""
+    if len(packed) != 3 or not isinstance(packed[0], str) or packed[0] != _SAME_AS_WEIGHT:
+        return unpack_nonzero(packed)
+    _, bits, rest = packed
+    sums = unpack_nonzero(rest)
+    same = np.unpackbits(bits, count=sums.size).view(bool).reshape(sums.shape)
+    np.copyto(sums, sums[:, WEIGHT:WEIGHT + 1], where=same)
+    return sums
+
+
 def _next_entry(a: np.ndarray) -> np.ndarray:
     """Each row shifted one entry left, 0 after the last."""
     out = np.zeros_like(a)
@@ -329,6 +355,11 @@ def _next_entry(a: np.ndarray) -> np.ndarray:
 def _scatter_add(target: np.ndarray, index: np.ndarray, rows: np.ndarray) -> None:
     """target[index[i]] += rows[i] for every i, repeated indices adding up (np.add.at's result,
     through one sort and a bincount per column: several times faster)."""
+    span = int(index.max()) + 1 if index.size else 0
+    if index.size and span <= index.size // 4:  # many rows onto few keys: bincounts, no sort
+        for j in range(rows.shape[1]):
+            target[:span, j] += np.bincount(index, weights=rows[:, j], minlength=span)
+        return
     keys, inverse = np.unique(index, return_inverse=True)
     if keys.size == index.size:  # no index repeats: a plain fancy-index add
         target[index] += rows

@@ -9,9 +9,12 @@ use, never keys × width. Every operation is vectorised over keys. Never imports
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ['SparseCells', 'ragged_positions', 'pack_nonzero', 'unpack_nonzero']
+__all__ = ['SparseCells', 'ragged_positions', 'pack_nonzero', 'unpack_nonzero', 'pack_steps',
+           'unpack_steps']
 
 # Pending rows always allowed before a consolidation (beyond the table's own size).
 _MIN_PENDING = 1 << 20
@@ -48,20 +51,21 @@ class SparseCells:
     def __getstate__(self) -> dict:
         # Compact: the codes as their (mostly small) increments, the sums without their zeros.
         self.consolidate()
-        steps = np.diff(self._codes, prepend=0)
-        if steps.size and steps.max() < (1 << 32):
-            steps = steps.astype(np.uint32)
-        return {'width': self.width, 'n_values': self.n_values, 'steps': steps,
-                'values': pack_nonzero(self._values)}
+        return {'width': self.width, 'n_values': self.n_values,
+                'steps': pack_steps(self._codes), 'values': pack_nonzero(self._values)}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state['width'], state['n_values'])
-        self._codes = np.cumsum(state['steps'], dtype=np.int64)
+        self._codes = unpack_steps(state['steps'])
         self._values = unpack_nonzero(state['values'])
 
     def add(self, keys: np.ndarray, buckets: np.ndarray, values: np.ndarray) -> None:
         """Adds values[i] (a row of n_values) to the pair (keys[i], buckets[i])."""
-        codes = np.asarray(keys, dtype=np.int64) * self.width + buckets
+        self._add_summed(np.asarray(keys, dtype=np.int64) * self.width + buckets, values)
+
+    def _add_summed(self, codes: np.ndarray, values: np.ndarray) -> None:
+        """Adds values[i] to the pair of code codes[i]: summed per pair first when the codes span
+        few pairs (no sort)."""
         span = int(codes.max()) + 1 if codes.size else 0
         if codes.size and span <= 2 * codes.size:
             # Few keys: the rows summed per pair by bincounts over the pairs (no sort), a part
@@ -110,7 +114,7 @@ class SparseCells:
         for codes, values in other._all_parts():
             if codes.size:
                 key = codes // other.width
-                self._add_codes(index[key] * self.width + (codes - key * other.width), values)
+                self._add_summed(index[key] * self.width + (codes - key * other.width), values)
 
     def take(self, keys: np.ndarray) -> 'SparseCells':
         """A new table of these keys: new key i holds old key keys[i]'s pairs."""
@@ -222,3 +226,25 @@ def unpack_nonzero(packed: tuple) -> np.ndarray:
     out = np.zeros(size)
     out[mask] = nonzero
     return out.reshape(shape)
+
+
+_ESCAPE = 0xFFFF
+
+
+def pack_steps(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted int64 codes as (their increments as uint16, _ESCAPE where an increment does not
+    fit; those increments as int64, in order): 2 bytes a code when keys are numbered densely
+    (a key's buckets are near each other and the next key's follow)."""
+    steps = np.diff(codes, prepend=0)
+    big = (steps >= _ESCAPE) | (steps < 0)
+    return np.where(big, _ESCAPE, steps).astype(np.uint16), steps[big]
+
+
+def unpack_steps(packed: Any) -> np.ndarray:
+    """The codes `pack_steps` packed (or a plain array of increments)."""
+    if isinstance(packed, np.ndarray):
+        return np.cumsum(packed, dtype=np.int64)
+    small, big = packed
+    steps = small.astype(np.int64)
+    steps[small == _ESCAPE] = big
+    return np.cumsum(steps, dtype=np.int64)
