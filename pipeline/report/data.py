@@ -7,6 +7,7 @@ import datetime
 import re
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -76,6 +77,110 @@ def read_tables(output_dir: str, kind: str, slices: set[str] | None = None,
     # Files of one run share a schema; files of different runs may differ in the optional
     # window/step columns, which promotion fills with nulls.
     return pa.concat_tables(tables, promote_options='default')
+
+
+# Text columns read as dictionaries by `TableFiles` (an int32 index a row instead of a string).
+TEXT_COLUMNS = ('run_id', 'slice', 'slice_columns', 'slice_values', 'head', 'metric', 'model',
+                'sub_key', 'curve')
+
+
+class TableFiles:
+    """A kind's Parquet files under an output directory, read a few columns or a few rows at a
+    time (a run with 10^6 slices has 10^7 metrics rows): `columns` reads whole columns, text as
+    dictionaries; `rows` reads the rows of a mask, row group by row group, as the files hold
+    them. Rows are numbered across the files in their sorted order."""
+
+    def __init__(self, output_dir: str, kind: str) -> None:
+        self.kind = kind
+        self.paths = _paths(output_dir, kind)
+        self._files: list[tuple[pq.ParquetFile, pq.ParquetFile]] = []
+        for path in self.paths:
+            try:
+                # A local file is read where it lies (no copy of it in memory).
+                source = path if '://' not in path else pa.BufferReader(fileio.read_bytes(path))
+                plain = pq.ParquetFile(source)
+                text = [c for c in plain.schema_arrow.names if c in TEXT_COLUMNS]
+                coded = pq.ParquetFile(source, read_dictionary=text)
+            except Exception as e:
+                raise ValueError('headstream report: cannot read %s: %s' % (path, e)) from e
+            self._files.append((plain, coded))
+        # every column any file has, in first-file order
+        self.column_names = list(dict.fromkeys(
+            c for plain, _ in self._files for c in plain.schema_arrow.names))
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+    def columns(self, columns: Sequence[str]) -> pa.Table:
+        """The `columns` the files have (and the required ones), text as dictionaries unified
+        across the files (one chunk).
+
+        Raises:
+          ValueError: a file cannot be read or lacks a column the page needs.
+        """
+        tables = []
+        for path, (plain, coded) in zip(self.paths, self._files):
+            try:
+                wanted = [c for c in plain.schema_arrow.names
+                          if c in set(columns) | set(REQUIRED[self.kind])]
+                tables.append(coded.read(columns=wanted))
+            except Exception as e:
+                raise ValueError('headstream report: cannot read %s: %s' % (path, e)) from e
+            _check_required(tables[-1], path, self.kind)
+        table = pa.concat_tables(tables, promote_options='default')
+        return table.unify_dictionaries().combine_chunks()
+
+    def rows(self, mask: np.ndarray | None, columns: Sequence[str] | None = None,
+             plain: bool = True) -> pa.Table:
+        """The rows where `mask` (over every file's rows; None: all) of `columns` (None: all),
+        read row group by row group (groups without such a row are not read); text as the files
+        hold it with `plain`, else as dictionaries."""
+        tables, start = [], 0
+        for path, (plain_file, coded) in zip(self.paths, self._files):
+            parquet = plain_file if plain else coded
+            names = None if columns is None else [c for c in parquet.schema_arrow.names
+                                                  if c in set(columns)]
+            try:
+                if mask is None:
+                    tables.append(parquet.read(columns=names))
+                    start += parquet.metadata.num_rows
+                    continue
+                parts = []
+                for g in range(parquet.num_row_groups):
+                    n = parquet.metadata.row_group(g).num_rows
+                    keep = mask[start:start + n]
+                    start += n
+                    if keep.any():
+                        part = parquet.read_row_group(g, columns=names)
+                        parts.append(part if keep.all() else part.filter(pa.array(keep)))
+                schema = parquet.schema_arrow if names is None else pa.schema(
+                    [parquet.schema_arrow.field(c) for c in names])
+                tables.append(pa.concat_tables(parts) if parts else schema.empty_table())
+            except Exception as e:
+                raise ValueError('headstream report: cannot read %s: %s' % (path, e)) from e
+            if columns is None:
+                _check_required(tables[-1], path, self.kind)
+        return pa.concat_tables(tables, promote_options='default')
+
+
+def _check_required(table: pa.Table, path: str, kind: str) -> None:
+    missing = [c for c in REQUIRED[kind] if c not in table.column_names]
+    if missing:
+        raise ValueError('headstream report: %s lacks column(s) %s (the %s table\'s '
+                         'layout is in pipeline/schema.py)' % (path, ', '.join(missing), kind))
+
+
+def _paths(output_dir: str, kind: str) -> list[str]:
+    """The sorted paths of `<kind>/*.parquet` under `output_dir`."""
+    from apache_beam.io.filesystem import BeamIOError
+    from apache_beam.io.filesystems import FileSystems
+    pattern = fileio.join(output_dir, '%s/*.parquet' % kind)
+    try:
+        matches = FileSystems.match([pattern])[0].metadata_list
+    except BeamIOError as e:
+        # Listing failed (a missing bucket, no permission): say so rather than "no files".
+        raise FileNotFoundError('headstream report: cannot list %s: %s' % (pattern, e)) from e
+    return sorted(m.path for m in matches)
 
 
 def _read_slices(parquet: pq.ParquetFile, slices: set[str]) -> pa.Table:
