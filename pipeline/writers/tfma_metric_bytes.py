@@ -310,6 +310,18 @@ def _head_ranks(table: pa.Table, rows: np.ndarray | None, head_names: Sequence[s
     return ranks[codes]
 
 
+def _small_unique(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(codes, return_inverse=True)` of non-negative codes, by a count table when
+    their range is small (a few (head, metric) pairs or row layouts), else by a sort."""
+    if len(codes) and 0 <= codes.min() and codes.max() < max(1 << 16, 2 * len(codes)):
+        distinct = np.flatnonzero(np.bincount(codes))
+        place = np.empty(int(distinct[-1]) + 1, np.int64)
+        place[distinct] = np.arange(len(distinct))
+        return distinct, place[codes]
+    distinct, inverse = np.unique(codes, return_inverse=True)
+    return distinct, inverse.ravel()
+
+
 class _Rows:
     """The records' rows (metric rows, then per slice and head its example counts) as parallel
     arrays: slice, section (0 metric, 1 count), head rank, position, key bytes index, value,
@@ -334,7 +346,7 @@ def _metric_rows(table: pa.Table, out: _Rows, group: np.ndarray, rank: np.ndarra
     metrics = metric_values.to_pylist() + ['']
     split = [protos.metric_name_and_class(m) for m in metrics]
     pair = head_codes.astype(np.int64) * max(len(metrics), 1) + metric_codes
-    distinct, inverse = np.unique(pair, return_inverse=True)
+    distinct, inverse = _small_unique(pair)
     key_of_pair = np.asarray([keys.setdefault(
         (head_names[p // max(len(metrics), 1)],) + split[p % max(len(metrics), 1)] + (True,),
         len(keys)) for p in distinct.tolist()], np.int64)
@@ -406,8 +418,7 @@ def _assemble(rows: _Rows, key_bytes: list[bytes], n_groups: int) -> tuple[np.nd
     ci, key = rows.column('ci')[order], rows.column('key')[order]
     zeros = _is_zero(values)
     kind = ((key * 3 + ci) * 16 + zeros @ np.array([1, 2, 4, 8]))
-    kinds, inverse = np.unique(kind, return_inverse=True)
-    inverse = inverse.ravel()
+    kinds, inverse = _small_unique(kind)
     layouts = [_layout(key_bytes[k // 48], [bool(k % 16 >> j & 1) for j in range(4)],
                        int(k // 16 % 3)) for k in kinds.tolist()]
     widths = np.asarray([len(t) for t, _ in layouts], np.int64)[inverse]
