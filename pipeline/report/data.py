@@ -112,8 +112,8 @@ class TableFiles:
         return bool(self.paths)
 
     def columns(self, columns: Sequence[str]) -> pa.Table:
-        """The `columns` the files have (and the required ones), text as dictionaries unified
-        across the files (one chunk).
+        """The `columns` the files have, text as dictionaries unified across the files (one
+        chunk).
 
         Raises:
           ValueError: a file cannot be read or lacks a column the page needs.
@@ -121,12 +121,11 @@ class TableFiles:
         tables = []
         for path, (plain, coded) in zip(self.paths, self._files):
             try:
-                wanted = [c for c in plain.schema_arrow.names
-                          if c in set(columns) | set(REQUIRED[self.kind])]
-                tables.append(coded.read(columns=wanted))
+                names = plain.schema_arrow.names
+                tables.append(coded.read(columns=[c for c in names if c in set(columns)]))
             except Exception as e:
                 raise ValueError('headstream report: cannot read %s: %s' % (path, e)) from e
-            _check_required(tables[-1], path, self.kind)
+            _check_required(names, path, self.kind)
         table = pa.concat_tables(tables, promote_options='default')
         return table.unify_dictionaries().combine_chunks()
 
@@ -159,12 +158,13 @@ class TableFiles:
             except Exception as e:
                 raise ValueError('headstream report: cannot read %s: %s' % (path, e)) from e
             if columns is None:
-                _check_required(tables[-1], path, self.kind)
+                _check_required(tables[-1].column_names, path, self.kind)
         return pa.concat_tables(tables, promote_options='default')
 
 
-def _check_required(table: pa.Table, path: str, kind: str) -> None:
-    missing = [c for c in REQUIRED[kind] if c not in table.column_names]
+def _check_required(names: Sequence[str], path: str, kind: str) -> None:
+    """Refuses a file whose columns `names` lack one the page needs."""
+    missing = [c for c in REQUIRED[kind] if c not in names]
     if missing:
         raise ValueError('headstream report: %s lacks column(s) %s (the %s table\'s '
                          'layout is in pipeline/schema.py)' % (path, ', '.join(missing), kind))

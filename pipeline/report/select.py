@@ -115,10 +115,38 @@ def _chosen(metrics: pa.Table, candidate: np.ndarray | None, numbers: Any, colum
     return chosen, (primaries[0] if len(set(primaries)) == 1 else None)
 
 
+def _distinct(metrics: pa.Table, columns: list[str]) -> pa.Table:
+    """The distinct rows of `columns`, in order of first row: on the codes of dictionary
+    columns (one chunk each, as `TableFiles.columns` gives them) with numpy, else by Arrow's
+    grouping (which keeps that order too)."""
+    table = metrics.select(columns)
+    cols = [table[c] for c in columns]
+    if not all(pa.types.is_dictionary(c.type) and c.num_chunks == 1 for c in cols):
+        return table.group_by(columns, use_threads=False).aggregate([])
+    n = table.num_rows
+    combined = np.zeros(n, np.int64)
+    space = 1
+    for c in cols:
+        size = len(c.chunk(0).dictionary) + 1
+        codes = c.chunk(0).indices
+        codes = codes.fill_null(size - 1) if codes.null_count else codes
+        combined *= size
+        combined += codes.to_numpy(zero_copy_only=False)
+        space *= size
+    if space <= max(4 * n, 1 << 22):
+        first = np.full(space, n, np.int64)
+        first[combined[::-1]] = np.arange(n - 1, -1, -1, dtype=np.int64)  # the first row wins
+        rows = np.sort(first[first < n])
+    else:
+        rows = np.sort(np.unique(combined, return_index=True)[1])
+    del combined
+    out = table.take(pa.array(rows))
+    return pa.table({c: out[c].cast(pa.string()) for c in columns})
+
+
 def _metric_names(metrics: pa.Table) -> dict[str, dict[str, list[str]]]:
     """Per slice spec, per head (in order of first row), its metrics (in order of first row)."""
-    triples = metrics.select(['slice_columns', 'head', 'metric']).group_by(
-        ['slice_columns', 'head', 'metric'], use_threads=False).aggregate([])
+    triples = _distinct(metrics, ['slice_columns', 'head', 'metric'])
     out: dict[str, dict[str, list[str]]] = {}
     for columns, head, metric in zip(*(triples[c].to_pylist() for c in triples.column_names)):
         out.setdefault(columns, {}).setdefault(head, []).append(metric)
@@ -139,8 +167,7 @@ def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC,
         return Selection(None, [])
     if numbers is None:
         numbers = _TableRows(metrics)
-    pairs = metrics.select(['slice_columns', 'slice']).group_by(
-        ['slice_columns', 'slice']).aggregate([])
+    pairs = _distinct(metrics, ['slice_columns', 'slice'])
     per_spec = pairs.group_by('slice_columns').aggregate([('slice', 'count')])
     big = [(c, k) for c, k in zip(per_spec['slice_columns'].to_pylist(),
                                   per_spec['slice_count'].to_pylist()) if c and k > 3 * n]
@@ -168,7 +195,8 @@ def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC,
                      '%d largest); %s left out of this page (all are in the metrics and plots '
                      'tables)' % (_spec_label(columns), f'{len(chosen):,}', f'{total:,}', n, n,
                                   by, n, f'{total - len(chosen):,}'))
-    extra = (set(always) & set(pairs['slice'].to_pylist())) - keep
+    always = pa.array(sorted(set(always) - keep), pa.string())
+    extra = set(always.filter(pc.is_in(always, value_set=pairs['slice'])).to_pylist())
     if extra:
         notes.append('%s more slices shown for their failing validation checks'
                      % f'{len(extra):,}')
