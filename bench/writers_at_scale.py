@@ -4,6 +4,7 @@ made here, each part's seconds and the process's RSS after it, and the peak.
     .venv/bin/python bench/writers_at_scale.py [--keys 100000 1000000] [--json PATH]
     .venv/bin/python bench/writers_at_scale.py --root DIR    # another checkout's writers
     .venv/bin/python bench/writers_at_scale.py --validation --tensorboard   # those writers too
+    .venv/bin/python bench/writers_at_scale.py --keys 1000000 --keep DIR    # keep the output
 
 Each K runs in a process of its own (a child of this one), so every peak is that K's alone.
 
@@ -215,8 +216,10 @@ def _summed(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
              'rss_peak_mb': round(e['rss_peak_mb'])} for e in out]
 
 
-def measure(keys: int, plotted: int, shards: int, validation: bool, tensorboard: bool) -> dict:
-    """One K in this process (see the module docstring)."""
+def measure(keys: int, plotted: int, shards: int, validation: bool, tensorboard: bool,
+            keep: str | None = None) -> dict:
+    """One K in this process (see the module docstring); with `keep`, the run's output
+    directory is moved there rather than deleted."""
     start = time.perf_counter()
     pieces = make_pieces(keys, plotted, shards)
     built_s = time.perf_counter() - start
@@ -250,6 +253,8 @@ def measure(keys: int, plotted: int, shards: int, validation: bool, tensorboard:
     finally:
         for owner, name, fn in saved:
             setattr(owner, name, fn)
+        if keep:
+            shutil.move(os.path.join(root, 'out'), keep)
         shutil.rmtree(root, ignore_errors=True)
     return {'keys': keys, 'shards': shards, 'plotted': plotted, 'root': ROOT,
             'build_s': round(built_s, 2), 'process_s': round(total, 3),
@@ -271,17 +276,19 @@ def main() -> None:
     parser.add_argument('--tensorboard', action='store_true')
     parser.add_argument('--root', default=None, help='checkout to import (default: this one)')
     parser.add_argument('--json', default=None, help='also append the lines to this file')
+    parser.add_argument('--keep', default=None,
+                        help='move the (last) run\'s output directory here (kept)')
     parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # one K, in this process
         print(json.dumps(measure(args.keys[0], args.plotted, args.shards, args.validation,
-                                 args.tensorboard)))
+                                 args.tensorboard, args.keep)))
         return
     for k in args.keys:
         command = [sys.executable, os.path.abspath(__file__), '--child', '--keys', str(k),
                    '--plotted', str(args.plotted), '--shards', str(args.shards)]
         command += ['--validation'] * args.validation + ['--tensorboard'] * args.tensorboard
-        command += ['--root', ROOT]
+        command += ['--root', ROOT] + (['--keep', args.keep] if args.keep else [])
         done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
         line = done.stdout.strip().splitlines()[-1]
         print(line, flush=True)
