@@ -12,6 +12,7 @@ the messages (tfma_protos.py's mapping) gives: fields in number order, each leng
 """
 from __future__ import annotations
 
+import array
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ from pipeline.writers import tfma_protos as protos
 _KV_TAG = bytes([(51 << 3 | 2) & 0x7F | 0x80, (51 << 3 | 2) >> 7])
 _SLICES_CHUNK = 200_000  # rows scattered at a time (bounds the index arrays' memory)
 CHUNK_ROWS = 500_000  # metrics rows assembled at a time (whole slices)
+_PAIRS_CHUNK = 65_536  # distinct slices whose texts are read at a time
 # Row layouts: which interval a row carries (none; lower and upper; and a standard error).
 NO_CI, BOUNDS, BOUNDS_SE = 0, 1, 2
 
@@ -178,25 +180,68 @@ class SliceIndex:
         distinct, pair_of_row = _first_rows(pair, (len(column_names) + 1) * width)
         del pair
         spec_names = column_names.to_pylist() + [None]
-        spec_of = (distinct // width).tolist()
-        value_of = distinct % width
-        null = value_of == width - 1
-        texts = value_names.take(pa.array(np.where(null, 0, value_of))).to_pylist() \
-            if width > 1 else [None] * len(distinct)
-        for p in np.flatnonzero(null).tolist():
-            texts[p] = None
-        group_of_pair = np.empty(len(distinct), np.int32)
-        keys: dict[tuple, int] = {}
-        for p, (c, text) in enumerate(zip(spec_of, texts)):
-            try:
-                key = slice_key(spec_names[c], text, slices, typed)
-            except ValueError as e:
-                if self.bad is None:
-                    self.bad = (self._first_row(pair_of_row, p), e)
-                key = (_REFUSED, p)
-            group_of_pair[p] = keys.setdefault(key, len(keys))
+        # Keys of one column and an int64 value (the many slices of an integer column) are
+        # kept as arrays (column, value, pair), any other key in a dict: no tuple a slice.
+        int_columns: dict[str, int] = {}
+        int_keys = [array.array('q') for _ in range(3)]  # column, value, pair
+        other: dict[tuple, int] = {}  # key → its first pair
+        other_of_pair = array.array('q')  # per pair, its key's first pair; -1: an int key
+        for a in range(0, len(distinct), _PAIRS_CHUNK):
+            part = distinct[a:a + _PAIRS_CHUNK]
+            value_of = part % width
+            null = value_of == width - 1
+            texts = value_names.take(pa.array(np.where(null, 0, value_of))).to_pylist() \
+                if width > 1 else [None] * len(part)
+            for j in np.flatnonzero(null).tolist():
+                texts[j] = None
+            for p, c, text in zip(range(a, a + len(part)), (part // width).tolist(), texts):
+                try:
+                    key = slice_key(spec_names[c], text, slices, typed)
+                except ValueError as e:
+                    if self.bad is None:
+                        self.bad = (self._first_row(pair_of_row, p), e)
+                    key = (_REFUSED, p)
+                if len(key) == 1 and type(key[0][1]) is int and -2 ** 63 <= key[0][1] < 2 ** 63 \
+                        and key[0][0] is not _REFUSED:
+                    int_keys[0].append(int_columns.setdefault(key[0][0], len(int_columns)))
+                    int_keys[1].append(key[0][1])
+                    int_keys[2].append(p)
+                    other_of_pair.append(-1)
+                else:
+                    other_of_pair.append(other.setdefault(key, p))
+        # Each distinct key's first pair; the keys numbered in that order.
+        first_pair = np.frombuffer(other_of_pair, np.int64).copy() if len(other_of_pair) \
+            else np.empty(0, np.int64)
+        columns_of, values_of, pairs_of = (np.frombuffer(k, np.int64) if len(k)
+                                           else np.empty(0, np.int64) for k in int_keys)
+        if len(pairs_of):
+            order = np.lexsort((pairs_of, values_of, columns_of))
+            starts = np.ones(len(order), bool)
+            starts[1:] = ((columns_of[order][1:] != columns_of[order][:-1])
+                          | (values_of[order][1:] != values_of[order][:-1]))
+            first = pairs_of[order][starts]  # each distinct int key's first pair
+            first_pair[pairs_of[order]] = np.repeat(first, np.diff(
+                np.append(np.flatnonzero(starts), len(order))))
+        key_pairs = np.unique(first_pair)  # each distinct key by its first pair, in order
+        group_of_pair = np.searchsorted(key_pairs, first_pair).astype(np.int32)
         self.group = group_of_pair[pair_of_row]
-        self.fields = _slice_fields(list(keys))
+        del pair_of_row
+        fields: list[bytes] = [b''] * len(key_pairs)
+        names = {i: c for c, i in int_columns.items()}
+        at_int = np.full(len(distinct), -1, np.int64)
+        at_int[pairs_of] = np.arange(len(pairs_of))
+        int_groups = group_of_pair[key_pairs[at_int[key_pairs] >= 0]] if len(pairs_of) else []
+        if len(pairs_of):
+            firsts = at_int[key_pairs[at_int[key_pairs] >= 0]]
+            for i, column in names.items():
+                mine = columns_of[firsts] == i
+                for g, field in zip(np.asarray(int_groups)[mine].tolist(), _int_fields(
+                        column, values_of[firsts[mine]])):
+                    fields[g] = field
+        for key, p in other.items():
+            if not (key and key[0] is _REFUSED):
+                fields[int(group_of_pair[p])] = _field(1, _slice_key_bytes(key))
+        self.fields = fields
 
     @staticmethod
     def _first_row(pair_of_row: np.ndarray, p: int) -> int:
@@ -244,6 +289,13 @@ def _slice_fields(keys: list[tuple]) -> list[bytes]:
         for i, field in zip(at, int_slice_fields(column, np.asarray(values, np.int64))):
             out[i] = field
     return out
+
+
+def _int_fields(column: str, values: np.ndarray) -> list[bytes]:
+    """`int_slice_fields`, or protobuf's lengths of two bytes for a long column name."""
+    if len(column.encode('utf-8')) >= 100:
+        return [_field(1, _slice_key_bytes(((column, v),))) for v in values.tolist()]
+    return int_slice_fields(column, values)
 
 
 def int_slice_fields(column: str, values: np.ndarray) -> list[bytes]:
