@@ -124,3 +124,20 @@ def test_slice_keys_encode_as_protobuf_serializes_them():
                 (('country', ''),), (('', 'x'),), (('city', 'Zürich'),), (('b', b'\x00\xff'),),
                 (('a', 1), ('b', 'x' * 300)), (('price', 2.5),), (('flag', True),)]:
         assert _slice_key_bytes(key) == tfma_protos.slice_key_proto(key).SerializeToString()
+
+
+def test_int_slice_key_fields_encode_as_protobuf_serializes_them():
+    from pipeline.writers.tfma_metric_bytes import _field, int_slice_fields
+    values = [0, 1, -1, 127, 128, 300, 2 ** 31, -2 ** 31, 2 ** 62 + 5, 2 ** 63 - 1, -2 ** 63,
+              16383, 16384, -129] + np.random.default_rng(1).integers(
+                  -2 ** 63, 2 ** 63 - 1, 200, dtype=np.int64).tolist()
+    for column in ('user', '', 'ü' * 40):
+        got = int_slice_fields(column, np.asarray(values, np.int64))
+        want = [_field(1, tfma_protos.slice_key_proto(((column, v),)).SerializeToString())
+                for v in values]
+        assert got == want
+    # Through the index: a long column name (two-byte lengths) and a float beside the ints.
+    from pipeline.writers.tfma_metric_bytes import _slice_fields
+    keys = [(('c' * 120, 5),), (('user', 7),), (('user', 2.5),), (), (('a', 1), ('b', 2))]
+    assert _slice_fields(keys) == [
+        _field(1, tfma_protos.slice_key_proto(k).SerializeToString()) for k in keys]

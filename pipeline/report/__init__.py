@@ -33,10 +33,13 @@ import sys
 from typing import Sequence
 
 from pipeline import fileio
-from pipeline.report.data import read_tables
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.report.data import TableFiles, read_tables
 from pipeline.report.compare import read_verdict
 from pipeline.report.page import build_page
-from pipeline.report.select import SELECTION_COLUMNS, left_out_notes, select_slices
+from pipeline.report.select import SELECTION_TEXT, left_out_notes, select_slices
 
 REPORT_FILE = 'report.html'
 
@@ -51,17 +54,28 @@ def write_report(output_dir: str, source: str | None = None) -> str:
       FileNotFoundError: `output_dir` holds no metrics/*.parquet.
       ValueError: a table lacks a required column (the message names it and the file kind).
     """
-    # The slices are chosen on the columns the choice reads; only the chosen slices' rows are
-    # then read whole (a run with 100,000s of slices has millions of metrics rows).
-    metrics = read_tables(output_dir, 'metrics', columns=SELECTION_COLUMNS)
-    if metrics is None:
+    # The slices are chosen on the text columns the choice reads (as dictionaries) and the
+    # numbers of the rows it ranks; only the chosen slices' rows are then read whole (a run with
+    # 10^6 slices has 10^7 metrics rows: never read back whole, nor as strings).
+    files = TableFiles(output_dir, 'metrics')
+    if not files:
         raise FileNotFoundError('headstream report: no metrics/*.parquet under %s' % output_dir)
+    text = files.columns(SELECTION_TEXT)
     # Specs with very many slices show a few of them (`pipeline.report.select`).
     verdict = read_verdict(output_dir)
     # ... but every slice with a failing validation check stays on the page.
     failing = {c.get('slice') for c in (verdict or {}).get('checks', []) if not c.get('passed')}
-    selection = select_slices(metrics, always=failing)
-    metrics = read_tables(output_dir, 'metrics', slices=selection.slices)
+    selection = select_slices(text, always=failing, numbers=files)
+    if selection.slices is None:
+        text = None
+        metrics = files.rows(None)
+    else:
+        wanted = pa.array(sorted(selection.slices), pa.string())
+        slice_column = text['slice']
+        text = None
+        metrics = files.rows(pc.is_in(slice_column, value_set=wanted).to_numpy(
+            zero_copy_only=False))
+        slice_column = None
     plots = read_tables(output_dir, 'plots', slices=selection.slices)
     # A summary is decoration: a missing or broken one (None) must not hide the metrics.
     summary = fileio.read_summary(output_dir)

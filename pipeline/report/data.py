@@ -7,6 +7,7 @@ import datetime
 import re
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -76,6 +77,157 @@ def read_tables(output_dir: str, kind: str, slices: set[str] | None = None,
     # Files of one run share a schema; files of different runs may differ in the optional
     # window/step columns, which promotion fills with nulls.
     return pa.concat_tables(tables, promote_options='default')
+
+
+# Text columns read as dictionaries by `TableFiles` (an int32 index a row instead of a string).
+TEXT_COLUMNS = ('run_id', 'slice', 'slice_columns', 'slice_values', 'head', 'metric', 'model',
+                'sub_key', 'curve')
+
+
+class TableFiles:
+    """A kind's Parquet files under an output directory, read a few columns or a few rows at a
+    time (a run with 10^6 slices has 10^7 metrics rows): `columns` reads whole columns, text as
+    dictionaries; `rows` reads the rows of a mask, row group by row group, as the files hold
+    them. Rows are numbered across the files in their sorted order."""
+
+    def __init__(self, output_dir: str, kind: str) -> None:
+        self.kind = kind
+        self.paths = _paths(output_dir, kind)
+        self._files: list[tuple[pq.ParquetFile, pq.ParquetFile]] = []
+        for path in self.paths:
+            try:
+                # A local file is read where it lies (no copy of it in memory).
+                source = path if '://' not in path else pa.BufferReader(fileio.read_bytes(path))
+                plain = pq.ParquetFile(source)
+                text = [c for c in plain.schema_arrow.names if c in TEXT_COLUMNS]
+                coded = pq.ParquetFile(source, read_dictionary=text)
+            except Exception as e:
+                raise ValueError('headstream report: cannot read %s: %s' % (path, e)) from e
+            self._files.append((plain, coded))
+        # every column any file has, in first-file order
+        self.column_names = list(dict.fromkeys(
+            c for plain, _ in self._files for c in plain.schema_arrow.names))
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+    def columns(self, columns: Sequence[str]) -> pa.Table:
+        """The `columns` the files have, text as one dictionary column each (the files' rows in
+        order), read column by column and row group by row group: a whole file's text decoded
+        at once would take gigabytes at 10^7 rows before its dictionaries are made.
+
+        Raises:
+          ValueError: a file cannot be read or lacks a column the page needs.
+        """
+        present = []
+        for path, (plain, _) in zip(self.paths, self._files):
+            names = plain.schema_arrow.names
+            _check_required(names, path, self.kind)
+            present.append(set(names))
+        wanted = [c for c in self.column_names if c in set(columns)]
+        out = {}
+        for column in wanted:
+            chunks = []
+            for path, (plain, coded), names in zip(self.paths, self._files, present):
+                n = plain.metadata.num_rows
+                if column not in names:  # another run's file: nulls, as promotion makes them
+                    chunks.append(pa.nulls(n, pa.dictionary(pa.int32(), pa.string())))
+                    continue
+                try:
+                    chunks += [coded.read_row_group(g, columns=[column]).column(0)
+                               for g in range(coded.num_row_groups)]
+                except Exception as e:
+                    raise ValueError('headstream report: cannot read %s: %s' % (path, e)) from e
+            out[column] = _one_dictionary(chunks)
+        return pa.table(out)
+
+    def rows(self, mask: np.ndarray | None, columns: Sequence[str] | None = None,
+             plain: bool = True) -> pa.Table:
+        """The rows where `mask` (over every file's rows; None: all) of `columns` (None: all),
+        read row group by row group (groups without such a row are not read); text as the files
+        hold it with `plain`, else as dictionaries."""
+        tables, start = [], 0
+        for path, (plain_file, parquet) in zip(self.paths, self._files):
+            # Read with text as dictionaries (less to decode), the kept rows cast back.
+            names = None if columns is None else [c for c in parquet.schema_arrow.names
+                                                  if c in set(columns)]
+            target = plain_file.schema_arrow if names is None else pa.schema(
+                [plain_file.schema_arrow.field(c) for c in names])
+            try:
+                if mask is None:
+                    tables.append(plain_file.read(columns=names) if plain
+                                  else parquet.read(columns=names))
+                    start += parquet.metadata.num_rows
+                    continue
+                parts = []
+                for g in range(parquet.num_row_groups):
+                    n = parquet.metadata.row_group(g).num_rows
+                    keep = mask[start:start + n]
+                    start += n
+                    if keep.any():
+                        part = parquet.read_row_group(g, columns=names)
+                        parts.append(part if keep.all() else part.filter(pa.array(keep)))
+                table = (pa.concat_tables(parts).unify_dictionaries() if parts else
+                         pa.schema([parquet.schema_arrow.field(c) for c in (
+                             names or parquet.schema_arrow.names)]).empty_table())
+                tables.append(table.cast(target) if plain else table)
+            except Exception as e:
+                raise ValueError('headstream report: cannot read %s: %s' % (path, e)) from e
+            if columns is None:
+                _check_required(tables[-1].column_names, path, self.kind)
+        return pa.concat_tables(tables, promote_options='default')
+
+
+def _one_dictionary(chunks: list[pa.ChunkedArray | pa.Array]) -> pa.Array:
+    """Dictionary chunks (each its own dictionary) as one dictionary array of their distinct
+    values: each chunk's indices mapped with numpy into one array of the smallest int type. A column that is not
+    text is concatenated as it is."""
+    arrays = [a for c in chunks for a in (c.chunks if isinstance(c, pa.ChunkedArray) else [c])]
+    if not arrays:
+        return pa.array([], pa.dictionary(pa.int32(), pa.string()))
+    if not all(pa.types.is_dictionary(a.type) for a in arrays):
+        return pa.concat_arrays([a.cast(arrays[0].type) for a in arrays])
+    merged = pa.concat_arrays([a.dictionary for a in arrays]).dictionary_encode()
+    m = len(merged.dictionary)
+    mapping = np.append(merged.indices.fill_null(m).to_numpy(zero_copy_only=False), m)
+    # the smallest index type (a spec, head, metric or model column has few values)
+    kind = next(t for t in (np.int8, np.int16, np.int32) if m < np.iinfo(t).max)
+    codes = np.empty(sum(len(a) for a in arrays), kind)
+    at = offset = 0
+    for a in arrays:
+        index = a.indices.fill_null(len(a.dictionary)) if a.indices.null_count else a.indices
+        # (a null index points past its chunk's entries: the mapping's next chunk or m)
+        local = index.to_numpy(zero_copy_only=False).astype(np.int64)
+        mapped = mapping[offset + local] if len(a.dictionary) else np.full(len(a), m)
+        if a.indices.null_count:
+            mapped = np.where(local == len(a.dictionary), m, mapped)
+        codes[at:at + len(a)] = mapped
+        at += len(a)
+        offset += len(a.dictionary)
+    null = codes == m
+    return pa.DictionaryArray.from_arrays(
+        pa.array(codes, mask=null if null.any() else None), merged.dictionary)
+
+
+def _check_required(names: Sequence[str], path: str, kind: str) -> None:
+    """Refuses a file whose columns `names` lack one the page needs."""
+    missing = [c for c in REQUIRED[kind] if c not in names]
+    if missing:
+        raise ValueError('headstream report: %s lacks column(s) %s (the %s table\'s '
+                         'layout is in pipeline/schema.py)' % (path, ', '.join(missing), kind))
+
+
+def _paths(output_dir: str, kind: str) -> list[str]:
+    """The sorted paths of `<kind>/*.parquet` under `output_dir`."""
+    from apache_beam.io.filesystem import BeamIOError
+    from apache_beam.io.filesystems import FileSystems
+    pattern = fileio.join(output_dir, '%s/*.parquet' % kind)
+    try:
+        matches = FileSystems.match([pattern])[0].metadata_list
+    except BeamIOError as e:
+        # Listing failed (a missing bucket, no permission): say so rather than "no files".
+        raise FileNotFoundError('headstream report: cannot list %s: %s' % (pattern, e)) from e
+    return sorted(m.path for m in matches)
 
 
 def _read_slices(parquet: pq.ParquetFile, slices: set[str]) -> pa.Table:

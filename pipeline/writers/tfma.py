@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import datetime
 import math
+import struct
 from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline import fileio, schema
-from pipeline.writers import tfma_plots
+from pipeline.writers import tfma_metric_bytes, tfma_plots
 from pipeline.writers import tfma_protos as protos
 
 TFMA_DIR = 'tfma'
@@ -55,15 +56,16 @@ def _evaluation_dir(window_start: datetime.datetime | None, step: int | None) ->
     return ','.join(parts)
 
 
-def _evaluations(table: pa.Table) -> dict[tuple[Any, Any], np.ndarray]:
-    """The table's rows (ascending positions) per evaluation (window_start, step): one
-    evaluation (None, None) when the table has neither column; else grouped with numpy."""
+def _evaluations(table: pa.Table) -> dict[tuple[Any, Any], np.ndarray | None]:
+    """The table's rows (ascending positions; None: all of them) per evaluation (window_start,
+    step): one evaluation (None, None) of every row when the table has neither column; else
+    grouped with numpy."""
     n = table.num_rows
     columns = [c for c in ('window_start', 'step') if c in table.column_names]
     if not n:
         return {}
     if not columns:
-        return {(None, None): np.arange(n, dtype=np.int64)}
+        return {(None, None): None}
     parts = []
     for c in columns:
         col = table.column(c).combine_chunks()
@@ -74,7 +76,11 @@ def _evaluations(table: pa.Table) -> dict[tuple[Any, Any], np.ndarray]:
     inverse = inverse.ravel()
     order = np.argsort(inverse, kind='stable')
     splits = np.searchsorted(inverse[order], np.arange(1, len(first)))
-    out = {}
+    out: dict[tuple[Any, Any], np.ndarray | None] = {}
+    if len(first) == 1:
+        key = tuple(table.column(c)[0].as_py() if c in columns else None
+                    for c in ('window_start', 'step'))
+        return {key: None}
     for g, rows in enumerate(np.split(order, splits)):
         row = int(first[g])
         key = tuple(table.column(c)[row].as_py() if c in columns else None
@@ -84,29 +90,29 @@ def _evaluations(table: pa.Table) -> dict[tuple[Any, Any], np.ndarray]:
 
 
 def _dictionary(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
-    """A column as codes (in order of first appearance, null its own code) and the values."""
-    encoded = column.combine_chunks().dictionary_encode()
-    values = encoded.dictionary.to_pylist()
-    codes = encoded.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)
-    return codes.astype(np.int64), values + [None]
+    """A column as codes (a dictionary column's own indices; null its own, last code) and the
+    values."""
+    codes, values = tfma_metric_bytes.column_codes(column)
+    return codes.astype(np.int64), values.to_pylist() + [None]
 
 
 def _row_codes(table: pa.Table, columns: Sequence[str]
-               ) -> tuple[np.ndarray | None, list[tuple[np.ndarray, list]]]:
+               ) -> tuple[np.ndarray | None, list[tuple[np.ndarray, pa.Array]]]:
     """One int64 per row, equal for rows equal in `columns` (the columns' codes combined in
-    mixed radix; None when that would overflow), and each column's codes and values."""
-    encoded = [_dictionary(table.column(c)) for c in columns]
-    if math.prod(len(values) for _, values in encoded) >= 2 ** 62:
+    mixed radix; None when that would overflow), and each column's codes and distinct values
+    (`tfma_metric_bytes.column_codes`: a value's code is its place, null the last code)."""
+    encoded = [tfma_metric_bytes.column_codes(table.column(c)) for c in columns]
+    if math.prod(len(values) + 1 for _, values in encoded) >= 2 ** 62:
         return None, encoded
     combined = np.zeros(table.num_rows, np.int64)
     for codes, values in encoded:
-        combined = combined * len(values) + codes
+        combined *= len(values) + 1
+        combined += codes
     return combined, encoded
 
 
 def _distinct_rows(table: pa.Table, columns: Sequence[str]) -> Iterable[tuple]:
-    """(first row, *values) of each distinct combination of `columns`, by first row (made as
-    they are read: a table of 1M slices has 1M)."""
+    """(first row, *values) of each distinct combination of `columns`, by first row."""
     if table.num_rows == 0:
         return []
     combined, encoded = _row_codes(table, columns)
@@ -116,9 +122,11 @@ def _distinct_rows(table: pa.Table, columns: Sequence[str]) -> Iterable[tuple]:
         groups = indexed.group_by(list(columns), use_threads=False).aggregate([('_row', 'min')])
         return sorted(zip(groups.column('_row_min').to_pylist(),
                           *(groups.column(c).to_pylist() for c in columns)))
-    _, first = np.unique(combined, return_index=True)
-    return ((i,) + tuple(values[codes[i]] for codes, values in encoded)
-            for i in np.sort(first).tolist())
+    _, first = tfma_metric_bytes.first_of(
+        combined, math.prod(len(values) + 1 for _, values in encoded))
+    texts = [values.to_pylist() + [None] for _, values in encoded]
+    return ((i,) + tuple(values[codes[i]] for (codes, _), values in zip(encoded, texts))
+            for i in first.tolist())
 
 
 class _SliceKeys:
@@ -168,19 +176,25 @@ def _check_slices_and_heads(table: pa.Table, name: str, head_names: Sequence[str
 
 def _check_duplicates(metrics: pa.Table) -> None:
     """Refuses a (slice, head, metric) that appears twice in one evaluation, naming its second
-    row (looked for row by row only when Arrow's grouping finds one)."""
+    row (looked for row by row only when counting the combined codes finds one)."""
     columns = [c for c in ('window_start', 'step') if c in metrics.column_names]
     columns += ['slice', 'head', 'metric']
     if metrics.num_rows == 0:
         return
-    combined, _ = _row_codes(metrics, columns)
+    combined, encoded = _row_codes(metrics, columns)
     if combined is not None:
-        ordered = np.sort(combined)
-        if not np.any(ordered[1:] == ordered[:-1]):
-            return
+        space = math.prod(len(values) + 1 for _, values in encoded)
+        if space <= 4 * metrics.num_rows + (1 << 20):  # counted in a dense table
+            if np.bincount(combined, minlength=space).max() <= 1:
+                return
+        else:
+            ordered = np.sort(combined)
+            if not np.any(ordered[1:] == ordered[:-1]):
+                return
     elif metrics.select(columns).group_by(columns, use_threads=False).aggregate(
             []).num_rows == metrics.num_rows:
         return
+    del combined, encoded
     seen: set[tuple] = set()
     for i, key in enumerate(zip(*(metrics.column(c).to_pylist() for c in columns))):
         if key in seen:
@@ -189,16 +203,24 @@ def _check_duplicates(metrics: pa.Table) -> None:
         seen.add(key)
 
 
-def _validate(metrics: pa.Table, plots: pa.Table, head_names: Sequence[str],
-              keys: _SliceKeys) -> None:
-    """Checks every row's slice, head and curve, and that no metric repeats, before TFMA loads."""
-    for table, name in ((metrics, 'metrics'), (plots, 'plots')):
-        _check_slices_and_heads(table, name, head_names, keys)
+def _check_metrics(metrics: pa.Table, head_names: Sequence[str],
+                   index: tfma_metric_bytes.SliceIndex) -> None:
+    """`_check_slices_and_heads` of the metrics table, its slices already keyed by `index`."""
+    bad = index.bad
+    for i, head in _distinct_rows(metrics, ('head',)):
+        if head not in head_names and (bad is None or i < bad[0]):
+            protos.check_head(head, head_names, 'metrics', i)
+    if bad is not None:
+        raise bad[1]
+
+
+def _check_plots(plots: pa.Table, head_names: Sequence[str], keys: _SliceKeys) -> None:
+    """Checks every plots row's slice, head and curve."""
+    _check_slices_and_heads(plots, 'plots', head_names, keys)
     for i, curve in _distinct_rows(plots, ('curve',)):
         if curve not in ('confusion', 'calibration'):
             raise ValueError('tfma: plots row %d: curve %r is not confusion or calibration'
                              % (i, curve))
-    _check_duplicates(metrics)
 
 
 # The plots as one table, or as a callable giving the plots table's pieces (each slice whole in
@@ -210,14 +232,43 @@ def _pieces(plots: Plots) -> Iterable[pa.Table]:
     return [plots] if isinstance(plots, pa.Table) else plots()
 
 
-def _write_records(path: str, records: Iterable[bytes]) -> None:
-    """Streams TFRecord records into the file at `path` as they come (a metrics file of many
-    slices is hundreds of MB: never held whole)."""
-    from apache_beam.io.tfrecordio import _TFRecordUtil
+class _Framer:
+    """TFRecord framing of records (length, its masked CRC-32C, the record, its masked CRC),
+    many records joined at a time; the length's checksum made once per distinct length."""
+
+    def __init__(self) -> None:
+        from apache_beam.io.tfrecordio import _TFRecordUtil
+        self._masked = _TFRecordUtil._masked_crc32c
+        self._heads: dict[int, bytes] = {}
+
+    def frame(self, records: Iterable[bytes]) -> bytes:
+        parts = []
+        heads, masked, pack = self._heads, self._masked, struct.pack
+        for record in records:
+            n = len(record)
+            head = heads.get(n)
+            if head is None:
+                length = pack('<Q', n)
+                head = heads[n] = length + pack('<I', masked(length))
+            parts += (head, record, pack('<I', masked(record)))
+        return b''.join(parts)
+
+
+def _write_records(path: str, records: Iterable[bytes], batch: int = 4096) -> None:
+    """Streams TFRecord records into the file at `path` as they come, `batch` records framed
+    and written at a time (a metrics file of many slices is hundreds of MB: never held
+    whole)."""
+    framer = _Framer()
 
     def write(f: Any) -> None:
+        pending: list[bytes] = []
         for record in records:
-            _TFRecordUtil.write_record(f, record)
+            pending.append(record)
+            if len(pending) >= batch:
+                f.write(framer.frame(pending))
+                pending = []
+        if pending:
+            f.write(framer.frame(pending))
     fileio.write_atomically(path, write)
 
 
@@ -226,13 +277,15 @@ def _write_plot_records(path: str, plots: Plots, evaluation: tuple[Any, Any],
                         typed: protos.TypedValues | None) -> None:
     """Streams one evaluation's PlotsForSlice records into the TFRecord file at `path`, piece
     by piece."""
-    from apache_beam.io.tfrecordio import _TFRecordUtil
+    framer = _Framer()
 
     def write(f: Any) -> None:
         for piece in _pieces(plots):
-            rows = _evaluations(piece).get(evaluation, np.empty(0, np.int64)).tolist()
-            for record in tfma_plots.plots_records(piece, rows, slices, head_names, typed):
-                _TFRecordUtil.write_record(f, record)
+            evaluations = _evaluations(piece)
+            rows = evaluations.get(evaluation, np.empty(0, np.int64))
+            rows = list(range(piece.num_rows)) if rows is None else rows.tolist()
+            f.write(framer.frame(tfma_plots.plots_records(piece, rows, slices, head_names,
+                                                          typed)))
     fileio.write_atomically(path, write)
 
 
@@ -259,13 +312,17 @@ def write_tfma(output_dir: str, metrics: pa.Table, plots: Plots, slices: list[li
     plot_keys: set[tuple[Any, Any]] = set()
     checked = False
     keys = _SliceKeys(slices, typed)
+    # Each distinct slice of the metrics keyed once, for the checks and every evaluation.
+    index = tfma_metric_bytes.SliceIndex(metrics, slices, typed, keys)
+    _check_metrics(metrics, head_names, index)
     for piece in _pieces(plots):  # each piece checked (as a table of its own) and dropped
-        _validate(metrics if not checked else metrics.slice(0, 0), piece, head_names, keys)
+        _check_plots(piece, head_names, keys)
+        if not checked:
+            _check_duplicates(metrics)
         checked = True
         plot_keys |= set(_evaluations(piece))
     if not checked:
-        _validate(metrics, pa.table({c: pa.array([], pa.string()) for c in (
-            'slice_columns', 'slice_values', 'head', 'curve')}), head_names, keys)
+        _check_duplicates(metrics)
     base = fileio.join(output_dir, TFMA_DIR)
     metric_rows = _evaluations(metrics)
     evaluations = sorted(set(metric_rows) | set(plot_keys),
@@ -283,7 +340,8 @@ def write_tfma(output_dir: str, metrics: pa.Table, plots: Plots, slices: list[li
             targets.append(base)  # the latest evaluation is also tfma/ itself
         for target in targets:
             fileio.write_bytes(fileio.join(target, EVAL_CONFIG_FILE), config_json)
-            _write_records(fileio.join(target, METRICS_FILE), protos.iter_metrics_records(
-                metrics, m_rows, slices, head_names, typed, keys))
+            _write_records(fileio.join(target, METRICS_FILE),
+                           tfma_metric_bytes.iter_metrics_records(
+                               metrics, m_rows, slices, head_names, typed, keys, index))
             _write_plot_records(fileio.join(target, PLOTS_FILE), plots, evaluation, slices,
                                 head_names, typed)

@@ -12,6 +12,7 @@ the messages (tfma_protos.py's mapping) gives: fields in number order, each leng
 """
 from __future__ import annotations
 
+import array
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ from pipeline.writers import tfma_protos as protos
 _KV_TAG = bytes([(51 << 3 | 2) & 0x7F | 0x80, (51 << 3 | 2) >> 7])
 _SLICES_CHUNK = 200_000  # rows scattered at a time (bounds the index arrays' memory)
 CHUNK_ROWS = 500_000  # metrics rows assembled at a time (whole slices)
+_PAIRS_CHUNK = 65_536  # distinct slices whose texts are read at a time
 # Row layouts: which interval a row carries (none; lower and upper; and a standard error).
 NO_CI, BOUNDS, BOUNDS_SE = 0, 1, 2
 
@@ -91,11 +93,167 @@ def _floats(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     return col.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False), nulls
 
 
+def column_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """A text column as int32 codes into its distinct values (null: `len(values)`) and those
+    values: a dictionary column's own indices (its dictionary deduplicated), any other column
+    dictionary-encoded. The values are in the dictionary's order (first appearance when
+    encoded here)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = (column.chunk(0) if column.num_chunks == 1 else
+                  column.combine_chunks() if column.num_chunks else pa.array([], column.type))
+    if not pa.types.is_dictionary(column.type):
+        column = column.dictionary_encode()
+    values, indices = column.dictionary, column.indices
+    n = len(values)
+    if indices.null_count:
+        indices = indices.fill_null(n)
+    codes = indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    unique = values.dictionary_encode()
+    if len(unique.dictionary) < n or unique.indices.null_count:  # repeated or null entries
+        m = len(unique.dictionary)
+        remap = np.append(unique.indices.fill_null(m).to_numpy(zero_copy_only=False), m)
+        codes, values = remap.astype(np.int32)[codes], unique.dictionary
+    return codes, values
+
+
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
-    """Codes into a column's distinct values (in order of first appearance) and those values."""
-    encoded = column.combine_chunks().dictionary_encode()
-    return (encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64),
-            encoded.dictionary.to_pylist())
+    """Codes into a column's distinct values and those values (a list; null: a last None)."""
+    codes, values = column_codes(column)
+    return codes, values.to_pylist() + [None]
+
+
+def first_of(codes: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of `codes` (ints in [0, space)) and the first row of each, by first
+    row (a dense table when `space` is small, else a sort)."""
+    n = len(codes)
+    if space <= max(4 * n, 1 << 22):
+        first = np.full(space, n, np.int64)
+        first[codes[::-1]] = np.arange(n - 1, -1, -1, dtype=np.int64)  # the last write: first row
+        distinct = np.flatnonzero(first < n)
+        rows = first[distinct]
+    else:
+        distinct, rows = np.unique(codes, return_index=True)
+    by_first = np.argsort(rows, kind='stable')
+    return distinct[by_first], rows[by_first]
+
+
+def _first_rows(codes: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of `codes` (ints in [0, space)) in order of first appearance, and
+    each row's place in that order (int32; a dense table when `space` is small, else a sort)."""
+    n = len(codes)
+    if space <= max(4 * n, 1 << 22):
+        first = np.full(space, n, np.int64)
+        first[codes[::-1]] = np.arange(n - 1, -1, -1, dtype=np.int64)  # the last write: first row
+        distinct = np.flatnonzero(first < n)
+        distinct = distinct[np.argsort(first[distinct], kind='stable')]
+        del first
+        place = np.empty(space, np.int32)
+        place[distinct] = np.arange(len(distinct), dtype=np.int32)
+        return distinct, place[codes]
+    distinct, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    by_first = np.argsort(first, kind='stable')
+    place = np.empty(len(distinct), np.int32)
+    place[by_first] = np.arange(len(distinct), dtype=np.int32)
+    return distinct[by_first], place[inverse.ravel()]
+
+
+_REFUSED = object()  # the key of a slice `slice_key` refuses
+
+
+class SliceIndex:
+    """A metrics table's rows by TFMA slice: each row's slice (`group`, int32, numbered in order
+    of first row) and each slice's `slice_key` field bytes (`fields`), made once per distinct
+    (slice_columns, slice_values) on codes. `bad`: the (row, error) of the first row whose slice
+    `slice_key` refuses (None when every slice is declared)."""
+
+    def __init__(self, table: pa.Table, slices: Sequence[Sequence[str]],
+                 typed: protos.TypedValues | None, slice_key: Callable) -> None:
+        self.bad: tuple[int, Exception] | None = None
+        if table.num_rows == 0:
+            self.group, self.fields = np.empty(0, np.int32), []
+            return
+        columns, column_names = column_codes(table.column('slice_columns'))
+        values, value_names = column_codes(table.column('slice_values'))
+        width = len(value_names) + 1
+        pair = columns.astype(np.int64) * width + values
+        del columns, values
+        distinct, pair_of_row = _first_rows(pair, (len(column_names) + 1) * width)
+        del pair
+        spec_names = column_names.to_pylist() + [None]
+        # Keys of one column and an int64 value (the many slices of an integer column) are
+        # kept as arrays (column, value, pair), any other key in a dict: no tuple a slice.
+        int_columns: dict[str, int] = {}
+        int_keys = [array.array('q') for _ in range(3)]  # column, value, pair
+        other: dict[tuple, int] = {}  # key → its first pair
+        other_of_pair = array.array('q')  # per pair, its key's first pair; -1: an int key
+        for a in range(0, len(distinct), _PAIRS_CHUNK):
+            part = distinct[a:a + _PAIRS_CHUNK]
+            value_of = part % width
+            null = value_of == width - 1
+            texts = value_names.take(pa.array(np.where(null, 0, value_of))).to_pylist() \
+                if width > 1 else [None] * len(part)
+            for j in np.flatnonzero(null).tolist():
+                texts[j] = None
+            for p, c, text in zip(range(a, a + len(part)), (part // width).tolist(), texts):
+                try:
+                    key = slice_key(spec_names[c], text, slices, typed)
+                except ValueError as e:
+                    if self.bad is None:
+                        self.bad = (self._first_row(pair_of_row, p), e)
+                    key = (_REFUSED, p)
+                if len(key) == 1 and type(key[0][1]) is int and -2 ** 63 <= key[0][1] < 2 ** 63 \
+                        and key[0][0] is not _REFUSED:
+                    int_keys[0].append(int_columns.setdefault(key[0][0], len(int_columns)))
+                    int_keys[1].append(key[0][1])
+                    int_keys[2].append(p)
+                    other_of_pair.append(-1)
+                else:
+                    other_of_pair.append(other.setdefault(key, p))
+        # Each distinct key's first pair; the keys numbered in that order.
+        first_pair = np.frombuffer(other_of_pair, np.int64).copy() if len(other_of_pair) \
+            else np.empty(0, np.int64)
+        columns_of, values_of, pairs_of = (np.frombuffer(k, np.int64) if len(k)
+                                           else np.empty(0, np.int64) for k in int_keys)
+        if len(pairs_of):
+            order = np.lexsort((pairs_of, values_of, columns_of))
+            starts = np.ones(len(order), bool)
+            starts[1:] = ((columns_of[order][1:] != columns_of[order][:-1])
+                          | (values_of[order][1:] != values_of[order][:-1]))
+            first = pairs_of[order][starts]  # each distinct int key's first pair
+            first_pair[pairs_of[order]] = np.repeat(first, np.diff(
+                np.append(np.flatnonzero(starts), len(order))))
+        key_pairs = np.unique(first_pair)  # each distinct key by its first pair, in order
+        group_of_pair = np.searchsorted(key_pairs, first_pair).astype(np.int32)
+        self.group = group_of_pair[pair_of_row]
+        del pair_of_row
+        fields: list[bytes] = [b''] * len(key_pairs)
+        names = {i: c for c, i in int_columns.items()}
+        at_int = np.full(len(distinct), -1, np.int64)
+        at_int[pairs_of] = np.arange(len(pairs_of))
+        int_groups = group_of_pair[key_pairs[at_int[key_pairs] >= 0]] if len(pairs_of) else []
+        if len(pairs_of):
+            firsts = at_int[key_pairs[at_int[key_pairs] >= 0]]
+            for i, column in names.items():
+                mine = columns_of[firsts] == i
+                for g, field in zip(np.asarray(int_groups)[mine].tolist(), _int_fields(
+                        column, values_of[firsts[mine]])):
+                    fields[g] = field
+        for key, p in other.items():
+            if not (key and key[0] is _REFUSED):
+                fields[int(group_of_pair[p])] = _field(1, _slice_key_bytes(key))
+        self.fields = fields
+
+    @staticmethod
+    def _first_row(pair_of_row: np.ndarray, p: int) -> int:
+        return int(np.argmax(pair_of_row == p))
+
+    def rows(self, positions: np.ndarray | None) -> tuple[np.ndarray, list[bytes]]:
+        """The slices of the table's rows at `positions` (None: all), renumbered in order of
+        first row among them, and their fields."""
+        if positions is None:
+            return self.group, self.fields
+        groups, group = _first_rows(self.group[positions], max(len(self.fields), 1))
+        return group, [self.fields[g] for g in groups.tolist()]
 
 
 def _slice_groups(table: pa.Table, slices: Sequence[Sequence[str]],
@@ -103,20 +261,68 @@ def _slice_groups(table: pa.Table, slices: Sequence[Sequence[str]],
                   ) -> tuple[np.ndarray, list[bytes]]:
     """Each row's slice (an index, in order of first appearance of its TFMA slice key) and each
     slice's `slice_key` field bytes."""
-    columns, column_names = _codes(table.column('slice_columns'))
-    values, value_names = _codes(table.column('slice_values'))
-    pair = columns * max(len(value_names), 1) + values
-    distinct, first, inverse = np.unique(pair, return_index=True, return_inverse=True)
-    by_first = np.argsort(first, kind='stable')
-    group_of_pair = np.empty(len(distinct), np.int64)
-    keys: dict[tuple, int] = {}
-    for p in by_first.tolist():
-        code = int(distinct[p])
-        key = slice_key(column_names[code // max(len(value_names), 1)],
-                               value_names[code % max(len(value_names), 1)], slices, typed)
-        group_of_pair[p] = keys.setdefault(key, len(keys))
-    fields = [_field(1, _slice_key_bytes(key)) for key in keys]
-    return group_of_pair[inverse.ravel()], fields
+    index = SliceIndex(table, slices, typed, slice_key)
+    if index.bad is not None:
+        raise index.bad[1]
+    return index.group, index.fields
+
+
+def _slice_fields(keys: list[tuple]) -> list[bytes]:
+    """Each key's `MetricsForSlice.slice_key` field (b'' for a refused one): keys of one column
+    and an int64 value (the many slices of an integer column) encoded with numpy, column by
+    column; any other by `_slice_key_bytes`."""
+    out: list[bytes] = [b''] * len(keys)
+    ints: dict[str, tuple[list[int], list[int]]] = {}
+    for i, key in enumerate(keys):
+        if len(key) == 1 and key[0][0] is not _REFUSED and type(key[0][1]) is int \
+                and -2 ** 63 <= key[0][1] < 2 ** 63:
+            at, values = ints.setdefault(key[0][0], ([], []))
+            at.append(i)
+            values.append(key[0][1])
+        elif not (key and key[0] is _REFUSED):
+            out[i] = _field(1, _slice_key_bytes(key))
+    for column, (at, values) in ints.items():
+        if len(column.encode('utf-8')) >= 100:  # lengths of two bytes: protobuf's way
+            for i in at:
+                out[i] = _field(1, _slice_key_bytes(keys[i]))
+            continue
+        for i, field in zip(at, int_slice_fields(column, np.asarray(values, np.int64))):
+            out[i] = field
+    return out
+
+
+def _int_fields(column: str, values: np.ndarray) -> list[bytes]:
+    """`int_slice_fields`, or protobuf's lengths of two bytes for a long column name."""
+    if len(column.encode('utf-8')) >= 100:
+        return [_field(1, _slice_key_bytes(((column, v),))) for v in values.tolist()]
+    return int_slice_fields(column, values)
+
+
+def int_slice_fields(column: str, values: np.ndarray) -> list[bytes]:
+    """The `slice_key` fields of the keys ((column, v),) for int64 `values` (a column name of
+    fewer than 100 UTF-8 bytes): field 1 {SliceKey {SingleSliceKey {column, int64_value v}}},
+    lengths one byte each, v a varint of its 64-bit two's complement."""
+    name = column.encode('utf-8')
+    prefix = _field(1, name) if name else b''
+    v = values.astype(np.int64).view(np.uint64)
+    shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
+    groups = (v[:, None] >> shifts) & np.uint64(0x7F)  # (n, 10) 7-bit groups, low first
+    nv = 1 + ((v[:, None] >> shifts[1:]) != 0).sum(axis=1)
+    more = np.arange(10) < (nv - 1)[:, None]
+    varint = (groups | np.where(more, np.uint64(0x80), np.uint64(0))).astype(np.uint8)
+    single = len(prefix) + 1 + nv  # SingleSliceKey's length
+    head = np.empty((len(v), 5 + len(prefix)), np.uint8)
+    head[:, 0] = 0x0A
+    head[:, 1] = single + 2  # SliceKey: its one SingleSliceKey field
+    head[:, 2] = 0x0A
+    head[:, 3] = single
+    head[:, 4:4 + len(prefix)] = np.frombuffer(prefix, np.uint8)
+    head[:, 4 + len(prefix)] = 0x20  # int64_value, a varint
+    rows = np.concatenate([head, varint], axis=1)
+    total = head.shape[1] + nv
+    data = rows[np.arange(rows.shape[1]) < total[:, None]].tobytes()
+    ends = np.cumsum(total).tolist()
+    return [data[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
 def _slice_key_bytes(key: tuple) -> bytes:
@@ -139,15 +345,33 @@ def _slice_key_bytes(key: tuple) -> bytes:
     return b''.join(out)
 
 
-def _head_ranks(table: pa.Table, rows: Sequence[int], head_names: Sequence[str]) -> np.ndarray:
-    """Each row's head as its place in `head_names` (a head not there is refused, naming the
-    first such row of the metrics table)."""
+def _head_ranks(table: pa.Table, rows: np.ndarray | None, head_names: Sequence[str]
+                ) -> np.ndarray:
+    """Each row's head as its place in `head_names` (int8/16; a head not there is refused, naming
+    the first such row of the metrics table: `rows[i]` for the table's row i, None: i)."""
     codes, names = _codes(table.column('head'))
     order = {h: i for i, h in enumerate(head_names)}
-    for c, name in enumerate(names):
-        if name not in order:
-            protos.check_head(name, head_names, 'metrics', rows[int(np.argmax(codes == c))])
-    return np.asarray([order[n] for n in names], np.int64)[codes]
+    bad = [c for c, name in enumerate(names) if name not in order]
+    if bad and table.num_rows:
+        at = np.flatnonzero(np.isin(codes, bad))
+        if at.size:
+            i = int(at[0])
+            protos.check_head(names[codes[i]], head_names, 'metrics',
+                              i if rows is None else int(rows[i]))
+    ranks = np.asarray([order.get(n, 0) for n in names], np.int16)
+    return ranks[codes]
+
+
+def _small_unique(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(codes, return_inverse=True)` of non-negative codes, by a count table when
+    their range is small (a few (head, metric) pairs or row layouts), else by a sort."""
+    if len(codes) and 0 <= codes.min() and codes.max() < max(1 << 16, 2 * len(codes)):
+        distinct = np.flatnonzero(np.bincount(codes))
+        place = np.empty(int(distinct[-1]) + 1, np.int64)
+        place[distinct] = np.arange(len(distinct))
+        return distinct, place[codes]
+    distinct, inverse = np.unique(codes, return_inverse=True)
+    return distinct, inverse.ravel()
 
 
 class _Rows:
@@ -166,13 +390,15 @@ class _Rows:
 
 
 def _metric_rows(table: pa.Table, out: _Rows, group: np.ndarray, rank: np.ndarray,
-                 keys: dict[tuple, int]) -> np.ndarray:
-    """Adds the metric rows to `out`; returns each row's metric name code (for the counts)."""
+                 keys: dict[tuple, int]) -> tuple[np.ndarray, list[str]]:
+    """Adds the metric rows to `out`; returns each row's metric code and each code's name
+    without its class (for the counts)."""
     head_codes, head_names = _codes(table.column('head'))
-    metric_codes, metrics = _codes(table.column('metric'))
+    metric_codes, metric_values = column_codes(table.column('metric'))
+    metrics = metric_values.to_pylist() + ['']
     split = [protos.metric_name_and_class(m) for m in metrics]
-    pair = head_codes * max(len(metrics), 1) + metric_codes
-    distinct, inverse = np.unique(pair, return_inverse=True)
+    pair = head_codes.astype(np.int64) * max(len(metrics), 1) + metric_codes
+    distinct, inverse = _small_unique(pair)
     key_of_pair = np.asarray([keys.setdefault(
         (head_names[p // max(len(metrics), 1)],) + split[p % max(len(metrics), 1)] + (True,),
         len(keys)) for p in distinct.tolist()], np.int64)
@@ -191,22 +417,23 @@ def _metric_rows(table: pa.Table, out: _Rows, group: np.ndarray, rank: np.ndarra
     out.add(group=group, section=np.zeros(n, np.int64), rank=rank,
             position=np.arange(n, dtype=np.int64), key=key_of_pair[inverse.ravel()],
             value=value, upper=hi, lower=lo, se=se, ci=ci)
-    names = np.asarray([name for name, _ in split] + [''], object)
-    return names[metric_codes]
+    return metric_codes, [name for name, _ in split]
 
 
 def _count_rows(table: pa.Table, out: _Rows, group: np.ndarray, rank: np.ndarray,
-                names: np.ndarray, keys: dict[tuple, int], head_names: Sequence[str]) -> None:
+                metric: tuple[np.ndarray, list[str]], keys: dict[tuple, int],
+                head_names: Sequence[str]) -> None:
     """Adds per slice and head its `example_count` and `weighted_example_count` rows: from the
     head's first row in the slice, unless null or the head has a metric of that name."""
     n_heads = max(len(head_names), 1)
-    pair = group * n_heads + rank
+    pair = group.astype(np.int64) * n_heads + rank
     distinct, first = np.unique(pair, return_index=True)
     for which, (name, column, weighted) in enumerate((
             ('example_count', 'example_count', False),
             ('weighted_example_count', 'weighted_example_count', True))):
         value, null = _floats(table, column)
-        own = np.unique(pair[names == name])
+        codes, names = metric
+        own = np.unique(pair[np.isin(codes, [c for c, m in enumerate(names) if m == name])])
         keep = ~null[first] & ~np.isin(distinct, own)
         at = first[keep]
         heads = rank[at]
@@ -243,8 +470,7 @@ def _assemble(rows: _Rows, key_bytes: list[bytes], n_groups: int) -> tuple[np.nd
     ci, key = rows.column('ci')[order], rows.column('key')[order]
     zeros = _is_zero(values)
     kind = ((key * 3 + ci) * 16 + zeros @ np.array([1, 2, 4, 8]))
-    kinds, inverse = np.unique(kind, return_inverse=True)
-    inverse = inverse.ravel()
+    kinds, inverse = _small_unique(kind)
     layouts = [_layout(key_bytes[k // 48], [bool(k % 16 >> j & 1) for j in range(4)],
                        int(k // 16 % 3)) for k in kinds.tolist()]
     widths = np.asarray([len(t) for t, _ in layouts], np.int64)[inverse]
@@ -270,47 +496,63 @@ def _records(table: pa.Table, group: np.ndarray, rank: np.ndarray, slice_fields:
     """The records of the slices `slice_fields` (rows of `table` in `group` 0, 1, ...)."""
     keys: dict[tuple, int] = {}
     out = _Rows()
-    names = _metric_rows(table, out, group, rank, keys)
-    _count_rows(table, out, group, rank, names, keys, head_names)
+    metric = _metric_rows(table, out, group, rank, keys)
+    _count_rows(table, out, group, rank, metric, keys, head_names)
     buffer, bounds = _assemble(out, _key_bytes(keys), len(slice_fields))
     data = buffer.tobytes()
     ends = bounds.tolist()
     return [field + data[a:b] for field, a, b in zip(slice_fields, ends, ends[1:])]
 
 
-def iter_metrics_records(metrics: pa.Table, rows: Sequence[int],
+def iter_metrics_records(metrics: pa.Table, rows: Sequence[int] | None,
                          slices: Sequence[Sequence[str]], head_names: Sequence[str],
                          typed: protos.TypedValues | None,
-                         slice_key: Callable = protos.slice_key) -> Iterator[bytes]:
-    """One serialized `MetricsForSlice` per slice of the metrics table's `rows` (in order of
-    their first row), each head's rows in `head_names` order, then each head's example counts:
-    the bytes `tfma_protos.metrics_records_by_message` builds message by message. Assembled
-    `CHUNK_ROWS` rows (whole slices) at a time, so the working arrays of a table of millions of
-    rows stay small."""
-    if len(rows) == 0:
+                         slice_key: Callable = protos.slice_key,
+                         index: SliceIndex | None = None) -> Iterator[bytes]:
+    """One serialized `MetricsForSlice` per slice of the metrics table's `rows` (None: every
+    row, in order; records in order of their slices' first row), each head's rows in
+    `head_names` order, then each head's example counts: the bytes
+    `tfma_protos.metrics_records_by_message` builds message by message. Text columns may be
+    strings or dictionaries (worked on as codes). Assembled `CHUNK_ROWS` rows (whole slices) at a
+    time, so the working arrays of a table of millions of rows stay small. `index`: the whole
+    table's `SliceIndex`, when the caller made it (its refusals already raised)."""
+    positions = None if rows is None else np.asarray(rows, np.int64)
+    if positions is not None and (len(positions) == metrics.num_rows and len(positions)
+                                  and positions[0] == 0
+                                  and bool(np.all(np.diff(positions) == 1))):
+        positions = None  # every row, in order: no copy
+    n = metrics.num_rows if positions is None else len(positions)
+    if n == 0:
         return
-    positions = np.asarray(rows, np.int64)
-    whole = (len(positions) == metrics.num_rows and positions[0] == 0
-             and bool(np.all(np.diff(positions) == 1)))  # every row, in order: no copy
-    table = metrics if whole else metrics.take(pa.array(positions))
-    group, slice_fields = _slice_groups(table, slices, typed, slice_key)
-    rank = _head_ranks(table, rows, head_names)
-    if table.num_rows <= CHUNK_ROWS:
+    table = metrics if positions is None else metrics.take(pa.array(positions))
+    if index is None:
+        group, slice_fields = _slice_groups(table, slices, typed, slice_key)
+    else:
+        group, slice_fields = index.rows(positions)
+    rank = _head_ranks(table, positions, head_names)
+    if n <= CHUNK_ROWS:
         yield from _records(table, group, rank, slice_fields, head_names)
         return
-    order = np.argsort(group, kind='stable')  # each slice's rows together, in table order
-    starts = np.searchsorted(group[order], np.arange(len(slice_fields) + 1))
+    grouped = bool(np.all(group[1:] >= group[:-1]))  # each slice's rows together, in order
+    order = None if grouped else np.argsort(group, kind='stable')
+    starts = np.searchsorted(group if grouped else group[order],
+                             np.arange(len(slice_fields) + 1))
     g = 0
     while g < len(slice_fields):
         end = int(np.searchsorted(starts, starts[g] + CHUNK_ROWS, side='right')) - 1
         end = min(max(end, g + 1), len(slice_fields))
-        part = order[starts[g]:starts[end]]
-        yield from _records(table.take(pa.array(part)), group[part] - g, rank[part],
-                            slice_fields[g:end], head_names)
+        a, b = int(starts[g]), int(starts[end])
+        if grouped:
+            yield from _records(table.slice(a, b - a), group[a:b] - g, rank[a:b],
+                                slice_fields[g:end], head_names)
+        else:
+            part = order[a:b]
+            yield from _records(table.take(pa.array(part)), group[part] - g, rank[part],
+                                slice_fields[g:end], head_names)
         g = end
 
 
-def metrics_records(metrics: pa.Table, rows: Sequence[int], slices: Sequence[Sequence[str]],
+def metrics_records(metrics: pa.Table, rows: Sequence[int] | None, slices: Sequence[Sequence[str]],
                     head_names: Sequence[str], typed: protos.TypedValues | None,
                     slice_key: Callable = protos.slice_key) -> list[bytes]:
     """`iter_metrics_records` as a list."""
