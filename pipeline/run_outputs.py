@@ -232,8 +232,12 @@ def _slice_summary(config: config_lib.EvalConfig, counts: dict[str, int],
 
 
 class _PlotPieces:
-    """The run's plots table in pieces (`results.plot_tables`), built anew on every call; called
-    with a set of slice names, only those slices' pieces."""
+    """The run's plots table in pieces (`results.plot_tables`); called with a set of slice names,
+    only those slices' pieces. A whole table of at most `KEEP_ROWS` rows (the default
+    `plots.max_slices` gives ~300k) is kept from its first full reading for the next (the TFMA
+    writer reads it after Parquet); a larger one is built anew on every call, a piece at a time."""
+
+    KEEP_ROWS = 1_000_000
 
     def __init__(self, config: config_lib.EvalConfig, prepared: list[KeyResult], run_id: str,
                  evaluated_at: datetime.datetime):
@@ -241,13 +245,30 @@ class _PlotPieces:
         self._args = (config, [r for r in prepared if r.plots], run_id, evaluated_at)
         self.schema = schema_lib.with_extras(schema_lib.PLOTS, config.windowed, config.stepped)
         self.rows = 0
+        self._kept: list[pa.Table] | None = None
 
     def __call__(self, slices: set[str] | None = None) -> Iterable[pa.Table]:
         config, prepared, run_id, evaluated_at = self._args
+        if slices is None and self._kept is not None:
+            return iter(self._kept)
         if slices is not None:
             prepared = [r for r in prepared if schema_lib.slice_name(
                 tuple(r.key.slice_columns), tuple(r.key.slice_values)) in slices]
-        return plot_tables(config, prepared, run_id, evaluated_at)
+            return plot_tables(config, prepared, run_id, evaluated_at)
+        return self._keeping(plot_tables(config, prepared, run_id, evaluated_at))
+
+    def _keeping(self, pieces: Iterable[pa.Table]) -> Iterable[pa.Table]:
+        """`pieces`, kept once read to the end if they hold at most KEEP_ROWS rows."""
+        kept: list[pa.Table] | None = []
+        rows = 0
+        for piece in pieces:
+            rows += piece.num_rows
+            if kept is not None:
+                kept.append(piece)
+                if rows > self.KEEP_ROWS:
+                    kept = None
+            yield piece
+        self._kept = kept
 
 
 def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa.Table,
