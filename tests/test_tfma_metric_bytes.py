@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import pyarrow as pa
 
 from pipeline import schema
@@ -141,3 +142,19 @@ def test_int_slice_key_fields_encode_as_protobuf_serializes_them():
     keys = [(('c' * 120, 5),), (('user', 7),), (('user', 2.5),), (), (('a', 1), ('b', 2))]
     assert _slice_fields(keys) == [
         _field(1, tfma_protos.slice_key_proto(k).SerializeToString()) for k in keys]
+
+
+@pytest.mark.parametrize('space', [10, 1000, 1 << 23, 1 << 30])
+def test_first_rows_numbers_values_by_first_appearance(space):
+    """Both ways (a dense table for a small code space, a sort for a large one) against a loop."""
+    from pipeline.writers.tfma_metric_bytes import _first_rows
+    rng = np.random.default_rng(space % 97)
+    for n in (0, 1, 50, 5000):
+        codes = rng.integers(0, min(space, 3000), n)
+        distinct, place = _first_rows(codes, space)
+        seen: list[int] = []
+        for c in codes.tolist():
+            if c not in seen:
+                seen.append(c)
+        assert distinct.tolist() == seen
+        assert place.tolist() == [seen.index(c) for c in codes.tolist()]

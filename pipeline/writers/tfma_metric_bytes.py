@@ -138,23 +138,15 @@ def first_of(codes: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _first_rows(codes: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct values of `codes` (ints in [0, space)) in order of first appearance, and
-    each row's place in that order (int32; a dense table when `space` is small, else a sort)."""
-    n = len(codes)
-    if space <= max(4 * n, 1 << 22):
-        first = np.full(space, n, np.int64)
-        first[codes[::-1]] = np.arange(n - 1, -1, -1, dtype=np.int64)  # the last write: first row
-        distinct = np.flatnonzero(first < n)
-        distinct = distinct[np.argsort(first[distinct], kind='stable')]
-        del first
+    """The distinct values of `codes` (ints in [0, space)) in order of first appearance
+    (`first_of`), and each row's place in that order (int32)."""
+    distinct, _ = first_of(codes, space)
+    if space <= max(4 * len(codes), 1 << 22):
         place = np.empty(space, np.int32)
         place[distinct] = np.arange(len(distinct), dtype=np.int32)
         return distinct, place[codes]
-    distinct, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-    by_first = np.argsort(first, kind='stable')
-    place = np.empty(len(distinct), np.int32)
-    place[by_first] = np.arange(len(distinct), dtype=np.int32)
-    return distinct[by_first], place[inverse.ravel()]
+    by_value = np.argsort(distinct).astype(np.int32)  # k-th smallest value: its place
+    return distinct, by_value[np.searchsorted(distinct[by_value], codes)]
 
 
 _REFUSED = object()  # the key of a slice `slice_key` refuses
@@ -282,11 +274,7 @@ def _slice_fields(keys: list[tuple]) -> list[bytes]:
         elif not (key and key[0] is _REFUSED):
             out[i] = _field(1, _slice_key_bytes(key))
     for column, (at, values) in ints.items():
-        if len(column.encode('utf-8')) >= 100:  # lengths of two bytes: protobuf's way
-            for i in at:
-                out[i] = _field(1, _slice_key_bytes(keys[i]))
-            continue
-        for i, field in zip(at, int_slice_fields(column, np.asarray(values, np.int64))):
+        for i, field in zip(at, _int_fields(column, np.asarray(values, np.int64))):
             out[i] = field
     return out
 
