@@ -17,7 +17,7 @@ import pytest
 
 from pipeline import schema
 from pipeline.writers import tfma as tfma_writer
-from pipeline.writers import tfma_metric_bytes, tfma_protos
+from pipeline.writers import tfma_metric_bytes, tfma_protos, tfma_slice_keys
 
 SLICES = [[], ['user'], ['country', 'device'], ['device', 'country']]
 HEADS = ['click', 'buy']
@@ -200,7 +200,7 @@ def test_column_codes_give_one_code_per_distinct_text_whatever_the_dictionary():
                          (with_nulls[0], texts[0]),  # one chunk: its dictionary as it is
                          (pa.chunked_array([pa.array(p, pa.string()) for p in texts]),
                           texts[0] + texts[1])):
-        codes, values = tfma_metric_bytes.column_codes(column)
+        codes, values = tfma_slice_keys.column_codes(column)
         values = values.to_pylist()
         assert len(set(values)) == len(values)
         assert [None if c == len(values) else values[c] for c in codes.tolist()] == flat

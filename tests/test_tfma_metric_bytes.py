@@ -120,7 +120,7 @@ def test_records_assembled_a_few_rows_at_a_time_are_the_same(monkeypatch):
 
 
 def test_slice_keys_encode_as_protobuf_serializes_them():
-    from pipeline.writers.tfma_metric_bytes import _slice_key_bytes
+    from pipeline.writers.tfma_slice_keys import _slice_key_bytes
     for key in [(), (('age', 0),), (('age', -5),), (('age', 2 ** 63 - 1),), (('age', -2 ** 63),),
                 (('country', ''),), (('', 'x'),), (('city', 'Zürich'),), (('b', b'\x00\xff'),),
                 (('a', 1), ('b', 'x' * 300)), (('price', 2.5),), (('flag', True),)]:
@@ -128,7 +128,7 @@ def test_slice_keys_encode_as_protobuf_serializes_them():
 
 
 def test_int_slice_key_fields_encode_as_protobuf_serializes_them():
-    from pipeline.writers.tfma_metric_bytes import _field, int_slice_fields
+    from pipeline.writers.tfma_slice_keys import field as _field, int_slice_fields
     values = [0, 1, -1, 127, 128, 300, 2 ** 31, -2 ** 31, 2 ** 62 + 5, 2 ** 63 - 1, -2 ** 63,
               16383, 16384, -129] + np.random.default_rng(1).integers(
                   -2 ** 63, 2 ** 63 - 1, 200, dtype=np.int64).tolist()
@@ -138,7 +138,7 @@ def test_int_slice_key_fields_encode_as_protobuf_serializes_them():
                 for v in values]
         assert got == want
     # Through the index: a long column name (two-byte lengths) and a float beside the ints.
-    from pipeline.writers.tfma_metric_bytes import _slice_fields
+    from pipeline.writers.tfma_slice_keys import _slice_fields
     keys = [(('c' * 120, 5),), (('user', 7),), (('user', 2.5),), (), (('a', 1), ('b', 2))]
     assert _slice_fields(keys) == [
         _field(1, tfma_protos.slice_key_proto(k).SerializeToString()) for k in keys]
@@ -147,7 +147,7 @@ def test_int_slice_key_fields_encode_as_protobuf_serializes_them():
 @pytest.mark.parametrize('space', [10, 1000, 1 << 23, 1 << 30])
 def test_first_rows_numbers_values_by_first_appearance(space):
     """Both ways (a dense table for a small code space, a sort for a large one) against a loop."""
-    from pipeline.writers.tfma_metric_bytes import _first_rows
+    from pipeline.writers.tfma_slice_keys import _first_rows
     rng = np.random.default_rng(space % 97)
     for n in (0, 1, 50, 5000):
         codes = rng.integers(0, min(space, 3000), n)

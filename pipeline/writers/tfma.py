@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import fileio, schema
-from pipeline.writers import tfma_metric_bytes, tfma_plots
+from pipeline.writers import tfma_metric_bytes, tfma_plots, tfma_slice_keys
 from pipeline.writers import tfma_protos as protos
 
 TFMA_DIR = 'tfma'
@@ -92,7 +92,7 @@ def _evaluations(table: pa.Table) -> dict[tuple[Any, Any], np.ndarray | None]:
 def _dictionary(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
     """A column as codes (a dictionary column's own indices; null its own, last code) and the
     values."""
-    codes, values = tfma_metric_bytes.column_codes(column)
+    codes, values = tfma_slice_keys.column_codes(column)
     return codes.astype(np.int64), values.to_pylist() + [None]
 
 
@@ -100,8 +100,8 @@ def _row_codes(table: pa.Table, columns: Sequence[str]
                ) -> tuple[np.ndarray | None, list[tuple[np.ndarray, pa.Array]]]:
     """One int64 per row, equal for rows equal in `columns` (the columns' codes combined in
     mixed radix; None when that would overflow), and each column's codes and distinct values
-    (`tfma_metric_bytes.column_codes`: a value's code is its place, null the last code)."""
-    encoded = [tfma_metric_bytes.column_codes(table.column(c)) for c in columns]
+    (`tfma_slice_keys.column_codes`: a value's code is its place, null the last code)."""
+    encoded = [tfma_slice_keys.column_codes(table.column(c)) for c in columns]
     if math.prod(len(values) + 1 for _, values in encoded) >= 2 ** 62:
         return None, encoded
     combined = np.zeros(table.num_rows, np.int64)
@@ -122,7 +122,7 @@ def _distinct_rows(table: pa.Table, columns: Sequence[str]) -> Iterable[tuple]:
         groups = indexed.group_by(list(columns), use_threads=False).aggregate([('_row', 'min')])
         return sorted(zip(groups.column('_row_min').to_pylist(),
                           *(groups.column(c).to_pylist() for c in columns)))
-    _, first = tfma_metric_bytes.first_of(
+    _, first = tfma_slice_keys.first_of(
         combined, math.prod(len(values) + 1 for _, values in encoded))
     texts = [values.to_pylist() + [None] for _, values in encoded]
     return ((i,) + tuple(values[codes[i]] for (codes, _), values in zip(encoded, texts))
@@ -204,7 +204,7 @@ def _check_duplicates(metrics: pa.Table) -> None:
 
 
 def _check_metrics(metrics: pa.Table, head_names: Sequence[str],
-                   index: tfma_metric_bytes.SliceIndex) -> None:
+                   index: tfma_slice_keys.SliceIndex) -> None:
     """`_check_slices_and_heads` of the metrics table, its slices already keyed by `index`."""
     bad = index.bad
     for i, head in _distinct_rows(metrics, ('head',)):
@@ -313,7 +313,7 @@ def write_tfma(output_dir: str, metrics: pa.Table, plots: Plots, slices: list[li
     checked = False
     keys = _SliceKeys(slices, typed)
     # Each distinct slice of the metrics keyed once, for the checks and every evaluation.
-    index = tfma_metric_bytes.SliceIndex(metrics, slices, typed, keys)
+    index = tfma_slice_keys.SliceIndex(metrics, slices, typed, keys)
     _check_metrics(metrics, head_names, index)
     for piece in _pieces(plots):  # each piece checked (as a table of its own) and dropped
         _check_plots(piece, head_names, keys)
