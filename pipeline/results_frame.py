@@ -262,6 +262,11 @@ class TypedValues:
                 raise KeyError(key) from None
         return self._other[key]
 
+    def int_spec(self, columns: str) -> bool:
+        """Whether every slice of the spec `columns` (a slice_columns cell) is one int value:
+        its values are then `(int(slice_values),)` for any decimal text."""
+        return columns in self._int_specs
+
     def get(self, key: tuple[str, str], default: Any = None) -> Any:
         try:
             return self[key]

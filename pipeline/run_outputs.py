@@ -13,12 +13,14 @@ the protocol around the whole run is in `pipeline/run.py`'s docstring.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import dataclasses
 import datetime
 import importlib
 import logging
 import sys
+import threading
 from typing import Any, Iterable
 
 import apache_beam as beam
@@ -32,6 +34,7 @@ from pipeline import schema as schema_lib
 from pipeline.results import KeyResult, plot_tables, table_ids
 from pipeline.results_frame import ResultsFrame, TypedValues, plain_table
 from pipeline.metrics_table import candidate_rows
+from pipeline.packed_plots import plot_rows
 from pipeline.run_options import RunOptions
 from pipeline import validation
 from pipeline.schema import ERRORS
@@ -113,6 +116,44 @@ class WriteRun(beam.DoFn):
         frame = None
         # Everything is written under the run's staging directory and published at the end.
         out = parquet_writer.staging_dir(config.output, options.run_id)
+        # The TFMA writer works from the tables in memory on a thread of its own, beside the
+        # Parquet files, the summary and the writers that read those files (its numpy work and
+        # file writes leave the GIL: at 10^5 slices, ~2.4 s of writers one after the other take
+        # ~1.7 s).
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='headstream-tfma') \
+                as pool:
+            tfma = pool.submit(_write_tfma, config, out, metrics, plots, typed)
+            summary = self._write_tables(pieces, metrics, m_schema, plots, out, counts,
+                                         left_out, too_many, without_plots)
+            # An error of these writers is raised once the TFMA writer is done; else its own.
+            tfma.result()
+        return_freed_memory()
+        # The summary was written before the other writers (the report shows it); now that they
+        # are done too, record the run's whole wall time, keeping the tables' time apart.
+        finished = datetime.datetime.now(datetime.timezone.utc)
+        summary['tables_written_s'] = summary['wall_time_s']
+        summary['finished_at'] = finished.isoformat()
+        summary['wall_time_s'] = round((finished - options.started_at).total_seconds(), 3)
+        # Every file of the run: what a later run may replace (publish_lib.our_files).
+        summary['files'] = [rel for rel in parquet_writer.list_files(out)
+                            if rel not in (fileio.SUMMARY_FILE, publish_lib.OWNER_FILE)]
+        parquet_writer.write_json(summary, fileio.join(out, fileio.SUMMARY_FILE))
+        publish_locked(out, config.output, options.run_id, options.overwrite)
+        _log.info('headstream: run %s wrote %d metric rows to %s (%d rows read, %d bad)',
+                  options.run_id, metrics.num_rows, config.output, pieces.rows, pieces.bad)
+        if options.bigquery_table:
+            from pipeline.writers import bigquery
+            for row in bigquery.metric_rows(metrics):
+                yield beam.pvalue.TaggedOutput(BIGQUERY_TAG, row)
+        yield summary
+
+    def _write_tables(self, pieces: RunPieces, metrics: pa.Table, m_schema: pa.Schema,
+                      plots: '_PlotPieces', out: str, counts: dict[str, int],
+                      left_out: dict[str, dict[str, int]], too_many: list[str],
+                      without_plots: int) -> dict[str, Any]:
+        """The Parquet tables, validation, summary.json, TensorBoard and the report, into the
+        staging dir `out`; returns the summary."""
+        config = self._config
         written = parquet_writer.write_outputs(out, metrics, None, self._error_table(pieces),
                                                schema=m_schema)
         return_freed_memory()
@@ -133,25 +174,8 @@ class WriteRun(beam.DoFn):
                                      'failing': validation.failing(verdict),
                                      'line': validation.verdict_line(verdict)}
         parquet_writer.write_json(summary, summary_path)
-        summary.update(_write_optional_outputs(config, out, metrics, plots, typed))
-        # The summary was written before the other writers (the report shows it); now that they
-        # are done too, record the run's whole wall time, keeping the tables' time apart.
-        finished = datetime.datetime.now(datetime.timezone.utc)
-        summary['tables_written_s'] = summary['wall_time_s']
-        summary['finished_at'] = finished.isoformat()
-        summary['wall_time_s'] = round((finished - options.started_at).total_seconds(), 3)
-        # Every file of the run: what a later run may replace (publish_lib.our_files).
-        summary['files'] = [rel for rel in parquet_writer.list_files(out)
-                            if rel not in (fileio.SUMMARY_FILE, publish_lib.OWNER_FILE)]
-        parquet_writer.write_json(summary, summary_path)
-        publish_locked(out, config.output, options.run_id, options.overwrite)
-        _log.info('headstream: run %s wrote %d metric rows to %s (%d rows read, %d bad)',
-                  options.run_id, metrics.num_rows, config.output, pieces.rows, pieces.bad)
-        if options.bigquery_table:
-            from pipeline.writers import bigquery
-            for row in bigquery.metric_rows(metrics):
-                yield beam.pvalue.TaggedOutput(BIGQUERY_TAG, row)
-        yield summary
+        summary.update(_write_optional_outputs(config, out, metrics, plots))
+        return summary
 
     def _error_table(self, pieces: RunPieces) -> pa.Table | None:
         """errors/'s table (dead_letter mode: by file and row); None in fail mode."""
@@ -233,55 +257,53 @@ def _slice_summary(config: config_lib.EvalConfig, counts: dict[str, int],
 
 class _PlotPieces:
     """The run's plots table in pieces (`results.plot_tables`); called with a set of slice names,
-    only those slices' pieces. A whole table of at most `KEEP_ROWS` rows (the default
-    `plots.max_slices` gives ~300k) is kept from its first full reading for the next (the TFMA
-    writer reads it after Parquet); a larger one is built anew on every call, a piece at a time."""
+    only those slices' pieces. A table of at most `KEEP_ROWS` rows (the default
+    `plots.max_slices` gives ~300k) is built whole on its first reading and kept for the next (the
+    TFMA writer, on a thread of its own, reads it beside Parquet: a lock makes one of them build
+    it, the other wait); a larger one is built anew on every call, a piece at a time."""
 
     KEEP_ROWS = 1_000_000
 
     def __init__(self, config: config_lib.EvalConfig, prepared: list[KeyResult], run_id: str,
                  evaluated_at: datetime.datetime):
         # Only keys with plots make plot rows (most keys of a run with many slices have none).
-        self._args = (config, [r for r in prepared if r.plots], run_id, evaluated_at)
+        plotted = [r for r in prepared if r.plots]
+        self._args = (config, plotted, run_id, evaluated_at)
         self.schema = schema_lib.with_extras(schema_lib.PLOTS, config.windowed, config.stepped)
         self.rows = 0
+        self._small = sum(plot_rows(r.plots) for r in plotted) <= self.KEEP_ROWS
         self._kept: list[pa.Table] | None = None
+        self._lock = threading.Lock()
 
     def __call__(self, slices: set[str] | None = None) -> Iterable[pa.Table]:
         config, prepared, run_id, evaluated_at = self._args
-        if slices is None and self._kept is not None:
-            return iter(self._kept)
         if slices is not None:
             prepared = [r for r in prepared if schema_lib.slice_name(
                 tuple(r.key.slice_columns), tuple(r.key.slice_values)) in slices]
             return plot_tables(config, prepared, run_id, evaluated_at)
-        return self._keeping(plot_tables(config, prepared, run_id, evaluated_at))
+        if not self._small:
+            return plot_tables(config, prepared, run_id, evaluated_at)
+        with self._lock:
+            if self._kept is None:
+                self._kept = list(plot_tables(config, prepared, run_id, evaluated_at))
+        return iter(self._kept)
 
-    def _keeping(self, pieces: Iterable[pa.Table]) -> Iterable[pa.Table]:
-        """`pieces`, kept once read to the end if they hold at most KEEP_ROWS rows."""
-        kept: list[pa.Table] | None = []
-        rows = 0
-        for piece in pieces:
-            rows += piece.num_rows
-            if kept is not None:
-                kept.append(piece)
-                if rows > self.KEEP_ROWS:
-                    kept = None
-            yield piece
-        self._kept = kept
+
+def _write_tfma(config: config_lib.EvalConfig, out: str, metrics: pa.Table,
+                plots: _PlotPieces, typed: TypedValues) -> None:
+    """The TFMA writer (when installed) on the candidate rows, into the staging dir `out`."""
+    names = list(config.head_names) + ([config.multi_head_name]
+                                       if config.multi_head_name else [])
+    _optional_writer('pipeline.writers.tfma', 'write_tfma', out, candidate_rows(metrics), plots,
+                     [list(s) for s in config.slices], names, typed)
 
 
 def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa.Table,
-                            plots: _PlotPieces, typed: TypedValues) -> dict[str, Any]:
-    """The TFMA, TensorBoard (when configured) and report writers, into the staging dir `out`;
-    returns what they add to the summary."""
+                            plots: _PlotPieces) -> dict[str, Any]:
+    """The TensorBoard (when configured) and report writers, into the staging dir `out` (the
+    report reads the files written there); returns what they add to the summary."""
     extra: dict[str, Any] = {}
-    names = list(config.head_names) + ([config.multi_head_name]
-                                       if config.multi_head_name else [])
     metrics = candidate_rows(metrics)  # baseline and diff rows: the tables and report
-    _optional_writer('pipeline.writers.tfma', 'write_tfma', out, metrics, plots,
-                     [list(s) for s in config.slices], names, typed)
-    return_freed_memory()
     if config.tensorboard is not None:
         # TensorBoard takes at most `max_runs` runs (slices): the metrics are capped first, and
         # only their slices' plots are built.

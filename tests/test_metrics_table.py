@@ -150,12 +150,16 @@ def test_typed_values_map_each_slice_spelling_to_its_values():
                 ('country_X_x%3Ay', 'U_%58S_X_50%25'): ('U_XS', '50%')}
     assert {k: typed.get(k) for k in expected} == expected
     assert typed.get(('user', 'x7')) is None and typed.get(('device', '7')) is None
+    # 'user' holds only ints: the TFMA writer may read all its values at once.
+    assert typed.int_spec('user') and not typed.int_spec('country_X_x%3Ay')
+    assert not typed.int_spec('') and not typed.int_spec('device')
 
 
 def test_typed_values_of_a_spec_with_ints_and_text_come_from_each_slice():
     results = [KeyResult(_key(('user',), (v,), 0), [], 1, 1.0, 0.0, {}) for v in (7, '8')]
     typed = TypedValues(KeyColumns.from_results(results))
     assert typed.get(('user', '7')) == (7,) and typed.get(('user', '8')) == ('8',)
+    assert not typed.int_spec('user')
 
 
 def test_all_null_is_pa_nulls():

@@ -38,7 +38,7 @@ def test_return_freed_memory_runs_anywhere():
 
 
 class _Plotted:
-    plots = {'confusion': 1}
+    plots = {'confusion': [0.0, 0.5, 1.0]}  # 3 plot rows a key: 6 in all
 
 
 def _counting_plot_tables(monkeypatch) -> list[int]:
@@ -76,8 +76,27 @@ def test_a_large_plots_table_is_built_on_every_reading(monkeypatch):
     assert [t.equals(u) for t, u in zip(first, second)] == [True] * 3
 
 
-def test_a_plots_table_read_part_way_is_not_kept(monkeypatch):
-    calls = _counting_plot_tables(monkeypatch)
-    plots = _pieces(monkeypatch, 100)
-    next(iter(plots()))
-    assert len(list(plots())) == 3 and calls == [2, 2]
+def test_a_small_plots_table_read_by_two_threads_at_once_is_built_once(monkeypatch):
+    """The TFMA writer's thread and Parquet read the table at the same time: one builds it, the
+    other waits for it (a slow build keeps the first reader inside it while the second asks)."""
+    import threading
+    import time
+    calls = []
+    inside = threading.Event()
+
+    def plot_tables(config, prepared, run_id, evaluated_at):
+        calls.append(len(prepared))
+        inside.set()
+        time.sleep(0.2)
+        for i in range(3):
+            yield pa.table({'x': pa.array([float(i)] * 2)})
+    monkeypatch.setattr(run_outputs, 'plot_tables', plot_tables)
+    plots = _pieces(monkeypatch, 6)
+    read = {}
+    first = threading.Thread(target=lambda: read.setdefault('first', list(plots())))
+    first.start()
+    assert inside.wait(5)
+    read['second'] = list(plots())
+    first.join()
+    assert calls == [2]
+    assert [t.equals(u) for t, u in zip(read['first'], read['second'])] == [True] * 3

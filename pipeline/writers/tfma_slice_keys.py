@@ -16,7 +16,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from pipeline import schema
 from pipeline.writers import tfma_protos as protos
 
 _PAIRS_CHUNK = 65_536  # distinct slices whose texts are read at a time
@@ -120,18 +122,34 @@ class SliceIndex:
         # Keys of one column and an int64 value (the many slices of an integer column) are
         # kept as arrays (column, value, pair), any other key in a dict: no tuple a slice.
         int_columns: dict[str, int] = {}
-        int_keys = [array.array('q') for _ in range(3)]  # column, value, pair
+        int_keys: list[list[np.ndarray]] = [[], [], []]  # column, value, pair: parsed at once
+        one_int = [array.array('q') for _ in range(3)]  # and those made one at a time
         other: dict[tuple, int] = {}  # key → its first pair
-        other_of_pair = array.array('q')  # per pair, its key's first pair; -1: an int key
+        other_of_pair = np.full(len(distinct), -1, np.int64)  # its key's first pair; -1: int
+        fast = _int_spec_codes(spec_names, slices, typed)
         for a in range(0, len(distinct), _PAIRS_CHUNK):
             part = distinct[a:a + _PAIRS_CHUNK]
             value_of = part % width
             null = value_of == width - 1
-            texts = value_names.take(pa.array(np.where(null, 0, value_of))).to_pylist() \
-                if width > 1 else [None] * len(part)
-            for j in np.flatnonzero(null).tolist():
+            spec_of = part // width
+            slow = np.ones(len(part), bool)
+            if fast:  # an int spec's values parsed at once: ((column, int(text)),) each
+                at = np.flatnonzero(np.isin(spec_of, list(fast)) & ~null)
+                ints, ok = _decimal_ints(value_names.take(pa.array(value_of[at])))
+                at, ints = at[ok], ints[ok]
+                slow[at] = False
+                for c in np.unique(spec_of[at]).tolist():
+                    mine = spec_of[at] == c
+                    int_keys[0].append(np.full(int(mine.sum()), int_columns.setdefault(
+                        fast[c], len(int_columns)), np.int64))
+                    int_keys[1].append(ints[mine])
+                    int_keys[2].append(a + at[mine])
+            at = np.flatnonzero(slow)
+            texts = value_names.take(pa.array(np.where(null[at], 0, value_of[at]))).to_pylist() \
+                if width > 1 else [None] * len(at)
+            for j in np.flatnonzero(null[at]).tolist():
                 texts[j] = None
-            for p, c, text in zip(range(a, a + len(part)), (part // width).tolist(), texts):
+            for p, c, text in zip((a + at).tolist(), spec_of[at].tolist(), texts):
                 try:
                     key = slice_key(spec_names[c], text, slices, typed)
                 except ValueError as e:
@@ -140,17 +158,16 @@ class SliceIndex:
                     key = (_REFUSED, p)
                 if len(key) == 1 and type(key[0][1]) is int and -2 ** 63 <= key[0][1] < 2 ** 63 \
                         and key[0][0] is not _REFUSED:
-                    int_keys[0].append(int_columns.setdefault(key[0][0], len(int_columns)))
-                    int_keys[1].append(key[0][1])
-                    int_keys[2].append(p)
-                    other_of_pair.append(-1)
+                    one_int[0].append(int_columns.setdefault(key[0][0], len(int_columns)))
+                    one_int[1].append(key[0][1])
+                    one_int[2].append(p)
                 else:
-                    other_of_pair.append(other.setdefault(key, p))
+                    other_of_pair[p] = other.setdefault(key, p)
         # Each distinct key's first pair; the keys numbered in that order.
-        first_pair = np.frombuffer(other_of_pair, np.int64).copy() if len(other_of_pair) \
-            else np.empty(0, np.int64)
-        columns_of, values_of, pairs_of = (np.frombuffer(k, np.int64) if len(k)
-                                           else np.empty(0, np.int64) for k in int_keys)
+        first_pair = other_of_pair
+        columns_of, values_of, pairs_of = (
+            np.concatenate(k + [np.frombuffer(one, np.int64)] if len(one) else k + [
+                np.empty(0, np.int64)]) for k, one in zip(int_keys, one_int))
         if len(pairs_of):
             order = np.lexsort((pairs_of, values_of, columns_of))
             starts = np.ones(len(order), bool)
@@ -191,6 +208,36 @@ class SliceIndex:
             return self.group, self.fields
         groups, group = _first_rows(self.group[positions], max(len(self.fields), 1))
         return group, [self.fields[g] for g in groups.tolist()]
+
+
+def _int_spec_codes(spec_names: list, slices: Sequence[Sequence[str]],
+                    typed: protos.TypedValues | None) -> dict[int, str]:
+    """{code: column} of the slice specs `slice_key` keys as ((column, int(text)),): one configured
+    column whose values `typed` knows are all ints (`TypedValues.int_spec`); a mapping without
+    that fact names none."""
+    int_spec = getattr(typed, 'int_spec', None)
+    if int_spec is None:
+        return {}
+    out = {}
+    for c, name in enumerate(spec_names):
+        if name is None or not int_spec(name):
+            continue
+        columns = schema.split_slice_parts(name)
+        if len(columns) == 1 and any(list(spec) == columns for spec in slices):
+            out[c] = columns[0]
+    return out
+
+
+_DECIMAL = r'^-?[0-9]{1,18}$'  # int(text) of any such text fits int64 and equals its cast
+
+
+def _decimal_ints(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 values, whether each text is a plain decimal of at most 18 digits, which `int`
+    reads as that value); the others (0 in values) are left to `slice_key` one by one."""
+    ok = pc.fill_null(pc.match_substring_regex(texts, _DECIMAL), False)
+    values = pc.cast(pc.if_else(ok, texts, '0'), pa.int64())
+    return (values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False),
+            ok.to_numpy(zero_copy_only=False).astype(bool, copy=False))
 
 
 def slice_groups(table: pa.Table, slices: Sequence[Sequence[str]],
