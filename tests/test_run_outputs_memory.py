@@ -100,3 +100,51 @@ def test_a_small_plots_table_read_by_two_threads_at_once_is_built_once(monkeypat
     first.join()
     assert calls == [2]
     assert [t.equals(u) for t, u in zip(read['first'], read['second'])] == [True] * 3
+
+
+def _tree(root) -> dict[str, bytes]:
+    """Every file under `root` (report.html and summary.json without their times and paths)."""
+    import os
+    import re
+    out = {}
+    for d, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(d, name)
+            rel = os.path.relpath(path, root)
+            data = open(path, 'rb').read()
+            if name in ('summary.json', 'report.html') or rel.startswith('tensorboard'):
+                continue  # times, run ids and paths differ from run to run
+            out[rel] = data
+    return out
+
+
+def test_the_tfma_writer_after_the_others_writes_what_it_writes_beside_them(tmp_path,
+                                                                           monkeypatch):
+    """Beyond `SIDE_BY_SIDE_ROWS` metrics rows the TFMA writer runs after the other writers
+    instead of on its thread beside them: the same files either way (tables, TFMA's records)."""
+    import pyarrow.parquet as pq
+    from pipeline.run import evaluate
+    from _helpers import RUNNER, WEIGHTED_CLICK_HEAD, pipeline_data
+    data = pipeline_data(300, 3)
+    (tmp_path / 'in').mkdir()
+    pq.write_table(data, str(tmp_path / 'in' / 'part-0.parquet'))
+    trees = []
+    for side_by_side_rows in (10 ** 9, 0):
+        monkeypatch.setattr(run_outputs.WriteRun, 'SIDE_BY_SIDE_ROWS', side_by_side_rows)
+        out = tmp_path / ('out%d' % len(trees))
+        config = {'input': {'pattern': str(tmp_path / 'in' / '*.parquet')},
+                  'heads': [WEIGHTED_CLICK_HEAD], 'slices': [[], ['country']],
+                  'output': str(out)}
+        summary = evaluate(config, RUNNER, run_id='r1')
+        assert summary['metrics_rows'] > 0
+        trees.append(_tree(out))
+    assert any(k.startswith('tfma/') for k in trees[0])
+    assert sorted(trees[0]) == sorted(trees[1])
+    for name in trees[0]:
+        if name.endswith('.parquet'):  # evaluated_at differs: compare without it
+            a = pq.read_table(str(tmp_path / 'out0' / name))
+            b = pq.read_table(str(tmp_path / 'out1' / name))
+            drop = [c for c in ('evaluated_at',) if c in a.column_names]
+            assert a.drop_columns(drop).equals(b.drop_columns(drop)), name
+        else:
+            assert trees[0][name] == trees[1][name], name
