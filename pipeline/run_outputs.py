@@ -184,7 +184,7 @@ class WriteRun(beam.DoFn):
                                      'failing': validation.failing(verdict),
                                      'line': validation.verdict_line(verdict)}
         parquet_writer.write_json(summary, summary_path)
-        summary.update(_write_optional_outputs(config, out, metrics, plots))
+        summary.update(_write_optional_outputs(config, out, metrics, m_schema, plots))
         return summary
 
     def _error_table(self, pieces: RunPieces) -> pa.Table | None:
@@ -309,15 +309,16 @@ def _write_tfma(config: config_lib.EvalConfig, out: str, metrics: pa.Table,
 
 
 def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa.Table,
-                            plots: _PlotPieces) -> dict[str, Any]:
+                            m_schema: pa.Schema, plots: _PlotPieces) -> dict[str, Any]:
     """The TensorBoard (when configured) and report writers, into the staging dir `out` (the
-    report reads the files written there); returns what they add to the summary."""
+    report from the tables in memory, as the files written there hold them); returns what they
+    add to the summary."""
     extra: dict[str, Any] = {}
-    metrics = candidate_rows(metrics)  # baseline and diff rows: the tables and report
     if config.tensorboard is not None:
         # TensorBoard takes at most `max_runs` runs (slices): the metrics are capped first, and
-        # only their slices' plots are built.
-        tb_metrics, left_out = slice_sizes.cap_runs(metrics, config.tensorboard.max_runs)
+        # only their slices' plots are built. (Baseline and diff rows: the tables and report.)
+        tb_metrics, left_out = slice_sizes.cap_runs(candidate_rows(metrics),
+                                                    config.tensorboard.max_runs)
         tb_metrics = plain_table(tb_metrics, schema_lib.with_extras(
             schema_lib.METRICS, config.windowed, config.stepped))
         extra['tensorboard_runs_left_out'] = left_out
@@ -325,7 +326,8 @@ def _write_optional_outputs(config: config_lib.EvalConfig, out: str, metrics: pa
         _optional_writer('pipeline.writers.tensorboard', 'write_tensorboard',
                          _tensorboard_dir(config.tensorboard.dir, config.output, out),
                          tb_metrics, tb_plots)
-    _optional_writer('pipeline.report', 'write_report', out, config.output)
+    _optional_writer('pipeline.report', 'write_report', out, config.output, metrics=metrics,
+                     metrics_schema=m_schema, plots=plots)
     return extra
 
 
@@ -353,8 +355,8 @@ def _tensorboard_dir(configured: str | None, output: str, staging: str) -> str:
     return configured
 
 
-def _optional_writer(module: str, function: str, *args: Any) -> None:
-    """Calls module.function(*args); a missing module is skipped with a warning, any other error
+def _optional_writer(module: str, function: str, *args: Any, **kwargs: Any) -> None:
+    """Calls module.function(*args, **kwargs); a missing module is skipped with a warning, any other error
     (including an ImportError raised from inside the module) fails the run."""
     try:
         mod = importlib.import_module(module)
@@ -363,4 +365,4 @@ def _optional_writer(module: str, function: str, *args: Any) -> None:
             raise
         _log.warning('headstream: %s is not installed; skipping %s', module, function)
         return
-    getattr(mod, function)(*args)
+    getattr(mod, function)(*args, **kwargs)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from pipeline import fileio
 import pyarrow as pa
@@ -44,11 +44,16 @@ from pipeline.report.select import SELECTION_TEXT, left_out_notes, select_slices
 REPORT_FILE = 'report.html'
 
 
-def write_report(output_dir: str, source: str | None = None) -> str:
+def write_report(output_dir: str, source: str | None = None, *,
+                 metrics: pa.Table | None = None, metrics_schema: pa.Schema | None = None,
+                 plots: Callable[[set[str] | None], Iterable[pa.Table]] | None = None) -> str:
     """Builds `<output_dir>/report.html` from the run's Parquet outputs; returns its path.
 
     `source` is the directory the page names as its origin (default `output_dir`): a run builds
-    its report in a staging directory that is then moved to `source`.
+    its report in a staging directory that is then moved to `source`. A run that holds its
+    tables may pass them instead of having the files read back (`pipeline.report.memory`):
+    `metrics` (text columns may be dictionaries) with the schema it was written as, and `plots`,
+    a callable giving the plots table's pieces of a set of slices (None: all).
 
     Raises:
       FileNotFoundError: `output_dir` holds no metrics/*.parquet.
@@ -57,7 +62,11 @@ def write_report(output_dir: str, source: str | None = None) -> str:
     # The slices are chosen on the text columns the choice reads (as dictionaries) and the
     # numbers of the rows it ranks; only the chosen slices' rows are then read whole (a run with
     # 10^6 slices has 10^7 metrics rows: never read back whole, nor as strings).
-    files = TableFiles(output_dir, 'metrics')
+    if metrics is not None:
+        from pipeline.report.memory import TableMemory
+        files: Any = TableMemory(metrics, metrics_schema or metrics.schema, 'metrics')
+    else:
+        files = TableFiles(output_dir, 'metrics')
     if not files:
         raise FileNotFoundError('headstream report: no metrics/*.parquet under %s' % output_dir)
     text = files.columns(SELECTION_TEXT)
@@ -76,11 +85,15 @@ def write_report(output_dir: str, source: str | None = None) -> str:
         metrics = files.rows(pc.is_in(slice_column, value_set=wanted).to_numpy(
             zero_copy_only=False))
         slice_column = None
-    plots = read_tables(output_dir, 'plots', slices=selection.slices)
+    if plots is not None:
+        from pipeline.report.memory import plot_rows_of
+        plot_rows = plot_rows_of(plots, selection.slices)
+    else:
+        plot_rows = read_tables(output_dir, 'plots', slices=selection.slices)
     # A summary is decoration: a missing or broken one (None) must not hide the metrics.
     summary = fileio.read_summary(output_dir)
     notes = left_out_notes(summary) + selection.notes
-    page = build_page(metrics, plots, summary, source=source or output_dir,
+    page = build_page(metrics, plot_rows, summary, source=source or output_dir,
                       verdict=verdict, notes=notes)
     path = fileio.join(output_dir, REPORT_FILE)
     # Written under a temporary name and renamed, so a reader never sees half a page.
