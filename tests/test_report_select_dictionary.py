@@ -14,7 +14,7 @@ from pipeline.report.data import TableFiles
 from pipeline.report.select import PRIMARY_METRICS, SELECTION_TEXT, select_slices
 
 
-def _reference(rows: list[dict], n: int, always: set) -> tuple:
+def _reference(rows: list[dict], n: int, always: list) -> tuple:
     """The choice row by row: per spec of more than 3n slices, per head (its primary metric: the
     first of PRIMARY_METRICS it has, else its first), the n worst, n best (candidate rows with
     a finite value, weight not 0, not an auc of 0 without bounds; ties in row order) and n
@@ -56,11 +56,18 @@ def _reference(rows: list[dict], n: int, always: set) -> tuple:
                      '%d largest); %s left out of this page (all are in the metrics and plots '
                      'tables)' % (columns, f'{len(chosen):,}', f'{big[columns]:,}', n, n, by, n,
                                   f'{big[columns] - len(chosen):,}'))
-    extra = (always & set().union(*by_spec.values())) - keep
+    present = set().union(*by_spec.values())
+    extra = []
+    for s in always:  # in order, each once
+        if s in present and s not in keep and s not in extra:
+            extra.append(s)
     if extra:
-        notes.append('%s more slices shown for their failing validation checks'
-                     % f'{len(extra):,}')
-    return keep | extra, notes
+        left = len(extra) - 3 * n
+        notes.append('%s more slices shown for their failing validation checks%s'
+                     % (f'{min(len(extra), 3 * n):,}', '' if left <= 0 else
+                        '; %s more failing slices left out of this page (validation.json '
+                        'lists every check)' % f'{left:,}'))
+    return keep | set(extra[:3 * n]), notes
 
 
 def _table(n: int, seed: int) -> pa.Table:
@@ -89,7 +96,7 @@ def _table(n: int, seed: int) -> pa.Table:
 def test_the_choice_on_dictionaries_and_numbers_read_apart_is_the_choice_on_strings(tmp_path):
     for seed, n in ((1, 400), (2, 1000)):
         strings = _table(n, seed)
-        always = {'user:3', 'user:%d' % (n - 2), 'nowhere'}
+        always = ['user:3', 'user:%d' % (n - 2), 'nowhere', 'user:3']
         want = select_slices(strings, always=always)
         assert tuple(want) == _reference(strings.to_pylist(), 50, always)
         assert want.slices is not None and len(want.notes) == 2
@@ -109,3 +116,15 @@ def test_the_choice_on_dictionaries_and_numbers_read_apart_is_the_choice_on_stri
         mask = np.asarray(pa.compute.is_in(strings['slice'], value_set=pa.array(
             sorted(want.slices))))
         assert files.rows(mask).equals(strings.filter(pa.array(mask)))
+
+
+def test_at_most_three_n_failing_slices_are_added_the_first_in_the_verdicts_order():
+    strings = _table(1000, 3)
+    always = ['user:%d' % i for i in range(999, 0, -3)] + ['nowhere']  # 333 failing slices
+    got = select_slices(strings, always=always)
+    assert tuple(got) == _reference(strings.to_pylist(), 50, always)
+    chosen = select_slices(strings).slices
+    added = got.slices - chosen
+    assert len(added) == 150
+    assert added == set([s for s in always if s not in chosen][:150])
+    assert any('failing slices left out of this page' in note for note in got.notes)

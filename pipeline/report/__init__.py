@@ -73,7 +73,8 @@ def write_report(output_dir: str, source: str | None = None, *,
     # Specs with very many slices show a few of them (`pipeline.report.select`).
     verdict = read_verdict(output_dir)
     # ... but every slice with a failing validation check stays on the page.
-    failing = {c.get('slice') for c in (verdict or {}).get('checks', []) if not c.get('passed')}
+    failing = list(dict.fromkeys(c.get('slice') for c in (verdict or {}).get('checks', [])
+                                 if not c.get('passed')))
     selection = select_slices(text, always=failing, numbers=files)
     if selection.slices is None:
         text = None

@@ -1,7 +1,7 @@
 """Which slices the report shows: every slice of a spec with few of them; for a spec with more than
 3 × `MAX_SLICES_PER_SPEC`, per head the N worst and N best by the head's primary metric and the
-N largest by example count (their union), and every slice with a failing validation check, so
-the page stays small and opens quickly at any number of slices. Each spec cut so gets a note
+N largest by example count (their union), and the slices with a failing validation check (up to
+3 × N more), so the page stays small and opens quickly at any number of slices. Each spec cut so gets a note
 saying how many of its slices the page leaves out (they remain in the metrics and plots tables).
 The ranking uses the candidate's rows only (a run with a baseline also has baseline and diff
 rows).
@@ -154,10 +154,10 @@ def _metric_names(metrics: pa.Table) -> dict[str, dict[str, list[str]]]:
 
 
 def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC,
-                  always: set[str] | frozenset[str] = frozenset(), numbers: Any = None
-                  ) -> Selection:
+                  always: Sequence[str] = (), numbers: Any = None) -> Selection:
     """The slices the report shows (see the module docstring); the slices in `always` (those
-    with a failing validation check) are shown whatever their rank.
+    with a failing validation check, in the verdict's order) are shown whatever their rank, at
+    most 3n of them beyond the chosen ones (the first in `always`' order).
 
     `metrics` needs the text columns (strings or dictionaries); the numbers the ranking reads
     (`value`, the counts, `lower_bound`) come from `metrics` itself, or from `numbers` (its
@@ -195,12 +195,17 @@ def select_slices(metrics: pa.Table, n: int = MAX_SLICES_PER_SPEC,
                      '%d largest); %s left out of this page (all are in the metrics and plots '
                      'tables)' % (_spec_label(columns), f'{len(chosen):,}', f'{total:,}', n, n,
                                   by, n, f'{total - len(chosen):,}'))
-    always = pa.array(sorted(set(always) - keep), pa.string())
-    extra = set(always.filter(pc.is_in(always, value_set=pairs['slice'])).to_pylist())
-    if extra:
-        notes.append('%s more slices shown for their failing validation checks'
-                     % f'{len(extra):,}')
-    return Selection(keep | extra, notes)
+    # The failing slices not chosen, in the verdict's order; at most 3n of them (a rule over a
+    # spec of 10^5 slices may fail on most): the others are in validation.json.
+    always = pa.array([s for s in dict.fromkeys(always) if s not in keep], pa.string())
+    extra = always.filter(pc.is_in(always, value_set=pairs['slice'])).to_pylist()
+    shown = extra[:3 * n]
+    if shown:
+        notes.append('%s more slices shown for their failing validation checks%s'
+                     % (f'{len(shown):,}', '' if len(shown) == len(extra) else
+                        '; %s more failing slices left out of this page (validation.json '
+                        'lists every check)' % f'{len(extra) - len(shown):,}'))
+    return Selection(keep | set(shown), notes)
 
 
 def left_out_notes(summary: dict | None) -> list[str]:
