@@ -23,6 +23,7 @@ import numpy as np
 from pipeline.key_blocks import KeyBlock, TableKey, _canonical, _is_int_key
 from pipeline.metric_rows import MetricRows
 from pipeline.packed_plots import PackedPlots
+from pipeline.pickle_once import PickleOnce
 from pipeline.elements import Key
 from pipeline.results import KeyResult, state_results, strip_suffix, values_order
 
@@ -144,13 +145,15 @@ def _metric_array(kb: KeyBlock, name: str) -> tuple[tuple[str, ...], np.ndarray]
     return names, values
 
 
-class ResultsPack:
+class ResultsPack(PickleOnce):
     """A shard's results in columns, for the trip to the run's gather: one pickle of a few arrays
     and the key table instead of 10^5 named tuples (whose pickling is Python code, key by key).
-    `results()` gives the KeyResults."""
+    `results()` gives the KeyResults. Read only: packed once however often it is pickled
+    (`pipeline.pickle_once`)."""
 
-    __slots__ = ('columns', 'head', 'keys', 'names', 'values', 'counts', 'weighted', 'plots',
-                 'extra')
+    _FIELDS = ('columns', 'head', 'keys', 'names', 'values', 'counts', 'weighted', 'plots',
+               'extra')
+    __slots__ = _FIELDS + ('_pickled',)
 
     def __init__(self, columns: tuple[str, ...], head: int, keys: list[TableKey],
                  names: tuple[str, ...], values: np.ndarray, counts: np.ndarray,
@@ -158,13 +161,14 @@ class ResultsPack:
         self.columns, self.head, self.keys, self.names = columns, head, keys, names
         self.values, self.counts, self.weighted = values, counts, weighted
         self.plots, self.extra = plots, extra  # plots by position in `keys`; dense keys' results
+        self._pickled: bytes | None = None
 
     def __getstate__(self) -> tuple:
         """The fields, two of them compact: keys of one int value (no window, no step) as an
         int64 array; of `values`, the value column and only the bounds columns of metrics that
         have a bound somewhere (the others are all the NaN they were filled with: 2/3 of the
         array for a binary head). `__setstate__` gives the same keys and bit-identical values."""
-        state = {name: getattr(self, name) for name in self.__slots__}
+        state = {name: getattr(self, name) for name in self._FIELDS}
         keys = self.keys
         if keys and all(map(_is_int_key, keys)):
             state['keys'] = (_INT_KEYS, np.fromiter((k[0][0] for k in keys), np.int64, len(keys)))
@@ -175,10 +179,11 @@ class ResultsPack:
             with_bounds = np.flatnonzero(has)
             state['values'] = (_SPLIT_VALUES, v.shape, v[:, :, 0].copy(), with_bounds,
                                v[:, with_bounds, 1:].copy())
-        return tuple(state[name] for name in self.__slots__)
+        return tuple(state[name] for name in self._FIELDS)
 
     def __setstate__(self, state: tuple) -> None:
-        for name, value in zip(self.__slots__, state):
+        self._pickled = None
+        for name, value in zip(self._FIELDS, state):
             setattr(self, name, value)
         keys = self.keys
         if isinstance(keys, tuple) and len(keys) == 2 and keys[0] == _INT_KEYS:

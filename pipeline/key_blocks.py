@@ -31,6 +31,7 @@ import numpy as np
 from pipeline.elements import HeadArrays, Key
 from pipeline.decode import take_rows
 from pipeline.keys import SpecKeys, group_rows
+from pipeline.pickle_once import PickleOnce
 
 __all__ = ['BLOCK_TAG', 'SHARDS', 'KeyBlock', 'block_key', 'is_block_key']
 
@@ -124,7 +125,7 @@ def shard_numbers(keys: Sequence[TableKey]) -> np.ndarray:
     return out
 
 
-class KeyBlock:
+class KeyBlock(PickleOnce):
     """The states of every key of slice spec `columns` for head index `head`.
 
     `keys[i]` is key i's (slice values, window start, step) and `block` the head's columnar block
@@ -137,10 +138,13 @@ class KeyBlock:
     `_slot[v - _lo]` the index of value v, −1 when absent, built when first needed). A table of
     numbers turns into tuples when a key of another kind arrives (`_to_tuples`); both give the
     same indices for the same keys.
+
+    A block is pickled once while unchanged (`pipeline.pickle_once`): `add` and `merge` drop the
+    kept pickle.
     """
 
     __slots__ = ('columns', 'head', '_keys', 'block', 'dense', '_index', '_by_values',
-                 '_new_state', '_ints', '_n_ints', '_slot', '_lo', '_handed')
+                 '_new_state', '_ints', '_n_ints', '_slot', '_lo', '_handed', '_pickled')
 
     def __init__(self, columns: tuple[str, ...], head: int, block: Any,
                  new_state: Callable[[], Any] | None = None) -> None:
@@ -159,6 +163,7 @@ class KeyBlock:
         self._lo = 0
         # A shard part `shards` made and handed on, not yet copied (see `__deepcopy__`).
         self._handed = False
+        self._pickled: bytes | None = None
 
     # -- the key table ----------------------------------------------------------------------------
     @property
@@ -314,6 +319,7 @@ class KeyBlock:
     def add(self, keys: Sequence[tuple], codes: np.ndarray, arrays: HeadArrays) -> None:
         """Adds row j of `arrays` to key `keys[codes[j]]` ((columns, values, window, step), as
         `pipeline.keys.key_codes` lists them; codes[j] < 0: the row is in no key)."""
+        self._changed()
         if self._new_state is not None and len(keys) <= DENSE_KEYS:
             self._add_dense(keys, codes, arrays)
             return
@@ -355,6 +361,7 @@ class KeyBlock:
         if (other.columns, other.head) != (self.columns, self.head):
             raise ValueError('Cannot merge the blocks of %r head %d and %r head %d.'
                              % (self.columns, self.head, other.columns, other.head))
+        self._changed()
         index = None
         theirs = other.int_values()
         if theirs is not None:
@@ -468,7 +475,7 @@ class KeyBlock:
 
     def __setstate__(self, state: tuple) -> None:
         self.columns, self.head, keys, self.block, dense = state
-        self._new_state, self._lo, self._handed = None, 0, False
+        self._new_state, self._lo, self._handed, self._pickled = None, 0, False, None
         self.dense = {_canonical(k): s for k, s in dense.items()}
         if isinstance(keys, tuple) and len(keys) == 2 and keys[0] == _INT_TABLE:
             self._set_ints(keys[1].astype(np.int64))
