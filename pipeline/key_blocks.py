@@ -394,6 +394,18 @@ class KeyBlock(PickleOnce):
             out._indices(keys)
         return out
 
+    def _part(self, indices: np.ndarray, block: Any) -> 'KeyBlock':
+        """A new block of these keys (increasing indices) whose columnar block, `block`, is
+        this block's `take(indices)` already."""
+        out = KeyBlock(self.columns, self.head, block)
+        values = self.int_values()
+        if values is not None:
+            out._set_ints(values[indices])
+        else:
+            keys = self.keys
+            out._set_keys([keys[i] for i in indices.tolist()])
+        return out
+
     def _set_keys(self, keys: list[TableKey]) -> None:
         """Makes `keys` (distinct) the table of an empty block."""
         self._ints, self._n_ints, self._slot, self._by_values = None, 0, None, {}
@@ -428,7 +440,8 @@ class KeyBlock(PickleOnce):
         """(shard, block of its keys) for each shard holding keys; a key's shard depends only on
         the key (`shard_numbers`), so every bundle sends it to the same shard. The parts are new
         blocks handed over to the caller (their first deep copy is the part itself:
-        `__deepcopy__`); with one shard, the part is this block."""
+        `__deepcopy__`); with one shard, the part is this block. A block with `split` (e.g.
+        `BinaryClassBlock.split`) is split in one pass, else each part is a `take`."""
         dense = list(self.dense)
         values = self.int_values()
         block_shard = ((shard_numbers(self.keys) if values is None else _int_shard_numbers(values))
@@ -438,8 +451,13 @@ class KeyBlock(PickleOnce):
         if shards.size == 1:
             yield int(shards[0]), self
             return
+        split = getattr(self.block, 'split', None)
+        blocks = split(block_shard, n) if split is not None else None
         for shard in shards.tolist():
-            part = self.take(np.flatnonzero(block_shard == shard))
+            if blocks is None:
+                part = self.take(np.flatnonzero(block_shard == shard))
+            else:
+                part = self._part(np.flatnonzero(block_shard == shard), blocks[shard])
             part.dense = {dense[i]: self.dense[dense[i]]
                           for i in np.flatnonzero(dense_shard == shard).tolist()}
             part._handed = True

@@ -34,7 +34,7 @@ from heads.metrics.common import cumulative_from_top
 from heads.metrics.histogram import auc_bounds_rows, calibration_buckets
 from heads.metrics.keras_auc import keras_buckets, pr_between, roc_between
 from heads.metrics.means import reduce_loss
-from heads.metrics.sparse_cells import SparseCells, pack_nonzero, unpack_nonzero
+from heads.metrics.sparse_cells import SparseCells, pack_nonzero, part_ranks, unpack_nonzero
 
 __all__ = ['BinaryClassBlock']
 
@@ -204,6 +204,24 @@ class BinaryClassBlock:
         out._sums = self.sums[keys]
         out.n_keys = keys.size
         out.auc, out.histogram, out.calibration = (t.take(keys) for t in self._tables())
+        return out
+
+    def split(self, part_of_key: np.ndarray, n_parts: int) -> list['BinaryClassBlock']:
+        """The blocks of `n_parts` parts of the keys (key k in part part_of_key[k]): part p is
+        `take(np.flatnonzero(part_of_key == p))`, each table split in one pass
+        (`SparseCells.split`)."""
+        parts = np.asarray(part_of_key, dtype=np.int64).reshape(-1)
+        if parts.size != self.n_keys:
+            raise ValueError('{} parts for a block of {} keys.'.format(parts.size, self.n_keys))
+        local = part_ranks(parts, n_parts)
+        tables = [t.split(parts, n_parts, local) for t in self._tables()]
+        out = []
+        for p in range(n_parts):
+            block = BinaryClassBlock(self.face)
+            block._sums = self.sums[parts == p]
+            block.n_keys = block._sums.shape[0]
+            block.auc, block.histogram, block.calibration = (t[p] for t in tables)
+            out.append(block)
         return out
 
     # -- reading ----------------------------------------------------------------------------------

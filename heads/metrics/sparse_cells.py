@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ['SparseCells', 'ragged_positions', 'pack_nonzero', 'unpack_nonzero', 'pack_steps',
-           'unpack_steps']
+__all__ = ['SparseCells', 'part_ranks', 'ragged_positions', 'pack_nonzero', 'unpack_nonzero',
+           'pack_steps', 'unpack_steps']
 
 # Pending rows always allowed before a consolidation (beyond the table's own size).
 _MIN_PENDING = 1 << 20
@@ -129,6 +129,31 @@ class SparseCells:
         out._values = np.take(self._values, at, axis=0)
         return out
 
+    def split(self, part_of_key: np.ndarray, n_parts: int, local: np.ndarray | None = None
+              ) -> list['SparseCells']:
+        """The tables of `n_parts` parts of the keys (key k in part part_of_key[k], an int in
+        [0, n_parts)): part p is `take(np.flatnonzero(part_of_key == p))`, all parts from one
+        pass over the table (a stable partition of its entries by part) instead of a search of
+        the table per part. `local`: `part_ranks(part_of_key, n_parts)`, when known."""
+        self.consolidate()
+        parts = np.asarray(part_of_key, dtype=np.int64)
+        if local is None:
+            local = part_ranks(parts, n_parts)
+        key = self._codes // self.width
+        entry_part = parts[key]
+        codes = local[key] * self.width + (self._codes - key * self.width)
+        order = _small_stable_order(entry_part, n_parts)
+        codes = codes[order]
+        values = np.take(self._values, order, axis=0)
+        ends = np.cumsum(np.bincount(entry_part, minlength=n_parts)).tolist()
+        out = []
+        for p in range(n_parts):
+            table = SparseCells(self.width, self.n_values)
+            a, b = (ends[p - 1] if p else 0), ends[p]
+            table._codes, table._values = codes[a:b], values[a:b]
+            out.append(table)
+        return out
+
     def key_bounds(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(start, stop) of each key's entries in the consolidated table."""
         self.consolidate()
@@ -183,9 +208,44 @@ class SparseCells:
 
 
 def _aggregate(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unsorted (code, values) rows summed per code: sorted unique codes and their sums."""
-    order = np.argsort(codes)
-    return _reduce_sorted(codes[order], np.take(values, order, axis=0))
+    """Unsorted (code, values) rows summed per code, in their order: sorted unique codes and
+    their sums."""
+    codes, order = stable_order(codes)
+    return _reduce_sorted(codes, np.take(values, order, axis=0))
+
+
+def stable_order(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the codes sorted, the stable order that sorts them) of non-negative int64 codes: a sort of
+    each code with its position in the low bits when both fit in 63 bits (numpy's sort of int64
+    numbers is several times faster than its argsort, stable or not), else a stable argsort."""
+    n = codes.size
+    shift = max(int(n).bit_length(), 1)
+    if n and 0 <= int(codes.min()) and int(codes.max()) < (1 << (63 - shift)):
+        packed = np.left_shift(codes, shift)
+        packed |= np.arange(n, dtype=np.int64)
+        packed.sort()
+        order = packed & ((1 << shift) - 1)
+        return np.right_shift(packed, shift), order
+    order = np.argsort(codes, kind='stable')
+    return codes[order], order
+
+
+def part_ranks(part_of_key: np.ndarray, n_parts: int) -> np.ndarray:
+    """Each key's index in its part (`SparseCells.split`): its rank among the keys of its part,
+    in key order."""
+    parts = np.asarray(part_of_key, dtype=np.int64)
+    per_part = np.bincount(parts, minlength=n_parts)
+    local = np.empty(parts.size, dtype=np.int64)
+    local[_small_stable_order(parts, n_parts)] = (
+        np.arange(parts.size) - np.repeat(np.cumsum(per_part) - per_part, per_part))
+    return local
+
+
+def _small_stable_order(labels: np.ndarray, n: int) -> np.ndarray:
+    """The stable order sorting labels in [0, n): as 16-bit numbers when they fit (numpy's
+    radix sort, linear)."""
+    return np.argsort(labels.astype(np.int16) if n <= np.iinfo(np.int16).max else labels,
+                      kind='stable')
 
 
 def _reduce_sorted(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
