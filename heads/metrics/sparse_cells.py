@@ -265,13 +265,18 @@ def pack_nonzero(values: np.ndarray) -> tuple:
     """A float64 array as (shape, bit mask of its non-zero elements, bit mask of those that
     float32 holds exactly, those as float32, the others as float64): compact for pickles of sums
     that are mostly 0 (a key's few rows fill few cells) or whole (counts, unit weights). Works on
-    the flat array (boolean indexing of a 1-D array is several times faster)."""
+    the flat array, selecting through the masks' positions (`np.flatnonzero`; numpy's boolean
+    indexing is several times slower on masks without long runs, as a table's alternating
+    positive and negative sums)."""
     flat = values.reshape(-1)
     mask = flat != 0  # NaN is kept
-    nonzero = flat[mask]
+    nonzero = flat.take(np.flatnonzero(mask))
     narrow = nonzero.astype(np.float32)
     exact = narrow == nonzero  # NaN is not: kept as float64
-    return (values.shape, np.packbits(mask), np.packbits(exact), narrow[exact], nonzero[~exact])
+    if exact.all():
+        return (values.shape, np.packbits(mask), np.packbits(exact), narrow, nonzero[:0])
+    return (values.shape, np.packbits(mask), np.packbits(exact),
+            narrow.take(np.flatnonzero(exact)), nonzero.take(np.flatnonzero(~exact)))
 
 
 def unpack_nonzero(packed: tuple) -> np.ndarray:
@@ -279,12 +284,15 @@ def unpack_nonzero(packed: tuple) -> np.ndarray:
     shape, bits, exact_bits, narrow, wide = packed
     size = int(np.prod(shape))
     mask = np.unpackbits(bits, count=size).view(bool)
-    exact = np.unpackbits(exact_bits, count=narrow.size + wide.size).view(bool)
-    nonzero = np.empty(exact.size)
-    nonzero[exact] = narrow
-    nonzero[~exact] = wide
+    if wide.size:
+        exact = np.unpackbits(exact_bits, count=narrow.size + wide.size).view(bool)
+        nonzero = np.empty(exact.size)
+        nonzero[np.flatnonzero(exact)] = narrow
+        nonzero[np.flatnonzero(~exact)] = wide
+    else:
+        nonzero = narrow
     out = np.zeros(size)
-    out[mask] = nonzero
+    out[np.flatnonzero(mask)] = nonzero
     return out.reshape(shape)
 
 
