@@ -41,10 +41,29 @@ PlotGroup = tuple[tuple[str, ...], Any, Any]
 Candidate = tuple[PlotGroup, tuple, TableKey]
 
 
-def _key_counts(kb: KeyBlock) -> tuple[list[TableKey], np.ndarray]:
+class _IntKeys(Sequence):
+    """The keys ((v,), None, None) of a table of numbers, each tuple built when read (a shard of
+    10^5 keys reads a few thousand)."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return self.values.size
+
+    def __getitem__(self, i: Any) -> TableKey:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return ((int(self.values[i]),), None, None)
+
+
+def _key_counts(kb: KeyBlock) -> tuple[Sequence[TableKey], np.ndarray]:
     """Every key of `kb` (block keys, then keys only in `dense`) and its example count."""
-    keys = list(kb.keys)
     counts = kb.block.counts()[0].copy()
+    values = kb.int_values()
+    if values is not None and not kb.dense:
+        return _IntKeys(values), counts
+    keys = list(kb.keys)
     extra = []
     for key, state in kb.dense.items():
         i = kb.index_of(key)
@@ -56,9 +75,11 @@ def _key_counts(kb: KeyBlock) -> tuple[list[TableKey], np.ndarray]:
     return keys, np.concatenate([counts, np.asarray(extra, np.float64)])
 
 
-def _first_by_value(keys: list[TableKey], index: np.ndarray, r: int) -> np.ndarray:
+def _first_by_value(keys: Sequence[TableKey], index: np.ndarray, r: int) -> np.ndarray:
     """The r of `index` whose keys' slice values come first in the tables' order: with numpy when
     the values are single ints or single strings (their order is numpy's), else key by key."""
+    if isinstance(keys, _IntKeys):  # single ints: numpy's order
+        return index[np.argsort(keys.values[index], kind='stable')[:r]]
     values = [keys[i][0] for i in index.tolist()]
     flat = [v[0] for v in values] if all(len(v) == 1 for v in values) else None
     order = None
@@ -75,7 +96,7 @@ def _first_by_value(keys: list[TableKey], index: np.ndarray, r: int) -> np.ndarr
     return index[order[:r]]
 
 
-def _largest(keys: list[TableKey], counts: np.ndarray, index: np.ndarray, limit: int
+def _largest(keys: Sequence[TableKey], counts: np.ndarray, index: np.ndarray, limit: int
              ) -> list[int]:
     """The `limit` keys of `index` with the most examples, ties in the tables' slice order, in
     that order."""
@@ -97,7 +118,7 @@ def plot_candidates(kb: KeyBlock, limit: int) -> list[Candidate]:
     if limit <= 0 or not len(kb):
         return []
     keys, counts = _key_counts(kb)
-    if all(w is None and s is None for _, w, s in keys):
+    if isinstance(keys, _IntKeys) or all(w is None and s is None for _, w, s in keys):
         groups = {(None, None): np.arange(len(keys))}
     else:
         members: dict[tuple, list[int]] = {}
@@ -132,7 +153,7 @@ def _metric_array(kb: KeyBlock, name: str) -> tuple[tuple[str, ...], np.ndarray]
     results = {strip_suffix(k, name): v for k, v in block.results().items()}
     results.pop('loss', None)  # the `loss` row is the head's loss, as in state_result
     names = tuple(results) + ('loss',)
-    values = np.full((len(kb.keys), len(names), 3), np.nan)
+    values = np.full((kb.n_keys(), len(names), 3), np.nan)
     for j, v in enumerate(results.values()):
         values[:, j, 0] = v
     values[:, -1, 0] = block.losses()
@@ -153,25 +174,52 @@ class ResultsPack(PickleOnce):
 
     _FIELDS = ('columns', 'head', 'keys', 'names', 'values', 'counts', 'weighted', 'plots',
                'extra')
-    __slots__ = _FIELDS + ('_pickled',)
+    __slots__ = ('columns', 'head', '_keys', '_ints', 'names', 'values', 'counts', 'weighted',
+                 'plots', 'extra', '_pickled')
 
-    def __init__(self, columns: tuple[str, ...], head: int, keys: list[TableKey],
+    def __init__(self, columns: tuple[str, ...], head: int, keys: list[TableKey] | None,
                  names: tuple[str, ...], values: np.ndarray, counts: np.ndarray,
-                 weighted: np.ndarray, plots: dict[int, Any], extra: list[KeyResult]) -> None:
-        self.columns, self.head, self.keys, self.names = columns, head, keys, names
+                 weighted: np.ndarray, plots: dict[int, Any], extra: list[KeyResult],
+                 int_values: np.ndarray | None = None) -> None:
+        """`keys` the keys in order; or None with `int_values`, the int64 values of keys
+        ((v,), None, None) (`keys` is then built when first read)."""
+        if keys is None and int_values is None:
+            raise ValueError('ResultsPack needs keys or int_values')
+        self.columns, self.head, self.names = columns, head, names
+        self._keys, self._ints = keys, None if keys is not None else int_values
         self.values, self.counts, self.weighted = values, counts, weighted
         self.plots, self.extra = plots, extra  # plots by position in `keys`; dense keys' results
         self._pickled: bytes | None = None
+
+    @property
+    def keys(self) -> list[TableKey]:
+        """The keys (slice values, window, step), in the order of the arrays' rows."""
+        if self._keys is None:
+            self._keys = [((v,), None, None) for v in self._ints.tolist()]
+        return self._keys
+
+    @keys.setter
+    def keys(self, keys: list[TableKey]) -> None:
+        self._keys, self._ints = keys, None
+
+    def int_values(self) -> np.ndarray | None:
+        """The keys' values (int64) when every key is ((v,), None, None) and the pack was made
+        or read with them as numbers; None otherwise (read `keys`)."""
+        return self._ints
 
     def __getstate__(self) -> tuple:
         """The fields, two of them compact: keys of one int value (no window, no step) as an
         int64 array; of `values`, the value column and only the bounds columns of metrics that
         have a bound somewhere (the others are all the NaN they were filled with: 2/3 of the
         array for a binary head). `__setstate__` gives the same keys and bit-identical values."""
-        state = {name: getattr(self, name) for name in self._FIELDS}
-        keys = self.keys
-        if keys and all(map(_is_int_key, keys)):
+        state = {name: getattr(self, name) for name in self._FIELDS if name != 'keys'}
+        keys = self._keys
+        if self._ints is not None:
+            state['keys'] = (_INT_KEYS, self._ints)
+        elif keys and all(map(_is_int_key, keys)):
             state['keys'] = (_INT_KEYS, np.fromiter((k[0][0] for k in keys), np.int64, len(keys)))
+        else:
+            state['keys'] = keys
         v = np.ascontiguousarray(self.values)
         if v.ndim == 3 and v.shape[2] == 3:
             bounds = v[:, :, 1:].view(np.uint64)
@@ -185,9 +233,9 @@ class ResultsPack(PickleOnce):
         self._pickled = None
         for name, value in zip(self._FIELDS, state):
             setattr(self, name, value)
-        keys = self.keys
+        keys = self._keys
         if isinstance(keys, tuple) and len(keys) == 2 and keys[0] == _INT_KEYS:
-            self.keys = [((v,), None, None) for v in keys[1].tolist()]
+            self._keys, self._ints = None, keys[1]  # the tuples built when first read
         values = self.values
         if isinstance(values, tuple) and values[0] == _SPLIT_VALUES:
             _, shape, column, with_bounds, bounds = values
@@ -220,6 +268,14 @@ def results_pack(kb: KeyBlock, head_names: Sequence[str],
     """`block_results` as a `ResultsPack`."""
     names, values = _metric_array(kb, head_names[kb.head])
     examples, weighted = kb.block.counts()
+    ints = kb.int_values()
+    if ints is not None and not kb.dense:
+        chosen = None if winners is None else _int_positions(kb, winners.get(kb.columns, ()))
+        if winners is None or chosen is not None:  # the keys as numbers, never as tuples
+            plots = {i: PackedPlots(kb.block.state(i).plots() or {})
+                     for i in (range(ints.size) if chosen is None else chosen)}
+            return ResultsPack(kb.columns, kb.head, None, names, values, examples, weighted,
+                               plots, [], int_values=ints.copy())
     plotted = (set(kb.keys) | set(kb.dense) if winners is None
                else set(map(_canonical, winners.get(kb.columns, ()))))
     own = np.fromiter((k not in kb.dense for k in kb.keys), bool, len(kb.keys))
@@ -236,6 +292,19 @@ def results_pack(kb: KeyBlock, head_names: Sequence[str],
             plots[j] = PackedPlots(kb.block.state(i).plots() or {})
     return ResultsPack(kb.columns, kb.head, keys, names, values, examples, weighted, plots,
                        _dense_results(kb, head_names, plotted))
+
+
+def _int_positions(kb: KeyBlock, winners: Iterable[TableKey]) -> list[int] | None:
+    """The increasing table positions of the winners `kb` (a table of numbers) holds; None when
+    a winner is not a key of one int value (then compared as tuples, key by key)."""
+    found = []
+    for key in winners:
+        if not _is_int_key(key):
+            return None
+        i = kb.index_of(key)
+        if i is not None:
+            found.append(i)
+    return sorted(found)
 
 
 def _dense_results(kb: KeyBlock, head_names: Sequence[str], plotted: set[TableKey]
