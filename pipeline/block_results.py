@@ -272,8 +272,7 @@ def results_pack(kb: KeyBlock, head_names: Sequence[str],
     if ints is not None and not kb.dense:
         chosen = None if winners is None else _int_positions(kb, winners.get(kb.columns, ()))
         if winners is None or chosen is not None:  # the keys as numbers, never as tuples
-            plots = {i: PackedPlots(kb.block.state(i).plots() or {})
-                     for i in (range(ints.size) if chosen is None else chosen)}
+            plots = _packed_plots(kb.block, range(ints.size) if chosen is None else chosen)
             return ResultsPack(kb.columns, kb.head, None, names, values, examples, weighted,
                                plots, [], int_values=ints.copy())
     plotted = (set(kb.keys) | set(kb.dense) if winners is None
@@ -285,13 +284,33 @@ def results_pack(kb: KeyBlock, head_names: Sequence[str],
         values, examples, weighted = values[keep], examples[keep], weighted[keep]
     else:
         keep, keys = None, list(kb.keys)
-    plots = {}
-    for j, key in enumerate(keys):
-        if key in plotted:
-            i = j if keep is None else int(keep[j])
-            plots[j] = PackedPlots(kb.block.state(i).plots() or {})
+    at = [j for j, key in enumerate(keys) if key in plotted]
+    plots = _packed_plots(kb.block, at if keep is None else keep[at].tolist())
+    if keep is not None:  # by position in `keys`
+        plots = dict(zip(at, plots.values()))
     return ResultsPack(kb.columns, kb.head, keys, names, values, examples, weighted, plots,
                        _dense_results(kb, head_names, plotted))
+
+
+# Keys whose plots a block reads at once (`plots_of`): [keys, 200, 2] AUC buckets and the
+# calibration buckets, a few MB.
+_PLOTS_STEP = 1024
+
+
+def _packed_plots(block: Any, positions: Sequence[int]) -> dict[int, PackedPlots]:
+    """{position: PackedPlots of that key's plots} for increasing positions of `block`: read
+    `_PLOTS_STEP` keys at a time when the block has `plots_of`, else key by key through
+    `state(k)`."""
+    many = getattr(block, 'plots_of', None)
+    if many is None:
+        return {i: PackedPlots(block.state(i).plots() or {}) for i in positions}
+    positions = list(positions)
+    out = {}
+    for a in range(0, len(positions), _PLOTS_STEP):
+        part = positions[a:a + _PLOTS_STEP]
+        for i, plots in zip(part, many(np.asarray(part, np.int64))):
+            out[i] = PackedPlots(plots or {})
+    return out
 
 
 def _int_positions(kb: KeyBlock, winners: Iterable[TableKey]) -> list[int] | None:

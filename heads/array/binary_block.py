@@ -32,8 +32,9 @@ from heads.keys import MetricKeys, summary_key
 from heads.metrics import Confusion, Groups, Histogram, KerasAUC
 from heads.metrics.common import cumulative_from_top
 from heads.metrics.histogram import auc_bounds_rows, calibration_buckets
-from heads.metrics.keras_auc import keras_buckets, pr_between, roc_between
+from heads.metrics.keras_auc import curve_confusion, keras_buckets, pr_between, roc_between
 from heads.metrics.means import reduce_loss
+from heads.metrics.plots import calibration_plots, concat_plots, confusion_plots
 from heads.metrics.sparse_cells import SparseCells, pack_nonzero, part_ranks, unpack_nonzero
 
 __all__ = ['BinaryClassBlock']
@@ -311,6 +312,23 @@ class BinaryClassBlock:
         cal = self.calibration.dense(k, k + 1)[0]
         h.cal_examples, h.cal_labels, h.cal_predictions = cal[:, 0], cal[:, 1], cal[:, 2]
         return st
+
+    def plots_of(self, keys: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Each of these keys' `state(k).plots()`, bit for bit, the keys' curves computed
+        together."""
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+        if keys.size and (keys.min() < 0 or keys.max() >= self.n_keys):
+            raise IndexError('keys out of range for a block of {} keys'.format(self.n_keys))
+        s = self.sums[keys]
+        auc = self.auc.dense_of(keys)
+        confusion = curve_confusion(auc[..., 0], auc[..., 1], s[:, POS], s[:, NEG])
+        thresholds = Confusion(self.face.thresholds).thresholds
+        n_t = len(self.face.thresholds) + 1
+        cells = s[:, self._cells].reshape(keys.size, 2, n_t, 2).sum(axis=1)
+        exact = (thresholds,) + tuple(0.0 + a for a in Confusion.from_cells(thresholds, cells))
+        out = confusion_plots('', KerasAUC(self.auc.width).thresholds(), confusion, exact)
+        calibration = calibration_plots('', self.calibration.dense_of(keys))
+        return [concat_plots(pair) for pair in zip(out, calibration)]
 
     def __repr__(self) -> str:
         return 'BinaryClassBlock({!r}, n_keys={})'.format(self.face.signature, self.n_keys)

@@ -183,6 +183,16 @@ class SparseCells:
         out[key - k0, codes - key * self.width] = self._values[a:b]
         return out
 
+    def dense_of(self, keys: np.ndarray) -> np.ndarray:
+        """The sums of these keys as a dense [len(keys), width, n_values] array."""
+        starts, stops = self.key_bounds(keys)
+        lengths = stops - starts
+        at = ragged_positions(starts, lengths)
+        out = np.zeros((np.size(keys), self.width, self.n_values))
+        out[np.repeat(np.arange(np.size(keys)), lengths), self._codes[at] % self.width] = (
+            self._values[at])
+        return out
+
     def padded(self, keys: np.ndarray, length: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each key's entries (at most `length`) left-aligned in rows: (buckets [keys, length],
