@@ -141,3 +141,30 @@ def test_pending_rows_are_summed_in_row_order():
     assert got_codes.tolist() == sorted(set(codes.tolist()))
     for j, c in enumerate(got_codes.tolist()):
         np.testing.assert_array_equal(got[j], np.add.reduceat(values[codes == c], [0], axis=0)[0])
+
+
+def _loop_bounds(table: SparseCells, keys) -> tuple[list[int], list[int]]:
+    """(start, stop) of each key's entries, by walking the table's entries."""
+    entry_keys = table.entries()[0].tolist()
+    starts, stops = [], []
+    for k in keys:
+        at = [i for i, e in enumerate(entry_keys) if e == k]
+        first = next((i for i, e in enumerate(entry_keys) if e >= k), len(entry_keys))
+        starts.append(at[0] if at else first)
+        stops.append(at[-1] + 1 if at else first)
+    return starts, stops
+
+
+def test_key_bounds_of_many_keys_few_keys_and_keys_past_the_table():
+    rng = np.random.default_rng(21)
+    table = SparseCells(7, 1)
+    assert [a.tolist() for a in table.key_bounds(np.arange(300))] == [[0] * 300, [0] * 300]
+    keys = rng.integers(0, 400, 900)
+    table.add(keys, rng.integers(0, 7, 900), np.ones((900, 1)))
+    for ask in (np.arange(420), rng.integers(0, 450, 300), np.array([3, 399, 405])):
+        got = table.key_bounds(ask)  # counted once (>= 256 keys), then reused or searched
+        assert [a.tolist() for a in got] == list(_loop_bounds(table, ask.tolist()))
+    more = rng.integers(380, 500, 50)  # the table changes: its bounds are counted again
+    table.add(more, rng.integers(0, 7, 50), np.ones((50, 1)))
+    ask = np.arange(510)
+    assert [a.tolist() for a in table.key_bounds(ask)] == list(_loop_bounds(table, ask.tolist()))

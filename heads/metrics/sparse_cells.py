@@ -18,6 +18,8 @@ __all__ = ['SparseCells', 'part_ranks', 'ragged_positions', 'pack_nonzero', 'unp
 
 # Pending rows always allowed before a consolidation (beyond the table's own size).
 _MIN_PENDING = 1 << 20
+# `key_bounds` of at least this many keys counts every key's entries (else binary searches).
+_MANY_KEYS = 256
 
 
 def ragged_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -47,6 +49,8 @@ class SparseCells:
         self._values = np.empty((0, self.n_values))
         self._parts: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending = 0
+        # (codes, start, stop per key) of the consolidated table `codes` (`key_bounds`).
+        self._bounds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __getstate__(self) -> dict:
         # Compact: the codes as their (mostly small) increments, the sums without their zeros.
@@ -155,9 +159,25 @@ class SparseCells:
         return out
 
     def key_bounds(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(start, stop) of each key's entries in the consolidated table."""
+        """(start, stop) of each key's entries in the consolidated table: many keys (a block's
+        reading) from every key's bounds, counted once per table (one bincount of the entries'
+        keys and its cumsum, kept while the table is unchanged); a few by binary search."""
         self.consolidate()
         keys = np.asarray(keys, dtype=np.int64)
+        bounds = self._bounds
+        if bounds is None or bounds[0] is not self._codes:
+            bounds = None
+            if keys.size >= _MANY_KEYS:
+                per_key = np.bincount(self._codes // self.width)
+                stops = np.cumsum(per_key)
+                bounds = self._bounds = (self._codes, stops - per_key, stops)
+        if bounds is not None and keys.size and keys.min() >= 0:
+            _, starts, stops = bounds
+            if keys.max() >= starts.size:  # keys past the last key with entries: empty
+                end = self._codes.size
+                starts, stops = np.append(starts, end), np.append(stops, end)
+                keys = np.minimum(keys, starts.size - 1)
+            return starts[keys], stops[keys]
         return (np.searchsorted(self._codes, keys * self.width),
                 np.searchsorted(self._codes, (keys + 1) * self.width))
 
