@@ -10,8 +10,10 @@ Plots (`plots.max_slices` = N): a spec keeps plots for its N largest slices per 
 Reading a key's plots means building its dense state, so only the winners are read, found
 before any shard is read: each shard block names its own N largest per (window, step)
 (`plot_candidates`), and the largest N of all shards' candidates win (`plot_winners`) — the N
-largest overall are always among them. The batch graph computes the winners in a side step and
-hands them to every shard's reading (`pipeline.graph`).
+largest overall are always among them. The batch graph finds the same winners in a side step
+from the example counts of every block part the bundles hand on (`key_counts`, summed per key
+by `winners_of_counts`), so the winners are known when the combined shards are, and hands them
+to every shard's reading (`pipeline.graph`).
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ _INT_KEYS = 'int-keys'
 _SPLIT_VALUES = 'split-values'
 _NAN_BITS = np.array(np.nan).view(np.uint64)
 
-__all__ = ['ResultsPack', 'block_results', 'plot_candidates', 'plot_winners', 'results_pack']
+__all__ = ['ResultsPack', 'block_results', 'key_counts', 'plot_candidates', 'plot_winners',
+           'results_pack', 'winners_of_counts']
 
 
 # (slice columns, window start, step): the unit the plot limit applies to.
@@ -145,6 +148,52 @@ def plot_winners(candidates: Iterable[Candidate], limit: int
         best = sorted(ranks, key=lambda k: ranks[k])[:limit]
         out.setdefault(columns, set()).update(best)
     return out
+
+
+def key_counts(kb: KeyBlock) -> tuple[tuple[str, ...], Any, np.ndarray]:
+    """(slice columns, keys, example count of each key) of a block or a part of one, for
+    `winners_of_counts`: the keys as an int64 array for a table of numbers without dense keys,
+    else a list of table keys (block keys, then keys only in `dense`)."""
+    keys, counts = _key_counts(kb)
+    if isinstance(keys, _IntKeys):
+        return kb.columns, keys.values.copy(), counts
+    return kb.columns, list(keys), counts
+
+
+def winners_of_counts(parts: Iterable[tuple[tuple[str, ...], Any, np.ndarray]], limit: int
+                      ) -> dict[tuple[str, ...], set[TableKey]]:
+    """`plot_winners` from the `key_counts` of every part of every spec's blocks (parts of the
+    same keys from several bundles): each key's counts summed over its parts, then per (spec,
+    window, step) the `limit` largest, ties in the tables' slice order."""
+    by_spec: dict[tuple[str, ...], list] = {}
+    for columns, keys, counts in parts:
+        by_spec.setdefault(columns, []).append((keys, counts))
+    out: dict[tuple[str, ...], set[TableKey]] = {}
+    if limit <= 0:
+        return out
+    for columns, items in by_spec.items():
+        if all(isinstance(k, np.ndarray) for k, _ in items):  # int keys: numpy throughout
+            values, inverse = np.unique(np.concatenate([k for k, _ in items]),
+                                        return_inverse=True)
+            totals = np.bincount(inverse.reshape(-1), minlength=values.size,
+                                 weights=np.concatenate([c for _, c in items]))
+            keys: Sequence[TableKey] = _IntKeys(values)
+            groups = {(None, None): np.arange(values.size)}
+        else:
+            summed: dict[TableKey, float] = {}
+            for k, c in items:
+                for key, n in zip(_IntKeys(k) if isinstance(k, np.ndarray) else k, c.tolist()):
+                    key = _canonical(key)
+                    summed[key] = summed.get(key, 0.0) + n
+            keys, totals = list(summed), np.fromiter(summed.values(), np.float64, len(summed))
+            members: dict[tuple, list[int]] = {}
+            for i, (_, window, step) in enumerate(keys):
+                members.setdefault((window, step), []).append(i)
+            groups = {g: np.asarray(m, np.int64) for g, m in members.items()}
+        chosen = out.setdefault(columns, set())
+        for index in groups.values():
+            chosen.update(keys[i] for i in _largest(keys, totals, index, limit))
+    return {columns: keys for columns, keys in out.items() if keys}
 
 
 def _metric_array(kb: KeyBlock, name: str) -> tuple[tuple[str, ...], np.ndarray]:

@@ -94,3 +94,56 @@ def test_a_results_pack_needs_keys_or_int_values():
     assert pack.keys == [((5,), None, None), ((-3,), None, None)]
     pack.keys = [(('a',), None, None), (('b',), None, None)]
     assert pack.int_values() is None and pickle.loads(pickle.dumps(pack)).keys == pack.keys
+
+
+def _loop_winners(blocks: list[KeyBlock], limit: int) -> dict:
+    """Per spec, window and step, the `limit` keys with the most rows over all blocks, ties by
+    slice value (numbers by value, text in order), by a loop."""
+    from pipeline.key_columns import values_order
+    total: dict = {}
+    for kb in blocks:
+        counts = kb.block.counts()[0]
+        for i, key in enumerate(kb.keys):
+            total[key] = total.get(key, 0.0) + counts[i]
+        for key, state in kb.dense.items():
+            total[key] = total.get(key, 0.0) + state.counts()[0]
+    out: dict = {}
+    for key in sorted(total, key=lambda k: (-total[k], values_order(k[0]))):
+        group = out.setdefault((key[1], key[2]), [])
+        if len(group) < limit:
+            group.append(key)
+    return {('c',): {k for group in out.values() for k in group}} if out else {}
+
+
+@pytest.mark.parametrize('kind', ['ints', 'text', 'windows', 'dense'])
+def test_winners_from_the_counts_of_every_part_are_the_largest_keys_overall(kind):
+    from pipeline.block_results import key_counts, winners_of_counts
+    rng = np.random.default_rng(31)
+    head = heads.BinaryClassHead(weight_column='w')
+    parts = []
+    for bundle in range(3):  # parts of overlapping keys, as bundles hand them on
+        kb = KeyBlock(('c',), 0, head.new_block(),
+                      (lambda: head.new_state()) if kind == 'dense' else None)
+        for _ in range(2):
+            values = rng.permutation(60)[:40]
+            codes = rng.integers(0, values.size, 150)
+            if kind == 'dense':  # few keys a batch: dense states, some keys in both
+                values, codes = values[:5], codes % 5
+            arrays = HeadArrays(labels=rng.integers(0, 2, (150, 1)).astype(np.float32),
+                                logits=rng.normal(0, 2, (150, 1)).astype(np.float32),
+                                features={'w': np.ones((150, 1))})
+            if kind == 'ints':
+                keys = SpecKeys(('c',), None, None, None, values.astype(np.int64))
+            else:
+                keys = [(('c',), (('v%02d' % v) if kind == 'text' else int(v),),
+                         (60 * (v % 2) if kind == 'windows' else None), None)
+                        for v in values.tolist()]
+            kb.add(keys, codes, arrays)
+        parts.append(kb)
+    if kind == 'dense':
+        assert parts[0].dense
+    for limit in (1, 4, 100):
+        got = winners_of_counts([key_counts(kb) for kb in parts], limit)
+        assert got == _loop_winners(parts, limit), limit
+    assert winners_of_counts([key_counts(kb) for kb in parts], 0) == {}
+    assert winners_of_counts([], 3) == {}
