@@ -21,7 +21,7 @@ TensorFlow.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -257,7 +257,7 @@ class BinaryClassBlock:
         areas sum over the pairs (bucket b, b + 1) of each non-empty bucket b."""
         roc, pr = np.zeros(self.n_keys), np.zeros(self.n_keys)
         s = self.sums
-        for keys, _, values in _padded_steps(self.auc, self.n_keys):
+        for keys, _, values in self.auc.padded_steps(self.n_keys, _STEP):
             tp = cumulative_from_top(values[..., 0], axis=1)
             fp = cumulative_from_top(values[..., 1], axis=1)
             # At the next threshold: the next entry's sums (the buckets between are empty), 0
@@ -275,7 +275,7 @@ class BinaryClassBlock:
         lower, upper = np.full(self.n_keys, np.nan), np.full(self.n_keys, np.nan)
         s = self.sums
         hist = Histogram()
-        for keys, buckets, values in _padded_steps(self.histogram, self.n_keys):
+        for keys, buckets, values in self.histogram.padded_steps(self.n_keys, _STEP):
             first = np.ones((keys.size, 1), dtype=bool)  # the NaN-scored weight: one value
             lower[keys], upper[keys] = auc_bounds_rows(
                 np.concatenate([s[keys, NAN_POS][:, np.newaxis], values[..., 0]], axis=1),
@@ -332,27 +332,6 @@ class BinaryClassBlock:
 
     def __repr__(self) -> str:
         return 'BinaryClassBlock({!r}, n_keys={})'.format(self.face.signature, self.n_keys)
-
-
-def _padded_steps(table: SparseCells, n_keys: int
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(keys, buckets, values) of every key of `table`, each key's entries left-aligned in rows
-    of `SparseCells.padded`: keys grouped by entries rounded up to a power of two (so padding at
-    most doubles the entries; a key without entries has one padding entry), at most ~_STEP
-    entries a step."""
-    starts, stops = table.key_bounds(np.arange(n_keys))
-    length = np.maximum(stops - starts, 1)
-    size_class = np.ceil(np.log2(length)).astype(np.int64)
-    order = np.argsort(size_class, kind='stable')
-    bounds = np.searchsorted(size_class[order], np.arange(size_class.max(initial=0) + 2))
-    for c in range(bounds.size - 1):
-        keys = order[bounds[c]:bounds[c + 1]]
-        width = 1 << c
-        per_step = max(1, _STEP // width)
-        for a in range(0, keys.size, per_step):
-            part = keys[a:a + per_step]
-            buckets, values, _ = table.padded(part, width)
-            yield part, buckets, values
 
 
 _SAME_AS_WEIGHT = 'same-as-weight'

@@ -9,7 +9,7 @@ use, never keys × width. Every operation is vectorised over keys. Never imports
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -230,6 +230,26 @@ class SparseCells:
         values = np.take(self._values, at, axis=0)  # (np.take: much faster than [] on rows)
         values[~valid] = 0.0
         return buckets, values, valid
+
+    def padded_steps(self, n_keys: int, step: int
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(keys, buckets, values) of every key of [0, n_keys), each key's entries left-aligned in
+        rows of `padded`: keys grouped by entries rounded up to a power of two (so padding at
+        most doubles the entries; a key without entries has one padding entry), at most ~`step`
+        entries a step."""
+        starts, stops = self.key_bounds(np.arange(n_keys))
+        length = np.maximum(stops - starts, 1)
+        size_class = np.ceil(np.log2(length)).astype(np.int64)
+        order = np.argsort(size_class, kind='stable')
+        bounds = np.searchsorted(size_class[order], np.arange(size_class.max(initial=0) + 2))
+        for c in range(bounds.size - 1):
+            keys = order[bounds[c]:bounds[c + 1]]
+            width = 1 << c
+            per_step = max(1, step // width)
+            for a in range(0, keys.size, per_step):
+                part = keys[a:a + per_step]
+                buckets, values, _ = self.padded(part, width)
+                yield part, buckets, values
 
     @property
     def nbytes(self) -> int:
