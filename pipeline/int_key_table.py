@@ -99,10 +99,12 @@ class IntKeyTable:
         self._slot, self._lo = out, lo
         return True
 
-    def _int_indices(self, values: np.ndarray) -> np.ndarray | None:
+    def _int_indices(self, values: np.ndarray, distinct: bool = False) -> np.ndarray | None:
         """Each value's index in the table of numbers (an empty table becomes one), adding the
         values it does not hold yet in order of first appearance; None (nothing changed) when the
-        table is of tuples or the values spread too far for a direct-address array."""
+        table is of tuples or the values spread too far for a direct-address array. `distinct`:
+        the caller knows no value repeats (a batch's keys, another table's), so none is looked
+        for."""
         if self._ints is None:
             if self._keys:
                 return None
@@ -120,7 +122,7 @@ class IntKeyTable:
         missing = found < 0
         if missing.any():
             new = values[missing]
-            if np.unique(new).size != new.size:  # a value repeated: its first place counts
+            if not distinct and np.unique(new).size != new.size:  # its first place counts
                 _, first = np.unique(new, return_index=True)
                 new = new[np.sort(first)]
             n, m = self._n_ints, new.size

@@ -221,7 +221,7 @@ class KeyBlock(IntKeyTable, PickleOnce):
         index = None
         if isinstance(keys, SpecKeys):
             if keys.ints is not None and keys.window is None and keys.step is None:
-                index = self._int_indices(keys.ints)
+                index = self._int_indices(keys.ints, distinct=True)
             if index is None:
                 index = self._indices_of_values(keys.combos, keys.window, keys.step)
         else:
@@ -260,7 +260,7 @@ class KeyBlock(IntKeyTable, PickleOnce):
         index = None
         theirs = other.int_values()
         if theirs is not None:
-            index = self._int_indices(theirs)
+            index = self._int_indices(theirs, distinct=True)
         if index is None:
             index = self._indices(other.keys)
         self.block.merge(other.block, index)
