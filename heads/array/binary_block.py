@@ -34,7 +34,7 @@ from heads.metrics.common import cumulative_from_top
 from heads.metrics.histogram import auc_bounds_rows, calibration_buckets
 from heads.metrics.keras_auc import curve_confusion, keras_buckets, pr_between, roc_between
 from heads.metrics.means import reduce_loss
-from heads.metrics.plots import calibration_plots, concat_plots, confusion_plots
+from heads.metrics.plots import curve_plots
 from heads.metrics.sparse_cells import SparseCells, pack_nonzero, part_ranks, unpack_nonzero
 
 __all__ = ['BinaryClassBlock']
@@ -326,9 +326,8 @@ class BinaryClassBlock:
         n_t = len(self.face.thresholds) + 1
         cells = s[:, self._cells].reshape(keys.size, 2, n_t, 2).sum(axis=1)
         exact = (thresholds,) + tuple(0.0 + a for a in Confusion.from_cells(thresholds, cells))
-        out = confusion_plots('', KerasAUC(self.auc.width).thresholds(), confusion, exact)
-        calibration = calibration_plots('', self.calibration.dense_of(keys))
-        return [concat_plots(pair) for pair in zip(out, calibration)]
+        return curve_plots('', KerasAUC(self.auc.width).thresholds(), confusion, exact,
+                           self.calibration.dense_of(keys))
 
     def __repr__(self) -> str:
         return 'BinaryClassBlock({!r}, n_keys={})'.format(self.face.signature, self.n_keys)
