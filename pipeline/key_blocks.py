@@ -48,7 +48,6 @@ DENSE_KEYS = 64
 SHARDS = 8
 
 
-
 def block_key(columns: tuple[str, ...], head: int, shard: int) -> tuple:
     """The Beam key of a shard's block: a plain tuple (Beam's deterministic coder), told apart
     from a state's key (`tuple(Key)`, whose first item is a tuple of columns) by its tag."""
