@@ -10,8 +10,10 @@ Plots (`plots.max_slices` = N): a spec keeps plots for its N largest slices per 
 Reading a key's plots means building its dense state, so only the winners are read, found
 before any shard is read: each shard block names its own N largest per (window, step)
 (`plot_candidates`), and the largest N of all shards' candidates win (`plot_winners`) — the N
-largest overall are always among them. The batch graph computes the winners in a side step and
-hands them to every shard's reading (`pipeline.graph`).
+largest overall are always among them. The batch graph finds the same winners in a side step
+from the example counts of every block part the bundles hand on (`key_counts`, summed per key
+by `winners_of_counts`), so the winners are known when the combined shards are, and hands them
+to every shard's reading (`pipeline.graph`).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import numpy as np
 from pipeline.key_blocks import KeyBlock, TableKey, _canonical, _is_int_key
 from pipeline.metric_rows import MetricRows
 from pipeline.packed_plots import PackedPlots
+from pipeline.pickle_once import PickleOnce
 from pipeline.elements import Key
 from pipeline.results import KeyResult, state_results, strip_suffix, values_order
 
@@ -31,7 +34,8 @@ _INT_KEYS = 'int-keys'
 _SPLIT_VALUES = 'split-values'
 _NAN_BITS = np.array(np.nan).view(np.uint64)
 
-__all__ = ['ResultsPack', 'block_results', 'plot_candidates', 'plot_winners', 'results_pack']
+__all__ = ['ResultsPack', 'block_results', 'key_counts', 'plot_candidates', 'plot_winners',
+           'results_pack', 'winners_of_counts']
 
 
 # (slice columns, window start, step): the unit the plot limit applies to.
@@ -40,10 +44,29 @@ PlotGroup = tuple[tuple[str, ...], Any, Any]
 Candidate = tuple[PlotGroup, tuple, TableKey]
 
 
-def _key_counts(kb: KeyBlock) -> tuple[list[TableKey], np.ndarray]:
+class _IntKeys(Sequence):
+    """The keys ((v,), None, None) of a table of numbers, each tuple built when read (a shard of
+    10^5 keys reads a few thousand)."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return self.values.size
+
+    def __getitem__(self, i: Any) -> TableKey:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return ((int(self.values[i]),), None, None)
+
+
+def _key_counts(kb: KeyBlock) -> tuple[Sequence[TableKey], np.ndarray]:
     """Every key of `kb` (block keys, then keys only in `dense`) and its example count."""
-    keys = list(kb.keys)
     counts = kb.block.counts()[0].copy()
+    values = kb.int_values()
+    if values is not None and not kb.dense:
+        return _IntKeys(values), counts
+    keys = list(kb.keys)
     extra = []
     for key, state in kb.dense.items():
         i = kb.index_of(key)
@@ -55,9 +78,11 @@ def _key_counts(kb: KeyBlock) -> tuple[list[TableKey], np.ndarray]:
     return keys, np.concatenate([counts, np.asarray(extra, np.float64)])
 
 
-def _first_by_value(keys: list[TableKey], index: np.ndarray, r: int) -> np.ndarray:
+def _first_by_value(keys: Sequence[TableKey], index: np.ndarray, r: int) -> np.ndarray:
     """The r of `index` whose keys' slice values come first in the tables' order: with numpy when
     the values are single ints or single strings (their order is numpy's), else key by key."""
+    if isinstance(keys, _IntKeys):  # single ints: numpy's order
+        return index[np.argsort(keys.values[index], kind='stable')[:r]]
     values = [keys[i][0] for i in index.tolist()]
     flat = [v[0] for v in values] if all(len(v) == 1 for v in values) else None
     order = None
@@ -74,7 +99,7 @@ def _first_by_value(keys: list[TableKey], index: np.ndarray, r: int) -> np.ndarr
     return index[order[:r]]
 
 
-def _largest(keys: list[TableKey], counts: np.ndarray, index: np.ndarray, limit: int
+def _largest(keys: Sequence[TableKey], counts: np.ndarray, index: np.ndarray, limit: int
              ) -> list[int]:
     """The `limit` keys of `index` with the most examples, ties in the tables' slice order, in
     that order."""
@@ -96,7 +121,7 @@ def plot_candidates(kb: KeyBlock, limit: int) -> list[Candidate]:
     if limit <= 0 or not len(kb):
         return []
     keys, counts = _key_counts(kb)
-    if all(w is None and s is None for _, w, s in keys):
+    if isinstance(keys, _IntKeys) or all(w is None and s is None for _, w, s in keys):
         groups = {(None, None): np.arange(len(keys))}
     else:
         members: dict[tuple, list[int]] = {}
@@ -125,13 +150,59 @@ def plot_winners(candidates: Iterable[Candidate], limit: int
     return out
 
 
+def key_counts(kb: KeyBlock) -> tuple[tuple[str, ...], Any, np.ndarray]:
+    """(slice columns, keys, example count of each key) of a block or a part of one, for
+    `winners_of_counts`: the keys as an int64 array for a table of numbers without dense keys,
+    else a list of table keys (block keys, then keys only in `dense`)."""
+    keys, counts = _key_counts(kb)
+    if isinstance(keys, _IntKeys):
+        return kb.columns, keys.values.copy(), counts
+    return kb.columns, list(keys), counts
+
+
+def winners_of_counts(parts: Iterable[tuple[tuple[str, ...], Any, np.ndarray]], limit: int
+                      ) -> dict[tuple[str, ...], set[TableKey]]:
+    """`plot_winners` from the `key_counts` of every part of every spec's blocks (parts of the
+    same keys from several bundles): each key's counts summed over its parts, then per (spec,
+    window, step) the `limit` largest, ties in the tables' slice order."""
+    by_spec: dict[tuple[str, ...], list] = {}
+    for columns, keys, counts in parts:
+        by_spec.setdefault(columns, []).append((keys, counts))
+    out: dict[tuple[str, ...], set[TableKey]] = {}
+    if limit <= 0:
+        return out
+    for columns, items in by_spec.items():
+        if all(isinstance(k, np.ndarray) for k, _ in items):  # int keys: numpy throughout
+            values, inverse = np.unique(np.concatenate([k for k, _ in items]),
+                                        return_inverse=True)
+            totals = np.bincount(inverse.reshape(-1), minlength=values.size,
+                                 weights=np.concatenate([c for _, c in items]))
+            keys: Sequence[TableKey] = _IntKeys(values)
+            groups = {(None, None): np.arange(values.size)}
+        else:
+            summed: dict[TableKey, float] = {}
+            for k, c in items:
+                for key, n in zip(_IntKeys(k) if isinstance(k, np.ndarray) else k, c.tolist()):
+                    key = _canonical(key)
+                    summed[key] = summed.get(key, 0.0) + n
+            keys, totals = list(summed), np.fromiter(summed.values(), np.float64, len(summed))
+            members: dict[tuple, list[int]] = {}
+            for i, (_, window, step) in enumerate(keys):
+                members.setdefault((window, step), []).append(i)
+            groups = {g: np.asarray(m, np.int64) for g, m in members.items()}
+        chosen = out.setdefault(columns, set())
+        for index in groups.values():
+            chosen.update(keys[i] for i in _largest(keys, totals, index, limit))
+    return {columns: keys for columns, keys in out.items() if keys}
+
+
 def _metric_array(kb: KeyBlock, name: str) -> tuple[tuple[str, ...], np.ndarray]:
     """(metric names, [keys, metrics, 3] float64 of (value, lower, upper); NaN: no bound)."""
     block = kb.block
     results = {strip_suffix(k, name): v for k, v in block.results().items()}
     results.pop('loss', None)  # the `loss` row is the head's loss, as in state_result
     names = tuple(results) + ('loss',)
-    values = np.full((len(kb.keys), len(names), 3), np.nan)
+    values = np.full((kb.n_keys(), len(names), 3), np.nan)
     for j, v in enumerate(results.values()):
         values[:, j, 0] = v
     values[:, -1, 0] = block.losses()
@@ -144,30 +215,60 @@ def _metric_array(kb: KeyBlock, name: str) -> tuple[tuple[str, ...], np.ndarray]
     return names, values
 
 
-class ResultsPack:
+class ResultsPack(PickleOnce):
     """A shard's results in columns, for the trip to the run's gather: one pickle of a few arrays
     and the key table instead of 10^5 named tuples (whose pickling is Python code, key by key).
-    `results()` gives the KeyResults."""
+    `results()` gives the KeyResults. Read only: packed once however often it is pickled
+    (`pipeline.pickle_once`)."""
 
-    __slots__ = ('columns', 'head', 'keys', 'names', 'values', 'counts', 'weighted', 'plots',
-                 'extra')
+    _FIELDS = ('columns', 'head', 'keys', 'names', 'values', 'counts', 'weighted', 'plots',
+               'extra')
+    __slots__ = ('columns', 'head', '_keys', '_ints', 'names', 'values', 'counts', 'weighted',
+                 'plots', 'extra', '_pickled')
 
-    def __init__(self, columns: tuple[str, ...], head: int, keys: list[TableKey],
+    def __init__(self, columns: tuple[str, ...], head: int, keys: list[TableKey] | None,
                  names: tuple[str, ...], values: np.ndarray, counts: np.ndarray,
-                 weighted: np.ndarray, plots: dict[int, Any], extra: list[KeyResult]) -> None:
-        self.columns, self.head, self.keys, self.names = columns, head, keys, names
+                 weighted: np.ndarray, plots: dict[int, Any], extra: list[KeyResult],
+                 int_values: np.ndarray | None = None) -> None:
+        """`keys` the keys in order; or None with `int_values`, the int64 values of keys
+        ((v,), None, None) (`keys` is then built when first read)."""
+        if keys is None and int_values is None:
+            raise ValueError('ResultsPack needs keys or int_values')
+        self.columns, self.head, self.names = columns, head, names
+        self._keys, self._ints = keys, None if keys is not None else int_values
         self.values, self.counts, self.weighted = values, counts, weighted
         self.plots, self.extra = plots, extra  # plots by position in `keys`; dense keys' results
+        self._pickled: bytes | None = None
+
+    @property
+    def keys(self) -> list[TableKey]:
+        """The keys (slice values, window, step), in the order of the arrays' rows."""
+        if self._keys is None:
+            self._keys = [((v,), None, None) for v in self._ints.tolist()]
+        return self._keys
+
+    @keys.setter
+    def keys(self, keys: list[TableKey]) -> None:
+        self._keys, self._ints = keys, None
+
+    def int_values(self) -> np.ndarray | None:
+        """The keys' values (int64) when every key is ((v,), None, None) and the pack was made
+        or read with them as numbers; None otherwise (read `keys`)."""
+        return self._ints
 
     def __getstate__(self) -> tuple:
         """The fields, two of them compact: keys of one int value (no window, no step) as an
         int64 array; of `values`, the value column and only the bounds columns of metrics that
         have a bound somewhere (the others are all the NaN they were filled with: 2/3 of the
         array for a binary head). `__setstate__` gives the same keys and bit-identical values."""
-        state = {name: getattr(self, name) for name in self.__slots__}
-        keys = self.keys
-        if keys and all(map(_is_int_key, keys)):
+        state = {name: getattr(self, name) for name in self._FIELDS if name != 'keys'}
+        keys = self._keys
+        if self._ints is not None:
+            state['keys'] = (_INT_KEYS, self._ints)
+        elif keys and all(map(_is_int_key, keys)):
             state['keys'] = (_INT_KEYS, np.fromiter((k[0][0] for k in keys), np.int64, len(keys)))
+        else:
+            state['keys'] = keys
         v = np.ascontiguousarray(self.values)
         if v.ndim == 3 and v.shape[2] == 3:
             bounds = v[:, :, 1:].view(np.uint64)
@@ -175,14 +276,15 @@ class ResultsPack:
             with_bounds = np.flatnonzero(has)
             state['values'] = (_SPLIT_VALUES, v.shape, v[:, :, 0].copy(), with_bounds,
                                v[:, with_bounds, 1:].copy())
-        return tuple(state[name] for name in self.__slots__)
+        return tuple(state[name] for name in self._FIELDS)
 
     def __setstate__(self, state: tuple) -> None:
-        for name, value in zip(self.__slots__, state):
+        self._pickled = None
+        for name, value in zip(self._FIELDS, state):
             setattr(self, name, value)
-        keys = self.keys
+        keys = self._keys
         if isinstance(keys, tuple) and len(keys) == 2 and keys[0] == _INT_KEYS:
-            self.keys = [((v,), None, None) for v in keys[1].tolist()]
+            self._keys, self._ints = None, keys[1]  # the tuples built when first read
         values = self.values
         if isinstance(values, tuple) and values[0] == _SPLIT_VALUES:
             _, shape, column, with_bounds, bounds = values
@@ -215,6 +317,13 @@ def results_pack(kb: KeyBlock, head_names: Sequence[str],
     """`block_results` as a `ResultsPack`."""
     names, values = _metric_array(kb, head_names[kb.head])
     examples, weighted = kb.block.counts()
+    ints = kb.int_values()
+    if ints is not None and not kb.dense:
+        chosen = None if winners is None else _int_positions(kb, winners.get(kb.columns, ()))
+        if winners is None or chosen is not None:  # the keys as numbers, never as tuples
+            plots = _packed_plots(kb.block, range(ints.size) if chosen is None else chosen)
+            return ResultsPack(kb.columns, kb.head, None, names, values, examples, weighted,
+                               plots, [], int_values=ints.copy())
     plotted = (set(kb.keys) | set(kb.dense) if winners is None
                else set(map(_canonical, winners.get(kb.columns, ()))))
     own = np.fromiter((k not in kb.dense for k in kb.keys), bool, len(kb.keys))
@@ -224,13 +333,46 @@ def results_pack(kb: KeyBlock, head_names: Sequence[str],
         values, examples, weighted = values[keep], examples[keep], weighted[keep]
     else:
         keep, keys = None, list(kb.keys)
-    plots = {}
-    for j, key in enumerate(keys):
-        if key in plotted:
-            i = j if keep is None else int(keep[j])
-            plots[j] = PackedPlots(kb.block.state(i).plots() or {})
+    at = [j for j, key in enumerate(keys) if key in plotted]
+    plots = _packed_plots(kb.block, at if keep is None else keep[at].tolist())
+    if keep is not None:  # by position in `keys`
+        plots = dict(zip(at, plots.values()))
     return ResultsPack(kb.columns, kb.head, keys, names, values, examples, weighted, plots,
                        _dense_results(kb, head_names, plotted))
+
+
+# Keys whose plots a block reads at once (`plots_of`): [keys, 200, 2] AUC buckets and the
+# calibration buckets, a few MB.
+_PLOTS_STEP = 1024
+
+
+def _packed_plots(block: Any, positions: Sequence[int]) -> dict[int, PackedPlots]:
+    """{position: PackedPlots of that key's plots} for increasing positions of `block`: read
+    `_PLOTS_STEP` keys at a time when the block has `plots_of`, else key by key through
+    `state(k)`."""
+    many = getattr(block, 'plots_of', None)
+    if many is None:
+        return {i: PackedPlots(block.state(i).plots() or {}) for i in positions}
+    positions = list(positions)
+    out = {}
+    for a in range(0, len(positions), _PLOTS_STEP):
+        part = positions[a:a + _PLOTS_STEP]
+        for i, plots in zip(part, many(np.asarray(part, np.int64))):
+            out[i] = PackedPlots(plots or {})
+    return out
+
+
+def _int_positions(kb: KeyBlock, winners: Iterable[TableKey]) -> list[int] | None:
+    """The increasing table positions of the winners `kb` (a table of numbers) holds; None when
+    a winner is not a key of one int value (then compared as tuples, key by key)."""
+    found = []
+    for key in winners:
+        if not _is_int_key(key):
+            return None
+        i = kb.index_of(key)
+        if i is not None:
+            found.append(i)
+    return sorted(found)
 
 
 def _dense_results(kb: KeyBlock, head_names: Sequence[str], plotted: set[TableKey]

@@ -25,7 +25,7 @@ from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline import sources
 from pipeline.apply import ApplyHeads
-from pipeline.block_results import plot_candidates, plot_winners, results_pack
+from pipeline.block_results import key_counts, results_pack, winners_of_counts
 from pipeline.elements import ERRORS_TAG, STATS_TAG
 from pipeline.key_blocks import is_block_key
 from pipeline.combine import CombineStates
@@ -68,7 +68,7 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
     # each run a few milliseconds).
     combined = applied.states | 'Combine' >> CombineStates(config)
     results = combined | 'Results' >> beam.ParDo(ExtractResults(head_names, level),
-                                                 _plot_winners(p, combined, config))
+                                                 _plot_winners(p, applied.states, config))
     errors = applied[ERRORS_TAG] | 'TagErrors' >> beam.Map(lambda t: (0, ('errors', t)))
     stats = applied[STATS_TAG] | 'TagStats' >> beam.Map(lambda s: (0, ('stats', tuple(s))))
     marker = p | 'Marker' >> beam.Create([(0, ('marker', None))])
@@ -83,23 +83,26 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
     return written.summary
 
 
-def _plot_winners(p: beam.Pipeline, combined: beam.PCollection, config: config_lib.EvalConfig
+def _plot_winners(p: beam.Pipeline, states: beam.PCollection, config: config_lib.EvalConfig
                   ) -> Any:
     """The side input naming, per spec, the keys of shard blocks that get plots
-    (`block_results.plot_winners` over every shard's `plot_candidates`); None: every key (no
-    `plots.max_slices`). A marker makes the group exist when no block is combined."""
+    (`block_results.winners_of_counts` over the `key_counts` of every block part ApplyHeads
+    hands on); None: every key (no `plots.max_slices`). Read from the parts, not from the
+    combined blocks, so the combined blocks have one consumer (`ExtractResults`, in the
+    combine's stage) and are not written out for a second one. A marker makes the group exist
+    when no block is handed on."""
     limit = config.plots.max_slices
     if limit is None:
         return None
 
-    def candidates(kv: tuple) -> Iterator[tuple]:
+    def counts(kv: tuple) -> Iterator[tuple]:
         if is_block_key(kv[0]):
-            yield 0, plot_candidates(kv[1], limit)
+            yield 0, key_counts(kv[1])
 
     def winners(kv: tuple) -> dict:
-        return plot_winners((c for part in kv[1] if part for c in part), limit)
+        return winners_of_counts((part for part in kv[1] if part is not None), limit)
     marker = p | 'PlotMarker' >> beam.Create([(0, None)])
-    found = ((combined | 'PlotCandidates' >> beam.FlatMap(candidates), marker)
+    found = ((states | 'PlotCounts' >> beam.FlatMap(counts), marker)
              | 'PlotPieces' >> beam.Flatten()
              | 'PlotGather' >> beam.GroupByKey()
              | 'PlotWinners' >> beam.Map(winners))

@@ -10,7 +10,8 @@ keys. Python touches a key only to find its index in the table (one dict lookup 
 A spec of one integer column without windows or steps (the common high-cardinality case) keeps
 its table as numbers: the keys' values as one int64 array and a direct-address array from value to
 index, so looking keys up, merging, sharding and pickling such a table are numpy operations (the
-`(values, window, step)` tuples are built only when read, `KeyBlock.keys`).
+`(values, window, step)` tuples are built only when read, `KeyBlock.keys`; the table of numbers
+is `pipeline.int_key_table.IntKeyTable`).
 
 How a block travels (batch runs with the pre-combine; `pipeline.config.EvalConfig.new_block` says
 which heads have blocks): `BatchEvaluator` updates one KeyBlock per (spec, head) for the bundle and
@@ -31,6 +32,8 @@ import numpy as np
 from pipeline.elements import HeadArrays, Key
 from pipeline.decode import take_rows
 from pipeline.keys import SpecKeys, group_rows
+from pipeline.int_key_table import IntKeyTable, TableKey, _int_shard_numbers, _is_int_key
+from pipeline.pickle_once import PickleOnce
 
 __all__ = ['BLOCK_TAG', 'SHARDS', 'KeyBlock', 'block_key', 'is_block_key']
 
@@ -43,9 +46,6 @@ DENSE_KEYS = 64
 # Shards of a spec's keys: the unit of the combine and of reading metrics (bounded memory each,
 # parallel on runners with several workers).
 SHARDS = 8
-
-#: A key's place in its block's table: (slice values, window start, step).
-TableKey = tuple[tuple[Any, ...], int | None, int | None]
 
 
 def block_key(columns: tuple[str, ...], head: int, shard: int) -> tuple:
@@ -63,7 +63,6 @@ def _stable_hash(key: TableKey) -> int:
     return zlib.crc32(repr(key).encode('utf-8', 'surrogatepass'))
 
 
-_INT64 = (-(1 << 63), 1 << 63)
 # The pickled key table of a table of numbers: (_INT_TABLE, values).
 _INT_TABLE = 'ints'
 
@@ -80,25 +79,6 @@ def _canonical(key: TableKey) -> TableKey:
     if any(type(v) is float and v != v for v in values):
         values = tuple(_NAN if type(v) is float and v != v else v for v in values)
     return (values, window, step)
-
-
-def _is_int_key(key: TableKey) -> bool:
-    values, window, step = key
-    return (len(values) == 1 and type(values[0]) is int and _INT64[0] <= values[0] < _INT64[1]
-            and window is None and step is None)
-
-
-def _int_shard_numbers(values: np.ndarray) -> np.ndarray:
-    """`shard_numbers` of keys ((v,), None, None), from their int64 values."""
-    x = np.asarray(values, np.int64).view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    return x ^ (x >> np.uint64(29))
-
-
-# A table of int keys keeps its direct-address array while it spans at most this many values, or
-# _SLOTS_PER_KEY per key when more (int32 slots: 16 MB at the minimum); beyond, the table goes
-# back to tuples and dicts (values spread too far apart: e.g. ids of 10^12).
-_MIN_SLOTS = 1 << 22
-_SLOTS_PER_KEY = 16
 
 
 def _distinct(indices: np.ndarray) -> bool:
@@ -124,7 +104,7 @@ def shard_numbers(keys: Sequence[TableKey]) -> np.ndarray:
     return out
 
 
-class KeyBlock:
+class KeyBlock(IntKeyTable, PickleOnce):
     """The states of every key of slice spec `columns` for head index `head`.
 
     `keys[i]` is key i's (slice values, window start, step) and `block` the head's columnar block
@@ -137,10 +117,13 @@ class KeyBlock:
     `_slot[v - _lo]` the index of value v, −1 when absent, built when first needed). A table of
     numbers turns into tuples when a key of another kind arrives (`_to_tuples`); both give the
     same indices for the same keys.
+
+    A block is pickled once while unchanged (`pipeline.pickle_once`): `add` and `merge` drop the
+    kept pickle.
     """
 
     __slots__ = ('columns', 'head', '_keys', 'block', 'dense', '_index', '_by_values',
-                 '_new_state', '_ints', '_n_ints', '_slot', '_lo', '_handed')
+                 '_new_state', '_ints', '_n_ints', '_slot', '_lo', '_handed', '_pickled')
 
     def __init__(self, columns: tuple[str, ...], head: int, block: Any,
                  new_state: Callable[[], Any] | None = None) -> None:
@@ -159,6 +142,7 @@ class KeyBlock:
         self._lo = 0
         # A shard part `shards` made and handed on, not yet copied (see `__deepcopy__`).
         self._handed = False
+        self._pickled: bytes | None = None
 
     # -- the key table ----------------------------------------------------------------------------
     @property
@@ -173,91 +157,6 @@ class KeyBlock:
     def n_keys(self) -> int:
         """The number of keys in the table (not counting keys only in `dense`)."""
         return self._n_ints if self._ints is not None else len(self._keys)
-
-    def int_values(self) -> np.ndarray | None:
-        """The keys' values (int64, in index order) of a table of numbers; None for tuples."""
-        return None if self._ints is None else self._ints[:self._n_ints]
-
-    def _to_tuples(self) -> None:
-        """A table of numbers turned into tuples (same keys, same indices)."""
-        if self._ints is None:
-            return
-        keys = self.keys
-        self._ints, self._n_ints, self._slot = None, 0, None
-        self._index = dict(zip(keys, range(len(keys))))
-        self._by_values = {}
-
-    def _set_ints(self, values: np.ndarray) -> None:
-        """Makes `values` (distinct int64) the table of numbers of an empty block."""
-        self._keys, self._index, self._by_values = [], {}, {}
-        self._ints = np.ascontiguousarray(values, dtype=np.int64)
-        self._n_ints = self._ints.size
-        self._slot = None
-
-    def _slot_range(self, lo: int, hi: int, n: int) -> bool:
-        """Whether a direct-address array over values [lo, hi] is allowed for n keys."""
-        return hi - lo + 1 <= max(_MIN_SLOTS, _SLOTS_PER_KEY * n)
-
-    def _fit_slots(self, lo: int, hi: int, n: int) -> bool:
-        """Makes `_slot` cover values [lo, hi] (with room to grow), indexing the table's keys;
-        False (nothing changed) when that range is too wide for n keys."""
-        slot = self._slot
-        if slot is None and self._n_ints:  # the range covers the values held too
-            held = self._ints[:self._n_ints]
-            lo, hi = min(lo, int(held.min())), max(hi, int(held.max()))
-        if slot is not None and lo >= self._lo and hi < self._lo + slot.size:
-            return True
-        if slot is not None:
-            lo, hi = min(lo, self._lo), max(hi, self._lo + slot.size - 1)
-        if not self._slot_range(lo, hi, n):
-            return False
-        room = (hi - lo + 1) // 2  # growing by half each time: amortised over many adds
-        if slot is not None:
-            new_lo = lo - room if lo < self._lo else lo
-            new_hi = hi + room if hi >= self._lo + slot.size else hi
-            if not self._slot_range(new_lo, new_hi, n):
-                new_lo, new_hi = lo, hi
-            lo, hi = new_lo, new_hi
-        values = self._ints[:self._n_ints]
-        out = np.full(hi - lo + 1, -1, np.int32 if n < (1 << 31) else np.int64)
-        out[values - lo] = np.arange(values.size)
-        self._slot, self._lo = out, lo
-        return True
-
-    def _int_indices(self, values: np.ndarray) -> np.ndarray | None:
-        """Each value's index in the table of numbers (an empty table becomes one), adding the
-        values it does not hold yet in order of first appearance; None (nothing changed) when the
-        table is of tuples or the values spread too far for a direct-address array."""
-        if self._ints is None:
-            if self._keys:
-                return None
-            self._set_ints(np.empty(0, np.int64))
-        values = np.asarray(values, dtype=np.int64)
-        if not values.size:
-            return np.empty(0, np.int64)
-        lo, hi = int(values.min()), int(values.max())
-        if not self._fit_slots(lo, hi, self._n_ints + values.size):
-            if not self._n_ints:
-                self._ints = None
-            return None
-        at = values - self._lo
-        found = self._slot[at].astype(np.int64)
-        missing = found < 0
-        if missing.any():
-            new = values[missing]
-            if np.unique(new).size != new.size:  # a value repeated: its first place counts
-                _, first = np.unique(new, return_index=True)
-                new = new[np.sort(first)]
-            n, m = self._n_ints, new.size
-            if n + m > self._ints.size:
-                grown = np.empty(max(n + m, 2 * self._ints.size), np.int64)
-                grown[:n] = self._ints[:n]
-                self._ints = grown
-            self._ints[n:n + m] = new
-            self._n_ints = n + m
-            self._slot[new - self._lo] = np.arange(n, n + m)
-            found = self._slot[at].astype(np.int64)
-        return found
 
     def __len__(self) -> int:
         """The number of distinct keys (in the block, dense, or both)."""
@@ -314,13 +213,14 @@ class KeyBlock:
     def add(self, keys: Sequence[tuple], codes: np.ndarray, arrays: HeadArrays) -> None:
         """Adds row j of `arrays` to key `keys[codes[j]]` ((columns, values, window, step), as
         `pipeline.keys.key_codes` lists them; codes[j] < 0: the row is in no key)."""
+        self._changed()
         if self._new_state is not None and len(keys) <= DENSE_KEYS:
             self._add_dense(keys, codes, arrays)
             return
         index = None
         if isinstance(keys, SpecKeys):
             if keys.ints is not None and keys.window is None and keys.step is None:
-                index = self._int_indices(keys.ints)
+                index = self._int_indices(keys.ints, distinct=True)
             if index is None:
                 index = self._indices_of_values(keys.combos, keys.window, keys.step)
         else:
@@ -355,10 +255,11 @@ class KeyBlock:
         if (other.columns, other.head) != (self.columns, self.head):
             raise ValueError('Cannot merge the blocks of %r head %d and %r head %d.'
                              % (self.columns, self.head, other.columns, other.head))
+        self._changed()
         index = None
         theirs = other.int_values()
         if theirs is not None:
-            index = self._int_indices(theirs)
+            index = self._int_indices(theirs, distinct=True)
         if index is None:
             index = self._indices(other.keys)
         self.block.merge(other.block, index)
@@ -385,6 +286,18 @@ class KeyBlock:
             out._set_keys(keys)
         else:
             out._indices(keys)
+        return out
+
+    def _part(self, indices: np.ndarray, block: Any) -> 'KeyBlock':
+        """A new block of these keys (increasing indices) whose columnar block, `block`, is
+        this block's `take(indices)` already."""
+        out = KeyBlock(self.columns, self.head, block)
+        values = self.int_values()
+        if values is not None:
+            out._set_ints(values[indices])
+        else:
+            keys = self.keys
+            out._set_keys([keys[i] for i in indices.tolist()])
         return out
 
     def _set_keys(self, keys: list[TableKey]) -> None:
@@ -421,7 +334,8 @@ class KeyBlock:
         """(shard, block of its keys) for each shard holding keys; a key's shard depends only on
         the key (`shard_numbers`), so every bundle sends it to the same shard. The parts are new
         blocks handed over to the caller (their first deep copy is the part itself:
-        `__deepcopy__`); with one shard, the part is this block."""
+        `__deepcopy__`); with one shard, the part is this block. A block with `split` (e.g.
+        `BinaryClassBlock.split`) is split in one pass, else each part is a `take`."""
         dense = list(self.dense)
         values = self.int_values()
         block_shard = ((shard_numbers(self.keys) if values is None else _int_shard_numbers(values))
@@ -431,8 +345,13 @@ class KeyBlock:
         if shards.size == 1:
             yield int(shards[0]), self
             return
+        split = getattr(self.block, 'split', None)
+        blocks = split(block_shard, n) if split is not None else None
         for shard in shards.tolist():
-            part = self.take(np.flatnonzero(block_shard == shard))
+            if blocks is None:
+                part = self.take(np.flatnonzero(block_shard == shard))
+            else:
+                part = self._part(np.flatnonzero(block_shard == shard), blocks[shard])
             part.dense = {dense[i]: self.dense[dense[i]]
                           for i in np.flatnonzero(dense_shard == shard).tolist()}
             part._handed = True
@@ -468,7 +387,7 @@ class KeyBlock:
 
     def __setstate__(self, state: tuple) -> None:
         self.columns, self.head, keys, self.block, dense = state
-        self._new_state, self._lo, self._handed = None, 0, False
+        self._new_state, self._lo, self._handed, self._pickled = None, 0, False, None
         self.dense = {_canonical(k): s for k, s in dense.items()}
         if isinstance(keys, tuple) and len(keys) == 2 and keys[0] == _INT_TABLE:
             self._set_ints(keys[1].astype(np.int64))

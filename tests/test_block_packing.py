@@ -123,3 +123,25 @@ def test_a_pickled_results_pack_is_the_same_pack(kind):
     np.testing.assert_array_equal(back.counts, pack.counts)
     np.testing.assert_array_equal(back.weighted, pack.weighted)
     assert [r.key for r in back.results()] == [r.key for r in pack.results()]
+
+
+@pytest.mark.parametrize('inexact', [False, True])
+def test_nonzero_packing_against_a_loop(inexact):
+    from heads.metrics.sparse_cells import pack_nonzero, unpack_nonzero
+    rng = np.random.default_rng(12)
+    a = rng.integers(-3, 4, (500, 3)).astype(np.float64) / 4  # float32-exact, a third 0
+    a[rng.random(a.shape) < 0.1] = -0.0
+    if inexact:
+        a[rng.random(a.shape) < 0.3] = rng.random() / 3
+        a[5, 1] = np.nan
+    shape, _, _, narrow, wide = pack_nonzero(a)
+    # A loop: the non-zero elements in order, those float32 holds exactly apart.
+    exact, other = [], []
+    for x in a.reshape(-1).tolist():
+        if x != 0:
+            (exact if float(np.float32(x)) == x else other).append(x)
+    assert shape == a.shape
+    assert narrow.dtype == np.float32 and narrow.astype(float).tolist() == exact
+    assert wide.dtype == np.float64 and _bits(wide).tolist() == _bits(np.array(other)).tolist()
+    want = np.array([0.0 if x == 0 else x for x in a.reshape(-1).tolist()]).reshape(a.shape)
+    np.testing.assert_array_equal(_bits(unpack_nonzero(pack_nonzero(a))), _bits(want))

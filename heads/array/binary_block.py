@@ -21,7 +21,7 @@ TensorFlow.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -32,9 +32,10 @@ from heads.keys import MetricKeys, summary_key
 from heads.metrics import Confusion, Groups, Histogram, KerasAUC
 from heads.metrics.common import cumulative_from_top
 from heads.metrics.histogram import auc_bounds_rows, calibration_buckets
-from heads.metrics.keras_auc import keras_buckets, pr_between, roc_between
+from heads.metrics.keras_auc import curve_confusion, keras_buckets, pr_between, roc_between
 from heads.metrics.means import reduce_loss
-from heads.metrics.sparse_cells import SparseCells, pack_nonzero, unpack_nonzero
+from heads.metrics.plots import curve_plots
+from heads.metrics.sparse_cells import SparseCells, pack_nonzero, part_ranks, unpack_nonzero
 
 __all__ = ['BinaryClassBlock']
 
@@ -206,6 +207,24 @@ class BinaryClassBlock:
         out.auc, out.histogram, out.calibration = (t.take(keys) for t in self._tables())
         return out
 
+    def split(self, part_of_key: np.ndarray, n_parts: int) -> list['BinaryClassBlock']:
+        """The blocks of `n_parts` parts of the keys (key k in part part_of_key[k]): part p is
+        `take(np.flatnonzero(part_of_key == p))`, each table split in one pass
+        (`SparseCells.split`)."""
+        parts = np.asarray(part_of_key, dtype=np.int64).reshape(-1)
+        if parts.size != self.n_keys:
+            raise ValueError('{} parts for a block of {} keys.'.format(parts.size, self.n_keys))
+        local = part_ranks(parts, n_parts)
+        tables = [t.split(parts, n_parts, local) for t in self._tables()]
+        out = []
+        for p in range(n_parts):
+            block = BinaryClassBlock(self.face)
+            block._sums = self.sums[parts == p]
+            block.n_keys = block._sums.shape[0]
+            block.auc, block.histogram, block.calibration = (t[p] for t in tables)
+            out.append(block)
+        return out
+
     # -- reading ----------------------------------------------------------------------------------
     def counts(self) -> tuple[np.ndarray, np.ndarray]:
         """(examples, Σ example weights) per key, float64 [n_keys] each."""
@@ -238,7 +257,7 @@ class BinaryClassBlock:
         areas sum over the pairs (bucket b, b + 1) of each non-empty bucket b."""
         roc, pr = np.zeros(self.n_keys), np.zeros(self.n_keys)
         s = self.sums
-        for keys, _, values in _padded_steps(self.auc, self.n_keys):
+        for keys, _, values in self.auc.padded_steps(self.n_keys, _STEP):
             tp = cumulative_from_top(values[..., 0], axis=1)
             fp = cumulative_from_top(values[..., 1], axis=1)
             # At the next threshold: the next entry's sums (the buckets between are empty), 0
@@ -256,7 +275,7 @@ class BinaryClassBlock:
         lower, upper = np.full(self.n_keys, np.nan), np.full(self.n_keys, np.nan)
         s = self.sums
         hist = Histogram()
-        for keys, buckets, values in _padded_steps(self.histogram, self.n_keys):
+        for keys, buckets, values in self.histogram.padded_steps(self.n_keys, _STEP):
             first = np.ones((keys.size, 1), dtype=bool)  # the NaN-scored weight: one value
             lower[keys], upper[keys] = auc_bounds_rows(
                 np.concatenate([s[keys, NAN_POS][:, np.newaxis], values[..., 0]], axis=1),
@@ -294,29 +313,24 @@ class BinaryClassBlock:
         h.cal_examples, h.cal_labels, h.cal_predictions = cal[:, 0], cal[:, 1], cal[:, 2]
         return st
 
+    def plots_of(self, keys: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Each of these keys' `state(k).plots()`, bit for bit, the keys' curves computed
+        together."""
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+        if keys.size and (keys.min() < 0 or keys.max() >= self.n_keys):
+            raise IndexError('keys out of range for a block of {} keys'.format(self.n_keys))
+        s = self.sums[keys]
+        auc = self.auc.dense_of(keys)
+        confusion = curve_confusion(auc[..., 0], auc[..., 1], s[:, POS], s[:, NEG])
+        thresholds = Confusion(self.face.thresholds).thresholds
+        n_t = len(self.face.thresholds) + 1
+        cells = s[:, self._cells].reshape(keys.size, 2, n_t, 2).sum(axis=1)
+        exact = (thresholds,) + tuple(0.0 + a for a in Confusion.from_cells(thresholds, cells))
+        return curve_plots('', KerasAUC(self.auc.width).thresholds(), confusion, exact,
+                           self.calibration.dense_of(keys))
+
     def __repr__(self) -> str:
         return 'BinaryClassBlock({!r}, n_keys={})'.format(self.face.signature, self.n_keys)
-
-
-def _padded_steps(table: SparseCells, n_keys: int
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(keys, buckets, values) of every key of `table`, each key's entries left-aligned in rows
-    of `SparseCells.padded`: keys grouped by entries rounded up to a power of two (so padding at
-    most doubles the entries; a key without entries has one padding entry), at most ~_STEP
-    entries a step."""
-    starts, stops = table.key_bounds(np.arange(n_keys))
-    length = np.maximum(stops - starts, 1)
-    size_class = np.ceil(np.log2(length)).astype(np.int64)
-    order = np.argsort(size_class, kind='stable')
-    bounds = np.searchsorted(size_class[order], np.arange(size_class.max(initial=0) + 2))
-    for c in range(bounds.size - 1):
-        keys = order[bounds[c]:bounds[c + 1]]
-        width = 1 << c
-        per_step = max(1, _STEP // width)
-        for a in range(0, keys.size, per_step):
-            part = keys[a:a + per_step]
-            buckets, values, _ = table.padded(part, width)
-            yield part, buckets, values
 
 
 _SAME_AS_WEIGHT = 'same-as-weight'

@@ -14,7 +14,8 @@ from heads.metrics.confusion import Confusion
 from heads.metrics.histogram import Histogram
 from heads.metrics.keras_auc import KerasAUC
 
-__all__ = ['PLOT_COLUMNS', 'empty_plots', 'confusion_plot', 'calibration_plot', 'concat_plots']
+__all__ = ['PLOT_COLUMNS', 'empty_plots', 'confusion_plot', 'calibration_plot', 'concat_plots',
+           'curve_plots']
 
 PLOT_COLUMNS = ('sub_key', 'curve', 'threshold', 'tp', 'fp', 'tn', 'fn', 'precision', 'recall',
                 'false_positive_rate', 'bucket_lower', 'bucket_upper', 'weighted_examples',
@@ -116,3 +117,37 @@ def concat_plots(parts: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndar
     if not parts:
         return empty_plots()
     return {c: np.concatenate([np.asarray(p[c]) for p in parts]) for c in PLOT_COLUMNS}
+
+
+def curve_plots(sub_key: str, thresholds: np.ndarray,
+                confusion: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                exact: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
+                calibration: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """`concat_plots([confusion_plot(sub_key, auc, exact), calibration_plot(sub_key, hist)])` of
+    many curves at once, one dict per curve with the same numbers bit for bit: `confusion` the
+    (tp, fp, tn, fn) [curves, thresholds] of KerasAUCs at `thresholds` (their `confusion()`);
+    `exact` (thresholds, tp, fp, tn, fn [curves, its thresholds]) of each curve's `Confusion` at
+    a head's thresholds, or None; `calibration` [curves, buckets, 3] the (Σw, Σw·label, Σw·p)
+    of each histogram's calibration buckets. Every column is filled for all curves at once."""
+    t = thresholds
+    tp, fp, tn, fn = confusion
+    if exact is not None and exact[0].size:
+        keep, first, order, t = _merged_thresholds(thresholds, exact[0])
+        tp, fp, tn, fn = (np.concatenate([a[:, keep], e[:, first]], axis=1)[:, order]
+                          for a, e in zip((tp, fp, tn, fn), exact[1:]))
+    k, r1, r2 = tp.shape[0], t.size, calibration.shape[1]
+    columns = dict(zip(_NUMBER_COLUMNS, np.full((len(_NUMBER_COLUMNS), k, r1 + r2), np.nan)))
+    columns['threshold'][:, :r1] = t
+    for name, v in (('tp', tp), ('fp', fp), ('tn', tn), ('fn', fn),
+                    ('precision', div_no_nan(tp, tp + fp)), ('recall', div_no_nan(tp, tp + fn)),
+                    ('false_positive_rate', div_no_nan(fp, fp + tn))):
+        columns[name][:, :r1] = v
+    lower, upper = _calibration_bounds(r2)
+    columns['bucket_lower'][:, r1:], columns['bucket_upper'][:, r1:] = lower, upper
+    for j, name in enumerate(('weighted_examples', 'weighted_labels', 'weighted_predictions')):
+        columns[name][:, r1:] = calibration[..., j]
+    sub_keys = np.full(r1 + r2, sub_key, dtype=object)
+    curves = np.array(['confusion'] * r1 + ['calibration'] * r2, dtype=object)
+    text = {'sub_key': sub_keys, 'curve': curves}
+    return [{c: text[c].copy() if c in text else columns[c][i] for c in PLOT_COLUMNS}
+            for i in range(k)]

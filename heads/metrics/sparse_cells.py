@@ -9,15 +9,17 @@ use, never keys × width. Every operation is vectorised over keys. Never imports
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ['SparseCells', 'ragged_positions', 'pack_nonzero', 'unpack_nonzero', 'pack_steps',
-           'unpack_steps']
+__all__ = ['SparseCells', 'part_ranks', 'ragged_positions', 'pack_nonzero', 'unpack_nonzero',
+           'pack_steps', 'unpack_steps']
 
 # Pending rows always allowed before a consolidation (beyond the table's own size).
 _MIN_PENDING = 1 << 20
+# `key_bounds` of at least this many keys counts every key's entries (else binary searches).
+_MANY_KEYS = 256
 
 
 def ragged_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -47,6 +49,8 @@ class SparseCells:
         self._values = np.empty((0, self.n_values))
         self._parts: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending = 0
+        # (codes, start, stop per key) of the consolidated table `codes` (`key_bounds`).
+        self._bounds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __getstate__(self) -> dict:
         # Compact: the codes as their (mostly small) increments, the sums without their zeros.
@@ -129,10 +133,51 @@ class SparseCells:
         out._values = np.take(self._values, at, axis=0)
         return out
 
+    def split(self, part_of_key: np.ndarray, n_parts: int, local: np.ndarray | None = None
+              ) -> list['SparseCells']:
+        """The tables of `n_parts` parts of the keys (key k in part part_of_key[k], an int in
+        [0, n_parts)): part p is `take(np.flatnonzero(part_of_key == p))`, all parts from one
+        pass over the table (a stable partition of its entries by part) instead of a search of
+        the table per part. `local`: `part_ranks(part_of_key, n_parts)`, when known."""
+        self.consolidate()
+        parts = np.asarray(part_of_key, dtype=np.int64)
+        if local is None:
+            local = part_ranks(parts, n_parts)
+        key = self._codes // self.width
+        entry_part = parts[key]
+        codes = local[key] * self.width + (self._codes - key * self.width)
+        order = _small_stable_order(entry_part, n_parts)
+        codes = codes[order]
+        values = np.take(self._values, order, axis=0)
+        ends = np.cumsum(np.bincount(entry_part, minlength=n_parts)).tolist()
+        out = []
+        for p in range(n_parts):
+            table = SparseCells(self.width, self.n_values)
+            a, b = (ends[p - 1] if p else 0), ends[p]
+            table._codes, table._values = codes[a:b], values[a:b]
+            out.append(table)
+        return out
+
     def key_bounds(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(start, stop) of each key's entries in the consolidated table."""
+        """(start, stop) of each key's entries in the consolidated table: many keys (a block's
+        reading) from every key's bounds, counted once per table (one bincount of the entries'
+        keys and its cumsum, kept while the table is unchanged); a few by binary search."""
         self.consolidate()
         keys = np.asarray(keys, dtype=np.int64)
+        bounds = self._bounds
+        if bounds is None or bounds[0] is not self._codes:
+            bounds = None
+            if keys.size >= _MANY_KEYS:
+                per_key = np.bincount(self._codes // self.width)
+                stops = np.cumsum(per_key)
+                bounds = self._bounds = (self._codes, stops - per_key, stops)
+        if bounds is not None and keys.size and keys.min() >= 0:
+            _, starts, stops = bounds
+            if keys.max() >= starts.size:  # keys past the last key with entries: empty
+                end = self._codes.size
+                starts, stops = np.append(starts, end), np.append(stops, end)
+                keys = np.minimum(keys, starts.size - 1)
+            return starts[keys], stops[keys]
         return (np.searchsorted(self._codes, keys * self.width),
                 np.searchsorted(self._codes, (keys + 1) * self.width))
 
@@ -158,6 +203,16 @@ class SparseCells:
         out[key - k0, codes - key * self.width] = self._values[a:b]
         return out
 
+    def dense_of(self, keys: np.ndarray) -> np.ndarray:
+        """The sums of these keys as a dense [len(keys), width, n_values] array."""
+        starts, stops = self.key_bounds(keys)
+        lengths = stops - starts
+        at = ragged_positions(starts, lengths)
+        out = np.zeros((np.size(keys), self.width, self.n_values))
+        out[np.repeat(np.arange(np.size(keys)), lengths), self._codes[at] % self.width] = (
+            self._values[at])
+        return out
+
     def padded(self, keys: np.ndarray, length: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each key's entries (at most `length`) left-aligned in rows: (buckets [keys, length],
@@ -176,6 +231,26 @@ class SparseCells:
         values[~valid] = 0.0
         return buckets, values, valid
 
+    def padded_steps(self, n_keys: int, step: int
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(keys, buckets, values) of every key of [0, n_keys), each key's entries left-aligned in
+        rows of `padded`: keys grouped by entries rounded up to a power of two (so padding at
+        most doubles the entries; a key without entries has one padding entry), at most ~`step`
+        entries a step."""
+        starts, stops = self.key_bounds(np.arange(n_keys))
+        length = np.maximum(stops - starts, 1)
+        size_class = np.ceil(np.log2(length)).astype(np.int64)
+        order = np.argsort(size_class, kind='stable')
+        bounds = np.searchsorted(size_class[order], np.arange(size_class.max(initial=0) + 2))
+        for c in range(bounds.size - 1):
+            keys = order[bounds[c]:bounds[c + 1]]
+            width = 1 << c
+            per_step = max(1, step // width)
+            for a in range(0, keys.size, per_step):
+                part = keys[a:a + per_step]
+                buckets, values, _ = self.padded(part, width)
+                yield part, buckets, values
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the table and its pending parts."""
@@ -183,9 +258,44 @@ class SparseCells:
 
 
 def _aggregate(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unsorted (code, values) rows summed per code: sorted unique codes and their sums."""
-    order = np.argsort(codes)
-    return _reduce_sorted(codes[order], np.take(values, order, axis=0))
+    """Unsorted (code, values) rows summed per code, in their order: sorted unique codes and
+    their sums."""
+    codes, order = stable_order(codes)
+    return _reduce_sorted(codes, np.take(values, order, axis=0))
+
+
+def stable_order(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the codes sorted, the stable order that sorts them) of non-negative int64 codes: a sort of
+    each code with its position in the low bits when both fit in 63 bits (numpy's sort of int64
+    numbers is several times faster than its argsort, stable or not), else a stable argsort."""
+    n = codes.size
+    shift = max(int(n).bit_length(), 1)
+    if n and 0 <= int(codes.min()) and int(codes.max()) < (1 << (63 - shift)):
+        packed = np.left_shift(codes, shift)
+        packed |= np.arange(n, dtype=np.int64)
+        packed.sort()
+        order = packed & ((1 << shift) - 1)
+        return np.right_shift(packed, shift), order
+    order = np.argsort(codes, kind='stable')
+    return codes[order], order
+
+
+def part_ranks(part_of_key: np.ndarray, n_parts: int) -> np.ndarray:
+    """Each key's index in its part (`SparseCells.split`): its rank among the keys of its part,
+    in key order."""
+    parts = np.asarray(part_of_key, dtype=np.int64)
+    per_part = np.bincount(parts, minlength=n_parts)
+    local = np.empty(parts.size, dtype=np.int64)
+    local[_small_stable_order(parts, n_parts)] = (
+        np.arange(parts.size) - np.repeat(np.cumsum(per_part) - per_part, per_part))
+    return local
+
+
+def _small_stable_order(labels: np.ndarray, n: int) -> np.ndarray:
+    """The stable order sorting labels in [0, n): as 16-bit numbers when they fit (numpy's
+    radix sort, linear)."""
+    return np.argsort(labels.astype(np.int16) if n <= np.iinfo(np.int16).max else labels,
+                      kind='stable')
 
 
 def _reduce_sorted(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -205,13 +315,18 @@ def pack_nonzero(values: np.ndarray) -> tuple:
     """A float64 array as (shape, bit mask of its non-zero elements, bit mask of those that
     float32 holds exactly, those as float32, the others as float64): compact for pickles of sums
     that are mostly 0 (a key's few rows fill few cells) or whole (counts, unit weights). Works on
-    the flat array (boolean indexing of a 1-D array is several times faster)."""
+    the flat array, selecting through the masks' positions (`np.flatnonzero`; numpy's boolean
+    indexing is several times slower on masks without long runs, as a table's alternating
+    positive and negative sums)."""
     flat = values.reshape(-1)
     mask = flat != 0  # NaN is kept
-    nonzero = flat[mask]
+    nonzero = flat.take(np.flatnonzero(mask))
     narrow = nonzero.astype(np.float32)
     exact = narrow == nonzero  # NaN is not: kept as float64
-    return (values.shape, np.packbits(mask), np.packbits(exact), narrow[exact], nonzero[~exact])
+    if exact.all():
+        return (values.shape, np.packbits(mask), np.packbits(exact), narrow, nonzero[:0])
+    return (values.shape, np.packbits(mask), np.packbits(exact),
+            narrow.take(np.flatnonzero(exact)), nonzero.take(np.flatnonzero(~exact)))
 
 
 def unpack_nonzero(packed: tuple) -> np.ndarray:
@@ -219,12 +334,15 @@ def unpack_nonzero(packed: tuple) -> np.ndarray:
     shape, bits, exact_bits, narrow, wide = packed
     size = int(np.prod(shape))
     mask = np.unpackbits(bits, count=size).view(bool)
-    exact = np.unpackbits(exact_bits, count=narrow.size + wide.size).view(bool)
-    nonzero = np.empty(exact.size)
-    nonzero[exact] = narrow
-    nonzero[~exact] = wide
+    if wide.size:
+        exact = np.unpackbits(exact_bits, count=narrow.size + wide.size).view(bool)
+        nonzero = np.empty(exact.size)
+        nonzero[np.flatnonzero(exact)] = narrow
+        nonzero[np.flatnonzero(~exact)] = wide
+    else:
+        nonzero = narrow
     out = np.zeros(size)
-    out[mask] = nonzero
+    out[np.flatnonzero(mask)] = nonzero
     return out.reshape(shape)
 
 
