@@ -320,7 +320,7 @@ def test_reruns_replace_and_failed_runs_keep_the_earlier_output(tmp_path, monkey
         'run_id').to_pylist()[0] == 'run-2'
 
     # A run failing in its last writer publishes nothing: the earlier run stays, byte for byte.
-    def broken_report(output_dir, source=None):
+    def broken_report(output_dir, source=None, **tables):
         raise OSError('no space left on device')
 
     with monkeypatch.context() as m:
