@@ -164,6 +164,8 @@ class WriteRun(beam.DoFn):
         """The Parquet tables, validation, summary.json, TensorBoard and the report, into the
         staging dir `out`; returns the summary."""
         config = self._config
+        # The plots table first: the TFMA writer, on its thread, reads it from its start.
+        plots.keep()
         written = parquet_writer.write_outputs(out, metrics, None, self._error_table(pieces),
                                                schema=m_schema)
         return_freed_memory()
@@ -293,10 +295,18 @@ class _PlotPieces:
             return plot_tables(config, prepared, run_id, evaluated_at)
         if not self._small:
             return plot_tables(config, prepared, run_id, evaluated_at)
+        return iter(self.keep())
+
+    def keep(self) -> list[pa.Table] | None:
+        """The whole table's pieces, built now if not yet, for a table of at most `KEEP_ROWS`
+        rows; None for a larger one (built on every call)."""
+        if not self._small:
+            return None
+        config, prepared, run_id, evaluated_at = self._args
         with self._lock:
             if self._kept is None:
                 self._kept = list(plot_tables(config, prepared, run_id, evaluated_at))
-        return iter(self._kept)
+        return self._kept
 
 
 def _write_tfma(config: config_lib.EvalConfig, out: str, metrics: pa.Table,
