@@ -142,3 +142,18 @@ def assert_same_intervals(a: dict, b: dict) -> None:
         assert (a[k] is None) == (b[k] is None), k
         if a[k] is not None:
             np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+def binary_arrays(rng: np.random.Generator, n: int) -> Any:
+    """n rows for the weighted BinaryClassHead (weight column 'w') as `HeadArrays`: labels 0/1,
+    logits ~ N(0, 2), weights in [0.5, 1.5)."""
+    from pipeline.elements import HeadArrays
+    return HeadArrays(labels=rng.integers(0, 2, (n, 1)).astype(np.float32),
+                      logits=rng.normal(0, 2, (n, 1)).astype(np.float32),
+                      features={'w': rng.uniform(0.5, 1.5, (n, 1))})
+
+
+def binary_key_block(columns: tuple = ('c',)) -> Any:
+    """An empty `KeyBlock` of slice spec `columns` over the weighted BinaryClassHead's block."""
+    from pipeline.key_blocks import KeyBlock
+    return KeyBlock(columns, 0, heads.BinaryClassHead(weight_column='w').new_block())

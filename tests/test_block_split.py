@@ -13,11 +13,12 @@ import pytest
 import heads
 from heads.metrics import sparse_cells
 from heads.metrics.sparse_cells import SparseCells, part_ranks, stable_order
-from pipeline.elements import HeadArrays
 from pipeline.key_blocks import KeyBlock, _int_shard_numbers, shard_numbers
 from pipeline.keys import SpecKeys
 
 from test_binary_block import _assert_equal, _block, _data, _per_key
+
+from _helpers import binary_arrays
 
 
 def _dense(keys, buckets, values, n_keys, width):
@@ -77,10 +78,7 @@ def test_binary_block_parts_answer_as_their_keys_states(kind):
         block.split(part_of_key[:-1], 4)
 
 
-def _arrays(rng, n):
-    return HeadArrays(labels=rng.integers(0, 2, (n, 1)).astype(np.float32),
-                      logits=rng.normal(0, 2, (n, 1)).astype(np.float32),
-                      features={'w': rng.uniform(0.5, 1.5, (n, 1))})
+_arrays = binary_arrays
 
 
 @pytest.mark.parametrize('ints', [True, False])

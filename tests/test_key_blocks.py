@@ -17,12 +17,11 @@ import pytest
 
 import heads
 from pipeline.block_results import block_results, plot_candidates, plot_winners
-from pipeline.elements import HeadArrays
 from pipeline.key_blocks import SHARDS, KeyBlock, block_key, is_block_key, shard_numbers
 from pipeline.keys import SpecKeys
 from pipeline.run import evaluate
 
-from _helpers import write_shards
+from _helpers import write_shards, binary_arrays
 from _reference_block import ReferenceBlock
 
 RUNNER = ['--runner=DirectRunner']
@@ -48,10 +47,7 @@ def _no_blocks(monkeypatch) -> None:
     monkeypatch.setattr('pipeline.config.EvalConfig.new_block', lambda self, head: None)
 
 
-def _arrays(rng: np.random.Generator, n: int) -> HeadArrays:
-    return HeadArrays(labels=rng.integers(0, 2, (n, 1)).astype(np.float32),
-                      logits=rng.normal(0, 2, (n, 1)).astype(np.float32),
-                      features={'w': rng.uniform(0.5, 1.5, (n, 1))})
+_arrays = binary_arrays
 
 
 def _face() -> object:

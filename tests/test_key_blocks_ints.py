@@ -12,20 +12,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-import heads
-from pipeline.elements import HeadArrays
 from pipeline.key_blocks import KeyBlock
 from pipeline.keys import SpecKeys, int_slice_codes, key_codes, slice_codes
 
-
-def _arrays(rng: np.random.Generator, n: int) -> HeadArrays:
-    return HeadArrays(labels=rng.integers(0, 2, (n, 1)).astype(np.float32),
-                      logits=rng.normal(0, 2, (n, 1)).astype(np.float32),
-                      features={'w': rng.uniform(0.5, 1.5, (n, 1))})
+from _helpers import binary_arrays, binary_key_block
 
 
-def _block() -> KeyBlock:
-    return KeyBlock(('c',), 0, heads.BinaryClassHead(weight_column='w').new_block())
+_arrays = binary_arrays
+
+
+_block = binary_key_block
 
 
 def _batch_values(rng: np.random.Generator, spread: int, offset: int, n: int) -> np.ndarray:

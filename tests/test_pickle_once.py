@@ -9,20 +9,16 @@ import pickle
 
 import numpy as np
 
-import heads
-from pipeline.elements import HeadArrays
 from pipeline.key_blocks import KeyBlock
 from pipeline.keys import SpecKeys
 
-
-def _arrays(rng: np.random.Generator, n: int) -> HeadArrays:
-    return HeadArrays(labels=rng.integers(0, 2, (n, 1)).astype(np.float32),
-                      logits=rng.normal(0, 2, (n, 1)).astype(np.float32),
-                      features={'w': rng.uniform(0.5, 1.5, (n, 1))})
+from _helpers import binary_arrays, binary_key_block
 
 
-def _block() -> KeyBlock:
-    return KeyBlock(('c',), 0, heads.BinaryClassHead(weight_column='w').new_block())
+_arrays = binary_arrays
+
+
+_block = binary_key_block
 
 
 def _keys(values: list) -> list[tuple]:
