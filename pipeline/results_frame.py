@@ -103,7 +103,8 @@ class ResultsFrame:
                             dict(sorted(plots.items())), at)
 
     def with_multi_head(self, weights: Sequence[float] | None, n_heads: int) -> 'ResultsFrame':
-        """The frame plus the MultiHead `loss` keys (one `loss` row each; `KeyColumns.multi_head`)."""
+        """The frame plus the MultiHead `loss` keys (one `loss` row each;
+        `KeyColumns.multi_head`)."""
         if n_heads < 2:
             return self
         multi, _ = self.keys.multi_head(weights or [1.0] * n_heads)

@@ -366,8 +366,8 @@ def _tensorboard_dir(configured: str | None, output: str, staging: str) -> str:
 
 
 def _optional_writer(module: str, function: str, *args: Any, **kwargs: Any) -> None:
-    """Calls module.function(*args, **kwargs); a missing module is skipped with a warning, any other error
-    (including an ImportError raised from inside the module) fails the run."""
+    """Calls module.function(*args, **kwargs); a missing module is skipped with a warning, any
+    other error (including an ImportError raised from inside the module) fails the run."""
     try:
         mod = importlib.import_module(module)
     except ImportError as e:

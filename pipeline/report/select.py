@@ -1,8 +1,9 @@
 """Which slices the report shows: every slice of a spec with few of them; for a spec with more than
 3 × `MAX_SLICES_PER_SPEC`, per head the N worst and N best by the head's primary metric and the
 N largest by example count (their union), and the slices with a failing validation check (up to
-3 × N more), so the page stays small and opens quickly at any number of slices. Each spec cut so gets a note
-saying how many of its slices the page leaves out (they remain in the metrics and plots tables).
+3 × N more), so the page stays small and opens quickly at any number of slices. Each spec cut so
+gets a note saying how many of its slices the page leaves out (they remain in the metrics and
+plots tables).
 The ranking uses the candidate's rows only (a run with a baseline also has baseline and diff
 rows).
 
