@@ -249,6 +249,7 @@ class ResultsPack(PickleOnce):
 
     @keys.setter
     def keys(self, keys: list[TableKey]) -> None:
+        self._changed()
         self._keys, self._ints = keys, None
 
     def int_values(self) -> np.ndarray | None:

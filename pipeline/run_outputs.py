@@ -122,7 +122,7 @@ class WriteRun(beam.DoFn):
         out = parquet_writer.staging_dir(config.output, options.run_id)
         tables = (pieces, metrics, m_schema, plots, out, counts, left_out, too_many,
                   without_plots)
-        if metrics.num_rows <= self.SIDE_BY_SIDE_ROWS:
+        if metrics.num_rows <= self.SIDE_BY_SIDE_ROWS and plots.small:
             # The TFMA writer works from the tables in memory on a thread of its own, beside the
             # Parquet files, the summary and the writers that read those files (its numpy work
             # and file writes leave the GIL: at 10^5 slices, ~2.4 s of writers one after the
@@ -130,10 +130,16 @@ class WriteRun(beam.DoFn):
             with concurrent.futures.ThreadPoolExecutor(
                     1, thread_name_prefix='headstream-tfma') as pool:
                 tfma = pool.submit(_write_tfma, config, out, metrics, plots, typed)
-                summary = self._write_tables(*tables)
-                # An error of these writers is raised once the TFMA one is done; else its own.
+                try:
+                    summary = self._write_tables(*tables)
+                except BaseException:  # raised once the TFMA writer is done; its error logged
+                    if tfma.exception() is not None:
+                        _log.error('headstream: the TFMA writer failed too: %s',
+                                   tfma.exception())
+                    raise
                 tfma.result()
-        else:  # one after the other: the writers' memory does not add up
+        else:  # one after the other: the writers' memory does not add up (nor a plots table
+            # of more than KEEP_ROWS rows, built on each reading, get built twice at once)
             summary = self._write_tables(*tables)
             return_freed_memory()
             _write_tfma(config, out, metrics, plots, typed)
@@ -283,7 +289,8 @@ class _PlotPieces:
         self._args = (config, plotted, run_id, evaluated_at)
         self.schema = schema_lib.with_extras(schema_lib.PLOTS, config.windowed, config.stepped)
         self.rows = 0
-        self._small = sum(plot_rows(r.plots) for r in plotted) <= self.KEEP_ROWS
+        # At most KEEP_ROWS rows: the table is built once and kept.
+        self.small = sum(plot_rows(r.plots) for r in plotted) <= self.KEEP_ROWS
         self._kept: list[pa.Table] | None = None
         self._lock = threading.Lock()
 
@@ -293,14 +300,14 @@ class _PlotPieces:
             prepared = [r for r in prepared if schema_lib.slice_name(
                 tuple(r.key.slice_columns), tuple(r.key.slice_values)) in slices]
             return plot_tables(config, prepared, run_id, evaluated_at)
-        if not self._small:
+        if not self.small:
             return plot_tables(config, prepared, run_id, evaluated_at)
         return iter(self.keep())
 
     def keep(self) -> list[pa.Table] | None:
         """The whole table's pieces, built now if not yet, for a table of at most `KEEP_ROWS`
         rows; None for a larger one (built on every call)."""
-        if not self._small:
+        if not self.small:
             return None
         config, prepared, run_id, evaluated_at = self._args
         with self._lock:

@@ -114,3 +114,13 @@ def test_a_results_pack_is_packed_once_and_reads_back_the_same(monkeypatch):
     assert back.keys == pack.keys
     np.testing.assert_array_equal(back.values, values)
     np.testing.assert_array_equal(back.weighted, np.arange(5.0) / 2)
+
+
+def test_a_results_pack_given_new_keys_after_a_pickle_is_pickled_with_them():
+    from pipeline.block_results import ResultsPack
+    values = np.zeros((3, 1, 3))
+    pack = ResultsPack(('c',), 0, None, ('auc',), values, np.ones(3), np.ones(3), {}, [],
+                       int_values=np.array([4, 5, 6], np.int64))
+    assert pickle.loads(pickle.dumps(pack)).keys == [((v,), None, None) for v in (4, 5, 6)]
+    pack.keys = [(('a',), None, None), (('b',), None, None), (('c',), None, None)]
+    assert pickle.loads(pickle.dumps(pack)).keys == pack.keys

@@ -148,3 +148,29 @@ def test_the_tfma_writer_after_the_others_writes_what_it_writes_beside_them(tmp_
             assert a.drop_columns(drop).equals(b.drop_columns(drop)), name
         else:
             assert trees[0][name] == trees[1][name], name
+
+
+def test_when_two_writers_fail_side_by_side_the_main_ones_error_is_raised_and_tfmas_logged(
+        tmp_path, monkeypatch, caplog):
+    import logging
+    import pyarrow.parquet as pq
+    import pytest
+    import pipeline.report as report
+    from pipeline.writers import tfma
+    from pipeline.run import evaluate
+    from _helpers import RUNNER, WEIGHTED_CLICK_HEAD, pipeline_data
+    (tmp_path / 'in').mkdir()
+    pq.write_table(pipeline_data(200, 4), str(tmp_path / 'in' / 'part-0.parquet'))
+
+    def broken_report(*args, **kwargs):
+        raise OSError('no space left on device')
+
+    def broken_tfma(*args, **kwargs):
+        raise ValueError('tfma: a broken record')
+    monkeypatch.setattr(report, 'write_report', broken_report)
+    monkeypatch.setattr(tfma, 'write_tfma', broken_tfma)
+    config = {'input': {'pattern': str(tmp_path / 'in' / '*.parquet')},
+              'heads': [WEIGHTED_CLICK_HEAD], 'slices': [[]], 'output': str(tmp_path / 'out')}
+    with caplog.at_level(logging.ERROR), pytest.raises(Exception, match='no space left'):
+        evaluate(config, RUNNER, run_id='r1')
+    assert 'the TFMA writer failed too: tfma: a broken record' in caplog.text

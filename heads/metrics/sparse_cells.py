@@ -110,6 +110,7 @@ class SparseCells:
             codes, values = codes[keep], values[keep]
         self._codes, self._values = codes, values
         self._parts, self._pending = [], 0
+        self._bounds = None  # (the old table's: not kept alive)
         return self
 
     def merge(self, other: 'SparseCells', index: np.ndarray) -> None:

@@ -72,7 +72,7 @@ def write_report(output_dir: str, source: str | None = None, *,
     text = files.columns(SELECTION_TEXT)
     # Specs with very many slices show a few of them (`pipeline.report.select`).
     verdict = read_verdict(output_dir)
-    # ... but every slice with a failing validation check stays on the page.
+    # ... and slices with a failing validation check stay on the page (at most 3 × N more).
     failing = list(dict.fromkeys(c.get('slice') for c in (verdict or {}).get('checks', [])
                                  if not c.get('passed')))
     selection = select_slices(text, always=failing, numbers=files)
