@@ -14,7 +14,9 @@ from typing import Any, Iterator, Mapping
 import apache_beam as beam
 
 from pipeline.config import EvalConfig
-from pipeline.elements import ERRORS_TAG, STATS_TAG, SourceBatch
+from pipeline.block_results import key_counts
+from pipeline.elements import ERRORS_TAG, PLOT_COUNTS_TAG, STATS_TAG, SourceBatch
+from pipeline.key_blocks import is_block_key
 from pipeline.evaluate import BatchEvaluator, check_bad_records
 from pipeline.predictions import predictions_path
 
@@ -35,13 +37,15 @@ class ApplyHeads(beam.DoFn):
         columns must hold the same kinds (formats without a footer to check beforehand); a batch
         that does not raises `ConfigError` naming its file and the column.
       blocks: many keys of a spec as one columnar block per (spec, head) (`BatchEvaluator`).
+      plot_counts: also emit, on the `PLOT_COUNTS_TAG` output, the key counts of each block part
+        handed on (`block_results.key_counts`, (0, counts)), made before the part is emitted.
     """
 
     def __init__(self, config: EvalConfig, run_id: str, bad_records: str = 'fail',
                  precombine: bool = True, predictions_dir: str | None = None,
                  derive_overall: bool = True,
                  slice_kinds: tuple[str, Mapping[str, str]] | None = None,
-                 blocks: bool = False):
+                 blocks: bool = False, plot_counts: bool = False):
         check_bad_records(bad_records)
         self._config = config
         self._run_id = run_id
@@ -51,6 +55,7 @@ class ApplyHeads(beam.DoFn):
         self._derive_overall = derive_overall
         self._slice_kinds = slice_kinds
         self._blocks = blocks
+        self._plot_counts = plot_counts
         self._bad_counter = beam.metrics.Metrics.counter('headstream', 'bad_rows')
         self._evaluator: BatchEvaluator | None = None
 
@@ -71,8 +76,16 @@ class ApplyHeads(beam.DoFn):
         if out.predictions is not None:
             from pipeline.writers.parquet import write_table
             write_table(out.predictions, predictions_path(self._predictions_dir, sb))
-        for key, value in out.keyed:
+        for key, value in out.keyed:  # (states and block parts handed on early)
+            yield from self._counts(key, value)
             yield tuple(key), value
+
+    def _counts(self, key: Any, state: Any) -> Iterator[beam.pvalue.TaggedOutput]:
+        """The key counts of a block part about to be handed on, when asked for: counted before
+        it goes on, as a consumer may merge into it (its first deep copy is the part itself,
+        `KeyBlock.__deepcopy__`)."""
+        if self._plot_counts and is_block_key(key):
+            yield beam.pvalue.TaggedOutput(PLOT_COUNTS_TAG, (0, key_counts(state)))
 
     def finish_bundle(self) -> Iterator[Any]:
         from apache_beam.transforms.window import GlobalWindow
@@ -81,6 +94,9 @@ class ApplyHeads(beam.DoFn):
         ts = window.max_timestamp()
         out = self._evaluator.finish()
         for key, state in out.states.items():
+            for counts in self._counts(key, state):
+                yield beam.pvalue.TaggedOutput(PLOT_COUNTS_TAG, WindowedValue(
+                    counts.value, ts, [window]))
             yield WindowedValue((tuple(key), state), ts, [window])
         if out.stats is not None:
             yield beam.pvalue.TaggedOutput(STATS_TAG, WindowedValue(out.stats, ts, [window]))

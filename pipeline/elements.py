@@ -21,6 +21,9 @@ BAD_RECORD = 'bad record'
 ERRORS_TAG = 'errors'
 #: The tagged output of `BundleStats`.
 STATS_TAG = 'stats'
+#: The tagged output of each handed-on block part's key counts (`block_results.key_counts`),
+#: from which `plots.max_slices` picks the slices with plots.
+PLOT_COUNTS_TAG = 'plot_counts'
 
 
 class BadRecordError(RuntimeError):

@@ -10,7 +10,9 @@
 Every transform is a Create, ParDo, GroupByKey or Flatten, so every runner, the DaskRunner
 included, can translate it. The steps are `pipeline.sources.ReadBatches`,
 `pipeline.progress.CountRows`, `pipeline.apply.ApplyHeads`, `pipeline.combine.CombineStates`,
-`ExtractResults` (below) and `pipeline.run_outputs.WriteRun`; with `options.bigquery_table`,
+`ExtractResults` (below) and `pipeline.run_outputs.WriteRun`. With `plots.max_slices`, ApplyHeads
+also emits the key counts of the block parts it hands on (`PLOT_COUNTS_TAG`), gathered into the
+side input of ExtractResults naming the slices that get plots. With `options.bigquery_table`,
 WriteRun also emits the metrics rows, which `WriteToBigQuery` appends to that table
 (pipeline/writers/bigquery.py). How the graph runs (runner, lock, progress, publishing) is
 `pipeline/run.py`.
@@ -25,8 +27,8 @@ from pipeline import fileio
 from pipeline import config as config_lib
 from pipeline import sources
 from pipeline.apply import ApplyHeads
-from pipeline.block_results import key_counts, results_pack, winners_of_counts
-from pipeline.elements import ERRORS_TAG, STATS_TAG
+from pipeline.block_results import results_pack, winners_of_counts
+from pipeline.elements import ERRORS_TAG, PLOT_COUNTS_TAG, STATS_TAG
 from pipeline.key_blocks import is_block_key
 from pipeline.combine import CombineStates
 from pipeline.progress import CountRows
@@ -58,9 +60,10 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
     apply_heads = ApplyHeads(config, options.run_id, options.bad_records,
                              precombine=options.precombine, predictions_dir=predictions_dir,
                              slice_kinds=_batch_slice_kinds(config, files),
-                             blocks=options.precombine)
+                             blocks=options.precombine,
+                             plot_counts=config.plots.max_slices is not None)
     applied = batches | 'ApplyHeads' >> beam.ParDo(apply_heads).with_outputs(
-        ERRORS_TAG, STATS_TAG, main='states')
+        ERRORS_TAG, STATS_TAG, PLOT_COUNTS_TAG, main='states')
     head_names = list(config.head_names)
     level = config.confidence_level
     # Every piece of the results is tagged with its kind and keyed by the one key (0) of the group
@@ -68,7 +71,8 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
     # each run a few milliseconds).
     combined = applied.states | 'Combine' >> CombineStates(config)
     results = combined | 'Results' >> beam.ParDo(ExtractResults(head_names, level),
-                                                 _plot_winners(p, applied.states, config))
+                                                 _plot_winners(p, applied[PLOT_COUNTS_TAG],
+                                                               config))
     errors = applied[ERRORS_TAG] | 'TagErrors' >> beam.Map(lambda t: (0, ('errors', t)))
     stats = applied[STATS_TAG] | 'TagStats' >> beam.Map(lambda s: (0, ('stats', tuple(s))))
     marker = p | 'Marker' >> beam.Create([(0, ('marker', None))])
@@ -83,26 +87,23 @@ def build_pipeline(p: beam.Pipeline, config: config_lib.EvalConfig, files: Seque
     return written.summary
 
 
-def _plot_winners(p: beam.Pipeline, states: beam.PCollection, config: config_lib.EvalConfig
+def _plot_winners(p: beam.Pipeline, counts: beam.PCollection, config: config_lib.EvalConfig
                   ) -> Any:
     """The side input naming, per spec, the keys of shard blocks that get plots
-    (`block_results.winners_of_counts` over the `key_counts` of every block part ApplyHeads
-    hands on); None: every key (no `plots.max_slices`). Read from the parts, not from the
-    combined blocks, so the combined blocks have one consumer (`ExtractResults`, in the
-    combine's stage) and are not written out for a second one. A marker makes the group exist
-    when no block is handed on."""
+    (`block_results.winners_of_counts` over the `key_counts` ApplyHeads emits for every block
+    part it hands on, `PLOT_COUNTS_TAG`); None: every key (no `plots.max_slices`). Counted from
+    the parts, not from the combined blocks, so the combined blocks have one consumer
+    (`ExtractResults`, in the combine's stage) and are not written out for a second one; and
+    on an output of their own, so the parts have one consumer too (the combine, which merges
+    into them). A marker makes the group exist when no block is handed on."""
     limit = config.plots.max_slices
     if limit is None:
         return None
 
-    def counts(kv: tuple) -> Iterator[tuple]:
-        if is_block_key(kv[0]):
-            yield 0, key_counts(kv[1])
-
     def winners(kv: tuple) -> dict:
         return winners_of_counts((part for part in kv[1] if part is not None), limit)
     marker = p | 'PlotMarker' >> beam.Create([(0, None)])
-    found = ((states | 'PlotCounts' >> beam.FlatMap(counts), marker)
+    found = ((counts, marker)
              | 'PlotPieces' >> beam.Flatten()
              | 'PlotGather' >> beam.GroupByKey()
              | 'PlotWinners' >> beam.Map(winners))
