@@ -433,7 +433,10 @@ def test_two_runs_into_one_output(tmp_path):
 
 
 _SLOW_RUN = r'''
-import sys, time
+import signal, sys, time
+# Ctrl-C as in a terminal: a SIGINT this process inherited as ignored (a parent that ignores it)
+# would otherwise never raise KeyboardInterrupt here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pipeline import cli
 from pipeline.writers import parquet
 marker = sys.argv[1]
