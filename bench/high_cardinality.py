@@ -294,9 +294,17 @@ def phases(pattern: str, k: int, heads: str, root: str | None) -> dict:
         from pipeline.key_blocks import is_block_key
         limit = config.plots.max_slices
         block_keys = [key for key in accumulators if is_block_key(key)]
-        winners = None if limit is None else block_lib.plot_winners(
-            [c for key in block_keys
-             for c in block_lib.plot_candidates(accumulators[key], limit)], limit)
+        # (The pipeline counts the parts ApplyHeads hands on; here the merged blocks, the same
+        # sums. A --root checkout without `key_counts` picks them from per-shard candidates.)
+        if limit is None:
+            winners = None
+        elif hasattr(block_lib, 'key_counts'):
+            winners = block_lib.winners_of_counts(
+                [block_lib.key_counts(accumulators[key]) for key in block_keys], limit)
+        else:
+            winners = block_lib.plot_winners(
+                [c for key in block_keys
+                 for c in block_lib.plot_candidates(accumulators[key], limit)], limit)
         pack_of = getattr(block_lib, 'results_pack', None)
         for key in block_keys:
             if pack_of is None:  # a --root checkout without packs: the KeyResults

@@ -8,12 +8,10 @@ The rows are those `pipeline.results.state_result` gives a key's own state: the 
 Plots (`plots.max_slices` = N): a spec keeps plots for its N largest slices per window and step
 (by example count, ties in the tables' slice order — the rule `pipeline.run_outputs` applies).
 Reading a key's plots means building its dense state, so only the winners are read, found
-before any shard is read: each shard block names its own N largest per (window, step)
-(`plot_candidates`), and the largest N of all shards' candidates win (`plot_winners`) — the N
-largest overall are always among them. The batch graph finds the same winners in a side step
-from the example counts of every block part the bundles hand on (`key_counts`, summed per key
-by `winners_of_counts`), so the winners are known when the combined shards are, and hands them
-to every shard's reading (`pipeline.graph`).
+before any shard is read: the batch graph finds them in a side step from the example counts of
+every block part the bundles hand on (`key_counts`, summed per key by `winners_of_counts`), so
+the winners are known when the combined shards are, and hands them to every shard's reading
+(`pipeline.graph`).
 """
 from __future__ import annotations
 
@@ -34,14 +32,7 @@ _INT_KEYS = 'int-keys'
 _SPLIT_VALUES = 'split-values'
 _NAN_BITS = np.array(np.nan).view(np.uint64)
 
-__all__ = ['ResultsPack', 'block_results', 'key_counts', 'plot_candidates', 'plot_winners',
-           'results_pack', 'winners_of_counts']
-
-
-# (slice columns, window start, step): the unit the plot limit applies to.
-PlotGroup = tuple[tuple[str, ...], Any, Any]
-# (−example count, slice value order): smaller wins.
-Candidate = tuple[PlotGroup, tuple, TableKey]
+__all__ = ['ResultsPack', 'block_results', 'key_counts', 'results_pack', 'winners_of_counts']
 
 
 class _IntKeys(Sequence):
@@ -115,41 +106,6 @@ def _largest(keys: Sequence[TableKey], counts: np.ndarray, index: np.ndarray, li
     return sorted(chosen.tolist(), key=lambda i: (-counts[i], values_order(keys[i][0])))
 
 
-def plot_candidates(kb: KeyBlock, limit: int) -> list[Candidate]:
-    """Per (window, step) of `kb`'s keys, its `limit` largest (by example count, then in the
-    tables' slice order) as (group, rank key, table key)."""
-    if limit <= 0 or not len(kb):
-        return []
-    keys, counts = _key_counts(kb)
-    if isinstance(keys, _IntKeys) or all(w is None and s is None for _, w, s in keys):
-        groups = {(None, None): np.arange(len(keys))}
-    else:
-        members: dict[tuple, list[int]] = {}
-        for i, (_, window, step) in enumerate(keys):
-            members.setdefault((window, step), []).append(i)
-        groups = {g: np.asarray(m, np.int64) for g, m in members.items()}
-    out: list[Candidate] = []
-    for (window, step), index in groups.items():
-        for i in _largest(keys, counts, index, limit):
-            out.append(((kb.columns, window, step), (-float(counts[i]), values_order(keys[i][0])),
-                        keys[i]))
-    return out
-
-
-def plot_winners(candidates: Iterable[Candidate], limit: int
-                 ) -> dict[tuple[str, ...], set[TableKey]]:
-    """The `limit` best candidates of each (spec, window, step), per spec (heads name the same
-    keys: every head sees the same rows)."""
-    by_group: dict[PlotGroup, dict[TableKey, tuple]] = {}
-    for group, rank, key in candidates:
-        by_group.setdefault(group, {})[_canonical(key)] = rank
-    out: dict[tuple[str, ...], set[TableKey]] = {}
-    for (columns, _, _), ranks in by_group.items():
-        best = sorted(ranks, key=lambda k: ranks[k])[:limit]
-        out.setdefault(columns, set()).update(best)
-    return out
-
-
 def key_counts(kb: KeyBlock) -> tuple[tuple[str, ...], Any, np.ndarray]:
     """(slice columns, keys, example count of each key) of a block or a part of one, for
     `winners_of_counts`: the keys as an int64 array for a table of numbers without dense keys,
@@ -162,9 +118,10 @@ def key_counts(kb: KeyBlock) -> tuple[tuple[str, ...], Any, np.ndarray]:
 
 def winners_of_counts(parts: Iterable[tuple[tuple[str, ...], Any, np.ndarray]], limit: int
                       ) -> dict[tuple[str, ...], set[TableKey]]:
-    """`plot_winners` from the `key_counts` of every part of every spec's blocks (parts of the
-    same keys from several bundles): each key's counts summed over its parts, then per (spec,
-    window, step) the `limit` largest, ties in the tables' slice order."""
+    """The keys that get plots, per spec, from the `key_counts` of every part of every spec's
+    blocks (parts of the same keys from several bundles): each key's counts summed over its
+    parts, then per (spec, window, step) the `limit` largest, ties in the tables' slice order
+    (heads name the same keys: every head sees the same rows)."""
     by_spec: dict[tuple[str, ...], list] = {}
     for columns, keys, counts in parts:
         by_spec.setdefault(columns, []).append((keys, counts))
@@ -309,7 +266,7 @@ def block_results(kb: KeyBlock, head_names: Sequence[str],
                   winners: Mapping[tuple[str, ...], Iterable[TableKey]] | None
                   ) -> list[KeyResult]:
     """One KeyResult per key of `kb` (block keys in its table's order, then dense keys); plots
-    for the keys `winners` names for its spec (`plot_winners`; None: every key)."""
+    for the keys `winners` names for its spec (`winners_of_counts`; None: every key)."""
     return results_pack(kb, head_names, winners).results()
 
 

@@ -1,4 +1,4 @@
-"""A shard of int keys read as numbers (`block_results.results_pack`, `plot_candidates` and
+"""A shard of int keys read as numbers (`block_results.results_pack`, `key_counts` and
 `ResultsPack` without building the keys' tuples): the same keys, metrics and plotted keys as
 one `BinaryClassState` per key and loops over the keys.
 """
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import heads
-from pipeline.block_results import ResultsPack, plot_candidates, plot_winners, results_pack
+from pipeline.block_results import ResultsPack, key_counts, results_pack, winners_of_counts
 from pipeline.elements import HeadArrays
 from pipeline.key_blocks import KeyBlock
 from pipeline.keys import SpecKeys
@@ -54,7 +54,7 @@ def test_a_shard_of_int_keys_reads_as_one_state_per_key(limit):
     table = [((int(v),), None, None) for v in kb.int_values().tolist()]
     winners = None
     if limit is not None:
-        winners = plot_winners(plot_candidates(kb, limit), limit)
+        winners = winners_of_counts([key_counts(kb)], limit)
         winners[('c',)].add(((123456,), None, None))  # a winner of another shard
     pack = results_pack(kb, ['click'], winners)
     assert pack.int_values() is not None and pack.keys == table and pack.extra == []
@@ -73,16 +73,17 @@ def test_a_shard_of_int_keys_reads_as_one_state_per_key(limit):
 
 
 @pytest.mark.parametrize('ties', [False, True])
-def test_plot_candidates_of_int_keys_are_the_largest_then_the_smallest_values(ties):
+def test_plot_winners_of_int_keys_are_the_largest_then_the_smallest_values(ties):
     kb, _, rows = _block(seed=2, n=300, ties=ties)
     limit = 9
-    got = plot_candidates(kb, limit)
+    columns, values, counts = key_counts(kb)
+    assert columns == ('c',) and values.tolist() == kb.int_values().tolist()
+    assert counts.tolist() == [len(rows.get(v, [])) for v in values.tolist()]
     # A loop: every key of the table with its row count, most rows first, then smaller values.
     sizes = [(-len(rows.get(v, [])), v) for v in kb.int_values().tolist()]
     want = sorted(sizes)[:limit]
-    assert [c[2] for c in got] == [((v,), None, None) for _, v in want]
-    assert [c[1][0] for c in got] == [float(n) for n, _ in want]
-    assert all(c[0] == (('c',), None, None) for c in got)
+    assert winners_of_counts([key_counts(kb)], limit) == {
+        ('c',): {((v,), None, None) for _, v in want}}
 
 
 def test_a_results_pack_needs_keys_or_int_values():

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import heads
-from pipeline.block_results import block_results, plot_candidates, plot_winners
+from pipeline.block_results import block_results, key_counts, winners_of_counts
 from pipeline.key_blocks import SHARDS, KeyBlock, block_key, is_block_key, shard_numbers
 from pipeline.keys import SpecKeys
 from pipeline.run import evaluate
@@ -115,21 +115,29 @@ def _sized_block(sizes: dict, window=None, head: int = 0) -> KeyBlock:
     return kb
 
 
+def _winners(blocks, limit: int) -> dict:
+    return winners_of_counts([key_counts(kb) for kb in blocks], limit)
+
+
+def _winning_values(kb, limit: int) -> set:
+    return {key[0] for key in _winners([kb], limit).get(('c',), ())}
+
+
 def test_plots_go_to_the_largest_keys_of_all_shards_ties_in_slice_order():
     one = _sized_block({'b': 5, 3: 2, 'a': 1})
     two = _sized_block({'a2': 5, 1: 2, 'z': 2})
-    assert [c[2][0] for c in plot_candidates(one, 2)] == [('b',), (3,)]
-    assert [c[2][0] for c in plot_candidates(two, 2)] == [('a2',), (1,)]  # 1 before 'z'
-    winners = plot_winners(plot_candidates(one, 3) + plot_candidates(two, 3), 3)
+    assert _winning_values(one, 2) == {('b',), (3,)}
+    assert _winning_values(two, 2) == {('a2',), (1,)}  # 1 before 'z'
+    winners = _winners([one, two], 3)
     # 5 rows: 'a2' and 'b' (text in order); then 2 rows: 1 before 3 (numbers by value) and 'z'.
     assert winners == {('c',): {(('a2',), None, None), (('b',), None, None),
                                 ((1,), None, None)}}
-    assert plot_candidates(one, 0) == [] and plot_winners([], 3) == {}
+    assert _winners([one], 0) == {} and winners_of_counts([], 3) == {}
 
 
 def test_the_plot_limit_applies_per_window():
     early, late = _sized_block({'a': 3, 'b': 1}, window=0), _sized_block({'b': 4}, window=60)
-    winners = plot_winners(plot_candidates(early, 1) + plot_candidates(late, 1), 1)
+    winners = _winners([early, late], 1)
     assert winners == {('c',): {(('a',), 0, None), (('b',), 60, None)}}
 
 
@@ -337,7 +345,7 @@ def test_a_key_with_rows_in_both_dense_state_and_block_reads_as_all_its_rows():
 ])
 def test_among_slices_of_equal_size_the_first_in_slice_order_get_plots(values, first):
     kb = _sized_block({v: 2 for v in values})
-    assert [c[2][0][0] for c in plot_candidates(kb, 3)] == first
+    assert _winning_values(kb, 3) == {(v,) for v in first}
 
 
 def test_blocks_handed_on_early_give_the_same_tables(tmp_path, monkeypatch):

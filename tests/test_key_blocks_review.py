@@ -2,10 +2,9 @@
 differ."""
 from __future__ import annotations
 
-from pipeline.block_results import plot_candidates
 from pipeline.results import values_order
 
-from test_key_blocks import _no_blocks, _sized_block
+from test_key_blocks import _no_blocks, _sized_block, _winning_values
 
 
 def test_text_ties_with_trailing_nul_follow_the_tables_order():
@@ -14,7 +13,7 @@ def test_text_ties_with_trailing_nul_follow_the_tables_order():
     values = ['a\x00', 'a', 'b']
     kb = _sized_block({v: 2 for v in values})
     expected = sorted(values, key=lambda v: values_order((v,)))[:2]
-    assert [c[2][0][0] for c in plot_candidates(kb, 2)] == expected
+    assert _winning_values(kb, 2) == {(v,) for v in expected}
 
 
 def _null_float_data(tmp_path) -> str:
