@@ -81,7 +81,7 @@ def _canonical(key: TableKey) -> TableKey:
     return (values, window, step)
 
 
-def _distinct(indices: np.ndarray) -> bool:
+def _all_distinct(indices: np.ndarray) -> bool:
     """Whether no index repeats (increasing indices, as `shards` takes, without a sort)."""
     if indices.size < 2 or bool((indices[1:] > indices[:-1]).all()):
         return True
@@ -275,7 +275,7 @@ class KeyBlock(IntKeyTable, PickleOnce):
         values = self.int_values()
         if values is not None:
             picked_values = values[indices]
-            if _distinct(indices):
+            if _all_distinct(indices):
                 out._set_ints(picked_values)
             elif out._int_indices(picked_values) is None:
                 out._indices([self.keys[i] for i in indices.tolist()])

@@ -138,9 +138,17 @@ def test_int_slice_key_fields_encode_as_protobuf_serializes_them():
                 for v in values]
         assert got == want
     # Through the index: a long column name (two-byte lengths) and a float beside the ints.
-    from pipeline.writers.tfma_slice_keys import _slice_fields
+    import pyarrow as pa
+    from pipeline.writers.tfma_slice_keys import SliceIndex
+    cells = [('c' * 120, '5'), ('user', '7'), ('user', '2.5'), ('', ''), ('a_X_b', '1_X_2')]
+    typed = {cells[0]: (5,), cells[1]: (7,), cells[2]: (2.5,), cells[4]: (1, 2)}
     keys = [(('c' * 120, 5),), (('user', 7),), (('user', 2.5),), (), (('a', 1), ('b', 2))]
-    assert _slice_fields(keys) == [
+    table = pa.table({'slice_columns': [c for c, _ in cells],
+                      'slice_values': [v for _, v in cells]})
+    index = SliceIndex(table, [[], ['c' * 120], ['user'], ['a', 'b']], typed,
+                       tfma_protos.slice_key)
+    assert index.bad is None and index.group.tolist() == [0, 1, 2, 3, 4]
+    assert index.fields == [
         _field(1, tfma_protos.slice_key_proto(k).SerializeToString()) for k in keys]
 
 

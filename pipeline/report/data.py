@@ -138,7 +138,7 @@ class TableFiles:
                                for g in range(coded.num_row_groups)]
                 except Exception as e:
                     raise ValueError('headstream report: cannot read %s: %s' % (path, e)) from e
-            out[column] = _one_dictionary(chunks)
+            out[column] = one_dictionary(chunks)
         return pa.table(out)
 
     def rows(self, mask: np.ndarray | None, columns: Sequence[str] | None = None,
@@ -178,7 +178,7 @@ class TableFiles:
         return pa.concat_tables(tables, promote_options='default')
 
 
-def _one_dictionary(chunks: list[pa.ChunkedArray | pa.Array]) -> pa.Array:
+def one_dictionary(chunks: list[pa.ChunkedArray | pa.Array]) -> pa.Array:
     """Dictionary chunks (each its own dictionary) as one dictionary array of their distinct
     values: each chunk's indices mapped with numpy into one array of the smallest int type. A column that is not
     text is concatenated as it is."""

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.report.data import REQUIRED, _one_dictionary, require
+from pipeline.report.data import REQUIRED, one_dictionary, require
 
 
 class TableMemory:
@@ -36,8 +36,7 @@ class TableMemory:
         for name in [c for c in self.column_names if c in set(columns)]:
             chunks = [a.dictionary_encode() if pa.types.is_string(a.type) else a
                       for a in self._table.column(name).chunks]
-            out[name] = _one_dictionary(chunks) if chunks else pa.array(
-                [], pa.dictionary(pa.int32(), pa.string()))
+            out[name] = one_dictionary(chunks)
         return pa.table(out)
 
     def rows(self, mask: np.ndarray | None, columns: Sequence[str] | None = None,

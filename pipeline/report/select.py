@@ -21,10 +21,8 @@ import pyarrow.compute as pc
 from pipeline.report.data import lower_is_better
 
 MAX_SLICES_PER_SPEC = 50
-# The metrics columns the choice reads: its text columns whole (as dictionaries), the numbers
-# only for the rows of each (spec, head, primary metric).
-SELECTION_COLUMNS = ('slice', 'slice_columns', 'head', 'metric', 'value', 'example_count',
-                     'weighted_example_count', 'lower_bound', 'model')
+# The metrics columns the choice reads whole (as dictionaries); the numbers (value, counts,
+# lower_bound) only for the rows of each (spec, head, primary metric).
 SELECTION_TEXT = ('slice', 'slice_columns', 'head', 'metric', 'model')
 # The metric a spec's slices are ranked by: the first of these a head has, else its first metric
 # (the report's slice comparison ranks by the same list).

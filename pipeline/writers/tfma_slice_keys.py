@@ -251,26 +251,6 @@ def slice_groups(table: pa.Table, slices: Sequence[Sequence[str]],
     return index.group, index.fields
 
 
-def _slice_fields(keys: list[tuple]) -> list[bytes]:
-    """Each key's `MetricsForSlice.slice_key` field (b'' for a refused one): keys of one column
-    and an int64 value (the many slices of an integer column) encoded with numpy, column by
-    column; any other by `_slice_key_bytes`."""
-    out: list[bytes] = [b''] * len(keys)
-    ints: dict[str, tuple[list[int], list[int]]] = {}
-    for i, key in enumerate(keys):
-        if len(key) == 1 and key[0][0] is not _REFUSED and type(key[0][1]) is int \
-                and -2 ** 63 <= key[0][1] < 2 ** 63:
-            at, values = ints.setdefault(key[0][0], ([], []))
-            at.append(i)
-            values.append(key[0][1])
-        elif not (key and key[0] is _REFUSED):
-            out[i] = field(1, _slice_key_bytes(key))
-    for column, (at, values) in ints.items():
-        for i, encoded in zip(at, _int_fields(column, np.asarray(values, np.int64))):
-            out[i] = encoded
-    return out
-
-
 def _int_fields(column: str, values: np.ndarray) -> list[bytes]:
     """`int_slice_fields`, or protobuf's lengths of two bytes for a long column name."""
     if len(column.encode('utf-8')) >= 100:
